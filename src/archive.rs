@@ -1,0 +1,592 @@
+//! The [`Archive`] trait: a two-layer byte store, `domain -> key -> bytes`.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+
+pub mod memory;
+
+/// One page of a listing: some names, and the cursor that continues after them.
+///
+/// Returned by [`Archive::list_domains`] and [`Archive::list_keys`]. Most callers want the
+/// iterators of [`ArchiveExt`] instead, which walk the pages for them.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let archive = MemoryArchive::new();
+/// for d in ["a", "b", "c"] {
+///     archive.set(d, "k", b"")?;
+/// }
+/// let first = archive.list_domains(None, 2)?;
+/// assert_eq!(first.names, ["a", "b"]);
+/// let second = archive.list_domains(first.cursor.as_deref(), 2)?;
+/// assert_eq!(second.names, ["c"]);
+/// assert_eq!(second.cursor, None);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The names on this page. It may be empty even when `cursor` is `Some`.
+    pub names: Vec<String>,
+    /// Where the next page starts, or `None` when the listing is complete. Opaque to callers: pass
+    /// it back unchanged.
+    pub cursor: Option<String>,
+}
+
+/// A two-layer byte store: domains hold keys, keys hold bytes.
+///
+/// This is the storage contract under `Sessions` (one domain per session, its
+/// state under the key `session.json`), and it is small enough to implement for any store.
+///
+/// # Contract
+///
+/// - **Names.** Every domain and key must pass the [name rule](crate::validate_name). An invalid
+///   name makes every method return [`Error::InvalidName`](crate::Error::InvalidName) before
+///   anything is read or written.
+/// - **Absence is not an error.** [`get`](Archive::get) returns `Ok(None)` for a missing key;
+///   [`remove`](Archive::remove) and [`remove_domain`](Archive::remove_domain) return
+///   `Ok(false)` when there was nothing to remove.
+/// - **A domain exists exactly while it holds at least one key.** [`set`](Archive::set) creates
+///   it; removing its last key removes it. There are no empty domains.
+/// - **Values** are arbitrary bytes; the empty value is a value, distinct from absence.
+/// - **Atomicity.** Each call is atomic: a reader sees a value whole or not at all, never a torn
+///   one. [`remove_domain`](Archive::remove_domain) removes the whole domain at once where the
+///   backend can (each backend documents this). [`compare_and_swap`](Archive::compare_and_swap) is
+///   the one read-modify-write primitive, and is what loses-no-update guarantees are built on.
+/// - **Durability.** When a write returns `Ok`, it is as durable as the backend promises (each
+///   backend documents this; the persistent ones default to durable).
+/// - **Listing.** [`list_domains`](Archive::list_domains) and [`list_keys`](Archive::list_keys)
+///   page through names without loading values, so a million domains never sit in one `Vec`.
+///   While the archive is not modified, a full walk returns each name exactly once. Under
+///   concurrent modification it returns every name that exists throughout the walk at least once.
+///   The built-in local backends return names in ascending byte order.
+///
+/// `Arc<A>` and `Box<A>` forward every method, so `Arc<dyn Archive>` works wherever an
+/// archive is expected.
+///
+/// # Implementing
+///
+/// A complete backend over a `Mutex<BTreeMap>`. Real backends should pass the
+/// [`conformance`](crate::conformance) suite (feature `conformance`).
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::ops::Bound;
+/// use std::sync::Mutex;
+/// use session_archive::{validate_domain, validate_entry, Archive, Page, Result};
+///
+/// #[derive(Default)]
+/// struct Toy(Mutex<BTreeMap<(String, String), Vec<u8>>>);
+///
+/// impl Toy {
+///     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vec<u8>>> {
+///         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+///     }
+/// }
+///
+/// fn entry(domain: &str, key: &str) -> (String, String) {
+///     (domain.to_owned(), key.to_owned())
+/// }
+///
+/// impl Archive for Toy {
+///     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+///         validate_entry(domain, key)?;
+///         Ok(self.map().get(&entry(domain, key)).cloned())
+///     }
+///     fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+///         validate_entry(domain, key)?;
+///         self.map().insert(entry(domain, key), value.to_vec());
+///         Ok(())
+///     }
+///     fn has(&self, domain: &str, key: &str) -> Result<bool> {
+///         validate_entry(domain, key)?;
+///         Ok(self.map().contains_key(&entry(domain, key)))
+///     }
+///     fn remove(&self, domain: &str, key: &str) -> Result<bool> {
+///         validate_entry(domain, key)?;
+///         Ok(self.map().remove(&entry(domain, key)).is_some())
+///     }
+///     fn has_domain(&self, domain: &str) -> Result<bool> {
+///         validate_domain(domain)?;
+///         Ok(self.map().keys().any(|(d, _)| d == domain))
+///     }
+///     fn remove_domain(&self, domain: &str) -> Result<bool> {
+///         validate_domain(domain)?;
+///         let mut map = self.map();
+///         let before = map.len();
+///         map.retain(|(d, _), _| d != domain);
+///         Ok(map.len() != before)
+///     }
+///     fn compare_and_swap(
+///         &self,
+///         domain: &str,
+///         key: &str,
+///         expected: Option<&[u8]>,
+///         new: Option<&[u8]>,
+///     ) -> Result<bool> {
+///         validate_entry(domain, key)?;
+///         let mut map = self.map();
+///         if map.get(&entry(domain, key)).map(Vec::as_slice) != expected {
+///             return Ok(false);
+///         }
+///         match new {
+///             Some(value) => map.insert(entry(domain, key), value.to_vec()),
+///             None => map.remove(&entry(domain, key)),
+///         };
+///         Ok(true)
+///     }
+///     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+///         let mut names: Vec<String> = self.map().keys().map(|(d, _)| d.clone()).collect();
+///         names.dedup();
+///         names.retain(|d| cursor.is_none_or(|c| d.as_str() > c));
+///         names.truncate(limit.max(1));
+///         let more = names.len() == limit.max(1);
+///         let cursor = if more { names.last().cloned() } else { None };
+///         Ok(Page { names, cursor })
+///     }
+///     fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
+///         validate_domain(domain)?;
+///         let map = self.map();
+///         let start = match cursor {
+///             Some(after) => Bound::Excluded(entry(domain, after)),
+///             None => Bound::Included(entry(domain, "")),
+///         };
+///         let names: Vec<String> = map
+///             .range((start, Bound::Unbounded))
+///             .take_while(|((d, _), _)| d == domain)
+///             .take(limit.max(1))
+///             .map(|((_, k), _)| k.clone())
+///             .collect();
+///         let more = names.len() == limit.max(1);
+///         let cursor = if more { names.last().cloned() } else { None };
+///         Ok(Page { names, cursor })
+///     }
+/// }
+///
+/// let toy = Toy::default();
+/// toy.set("d", "k", b"v")?;
+/// assert_eq!(toy.get("d", "k")?.as_deref(), Some(&b"v"[..]));
+/// # #[cfg(feature = "conformance")]
+/// session_archive::conformance::run_all(&Toy::default());
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub trait Archive: Send + Sync {
+    /// Returns the value stored under `key` in `domain`, or `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error (I/O, database, network).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// assert_eq!(archive.get("d", "k")?, None);
+    /// archive.set("d", "k", b"v")?;
+    /// assert_eq!(archive.get("d", "k")?, Some(b"v".to_vec()));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores `value` under `key` in `domain`, replacing any previous value and creating the
+    /// domain if needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name (nothing is written);
+    /// otherwise a backend error, after which the previous value is still intact.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("d", "k", b"")?; // the empty value is a value
+    /// assert!(archive.has("d", "k")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()>;
+
+    /// Returns whether `key` exists in `domain`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// assert!(!archive.has("d", "k")?);
+    /// archive.set("d", "k", b"v")?;
+    /// assert!(archive.has("d", "k")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn has(&self, domain: &str, key: &str) -> Result<bool>;
+
+    /// Removes `key` from `domain`, returning whether it existed. Removing the last key of a
+    /// domain removes the domain.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("d", "k", b"v")?;
+    /// assert!(archive.remove("d", "k")?);
+    /// assert!(!archive.remove("d", "k")?);
+    /// assert!(!archive.has_domain("d")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn remove(&self, domain: &str, key: &str) -> Result<bool>;
+
+    /// Returns whether `domain` holds at least one key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("ab", "k", b"v")?;
+    /// assert!(archive.has_domain("ab")?);
+    /// assert!(!archive.has_domain("a")?); // prefixes are other domains
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn has_domain(&self, domain: &str) -> Result<bool>;
+
+    /// Removes `domain` and every key in it, returning whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("a", "k1", b"1")?;
+    /// archive.set("a", "k2", b"2")?;
+    /// archive.set("ab", "k1", b"3")?;
+    /// assert!(archive.remove_domain("a")?);
+    /// assert!(!archive.has_domain("a")?);
+    /// assert!(archive.has_domain("ab")?); // neighbours are untouched
+    /// assert!(!archive.remove_domain("a")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn remove_domain(&self, domain: &str) -> Result<bool>;
+
+    /// Atomically replaces the value under `key` with `new` if, and only if, it currently equals
+    /// `expected`. `None` means absent on both sides: `expected: None` asks that the key does not
+    /// exist, and `new: None` removes it. Returns whether the swap happened.
+    ///
+    /// No other write to the same key can come between the comparison and the swap, including
+    /// writes from other processes where the backend is shared between processes. This is the
+    /// primitive behind `Session::update`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error, after which the value is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// assert!(archive.compare_and_swap("d", "k", None, Some(b"1"))?); // create if absent
+    /// assert!(!archive.compare_and_swap("d", "k", None, Some(b"2"))?); // it exists now
+    /// assert!(archive.compare_and_swap("d", "k", Some(b"1"), Some(b"2"))?);
+    /// assert!(archive.compare_and_swap("d", "k", Some(b"2"), None)?); // remove
+    /// assert!(!archive.has_domain("d")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool>;
+
+    /// Lists one page of domain names, starting after `cursor` (`None` for the first page).
+    /// `limit` is the page size the caller wants; backends that cannot bound a page exactly
+    /// (Redis `SCAN`) treat it as a hint. A `limit` of 0 is treated as 1.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCursor`](crate::Error::InvalidCursor) for a cursor this backend did not
+    /// hand out; otherwise a backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("b", "k", b"")?;
+    /// archive.set("a", "k", b"")?;
+    /// let page = archive.list_domains(None, 10)?;
+    /// assert_eq!(page.names, ["a", "b"]);
+    /// assert_eq!(page.cursor, None);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page>;
+
+    /// Lists one page of the keys of `domain`, starting after `cursor`. A missing domain has no
+    /// keys: its listing is empty, not an error. Paging works as in
+    /// [`list_domains`](Archive::list_domains).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad domain name,
+    /// [`Error::InvalidCursor`](crate::Error::InvalidCursor) for a foreign cursor; otherwise a
+    /// backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("d", "k2", b"")?;
+    /// archive.set("d", "k1", b"")?;
+    /// assert_eq!(archive.list_keys("d", None, 10)?.names, ["k1", "k2"]);
+    /// assert!(archive.list_keys("missing", None, 10)?.names.is_empty());
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page>;
+
+    /// Stores several entries. Each entry is stored atomically, as by [`set`](Archive::set); the
+    /// batch as a whole is not atomic, so after an error some earlier entries may be stored.
+    /// Backends override this to write a batch in one transaction (one fsync on redb); the
+    /// default calls `set` for each entry.
+    ///
+    /// # Errors
+    ///
+    /// The first error met. Names are checked as by `set`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set_many(&[("a", "k", b"1"), ("b", "k", b"2")])?;
+    /// assert_eq!(archive.get("b", "k")?, Some(b"2".to_vec()));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
+        entries
+            .iter()
+            .try_for_each(|(domain, key, value)| self.set(domain, key, value))
+    }
+}
+
+/// Forwards every `Archive` method through a smart pointer, so that no method of a wrapped
+/// archive silently falls back to a default body.
+macro_rules! forward_archive {
+    ($($pointer:ident),+) => {$(
+        impl<A: Archive + ?Sized> Archive for $pointer<A> {
+            fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+                (**self).get(domain, key)
+            }
+            fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+                (**self).set(domain, key, value)
+            }
+            fn has(&self, domain: &str, key: &str) -> Result<bool> {
+                (**self).has(domain, key)
+            }
+            fn remove(&self, domain: &str, key: &str) -> Result<bool> {
+                (**self).remove(domain, key)
+            }
+            fn has_domain(&self, domain: &str) -> Result<bool> {
+                (**self).has_domain(domain)
+            }
+            fn remove_domain(&self, domain: &str) -> Result<bool> {
+                (**self).remove_domain(domain)
+            }
+            fn compare_and_swap(
+                &self,
+                domain: &str,
+                key: &str,
+                expected: Option<&[u8]>,
+                new: Option<&[u8]>,
+            ) -> Result<bool> {
+                (**self).compare_and_swap(domain, key, expected, new)
+            }
+            fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+                (**self).list_domains(cursor, limit)
+            }
+            fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
+                (**self).list_keys(domain, cursor, limit)
+            }
+            fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
+                (**self).set_many(entries)
+            }
+        }
+    )+};
+}
+
+forward_archive!(Arc, Box);
+
+/// The page size the [`ArchiveExt`] iterators ask for.
+pub const DEFAULT_PAGE_SIZE: usize = 1024;
+
+/// Conveniences for every [`Archive`], including `dyn Archive`.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{Archive, ArchiveExt, MemoryArchive};
+///
+/// let archive = MemoryArchive::new();
+/// archive.set("d1", "k", b"")?;
+/// archive.set("d2", "k", b"")?;
+/// let domains: Vec<String> = archive.domains().collect::<Result<_, _>>()?;
+/// assert_eq!(domains, ["d1", "d2"]);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub trait ArchiveExt: Archive {
+    /// Iterates over every domain, one page at a time, so memory use stays bounded by the page
+    /// size however many domains there are.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, ArchiveExt, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// for i in 0..3000 {
+    ///     archive.set(&format!("d{i:04}"), "k", b"")?;
+    /// }
+    /// assert_eq!(archive.domains().count(), 3000);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn domains(&self) -> Names<'_, Self> {
+        Names::new(self, None)
+    }
+
+    /// Iterates over the keys of `domain`, one page at a time. An invalid domain name comes out
+    /// as the iterator's first and only item, an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, ArchiveExt, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("d", "session.json", b"{}")?;
+    /// let keys: Vec<String> = archive.keys("d").collect::<Result<_, _>>()?;
+    /// assert_eq!(keys, ["session.json"]);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn keys<'a>(&'a self, domain: &'a str) -> Names<'a, Self> {
+        Names::new(self, Some(domain))
+    }
+}
+
+impl<A: Archive + ?Sized> ArchiveExt for A {}
+
+/// An iterator over domain or key names, fetched page by page; made by [`ArchiveExt::domains`]
+/// and [`ArchiveExt::keys`].
+///
+/// After an error it yields nothing more.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{Archive, ArchiveExt, MemoryArchive};
+///
+/// let archive = MemoryArchive::new();
+/// archive.set("d", "k", b"")?;
+/// let mut names = archive.domains();
+/// assert_eq!(names.next().transpose()?, Some("d".to_owned()));
+/// assert_eq!(names.next().transpose()?, None);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub struct Names<'a, A: Archive + ?Sized> {
+    archive: &'a A,
+    domain: Option<&'a str>,
+    page: std::vec::IntoIter<String>,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl<'a, A: Archive + ?Sized> Names<'a, A> {
+    fn new(archive: &'a A, domain: Option<&'a str>) -> Self {
+        Names {
+            archive,
+            domain,
+            page: Vec::new().into_iter(),
+            cursor: None,
+            done: false,
+        }
+    }
+}
+
+impl<A: Archive + ?Sized> std::fmt::Debug for Names<'_, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Names")
+            .field("domain", &self.domain)
+            .field("cursor", &self.cursor)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Archive + ?Sized> Iterator for Names<'_, A> {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(name) = self.page.next() {
+                return Some(Ok(name));
+            }
+            if self.done {
+                return None;
+            }
+            let cursor = self.cursor.as_deref();
+            let page = match self.domain {
+                None => self.archive.list_domains(cursor, DEFAULT_PAGE_SIZE),
+                Some(domain) => self.archive.list_keys(domain, cursor, DEFAULT_PAGE_SIZE),
+            };
+            match page {
+                Ok(page) => {
+                    self.done = page.cursor.is_none();
+                    self.cursor = page.cursor;
+                    self.page = page.names.into_iter();
+                }
+                Err(err) => {
+                    self.done = true;
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! [`MemoryArchive`]: everything in a map in this process's memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Bound;
+
+use parking_lot::RwLock;
+
+use crate::archive::{Archive, Page};
+use crate::error::Result;
+use crate::name::{validate_domain, validate_entry};
+
+type Domains = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// An archive held in memory, under one reader-writer lock.
+///
+/// It is the reference backend: the model the others are tested against, and the quickest for
+/// tests. Nothing survives the process. Domains are removed together with their last key, so the
+/// map never holds an empty domain.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let archive = MemoryArchive::new();
+/// archive.set("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2", "session.json", br#"{"Name":"world"}"#)?;
+/// assert!(archive.has_domain("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2")?);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+#[derive(Default)]
+pub struct MemoryArchive {
+    domains: RwLock<Domains>,
+}
+
+impl MemoryArchive {
+    /// Creates an empty archive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// assert!(!MemoryArchive::new().has_domain("any")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for MemoryArchive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let domains = self.domains.read();
+        f.debug_struct("MemoryArchive")
+            .field("domains", &domains.len())
+            .field("keys", &domains.values().map(BTreeMap::len).sum::<usize>())
+            .finish()
+    }
+}
+
+/// Takes up to `limit` names after `cursor` from an ordered map; the cursor of the page is its
+/// last name when the page is full.
+fn page<'a, V: 'a>(map: &'a BTreeMap<String, V>, cursor: Option<&str>, limit: usize) -> Page {
+    let limit = limit.max(1);
+    let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+    let names: Vec<String> = map
+        .range::<str, _>((start, Bound::Unbounded))
+        .take(limit)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let cursor = (names.len() == limit)
+        .then(|| names.last().cloned())
+        .flatten();
+    Page { names, cursor }
+}
+
+/// Removes one key, and its domain with it when it was the last; returns whether it existed.
+fn remove_key(domains: &mut Domains, domain: &str, key: &str) -> bool {
+    let Some(keys) = domains.get_mut(domain) else {
+        return false;
+    };
+    let existed = keys.remove(key).is_some();
+    if keys.is_empty() {
+        domains.remove(domain);
+    }
+    existed
+}
+
+impl Archive for MemoryArchive {
+    fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        validate_entry(domain, key)?;
+        Ok(self
+            .domains
+            .read()
+            .get(domain)
+            .and_then(|keys| keys.get(key))
+            .cloned())
+    }
+
+    fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+        validate_entry(domain, key)?;
+        self.domains
+            .write()
+            .entry(domain.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn has(&self, domain: &str, key: &str) -> Result<bool> {
+        validate_entry(domain, key)?;
+        Ok(self
+            .domains
+            .read()
+            .get(domain)
+            .is_some_and(|keys| keys.contains_key(key)))
+    }
+
+    fn remove(&self, domain: &str, key: &str) -> Result<bool> {
+        validate_entry(domain, key)?;
+        Ok(remove_key(&mut self.domains.write(), domain, key))
+    }
+
+    fn has_domain(&self, domain: &str) -> Result<bool> {
+        validate_domain(domain)?;
+        Ok(self.domains.read().contains_key(domain))
+    }
+
+    fn remove_domain(&self, domain: &str) -> Result<bool> {
+        validate_domain(domain)?;
+        Ok(self.domains.write().remove(domain).is_some())
+    }
+
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        validate_entry(domain, key)?;
+        let mut domains = self.domains.write();
+        let current = domains.get(domain).and_then(|keys| keys.get(key));
+        if current.map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => {
+                domains
+                    .entry(domain.to_owned())
+                    .or_default()
+                    .insert(key.to_owned(), value.to_vec());
+            }
+            None => {
+                remove_key(&mut domains, domain, key);
+            }
+        }
+        Ok(true)
+    }
+
+    fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        Ok(page(&self.domains.read(), cursor, limit))
+    }
+
+    fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        validate_domain(domain)?;
+        Ok(self
+            .domains
+            .read()
+            .get(domain)
+            .map(|keys| page(keys, cursor, limit))
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,39 @@
+//! A two-layer byte archive, `domain -> key -> bytes`, with crash-safe backends, and typed web
+//! sessions built on it.
+//!
+//! The [`Archive`] trait has six primitives (`get`, `set`, `has`, `remove`, `has_domain`,
+//! `remove_domain`) plus an atomic compare-and-swap and paged listing. Every backend applies the
+//! same [name rule](validate_name) and passes the same [`conformance`] suite, so data moves
+//! between backends without loss.
+//!
+//! ```
+//! use session_archive::{Archive, MemoryArchive};
+//!
+//! let archive = MemoryArchive::new();
+//! archive.set("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2", "session.json", br#"{"Name":"world"}"#)?;
+//! assert!(archive.has_domain("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2")?);
+//! assert!(archive.get("..", "session.json").is_err()); // hostile names never reach storage
+//! # Ok::<(), session_archive::Error>(())
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `archive-redb` | yes | `RedbArchive`: one redb file, the embedded default |
+//! | `archive-dir` | no | `DirArchive`: the original `<root>/<domain>/<key>` directory layout |
+//! | `archive-redis` | no | `RedisArchive`: a Redis or Valkey server shared by many app instances |
+//! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
+//! | `axum` | no | axum 0.8 integration |
+//! | `cli` | no | the `session-archive` command-line tool |
+
+mod archive;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod error;
+mod name;
+
+pub use crate::archive::memory::MemoryArchive;
+pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
+pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
+pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};

@@ -1,0 +1,24 @@
+//! The conformance suite and model test for `MemoryArchive`, directly and behind `Arc<dyn
+//! Archive>` and `Box<dyn Archive>`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use session_archive::{Archive, MemoryArchive};
+
+session_archive::archive_conformance!(memory, |_dir: &Path| MemoryArchive::new());
+
+session_archive::archive_conformance!(arc_dyn, |_dir: &Path| Arc::new(MemoryArchive::new())
+    as Arc<dyn Archive>);
+
+session_archive::archive_conformance!(box_dyn, |_dir: &Path| Box::new(MemoryArchive::new())
+    as Box<dyn Archive>);
+
+#[test]
+fn debug_shows_counts_not_contents() {
+    let archive = MemoryArchive::new();
+    archive.set("d", "k", b"secret").unwrap();
+    archive.set("d", "k2", b"secret").unwrap();
+    let debug = format!("{archive:?}");
+    assert_eq!(debug, "MemoryArchive { domains: 1, keys: 2 }");
+}
