@@ -1,6 +1,7 @@
 //! The [`Archive`] trait: a two-layer byte store, `domain -> key -> bytes`.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::error::Result;
 
@@ -406,6 +407,38 @@ pub trait Archive: Send + Sync {
             .iter()
             .try_for_each(|(domain, key, value)| self.set(domain, key, value))
     }
+
+    /// Asks the backend to remove `domain` on its own at or after `at`, and returns whether it
+    /// will. Backends with native expiry (Redis) set a TTL and return `true`; the others return
+    /// `false`, and the caller removes the domain itself (as `Sessions::sweep` does). Writing to
+    /// the domain later may clear the TTL, so callers ask again after writing.
+    ///
+    /// A missing domain is not an error: nothing expires, and the result says whether expiry is
+    /// supported.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("d", "k", b"v")?;
+    /// let later = SystemTime::now() + Duration::from_secs(60);
+    /// assert!(!archive.expire_domain("d", later)?); // memory has no native expiry
+    /// assert!(archive.has_domain("d")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
+        let _ = at;
+        crate::name::validate_domain(domain)?;
+        Ok(false)
+    }
 }
 
 /// Forwards every `Archive` method through a smart pointer, so that no method of a wrapped
@@ -448,6 +481,9 @@ macro_rules! forward_archive {
             }
             fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
                 (**self).set_many(entries)
+            }
+            fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
+                (**self).expire_domain(domain, at)
             }
         }
     )+};

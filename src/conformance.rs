@@ -520,6 +520,12 @@ pub fn invalid_names_are_rejected_and_nothing_is_written(archive: &dyn Archive) 
         );
         assert_invalid(archive.list_keys(bad, None, 10), Domain, bad, "list_keys");
         assert_invalid(
+            archive.expire_domain(bad, std::time::SystemTime::now()),
+            Domain,
+            bad,
+            "expire_domain",
+        );
+        assert_invalid(
             archive.set_many(&[("valid", "k", b"changed"), (bad, "k", b"x")]),
             Domain,
             bad,
