@@ -27,6 +27,11 @@
 //! | `axum` | no | axum 0.8 integration |
 //! | `cli` | no | the `session-archive` command-line tool |
 
+// The README's Rust examples run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod archive;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
