@@ -25,7 +25,7 @@ use crate::error::{Error, NameKind, NameProblem, Result};
 /// ```
 pub const MAX_NAME_LEN: usize = 255;
 
-/// Checks `name` against the name rule (see the [module docs](self)).
+/// Checks `name` against the name rule (see [`MAX_NAME_LEN`] and the rule in the crate docs).
 ///
 /// Every backend calls this for every domain and key before it reads or writes anything, so a
 /// custom backend should too.
