@@ -61,7 +61,7 @@ macro_rules! session_tests {
             #[test]
             fn $behaviour() {
                 let dir = ::tempfile::tempdir().expect("create a temporary directory");
-                super::behaviour::$behaviour(open(dir.path()));
+                super::behaviour::$behaviour(&open(dir.path()));
             }
         )*
     };
@@ -79,6 +79,10 @@ fn sessions_and_sessions_handles_can_move_between_threads() {
     send_static::<session_archive::Session<String>>();
 }
 
+#[expect(
+    clippy::unwrap_used,
+    reason = "these are the bodies of the #[test] fns that session_tests! stamps out"
+)]
 mod behaviour {
     use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
@@ -141,8 +145,8 @@ mod behaviour {
             .build()
     }
 
-    pub fn new_sessions_write_nothing(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn new_sessions_write_nothing(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let unknown = SessionId::generate().to_string();
         for id in [None, Some(unknown.as_str())] {
             let mut session = sessions.start(id, State::default()).unwrap();
@@ -151,11 +155,11 @@ mod behaviour {
             assert_ne!(session.id().as_str(), unknown);
         }
         sessions.sweep().unwrap();
-        assert!(domains(&*archive).is_empty(), "{:?}", domains(&*archive));
+        assert!(domains(&**archive).is_empty(), "{:?}", domains(&**archive));
     }
 
-    pub fn ids_are_lowercase_uuids(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(archive);
+    pub fn ids_are_lowercase_uuids(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let mut seen = BTreeSet::new();
         for _ in 0..100 {
             let session = sessions.start(None, State::default()).unwrap();
@@ -168,8 +172,8 @@ mod behaviour {
         }
     }
 
-    pub fn save_then_start_resumes(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn save_then_start_resumes(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let mut session = sessions.start(None, State::default()).unwrap();
         let id = session.id().to_string();
         session.name = "World".into();
@@ -180,30 +184,30 @@ mod behaviour {
         assert_eq!(again.id().as_str(), id);
         assert_eq!(again.name, "World");
         assert!(!again.is_new());
-        assert_eq!(session_domains(&*archive), BTreeSet::from([id]));
+        assert_eq!(session_domains(&**archive), BTreeSet::from([id]));
     }
 
-    pub fn state_and_metadata_are_separate_keys(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn state_and_metadata_are_separate_keys(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "World");
         assert_eq!(
-            state_bytes(&*archive, &id).unwrap(),
+            state_bytes(&**archive, &id).unwrap(),
             br#"{"Name":"World","n":0}"#
         );
         let keys: Vec<String> = archive.keys(&id).collect::<Result<_>>().unwrap();
         assert_eq!(keys, [META_KEY, STATE_KEY]);
     }
 
-    pub fn seed_file_is_read_in_the_original_layout(archive: Arc<dyn Archive>) {
+    pub fn seed_file_is_read_in_the_original_layout(archive: &Arc<dyn Archive>) {
         let seed: &[u8] = b"{\n\"Name\": \"world\"\n}\n";
         archive.set(SEED_ID, STATE_KEY, seed).unwrap();
-        let sessions = Sessions::new(Arc::clone(&archive));
+        let sessions = Sessions::new(Arc::clone(archive));
 
         let mut session = sessions.start(Some(SEED_ID), State::default()).unwrap();
         assert_eq!(session.id().as_str(), SEED_ID);
         assert_eq!(session.name, "world");
         assert_eq!(
-            state_bytes(&*archive, SEED_ID).unwrap(),
+            state_bytes(&**archive, SEED_ID).unwrap(),
             seed,
             "start rewrote the state"
         );
@@ -211,13 +215,13 @@ mod behaviour {
         session.name = "World".into();
         session.save().unwrap();
         assert_eq!(
-            state_bytes(&*archive, SEED_ID).unwrap(),
+            state_bytes(&**archive, SEED_ID).unwrap(),
             br#"{"Name":"World","n":0}"#
         );
     }
 
-    pub fn load_rereads_the_stored_state(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(archive);
+    pub fn load_rereads_the_stored_state(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "first");
         let mut reader = sessions.start(Some(&id), State::default()).unwrap();
         let mut writer = sessions.start(Some(&id), State::default()).unwrap();
@@ -230,18 +234,18 @@ mod behaviour {
         assert_eq!(reader.name, "second");
     }
 
-    pub fn load_on_a_new_session_keeps_its_state(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn load_on_a_new_session_keeps_its_state(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let mut session = sessions.start(None, State::default()).unwrap();
         session.name = "kept".into();
         session.load().unwrap();
         assert_eq!(session.name, "kept");
-        assert!(domains(&*archive).is_empty());
+        assert!(domains(&**archive).is_empty());
     }
 
-    pub fn hostile_ids_get_fresh_ids(archive: Arc<dyn Archive>) {
+    pub fn hostile_ids_get_fresh_ids(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = expiring(&archive, &clock, 100);
+        let sessions = expiring(archive, &clock, 100);
         let live = saved(&sessions, "live");
         let destroyed = {
             let mut s = sessions.start(None, State::default()).unwrap();
@@ -254,7 +258,7 @@ mod behaviour {
         // Keep `live` fresh while `expired` ages past its idle timeout.
         sessions.start(Some(&live), State::default()).unwrap();
         clock.advance(Duration::from_secs(60));
-        let before: BTreeSet<String> = session_domains(&*archive)
+        let before: BTreeSet<String> = session_domains(&**archive)
             .into_iter()
             .filter(|d| *d != expired)
             .collect();
@@ -289,7 +293,7 @@ mod behaviour {
             assert_eq!(session.name, "");
         }
         assert_eq!(
-            session_domains(&*archive),
+            session_domains(&**archive),
             before,
             "a hostile id wrote or removed something"
         );
@@ -300,8 +304,8 @@ mod behaviour {
         );
     }
 
-    pub fn destroy_removes_the_domain(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn destroy_removes_the_domain(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let keep = saved(&sessions, "keep");
         let id = saved(&sessions, "gone");
         let mut session = sessions.start(Some(&id), State::default()).unwrap();
@@ -313,8 +317,8 @@ mod behaviour {
         assert!(fresh.is_new());
     }
 
-    pub fn destroy_then_save_never_resurrects(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn destroy_then_save_never_resurrects(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "user");
         let mut slow = sessions.start(Some(&id), State::default()).unwrap();
         let mut logout = sessions.start(Some(&id), State::default()).unwrap();
@@ -330,20 +334,20 @@ mod behaviour {
         ));
         assert!(matches!(slow.load(), Err(Error::SessionGone { .. })));
         assert!(!archive.has_domain(&id).unwrap());
-        assert!(session_domains(&*archive).is_empty());
+        assert!(session_domains(&**archive).is_empty());
     }
 
-    pub fn destroy_is_idempotent_and_works_on_new_sessions(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn destroy_is_idempotent_and_works_on_new_sessions(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let mut fresh = sessions.start(None, State::default()).unwrap();
         fresh.destroy().unwrap();
         fresh.destroy().unwrap();
         assert!(matches!(fresh.save(), Err(Error::SessionGone { .. })));
-        assert!(domains(&*archive).is_empty());
+        assert!(domains(&**archive).is_empty());
     }
 
-    pub fn regenerate_moves_the_state_to_a_fresh_id(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn regenerate_moves_the_state_to_a_fresh_id(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let old = saved(&sessions, "user");
         let mut session = sessions.start(Some(&old), State::default()).unwrap();
         session.n = 7; // unsaved changes move too
@@ -351,7 +355,7 @@ mod behaviour {
         let new = session.id().to_string();
         assert_ne!(new, old);
         assert!(!archive.has_domain(&old).unwrap());
-        assert_eq!(session_domains(&*archive), BTreeSet::from([new.clone()]));
+        assert_eq!(session_domains(&**archive), BTreeSet::from([new.clone()]));
 
         let resumed = sessions.start(Some(&new), State::default()).unwrap();
         assert_eq!((resumed.name.as_str(), resumed.n), ("user", 7));
@@ -366,18 +370,18 @@ mod behaviour {
         assert_eq!(sessions.start(Some(&new), State::default()).unwrap().n, 8);
     }
 
-    pub fn regenerate_of_a_new_session_writes_nothing(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn regenerate_of_a_new_session_writes_nothing(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let mut session = sessions.start(None, State::default()).unwrap();
         let old = session.id().clone();
         session.regenerate().unwrap();
         assert_ne!(session.id(), &old);
         assert!(session.is_new());
-        assert!(domains(&*archive).is_empty());
+        assert!(domains(&**archive).is_empty());
     }
 
-    pub fn regenerate_of_a_destroyed_session_is_an_error(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn regenerate_of_a_destroyed_session_is_an_error(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "user");
         let mut elsewhere = sessions.start(Some(&id), State::default()).unwrap();
         let mut here = sessions.start(Some(&id), State::default()).unwrap();
@@ -387,11 +391,11 @@ mod behaviour {
             elsewhere.regenerate(),
             Err(Error::SessionGone { .. })
         ));
-        assert!(session_domains(&*archive).is_empty());
+        assert!(session_domains(&**archive).is_empty());
     }
 
-    pub fn update_returns_the_closure_value_and_creates_new_sessions(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn update_returns_the_closure_value_and_creates_new_sessions(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let mut session = sessions.start(None, State::default()).unwrap();
         session.name = "new".into();
         let n = session
@@ -407,10 +411,10 @@ mod behaviour {
         assert_eq!((stored.name.as_str(), stored.n), ("new", 2));
     }
 
-    pub fn concurrent_updates_lose_nothing(archive: Arc<dyn Archive>) {
+    pub fn concurrent_updates_lose_nothing(archive: &Arc<dyn Archive>) {
         const THREADS: u64 = 16;
         const ROUNDS: u64 = 4;
-        let sessions = Sessions::new(archive);
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "counter");
         std::thread::scope(|scope| {
             for _ in 0..THREADS {
@@ -431,8 +435,8 @@ mod behaviour {
         assert_eq!(session.name, "counter");
     }
 
-    pub fn concurrent_saves_on_one_session_leave_one_whole_state(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn concurrent_saves_on_one_session_leave_one_whole_state(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "start");
         std::thread::scope(|scope| {
             for t in 0..8_u64 {
@@ -450,8 +454,8 @@ mod behaviour {
         assert_eq!(session.name, format!("writer {}", session.n));
     }
 
-    pub fn corrupt_state_is_an_error_and_left_untouched(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn corrupt_state_is_an_error_and_left_untouched(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "fine");
         let mut handle = sessions.start(Some(&id), State::default()).unwrap();
         let corrupts: [&[u8]; 4] = [b"{not json", br#"{"Name": 42}"#, b"", &[0xff, 0xfe]];
@@ -471,13 +475,13 @@ mod behaviour {
                 handle.update(|s| s.n += 1),
                 Err(Error::CorruptSession { .. })
             ));
-            assert_eq!(state_bytes(&*archive, &id).unwrap(), corrupt);
+            assert_eq!(state_bytes(&**archive, &id).unwrap(), corrupt);
             assert_eq!(handle.name, "fine");
         }
     }
 
-    pub fn state_over_the_limit_writes_nothing(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::builder(Arc::clone(&archive))
+    pub fn state_over_the_limit_writes_nothing(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::builder(Arc::clone(archive))
             .max_state_size(64)
             .build();
         let mut big = sessions.start(None, State::default()).unwrap();
@@ -489,10 +493,10 @@ mod behaviour {
             }
             other => panic!("expected StateTooLarge, got {other:?}"),
         }
-        assert!(domains(&*archive).is_empty());
+        assert!(domains(&**archive).is_empty());
 
         let id = saved(&sessions, "small");
-        let before = state_bytes(&*archive, &id).unwrap();
+        let before = state_bytes(&**archive, &id).unwrap();
         let mut session = sessions.start(Some(&id), State::default()).unwrap();
         session.name = "y".repeat(100);
         assert!(matches!(session.save(), Err(Error::StateTooLarge { .. })));
@@ -504,19 +508,19 @@ mod behaviour {
             session.regenerate(),
             Err(Error::StateTooLarge { .. })
         ));
-        assert_eq!(state_bytes(&*archive, &id).unwrap(), before);
-        assert_eq!(session_domains(&*archive), BTreeSet::from([id]));
+        assert_eq!(state_bytes(&**archive, &id).unwrap(), before);
+        assert_eq!(session_domains(&**archive), BTreeSet::from([id]));
 
         // Exactly at the limit is allowed.
-        let exact = Sessions::builder(Arc::clone(&archive))
+        let exact = Sessions::builder(Arc::clone(archive))
             .max_state_size(br#"{"Name":"abc","n":0}"#.len())
             .build();
         saved(&exact, "abc");
     }
 
-    pub fn idle_timeout_expires_unused_sessions(archive: Arc<dyn Archive>) {
+    pub fn idle_timeout_expires_unused_sessions(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = expiring(&archive, &clock, 800);
+        let sessions = expiring(archive, &clock, 800);
         let id = saved(&sessions, "user");
         for _ in 0..5 {
             clock.advance(Duration::from_secs(799));
@@ -529,9 +533,9 @@ mod behaviour {
         assert!(session.is_new());
     }
 
-    pub fn absolute_lifetime_expires_active_sessions(archive: Arc<dyn Archive>) {
+    pub fn absolute_lifetime_expires_active_sessions(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = Sessions::builder(Arc::clone(&archive))
+        let sessions = Sessions::builder(Arc::clone(archive))
             .idle_timeout(Duration::from_secs(100))
             .absolute_lifetime(Duration::from_secs(1000))
             .clock(clock.clone())
@@ -560,22 +564,22 @@ mod behaviour {
         );
     }
 
-    pub fn reads_refresh_last_seen_only_when_it_has_aged(archive: Arc<dyn Archive>) {
+    pub fn reads_refresh_last_seen_only_when_it_has_aged(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = expiring(&archive, &clock, 800); // refresh after 800 / 8 = 100 s
+        let sessions = expiring(archive, &clock, 800); // refresh after 800 / 8 = 100 s
         let id = saved(&sessions, "user");
         let meta = |archive: &dyn Archive| archive.get(&id, META_KEY).unwrap().unwrap();
-        let first = meta(&*archive);
+        let first = meta(&**archive);
         clock.advance(Duration::from_secs(100));
         sessions.start(Some(&id), State::default()).unwrap();
         assert_eq!(
-            meta(&*archive),
+            meta(&**archive),
             first,
             "a young session was rewritten on read"
         );
         clock.advance(Duration::from_secs(1));
         sessions.start(Some(&id), State::default()).unwrap();
-        let second = meta(&*archive);
+        let second = meta(&**archive);
         assert_ne!(second, first);
         let seen =
             |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap()["seen"].clone();
@@ -583,9 +587,9 @@ mod behaviour {
         assert_eq!(seen(&first), T0);
     }
 
-    pub fn expired_sessions_are_removed_on_start(archive: Arc<dyn Archive>) {
+    pub fn expired_sessions_are_removed_on_start(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = expiring(&archive, &clock, 100);
+        let sessions = expiring(archive, &clock, 100);
         let id = saved(&sessions, "user");
         clock.advance(Duration::from_secs(100));
         assert!(
@@ -597,9 +601,9 @@ mod behaviour {
         assert!(!archive.has_domain(&id).unwrap());
     }
 
-    pub fn sweep_removes_expired_and_leaves_live_sessions(archive: Arc<dyn Archive>) {
+    pub fn sweep_removes_expired_and_leaves_live_sessions(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = expiring(&archive, &clock, 600);
+        let sessions = expiring(archive, &clock, 600);
         let old: Vec<String> = (0..5)
             .map(|i| saved(&sessions, &format!("old {i}")))
             .collect();
@@ -617,10 +621,10 @@ mod behaviour {
             assert!(!archive.has_domain(id).unwrap());
         }
         assert_eq!(
-            session_domains(&*archive),
+            session_domains(&**archive),
             live.iter().cloned().collect::<BTreeSet<_>>()
         );
-        assert_eq!(state_bytes(&*archive, &live[0]).unwrap(), b"{corrupt");
+        assert_eq!(state_bytes(&**archive, &live[0]).unwrap(), b"{corrupt");
         assert_eq!(
             sessions
                 .start(Some(&live[1]), State::default())
@@ -630,16 +634,16 @@ mod behaviour {
         );
         clock.advance(Duration::from_secs(600));
         assert_eq!(sessions.sweep().unwrap(), 3);
-        assert!(session_domains(&*archive).is_empty());
-        let leftovers: Vec<String> = domains(&*archive)
+        assert!(session_domains(&**archive).is_empty());
+        let leftovers: Vec<String> = domains(&**archive)
             .into_iter()
             .filter(|d| d.starts_with("expiry-"))
             .collect();
         assert!(leftovers.is_empty(), "index entries left: {leftovers:?}");
     }
 
-    pub fn sweep_reads_only_expired_sessions_metadata(archive: Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(archive));
+    pub fn sweep_reads_only_expired_sessions_metadata(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
         let clock = clock();
         let sessions = expiring(&(Arc::clone(&spy) as Arc<dyn Archive>), &clock, 600);
         let expired: BTreeSet<String> = (0..3).map(|_| saved(&sessions, "old")).collect();
@@ -659,9 +663,9 @@ mod behaviour {
         assert_eq!(meta_reads, expired);
     }
 
-    pub fn sweep_drops_stale_index_entries(archive: Arc<dyn Archive>) {
+    pub fn sweep_drops_stale_index_entries(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = expiring(&archive, &clock, 800);
+        let sessions = expiring(archive, &clock, 800);
         let id = saved(&sessions, "user");
         clock.advance(Duration::from_secs(700));
         sessions.start(Some(&id), State::default()).unwrap(); // moves its expiry to T0 + 1500
@@ -675,16 +679,16 @@ mod behaviour {
                 .flat_map(|d| archive.keys(&d).collect::<Result<Vec<_>>>().expect("keys"))
                 .count()
         };
-        assert_eq!(index_entries(&*archive), 1, "the stale entry was kept");
+        assert_eq!(index_entries(&**archive), 1, "the stale entry was kept");
         clock.advance(Duration::from_secs(600));
         assert_eq!(sessions.sweep().unwrap(), 1);
         assert!(!archive.has_domain(&id).unwrap());
-        assert_eq!(index_entries(&*archive), 0);
+        assert_eq!(index_entries(&**archive), 0);
     }
 
-    pub fn sweep_cleans_metadata_left_after_destroy(archive: Arc<dyn Archive>) {
+    pub fn sweep_cleans_metadata_left_after_destroy(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = expiring(&archive, &clock, 600);
+        let sessions = expiring(archive, &clock, 600);
         let id = saved(&sessions, "user");
         let meta = archive.get(&id, META_KEY).unwrap().unwrap();
         let mut session = sessions.start(Some(&id), State::default()).unwrap();
@@ -703,9 +707,9 @@ mod behaviour {
         assert!(!archive.has_domain(&id).unwrap());
     }
 
-    pub fn sweep_without_expiry_configured_removes_nothing(archive: Arc<dyn Archive>) {
+    pub fn sweep_without_expiry_configured_removes_nothing(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = Sessions::builder(Arc::clone(&archive))
+        let sessions = Sessions::builder(Arc::clone(archive))
             .idle_timeout(None)
             .absolute_lifetime(None)
             .clock(clock.clone())
@@ -717,11 +721,11 @@ mod behaviour {
             sessions.start(Some(&id), State::default()).unwrap().name,
             "forever"
         );
-        assert_eq!(domains(&*archive), BTreeSet::from([id]));
+        assert_eq!(domains(&**archive), BTreeSet::from([id]));
     }
 
-    pub fn saves_ask_the_backend_to_expire_the_domain(archive: Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(archive));
+    pub fn saves_ask_the_backend_to_expire_the_domain(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
         let clock = clock();
         let sessions = expiring(&(Arc::clone(&spy) as Arc<dyn Archive>), &clock, 600);
         let id = saved(&sessions, "user");
@@ -738,8 +742,8 @@ mod behaviour {
         assert_eq!(expiries[1], (id, at(T0 + 600)));
     }
 
-    pub fn cookie_header_yields_only_valid_ids(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn cookie_header_yields_only_valid_ids(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let id = SEED_ID;
         let found = |header: &str| sessions.id_from_cookie(header).map(|id| id.to_string());
         assert_eq!(found(&format!("session-id={id}")).as_deref(), Some(id));
@@ -763,7 +767,9 @@ mod behaviour {
         ] {
             assert_eq!(found(hostile), None, "{hostile:?}");
         }
-        let custom = Sessions::builder(archive).cookie_name("sid").build();
+        let custom = Sessions::builder(Arc::clone(archive))
+            .cookie_name("sid")
+            .build();
         assert_eq!(custom.id_from_cookie(&format!("session-id={id}")), None);
         assert_eq!(
             custom
@@ -774,8 +780,8 @@ mod behaviour {
         );
     }
 
-    pub fn set_cookie_carries_the_session_id_and_attributes(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(Arc::clone(&archive));
+    pub fn set_cookie_carries_the_session_id_and_attributes(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let hostile = "..%2F..; Domain=evil.example";
         let session = sessions.start(Some(hostile), State::default()).unwrap();
         let header = sessions.set_cookie(&session);
@@ -792,7 +798,7 @@ mod behaviour {
         assert_eq!(cookie.secure(), Some(true));
         assert_eq!(cookie.domain(), None);
 
-        let plain = Sessions::builder(archive)
+        let plain = Sessions::builder(Arc::clone(archive))
             .secure(false)
             .cookie_name("sid")
             .build();
@@ -801,9 +807,9 @@ mod behaviour {
         assert_ne!(cookie.secure(), Some(true));
     }
 
-    pub fn set_cookie_max_age_follows_the_configuration(archive: Arc<dyn Archive>) {
+    pub fn set_cookie_max_age_follows_the_configuration(archive: &Arc<dyn Archive>) {
         let clock = clock();
-        let sessions = Sessions::builder(Arc::clone(&archive))
+        let sessions = Sessions::builder(Arc::clone(archive))
             .idle_timeout(Duration::from_secs(600))
             .absolute_lifetime(Duration::from_secs(1000))
             .clock(clock.clone())
@@ -812,7 +818,7 @@ mod behaviour {
             cookie::Cookie::parse(header)
                 .expect("a cookie")
                 .max_age()
-                .map(|age| age.whole_seconds())
+                .map(cookie::time::Duration::whole_seconds)
         };
         let id = saved(&sessions, "user");
         let session = sessions.start(Some(&id), State::default()).unwrap();
@@ -821,7 +827,7 @@ mod behaviour {
         let session = sessions.start(Some(&id), State::default()).unwrap();
         assert_eq!(max_age(sessions.set_cookie(&session)), Some(500));
 
-        let endless = Sessions::builder(archive)
+        let endless = Sessions::builder(Arc::clone(archive))
             .idle_timeout(None)
             .absolute_lifetime(None)
             .build();
@@ -829,12 +835,15 @@ mod behaviour {
         assert_eq!(max_age(endless.set_cookie(&session)), None);
     }
 
-    pub fn removal_cookie_expires_the_cookie(archive: Arc<dyn Archive>) {
-        let sessions = Sessions::new(archive);
+    pub fn removal_cookie_expires_the_cookie(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
         let cookie = cookie::Cookie::parse(sessions.removal_cookie()).unwrap();
         assert_eq!(cookie.name(), "session-id");
         assert_eq!(cookie.value(), "");
-        assert_eq!(cookie.max_age().map(|age| age.whole_seconds()), Some(0));
+        assert_eq!(
+            cookie.max_age().map(cookie::time::Duration::whole_seconds),
+            Some(0)
+        );
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
