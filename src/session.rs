@@ -966,7 +966,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// let mut session = sessions.start(None, vec!["a".to_owned()])?;
     /// session.push("b".into());
     /// session.save()?;
-    /// let again = sessions.start(Some(session.id().as_str()), Vec::new())?;
+    /// let again = sessions.start(Some(session.id().as_str()), Vec::<String>::new())?;
     /// assert_eq!(*again, ["a", "b"]);
     /// # Ok::<(), session_archive::Error>(())
     /// ```
