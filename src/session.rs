@@ -591,7 +591,9 @@ impl Sessions {
             .and_then(|text| text.parse::<u64>().ok())
             .unwrap_or(current);
         let mut removed = 0;
-        for bucket in first..=current {
+        // Starting one bucket early catches an entry written, by a process whose clock lags by
+        // less than a bucket, into the bucket the previous sweep had just closed.
+        for bucket in first.saturating_sub(1)..=current {
             let domain = bucket_domain(bucket);
             for entry in archive.keys(&domain) {
                 let entry = entry?;

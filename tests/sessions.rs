@@ -72,6 +72,21 @@ session_tests!(arc_dyn, |_dir: &Path| Arc::new(MemoryArchive::new())
     as Arc<dyn Archive>);
 
 #[test]
+fn debug_shows_the_id_but_not_the_state() {
+    let sessions = session_archive::Sessions::new(MemoryArchive::new());
+    let mut session = sessions.start(None, "secret".to_owned()).unwrap();
+    let debug = format!("{session:?}");
+    assert!(
+        debug.contains(session.id().as_str()) && debug.contains("new"),
+        "{debug}"
+    );
+    assert!(!debug.contains("secret"), "{debug}");
+    session.save().unwrap();
+    assert!(format!("{session:?}").contains("live"));
+    assert!(!format!("{sessions:?}").contains("secret"));
+}
+
+#[test]
 fn sessions_and_sessions_handles_can_move_between_threads() {
     fn send_sync<T: Send + Sync + Clone + 'static>() {}
     fn send_static<T: Send + 'static>() {}
