@@ -34,6 +34,7 @@ macro_rules! session_tests {
                 regenerate_moves_the_state_to_a_fresh_id
                 regenerate_of_a_new_session_writes_nothing
                 regenerate_of_a_destroyed_session_is_an_error
+                regenerate_failure_leaves_the_old_session_intact
                 update_returns_the_closure_value_and_creates_new_sessions
                 concurrent_updates_lose_nothing
                 concurrent_saves_on_one_session_leave_one_whole_state
@@ -100,6 +101,7 @@ fn sessions_and_sessions_handles_can_move_between_threads() {
 )]
 mod behaviour {
     use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, SystemTime};
 
@@ -226,6 +228,8 @@ mod behaviour {
             seed,
             "start rewrote the state"
         );
+        // Adopted into expiry: it now has timestamps, beside the untouched state.
+        assert!(archive.has(SEED_ID, META_KEY).unwrap());
 
         session.name = "World".into();
         session.save().unwrap();
@@ -407,6 +411,22 @@ mod behaviour {
             Err(Error::SessionGone { .. })
         ));
         assert!(session_domains(&**archive).is_empty());
+    }
+
+    pub fn regenerate_failure_leaves_the_old_session_intact(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let sessions = Sessions::new(Arc::clone(&spy) as Arc<dyn Archive>);
+        let id = saved(&sessions, "user");
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        spy.fail_creates.store(true, Ordering::SeqCst);
+        assert!(matches!(session.regenerate(), Err(Error::Backend { .. })));
+        spy.fail_creates.store(false, Ordering::SeqCst);
+        assert_eq!(session.id().as_str(), id);
+        assert_eq!(session_domains(&**archive), BTreeSet::from([id.clone()]));
+        session.n = 1;
+        session.save().unwrap();
+        let stored = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!((stored.name.as_str(), stored.n), ("user", 1));
     }
 
     pub fn update_returns_the_closure_value_and_creates_new_sessions(archive: &Arc<dyn Archive>) {
@@ -872,11 +892,13 @@ mod behaviour {
         assert_eq!(cookie.http_only(), Some(true));
     }
 
-    /// Forwards to an archive and records which entries were read and which expiries asked for.
+    /// Forwards to an archive and records which entries were read and which expiries asked for;
+    /// while `fail_creates` is set, creating a session's state fails.
     struct Spy {
         inner: Arc<dyn Archive>,
         reads: Mutex<Vec<(String, String)>>,
         expiries: Mutex<Vec<(String, SystemTime)>>,
+        fail_creates: AtomicBool,
     }
 
     impl Spy {
@@ -885,6 +907,7 @@ mod behaviour {
                 inner,
                 reads: Mutex::new(Vec::new()),
                 expiries: Mutex::new(Vec::new()),
+                fail_creates: AtomicBool::new(false),
             }
         }
     }
@@ -919,6 +942,13 @@ mod behaviour {
             expected: Option<&[u8]>,
             new: Option<&[u8]>,
         ) -> Result<bool> {
+            if key == STATE_KEY && expected.is_none() && self.fail_creates.load(Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    backend: "spy",
+                    operation: "create a session",
+                    source: "injected failure".into(),
+                });
+            }
             self.inner.compare_and_swap(domain, key, expected, new)
         }
         fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
