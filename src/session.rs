@@ -117,6 +117,11 @@ const CREATE_ATTEMPTS: usize = 4;
 /// state limit, the cookie `session-id` with `Secure`, and the system clock.
 /// [`Sessions::builder`] changes any of them.
 ///
+/// Each session is one domain, named by its id, holding [`STATE_KEY`] (the state as compact
+/// JSON, the original framework's layout) and [`META_KEY`] (its timestamps). Expiry adds index
+/// domains named `expiry-<n>` and `sweep-cursor`; they are not UUIDs, so they never collide with
+/// sessions. `Sessions` owns the domain namespace of its archive: do not store other data there.
+///
 /// The four examples below are the original framework's `Start`, `Save`, `Load` and `Destroy`.
 ///
 /// # Examples
@@ -462,7 +467,8 @@ impl Sessions {
     /// (missing, malformed, unknown, expired or destroyed) gets a new session with a fresh
     /// server-generated id and the `initial` state; a client-chosen id is never adopted. A new
     /// session writes nothing until its first [`save`](Session::save). An expired session found
-    /// here is removed.
+    /// here is removed. A stored session without timestamps (written by the original framework)
+    /// is adopted: its timestamps are written now, and its lifetime starts now.
     ///
     /// # Errors
     ///
@@ -773,7 +779,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// [`Error::SessionGone`] after a destroy (by any handle) or a sweep;
     /// [`Error::StateTooLarge`] when the JSON is over the [limit](SessionsBuilder::max_state_size)
     /// (nothing is written); [`Error::Serialize`] when `T` cannot be serialized; otherwise the
-    /// archive's errors.
+    /// archive's errors. An archive error while recording the timestamps, after the state was
+    /// written, is returned too, although the state is then stored.
     ///
     /// # Examples
     ///
