@@ -39,7 +39,7 @@ pub struct Page {
 
 /// A two-layer byte store: domains hold keys, keys hold bytes.
 ///
-/// This is the storage contract under `Sessions` (one domain per session, its
+/// This is the storage contract under [`Sessions`](crate::Sessions) (one domain per session, its
 /// state under the key `session.json`), and it is small enough to implement for any store.
 ///
 /// # Contract
@@ -307,7 +307,7 @@ pub trait Archive: Send + Sync {
     ///
     /// No other write to the same key can come between the comparison and the swap, including
     /// writes from other processes where the backend is shared between processes. This is the
-    /// primitive behind `Session::update`.
+    /// primitive behind [`Session::update`](crate::Session::update).
     ///
     /// # Errors
     ///
@@ -410,7 +410,7 @@ pub trait Archive: Send + Sync {
 
     /// Asks the backend to remove `domain` on its own at or after `at`, and returns whether it
     /// will. Backends with native expiry (Redis) set a TTL and return `true`; the others return
-    /// `false`, and the caller removes the domain itself (as `Sessions::sweep` does). Writing to
+    /// `false`, and the caller removes the domain itself (as [`Sessions::sweep`](crate::Sessions::sweep) does). Writing to
     /// the domain later may clear the TTL, so callers ask again after writing.
     ///
     /// A missing domain is not an error: nothing expires, and the result says whether expiry is

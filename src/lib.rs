@@ -37,8 +37,15 @@ mod archive;
 pub mod conformance;
 mod error;
 mod name;
+mod session;
 
 pub use crate::archive::memory::MemoryArchive;
 pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
 pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
 pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};
+pub use crate::session::clock::{Clock, ManualClock, SystemClock};
+pub use crate::session::id::SessionId;
+pub use crate::session::{
+    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE,
+    DEFAULT_SWEEP_GRANULARITY, META_KEY, STATE_KEY, Session, Sessions, SessionsBuilder,
+};

@@ -1,0 +1,1040 @@
+//! Typed sessions over any [`Archive`]: [`Sessions`], [`Session`], expiry and the sweep.
+//!
+//! # Storage layout
+//!
+//! One domain per session, named by its [`SessionId`]:
+//!
+//! - [`STATE_KEY`] (`session.json`): the state as compact JSON, exactly the original framework's
+//!   layout;
+//! - [`META_KEY`] (`meta.json`): `{"created":…,"seen":…}`, unix seconds, used for expiry.
+//!
+//! Expiry adds an index: a domain `expiry-<bucket>` per [sweep granularity] of expiry time, whose
+//! keys are the ids of the sessions expiring in that bucket, and the domain `sweep-cursor`, which
+//! remembers up to which bucket the sweep has gone. These names are not UUIDs, so they never
+//! collide with sessions. `Sessions` owns the domain namespace of its archive: give it an archive
+//! (or a backend namespace) of its own.
+//!
+//! [sweep granularity]: SessionsBuilder::sweep_granularity
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+
+pub mod clock;
+mod cookie;
+mod expiry;
+pub mod id;
+
+use self::clock::{Clock, SystemClock};
+use self::expiry::Meta;
+use self::id::SessionId;
+
+/// The key holding a session's state, as JSON: `session.json`.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::STATE_KEY, "session.json");
+/// ```
+pub const STATE_KEY: &str = "session.json";
+
+/// The key holding a session's timestamps, beside [`STATE_KEY`]: `meta.json`.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::META_KEY, "meta.json");
+/// ```
+pub const META_KEY: &str = "meta.json";
+
+/// The default limit on a session's serialized state: 1 MiB.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::DEFAULT_MAX_STATE_SIZE, 1024 * 1024);
+/// ```
+pub const DEFAULT_MAX_STATE_SIZE: usize = 1024 * 1024;
+
+/// The default idle timeout: 24 hours.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::DEFAULT_IDLE_TIMEOUT.as_secs(), 24 * 60 * 60);
+/// ```
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The default absolute lifetime: 7 days.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::DEFAULT_ABSOLUTE_LIFETIME.as_secs(), 7 * 24 * 60 * 60);
+/// ```
+pub const DEFAULT_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The default session cookie name, the original framework's: `session-id`.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::DEFAULT_COOKIE_NAME, "session-id");
+/// ```
+pub const DEFAULT_COOKIE_NAME: &str = "session-id";
+
+/// The default width of one expiry-index bucket: 60 seconds.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::DEFAULT_SWEEP_GRANULARITY.as_secs(), 60);
+/// ```
+pub const DEFAULT_SWEEP_GRANULARITY: Duration = Duration::from_secs(60);
+
+/// How often a fresh id is drawn when the one drawn already exists. With 122 random bits a
+/// collision is practically impossible; the bound only keeps a misbehaving backend (one whose
+/// `compare_and_swap` never succeeds) from looping forever.
+const CREATE_ATTEMPTS: usize = 4;
+
+/// The session manager: starts [`Session`]s over one [`Archive`], and sweeps expired ones.
+///
+/// `Sessions` is cheap to clone (one `Arc` inside) and `Send + Sync`; clones share the archive
+/// and the configuration. It is not generic: it keeps the archive as an `Arc<dyn Archive>`, so
+/// `Session<State>` is one type whatever the backend, and a session owns a clone of its
+/// `Sessions` (it is `'static` and `Send` when the state is), so it can move into another thread.
+///
+/// [`Sessions::new`] uses the defaults: an idle timeout of [24 hours](DEFAULT_IDLE_TIMEOUT), an
+/// absolute lifetime of [7 days](DEFAULT_ABSOLUTE_LIFETIME), a [1 MiB](DEFAULT_MAX_STATE_SIZE)
+/// state limit, the cookie `session-id` with `Secure`, and the system clock.
+/// [`Sessions::builder`] changes any of them.
+///
+/// Each session is one domain, named by its id, holding [`STATE_KEY`] (the state as compact
+/// JSON, the original framework's layout) and [`META_KEY`] (its timestamps). Expiry adds index
+/// domains named `expiry-<n>` and `sweep-cursor`; they are not UUIDs, so they never collide with
+/// sessions. `Sessions` owns the domain namespace of its archive: do not store other data there.
+///
+/// The four examples below are the original framework's `Start`, `Save`, `Load` and `Destroy`.
+///
+/// # Examples
+///
+/// **Start** retrieves the user's session, or creates a new one if none is found:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use session_archive::{MemoryArchive, Sessions};
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct State {
+///     #[serde(rename = "Name")]
+///     name: String,
+/// }
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// let cookie_id: Option<&str> = None; // the `session-id` cookie's value, if any
+/// let session = sessions.start(cookie_id, State::default())?;
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+///
+/// **Save** stores the state (Go's `defer session.Save()` becomes an explicit call, so its error
+/// is not lost):
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use session_archive::{MemoryArchive, Sessions};
+/// # #[derive(Default, Serialize, Deserialize)]
+/// # struct State { #[serde(rename = "Name")] name: String }
+/// # let sessions = Sessions::new(MemoryArchive::new());
+/// let mut session = sessions.start(None, State::default())?;
+/// session.name = "World".into();
+/// session.save()?;
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+///
+/// **Load** re-reads the stored state:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use session_archive::{MemoryArchive, Sessions};
+/// # #[derive(Default, Serialize, Deserialize)]
+/// # struct State { #[serde(rename = "Name")] name: String }
+/// # let sessions = Sessions::new(MemoryArchive::new());
+/// # let mut first = sessions.start(None, State::default())?;
+/// # first.name = "World".into();
+/// # first.save()?;
+/// # let cookie_id = Some(first.id().to_string());
+/// let mut session = sessions.start(cookie_id.as_deref(), State::default())?;
+/// session.load()?;
+/// assert_eq!(format!("Hello {}", session.name), "Hello World");
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+///
+/// **Destroy** removes the session; saving it again is an error, so it cannot come back:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use session_archive::{Error, MemoryArchive, Sessions};
+/// # #[derive(Default, Serialize, Deserialize)]
+/// # struct State { #[serde(rename = "Name")] name: String }
+/// # let sessions = Sessions::new(MemoryArchive::new());
+/// let mut session = sessions.start(None, State::default())?;
+/// session.save()?;
+/// session.destroy()?;
+/// assert!(matches!(session.save(), Err(Error::SessionGone { .. })));
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    archive: Arc<dyn Archive>,
+    config: Config,
+    /// Set once the sweep cursor is known to exist, to skip the check on later index writes.
+    cursor_ready: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    idle_timeout: Option<Duration>,
+    absolute_lifetime: Option<Duration>,
+    max_state_size: usize,
+    cookie_name: String,
+    secure: bool,
+    sweep_granularity: u64,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.inner.config;
+        f.debug_struct("Sessions")
+            .field("idle_timeout", &config.idle_timeout)
+            .field("absolute_lifetime", &config.absolute_lifetime)
+            .field("max_state_size", &config.max_state_size)
+            .field("cookie_name", &config.cookie_name)
+            .field("secure", &config.secure)
+            .field("sweep_granularity", &config.sweep_granularity)
+            .field("clock", &config.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and builds [`Sessions`]; made by [`Sessions::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use session_archive::{MemoryArchive, Sessions};
+///
+/// let sessions = Sessions::builder(MemoryArchive::new())
+///     .idle_timeout(Duration::from_secs(30 * 60))
+///     .absolute_lifetime(None)
+///     .max_state_size(64 * 1024)
+///     .cookie_name("sid")
+///     .secure(false)
+///     .build();
+/// # let _ = sessions;
+/// ```
+#[must_use = "call `build` to get the `Sessions`"]
+pub struct SessionsBuilder {
+    archive: Arc<dyn Archive>,
+    config: Config,
+}
+
+impl fmt::Debug for SessionsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionsBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionsBuilder {
+    /// Sets how long a session may go unused before it expires; `None` for never. The default is
+    /// [`DEFAULT_IDLE_TIMEOUT`].
+    ///
+    /// Last-seen times are rewritten only once they are older than an eighth of the timeout, so
+    /// that reads do not write on every request: a session expires between 7/8 of the timeout and
+    /// the whole timeout after its last use. Times are kept in whole seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new())
+    ///     .idle_timeout(Duration::from_secs(15 * 60))
+    ///     .build();
+    /// # let _ = sessions;
+    /// ```
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Sets how long a session may live after its first save, however active; `None` for ever.
+    /// The default is [`DEFAULT_ABSOLUTE_LIFETIME`]. [`Session::regenerate`] keeps the creation
+    /// time, so it does not extend the lifetime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new())
+    ///     .absolute_lifetime(Duration::from_secs(12 * 60 * 60))
+    ///     .build();
+    /// # let _ = sessions;
+    /// ```
+    pub fn absolute_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> Self {
+        self.config.absolute_lifetime = lifetime.into();
+        self
+    }
+
+    /// Sets the largest serialized state, in bytes, that a write accepts. The default is
+    /// [`DEFAULT_MAX_STATE_SIZE`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Error, MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new()).max_state_size(8).build();
+    /// let mut session = sessions.start(None, "far more than eight bytes".to_owned())?;
+    /// assert!(matches!(session.save(), Err(Error::StateTooLarge { limit: 8, .. })));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn max_state_size(mut self, bytes: usize) -> Self {
+        self.config.max_state_size = bytes;
+        self
+    }
+
+    /// Sets the session cookie's name. The default is [`DEFAULT_COOKIE_NAME`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new()).cookie_name("sid").build();
+    /// assert_eq!(sessions.cookie_name(), "sid");
+    /// ```
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie_name = name.into();
+        self
+    }
+
+    /// Sets whether the session cookie carries `Secure` (sent over HTTPS only). On by default;
+    /// turn it off for plain-HTTP development on localhost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new()).secure(false).build();
+    /// let session = sessions.start(None, ())?;
+    /// assert!(!sessions.set_cookie(&session).contains("Secure"));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.config.secure = secure;
+        self
+    }
+
+    /// Sets where the current time comes from; the default is [`SystemClock`]. Tests pass a
+    /// [`ManualClock`](crate::ManualClock) and move it instead of sleeping.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use session_archive::{ManualClock, MemoryArchive, Sessions};
+    ///
+    /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+    /// let sessions = Sessions::builder(MemoryArchive::new()).clock(clock.clone()).build();
+    /// # let _ = sessions;
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets the width of one expiry-index bucket (whole seconds, at least one). The default is
+    /// [`DEFAULT_SWEEP_GRANULARITY`]. A [`sweep`](Sessions::sweep) visits one bucket per
+    /// granularity elapsed since the previous sweep, so sweep at least that often, or widen it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new())
+    ///     .sweep_granularity(Duration::from_secs(300))
+    ///     .build();
+    /// # let _ = sessions;
+    /// ```
+    pub fn sweep_granularity(mut self, granularity: Duration) -> Self {
+        self.config.sweep_granularity = granularity.as_secs().max(1);
+        self
+    }
+
+    /// Builds the [`Sessions`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new()).build();
+    /// assert_eq!(sessions.cookie_name(), "session-id");
+    /// ```
+    pub fn build(self) -> Sessions {
+        Sessions {
+            inner: Arc::new(Inner {
+                archive: self.archive,
+                config: self.config,
+                cursor_ready: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl Sessions {
+    /// Returns sessions over `archive` with the default configuration (see [`Sessions`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use session_archive::{Archive, MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let shared: Arc<dyn Archive> = Arc::new(MemoryArchive::new());
+    /// let also = Sessions::new(shared);
+    /// # let _ = (sessions, also);
+    /// ```
+    pub fn new(archive: impl Archive + 'static) -> Sessions {
+        Sessions::builder(archive).build()
+    }
+
+    /// Returns a builder over `archive`, starting from the defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new())
+    ///     .idle_timeout(Duration::from_secs(3600))
+    ///     .build();
+    /// # let _ = sessions;
+    /// ```
+    pub fn builder(archive: impl Archive + 'static) -> SessionsBuilder {
+        SessionsBuilder {
+            archive: Arc::new(archive),
+            config: Config {
+                idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+                absolute_lifetime: Some(DEFAULT_ABSOLUTE_LIFETIME),
+                max_state_size: DEFAULT_MAX_STATE_SIZE,
+                cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+                secure: true,
+                sweep_granularity: DEFAULT_SWEEP_GRANULARITY.as_secs(),
+                clock: Arc::new(SystemClock),
+            },
+        }
+    }
+
+    /// Starts a session: the stored one if `id` names a live session, and otherwise a new one.
+    ///
+    /// `id` is usually the session cookie's value (see [`Sessions::id_from_cookie`]). It is used
+    /// only if it is a well-formed [`SessionId`] naming a stored, unexpired session. Anything else
+    /// (missing, malformed, unknown, expired or destroyed) gets a new session with a fresh
+    /// server-generated id and the `initial` state; a client-chosen id is never adopted. A new
+    /// session writes nothing until its first [`save`](Session::save). An expired session found
+    /// here is removed. A stored session without timestamps (written by the original framework)
+    /// is adopted: its timestamps are written now, and its lifetime starts now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptSession`] when the stored state is not valid JSON for `T` (the stored
+    /// bytes are left as they are); otherwise the archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 0_u32)?;
+    /// *session += 1;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    ///
+    /// assert_eq!(*sessions.start(Some(&id), 0_u32)?, 1);
+    /// let fresh = sessions.start(Some("../../etc"), 0_u32)?;
+    /// assert_ne!(fresh.id().as_str(), "../../etc");
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn start<T>(&self, id: Option<&str>, initial: T) -> Result<Session<T>>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        if let Some(id) = id.and_then(SessionId::parse)
+            && let Some(session) = self.resume(id)?
+        {
+            return Ok(session);
+        }
+        Ok(Session {
+            sessions: self.clone(),
+            id: SessionId::generate(),
+            state: initial,
+            phase: Phase::New,
+        })
+    }
+
+    /// Returns the stored session `id`, or `None` when it is unknown or expired.
+    fn resume<T: DeserializeOwned>(&self, id: SessionId) -> Result<Option<Session<T>>> {
+        let archive = &self.inner.archive;
+        let Some(bytes) = archive.get(id.as_str(), STATE_KEY)? else {
+            return Ok(None);
+        };
+        let now = self.inner.now();
+        let meta = self.inner.read_meta(&id)?;
+        if let Some((meta, _)) = &meta
+            && self.inner.is_expired(*meta, now)
+        {
+            archive.remove_domain(id.as_str())?;
+            return Ok(None);
+        }
+        let state: T = decode(&id, &bytes)?;
+        let (meta, meta_raw) = meta.unzip();
+        let mut session = Session {
+            sessions: self.clone(),
+            id,
+            state,
+            phase: Phase::Live { meta, meta_raw },
+        };
+        session.touch(now)?;
+        Ok(Some(session))
+    }
+
+    /// Returns the session cookie's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// assert_eq!(Sessions::new(MemoryArchive::new()).cookie_name(), "session-id");
+    /// ```
+    pub fn cookie_name(&self) -> &str {
+        &self.inner.config.cookie_name
+    }
+}
+
+/// Where a session stands, as far as this handle knows.
+#[derive(Debug)]
+enum Phase {
+    /// Never saved: nothing is stored.
+    New,
+    /// Stored. `meta` and `meta_raw` are the timestamps as last read or written by this handle,
+    /// `None` for a session from a store without timestamps (the original framework's).
+    Live {
+        meta: Option<Meta>,
+        meta_raw: Option<Vec<u8>>,
+    },
+    /// Destroyed, by this handle or (as found out on a write) by another.
+    Gone,
+}
+
+/// One user's session: a typed state `T` and its [`SessionId`]; made by [`Sessions::start`].
+///
+/// It dereferences, mutably too, to `T`. Changes stay in the handle until [`save`](Self::save) or
+/// [`update`](Self::update). The handle owns a clone of its [`Sessions`], so it is `'static` and
+/// `Send` when `T` is.
+///
+/// # Examples
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use session_archive::{MemoryArchive, Sessions};
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct State {
+///     name: String,
+///     visits: u32,
+/// }
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// let mut session = sessions.start(None, State::default())?;
+/// session.name = "World".into();
+/// session.save()?;
+/// let visits = session.update(|s| {
+///     s.visits += 1;
+///     s.visits
+/// })?;
+/// assert_eq!(visits, 1);
+/// assert_eq!(session.id().to_string().len(), 36);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub struct Session<T> {
+    sessions: Sessions,
+    id: SessionId,
+    state: T,
+    phase: Phase,
+}
+
+impl<T> fmt::Debug for Session<T> {
+    /// Shows the id and whether the session is stored, not the state, which may be secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phase = match self.phase {
+            Phase::New => "new",
+            Phase::Live { .. } => "live",
+            Phase::Gone => "gone",
+        };
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("phase", &phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Deref for Session<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.state
+    }
+}
+
+impl<T> DerefMut for Session<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.state
+    }
+}
+
+impl<T> Session<T> {
+    /// Returns the session's id; it displays as the 36-character lowercase UUID.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let session = Sessions::new(MemoryArchive::new()).start(None, ())?;
+    /// assert_eq!(session.id().to_string().len(), 36);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// Returns whether the session has never been saved (nothing of it is stored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let mut session = Sessions::new(MemoryArchive::new()).start(None, ())?;
+    /// assert!(session.is_new());
+    /// session.save()?;
+    /// assert!(!session.is_new());
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn is_new(&self) -> bool {
+        matches!(self.phase, Phase::New)
+    }
+
+    /// Returns the state, leaving the session behind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let session = Sessions::new(MemoryArchive::new()).start(None, 7_u8)?;
+    /// assert_eq!(session.into_inner(), 7);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn into_inner(self) -> T {
+        self.state
+    }
+
+    /// Removes the session from the archive. Any later [`save`](Self::save), [`update`](Self::update)
+    /// or [`regenerate`](Self::regenerate) on this handle is [`Error::SessionGone`], and so is a
+    /// save from any other handle to the same session. Destroying twice, or destroying a session
+    /// that was never saved, is not an error. Send [`Sessions::removal_cookie`] to the client.
+    ///
+    /// # Errors
+    ///
+    /// The archive's errors; the handle then still counts as live.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 1_u8)?;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    /// session.destroy()?;
+    /// assert_ne!(sessions.start(Some(&id), 0_u8)?.id().as_str(), id);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn destroy(&mut self) -> Result<()> {
+        if let Phase::Live { .. } = self.phase {
+            self.archive().remove_domain(self.id.as_str())?;
+        }
+        self.phase = Phase::Gone;
+        Ok(())
+    }
+
+    fn archive(&self) -> &dyn Archive {
+        &*self.sessions.inner.archive
+    }
+
+    fn gone(&mut self) -> Error {
+        self.phase = Phase::Gone;
+        Error::SessionGone {
+            id: self.id.to_string(),
+        }
+    }
+
+    /// Rewrites `last seen` if it is old enough, or writes the first timestamps of a session
+    /// stored without them. A lost race (another handle touched or destroyed the session first)
+    /// is not an error: the winner's timestamps stand, and a destroyed session stays destroyed.
+    /// Returns whether it wrote.
+    fn touch(&mut self, now: u64) -> Result<bool> {
+        let inner = &*self.sessions.inner;
+        let Phase::Live { meta, meta_raw } = &mut self.phase else {
+            return Ok(false);
+        };
+        let fresh = match *meta {
+            Some(old) if !inner.needs_touch(old, now) => return Ok(false),
+            Some(old) => Meta { seen: now, ..old },
+            None => Meta {
+                created: now,
+                seen: now,
+            },
+        };
+        let raw = encode_meta(&self.id, fresh)?;
+        if inner.archive.compare_and_swap(
+            self.id.as_str(),
+            META_KEY,
+            meta_raw.as_deref(),
+            Some(&raw),
+        )? {
+            *meta = Some(fresh);
+            *meta_raw = Some(raw);
+            inner.index(&self.id, fresh, false)?;
+            Ok(true)
+        } else {
+            let (read, read_raw) = inner.read_meta(&self.id)?.unzip();
+            *meta = read;
+            *meta_raw = read_raw;
+            Ok(false)
+        }
+    }
+
+    /// After a write of the state: refreshes the timestamps, and repeats the expiry hint that a
+    /// write may have cleared on backends with native expiry.
+    fn after_write(&mut self) -> Result<()> {
+        let now = self.sessions.inner.now();
+        if !self.touch(now)?
+            && let Phase::Live {
+                meta: Some(meta), ..
+            } = self.phase
+        {
+            self.sessions.inner.index(&self.id, meta, true)?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Session<T> {
+    /// Stores the state. The last writer wins, but a save never brings back a session that was
+    /// destroyed: if the session was stored and is gone now, this is [`Error::SessionGone`] and
+    /// nothing is written. The first save of a new session creates it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] after a destroy (by any handle) or a sweep;
+    /// [`Error::StateTooLarge`] when the JSON is over the [limit](SessionsBuilder::max_state_size)
+    /// (nothing is written); [`Error::Serialize`] when `T` cannot be serialized; otherwise the
+    /// archive's errors. An archive error while recording the timestamps, after the state was
+    /// written, is returned too, although the state is then stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, vec!["a".to_owned()])?;
+    /// session.push("b".into());
+    /// session.save()?;
+    /// let again = sessions.start(Some(session.id().as_str()), Vec::<String>::new())?;
+    /// assert_eq!(*again, ["a", "b"]);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn save(&mut self) -> Result<()> {
+        let bytes = self.encode(&self.state)?;
+        match self.phase {
+            Phase::Gone => Err(self.gone()),
+            Phase::New => {
+                let now = self.sessions.inner.now();
+                self.create(
+                    &bytes,
+                    Meta {
+                        created: now,
+                        seen: now,
+                    },
+                )
+            }
+            Phase::Live { .. } => {
+                loop {
+                    let Some(current) = self.archive().get(self.id.as_str(), STATE_KEY)? else {
+                        return Err(self.gone());
+                    };
+                    if self.archive().compare_and_swap(
+                        self.id.as_str(),
+                        STATE_KEY,
+                        Some(&current),
+                        Some(&bytes),
+                    )? {
+                        break;
+                    }
+                }
+                self.after_write()
+            }
+        }
+    }
+
+    /// Replaces the state in the handle with the stored one. For a session that was never saved
+    /// there is nothing stored, and the state is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when the session was destroyed; [`Error::CorruptSession`] when the
+    /// stored state is not valid JSON for `T` (the handle's state and the stored bytes are left
+    /// as they are); otherwise the archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 1_u32)?;
+    /// session.save()?;
+    /// *session = 99;
+    /// session.load()?;
+    /// assert_eq!(*session, 1);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn load(&mut self) -> Result<()> {
+        match self.phase {
+            Phase::Gone => Err(self.gone()),
+            Phase::New => Ok(()),
+            Phase::Live { .. } => {
+                let Some(bytes) = self.archive().get(self.id.as_str(), STATE_KEY)? else {
+                    return Err(self.gone());
+                };
+                self.state = decode(&self.id, &bytes)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Atomically applies `change` to the stored state and stores the result, then makes that the
+    /// handle's state; returns what `change` returned.
+    ///
+    /// It reads the stored state, applies `change` to a copy, and swaps the result in only if the
+    /// stored bytes have not changed meanwhile (the archive's
+    /// [`compare_and_swap`](Archive::compare_and_swap)); otherwise it starts again. So no
+    /// concurrent update is lost, and `change` may run more than once: it should only compute
+    /// from the state it is given. Unsaved changes in the handle are replaced by the result. On a
+    /// session that was never saved, the handle's state is saved first.
+    ///
+    /// How far the guarantee reaches depends on the backend's `compare_and_swap`: threads of one
+    /// process for memory and redb, and across processes too for the directory tree (a lock file)
+    /// and Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when the session was destroyed; [`Error::CorruptSession`] when the
+    /// stored state cannot be decoded; [`Error::StateTooLarge`] or [`Error::Serialize`] for the
+    /// result (nothing is written); otherwise the archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 0_u64)?;
+    /// let after = session.update(|n| {
+    ///     *n += 1;
+    ///     *n
+    /// })?;
+    /// assert_eq!(after, 1);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn update<R>(&mut self, mut change: impl FnMut(&mut T) -> R) -> Result<R> {
+        if let Phase::New = self.phase {
+            self.save()?;
+        }
+        if let Phase::Gone = self.phase {
+            return Err(self.gone());
+        }
+        loop {
+            let Some(current) = self.archive().get(self.id.as_str(), STATE_KEY)? else {
+                return Err(self.gone());
+            };
+            let mut copy: T = decode(&self.id, &current)?;
+            let result = change(&mut copy);
+            let bytes = self.encode(&copy)?;
+            if self.archive().compare_and_swap(
+                self.id.as_str(),
+                STATE_KEY,
+                Some(&current),
+                Some(&bytes),
+            )? {
+                self.state = copy;
+                self.after_write()?;
+                return Ok(result);
+            }
+        }
+    }
+
+    /// Moves the session to a fresh id, keeping the handle's state (saved or not); call it on
+    /// login, so that an id known before login is worthless after it. The state is written under
+    /// the new id first, and the old session is removed only then, so a failed write leaves the
+    /// old session intact. The creation time is kept, so the absolute lifetime is not extended.
+    /// On a session that was never saved, it only draws a new id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when the session was destroyed; [`Error::StateTooLarge`] or
+    /// [`Error::Serialize`] for the state (nothing is written); otherwise the archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, "user".to_owned())?;
+    /// session.save()?;
+    /// let old = session.id().to_string();
+    /// session.regenerate()?;
+    /// assert_ne!(session.id().as_str(), old);
+    /// assert_eq!(*sessions.start(Some(session.id().as_str()), String::new())?, "user");
+    /// assert_ne!(sessions.start(Some(&old), String::new())?.id().as_str(), old);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn regenerate(&mut self) -> Result<()> {
+        let created = match self.phase {
+            Phase::Gone => return Err(self.gone()),
+            Phase::New => {
+                self.id = SessionId::generate();
+                return Ok(());
+            }
+            Phase::Live { meta, .. } => meta.map(|meta| meta.created),
+        };
+        let bytes = self.encode(&self.state)?;
+        if !self.archive().has(self.id.as_str(), STATE_KEY)? {
+            return Err(self.gone());
+        }
+        let now = self.sessions.inner.now();
+        let meta = Meta {
+            created: created.unwrap_or(now),
+            seen: now,
+        };
+        let old_id = std::mem::replace(&mut self.id, SessionId::generate());
+        let old_phase = std::mem::replace(&mut self.phase, Phase::New);
+        if let Err(err) = self.create(&bytes, meta) {
+            self.id = old_id;
+            self.phase = old_phase;
+            return Err(err);
+        }
+        let old = old_id;
+        self.archive().remove_domain(old.as_str())?;
+        Ok(())
+    }
+
+    /// Stores a session that is not stored yet, with `meta` as its timestamps, under this handle's
+    /// id, or under a fresh one if that id is taken.
+    fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
+        let mut created = false;
+        for _ in 0..CREATE_ATTEMPTS {
+            if self
+                .archive()
+                .compare_and_swap(self.id.as_str(), STATE_KEY, None, Some(bytes))?
+            {
+                created = true;
+                break;
+            }
+            self.id = SessionId::generate();
+        }
+        if !created {
+            return Err(self.gone());
+        }
+        let raw = encode_meta(&self.id, meta)?;
+        self.archive().set(self.id.as_str(), META_KEY, &raw)?;
+        self.phase = Phase::Live {
+            meta: Some(meta),
+            meta_raw: Some(raw),
+        };
+        self.sessions.inner.index(&self.id, meta, false)
+    }
+
+    /// Serializes a state, enforcing the size limit.
+    fn encode(&self, state: &T) -> Result<Vec<u8>> {
+        let bytes = serde_json::to_vec(state).map_err(|source| Error::Serialize {
+            id: self.id.to_string(),
+            source,
+        })?;
+        let limit = self.sessions.inner.config.max_state_size;
+        if bytes.len() > limit {
+            return Err(Error::StateTooLarge {
+                id: self.id.to_string(),
+                size: bytes.len(),
+                limit,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+fn decode<T: DeserializeOwned>(id: &SessionId, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::CorruptSession {
+        id: id.to_string(),
+        source,
+    })
+}
+
+fn encode_meta(id: &SessionId, meta: Meta) -> Result<Vec<u8>> {
+    serde_json::to_vec(&meta).map_err(|source| Error::Serialize {
+        id: id.to_string(),
+        source,
+    })
+}

@@ -1,0 +1,216 @@
+//! Expiry: the timestamps kept beside each session, the expiry index, and the sweep.
+//!
+//! Each expiring session has an entry (key = its id, empty value) in the index domain
+//! `expiry-<bucket>`, where `bucket` is its expiry time in unix seconds divided by the sweep
+//! granularity. An entry is added whenever the expiry moves (a save, or a read that refreshes
+//! `seen`); the old entry is left behind and dropped by the sweep, which re-checks every
+//! candidate against its timestamps. The domain `sweep-cursor` holds the first bucket the next
+//! sweep must visit; it is created before the first index entry, so a missing cursor means an
+//! empty index.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::id::SessionId;
+use super::{Inner, META_KEY, Sessions, decode};
+use crate::archive::{Archive, ArchiveExt};
+use crate::error::{Error, Result};
+
+/// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
+/// reading a session does not write on every request.
+const TOUCH_FRACTION: u64 = 8;
+
+const INDEX_PREFIX: &str = "expiry-";
+const CURSOR_DOMAIN: &str = "sweep-cursor";
+const CURSOR_KEY: &str = "bucket";
+
+/// The timestamps kept under [`META_KEY`], in unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Meta {
+    pub(super) created: u64,
+    pub(super) seen: u64,
+}
+
+impl Sessions {
+    /// Removes every session that has expired, and returns how many it removed.
+    ///
+    /// The sweep walks the expiry index from where the previous sweep stopped up to now, one
+    /// bucket per [granularity](crate::SessionsBuilder::sweep_granularity). For each indexed id it reads
+    /// only the session's timestamps, never its state, and removes the session if it has really
+    /// expired; index entries left behind when a session was used again are dropped. Its cost is
+    /// the number of expired (and recently re-indexed) sessions plus the number of buckets, and
+    /// does not grow with the number of live sessions. Domains left holding only timestamps (a
+    /// write that raced a destroy) are removed when they expire. Sessions stored while no expiry
+    /// was configured are indexed when next used. Sweeps may run concurrently, from any number of
+    /// processes sharing the archive.
+    ///
+    /// # Errors
+    ///
+    /// The archive's errors. A session whose timestamps are unreadable is left in place and
+    /// dropped from the index, rather than failing the sweep.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use session_archive::{ManualClock, MemoryArchive, Sessions};
+    ///
+    /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    /// let sessions = Sessions::builder(MemoryArchive::new())
+    ///     .idle_timeout(Duration::from_secs(600))
+    ///     .clock(clock.clone())
+    ///     .build();
+    /// sessions.start(None, "state".to_owned())?.save()?;
+    /// assert_eq!(sessions.sweep()?, 0);
+    /// clock.advance(Duration::from_secs(601));
+    /// assert_eq!(sessions.sweep()?, 1);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn sweep(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let archive = &inner.archive;
+        let Some(cursor) = archive.get(CURSOR_DOMAIN, CURSOR_KEY)? else {
+            // The cursor is written before the first index entry, so there is nothing to sweep.
+            return Ok(0);
+        };
+        let now = inner.now();
+        let current = inner.bucket(now);
+        // An unreadable cursor can only come from outside this crate; restarting from the
+        // current bucket is the one choice that keeps the walk bounded.
+        let first = std::str::from_utf8(&cursor)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+            .unwrap_or(current);
+        let mut removed = 0;
+        // Starting one bucket early catches an entry written, by a process whose clock lags by
+        // less than a bucket, into the bucket the previous sweep had just closed.
+        for bucket in first.saturating_sub(1)..=current {
+            let domain = bucket_domain(bucket);
+            for entry in archive.keys(&domain) {
+                let entry = entry?;
+                let keep = match SessionId::parse(&entry) {
+                    Some(id) => inner.sweep_entry(&id, bucket, now, &mut removed)?,
+                    None => false,
+                };
+                if !keep {
+                    archive.remove(&domain, &entry)?;
+                }
+            }
+        }
+        // The current bucket may still gain entries that expire later in it, so the next sweep
+        // starts there again.
+        if current != first {
+            archive.set(CURSOR_DOMAIN, CURSOR_KEY, current.to_string().as_bytes())?;
+        }
+        Ok(removed)
+    }
+}
+
+impl Inner {
+    pub(super) fn now(&self) -> u64 {
+        unix_secs(self.config.clock.now())
+    }
+
+    pub(super) fn bucket(&self, secs: u64) -> u64 {
+        secs / self.config.sweep_granularity
+    }
+
+    /// When a session with these timestamps expires, if it ever does.
+    pub(super) fn expires_at(&self, meta: Meta) -> Option<u64> {
+        let idle = self
+            .config
+            .idle_timeout
+            .map(|idle| meta.seen.saturating_add(idle.as_secs()));
+        let absolute = self
+            .config
+            .absolute_lifetime
+            .map(|life| meta.created.saturating_add(life.as_secs()));
+        match (idle, absolute) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(super) fn is_expired(&self, meta: Meta, now: u64) -> bool {
+        self.expires_at(meta).is_some_and(|at| now >= at)
+    }
+
+    /// Whether `seen` is old enough to be rewritten (see [`TOUCH_FRACTION`]).
+    pub(super) fn needs_touch(&self, meta: Meta, now: u64) -> bool {
+        self.config
+            .idle_timeout
+            .is_some_and(|idle| now.saturating_sub(meta.seen) > idle.as_secs() / TOUCH_FRACTION)
+    }
+
+    /// Reads a session's timestamps and their raw bytes.
+    pub(super) fn read_meta(&self, id: &SessionId) -> Result<Option<(Meta, Vec<u8>)>> {
+        let Some(raw) = self.archive.get(id.as_str(), META_KEY)? else {
+            return Ok(None);
+        };
+        let meta = decode(id, &raw)?;
+        Ok(Some((meta, raw)))
+    }
+
+    /// Records a session's expiry: an index entry for the sweep, and a hint for backends that
+    /// expire domains themselves. Called after every write to the session's domain.
+    pub(super) fn index(&self, id: &SessionId, meta: Meta, indexed: bool) -> Result<()> {
+        let Some(at) = self.expires_at(meta) else {
+            return Ok(());
+        };
+        if !indexed {
+            if !self.cursor_ready.load(Ordering::Acquire) {
+                let start = self.bucket(self.now()).to_string();
+                self.archive.compare_and_swap(
+                    CURSOR_DOMAIN,
+                    CURSOR_KEY,
+                    None,
+                    Some(start.as_bytes()),
+                )?;
+                self.cursor_ready.store(true, Ordering::Release);
+            }
+            self.archive
+                .set(&bucket_domain(self.bucket(at)), id.as_str(), b"")?;
+        }
+        let at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(at))
+            .unwrap_or(UNIX_EPOCH);
+        self.archive.expire_domain(id.as_str(), at)?;
+        Ok(())
+    }
+
+    /// Handles one index entry of `bucket`: removes the session if it has expired. Returns
+    /// whether the entry stays (the session is live and still expires in this bucket).
+    pub(super) fn sweep_entry(
+        &self,
+        id: &SessionId,
+        bucket: u64,
+        now: u64,
+        removed: &mut usize,
+    ) -> Result<bool> {
+        let meta = match self.read_meta(id) {
+            Ok(Some((meta, _))) => meta,
+            Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        if self.is_expired(meta, now) {
+            if self.archive.remove_domain(id.as_str())? {
+                *removed += 1;
+            }
+            return Ok(false);
+        }
+        Ok(self
+            .expires_at(meta)
+            .is_some_and(|at| self.bucket(at) == bucket))
+    }
+}
+
+fn bucket_domain(bucket: u64) -> String {
+    format!("{INDEX_PREFIX}{bucket}")
+}
+
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}

@@ -1,0 +1,95 @@
+//! [`SessionId`]: the validated session id.
+
+use std::fmt;
+
+/// A session id: a lowercase, hyphenated UUID (`8-4-4-4-12` hex digits, 36 characters).
+///
+/// New ids are UUID v4 from the operating system's secure random generator. Parsing accepts any
+/// version and variant nibble, because the original framework wrote ids such as
+/// `0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2` and existing stores must keep working, but nothing
+/// else: no uppercase, no braces, no missing hyphens. A valid id is always a valid
+/// [archive name](crate::validate_name), so it can never point outside its own domain.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::SessionId;
+///
+/// let id = SessionId::parse("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2").expect("well-formed");
+/// assert_eq!(id.to_string(), "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2");
+/// assert!(SessionId::parse("../../etc").is_none());
+/// assert!(SessionId::parse("0D0D0C2F-6BB9-405F-6A41-D4FE9ACF3DD2").is_none());
+/// assert_eq!(SessionId::generate().as_str().len(), 36);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// Returns a fresh random id (UUID v4 from the OS's secure random generator).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::SessionId;
+    ///
+    /// let (a, b) = (SessionId::generate(), SessionId::generate());
+    /// assert_ne!(a, b);
+    /// assert!(SessionId::parse(a.as_str()).is_some());
+    /// ```
+    pub fn generate() -> SessionId {
+        SessionId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Returns the id if `text` is a well-formed lowercase hyphenated UUID, and `None` otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::SessionId;
+    ///
+    /// assert!(SessionId::parse("8a6d8cfa-2fc7-4dbb-6be9-beb823318303").is_some());
+    /// for hostile in ["", "..", "../../etc", "8a6d8cfa2fc74dbb6be9beb823318303"] {
+    ///     assert!(SessionId::parse(hostile).is_none());
+    /// }
+    /// ```
+    pub fn parse(text: &str) -> Option<SessionId> {
+        let well_formed = text.len() == 36
+            && text.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        well_formed.then(|| SessionId(text.to_owned()))
+    }
+
+    /// Returns the id as text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// assert_eq!(id.as_str(), id.to_string());
+    /// ```
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.0)
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}

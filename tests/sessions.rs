@@ -1,0 +1,971 @@
+//! The session layer's behaviours, stamped out for every backend by `session_tests!`.
+//!
+//! Each behaviour is one function in `behaviour` taking a fresh, empty `Arc<dyn Archive>`;
+//! `session_tests!(module, |dir: &Path| archive)` makes one `#[test]` per behaviour, with a fresh
+//! temporary directory for each. Adding a backend is one more `session_tests!` line.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use session_archive::{Archive, MemoryArchive};
+
+macro_rules! session_tests {
+    ($module:ident, $factory:expr $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn open(dir: &::std::path::Path) -> ::std::sync::Arc<dyn ::session_archive::Archive> {
+                ::std::sync::Arc::new(($factory)(dir))
+            }
+
+            session_tests!(@each
+                new_sessions_write_nothing
+                ids_are_lowercase_uuids
+                save_then_start_resumes
+                state_and_metadata_are_separate_keys
+                seed_file_is_read_in_the_original_layout
+                load_rereads_the_stored_state
+                load_on_a_new_session_keeps_its_state
+                hostile_ids_get_fresh_ids
+                destroy_removes_the_domain
+                destroy_then_save_never_resurrects
+                destroy_is_idempotent_and_works_on_new_sessions
+                regenerate_moves_the_state_to_a_fresh_id
+                regenerate_of_a_new_session_writes_nothing
+                regenerate_of_a_destroyed_session_is_an_error
+                regenerate_failure_leaves_the_old_session_intact
+                update_returns_the_closure_value_and_creates_new_sessions
+                concurrent_updates_lose_nothing
+                concurrent_saves_on_one_session_leave_one_whole_state
+                corrupt_state_is_an_error_and_left_untouched
+                state_over_the_limit_writes_nothing
+                idle_timeout_expires_unused_sessions
+                absolute_lifetime_expires_active_sessions
+                reads_refresh_last_seen_only_when_it_has_aged
+                expired_sessions_are_removed_on_start
+                sweep_removes_expired_and_leaves_live_sessions
+                sweep_reads_only_expired_sessions_metadata
+                sweep_drops_stale_index_entries
+                sweep_cleans_metadata_left_after_destroy
+                sweep_without_expiry_configured_removes_nothing
+                saves_ask_the_backend_to_expire_the_domain
+                cookie_header_yields_only_valid_ids
+                set_cookie_carries_the_session_id_and_attributes
+                set_cookie_max_age_follows_the_configuration
+                removal_cookie_expires_the_cookie
+            );
+        }
+    };
+    (@each $($behaviour:ident)*) => {
+        $(
+            #[test]
+            fn $behaviour() {
+                let dir = ::tempfile::tempdir().expect("create a temporary directory");
+                super::behaviour::$behaviour(&open(dir.path()));
+            }
+        )*
+    };
+}
+
+session_tests!(memory, |_dir: &Path| MemoryArchive::new());
+session_tests!(arc_dyn, |_dir: &Path| Arc::new(MemoryArchive::new())
+    as Arc<dyn Archive>);
+
+#[test]
+fn debug_shows_the_id_but_not_the_state() {
+    let sessions = session_archive::Sessions::new(MemoryArchive::new());
+    let mut session = sessions.start(None, "secret".to_owned()).unwrap();
+    let debug = format!("{session:?}");
+    assert!(
+        debug.contains(session.id().as_str()) && debug.contains("new"),
+        "{debug}"
+    );
+    assert!(!debug.contains("secret"), "{debug}");
+    session.save().unwrap();
+    assert!(format!("{session:?}").contains("live"));
+    assert!(!format!("{sessions:?}").contains("secret"));
+}
+
+#[test]
+fn sessions_and_sessions_handles_can_move_between_threads() {
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    fn send_static<T: Send + 'static>() {}
+    send_sync::<session_archive::Sessions>();
+    send_static::<session_archive::Session<String>>();
+}
+
+#[expect(
+    clippy::unwrap_used,
+    reason = "these are the bodies of the #[test] fns that session_tests! stamps out"
+)]
+mod behaviour {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime};
+
+    use serde::{Deserialize, Serialize};
+    use session_archive::{
+        Archive, ArchiveExt, Error, META_KEY, ManualClock, Page, Result, STATE_KEY, SessionId,
+        Sessions,
+    };
+
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+    struct State {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(default)]
+        n: u64,
+    }
+
+    const SEED_ID: &str = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
+    const T0: u64 = 1_700_000_000;
+
+    fn clock() -> ManualClock {
+        ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(T0))
+    }
+
+    fn domains(archive: &dyn Archive) -> BTreeSet<String> {
+        archive
+            .domains()
+            .collect::<Result<_>>()
+            .expect("list domains")
+    }
+
+    fn session_domains(archive: &dyn Archive) -> BTreeSet<String> {
+        domains(archive)
+            .into_iter()
+            .filter(|d| SessionId::parse(d).is_some())
+            .collect()
+    }
+
+    fn state_bytes(archive: &dyn Archive, id: &str) -> Option<Vec<u8>> {
+        archive.get(id, STATE_KEY).expect("read session.json")
+    }
+
+    /// Saves a session with the given name and returns its id.
+    fn saved(sessions: &Sessions, name: &str) -> String {
+        let mut session = sessions
+            .start(None, State::default())
+            .expect("start a new session");
+        session.name = name.into();
+        session.save().expect("save");
+        session.id().to_string()
+    }
+
+    fn expiring(archive: &Arc<dyn Archive>, clock: &ManualClock, idle: u64) -> Sessions {
+        Sessions::builder(Arc::clone(archive))
+            .idle_timeout(Duration::from_secs(idle))
+            .absolute_lifetime(None)
+            .clock(clock.clone())
+            .build()
+    }
+
+    pub fn new_sessions_write_nothing(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let unknown = SessionId::generate().to_string();
+        for id in [None, Some(unknown.as_str())] {
+            let mut session = sessions.start(id, State::default()).unwrap();
+            assert!(session.is_new());
+            session.name = "changed, not saved".into();
+            assert_ne!(session.id().as_str(), unknown);
+        }
+        sessions.sweep().unwrap();
+        assert!(domains(&**archive).is_empty(), "{:?}", domains(&**archive));
+    }
+
+    pub fn ids_are_lowercase_uuids(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let mut seen = BTreeSet::new();
+        for _ in 0..100 {
+            let session = sessions.start(None, State::default()).unwrap();
+            let id = session.id().to_string();
+            assert_eq!(id.len(), 36);
+            assert_eq!(id, id.to_lowercase());
+            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4);
+            assert!(seen.insert(id));
+        }
+    }
+
+    pub fn save_then_start_resumes(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let mut session = sessions.start(None, State::default()).unwrap();
+        let id = session.id().to_string();
+        session.name = "World".into();
+        session.save().unwrap();
+        assert!(!session.is_new());
+
+        let again = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(again.id().as_str(), id);
+        assert_eq!(again.name, "World");
+        assert!(!again.is_new());
+        assert_eq!(session_domains(&**archive), BTreeSet::from([id]));
+    }
+
+    pub fn state_and_metadata_are_separate_keys(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "World");
+        assert_eq!(
+            state_bytes(&**archive, &id).unwrap(),
+            br#"{"Name":"World","n":0}"#
+        );
+        let keys: Vec<String> = archive.keys(&id).collect::<Result<_>>().unwrap();
+        assert_eq!(keys, [META_KEY, STATE_KEY]);
+    }
+
+    pub fn seed_file_is_read_in_the_original_layout(archive: &Arc<dyn Archive>) {
+        let seed: &[u8] = b"{\n\"Name\": \"world\"\n}\n";
+        archive.set(SEED_ID, STATE_KEY, seed).unwrap();
+        let sessions = Sessions::new(Arc::clone(archive));
+
+        let mut session = sessions.start(Some(SEED_ID), State::default()).unwrap();
+        assert_eq!(session.id().as_str(), SEED_ID);
+        assert_eq!(session.name, "world");
+        assert_eq!(
+            state_bytes(&**archive, SEED_ID).unwrap(),
+            seed,
+            "start rewrote the state"
+        );
+        // Adopted into expiry: it now has timestamps, beside the untouched state.
+        assert!(archive.has(SEED_ID, META_KEY).unwrap());
+
+        session.name = "World".into();
+        session.save().unwrap();
+        assert_eq!(
+            state_bytes(&**archive, SEED_ID).unwrap(),
+            br#"{"Name":"World","n":0}"#
+        );
+    }
+
+    pub fn load_rereads_the_stored_state(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "first");
+        let mut reader = sessions.start(Some(&id), State::default()).unwrap();
+        let mut writer = sessions.start(Some(&id), State::default()).unwrap();
+        writer.name = "second".into();
+        writer.save().unwrap();
+
+        assert_eq!(reader.name, "first");
+        reader.name = "unsaved".into();
+        reader.load().unwrap();
+        assert_eq!(reader.name, "second");
+    }
+
+    pub fn load_on_a_new_session_keeps_its_state(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let mut session = sessions.start(None, State::default()).unwrap();
+        session.name = "kept".into();
+        session.load().unwrap();
+        assert_eq!(session.name, "kept");
+        assert!(domains(&**archive).is_empty());
+    }
+
+    pub fn hostile_ids_get_fresh_ids(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 100);
+        let live = saved(&sessions, "live");
+        let destroyed = {
+            let mut s = sessions.start(None, State::default()).unwrap();
+            s.save().unwrap();
+            s.destroy().unwrap();
+            s.id().to_string()
+        };
+        let expired = saved(&sessions, "expired");
+        clock.advance(Duration::from_secs(60));
+        // Keep `live` fresh while `expired` ages past its idle timeout.
+        sessions.start(Some(&live), State::default()).unwrap();
+        clock.advance(Duration::from_secs(60));
+        let before: BTreeSet<String> = session_domains(&**archive)
+            .into_iter()
+            .filter(|d| *d != expired)
+            .collect();
+
+        let hostile = [
+            String::new(),
+            ".".into(),
+            "..".into(),
+            "../../etc".into(),
+            "/etc/passwd".into(),
+            format!("../{live}"),
+            format!("{live}/.."),
+            format!("{live} "),
+            format!("{{{live}}}"),
+            live.to_uppercase(),
+            live.replace('-', ""),
+            format!("{live}0"),
+            live[..35].to_owned(),
+            format!("g{}", &live[1..]),
+            "session.json".into(),
+            "expiry-0".into(),
+            "sweep-cursor".into(),
+            SessionId::generate().to_string(),
+            destroyed,
+            expired.clone(),
+        ];
+        for id in &hostile {
+            let session = sessions.start(Some(id), State::default()).unwrap();
+            assert_ne!(session.id().as_str(), id.as_str());
+            assert_ne!(session.id().as_str(), live);
+            assert!(session.is_new(), "{id:?} was adopted");
+            assert_eq!(session.name, "");
+        }
+        assert_eq!(
+            session_domains(&**archive),
+            before,
+            "a hostile id wrote or removed something"
+        );
+        assert!(!archive.has_domain(&expired).unwrap());
+        assert_eq!(
+            sessions.start(Some(&live), State::default()).unwrap().name,
+            "live"
+        );
+    }
+
+    pub fn destroy_removes_the_domain(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let keep = saved(&sessions, "keep");
+        let id = saved(&sessions, "gone");
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        session.destroy().unwrap();
+        assert!(!archive.has_domain(&id).unwrap());
+        assert!(archive.has_domain(&keep).unwrap());
+        let fresh = sessions.start(Some(&id), State::default()).unwrap();
+        assert_ne!(fresh.id().as_str(), id);
+        assert!(fresh.is_new());
+    }
+
+    pub fn destroy_then_save_never_resurrects(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "user");
+        let mut slow = sessions.start(Some(&id), State::default()).unwrap();
+        let mut logout = sessions.start(Some(&id), State::default()).unwrap();
+        logout.destroy().unwrap();
+
+        assert!(matches!(logout.save(), Err(Error::SessionGone { id: gone }) if gone == id));
+        slow.name = "late write".into();
+        assert!(matches!(slow.save(), Err(Error::SessionGone { .. })));
+        assert!(matches!(slow.save(), Err(Error::SessionGone { .. })));
+        assert!(matches!(
+            slow.update(|s| s.n += 1),
+            Err(Error::SessionGone { .. })
+        ));
+        assert!(matches!(slow.load(), Err(Error::SessionGone { .. })));
+        assert!(!archive.has_domain(&id).unwrap());
+        assert!(session_domains(&**archive).is_empty());
+    }
+
+    pub fn destroy_is_idempotent_and_works_on_new_sessions(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let mut fresh = sessions.start(None, State::default()).unwrap();
+        fresh.destroy().unwrap();
+        fresh.destroy().unwrap();
+        assert!(matches!(fresh.save(), Err(Error::SessionGone { .. })));
+        assert!(domains(&**archive).is_empty());
+    }
+
+    pub fn regenerate_moves_the_state_to_a_fresh_id(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let old = saved(&sessions, "user");
+        let mut session = sessions.start(Some(&old), State::default()).unwrap();
+        session.n = 7; // unsaved changes move too
+        session.regenerate().unwrap();
+        let new = session.id().to_string();
+        assert_ne!(new, old);
+        assert!(!archive.has_domain(&old).unwrap());
+        assert_eq!(session_domains(&**archive), BTreeSet::from([new.clone()]));
+
+        let resumed = sessions.start(Some(&new), State::default()).unwrap();
+        assert_eq!((resumed.name.as_str(), resumed.n), ("user", 7));
+        assert!(
+            sessions
+                .start(Some(&old), State::default())
+                .unwrap()
+                .is_new()
+        );
+        session.n = 8;
+        session.save().unwrap();
+        assert_eq!(sessions.start(Some(&new), State::default()).unwrap().n, 8);
+    }
+
+    pub fn regenerate_of_a_new_session_writes_nothing(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let mut session = sessions.start(None, State::default()).unwrap();
+        let old = session.id().clone();
+        session.regenerate().unwrap();
+        assert_ne!(session.id(), &old);
+        assert!(session.is_new());
+        assert!(domains(&**archive).is_empty());
+    }
+
+    pub fn regenerate_of_a_destroyed_session_is_an_error(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "user");
+        let mut elsewhere = sessions.start(Some(&id), State::default()).unwrap();
+        let mut here = sessions.start(Some(&id), State::default()).unwrap();
+        here.destroy().unwrap();
+        assert!(matches!(here.regenerate(), Err(Error::SessionGone { .. })));
+        assert!(matches!(
+            elsewhere.regenerate(),
+            Err(Error::SessionGone { .. })
+        ));
+        assert!(session_domains(&**archive).is_empty());
+    }
+
+    pub fn regenerate_failure_leaves_the_old_session_intact(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let sessions = Sessions::new(Arc::clone(&spy) as Arc<dyn Archive>);
+        let id = saved(&sessions, "user");
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        spy.fail_creates.store(true, Ordering::SeqCst);
+        assert!(matches!(session.regenerate(), Err(Error::Backend { .. })));
+        spy.fail_creates.store(false, Ordering::SeqCst);
+        assert_eq!(session.id().as_str(), id);
+        assert_eq!(session_domains(&**archive), BTreeSet::from([id.clone()]));
+        session.n = 1;
+        session.save().unwrap();
+        let stored = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!((stored.name.as_str(), stored.n), ("user", 1));
+    }
+
+    pub fn update_returns_the_closure_value_and_creates_new_sessions(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let mut session = sessions.start(None, State::default()).unwrap();
+        session.name = "new".into();
+        let n = session
+            .update(|s| {
+                s.n += 2;
+                s.n
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(session.n, 2);
+        let id = session.id().to_string();
+        let stored = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!((stored.name.as_str(), stored.n), ("new", 2));
+    }
+
+    pub fn concurrent_updates_lose_nothing(archive: &Arc<dyn Archive>) {
+        const THREADS: u64 = 16;
+        const ROUNDS: u64 = 4;
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "counter");
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                let sessions = sessions.clone();
+                let id = id.clone();
+                scope.spawn(move || {
+                    for _ in 0..ROUNDS {
+                        let mut session =
+                            sessions.start(Some(&id), State::default()).expect("start");
+                        assert_eq!(session.id().as_str(), id);
+                        session.update(|s| s.n += 1).expect("update");
+                    }
+                });
+            }
+        });
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(session.n, THREADS * ROUNDS);
+        assert_eq!(session.name, "counter");
+    }
+
+    pub fn concurrent_saves_on_one_session_leave_one_whole_state(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "start");
+        std::thread::scope(|scope| {
+            for t in 0..8_u64 {
+                let sessions = sessions.clone();
+                let id = id.clone();
+                scope.spawn(move || {
+                    let mut session = sessions.start(Some(&id), State::default()).expect("start");
+                    session.name = format!("writer {t}");
+                    session.n = t;
+                    session.save().expect("save");
+                });
+            }
+        });
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(session.name, format!("writer {}", session.n));
+    }
+
+    pub fn corrupt_state_is_an_error_and_left_untouched(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "fine");
+        let mut handle = sessions.start(Some(&id), State::default()).unwrap();
+        let corrupts: [&[u8]; 4] = [b"{not json", br#"{"Name": 42}"#, b"", &[0xff, 0xfe]];
+        for corrupt in corrupts {
+            archive.set(&id, STATE_KEY, corrupt).unwrap();
+            match sessions.start(Some(&id), State::default()) {
+                Err(err @ Error::CorruptSession { .. }) => {
+                    assert!(err.to_string().contains(&id), "{err}");
+                    assert!(std::error::Error::source(&err).is_some());
+                }
+                other => panic!("expected CorruptSession, got {other:?}"),
+            }
+            assert!(
+                matches!(handle.load(), Err(Error::CorruptSession { id: bad, .. }) if bad == id)
+            );
+            assert!(matches!(
+                handle.update(|s| s.n += 1),
+                Err(Error::CorruptSession { .. })
+            ));
+            assert_eq!(state_bytes(&**archive, &id).unwrap(), corrupt);
+            assert_eq!(handle.name, "fine");
+        }
+    }
+
+    pub fn state_over_the_limit_writes_nothing(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::builder(Arc::clone(archive))
+            .max_state_size(64)
+            .build();
+        let mut big = sessions.start(None, State::default()).unwrap();
+        big.name = "x".repeat(100);
+        match big.save() {
+            Err(Error::StateTooLarge { size, limit, .. }) => {
+                assert_eq!(limit, 64);
+                assert!(size > 64);
+            }
+            other => panic!("expected StateTooLarge, got {other:?}"),
+        }
+        assert!(domains(&**archive).is_empty());
+
+        let id = saved(&sessions, "small");
+        let before = state_bytes(&**archive, &id).unwrap();
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        session.name = "y".repeat(100);
+        assert!(matches!(session.save(), Err(Error::StateTooLarge { .. })));
+        assert!(matches!(
+            session.update(|s| s.name = "z".repeat(100)),
+            Err(Error::StateTooLarge { .. })
+        ));
+        assert!(matches!(
+            session.regenerate(),
+            Err(Error::StateTooLarge { .. })
+        ));
+        assert_eq!(state_bytes(&**archive, &id).unwrap(), before);
+        assert_eq!(session_domains(&**archive), BTreeSet::from([id]));
+
+        // Exactly at the limit is allowed.
+        let exact = Sessions::builder(Arc::clone(archive))
+            .max_state_size(br#"{"Name":"abc","n":0}"#.len())
+            .build();
+        saved(&exact, "abc");
+    }
+
+    pub fn idle_timeout_expires_unused_sessions(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 800);
+        let id = saved(&sessions, "user");
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(799));
+            let session = sessions.start(Some(&id), State::default()).unwrap();
+            assert_eq!(session.id().as_str(), id, "an active session expired");
+        }
+        clock.advance(Duration::from_secs(800));
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_ne!(session.id().as_str(), id);
+        assert!(session.is_new());
+    }
+
+    pub fn absolute_lifetime_expires_active_sessions(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = Sessions::builder(Arc::clone(archive))
+            .idle_timeout(Duration::from_secs(100))
+            .absolute_lifetime(Duration::from_secs(1000))
+            .clock(clock.clone())
+            .build();
+        let id = saved(&sessions, "user");
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        for _ in 0..9 {
+            clock.advance(Duration::from_secs(99));
+            session.regenerate().unwrap(); // keeps the creation time
+            session.update(|s| s.n += 1).unwrap();
+        }
+        let id = session.id().to_string();
+        assert_eq!(sessions.start(Some(&id), State::default()).unwrap().n, 9);
+        // Now at 891 s; stay active until the last second of the lifetime.
+        for step in [99, 9] {
+            clock.advance(Duration::from_secs(step));
+            let session = sessions.start(Some(&id), State::default()).unwrap();
+            assert_eq!(session.id().as_str(), id);
+        }
+        clock.advance(Duration::from_secs(1));
+        assert!(
+            sessions
+                .start(Some(&id), State::default())
+                .unwrap()
+                .is_new()
+        );
+    }
+
+    pub fn reads_refresh_last_seen_only_when_it_has_aged(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 800); // refresh after 800 / 8 = 100 s
+        let id = saved(&sessions, "user");
+        let meta = |archive: &dyn Archive| archive.get(&id, META_KEY).unwrap().unwrap();
+        let first = meta(&**archive);
+        clock.advance(Duration::from_secs(100));
+        sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(
+            meta(&**archive),
+            first,
+            "a young session was rewritten on read"
+        );
+        clock.advance(Duration::from_secs(1));
+        sessions.start(Some(&id), State::default()).unwrap();
+        let second = meta(&**archive);
+        assert_ne!(second, first);
+        let seen =
+            |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap()["seen"].clone();
+        assert_eq!(seen(&second), T0 + 101);
+        assert_eq!(seen(&first), T0);
+    }
+
+    pub fn expired_sessions_are_removed_on_start(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 100);
+        let id = saved(&sessions, "user");
+        clock.advance(Duration::from_secs(100));
+        assert!(
+            sessions
+                .start(Some(&id), State::default())
+                .unwrap()
+                .is_new()
+        );
+        assert!(!archive.has_domain(&id).unwrap());
+    }
+
+    pub fn sweep_removes_expired_and_leaves_live_sessions(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 600);
+        let old: Vec<String> = (0..5)
+            .map(|i| saved(&sessions, &format!("old {i}")))
+            .collect();
+        clock.advance(Duration::from_secs(300));
+        let live: Vec<String> = (0..3)
+            .map(|i| saved(&sessions, &format!("live {i}")))
+            .collect();
+        // Sweep must not parse live state: this one would fail to decode.
+        archive.set(&live[0], STATE_KEY, b"{corrupt").unwrap();
+        assert_eq!(sessions.sweep().unwrap(), 0);
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(sessions.sweep().unwrap(), 5);
+        assert_eq!(sessions.sweep().unwrap(), 0);
+        for id in &old {
+            assert!(!archive.has_domain(id).unwrap());
+        }
+        assert_eq!(
+            session_domains(&**archive),
+            live.iter().cloned().collect::<BTreeSet<_>>()
+        );
+        assert_eq!(state_bytes(&**archive, &live[0]).unwrap(), b"{corrupt");
+        assert_eq!(
+            sessions
+                .start(Some(&live[1]), State::default())
+                .unwrap()
+                .name,
+            "live 1"
+        );
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(sessions.sweep().unwrap(), 3);
+        assert!(session_domains(&**archive).is_empty());
+        let leftovers: Vec<String> = domains(&**archive)
+            .into_iter()
+            .filter(|d| d.starts_with("expiry-"))
+            .collect();
+        assert!(leftovers.is_empty(), "index entries left: {leftovers:?}");
+    }
+
+    pub fn sweep_reads_only_expired_sessions_metadata(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let clock = clock();
+        let sessions = expiring(&(Arc::clone(&spy) as Arc<dyn Archive>), &clock, 600);
+        let expired: BTreeSet<String> = (0..3).map(|_| saved(&sessions, "old")).collect();
+        clock.advance(Duration::from_secs(3600));
+        for _ in 0..50 {
+            saved(&sessions, "live");
+        }
+        spy.reads.lock().expect("spy lock").clear();
+        assert_eq!(sessions.sweep().unwrap(), 3);
+        let reads = spy.reads.lock().expect("spy lock").clone();
+        assert!(reads.iter().all(|(_, key)| key != STATE_KEY), "{reads:?}");
+        let meta_reads: BTreeSet<String> = reads
+            .iter()
+            .filter(|(_, key)| key == META_KEY)
+            .map(|(domain, _)| domain.clone())
+            .collect();
+        assert_eq!(meta_reads, expired);
+    }
+
+    pub fn sweep_drops_stale_index_entries(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 800);
+        let id = saved(&sessions, "user");
+        clock.advance(Duration::from_secs(700));
+        sessions.start(Some(&id), State::default()).unwrap(); // moves its expiry to T0 + 1500
+        clock.advance(Duration::from_secs(200));
+        assert_eq!(sessions.sweep().unwrap(), 0);
+        assert!(archive.has_domain(&id).unwrap());
+        let index_entries = |archive: &dyn Archive| {
+            domains(archive)
+                .into_iter()
+                .filter(|d| d.starts_with("expiry-"))
+                .flat_map(|d| archive.keys(&d).collect::<Result<Vec<_>>>().expect("keys"))
+                .count()
+        };
+        assert_eq!(index_entries(&**archive), 1, "the stale entry was kept");
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(sessions.sweep().unwrap(), 1);
+        assert!(!archive.has_domain(&id).unwrap());
+        assert_eq!(index_entries(&**archive), 0);
+    }
+
+    pub fn sweep_cleans_metadata_left_after_destroy(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 600);
+        let id = saved(&sessions, "user");
+        let meta = archive.get(&id, META_KEY).unwrap().unwrap();
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        session.destroy().unwrap();
+        // A concurrent request's late timestamp write, after the destroy.
+        archive.set(&id, META_KEY, &meta).unwrap();
+        assert!(
+            sessions
+                .start(Some(&id), State::default())
+                .unwrap()
+                .is_new()
+        );
+        assert!(archive.has_domain(&id).unwrap());
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(sessions.sweep().unwrap(), 1);
+        assert!(!archive.has_domain(&id).unwrap());
+    }
+
+    pub fn sweep_without_expiry_configured_removes_nothing(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = Sessions::builder(Arc::clone(archive))
+            .idle_timeout(None)
+            .absolute_lifetime(None)
+            .clock(clock.clone())
+            .build();
+        let id = saved(&sessions, "forever");
+        clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+        assert_eq!(sessions.sweep().unwrap(), 0);
+        assert_eq!(
+            sessions.start(Some(&id), State::default()).unwrap().name,
+            "forever"
+        );
+        assert_eq!(domains(&**archive), BTreeSet::from([id]));
+    }
+
+    pub fn saves_ask_the_backend_to_expire_the_domain(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let clock = clock();
+        let sessions = expiring(&(Arc::clone(&spy) as Arc<dyn Archive>), &clock, 600);
+        let id = saved(&sessions, "user");
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(
+            spy.expiries.lock().expect("spy lock").last(),
+            Some(&(id.clone(), at(T0 + 600)))
+        );
+        clock.advance(Duration::from_secs(10));
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        session.update(|s| s.n += 1).unwrap();
+        let expiries = spy.expiries.lock().expect("spy lock").clone();
+        assert_eq!(expiries.len(), 2, "{expiries:?}");
+        assert_eq!(expiries[1], (id, at(T0 + 600)));
+    }
+
+    pub fn cookie_header_yields_only_valid_ids(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = SEED_ID;
+        let found = |header: &str| sessions.id_from_cookie(header).map(|id| id.to_string());
+        assert_eq!(found(&format!("session-id={id}")).as_deref(), Some(id));
+        assert_eq!(
+            found(&format!("a=1; session-id={id}; b=2")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            found(&format!("session-id=..; session-id={id}")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(found(&format!("other={id}")), None);
+        for hostile in [
+            "",
+            "session-id=",
+            "session-id=..",
+            "session-id=..%2F..%2Fetc",
+            "session-id=0D0D0C2F-6BB9-405F-6A41-D4FE9ACF3DD2",
+            "=;;=",
+            "session-id",
+        ] {
+            assert_eq!(found(hostile), None, "{hostile:?}");
+        }
+        let custom = Sessions::builder(Arc::clone(archive))
+            .cookie_name("sid")
+            .build();
+        assert_eq!(custom.id_from_cookie(&format!("session-id={id}")), None);
+        assert_eq!(
+            custom
+                .id_from_cookie(&format!("sid={id}"))
+                .map(|id| id.to_string())
+                .as_deref(),
+            Some(id)
+        );
+    }
+
+    pub fn set_cookie_carries_the_session_id_and_attributes(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let hostile = "..%2F..; Domain=evil.example";
+        let session = sessions.start(Some(hostile), State::default()).unwrap();
+        let header = sessions.set_cookie(&session);
+        assert!(
+            !header.contains("evil") && !header.contains(".."),
+            "{header}"
+        );
+        let cookie = cookie::Cookie::parse(header).unwrap();
+        assert_eq!(cookie.name(), "session-id");
+        assert_eq!(cookie.value(), session.id().as_str());
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(cookie.same_site(), Some(cookie::SameSite::Lax));
+        assert_eq!(cookie.path(), Some("/"));
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.domain(), None);
+
+        let plain = Sessions::builder(Arc::clone(archive))
+            .secure(false)
+            .cookie_name("sid")
+            .build();
+        let cookie = cookie::Cookie::parse(plain.set_cookie(&session)).unwrap();
+        assert_eq!(cookie.name(), "sid");
+        assert_ne!(cookie.secure(), Some(true));
+    }
+
+    pub fn set_cookie_max_age_follows_the_configuration(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = Sessions::builder(Arc::clone(archive))
+            .idle_timeout(Duration::from_secs(600))
+            .absolute_lifetime(Duration::from_secs(1000))
+            .clock(clock.clone())
+            .build();
+        let max_age = |header: String| {
+            cookie::Cookie::parse(header)
+                .expect("a cookie")
+                .max_age()
+                .map(cookie::time::Duration::whole_seconds)
+        };
+        let id = saved(&sessions, "user");
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(max_age(sessions.set_cookie(&session)), Some(600));
+        clock.advance(Duration::from_secs(500));
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(max_age(sessions.set_cookie(&session)), Some(500));
+
+        let endless = Sessions::builder(Arc::clone(archive))
+            .idle_timeout(None)
+            .absolute_lifetime(None)
+            .build();
+        let session = endless.start(None, State::default()).unwrap();
+        assert_eq!(max_age(endless.set_cookie(&session)), None);
+    }
+
+    pub fn removal_cookie_expires_the_cookie(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let cookie = cookie::Cookie::parse(sessions.removal_cookie()).unwrap();
+        assert_eq!(cookie.name(), "session-id");
+        assert_eq!(cookie.value(), "");
+        assert_eq!(
+            cookie.max_age().map(cookie::time::Duration::whole_seconds),
+            Some(0)
+        );
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let expires = cookie.expires_datetime().unwrap().unix_timestamp();
+        assert!(
+            expires < i64::try_from(now).unwrap(),
+            "expires in the future: {expires}"
+        );
+        assert_eq!(cookie.path(), Some("/"));
+        assert_eq!(cookie.http_only(), Some(true));
+    }
+
+    /// Forwards to an archive and records which entries were read and which expiries asked for;
+    /// while `fail_creates` is set, creating a session's state fails.
+    struct Spy {
+        inner: Arc<dyn Archive>,
+        reads: Mutex<Vec<(String, String)>>,
+        expiries: Mutex<Vec<(String, SystemTime)>>,
+        fail_creates: AtomicBool,
+    }
+
+    impl Spy {
+        fn new(inner: Arc<dyn Archive>) -> Spy {
+            Spy {
+                inner,
+                reads: Mutex::new(Vec::new()),
+                expiries: Mutex::new(Vec::new()),
+                fail_creates: AtomicBool::new(false),
+            }
+        }
+    }
+
+    impl Archive for Spy {
+        fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+            self.reads
+                .lock()
+                .expect("spy lock")
+                .push((domain.to_owned(), key.to_owned()));
+            self.inner.get(domain, key)
+        }
+        fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+            self.inner.set(domain, key, value)
+        }
+        fn has(&self, domain: &str, key: &str) -> Result<bool> {
+            self.inner.has(domain, key)
+        }
+        fn remove(&self, domain: &str, key: &str) -> Result<bool> {
+            self.inner.remove(domain, key)
+        }
+        fn has_domain(&self, domain: &str) -> Result<bool> {
+            self.inner.has_domain(domain)
+        }
+        fn remove_domain(&self, domain: &str) -> Result<bool> {
+            self.inner.remove_domain(domain)
+        }
+        fn compare_and_swap(
+            &self,
+            domain: &str,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<bool> {
+            if key == STATE_KEY && expected.is_none() && self.fail_creates.load(Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    backend: "spy",
+                    operation: "create a session",
+                    source: "injected failure".into(),
+                });
+            }
+            self.inner.compare_and_swap(domain, key, expected, new)
+        }
+        fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+            self.inner.list_domains(cursor, limit)
+        }
+        fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
+            self.inner.list_keys(domain, cursor, limit)
+        }
+        fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
+            self.inner.set_many(entries)
+        }
+        fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
+            self.expiries
+                .lock()
+                .expect("spy lock")
+                .push((domain.to_owned(), at));
+            self.inner.expire_domain(domain, at)
+        }
+    }
+}
