@@ -25,7 +25,13 @@ use crate::error::{Error, NameKind, NameProblem, Result};
 /// ```
 pub const MAX_NAME_LEN: usize = 255;
 
-/// Checks `name` against the name rule (see [`MAX_NAME_LEN`] and the rule in the crate docs).
+/// Checks `name` against the name rule shared by every backend.
+///
+/// A name is valid when all of these hold:
+///
+/// 1. it is 1 to [`MAX_NAME_LEN`] (255) bytes of UTF-8;
+/// 2. it is not `.` or `..`, and does not start with `.` (reserved for backends' own files);
+/// 3. it contains no `/`, no `\`, no NUL and no other control character (Unicode category Cc).
 ///
 /// Every backend calls this for every domain and key before it reads or writes anything, so a
 /// custom backend should too.
