@@ -24,7 +24,7 @@
 //! | `archive-dir` | no | `DirArchive`: the original `<root>/<domain>/<key>` directory layout |
 //! | `archive-redis` | no | `RedisArchive`: a Redis or Valkey server shared by many app instances |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
-//! | `axum` | no | axum 0.8 integration |
+//! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
 //! | `cli` | no | the `session-archive` command-line tool |
 
 // The README's Rust examples run as doctests, so the README cannot drift from the API.
@@ -33,6 +33,8 @@
 struct ReadmeDoctests;
 
 mod archive;
+#[cfg(feature = "axum")]
+pub mod axum;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;

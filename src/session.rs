@@ -707,6 +707,29 @@ impl<T> Session<T> {
         Ok(())
     }
 
+    /// Returns a handle to the same session that is already [gone](Phase::Gone), holding
+    /// `T::default()`: every later write on it is [`Error::SessionGone`]. An async adapter leaves
+    /// it in place of a session it has moved to a blocking thread, so that a handle whose
+    /// operation was cancelled is well defined.
+    #[cfg(feature = "axum")]
+    pub(crate) fn detached(&self) -> Session<T>
+    where
+        T: Default,
+    {
+        Session {
+            sessions: self.sessions.clone(),
+            id: self.id.clone(),
+            state: T::default(),
+            phase: Phase::Gone,
+        }
+    }
+
+    /// Returns the [`Sessions`] this session belongs to.
+    #[cfg(feature = "axum")]
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
     fn archive(&self) -> &dyn Archive {
         &*self.sessions.inner.archive
     }

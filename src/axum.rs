@@ -1,0 +1,598 @@
+//! Axum 0.8 integration: a [`SessionLayer`] that manages the session cookie, and a [`Session`]
+//! extractor that hands each handler its typed session.
+//!
+//! - [`SessionLayer::new`] wraps a router with a [`Sessions`]. For every request it reads the
+//!   session id from the `Cookie` header, and after the handler it adds the `Set-Cookie` header
+//!   the handler's session calls asked for.
+//! - [`Session<T>`] is the extractor. It starts the session for the request's cookie (a
+//!   missing, malformed, unknown or expired id gets a fresh server-generated id; the client's
+//!   value is never adopted nor echoed back) and dereferences, mutably too, to the state `T`.
+//!   Its [`save`](Session::save), [`load`](Session::load), [`update`](Session::update),
+//!   [`regenerate`](Session::regenerate) and [`destroy`](Session::destroy) are `async`: the
+//!   core [`Session`](crate::Session) calls they wrap may block on disk (durable writes), so they
+//!   run on tokio's blocking threads (`spawn_blocking`), never on the executor's.
+//! - Nothing is written, and no cookie is set, for a visitor whose session is never saved.
+//!   After a successful `save`, `update` or `regenerate` the response carries
+//!   [`Sessions::set_cookie`] (so its `Max-Age` follows the session's activity and a new or
+//!   regenerated id reaches the client); after `destroy` it carries
+//!   [`Sessions::removal_cookie`].
+//! - Errors are [`SessionError`]s, which become HTTP responses: see its
+//!   [`IntoResponse`](::axum::response::IntoResponse) impl for the status of each kind.
+//!
+//! The extractor takes its [`Sessions`] from the layer, so it works with any router state.
+//! Applying the layer with [`Router::layer`](::axum::Router::layer) covers every route.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use serde::{Deserialize, Serialize};
+//! use session_archive::axum::{Session, SessionError, SessionLayer};
+//! use session_archive::{MemoryArchive, Sessions};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct State {
+//!     visits: u64,
+//! }
+//!
+//! async fn count(mut session: Session<State>) -> Result<String, SessionError> {
+//!     let visits = session.update(|state| {
+//!         state.visits += 1;
+//!         state.visits
+//!     }).await?;
+//!     Ok(format!("Visit #{visits}"))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let sessions = Sessions::new(MemoryArchive::new());
+//!     let app = Router::new().route("/", get(count)).layer(SessionLayer::new(sessions));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app).await
+//! }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ::axum::extract::FromRequestParts;
+use ::axum::http::header::{COOKIE, SET_COOKIE};
+use ::axum::http::request::Parts;
+use ::axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use ::axum::response::IntoResponse;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::session::Sessions;
+use crate::session::id::SessionId;
+
+/// A tower layer that gives the [`Session`] extractor its [`Sessions`] and writes the session
+/// cookie into responses. Apply it to a [`Router`](::axum::Router) with `.layer(…)`.
+///
+/// It reads the session id from the request's `Cookie` headers (see
+/// [`Sessions::id_from_cookie`]) and, after the inner service has answered, appends one
+/// `Set-Cookie` header when a session handle asked for one. The cookie's attributes are the
+/// [`Sessions`]'s: `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure` unless
+/// [turned off](crate::SessionsBuilder::secure).
+///
+/// # Examples
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use session_archive::axum::SessionLayer;
+/// use session_archive::{MemoryArchive, Sessions};
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(SessionLayer::new(sessions));
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionLayer {
+    sessions: Sessions,
+}
+
+impl SessionLayer {
+    /// Returns a layer that serves sessions from `sessions`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::SessionLayer;
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let layer = SessionLayer::new(Sessions::builder(MemoryArchive::new()).secure(false).build());
+    /// # let _ = layer;
+    /// ```
+    pub fn new(sessions: Sessions) -> SessionLayer {
+        SessionLayer { sessions }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> SessionService<S> {
+        SessionService {
+            inner,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+/// The service made by [`SessionLayer`]; see there.
+///
+/// # Examples
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use session_archive::axum::{SessionLayer, SessionService};
+/// use session_archive::{MemoryArchive, Sessions};
+/// use tower_layer::Layer;
+///
+/// let router: Router = Router::new().route("/", get(|| async { "hello" }));
+/// let service: SessionService<Router> =
+///     SessionLayer::new(Sessions::new(MemoryArchive::new())).layer(router);
+/// # let _ = service;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    sessions: Sessions,
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for SessionService<S>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let slot = Slot(Arc::new(SlotInner {
+            cookie_id: cookie_id(&self.sessions, request.headers()),
+            sessions: self.sessions.clone(),
+            set_cookie: Mutex::new(None),
+        }));
+        request.extensions_mut().insert(slot.clone());
+        // `poll_ready` readied `self.inner`; the clone left behind is readied on the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let response = inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            if let Some(value) = slot.0.set_cookie.lock().take() {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The first valid session id among the request's `Cookie` headers (HTTP/2 may split them).
+fn cookie_id(sessions: &Sessions, headers: &HeaderMap) -> Option<SessionId> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|header| sessions.id_from_cookie(header))
+}
+
+/// What one request shares between [`SessionService`] and its [`Session`] handles.
+#[derive(Clone)]
+struct Slot(Arc<SlotInner>);
+
+struct SlotInner {
+    sessions: Sessions,
+    /// The well-formed id the client sent, if any; whether it names a session is `start`'s call.
+    cookie_id: Option<SessionId>,
+    /// The `Set-Cookie` value asked for by the latest session call that changes the cookie.
+    set_cookie: Mutex<Option<HeaderValue>>,
+}
+
+impl Slot {
+    fn set(&self, value: &str) {
+        match HeaderValue::from_str(value) {
+            Ok(value) => *self.0.set_cookie.lock() = Some(value),
+            // The cookie crate percent-encodes names and values, so this cannot happen with a
+            // sane cookie name; it is logged rather than sent as a broken header.
+            Err(err) => tracing::error!(error = %err, "session cookie is not a valid header value"),
+        }
+    }
+}
+
+/// The session of one request, as an axum extractor: the typed state `T` plus async versions of
+/// the core [`Session`](crate::Session)'s calls. Requires [`SessionLayer`] on the route.
+///
+/// Extracting it starts the session for the request's cookie (on a blocking thread): the stored
+/// state if the cookie names a live session, and otherwise `T::default()` under a fresh id. It
+/// dereferences, mutably too, to `T`; changes stay in the handle until
+/// [`save`](Self::save) or [`update`](Self::update).
+///
+/// Each async call moves the core session to tokio's blocking pool and back. If its future is
+/// dropped before it completes (a timeout, a cancelled request), the call still finishes in the
+/// background, and this handle is left detached: it holds `T::default()`, and its later writes
+/// fail with [`Error::SessionGone`].
+///
+/// # Examples
+///
+/// ```
+/// use axum::{Form, response::Redirect};
+/// use serde::{Deserialize, Serialize};
+/// use session_archive::axum::{Session, SessionError};
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct State {
+///     name: String,
+/// }
+///
+/// #[derive(Deserialize)]
+/// struct NameForm {
+///     name: String,
+/// }
+///
+/// async fn set_name(
+///     mut session: Session<State>,
+///     Form(form): Form<NameForm>,
+/// ) -> Result<Redirect, SessionError> {
+///     session.name = form.name;
+///     session.save().await?;
+///     Ok(Redirect::to("/"))
+/// }
+/// # let _ = axum::routing::post(set_name);
+/// ```
+pub struct Session<T> {
+    core: crate::Session<T>,
+    slot: Slot,
+}
+
+impl<T> fmt::Debug for Session<T> {
+    /// Shows what the core session shows: the id and whether it is stored, not the state.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.core.fmt(f)
+    }
+}
+
+impl<T> Deref for Session<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.core
+    }
+}
+
+impl<T> DerefMut for Session<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.core
+    }
+}
+
+impl<T, S> FromRequestParts<S> for Session<T>
+where
+    T: Default + Serialize + DeserializeOwned + Send + 'static,
+    S: Send + Sync,
+{
+    type Rejection = SessionError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, SessionError> {
+        let slot = parts
+            .extensions
+            .get::<Slot>()
+            .cloned()
+            .ok_or(SessionError::MissingLayer)?;
+        let inner = Arc::clone(&slot.0);
+        let core = tokio::task::spawn_blocking(move || {
+            inner
+                .sessions
+                .start(inner.cookie_id.as_ref().map(SessionId::as_str), T::default())
+        })
+        .await
+        .map_err(SessionError::Task)??;
+        Ok(Session { core, slot })
+    }
+}
+
+/// How a call changes the cookie when it succeeds.
+#[derive(Clone, Copy)]
+enum CookieEffect {
+    /// Leave it.
+    Keep,
+    /// Send the session's id with a fresh `Max-Age`.
+    Refresh,
+    /// Expire it.
+    Remove,
+}
+
+impl<T> Session<T>
+where
+    T: Default + Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Returns the session's id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::Session;
+    ///
+    /// async fn whoami(session: Session<u32>) -> String {
+    ///     session.id().to_string()
+    /// }
+    /// # let _ = axum::routing::get(whoami);
+    /// ```
+    pub fn id(&self) -> &SessionId {
+        self.core.id()
+    }
+
+    /// Returns whether the session has never been saved (nothing of it is stored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::Session;
+    ///
+    /// async fn greet(session: Session<u32>) -> &'static str {
+    ///     if session.is_new() { "Welcome!" } else { "Welcome back!" }
+    /// }
+    /// # let _ = axum::routing::get(greet);
+    /// ```
+    pub fn is_new(&self) -> bool {
+        self.core.is_new()
+    }
+
+    /// Stores the state, off the executor; see [`crate::Session::save`]. The response then sets
+    /// the session cookie.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Session::save`], and [`SessionError::Task`] if the blocking task failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::{Session, SessionError};
+    ///
+    /// async fn remember(mut session: Session<Vec<String>>) -> Result<(), SessionError> {
+    ///     session.push("seen".into());
+    ///     session.save().await
+    /// }
+    /// # let _ = axum::routing::post(remember);
+    /// ```
+    pub async fn save(&mut self) -> Result<(), SessionError> {
+        self.run(CookieEffect::Refresh, crate::Session::save).await
+    }
+
+    /// Replaces the handle's state with the stored one, off the executor; see
+    /// [`crate::Session::load`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Session::load`], and [`SessionError::Task`] if the blocking task failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::{Session, SessionError};
+    ///
+    /// async fn reread(mut session: Session<u32>) -> Result<String, SessionError> {
+    ///     session.load().await?;
+    ///     Ok(session.to_string())
+    /// }
+    /// # let _ = axum::routing::get(reread);
+    /// ```
+    pub async fn load(&mut self) -> Result<(), SessionError> {
+        self.run(CookieEffect::Keep, crate::Session::load).await
+    }
+
+    /// Atomically applies `change` to the stored state, off the executor, and returns what it
+    /// returned; see [`crate::Session::update`]. `change` may run more than once, so it should
+    /// only compute from the state it is given. The response then sets the session cookie.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Session::update`], and [`SessionError::Task`] if the blocking task
+    /// failed (for instance because `change` panicked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::{Session, SessionError};
+    ///
+    /// async fn count(mut session: Session<u64>) -> Result<String, SessionError> {
+    ///     let n = session.update(|n| {
+    ///         *n += 1;
+    ///         *n
+    ///     }).await?;
+    ///     Ok(format!("Visit #{n}"))
+    /// }
+    /// # let _ = axum::routing::get(count);
+    /// ```
+    pub async fn update<R>(
+        &mut self,
+        mut change: impl FnMut(&mut T) -> R + Send + 'static,
+    ) -> Result<R, SessionError>
+    where
+        R: Send + 'static,
+    {
+        self.run(CookieEffect::Refresh, move |core| core.update(&mut change))
+            .await
+    }
+
+    /// Moves the session to a fresh id, off the executor; see [`crate::Session::regenerate`].
+    /// Call it on login. The response then sets the cookie to the new id.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Session::regenerate`], and [`SessionError::Task`] if the blocking task
+    /// failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::{Session, SessionError};
+    ///
+    /// async fn login(mut session: Session<String>) -> Result<(), SessionError> {
+    ///     *session = "alice".into();
+    ///     session.save().await?;
+    ///     session.regenerate().await
+    /// }
+    /// # let _ = axum::routing::post(login);
+    /// ```
+    pub async fn regenerate(&mut self) -> Result<(), SessionError> {
+        self.run(CookieEffect::Refresh, crate::Session::regenerate)
+            .await
+    }
+
+    /// Removes the session from the archive, off the executor; see
+    /// [`crate::Session::destroy`]. The response then expires the client's cookie.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Session::destroy`], and [`SessionError::Task`] if the blocking task
+    /// failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::{Session, SessionError};
+    ///
+    /// async fn logout(mut session: Session<String>) -> Result<&'static str, SessionError> {
+    ///     session.destroy().await?;
+    ///     Ok("Bye")
+    /// }
+    /// # let _ = axum::routing::post(logout);
+    /// ```
+    pub async fn destroy(&mut self) -> Result<(), SessionError> {
+        self.run(CookieEffect::Remove, crate::Session::destroy)
+            .await
+    }
+
+    /// Runs `op` on the core session on a blocking thread, puts the session back, and records
+    /// the cookie the outcome calls for. A session found gone has its cookie expired.
+    async fn run<R>(
+        &mut self,
+        effect: CookieEffect,
+        op: impl FnOnce(&mut crate::Session<T>) -> crate::Result<R> + Send + 'static,
+    ) -> Result<R, SessionError>
+    where
+        R: Send + 'static,
+    {
+        let detached = self.core.detached();
+        let mut core = std::mem::replace(&mut self.core, detached);
+        let (core, result) = tokio::task::spawn_blocking(move || {
+            let result = op(&mut core);
+            (core, result)
+        })
+        .await
+        .map_err(SessionError::Task)?;
+        self.core = core;
+        let effect = match &result {
+            Ok(_) => effect,
+            Err(Error::SessionGone { .. }) => CookieEffect::Remove,
+            Err(_) => CookieEffect::Keep,
+        };
+        let sessions = self.core.sessions();
+        match effect {
+            CookieEffect::Keep => {}
+            CookieEffect::Refresh => self.slot.set(&sessions.set_cookie(&self.core)),
+            CookieEffect::Remove => self.slot.set(&sessions.removal_cookie()),
+        }
+        Ok(result?)
+    }
+}
+
+/// Why a [`Session`] could not be extracted or a session call failed; it becomes an HTTP
+/// response.
+///
+/// | cause | status | logged |
+/// |---|---|---|
+/// | [`Error::CorruptSession`]: the stored state does not decode as `T` | 500, body `session is corrupt` | `error!` |
+/// | [`Error::SessionGone`]: destroyed meanwhile (the cookie is expired) | 409, body `session no longer exists` | no |
+/// | [`Error::StateTooLarge`]: the state grew over the limit | 413, body `session state is too large` | `warn!` |
+/// | any other [`Error`] (storage failures) | 500 | `error!` |
+/// | [`MissingLayer`](Self::MissingLayer), [`Task`](Self::Task) | 500 | `error!` |
+///
+/// A corrupt session is reported, never replaced: the stored bytes stay for the operator to
+/// inspect, and every request with that cookie gets the 500 until the session is repaired or
+/// removed. Logs carry the whole [`source`](std::error::Error::source) chain; response bodies
+/// carry no detail (no ids, no paths).
+///
+/// # Examples
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use axum::response::IntoResponse;
+/// use session_archive::axum::SessionError;
+/// use session_archive::Error;
+///
+/// let gone = SessionError::from(Error::SessionGone { id: "x".into() });
+/// assert_eq!(gone.into_response().status(), StatusCode::CONFLICT);
+/// assert_eq!(SessionError::MissingLayer.into_response().status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A session call failed.
+    #[error("session call failed")]
+    Session(#[from] Error),
+    /// The route has no [`SessionLayer`], so there is no session to extract.
+    #[error("the Session extractor needs a SessionLayer on the route")]
+    MissingLayer,
+    /// The blocking task running a session call panicked or was cancelled.
+    #[error("blocking session task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> ::axum::response::Response {
+        let (status, body) = match &self {
+            SessionError::Session(Error::CorruptSession { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "session is corrupt")
+            }
+            SessionError::Session(Error::SessionGone { .. }) => {
+                (StatusCode::CONFLICT, "session no longer exists")
+            }
+            SessionError::Session(Error::StateTooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "session state is too large")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+        };
+        match status {
+            StatusCode::CONFLICT => {}
+            StatusCode::PAYLOAD_TOO_LARGE => tracing::warn!(error = %Chain(&self), "{body}"),
+            _ => tracing::error!(error = %Chain(&self), "{body}"),
+        }
+        (status, body).into_response()
+    }
+}
+
+/// Displays an error and its sources, `outer: inner: innermost`.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
