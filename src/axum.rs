@@ -299,9 +299,10 @@ where
             .ok_or(SessionError::MissingLayer)?;
         let inner = Arc::clone(&slot.0);
         let core = tokio::task::spawn_blocking(move || {
-            inner
-                .sessions
-                .start(inner.cookie_id.as_ref().map(SessionId::as_str), T::default())
+            inner.sessions.start(
+                inner.cookie_id.as_ref().map(SessionId::as_str),
+                T::default(),
+            )
         })
         .await
         .map_err(SessionError::Task)??;
@@ -594,5 +595,23 @@ impl fmt::Display for Chain<'_> {
             source = err.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Chain, SessionError};
+    use crate::error::Error;
+
+    #[test]
+    fn chain_shows_every_source() {
+        let err = SessionError::from(Error::Io {
+            path: "/data/sessions.redb".into(),
+            source: std::io::Error::other("disk full"),
+        });
+        assert_eq!(
+            Chain(&err).to_string(),
+            "session call failed: I/O error on /data/sessions.redb: disk full"
+        );
     }
 }

@@ -1,0 +1,384 @@
+//! The axum integration over real HTTP: a test-local router on `SessionLayer`, served on an
+//! ephemeral loopback port, driven by reqwest. The welcome example's own behaviour is tested in
+//! tests/web.rs; these tests cover what the example does not exercise (never-saved visitors,
+//! regenerate, corrupt state, storage failures, a missing layer, a session gone mid-request).
+#![cfg(feature = "axum")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::routing::{get, post};
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde::{Deserialize, Serialize};
+use session_archive::axum::{Session, SessionError, SessionLayer};
+use session_archive::{Archive, ArchiveExt, Error, MemoryArchive, Page, STATE_KEY, Sessions};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Visits {
+    visits: u64,
+}
+
+async fn count(mut session: Session<Visits>) -> Result<String, SessionError> {
+    let n = session
+        .update(|state| {
+            state.visits += 1;
+            state.visits
+        })
+        .await?;
+    Ok(n.to_string())
+}
+
+async fn peek(session: Session<Visits>) -> String {
+    session.visits.to_string()
+}
+
+async fn login(mut session: Session<Visits>) -> Result<String, SessionError> {
+    session.regenerate().await?;
+    Ok(session.id().to_string())
+}
+
+async fn logout(mut session: Session<Visits>) -> Result<(), SessionError> {
+    session.destroy().await
+}
+
+async fn destroy_then_save(mut session: Session<Visits>) -> Result<(), SessionError> {
+    session.destroy().await?;
+    session.save().await
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/count", get(count))
+        .route("/peek", get(peek))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/destroy-then-save", post(destroy_then_save))
+}
+
+/// A server on an ephemeral loopback port; dropping the runtime stops it.
+struct Server {
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start(app: Router) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("an ephemeral loopback port");
+        let addr = listener.local_addr().expect("the bound address");
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Server {
+            url: format!("http://{addr}"),
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+fn sessions(archive: &Arc<MemoryArchive>) -> Sessions {
+    Sessions::builder(Arc::clone(archive)).secure(false).build()
+}
+
+fn jar() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("a reqwest client")
+}
+
+fn set_cookies(response: &Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().expect("ASCII Set-Cookie").to_owned())
+        .collect()
+}
+
+/// The session id in a `Set-Cookie` value, `session-id=<id>; …`.
+fn cookie_value(set_cookie: &str) -> &str {
+    set_cookie
+        .strip_prefix("session-id=")
+        .and_then(|rest| rest.split(';').next())
+        .expect("a session-id cookie")
+}
+
+fn domains(archive: &MemoryArchive) -> Vec<String> {
+    archive
+        .domains()
+        .collect::<Result<_, _>>()
+        .expect("listing the archive")
+}
+
+#[test]
+fn a_visitor_whose_session_is_never_saved_gets_no_cookie_and_writes_nothing() {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let client = jar();
+    for _ in 0..3 {
+        let response = client.get(server.url("/peek")).send().unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(set_cookies(&response).is_empty());
+        assert_eq!(response.text().unwrap(), "0");
+    }
+    assert!(domains(&archive).is_empty());
+}
+
+#[test]
+fn an_update_sets_the_cookie_and_later_requests_resume_the_session() {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let client = jar();
+    let first = client.get(server.url("/count")).send().unwrap();
+    let cookies = set_cookies(&first);
+    assert_eq!(cookies.len(), 1);
+    let id = cookie_value(&cookies[0]).to_owned();
+    assert_eq!(first.text().unwrap(), "1");
+    assert_eq!(
+        client
+            .get(server.url("/count"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "2"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/peek"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "2"
+    );
+    let stored = archive.get(&id, STATE_KEY).unwrap().unwrap();
+    assert_eq!(stored, br#"{"visits":2}"#);
+}
+
+#[test]
+fn regenerate_sends_the_new_id_and_the_old_one_stops_working() {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let client = jar();
+    let first = client.get(server.url("/count")).send().unwrap();
+    let old = cookie_value(&set_cookies(&first)[0]).to_owned();
+
+    let login = client.post(server.url("/login")).send().unwrap();
+    let cookies = set_cookies(&login);
+    assert_eq!(cookies.len(), 1);
+    let new = cookie_value(&cookies[0]).to_owned();
+    assert_eq!(login.text().unwrap(), new);
+    assert_ne!(new, old);
+
+    // The jar now holds the new id, and the state came along.
+    assert_eq!(
+        client
+            .get(server.url("/count"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "2"
+    );
+    // The old id is worthless: it starts from scratch under yet another id.
+    let replay = Client::new()
+        .get(server.url("/count"))
+        .header(COOKIE, format!("session-id={old}"))
+        .send()
+        .unwrap();
+    let replay_id = cookie_value(&set_cookies(&replay)[0]).to_owned();
+    assert_ne!(replay_id, old);
+    assert_ne!(replay_id, new);
+    assert_eq!(replay.text().unwrap(), "1");
+}
+
+#[test]
+fn destroy_expires_the_cookie_and_removes_the_session() {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let client = jar();
+    let first = client.get(server.url("/count")).send().unwrap();
+    let id = cookie_value(&set_cookies(&first)[0]).to_owned();
+
+    let logout = client.post(server.url("/logout")).send().unwrap();
+    assert_eq!(logout.status(), 200);
+    let cookies = set_cookies(&logout);
+    assert_eq!(cookies.len(), 1);
+    assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
+    assert!(cookies[0].contains("Max-Age=0"), "{}", cookies[0]);
+    assert!(!archive.has_domain(&id).unwrap());
+    assert_eq!(
+        client
+            .get(server.url("/count"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "1"
+    );
+}
+
+#[test]
+fn a_session_gone_mid_request_is_409_and_expires_the_cookie() {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let client = jar();
+    let first = client.get(server.url("/count")).send().unwrap();
+    let id = cookie_value(&set_cookies(&first)[0]).to_owned();
+    let response = client
+        .post(server.url("/destroy-then-save"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let cookies = set_cookies(&response);
+    assert_eq!(cookies.len(), 1);
+    assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
+    assert_eq!(response.text().unwrap(), "session no longer exists");
+    assert!(!archive.has_domain(&id).unwrap());
+}
+
+#[test]
+fn corrupt_state_is_a_500_that_says_so_and_is_left_untouched() {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let client = jar();
+    let first = client.get(server.url("/count")).send().unwrap();
+    let id = cookie_value(&set_cookies(&first)[0]).to_owned();
+    archive.set(&id, STATE_KEY, b"{not json").unwrap();
+
+    for path in ["/count", "/peek"] {
+        let response = client.get(server.url(path)).send().unwrap();
+        assert_eq!(response.status(), 500);
+        assert!(set_cookies(&response).is_empty());
+        assert_eq!(response.text().unwrap(), "session is corrupt");
+    }
+    assert_eq!(archive.get(&id, STATE_KEY).unwrap().unwrap(), b"{not json");
+}
+
+#[test]
+fn the_extractor_without_the_layer_is_a_500() {
+    let server = Server::start(routes());
+    let response = jar().get(server.url("/peek")).send().unwrap();
+    assert_eq!(response.status(), 500);
+    assert!(set_cookies(&response).is_empty());
+}
+
+/// A memory archive whose writes fail while `failing` is set, as a full disk would.
+#[derive(Default)]
+struct Flaky {
+    memory: MemoryArchive,
+    failing: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> session_archive::Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(Error::Io {
+                path: "/flaky".into(),
+                source: std::io::Error::other("disk full"),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Archive for Flaky {
+    fn get(&self, domain: &str, key: &str) -> session_archive::Result<Option<Vec<u8>>> {
+        self.memory.get(domain, key)
+    }
+    fn set(&self, domain: &str, key: &str, value: &[u8]) -> session_archive::Result<()> {
+        self.check()?;
+        self.memory.set(domain, key, value)
+    }
+    fn has(&self, domain: &str, key: &str) -> session_archive::Result<bool> {
+        self.memory.has(domain, key)
+    }
+    fn remove(&self, domain: &str, key: &str) -> session_archive::Result<bool> {
+        self.check()?;
+        self.memory.remove(domain, key)
+    }
+    fn has_domain(&self, domain: &str) -> session_archive::Result<bool> {
+        self.memory.has_domain(domain)
+    }
+    fn remove_domain(&self, domain: &str) -> session_archive::Result<bool> {
+        self.check()?;
+        self.memory.remove_domain(domain)
+    }
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> session_archive::Result<bool> {
+        self.check()?;
+        self.memory.compare_and_swap(domain, key, expected, new)
+    }
+    fn list_domains(&self, cursor: Option<&str>, limit: usize) -> session_archive::Result<Page> {
+        self.memory.list_domains(cursor, limit)
+    }
+    fn list_keys(
+        &self,
+        domain: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> session_archive::Result<Page> {
+        self.memory.list_keys(domain, cursor, limit)
+    }
+}
+
+#[test]
+fn a_storage_failure_is_a_500_without_detail_and_changes_no_cookie() {
+    let archive = Arc::new(Flaky::default());
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .secure(false)
+        .build();
+    let server = Server::start(routes().layer(SessionLayer::new(sessions)));
+    let client = jar();
+    assert_eq!(
+        client
+            .get(server.url("/count"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "1"
+    );
+
+    archive.failing.store(true, Ordering::SeqCst);
+    for path in ["/count", "/logout"] {
+        let response = if path == "/count" {
+            client.get(server.url(path)).send().unwrap()
+        } else {
+            client.post(server.url(path)).send().unwrap()
+        };
+        assert_eq!(response.status(), 500, "{path}");
+        assert!(set_cookies(&response).is_empty(), "{path}");
+        let body = response.text().unwrap();
+        assert_eq!(body, "internal server error");
+    }
+
+    archive.failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        client
+            .get(server.url("/count"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "2"
+    );
+}
