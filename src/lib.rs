@@ -33,6 +33,8 @@ pub mod conformance;
 mod error;
 mod name;
 
+#[cfg(all(feature = "archive-dir", unix))]
+pub use crate::archive::dir::DirArchive;
 pub use crate::archive::memory::MemoryArchive;
 pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
 pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
