@@ -264,7 +264,7 @@ impl DirArchive {
     /// Whether the domain directory holds at least one key.
     fn holds_a_key(&self, dir: &OwnedFd, domain: &str) -> Result<bool> {
         let mut found = false;
-        self.for_each_name(dir, &self.domain_path(domain), |name, file_type| {
+        for_each_name(dir, &self.domain_path(domain), |name, file_type| {
             if is_key(dir, name, file_type) {
                 found = true;
             }
@@ -273,35 +273,11 @@ impl DirArchive {
         Ok(found)
     }
 
-    /// Calls `visit` with every UTF-8 name in `dir` (except `.` and `..`) and its type from the
-    /// directory entry, until `visit` returns `false`.
-    fn for_each_name(
-        &self,
-        dir: &OwnedFd,
-        path: &Path,
-        mut visit: impl FnMut(&str, FileType) -> bool,
-    ) -> Result<()> {
-        let entries = Dir::read_from(dir).map_err(|err| io(path, err.into()))?;
-        for entry in entries {
-            let entry = entry.map_err(|err| io(path, err.into()))?;
-            let Ok(name) = entry.file_name().to_str() else {
-                continue;
-            };
-            if name == "." || name == ".." {
-                continue;
-            }
-            if !visit(name, entry.file_type()) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// Deletes temporary files left in a domain directory by a crashed write. Safe only under
     /// the write lock, which every writer holds while its temporary file exists.
     fn clean_temps(&self, dir: &OwnedFd, domain: &str) -> Result<()> {
         let mut temps = Vec::new();
-        self.for_each_name(dir, &self.domain_path(domain), |name, _| {
+        for_each_name(dir, &self.domain_path(domain), |name, _| {
             if name.starts_with(TEMP_PREFIX) {
                 temps.push(name.to_owned());
             }
@@ -377,7 +353,7 @@ impl DirArchive {
     fn empty_trash(&self) -> Result<()> {
         let _guard = self.lock()?;
         let mut trash = Vec::new();
-        self.for_each_name(&self.root_fd, &self.root, |name, _| {
+        for_each_name(&self.root_fd, &self.root, |name, _| {
             if name.starts_with(TRASH_PREFIX) {
                 trash.push(name.to_owned());
             }
@@ -390,37 +366,59 @@ impl DirArchive {
         }
         Ok(())
     }
+}
 
-    /// The `limit` smallest names in `dir` after `cursor` that `keep` accepts, in order, holding
-    /// no more than `limit + 1` names at a time, and whether the page is full (so that more may
-    /// follow).
-    fn smallest_after(
-        &self,
-        dir: &OwnedFd,
-        path: &Path,
-        cursor: Option<&str>,
-        limit: usize,
-        keep: impl Fn(&str, FileType) -> bool,
-    ) -> Result<(Vec<String>, bool)> {
-        let limit = limit.max(1);
-        let mut names = BTreeSet::new();
-        self.for_each_name(dir, path, |name, file_type| {
-            if cursor.is_none_or(|after| name > after)
-                && names
-                    .last()
-                    .is_none_or(|last: &String| names.len() < limit || name < last.as_str())
-                && keep(name, file_type)
-            {
-                names.insert(name.to_owned());
-                if names.len() > limit {
-                    names.pop_last();
-                }
-            }
-            true
-        })?;
-        let full = names.len() == limit;
-        Ok((names.into_iter().collect(), full))
+/// Calls `visit` with every UTF-8 name in `dir` (except `.` and `..`) and its type from the
+/// directory entry, until `visit` returns `false`.
+fn for_each_name(
+    dir: &OwnedFd,
+    path: &Path,
+    mut visit: impl FnMut(&str, FileType) -> bool,
+) -> Result<()> {
+    let entries = Dir::read_from(dir).map_err(|err| io(path, err.into()))?;
+    for entry in entries {
+        let entry = entry.map_err(|err| io(path, err.into()))?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        if !visit(name, entry.file_type()) {
+            break;
+        }
     }
+    Ok(())
+}
+
+/// The `limit` smallest names in `dir` after `cursor` that `keep` accepts, in order, holding
+/// no more than `limit + 1` names at a time, and whether the page is full (so that more may
+/// follow).
+fn smallest_after(
+    dir: &OwnedFd,
+    path: &Path,
+    cursor: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&str, FileType) -> bool,
+) -> Result<(Vec<String>, bool)> {
+    let limit = limit.max(1);
+    let mut names = BTreeSet::new();
+    for_each_name(dir, path, |name, file_type| {
+        if cursor.is_none_or(|after| name > after)
+            && names
+                .last()
+                .is_none_or(|last: &String| names.len() < limit || name < last.as_str())
+            && keep(name, file_type)
+        {
+            names.insert(name.to_owned());
+            if names.len() > limit {
+                names.pop_last();
+            }
+        }
+        true
+    })?;
+    let full = names.len() == limit;
+    Ok((names.into_iter().collect(), full))
 }
 
 /// Whether an entry of a domain directory is a key: a valid name (so no dot-name such as a
@@ -546,7 +544,7 @@ impl Archive for DirArchive {
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let (candidates, more) = self.smallest_after(
+        let (candidates, more) = smallest_after(
             &self.root_fd,
             &self.root,
             cursor,
@@ -571,7 +569,7 @@ impl Archive for DirArchive {
         let Some(dir) = self.open_domain(domain)? else {
             return Ok(Page::default());
         };
-        let (names, more) = self.smallest_after(
+        let (names, more) = smallest_after(
             &dir,
             &self.domain_path(domain),
             cursor,
