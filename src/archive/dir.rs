@@ -255,10 +255,9 @@ impl DirArchive {
         Ok(Some(value))
     }
 
-    /// Whether `name` in `dir` is a regular file (not following symlinks).
-    fn is_regular_file(dir: &OwnedFd, name: &str) -> bool {
-        rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
+    /// Whether key `key` of `domain` is a regular file (not following symlinks).
+    fn is_regular_file(&self, dir: &OwnedFd, domain: &str, key: &str) -> Result<bool> {
+        regular_file(dir, key).map_err(|err| io(self.key_path(domain, key), err.into()))
     }
 
     /// Whether the domain directory holds at least one key.
@@ -339,7 +338,7 @@ impl DirArchive {
         let Some(dir) = self.open_domain(domain)? else {
             return Ok(false);
         };
-        let existed = Self::is_regular_file(&dir, key);
+        let existed = self.is_regular_file(&dir, domain, key)?;
         if existed {
             rustix::fs::unlinkat(&dir, key, AtFlags::empty())
                 .map_err(|err| io(self.key_path(domain, key), err.into()))?;
@@ -421,13 +420,23 @@ fn smallest_after(
     Ok((names.into_iter().collect(), full))
 }
 
+/// Whether `name` in `dir` is a regular file, not following symlinks; `false` when it is missing.
+fn regular_file(dir: &OwnedFd, name: &str) -> rustix::io::Result<bool> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile),
+        Err(Errno::NOENT) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// Whether an entry of a domain directory is a key: a valid name (so no dot-name such as a
-/// temporary file) of a regular file.
+/// temporary file) of a regular file. Where the directory entry does not carry the type (some
+/// filesystems), the entry is looked up, and one that cannot be is not listed.
 fn is_key(dir: &OwnedFd, name: &str, file_type: FileType) -> bool {
     validate_name(NameKind::Key, name).is_ok()
         && match file_type {
             FileType::RegularFile => true,
-            FileType::Unknown => DirArchive::is_regular_file(dir, name),
+            FileType::Unknown => regular_file(dir, name).unwrap_or(false),
             _ => false,
         }
 }
@@ -477,9 +486,10 @@ impl Archive for DirArchive {
 
     fn has(&self, domain: &str, key: &str) -> Result<bool> {
         validate_entry(domain, key)?;
-        Ok(self
-            .open_domain(domain)?
-            .is_some_and(|dir| Self::is_regular_file(&dir, key)))
+        match self.open_domain(domain)? {
+            Some(dir) => self.is_regular_file(&dir, domain, key),
+            None => Ok(false),
+        }
     }
 
     fn remove(&self, domain: &str, key: &str) -> Result<bool> {
