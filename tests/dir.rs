@@ -402,6 +402,29 @@ fn permission_denied_is_a_clear_error_and_keeps_the_previous_value() {
     }
 }
 
+/// Readers racing a writer that overwrites one large value get each version whole.
+#[test]
+fn readers_never_see_a_partial_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = DirArchive::open(dir.path()).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    if let Some(value) = archive.get("d", "k").unwrap() {
+                        parse_crash_value(&value);
+                    }
+                }
+            });
+        }
+        for i in 0..40 {
+            archive.set("d", "k", &crash_value(0, i)).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+}
+
 // ---- Re-executed children ----------------------------------------------------------------------
 
 const CRASH_ROOT: &str = "DIR_ARCHIVE_TEST_CRASH_ROOT";
@@ -433,6 +456,7 @@ fn crash_value(t: u64, i: u64) -> Vec<u8> {
 
 /// Parses a value written by `crash_value`, checking that it is whole; returns `(t, i)`.
 fn parse_crash_value(value: &[u8]) -> (u64, u64) {
+    assert!(value.len() >= 16, "torn value of {} bytes", value.len());
     let t = u64::from_le_bytes(value[0..8].try_into().expect("8 bytes"));
     let i = u64::from_le_bytes(value[8..16].try_into().expect("8 bytes"));
     assert_eq!(
