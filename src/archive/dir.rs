@@ -143,12 +143,22 @@ impl DirArchive {
                 return Err(io(root, io::Error::new(io::ErrorKind::NotADirectory, what)));
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                // The directories about to be created, so that each new entry is made durable.
+                let created: Vec<&Path> = root
+                    .ancestors()
+                    .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+                    .collect();
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
                     .create(&root)
                     .map_err(|err| io(&root, err))?;
-                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                for parent in created.iter().filter_map(|dir| dir.parent()) {
+                    let parent = if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    };
                     File::open(parent)
                         .and_then(|parent| parent.sync_all())
                         .map_err(|err| io(parent, err))?;
