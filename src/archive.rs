@@ -5,6 +5,8 @@ use std::time::SystemTime;
 
 use crate::error::Result;
 
+#[cfg(all(feature = "archive-dir", unix))]
+pub mod dir;
 pub mod memory;
 
 /// One page of a listing: some names, and the cursor that continues after them.

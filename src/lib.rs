@@ -39,6 +39,8 @@ mod error;
 mod name;
 mod session;
 
+#[cfg(all(feature = "archive-dir", unix))]
+pub use crate::archive::dir::DirArchive;
 pub use crate::archive::memory::MemoryArchive;
 pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
 pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
