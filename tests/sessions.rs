@@ -71,6 +71,11 @@ macro_rules! session_tests {
 session_tests!(memory, |_dir: &Path| MemoryArchive::new());
 session_tests!(arc_dyn, |_dir: &Path| Arc::new(MemoryArchive::new())
     as Arc<dyn Archive>);
+#[cfg(all(feature = "archive-dir", unix))]
+session_tests!(dir, |dir: &Path| session_archive::DirArchive::open(
+    dir.join("sessions")
+)
+.expect("open the directory archive"));
 
 #[test]
 fn debug_shows_the_id_but_not_the_state() {
