@@ -75,9 +75,9 @@ return {page[1], names}
 ///   removes expired domains itself. Writing to the hash keeps the TTL.
 /// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
 ///   an `Ok` means the server applied the write in memory.
-/// - Listing follows Redis `SCAN`: a page may hold more or fewer names than `limit`, even none,
-///   and names come in no particular order. If the database is resized during a walk, a name
-///   may come twice.
+/// - Listing follows Redis `SCAN`: a page may hold more or fewer names than `limit`, and names
+///   come in no particular order. Only the last page can be empty. If the database is resized
+///   during a walk, a name may come twice.
 ///
 /// # Connections and failures
 ///
@@ -336,29 +336,36 @@ impl RedisArchive {
         result.map_err(|source| backend(operation, source))
     }
 
-    /// Lists one `SCAN`-style page: runs `scan(conn, cursor, count)`, which answers the next
-    /// cursor and the raw names, then drops names that are not valid names for this archive.
+    /// Lists one `SCAN`-style page: calls `scan(conn, cursor, count)`, which answers the next
+    /// cursor and the raw names, and keeps names that are valid names under this archive's prefix
+    /// (`strip`). While a step finds none of ours, it scans on, so that callers never see an empty
+    /// page except the last, and an empty archive answers one empty, final page.
     fn scan_page(
         &self,
         operation: &'static str,
         cursor: Option<&str>,
         limit: usize,
         strip: &[u8],
-        scan: impl FnOnce(&mut Connection, u64, usize) -> RedisResult<(u64, Vec<Vec<u8>>)>,
+        scan: impl Fn(&mut Connection, u64, usize) -> RedisResult<(u64, Vec<Vec<u8>>)>,
     ) -> Result<Page> {
-        let start = match cursor {
+        let mut position = match cursor {
             None => 0,
             Some(cursor) => parse_cursor(cursor)?,
         };
-        let (next, raw) = self.run(operation, |conn| scan(conn, start, limit.max(1)))?;
-        let names = raw
-            .into_iter()
-            .filter_map(|name| {
+        let mut names = Vec::new();
+        loop {
+            let (next, raw) = self.run(operation, |conn| scan(conn, position, limit.max(1)))?;
+            names.extend(raw.into_iter().filter_map(|name| {
                 let name = String::from_utf8(name.strip_prefix(strip)?.to_vec()).ok()?;
+                // Domains and keys share one rule, so checking as a domain suits both.
                 validate_domain(&name).is_ok().then_some(name)
-            })
-            .collect();
-        let cursor = (next != 0).then(|| next.to_string());
+            }));
+            position = next;
+            if position == 0 || !names.is_empty() {
+                break;
+            }
+        }
+        let cursor = (position != 0).then(|| position.to_string());
         Ok(Page { names, cursor })
     }
 }
