@@ -139,6 +139,7 @@ fn shared_url() -> Result<String, String> {
 
 /// Turns "no server" into a skip with a notice, or into a failure under `ARCHIVE_REDIS_REQUIRED=1`.
 fn or_skip<T>(server: Result<T, String>) -> Option<T> {
+    static NOTICE: Once = Once::new();
     match server {
         Ok(server) => Some(server),
         Err(reason) => {
@@ -146,7 +147,6 @@ fn or_skip<T>(server: Result<T, String>) -> Option<T> {
                 std::env::var("ARCHIVE_REDIS_REQUIRED").as_deref() != Ok("1"),
                 "ARCHIVE_REDIS_REQUIRED=1, but {reason}"
             );
-            static NOTICE: Once = Once::new();
             NOTICE.call_once(|| {
                 // Written to stderr directly, past the test harness's output capture.
                 let _ = writeln!(

@@ -417,7 +417,7 @@ fn escape_glob(text: &str) -> String {
 /// domain never goes before `at`. Times before the epoch are the epoch (already past).
 fn unix_millis_ceil(at: SystemTime) -> i64 {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let millis = since.as_millis() + u128::from(since.subsec_nanos() % 1_000_000 != 0);
+    let millis = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
     i64::try_from(millis).unwrap_or(i64::MAX)
 }
 
