@@ -1,6 +1,8 @@
 //! [`RedisArchive`]: a Redis (or Valkey) server, shared by every app instance that connects to it.
 
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Script};
@@ -17,6 +19,8 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections kept open while idle; more are opened when more threads call at once,
 /// and closed again after use.
 const MAX_IDLE_CONNECTIONS: usize = 16;
+/// How many times a connection or a repeatable command is tried when signals interrupt it.
+const ATTEMPTS: u32 = 3;
 
 /// Compare-and-swap of one hash field, run on the server so that no other client's command can
 /// come between the comparison and the write. `KEYS[1]` is the hash, `ARGV[1]` the field;
@@ -89,6 +93,11 @@ return {page[1], names}
 /// connection that failed is closed, and when the server went away all idle ones are closed too,
 /// so after a server restart the first call may fail and the next ones reconnect. After a
 /// timeout or a dropped connection, the command may or may not have been applied.
+///
+/// The `redis` crate fails a socket call that a signal interrupts (this happens when a child
+/// process of the app exits). Connecting, reads, `set`, `set_many` and `expire_domain`, which give
+/// the same result when applied twice, are then sent again; `remove`, `remove_domain` and
+/// `compare_and_swap` return the error, since their answer would change.
 ///
 /// # Examples
 ///
@@ -220,7 +229,7 @@ impl RedisArchiveBuilder {
             compare_and_swap: Script::new(COMPARE_AND_SWAP),
             scan_fields: Script::new(SCAN_FIELDS),
         };
-        archive.run("ping the server", |conn| {
+        archive.run_repeatable("ping the server", |conn| {
             ::redis::cmd("PING").query::<()>(conn)
         })?;
         Ok(archive)
@@ -290,34 +299,66 @@ impl RedisArchive {
         format!("{}{domain}", self.prefix)
     }
 
+    /// Opens a connection with the configured timeouts. Setting up a connection changes nothing
+    /// on the server, so one interrupted by a signal is simply set up again.
     fn connect(&self) -> RedisResult<Connection> {
-        let conn = match self.connect_timeout {
-            Some(timeout) => self.client.get_connection_with_timeout(timeout)?,
-            None => self.client.get_connection()?,
-        };
-        conn.set_read_timeout(self.response_timeout)?;
-        conn.set_write_timeout(self.response_timeout)?;
-        Ok(conn)
+        let mut attempt = 1;
+        loop {
+            let conn = match self.connect_timeout {
+                Some(timeout) => self.client.get_connection_with_timeout(timeout),
+                None => self.client.get_connection(),
+            };
+            match conn {
+                Err(err) if interrupted(&err) && attempt < ATTEMPTS => attempt += 1,
+                conn => {
+                    let conn = conn?;
+                    conn.set_read_timeout(self.response_timeout)?;
+                    conn.set_write_timeout(self.response_timeout)?;
+                    return Ok(conn);
+                }
+            }
+        }
     }
 
-    /// Runs `command` on a pooled connection, mapping its error to [`Error::Backend`] naming
-    /// `operation`.
+    /// Runs `command` once on a pooled connection, mapping its error to [`Error::Backend`]
+    /// naming `operation`.
+    fn run<T>(
+        &self,
+        operation: &'static str,
+        command: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T> {
+        self.attempt(&command)
+            .map_err(|source| backend(operation, source))
+    }
+
+    /// Like [`run`](Self::run), for commands whose effect and answer are the same when they are
+    /// applied twice (reads, `HSET`, `PEXPIREAT`): when a signal interrupts one (which makes the
+    /// `redis` crate fail the call), it is sent again.
+    fn run_repeatable<T>(
+        &self,
+        operation: &'static str,
+        command: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T> {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&command) {
+                Err(err) if interrupted(&err) && attempt < ATTEMPTS => attempt += 1,
+                result => return result.map_err(|source| backend(operation, source)),
+            }
+        }
+    }
+
+    /// Runs `command` on a pooled connection, or on a new one when none is idle.
     ///
     /// A connection goes back to the pool only when the server answered in full (success or a
     /// server error), because after an I/O error or a timeout its reply stream may be out of step.
     /// When the connection was dropped or refused, the server probably went away (a restart),
     /// and the idle connections are as dead as this one, so they are closed too.
-    fn run<T>(
-        &self,
-        operation: &'static str,
-        command: impl FnOnce(&mut Connection) -> RedisResult<T>,
-    ) -> Result<T> {
+    fn attempt<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
         let pooled = self.idle.lock().pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => self
-                .connect()
-                .map_err(|source| backend("connect to the server", source))?,
+            None => self.connect()?,
         };
         let result = command(&mut conn);
         let in_step = result.as_ref().err().is_none_or(server_answered);
@@ -333,7 +374,7 @@ impl RedisArchive {
         {
             self.idle.lock().clear();
         }
-        result.map_err(|source| backend(operation, source))
+        result
     }
 
     /// Lists one `SCAN`-style page: calls `scan(conn, cursor, count)`, which answers the next
@@ -354,7 +395,8 @@ impl RedisArchive {
         };
         let mut names = Vec::new();
         loop {
-            let (next, raw) = self.run(operation, |conn| scan(conn, position, limit.max(1)))?;
+            let (next, raw) =
+                self.run_repeatable(operation, |conn| scan(conn, position, limit.max(1)))?;
             names.extend(raw.into_iter().filter_map(|name| {
                 let name = String::from_utf8(name.strip_prefix(strip)?.to_vec()).ok()?;
                 // Domains and keys share one rule, so checking as a domain suits both.
@@ -368,6 +410,17 @@ impl RedisArchive {
         let cursor = (position != 0).then(|| position.to_string());
         Ok(Page { names, cursor })
     }
+}
+
+/// Whether a signal interrupted a socket call. The `redis` crate keeps the `io::Error` behind an
+/// `Arc` as the source; should that change, this answers `false` and nothing is repeated.
+fn interrupted(err: &RedisError) -> bool {
+    let source = std::error::Error::source(err);
+    let io = source
+        .and_then(|source| source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>())
+        .and_then(|inner| inner.downcast_ref::<io::Error>())
+        .or_else(|| source.and_then(|source| source.downcast_ref::<io::Error>()));
+    io.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted)
 }
 
 /// Whether the server sent its whole reply, so the connection is still in step.
@@ -437,7 +490,7 @@ impl Archive for RedisArchive {
     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run("get a value", |conn| {
+        self.run_repeatable("get a value", |conn| {
             ::redis::cmd("HGET").arg(&hash).arg(key).query(conn)
         })
     }
@@ -445,7 +498,7 @@ impl Archive for RedisArchive {
     fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run("set a value", |conn| {
+        self.run_repeatable("set a value", |conn| {
             ::redis::cmd("HSET")
                 .arg(&hash)
                 .arg(key)
@@ -457,7 +510,7 @@ impl Archive for RedisArchive {
     fn has(&self, domain: &str, key: &str) -> Result<bool> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run("check a key", |conn| {
+        self.run_repeatable("check a key", |conn| {
             ::redis::cmd("HEXISTS").arg(&hash).arg(key).query(conn)
         })
     }
@@ -474,7 +527,7 @@ impl Archive for RedisArchive {
     fn has_domain(&self, domain: &str) -> Result<bool> {
         validate_domain(domain)?;
         let hash = self.hash(domain);
-        let count: u64 = self.run("check a domain", |conn| {
+        let count: u64 = self.run_repeatable("check a domain", |conn| {
             ::redis::cmd("EXISTS").arg(&hash).query(conn)
         })?;
         Ok(count > 0)
@@ -557,14 +610,14 @@ impl Archive for RedisArchive {
                 .arg(value)
                 .ignore();
         }
-        self.run("set many values", |conn| pipeline.query(conn))
+        self.run_repeatable("set many values", |conn| pipeline.query(conn))
     }
 
     fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
         validate_domain(domain)?;
         let hash = self.hash(domain);
         let millis = unix_millis_ceil(at);
-        self.run("set a domain's expiry", |conn| {
+        self.run_repeatable("set a domain's expiry", |conn| {
             ::redis::cmd("PEXPIREAT")
                 .arg(&hash)
                 .arg(millis)
@@ -598,6 +651,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn interruptions_are_recognised() {
+        let interrupted_io = RedisError::from(io::Error::from(io::ErrorKind::Interrupted));
+        assert!(interrupted(&interrupted_io));
+        let refused = RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(!interrupted(&refused));
+        let timeout = RedisError::from(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(!interrupted(&timeout));
     }
 
     #[test]
