@@ -60,7 +60,8 @@ return {page[1], names}
 /// A domain is one Redis hash named `{prefix}{domain}`, and each key is a field of it. `set` is
 /// `HSET`, `get` is `HGET`, `has` is `HEXISTS`, `remove` is `HDEL` (Redis deletes the hash with its
 /// last field), `has_domain` is `EXISTS`, `remove_domain` is one `DEL`. Domains are listed with
-/// `SCAN … MATCH {prefix}* TYPE hash`, never `KEYS`, so listing needs Redis 6 or later.
+/// `SCAN … MATCH {prefix}* TYPE hash`, never `KEYS`, so listing needs Redis 6 or later; keys
+/// with `HSCAN`, run in a small Lua script that sends back the names without the values.
 ///
 /// The [prefix](RedisArchiveBuilder::prefix) lets several apps share one server or database; end
 /// it with a separator such as `:`. With the default, empty prefix the archive owns the whole
@@ -68,13 +69,13 @@ return {page[1], names}
 ///
 /// # Guarantees
 ///
-/// - Each call is one command (or one script, or one `MULTI`/`EXEC` transaction), so it is atomic
-///   on the server.
+/// - Each call other than a listing is one command (or one script, or one `MULTI`/`EXEC`
+///   transaction), so it is atomic on the server.
 /// - [`compare_and_swap`](Archive::compare_and_swap) runs as a Lua script (`EVALSHA`), so it is
 ///   atomic against every other client of the server, in this process or any other.
 /// - [`remove_domain`](Archive::remove_domain) removes the whole domain at once.
-/// - [`set_many`](Archive::set_many) writes the whole batch in one `MULTI`/`EXEC` transaction: all
-///   of it or, on error, none of it.
+/// - [`set_many`](Archive::set_many) checks every name first, then writes the whole batch in one
+///   `MULTI`/`EXEC` transaction, so no other client sees part of it.
 /// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`), so Redis
 ///   removes expired domains itself. Writing to the hash keeps the TTL.
 /// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
