@@ -8,6 +8,8 @@ use crate::error::Result;
 #[cfg(all(feature = "archive-dir", unix))]
 pub mod dir;
 pub mod memory;
+#[cfg(feature = "archive-redis")]
+pub mod redis;
 
 /// One page of a listing: some names, and the cursor that continues after them.
 ///
