@@ -9,8 +9,7 @@
 //! here runs under a `sh` that kills it when its stdin pipe closes, so it never outlives this test
 //! process, however the process ends.
 //!
-//! Without a server the tests print a notice and skip (the conformance tests, which cannot return
-//! early, then run against a `MemoryArchive` stand-in); with `ARCHIVE_REDIS_REQUIRED=1` they fail
+//! Without a server the tests print a notice and skip; with `ARCHIVE_REDIS_REQUIRED=1` they fail
 //! instead. Both variables are read at run time.
 
 #![cfg(feature = "archive-redis")]
@@ -24,7 +23,7 @@ use std::sync::{Barrier, Once, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use session_archive::{Archive, ArchiveExt, Error, MemoryArchive, RedisArchive};
+use session_archive::{Archive, ArchiveExt, Error, RedisArchive};
 
 /// A redis-server child that dies with this process: `sh` runs it and kills it once `sh`'s stdin
 /// closes, which happens in [`LocalServer::stop`] or when this process exits.
@@ -186,16 +185,31 @@ fn control(url: &str) -> redis::Connection {
         .expect("connect the control connection")
 }
 
-fn conformance_archive(_dir: &Path) -> Box<dyn Archive> {
-    match or_skip(shared_url()) {
-        Some(url) => Box::new(open(&url, &unique_prefix())),
-        None => Box::new(MemoryArchive::new()),
-    }
+/// Whether the shared server is there; the conformance tests run only then.
+fn server_ready() -> bool {
+    or_skip(shared_url()).is_some()
 }
 
-// Volatile: the data lives on the server, so a "reopen" would only test that a second handle sees
-// it, which the tests below check with separate archives.
-session_archive::archive_conformance!(redis_conformance, conformance_archive);
+/// The archive of one conformance test: its key prefix comes from the test's own temporary
+/// directory, so reopening on the same directory (the model test's reopen step) reaches the same
+/// data, and from this process's run id, so runs sharing a server never meet.
+fn conformance_archive(dir: &Path) -> RedisArchive {
+    static RUN: OnceLock<uuid::Uuid> = OnceLock::new();
+    let url = shared_url().expect("server_ready checked the server");
+    let test = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let run = RUN.get_or_init(uuid::Uuid::new_v4);
+    open(&url, &format!("session-archive-test:{run}:{test}:"))
+}
+
+session_archive::archive_conformance!(
+    redis_conformance,
+    conformance_archive,
+    persistent,
+    when = server_ready
+);
 
 /// The `redis::RedisError` kept as the source of a backend error.
 fn redis_source(err: &Error) -> &redis::RedisError {
