@@ -6,6 +6,8 @@ use std::time::SystemTime;
 use crate::error::Result;
 
 pub mod memory;
+#[cfg(feature = "archive-redb")]
+pub mod redb;
 
 /// One page of a listing: some names, and the cursor that continues after them.
 ///

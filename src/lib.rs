@@ -34,6 +34,8 @@ mod error;
 mod name;
 
 pub use crate::archive::memory::MemoryArchive;
+#[cfg(feature = "archive-redb")]
+pub use crate::archive::redb::{Durability, RedbArchive, RedbArchiveBuilder};
 pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
 pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
 pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};
