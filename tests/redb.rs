@@ -21,17 +21,6 @@ session_archive::archive_conformance!(
     persistent
 );
 
-session_archive::archive_conformance!(
-    redb_quick_repair,
-    |dir: &Path| RedbArchive::builder()
-        .check_integrity_on_open(false)
-        .quick_repair(true)
-        .cache_size(1 << 20)
-        .open(dir.join("archive.redb"))
-        .expect("open"),
-    persistent
-);
-
 fn assert_send_sync<T: Send + Sync>() {}
 
 #[test]
@@ -46,7 +35,10 @@ fn contents(archive: &RedbArchive) -> Vec<(String, String, Vec<u8>)> {
         let domain = domain.expect("list domains");
         for key in archive.keys(&domain) {
             let key = key.expect("list keys");
-            let value = archive.get(&domain, &key).expect("get").expect("listed key");
+            let value = archive
+                .get(&domain, &key)
+                .expect("get")
+                .expect("listed key");
             all.push((domain.clone(), key, value));
         }
     }
@@ -200,12 +192,18 @@ fn an_empty_file_becomes_an_empty_archive() {
 fn a_directory_in_the_way_is_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = RedbArchive::open(dir.path()).unwrap_err();
-    assert!(matches!(&err, Error::Io { path, .. } if path == dir.path()), "{err:?}");
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == dir.path()),
+        "{err:?}"
+    );
 
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, b"").unwrap();
     let err = RedbArchive::open(blocker.join("archive.redb")).unwrap_err();
-    assert!(matches!(&err, Error::Io { path, .. } if path == &blocker), "{err:?}");
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &blocker),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -226,7 +224,11 @@ fn builder_defaults_and_options() {
     // A cache far smaller than the data still reads everything back.
     for i in 0..100 {
         tuned
-            .set("d", &format!("k{i:03}"), &vec![u8::try_from(i).unwrap(); 4096])
+            .set(
+                "d",
+                &format!("k{i:03}"),
+                &vec![u8::try_from(i).unwrap(); 4096],
+            )
             .unwrap();
     }
     for i in 0..100 {
@@ -234,6 +236,32 @@ fn builder_defaults_and_options() {
             tuned.get("d", &format!("k{i:03}")).unwrap(),
             Some(vec![u8::try_from(i).unwrap(); 4096])
         );
+    }
+}
+
+#[test]
+fn quick_repair_without_the_open_check_round_trips_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.redb");
+    let open = || {
+        RedbArchive::builder()
+            .check_integrity_on_open(false)
+            .quick_repair(true)
+            .open(&path)
+            .unwrap()
+    };
+    for round in 0..5u8 {
+        let archive = open();
+        assert_eq!(archive.keys("d").count(), usize::from(round));
+        archive
+            .set("d", &format!("k{round}"), &[round; 100])
+            .unwrap();
+        if round > 0 {
+            assert_eq!(
+                archive.get("d", &format!("k{}", round - 1)).unwrap(),
+                Some(vec![round - 1; 100])
+            );
+        }
     }
 }
 
@@ -249,7 +277,9 @@ fn non_durable_writes_survive_a_clean_close() {
     };
     let archive = open();
     archive.set("d", "k", b"v").unwrap();
-    archive.set_many(&[("d", "k2", b"2"), ("e", "k", b"3")]).unwrap();
+    archive
+        .set_many(&[("d", "k2", b"2"), ("e", "k", b"3")])
+        .unwrap();
     assert!(archive.remove("d", "k").unwrap());
     let before = contents(&archive);
     drop(archive);
