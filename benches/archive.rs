@@ -28,7 +28,7 @@ const DOMAINS: usize = 1000;
 const DOMAIN_KEYS: usize = 1000;
 
 fn value(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i % 251) as u8).collect()
+    (0..=250u8).cycle().take(size).collect()
 }
 
 fn domain_names() -> Vec<String> {

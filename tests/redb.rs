@@ -120,7 +120,9 @@ fn assert_open_is_corrupted(dir: &Path, name: &str, bytes: &[u8]) {
         "{name}: {err:?}"
     );
     assert!(
-        err.source().is_some_and(|s| s.is::<::redb::Error>()),
+        err.source()
+            .and_then(|s| s.downcast_ref::<::redb::Error>())
+            .is_some(),
         "{name}: {err:?}"
     );
     assert_eq!(

@@ -68,7 +68,7 @@ fn write_forever(archive: &RedbArchive, thread: u32) {
     while started.elapsed() < CHILD_LIFETIME {
         let (d, k) = (domain(thread, seq), key(seq));
         let v = value(thread, seq, &k);
-        if seq % 2 == 0 {
+        if seq.is_multiple_of(2) {
             archive.set(&d, &k, &v).expect("set");
         } else {
             let c = counter_domain(thread);
@@ -218,7 +218,7 @@ fn verify(path: &Path, acked: &[(u32, u64)], last_round: &[(u32, u64)], threads:
 }
 
 fn crash_rounds(threads: u32) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temporary directory");
     // All rounds share one file, so later rounds crash on top of earlier crashes' recoveries.
     let path = dir.path().join("archive.redb");
     let mut all_acked = Vec::new();

@@ -530,7 +530,11 @@ impl Archive for RedbArchive {
         validate_entry(domain, key)?;
         // redb has one writer at a time, so the read and the write below are one atomic step.
         self.write("compare and swap a value", |table| {
-            let matches = table.get((domain, key))?.as_ref().map(|v| v.value()) == expected;
+            let matches = table
+                .get((domain, key))?
+                .as_ref()
+                .map(::redb::AccessGuard::value)
+                == expected;
             if !matches {
                 return Ok(false);
             }
