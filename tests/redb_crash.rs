@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use session_archive::{Archive, ArchiveExt, RedbArchive};
 
-/// Tells the re-executed child where the archive is and how many writer threads to run:
-/// `<threads>:<path>`.
+/// Tells the re-executed child how many writer threads to run, how to open the archive and where
+/// it is: `<threads>:<mode>:<path>`.
 const CHILD_ENV: &str = "SESSION_ARCHIVE_REDB_CRASH_CHILD";
 
 /// Marks an acknowledgement line: `ACK <thread> <seq>`, printed only after the write returned.
@@ -88,15 +88,54 @@ fn crash_child_writer() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (threads, path) = spec.split_once(':').expect("<threads>:<path>");
+    let mut parts = spec.splitn(3, ':');
+    let (Some(threads), Some(mode), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("{CHILD_ENV} is not <threads>:<mode>:<path>: {spec}");
+    };
     let threads: u32 = threads.parse().expect("thread count");
-    let archive = RedbArchive::open(path).expect("child opens the archive");
+    let archive = Mode::parse(mode).open(Path::new(path));
     std::thread::scope(|scope| {
         for thread in 0..threads {
             let archive = &archive;
             scope.spawn(move || write_forever(archive, thread));
         }
     });
+}
+
+/// How the child and the parent open the archive.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// `RedbArchive::open`: durable, integrity check on open, no quick repair.
+    Default,
+    /// The documented alternative for large files: quick repair, no integrity check on open.
+    QuickRepair,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Default => "default",
+            Mode::QuickRepair => "quick-repair",
+        }
+    }
+
+    fn parse(name: &str) -> Mode {
+        match name {
+            "default" => Mode::Default,
+            "quick-repair" => Mode::QuickRepair,
+            other => panic!("unknown mode {other:?}"),
+        }
+    }
+
+    fn open(self, path: &Path) -> RedbArchive {
+        let builder = match self {
+            Mode::Default => RedbArchive::builder(),
+            Mode::QuickRepair => RedbArchive::builder()
+                .check_integrity_on_open(false)
+                .quick_repair(true),
+        };
+        builder.open(path).expect("open the archive")
+    }
 }
 
 /// Random numbers for choosing when to kill, from the OS generator behind UUID v4.
@@ -106,7 +145,7 @@ fn random_u64() -> u64 {
 }
 
 /// Runs one child until a random moment, kills it, and returns every acknowledged `(thread, seq)`.
-fn run_and_kill(path: &Path, threads: u32) -> Vec<(u32, u64)> {
+fn run_and_kill(path: &Path, threads: u32, mode: Mode) -> Vec<(u32, u64)> {
     let mut child = Command::new(std::env::current_exe().expect("the test binary"))
         .args([
             "crash_child_writer",
@@ -114,7 +153,10 @@ fn run_and_kill(path: &Path, threads: u32) -> Vec<(u32, u64)> {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, format!("{threads}:{}", path.display()))
+        .env(
+            CHILD_ENV,
+            format!("{threads}:{}:{}", mode.name(), path.display()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -172,8 +214,8 @@ fn parse_ack(line: &str) -> Option<(u32, u64)> {
 /// Checks that every acknowledged write (`acked`, from all rounds) is present and intact, and
 /// that each thread's counter is at least its last acknowledged batch of the last round
 /// (`last_round`) and matches the entry of its own batch.
-fn verify(path: &Path, acked: &[(u32, u64)], last_round: &[(u32, u64)], threads: u32) {
-    let archive = RedbArchive::open(path).expect("reopen after the kill");
+fn verify(path: &Path, mode: Mode, acked: &[(u32, u64)], last_round: &[(u32, u64)], threads: u32) {
+    let archive = mode.open(path);
     for &(thread, seq) in acked {
         let (d, k) = (domain(thread, seq), key(seq));
         let stored = archive.get(&d, &k).expect("get");
@@ -217,27 +259,33 @@ fn verify(path: &Path, acked: &[(u32, u64)], last_round: &[(u32, u64)], threads:
     }
 }
 
-fn crash_rounds(threads: u32) {
+fn crash_rounds(threads: u32, mode: Mode) {
     let dir = tempfile::tempdir().expect("temporary directory");
     // All rounds share one file, so later rounds crash on top of earlier crashes' recoveries.
     let path = dir.path().join("archive.redb");
     let mut all_acked = Vec::new();
     for round in 0..5 {
-        let acked = run_and_kill(&path, threads);
+        let acked = run_and_kill(&path, threads, mode);
         assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
         // Each child starts its sequence at 0 again and rewrites the same entries with the same
         // values, so earlier rounds' acknowledgements stay checkable.
         all_acked.extend_from_slice(&acked);
-        verify(&path, &all_acked, &acked, threads);
+        verify(&path, mode, &all_acked, &acked, threads);
     }
 }
 
 #[test]
 fn acknowledged_writes_survive_sigkill_one_writer() {
-    crash_rounds(1);
+    crash_rounds(1, Mode::Default);
 }
 
 #[test]
 fn acknowledged_writes_survive_sigkill_eight_writers() {
-    crash_rounds(8);
+    crash_rounds(8, Mode::Default);
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_with_quick_repair() {
+    crash_rounds(1, Mode::QuickRepair);
+    crash_rounds(8, Mode::QuickRepair);
 }
