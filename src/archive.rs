@@ -8,6 +8,8 @@ use crate::error::Result;
 #[cfg(all(feature = "archive-dir", unix))]
 pub mod dir;
 pub mod memory;
+#[cfg(feature = "archive-redb")]
+pub mod redb;
 #[cfg(feature = "archive-redis")]
 pub mod redis;
 

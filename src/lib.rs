@@ -42,6 +42,8 @@ mod session;
 #[cfg(all(feature = "archive-dir", unix))]
 pub use crate::archive::dir::DirArchive;
 pub use crate::archive::memory::MemoryArchive;
+#[cfg(feature = "archive-redb")]
+pub use crate::archive::redb::{Durability, RedbArchive, RedbArchiveBuilder};
 #[cfg(feature = "archive-redis")]
 pub use crate::archive::redis::{RedisArchive, RedisArchiveBuilder};
 pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
