@@ -5,7 +5,13 @@ use std::time::SystemTime;
 
 use crate::error::Result;
 
+#[cfg(all(feature = "archive-dir", unix))]
+pub mod dir;
 pub mod memory;
+#[cfg(feature = "archive-redb")]
+pub mod redb;
+#[cfg(feature = "archive-redis")]
+pub mod redis;
 
 /// One page of a listing: some names, and the cursor that continues after them.
 ///

@@ -116,13 +116,19 @@ macro_rules! __archive_run_all {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __archive_tests {
-    (($factory:expr, $persistence:ident) $($behaviour:ident)*) => {
+    (($factory:expr, $persistence:ident, $ready:expr) $($behaviour:ident)*) => {
         fn __open(dir: &::std::path::Path) -> impl $crate::Archive + use<> {
             ($factory)(dir)
+        }
+        fn __ready() -> bool {
+            ($ready)()
         }
         $(
             #[test]
             fn $behaviour() {
+                if !__ready() {
+                    return;
+                }
                 let dir = $crate::conformance::__private::tempfile::tempdir()
                     .expect("create a temporary directory");
                 $crate::conformance::$behaviour(&__open(dir.path()));
@@ -130,6 +136,9 @@ macro_rules! __archive_tests {
         )*
         #[test]
         fn model() {
+            if !__ready() {
+                return;
+            }
             $crate::conformance::model_test(__open, $crate::conformance::Persistence::$persistence);
         }
     };
@@ -143,6 +152,10 @@ macro_rules! __archive_tests {
 /// directory to reopen. Name the module after the backend (`redb`, `dir`, …) so that
 /// `cargo test redb::` selects one backend.
 ///
+/// A backend that needs a service (a server) adds `when = ready`, where `ready: fn() -> bool`
+/// runs first in every test: when it returns `false` the test returns without running (`ready`
+/// prints why, or panics where a missing service must fail the run).
+///
 /// # Examples
 ///
 /// ```
@@ -155,6 +168,16 @@ macro_rules! __archive_tests {
 ///     arc_dyn,
 ///     |_dir: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>
 /// );
+///
+/// fn server_is_up() -> bool {
+///     std::env::var_os("MY_SERVER_URL").is_some()
+/// }
+/// session_archive::archive_conformance!(
+///     needs_a_server,
+///     |_dir: &Path| MemoryArchive::new(),
+///     volatile,
+///     when = server_is_up
+/// );
 /// # fn main() {}
 /// ```
 #[macro_export]
@@ -162,18 +185,20 @@ macro_rules! archive_conformance {
     ($module:ident, $factory:expr $(,)?) => {
         $crate::archive_conformance!($module, $factory, volatile);
     };
-    ($module:ident, $factory:expr, volatile $(,)?) => {
-        mod $module {
-            #[allow(unused_imports)]
-            use super::*;
-            $crate::__archive_behaviours!(__archive_tests, $factory, Volatile);
-        }
+    ($module:ident, $factory:expr, volatile $(, when = $ready:expr)? $(,)?) => {
+        $crate::archive_conformance!(@module $module, $factory, Volatile $(, $ready)?);
     };
-    ($module:ident, $factory:expr, persistent $(,)?) => {
+    ($module:ident, $factory:expr, persistent $(, when = $ready:expr)? $(,)?) => {
+        $crate::archive_conformance!(@module $module, $factory, Persistent $(, $ready)?);
+    };
+    (@module $module:ident, $factory:expr, $persistence:ident) => {
+        $crate::archive_conformance!(@module $module, $factory, $persistence, || true);
+    };
+    (@module $module:ident, $factory:expr, $persistence:ident, $ready:expr) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
-            $crate::__archive_behaviours!(__archive_tests, $factory, Persistent);
+            $crate::__archive_behaviours!(__archive_tests, $factory, $persistence, $ready);
         }
     };
 }

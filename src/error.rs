@@ -213,3 +213,15 @@ pub enum Error {
         id: String,
     },
 }
+
+/// Wraps an I/O failure with the path it happened on, keeping the `io::Error` as the source.
+#[cfg_attr(
+    not(feature = "archive-dir"),
+    allow(dead_code, reason = "used by the filesystem backends")
+)]
+pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.into(),
+        source,
+    }
+}

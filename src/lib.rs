@@ -41,7 +41,13 @@ mod error;
 mod name;
 mod session;
 
+#[cfg(all(feature = "archive-dir", unix))]
+pub use crate::archive::dir::DirArchive;
 pub use crate::archive::memory::MemoryArchive;
+#[cfg(feature = "archive-redb")]
+pub use crate::archive::redb::{Durability, RedbArchive, RedbArchiveBuilder};
+#[cfg(feature = "archive-redis")]
+pub use crate::archive::redis::{RedisArchive, RedisArchiveBuilder};
 pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
 pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
 pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};

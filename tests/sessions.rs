@@ -71,6 +71,16 @@ macro_rules! session_tests {
 session_tests!(memory, |_dir: &Path| MemoryArchive::new());
 session_tests!(arc_dyn, |_dir: &Path| Arc::new(MemoryArchive::new())
     as Arc<dyn Archive>);
+#[cfg(feature = "archive-redb")]
+session_tests!(redb, |dir: &Path| session_archive::RedbArchive::open(
+    dir.join("sessions.redb")
+)
+.expect("open the redb archive"));
+#[cfg(all(feature = "archive-dir", unix))]
+session_tests!(dir, |dir: &Path| session_archive::DirArchive::open(
+    dir.join("sessions")
+)
+.expect("open the directory archive"));
 
 #[test]
 fn debug_shows_the_id_but_not_the_state() {

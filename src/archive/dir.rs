@@ -1,0 +1,612 @@
+//! [`DirArchive`]: the original framework's directory layout, `<root>/<domain>/<key>`.
+//!
+//! Every file operation is made relative to an open directory descriptor (`openat`, `renameat`,
+//! `unlinkat`) with `O_NOFOLLOW`, so a symlink planted inside the root is never followed, and a
+//! path is never re-resolved between a check and its use. Unix only.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use parking_lot::{Mutex, MutexGuard};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::archive::{Archive, Page};
+use crate::error::{NameKind, Result, io};
+use crate::name::{validate_domain, validate_entry, validate_name};
+
+/// The lock file in the root that serializes writers across processes.
+const LOCK_FILE: &str = ".lock";
+/// Prefix of the temporary file a value is written to before it is renamed into place.
+const TEMP_PREFIX: &str = ".tmp-";
+/// Prefix a removed domain directory is renamed to before its contents are deleted.
+const TRASH_PREFIX: &str = ".trash-";
+
+/// Flags for opening a directory without following a symlink.
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// An archive stored as plain files: `<root>/<domain>/<key>`, holding exactly the value's bytes.
+///
+/// This is the layout of the original framework's `.gen/sessions/<id>/session.json`, so its
+/// session files read back unchanged, and the archive can be inspected and backed up with
+/// ordinary tools. It is much slower than the redb backend (a file, a rename and two fsyncs per
+/// write) and exists for compatibility and inspection, not speed.
+///
+/// # Guarantees
+///
+/// - **Atomic and durable writes.** A value is written to a dot-named temporary file in its
+///   domain directory (created exclusively, mode 0600), fsynced, renamed over the key, and the
+///   directory is fsynced. A reader sees the old value or the new one, never a mix; after a crash
+///   the key holds one of them. A failed write (full disk, permissions) leaves the previous value.
+/// - **Modes.** Files are created with mode 0600 and directories (the root, if missing, and each
+///   domain) with 0700; the umask can only narrow these.
+/// - **Hostile names and files.** Names pass the [name rule](crate::validate_name) before any path
+///   is built. A domain directory or key file that is a symlink (or not a directory, or not a
+///   regular file) is treated as absent: reads return nothing, listings skip it, `remove` and
+///   `remove_domain` leave it alone. Writing to such a domain is refused with an
+///   [`Error::Io`](crate::Error::Io); `set` on a key that is a symlink replaces the link itself,
+///   never its target. Nothing is created outside the root.
+/// - **Leftovers.** Temporary files left by a crash are never listed, and are deleted by the next
+///   write to their domain. A directory holding no key (only leftovers) is not a domain.
+///
+/// # Concurrency
+///
+/// Reads take no lock: the atomic rename guarantees they see whole values. Every mutation is
+/// serialized by a mutex in this handle and an exclusive `flock` on `<root>/.lock`, so writes are
+/// atomic against other threads, other handles and other processes sharing the root:
+/// [`compare_and_swap`](Archive::compare_and_swap) (and so `Session::update`) loses no update
+/// across processes, and concurrent `set`s are last-writer-wins, never torn. `set_many` holds
+/// the lock for all its entries, but a crash part-way leaves the entries written so far.
+///
+/// # Cost
+///
+/// Each write creates, fsyncs and renames a file and fsyncs its directory (and the root when a
+/// domain appears or disappears). Listing reads the whole directory for every page (it cannot
+/// seek by name), keeping only `limit` names in memory, so a full walk of `n` names costs
+/// `O(n² / limit)`; each listed domain is also opened to check that it holds a key.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{Archive, DirArchive};
+///
+/// let dir = tempfile::tempdir()?;
+/// let sessions = dir.path().join(".gen/sessions");
+/// let archive = DirArchive::open(&sessions)?;
+/// let id = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
+/// archive.set(id, "session.json", br#"{"Name":"world"}"#)?;
+/// let file = sessions.join(id).join("session.json");
+/// assert_eq!(std::fs::read(file)?, br#"{"Name":"world"}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct DirArchive {
+    root: PathBuf,
+    root_fd: OwnedFd,
+    lock_file: File,
+    writer: Mutex<()>,
+}
+
+/// Held while mutating: the in-process mutex and the `flock` on the lock file.
+struct WriteGuard<'a> {
+    lock_file: &'a File,
+    _writer: MutexGuard<'a, ()>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // Unlocking a held flock on an open descriptor cannot fail in practice; if it did, the
+        // lock would still be released when the handle (and its descriptor) is dropped.
+        let _ = self.lock_file.unlock();
+    }
+}
+
+impl DirArchive {
+    /// Opens the archive rooted at `root`, creating it (mode 0700, with any missing parents) if
+    /// it does not exist, and deleting what a crashed `remove_domain` left behind.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) naming the path when `root` exists but is not a directory
+    /// or is a symlink (kind [`NotADirectory`](io::ErrorKind::NotADirectory)), or when it cannot
+    /// be created or opened (permissions, full disk).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, DirArchive, Error};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let archive = DirArchive::open(dir.path().join("sessions"))?;
+    /// assert!(!archive.has_domain("any")?);
+    ///
+    /// std::fs::write(dir.path().join("file"), b"")?;
+    /// assert!(matches!(DirArchive::open(dir.path().join("file")), Err(Error::Io { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        match std::fs::symlink_metadata(&root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) => {
+                let what = if meta.file_type().is_symlink() {
+                    "the archive root is a symlink, which DirArchive does not follow"
+                } else {
+                    "the archive root exists and is not a directory"
+                };
+                return Err(io(root, io::Error::new(io::ErrorKind::NotADirectory, what)));
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                // The directories about to be created, so that each new entry is made durable.
+                let created: Vec<&Path> = root
+                    .ancestors()
+                    .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+                    .collect();
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&root)
+                    .map_err(|err| io(&root, err))?;
+                for parent in created.iter().filter_map(|dir| dir.parent()) {
+                    let parent = if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    };
+                    File::open(parent)
+                        .and_then(|parent| parent.sync_all())
+                        .map_err(|err| io(parent, err))?;
+                }
+            }
+            Err(err) => return Err(io(root, err)),
+        }
+        // Opening with O_NOFOLLOW catches a root swapped for a symlink after the check above.
+        let root_fd = rustix::fs::open(&root, dir_flags(), Mode::empty())
+            .map_err(|err| io(&root, not_a_directory(err)))?;
+        let lock_file = rustix::fs::openat(
+            &root_fd,
+            LOCK_FILE,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map(File::from)
+        .map_err(|err| io(root.join(LOCK_FILE), err.into()))?;
+        let archive = DirArchive {
+            root,
+            root_fd,
+            lock_file,
+            writer: Mutex::new(()),
+        };
+        archive.empty_trash()?;
+        Ok(archive)
+    }
+
+    /// The root directory this archive was opened on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::DirArchive;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let archive = DirArchive::open(dir.path())?;
+    /// assert_eq!(archive.root(), dir.path());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn domain_path(&self, domain: &str) -> PathBuf {
+        self.root.join(domain)
+    }
+
+    fn key_path(&self, domain: &str, key: &str) -> PathBuf {
+        self.root.join(domain).join(key)
+    }
+
+    /// Takes the in-process mutex, then the cross-process `flock`.
+    fn lock(&self) -> Result<WriteGuard<'_>> {
+        let writer = self.writer.lock();
+        self.lock_file
+            .lock()
+            .map_err(|err| io(self.root.join(LOCK_FILE), err))?;
+        Ok(WriteGuard {
+            lock_file: &self.lock_file,
+            _writer: writer,
+        })
+    }
+
+    /// Opens a domain directory; `None` when it is missing, a symlink or not a directory.
+    fn open_domain(&self, domain: &str) -> Result<Option<OwnedFd>> {
+        match rustix::fs::openat(&self.root_fd, domain, dir_flags(), Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(err) if is_absent(err) => Ok(None),
+            Err(err) => Err(io(self.domain_path(domain), err.into())),
+        }
+    }
+
+    /// Opens a domain directory for writing, creating it (mode 0700, root fsynced) if missing.
+    /// Must be called under the write lock.
+    fn create_domain(&self, domain: &str) -> Result<OwnedFd> {
+        match rustix::fs::mkdirat(&self.root_fd, domain, Mode::from_raw_mode(0o700)) {
+            Ok(()) => rustix::fs::fsync(&self.root_fd).map_err(|err| io(&self.root, err.into()))?,
+            Err(Errno::EXIST) => {}
+            Err(err) => return Err(io(self.domain_path(domain), err.into())),
+        }
+        rustix::fs::openat(&self.root_fd, domain, dir_flags(), Mode::empty())
+            .map_err(|err| io(self.domain_path(domain), not_a_directory(err)))
+    }
+
+    /// Reads one value; symlinks and anything but a regular file count as absent.
+    fn read_key(&self, dir: &OwnedFd, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = || self.key_path(domain, key);
+        // O_NONBLOCK keeps a planted FIFO from blocking the open; it is refused just below.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(dir, key, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(err) if is_absent(err) => return Ok(None),
+            Err(err) => return Err(io(path(), err.into())),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|err| io(path(), err.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Ok(None);
+        }
+        let mut value = Vec::new();
+        File::from(fd)
+            .read_to_end(&mut value)
+            .map_err(|err| io(path(), err))?;
+        Ok(Some(value))
+    }
+
+    /// Whether key `key` of `domain` is a regular file (not following symlinks).
+    fn is_regular_file(&self, dir: &OwnedFd, domain: &str, key: &str) -> Result<bool> {
+        regular_file(dir, key).map_err(|err| io(self.key_path(domain, key), err.into()))
+    }
+
+    /// Whether the domain directory holds at least one key.
+    fn holds_a_key(&self, dir: &OwnedFd, domain: &str) -> Result<bool> {
+        let mut found = false;
+        for_each_name(dir, &self.domain_path(domain), |name, file_type| {
+            if is_key(dir, name, file_type) {
+                found = true;
+            }
+            !found
+        })?;
+        Ok(found)
+    }
+
+    /// Deletes temporary files left in a domain directory by a crashed write. Safe only under
+    /// the write lock, which every writer holds while its temporary file exists.
+    fn clean_temps(&self, dir: &OwnedFd, domain: &str) -> Result<()> {
+        let mut temps = Vec::new();
+        for_each_name(dir, &self.domain_path(domain), |name, _| {
+            if name.starts_with(TEMP_PREFIX) {
+                temps.push(name.to_owned());
+            }
+            true
+        })?;
+        for temp in temps {
+            match rustix::fs::unlinkat(dir, temp.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(err) => return Err(io(self.key_path(domain, &temp), err.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the domain directory if it holds nothing but leftovers. Under the write lock.
+    fn remove_if_empty(&self, dir: &OwnedFd, domain: &str) -> Result<()> {
+        self.clean_temps(dir, domain)?;
+        match rustix::fs::unlinkat(&self.root_fd, domain, AtFlags::REMOVEDIR) {
+            Ok(()) => rustix::fs::fsync(&self.root_fd).map_err(|err| io(&self.root, err.into())),
+            // Still holds keys (or something that is not ours to delete).
+            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT | Errno::NOTDIR) => Ok(()),
+            Err(err) => Err(io(self.domain_path(domain), err.into())),
+        }
+    }
+
+    /// Writes one value atomically and durably. Under the write lock.
+    fn write_key(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+        let dir = self.create_domain(domain)?;
+        self.clean_temps(&dir, domain)?;
+        let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let written = rustix::fs::openat(
+            &dir,
+            temp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(io::Error::from)
+        .and_then(|fd| {
+            let mut file = File::from(fd);
+            file.write_all(value)?;
+            file.sync_all()
+        })
+        .and_then(|()| Ok(rustix::fs::renameat(&dir, temp.as_str(), &dir, key)?));
+        if let Err(err) = written {
+            // The previous value is untouched. Drop the partial temporary file, and the domain
+            // directory if this write created it (best effort: leftovers are invisible, and
+            // deleted by the next write to this domain).
+            let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+            let _ = self.remove_if_empty(&dir, domain);
+            // The temporary file is gone, so the error names the key being written.
+            return Err(io(self.key_path(domain, key), err));
+        }
+        rustix::fs::fsync(&dir).map_err(|err| io(self.domain_path(domain), err.into()))
+    }
+
+    /// Removes one key if it is a regular file, and the domain with its last key. Under the
+    /// write lock.
+    fn remove_key(&self, domain: &str, key: &str) -> Result<bool> {
+        let Some(dir) = self.open_domain(domain)? else {
+            return Ok(false);
+        };
+        let existed = self.is_regular_file(&dir, domain, key)?;
+        if existed {
+            rustix::fs::unlinkat(&dir, key, AtFlags::empty())
+                .map_err(|err| io(self.key_path(domain, key), err.into()))?;
+            rustix::fs::fsync(&dir).map_err(|err| io(self.domain_path(domain), err.into()))?;
+        }
+        self.remove_if_empty(&dir, domain)?;
+        Ok(existed)
+    }
+
+    /// Deletes `.trash-*` directories left by a `remove_domain` that crashed after its rename.
+    fn empty_trash(&self) -> Result<()> {
+        let _guard = self.lock()?;
+        let mut trash = Vec::new();
+        for_each_name(&self.root_fd, &self.root, |name, _| {
+            if name.starts_with(TRASH_PREFIX) {
+                trash.push(name.to_owned());
+            }
+            true
+        })?;
+        for name in trash {
+            let path = self.root.join(&name);
+            // std's remove_dir_all never follows symlinks inside the tree it removes.
+            std::fs::remove_dir_all(&path).map_err(|err| io(path, err))?;
+        }
+        Ok(())
+    }
+}
+
+/// Calls `visit` with every UTF-8 name in `dir` (except `.` and `..`) and its type from the
+/// directory entry, until `visit` returns `false`.
+fn for_each_name(
+    dir: &OwnedFd,
+    path: &Path,
+    mut visit: impl FnMut(&str, FileType) -> bool,
+) -> Result<()> {
+    let entries = Dir::read_from(dir).map_err(|err| io(path, err.into()))?;
+    for entry in entries {
+        let entry = entry.map_err(|err| io(path, err.into()))?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        if !visit(name, entry.file_type()) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The `limit` smallest names in `dir` after `cursor` that `keep` accepts, in order, holding
+/// no more than `limit + 1` names at a time, and whether the page is full (so that more may
+/// follow).
+fn smallest_after(
+    dir: &OwnedFd,
+    path: &Path,
+    cursor: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&str, FileType) -> bool,
+) -> Result<(Vec<String>, bool)> {
+    let limit = limit.max(1);
+    let mut names = BTreeSet::new();
+    for_each_name(dir, path, |name, file_type| {
+        if cursor.is_none_or(|after| name > after)
+            && names
+                .last()
+                .is_none_or(|last: &String| names.len() < limit || name < last.as_str())
+            && keep(name, file_type)
+        {
+            names.insert(name.to_owned());
+            if names.len() > limit {
+                names.pop_last();
+            }
+        }
+        true
+    })?;
+    let full = names.len() == limit;
+    Ok((names.into_iter().collect(), full))
+}
+
+/// Whether `name` in `dir` is a regular file, not following symlinks; `false` when it is missing.
+fn regular_file(dir: &OwnedFd, name: &str) -> rustix::io::Result<bool> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile),
+        Err(Errno::NOENT) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether an entry of a domain directory is a key: a valid name (so no dot-name such as a
+/// temporary file) of a regular file. Where the directory entry does not carry the type (some
+/// filesystems), the entry is looked up, and one that cannot be is not listed.
+fn is_key(dir: &OwnedFd, name: &str, file_type: FileType) -> bool {
+    validate_name(NameKind::Key, name).is_ok()
+        && match file_type {
+            FileType::RegularFile => true,
+            FileType::Unknown => regular_file(dir, name).unwrap_or(false),
+            _ => false,
+        }
+}
+
+/// Whether an `openat` error means "treat as absent": missing, a symlink refused by
+/// `O_NOFOLLOW`, or not a directory where one was asked for.
+fn is_absent(err: Errno) -> bool {
+    matches!(
+        err,
+        Errno::NOENT | Errno::LOOP | Errno::NOTDIR | Errno::MLINK
+    )
+}
+
+/// Turns the errors of opening a directory with `O_NOFOLLOW` into a clear "not a directory".
+fn not_a_directory(err: Errno) -> io::Error {
+    match err {
+        Errno::LOOP | Errno::NOTDIR | Errno::MLINK => io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory (or a symlink, which DirArchive does not follow)",
+        ),
+        other => other.into(),
+    }
+}
+
+impl fmt::Debug for DirArchive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirArchive")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Archive for DirArchive {
+    fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        validate_entry(domain, key)?;
+        match self.open_domain(domain)? {
+            Some(dir) => self.read_key(&dir, domain, key),
+            None => Ok(None),
+        }
+    }
+
+    fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+        validate_entry(domain, key)?;
+        let _guard = self.lock()?;
+        self.write_key(domain, key, value)
+    }
+
+    fn has(&self, domain: &str, key: &str) -> Result<bool> {
+        validate_entry(domain, key)?;
+        match self.open_domain(domain)? {
+            Some(dir) => self.is_regular_file(&dir, domain, key),
+            None => Ok(false),
+        }
+    }
+
+    fn remove(&self, domain: &str, key: &str) -> Result<bool> {
+        validate_entry(domain, key)?;
+        let _guard = self.lock()?;
+        self.remove_key(domain, key)
+    }
+
+    fn has_domain(&self, domain: &str) -> Result<bool> {
+        validate_domain(domain)?;
+        match self.open_domain(domain)? {
+            Some(dir) => self.holds_a_key(&dir, domain),
+            None => Ok(false),
+        }
+    }
+
+    fn remove_domain(&self, domain: &str) -> Result<bool> {
+        validate_domain(domain)?;
+        let _guard = self.lock()?;
+        let Some(dir) = self.open_domain(domain)? else {
+            return Ok(false);
+        };
+        if !self.holds_a_key(&dir, domain)? {
+            self.remove_if_empty(&dir, domain)?;
+            return Ok(false);
+        }
+        // Renaming first makes the domain disappear at once; the contents go afterwards.
+        let trash = format!("{TRASH_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        rustix::fs::renameat(&self.root_fd, domain, &self.root_fd, trash.as_str())
+            .map_err(|err| io(self.domain_path(domain), err.into()))?;
+        rustix::fs::fsync(&self.root_fd).map_err(|err| io(&self.root, err.into()))?;
+        let path = self.root.join(&trash);
+        // std's remove_dir_all never follows symlinks inside the tree it removes. Should it fail,
+        // the domain is already gone: the trash is invisible and is deleted on the next open.
+        let _ = std::fs::remove_dir_all(path);
+        Ok(true)
+    }
+
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        validate_entry(domain, key)?;
+        let _guard = self.lock()?;
+        let current = match self.open_domain(domain)? {
+            Some(dir) => self.read_key(&dir, domain, key)?,
+            None => None,
+        };
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => self.write_key(domain, key, value)?,
+            None => {
+                self.remove_key(domain, key)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        let (candidates, more) = smallest_after(
+            &self.root_fd,
+            &self.root,
+            cursor,
+            limit,
+            |name, file_type| {
+                validate_domain(name).is_ok()
+                    && matches!(file_type, FileType::Directory | FileType::Unknown)
+            },
+        )?;
+        let cursor = more.then(|| candidates.last().cloned()).flatten();
+        let mut names = Vec::with_capacity(candidates.len());
+        for domain in candidates {
+            if self.has_domain(&domain)? {
+                names.push(domain);
+            }
+        }
+        Ok(Page { names, cursor })
+    }
+
+    fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        validate_domain(domain)?;
+        let Some(dir) = self.open_domain(domain)? else {
+            return Ok(Page::default());
+        };
+        let (names, more) = smallest_after(
+            &dir,
+            &self.domain_path(domain),
+            cursor,
+            limit,
+            |name, file_type| is_key(&dir, name, file_type),
+        )?;
+        let cursor = more.then(|| names.last().cloned()).flatten();
+        Ok(Page { names, cursor })
+    }
+
+    fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
+        for (domain, key, _) in entries {
+            validate_entry(domain, key)?;
+        }
+        let _guard = self.lock()?;
+        entries
+            .iter()
+            .try_for_each(|(domain, key, value)| self.write_key(domain, key, value))
+    }
+}

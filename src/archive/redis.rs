@@ -1,0 +1,680 @@
+//! [`RedisArchive`]: a Redis (or Valkey) server, shared by every app instance that connects to it.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Script};
+use parking_lot::Mutex;
+
+use crate::archive::{Archive, Page};
+use crate::error::{Error, Result};
+use crate::name::{validate_domain, validate_entry};
+
+/// How long [`RedisArchive::open`] waits for a connection to be set up, by default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command waits for each read or write on its socket, by default.
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most connections kept open while idle; more are opened when more threads call at once,
+/// and closed again after use.
+const MAX_IDLE_CONNECTIONS: usize = 16;
+/// How many times a connection or a repeatable command is tried when signals interrupt it.
+const ATTEMPTS: u32 = 3;
+
+/// Compare-and-swap of one hash field, run on the server so that no other client's command can
+/// come between the comparison and the write. `KEYS[1]` is the hash, `ARGV[1]` the field;
+/// `ARGV[2]`/`ARGV[4]` are `1` when the expected/new value is present, with the value in
+/// `ARGV[3]`/`ARGV[5]`. Lua strings are byte strings, so `~=` compares values exactly.
+const COMPARE_AND_SWAP: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if current ~= ARGV[3] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
+";
+
+/// One `HSCAN` step that sends back the field names only, not their values (`HSCAN … NOVALUES`
+/// needs Redis 7.4). `ARGV[1]` is the cursor, `ARGV[2]` the `COUNT` hint.
+const SCAN_FIELDS: &str = r"
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local names = {}
+for i = 1, #page[2], 2 do
+  names[#names + 1] = page[2][i]
+end
+return {page[1], names}
+";
+
+/// An archive on a Redis or Valkey server (feature `archive-redis`): the backend for several app
+/// instances behind a load balancer, or for a Redis server you already run.
+///
+/// # Layout
+///
+/// A domain is one Redis hash named `{prefix}{domain}`, and each key is a field of it. `set` is
+/// `HSET`, `get` is `HGET`, `has` is `HEXISTS`, `remove` is `HDEL` (Redis deletes the hash with its
+/// last field), `has_domain` is `EXISTS`, `remove_domain` is one `DEL`. Domains are listed with
+/// `SCAN … MATCH {prefix}* TYPE hash`, never `KEYS`, so listing needs Redis 6 or later; keys
+/// with `HSCAN`, run in a small Lua script that sends back the names without the values.
+///
+/// The [prefix](RedisArchiveBuilder::prefix) lets several apps share one server or database; end
+/// it with a separator such as `:`. With the default, empty prefix the archive owns the whole
+/// database: every hash in it whose name passes the name rule is listed as a domain.
+///
+/// # Guarantees
+///
+/// - Each call other than a listing is one command (or one script, or one `MULTI`/`EXEC`
+///   transaction), so it is atomic on the server.
+/// - [`compare_and_swap`](Archive::compare_and_swap) runs as a Lua script (`EVALSHA`), so it is
+///   atomic against every other client of the server, in this process or any other.
+/// - [`remove_domain`](Archive::remove_domain) removes the whole domain at once.
+/// - [`set_many`](Archive::set_many) checks every name first, then writes the whole batch in one
+///   `MULTI`/`EXEC` transaction, so no other client sees part of it.
+/// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`), so Redis
+///   removes expired domains itself. Writing to the hash keeps the TTL.
+/// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
+///   an `Ok` means the server applied the write in memory.
+/// - Listing follows Redis `SCAN`: a page may hold more or fewer names than `limit`, and names
+///   come in no particular order. Only the last page can be empty. If the database is resized
+///   during a walk, a name may come twice.
+///
+/// # Connections and failures
+///
+/// The archive is `Send + Sync`. Each call borrows a connection from a small pool, opening a new
+/// one when none is idle, so many threads work at once. A refused connection, a dropped one or a
+/// timeout is an [`Error::Backend`] with `backend: "redis"` whose
+/// [`source`](std::error::Error::source) is the [`redis::RedisError`](::redis::RedisError), which
+/// tells them apart (`is_connection_refusal`, `is_connection_dropped`, `is_timeout`). A
+/// connection that failed is closed, and when the server went away all idle ones are closed too,
+/// so after a server restart the first call may fail and the next ones reconnect. After a
+/// timeout or a dropped connection, the command may or may not have been applied.
+///
+/// The `redis` crate fails a socket call that a signal interrupts (this happens when a child
+/// process of the app exits). Connecting, reads, `set`, `set_many` and `expire_domain`, which give
+/// the same result when applied twice, are then sent again; `remove`, `remove_domain` and
+/// `compare_and_swap` return the error, since their answer would change.
+///
+/// # Examples
+///
+/// ```no_run
+/// use session_archive::{Archive, RedisArchive};
+///
+/// let archive = RedisArchive::builder("redis://127.0.0.1:6379/0")
+///     .prefix("myapp:sessions:")
+///     .open()?;
+/// archive.set("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2", "session.json", b"{}")?;
+/// assert!(archive.has_domain("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2")?);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub struct RedisArchive {
+    client: Client,
+    prefix: String,
+    /// The `SCAN` pattern: the prefix with its glob characters escaped, then `*`.
+    pattern: String,
+    connect_timeout: Option<Duration>,
+    response_timeout: Option<Duration>,
+    idle: Mutex<Vec<Connection>>,
+    compare_and_swap: Script,
+    scan_fields: Script,
+}
+
+/// Options for opening a [`RedisArchive`]; made by [`RedisArchive::builder`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use session_archive::RedisArchive;
+///
+/// let archive = RedisArchive::builder("redis://127.0.0.1:6379/0")
+///     .prefix("myapp:")
+///     .connect_timeout(Some(Duration::from_secs(1)))
+///     .response_timeout(Some(Duration::from_millis(500)))
+///     .open()?;
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisArchiveBuilder {
+    url: String,
+    prefix: String,
+    connect_timeout: Option<Duration>,
+    response_timeout: Option<Duration>,
+}
+
+impl RedisArchiveBuilder {
+    /// Sets the prefix of every hash name, so that a domain `d` is the hash `{prefix}d`. The
+    /// default is empty, which makes the archive own the whole database.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let archive = session_archive::RedisArchive::builder("redis://127.0.0.1/")
+    ///     .prefix("shop:sessions:")
+    ///     .open()?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets how long opening a connection (TCP connect and handshake) may take; `None` waits as
+    /// long as the operating system does. The default is 5 seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let archive = session_archive::RedisArchive::builder("redis://127.0.0.1/")
+    ///     .connect_timeout(Some(Duration::from_secs(2)))
+    ///     .open()?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets how long each socket read or write of a command may block; `None` waits forever.
+    /// The default is 5 seconds. A zero duration is refused by the socket, so `open` fails.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let archive = session_archive::RedisArchive::builder("redis://127.0.0.1/")
+    ///     .response_timeout(Some(Duration::from_millis(250)))
+    ///     .open()?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Connects and checks with `PING` that the server answers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] with `backend: "redis"` when the URL is malformed, the connection is
+    /// refused or times out, or the server does not answer `PING`; the source is the
+    /// [`redis::RedisError`](::redis::RedisError).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Error, RedisArchive};
+    ///
+    /// let err = RedisArchive::builder("not a url").open().unwrap_err();
+    /// assert!(matches!(err, Error::Backend { backend: "redis", .. }));
+    /// ```
+    pub fn open(self) -> Result<RedisArchive> {
+        let client = Client::open(self.url.as_str())
+            .map_err(|source| backend("parse the server URL", source))?;
+        let archive = RedisArchive {
+            client,
+            pattern: format!("{}*", escape_glob(&self.prefix)),
+            prefix: self.prefix,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            idle: Mutex::new(Vec::new()),
+            compare_and_swap: Script::new(COMPARE_AND_SWAP),
+            scan_fields: Script::new(SCAN_FIELDS),
+        };
+        archive.run_repeatable("ping the server", |conn| {
+            ::redis::cmd("PING").query::<()>(conn)
+        })?;
+        Ok(archive)
+    }
+}
+
+impl RedisArchive {
+    /// Connects to the server at `url` (such as `"redis://127.0.0.1:6379/0"`, or `rediss://`,
+    /// `redis+unix://` as the `redis` crate accepts) with an empty prefix and the default
+    /// timeouts, and checks with `PING` that it answers. Use [`builder`](Self::builder) to set
+    /// a prefix or timeouts.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisArchiveBuilder::open`]: [`Error::Backend`] for a malformed URL, a refused
+    /// connection, a timeout or a server that does not answer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Error, RedisArchive};
+    ///
+    /// // Port 1 on loopback: nothing listens there, so the connection is refused.
+    /// let err = RedisArchive::open("redis://127.0.0.1:1/").unwrap_err();
+    /// assert!(matches!(err, Error::Backend { backend: "redis", .. }));
+    /// ```
+    pub fn open(url: &str) -> Result<RedisArchive> {
+        Self::builder(url).open()
+    }
+
+    /// Starts the options for opening an archive on the server at `url`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let archive = session_archive::RedisArchive::builder("redis://127.0.0.1:6379/0")
+    ///     .prefix("myapp:")
+    ///     .open()?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn builder(url: impl Into<String>) -> RedisArchiveBuilder {
+        RedisArchiveBuilder {
+            url: url.into(),
+            prefix: String::new(),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
+        }
+    }
+
+    /// The prefix of every hash name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let archive = session_archive::RedisArchive::builder("redis://127.0.0.1/")
+    ///     .prefix("myapp:")
+    ///     .open()?;
+    /// assert_eq!(archive.prefix(), "myapp:");
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The name of the hash that holds `domain`.
+    fn hash(&self, domain: &str) -> String {
+        format!("{}{domain}", self.prefix)
+    }
+
+    /// Opens a connection with the configured timeouts. Setting up a connection changes nothing
+    /// on the server, so one interrupted by a signal is simply set up again.
+    fn connect(&self) -> RedisResult<Connection> {
+        let mut attempt = 1;
+        loop {
+            let conn = match self.connect_timeout {
+                Some(timeout) => self.client.get_connection_with_timeout(timeout),
+                None => self.client.get_connection(),
+            };
+            match conn {
+                Err(err) if interrupted(&err) && attempt < ATTEMPTS => attempt += 1,
+                conn => {
+                    let conn = conn?;
+                    conn.set_read_timeout(self.response_timeout)?;
+                    conn.set_write_timeout(self.response_timeout)?;
+                    return Ok(conn);
+                }
+            }
+        }
+    }
+
+    /// Runs `command` once on a pooled connection, mapping its error to [`Error::Backend`]
+    /// naming `operation`.
+    fn run<T>(
+        &self,
+        operation: &'static str,
+        command: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T> {
+        self.attempt(&command)
+            .map_err(|source| backend(operation, source))
+    }
+
+    /// Like [`run`](Self::run), for commands whose effect and answer are the same when they are
+    /// applied twice (reads, `HSET`, `PEXPIREAT`): when a signal interrupts one (which makes the
+    /// `redis` crate fail the call), it is sent again.
+    fn run_repeatable<T>(
+        &self,
+        operation: &'static str,
+        command: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T> {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&command) {
+                Err(err) if interrupted(&err) && attempt < ATTEMPTS => attempt += 1,
+                result => return result.map_err(|source| backend(operation, source)),
+            }
+        }
+    }
+
+    /// Runs `command` on a pooled connection, or on a new one when none is idle.
+    ///
+    /// A connection goes back to the pool only when the server answered in full (success or a
+    /// server error), because after an I/O error or a timeout its reply stream may be out of step.
+    /// When the connection was dropped or refused, the server probably went away (a restart),
+    /// and the idle connections are as dead as this one, so they are closed too.
+    fn attempt<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
+        let pooled = self.idle.lock().pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = command(&mut conn);
+        let in_step = result.as_ref().err().is_none_or(server_answered);
+        if in_step && conn.is_open() {
+            let mut idle = self.idle.lock();
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(conn);
+            }
+        } else if result
+            .as_ref()
+            .err()
+            .is_some_and(|err| err.is_connection_dropped() || err.is_connection_refusal())
+        {
+            self.idle.lock().clear();
+        }
+        result
+    }
+
+    /// Lists one `SCAN`-style page: calls `scan(conn, cursor, count)`, which answers the next
+    /// cursor and the raw names, and keeps names that are valid names under this archive's prefix
+    /// (`strip`). While a step finds none of ours, it scans on, so that callers never see an empty
+    /// page except the last, and an empty archive answers one empty, final page.
+    fn scan_page(
+        &self,
+        operation: &'static str,
+        cursor: Option<&str>,
+        limit: usize,
+        strip: &[u8],
+        scan: impl Fn(&mut Connection, u64, usize) -> RedisResult<(u64, Vec<Vec<u8>>)>,
+    ) -> Result<Page> {
+        let mut position = match cursor {
+            None => 0,
+            Some(cursor) => parse_cursor(cursor)?,
+        };
+        let mut names = Vec::new();
+        loop {
+            let (next, raw) =
+                self.run_repeatable(operation, |conn| scan(conn, position, limit.max(1)))?;
+            names.extend(raw.into_iter().filter_map(|name| {
+                let name = String::from_utf8(name.strip_prefix(strip)?.to_vec()).ok()?;
+                // Domains and keys share one rule, so checking as a domain suits both.
+                validate_domain(&name).is_ok().then_some(name)
+            }));
+            position = next;
+            if position == 0 || !names.is_empty() {
+                break;
+            }
+        }
+        let cursor = (position != 0).then(|| position.to_string());
+        Ok(Page { names, cursor })
+    }
+}
+
+/// Whether a signal interrupted a socket call. The `redis` crate keeps the `io::Error` behind an
+/// `Arc` as the source; should that change, this answers `false` and nothing is repeated.
+fn interrupted(err: &RedisError) -> bool {
+    let source = std::error::Error::source(err);
+    let io = source
+        .and_then(|source| source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>())
+        .and_then(|inner| inner.downcast_ref::<io::Error>())
+        .or_else(|| source.and_then(|source| source.downcast_ref::<io::Error>()));
+    io.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted)
+}
+
+/// Whether the server sent its whole reply, so the connection is still in step.
+fn server_answered(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType
+    )
+}
+
+fn backend(operation: &'static str, source: RedisError) -> Error {
+    Error::Backend {
+        backend: "redis",
+        operation,
+        source: Box::new(source),
+    }
+}
+
+/// Parses a cursor handed out by a listing: the decimal, non-zero `SCAN` cursor. Zero ends a walk
+/// and is never handed out.
+fn parse_cursor(cursor: &str) -> Result<u64> {
+    let invalid = || Error::InvalidCursor {
+        cursor: cursor.to_owned(),
+    };
+    if !cursor.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    match cursor.parse() {
+        Ok(0) | Err(_) => Err(invalid()),
+        Ok(position) => Ok(position),
+    }
+}
+
+/// Escapes the characters that are special in a Redis glob pattern.
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The `PEXPIREAT` timestamp for `at`: milliseconds since the epoch, rounded up so that the
+/// domain never goes before `at`. Times before the epoch are the epoch (already past).
+fn unix_millis_ceil(at: SystemTime) -> i64 {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let millis = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
+    i64::try_from(millis).unwrap_or(i64::MAX)
+}
+
+impl fmt::Debug for RedisArchive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.client.get_connection_info();
+        f.debug_struct("RedisArchive")
+            .field("server", &info.addr().to_string())
+            .field("db", &info.redis_settings().db())
+            .field("prefix", &self.prefix)
+            .field("idle_connections", &self.idle.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Archive for RedisArchive {
+    fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        validate_entry(domain, key)?;
+        let hash = self.hash(domain);
+        self.run_repeatable("get a value", |conn| {
+            ::redis::cmd("HGET").arg(&hash).arg(key).query(conn)
+        })
+    }
+
+    fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+        validate_entry(domain, key)?;
+        let hash = self.hash(domain);
+        self.run_repeatable("set a value", |conn| {
+            ::redis::cmd("HSET")
+                .arg(&hash)
+                .arg(key)
+                .arg(value)
+                .query(conn)
+        })
+    }
+
+    fn has(&self, domain: &str, key: &str) -> Result<bool> {
+        validate_entry(domain, key)?;
+        let hash = self.hash(domain);
+        self.run_repeatable("check a key", |conn| {
+            ::redis::cmd("HEXISTS").arg(&hash).arg(key).query(conn)
+        })
+    }
+
+    fn remove(&self, domain: &str, key: &str) -> Result<bool> {
+        validate_entry(domain, key)?;
+        let hash = self.hash(domain);
+        let removed: u64 = self.run("remove a key", |conn| {
+            ::redis::cmd("HDEL").arg(&hash).arg(key).query(conn)
+        })?;
+        Ok(removed > 0)
+    }
+
+    fn has_domain(&self, domain: &str) -> Result<bool> {
+        validate_domain(domain)?;
+        let hash = self.hash(domain);
+        let count: u64 = self.run_repeatable("check a domain", |conn| {
+            ::redis::cmd("EXISTS").arg(&hash).query(conn)
+        })?;
+        Ok(count > 0)
+    }
+
+    fn remove_domain(&self, domain: &str) -> Result<bool> {
+        validate_domain(domain)?;
+        let hash = self.hash(domain);
+        let removed: u64 = self.run("remove a domain", |conn| {
+            ::redis::cmd("DEL").arg(&hash).query(conn)
+        })?;
+        Ok(removed > 0)
+    }
+
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        validate_entry(domain, key)?;
+        let mut invocation = self.compare_and_swap.key(self.hash(domain));
+        invocation
+            .arg(key)
+            .arg(u8::from(expected.is_some()))
+            .arg(expected.unwrap_or_default())
+            .arg(u8::from(new.is_some()))
+            .arg(new.unwrap_or_default());
+        let swapped: u8 = self.run("compare and swap a value", |conn| invocation.invoke(conn))?;
+        Ok(swapped == 1)
+    }
+
+    fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        self.scan_page(
+            "list domains",
+            cursor,
+            limit,
+            self.prefix.as_bytes(),
+            |conn, start, count| {
+                ::redis::cmd("SCAN")
+                    .arg(start)
+                    .arg("MATCH")
+                    .arg(&self.pattern)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("TYPE")
+                    .arg("hash")
+                    .query(conn)
+            },
+        )
+    }
+
+    fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        validate_domain(domain)?;
+        let hash = self.hash(domain);
+        self.scan_page("list keys", cursor, limit, b"", |conn, start, count| {
+            self.scan_fields
+                .key(&hash)
+                .arg(start)
+                .arg(count)
+                .invoke(conn)
+        })
+    }
+
+    fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
+        for (domain, key, _) in entries {
+            validate_entry(domain, key)?;
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = ::redis::pipe();
+        pipeline.atomic();
+        for (domain, key, value) in entries {
+            pipeline
+                .cmd("HSET")
+                .arg(self.hash(domain))
+                .arg(key)
+                .arg(value)
+                .ignore();
+        }
+        self.run_repeatable("set many values", |conn| pipeline.query(conn))
+    }
+
+    fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
+        validate_domain(domain)?;
+        let hash = self.hash(domain);
+        let millis = unix_millis_ceil(at);
+        self.run_repeatable("set a domain's expiry", |conn| {
+            ::redis::cmd("PEXPIREAT")
+                .arg(&hash)
+                .arg(millis)
+                .query::<()>(conn)
+        })?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_nonzero_decimal_numbers() {
+        assert_eq!(parse_cursor("17").unwrap(), 17);
+        assert_eq!(parse_cursor("18446744073709551615").unwrap(), u64::MAX);
+        for bad in [
+            "",
+            "0",
+            "00",
+            "+1",
+            "-1",
+            " 1",
+            "1a",
+            "18446744073709551616",
+            "k",
+        ] {
+            assert!(
+                matches!(parse_cursor(bad), Err(Error::InvalidCursor { cursor }) if cursor == bad),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn interruptions_are_recognised() {
+        let interrupted_io = RedisError::from(io::Error::from(io::ErrorKind::Interrupted));
+        assert!(interrupted(&interrupted_io));
+        let refused = RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(!interrupted(&refused));
+        let timeout = RedisError::from(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(!interrupted(&timeout));
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(escape_glob("app:"), "app:");
+        assert_eq!(escape_glob(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
+    }
+
+    #[test]
+    fn expiry_rounds_up_to_the_millisecond() {
+        let at = UNIX_EPOCH + Duration::from_millis(1500);
+        assert_eq!(unix_millis_ceil(at), 1500);
+        assert_eq!(unix_millis_ceil(at + Duration::from_nanos(1)), 1501);
+        assert_eq!(unix_millis_ceil(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+}

@@ -1,0 +1,610 @@
+//! `RedisArchive` against a real redis-server: the conformance suite, the model test, and what is
+//! particular to Redis (compare-and-swap across connections, the key layout, expiry, errors,
+//! reconnection).
+//!
+//! The server is `ARCHIVE_REDIS_URL` when that is set (every test works under its own unique key
+//! prefix, so tests share it safely; use a scratch database, since test data is left behind).
+//! Otherwise the tests start `redis-server` themselves on a free loopback port, without
+//! persistence. Tests that stop or pause the server always start their own. Every server started
+//! here runs under a `sh` that kills it when its stdin pipe closes, so it never outlives this test
+//! process, however the process ends.
+//!
+//! Without a server the tests print a notice and skip; with `ARCHIVE_REDIS_REQUIRED=1` they fail
+//! instead. Both variables are read at run time.
+
+#![cfg(feature = "archive-redis")]
+
+use std::error::Error as _;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Barrier, Once, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use session_archive::{Archive, ArchiveExt, Error, RedisArchive};
+
+/// A redis-server child that dies with this process: `sh` runs it and kills it once `sh`'s stdin
+/// closes, which happens in [`LocalServer::stop`] or when this process exits.
+struct LocalServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl LocalServer {
+    /// Starts a server on a free loopback port, trying a few ports in case one is taken between
+    /// the probe and the start.
+    fn start() -> Result<LocalServer, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port()?;
+            let mut server = LocalServer { port, child: None };
+            match server.restart() {
+                Ok(()) => return Ok(server),
+                Err(reason) => last = reason,
+            }
+        }
+        Err(last)
+    }
+
+    /// Starts the server again on the same port (after [`stop`](Self::stop)), and waits until it
+    /// answers.
+    fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status();
+        if !found.is_ok_and(|status| status.success()) {
+            return Err("redis-server is not installed".to_owned());
+        }
+        let port = self.port.to_string();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"redis-server "$@" & pid=$!; read -r _; kill "$pid"; wait "$pid""#)
+            .arg("sh")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|err| format!("cannot run sh to start redis-server: {err}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if RedisArchive::open(&self.url()).is_ok() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        Err(format!("redis-server on port {port} did not answer PING"))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops the server and waits until it has exited.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            child.wait().expect("wait for the redis-server wrapper");
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|err| format!("no free port: {err}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|err| format!("no free port: {err}"))?
+        .port();
+    Ok(port)
+}
+
+/// The URL of the server shared by this test binary: `ARCHIVE_REDIS_URL`, or a server started once
+/// and kept (as a static, it is never dropped; it exits with this process).
+fn shared_url() -> Result<String, String> {
+    static SHARED: OnceLock<Result<(String, Option<LocalServer>), String>> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| {
+        if let Ok(url) = std::env::var("ARCHIVE_REDIS_URL") {
+            return Ok((url, None));
+        }
+        let server = LocalServer::start()
+            .map_err(|reason| format!("ARCHIVE_REDIS_URL is not set and {reason}"))?;
+        Ok((server.url(), Some(server)))
+    });
+    shared
+        .as_ref()
+        .map(|(url, _)| url.clone())
+        .map_err(Clone::clone)
+}
+
+/// Turns "no server" into a skip with a notice, or into a failure under `ARCHIVE_REDIS_REQUIRED=1`.
+fn or_skip<T>(server: Result<T, String>) -> Option<T> {
+    static NOTICE: Once = Once::new();
+    match server {
+        Ok(server) => Some(server),
+        Err(reason) => {
+            assert!(
+                std::env::var("ARCHIVE_REDIS_REQUIRED").as_deref() != Ok("1"),
+                "ARCHIVE_REDIS_REQUIRED=1, but {reason}"
+            );
+            NOTICE.call_once(|| {
+                // Written to stderr directly, past the test harness's output capture.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOTICE: skipping the Redis tests: {reason}. Set ARCHIVE_REDIS_URL or install \
+                     redis-server to run them."
+                );
+            });
+            None
+        }
+    }
+}
+
+fn unique_prefix() -> String {
+    format!("session-archive-test:{}:", uuid::Uuid::new_v4())
+}
+
+fn open(url: &str, prefix: &str) -> RedisArchive {
+    RedisArchive::builder(url)
+        .prefix(prefix)
+        .open()
+        .expect("open RedisArchive")
+}
+
+/// A fresh archive on the shared server under a prefix of its own.
+fn fresh() -> Option<(String, RedisArchive)> {
+    let url = or_skip(shared_url())?;
+    let archive = open(&url, &unique_prefix());
+    Some((url, archive))
+}
+
+/// A plain connection for looking at the server behind the archive's back.
+fn control(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .expect("parse the URL")
+        .get_connection()
+        .expect("connect the control connection")
+}
+
+/// Whether the shared server is there; the conformance tests run only then.
+fn server_ready() -> bool {
+    or_skip(shared_url()).is_some()
+}
+
+/// The archive of one conformance test: its key prefix comes from the test's own temporary
+/// directory, so reopening on the same directory (the model test's reopen step) reaches the same
+/// data, and from this process's run id, so runs sharing a server never meet.
+fn conformance_archive(dir: &Path) -> RedisArchive {
+    static RUN: OnceLock<uuid::Uuid> = OnceLock::new();
+    let url = shared_url().expect("server_ready checked the server");
+    let test = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let run = RUN.get_or_init(uuid::Uuid::new_v4);
+    open(&url, &format!("session-archive-test:{run}:{test}:"))
+}
+
+session_archive::archive_conformance!(
+    redis_conformance,
+    conformance_archive,
+    persistent,
+    when = server_ready
+);
+
+/// The `redis::RedisError` kept as the source of a backend error.
+fn redis_source(err: &Error) -> &redis::RedisError {
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                backend: "redis",
+                ..
+            }
+        ),
+        "expected a redis backend error, got {err:?}"
+    );
+    err.source()
+        .and_then(|source| source.downcast_ref::<redis::RedisError>())
+        .expect("the source is the RedisError")
+}
+
+#[test]
+fn compare_and_swap_is_atomic_across_connections() {
+    const THREADS: usize = 8;
+    const INCREMENTS: usize = 40;
+    let Some((url, first)) = fresh() else { return };
+    let prefix = first.prefix().to_owned();
+    let barrier = Barrier::new(THREADS);
+    thread::scope(|scope| {
+        for _ in 0..THREADS {
+            // Each thread has its own archive, hence its own connections, as separate app
+            // processes would.
+            let archive = open(&url, &prefix);
+            let barrier = &barrier;
+            scope.spawn(move || {
+                barrier.wait();
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let current = archive.get("counter", "n").unwrap();
+                        let n: usize = current
+                            .as_deref()
+                            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                        let next = (n + 1).to_string();
+                        if archive
+                            .compare_and_swap(
+                                "counter",
+                                "n",
+                                current.as_deref(),
+                                Some(next.as_bytes()),
+                            )
+                            .unwrap()
+                        {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let total = (THREADS * INCREMENTS).to_string();
+    assert_eq!(first.get("counter", "n").unwrap(), Some(total.into_bytes()));
+}
+
+#[test]
+fn a_domain_is_one_hash_named_prefix_and_domain() {
+    let Some((url, archive)) = fresh() else {
+        return;
+    };
+    archive.set("d", "session.json", b"{}").unwrap();
+    archive.set("d", "k", b"\xff\0").unwrap();
+    let mut conn = control(&url);
+    let hash = format!("{}d", archive.prefix());
+    let kind: String = redis::cmd("TYPE").arg(&hash).query(&mut conn).unwrap();
+    assert_eq!(kind, "hash");
+    let value: Vec<u8> = redis::cmd("HGET")
+        .arg(&hash)
+        .arg("k")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(value, b"\xff\0");
+    let fields: u64 = redis::cmd("HLEN").arg(&hash).query(&mut conn).unwrap();
+    assert_eq!(fields, 2);
+    // Removing the last field removes the hash itself.
+    assert!(archive.remove("d", "k").unwrap());
+    assert!(archive.remove("d", "session.json").unwrap());
+    let exists: u64 = redis::cmd("EXISTS").arg(&hash).query(&mut conn).unwrap();
+    assert_eq!(exists, 0);
+}
+
+#[test]
+fn archives_with_other_prefixes_are_invisible() {
+    let Some((url, _)) = fresh() else { return };
+    let base = unique_prefix();
+    // Glob characters in the prefix must not match the other archive's keys.
+    let globby = open(&url, &format!("{base}*?[x]\\:"));
+    let plain = open(&url, &format!("{base}Q?x]\\:"));
+    globby.set("d", "k", b"globby").unwrap();
+    plain.set("d", "k", b"plain").unwrap();
+    plain.set("e", "k", b"plain").unwrap();
+    assert_eq!(
+        globby.domains().collect::<Result<Vec<_>, _>>().unwrap(),
+        ["d"]
+    );
+    let mut listed = plain.domains().collect::<Result<Vec<_>, _>>().unwrap();
+    listed.sort();
+    assert_eq!(listed, ["d", "e"]);
+    assert!(globby.remove_domain("d").unwrap());
+    assert_eq!(plain.get("d", "k").unwrap(), Some(b"plain".to_vec()));
+}
+
+#[test]
+fn a_second_archive_on_the_same_prefix_sees_the_same_data() {
+    let Some((url, first)) = fresh() else { return };
+    let second = open(&url, first.prefix());
+    first.set("d", "k", b"v").unwrap();
+    assert_eq!(second.get("d", "k").unwrap(), Some(b"v".to_vec()));
+    assert!(second.remove_domain("d").unwrap());
+    assert!(!first.has_domain("d").unwrap());
+}
+
+#[test]
+fn names_that_break_the_rule_are_not_listed() {
+    let Some((url, archive)) = fresh() else {
+        return;
+    };
+    let prefix = archive.prefix().to_owned();
+    let mut conn = control(&url);
+    let foreign: [(&[u8], &str); 3] = [
+        (b".hidden", "hash"),
+        (b"not\xffutf8", "hash"),
+        (b"a string", "string"),
+    ];
+    for (name, kind) in foreign {
+        let mut key = prefix.as_bytes().to_vec();
+        key.extend_from_slice(name);
+        if kind == "hash" {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg("k")
+                .arg("v")
+                .query::<()>(&mut conn)
+                .unwrap();
+        } else {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg("v")
+                .query::<()>(&mut conn)
+                .unwrap();
+        }
+    }
+    archive.set("good", "k", b"v").unwrap();
+    redis::cmd("HSET")
+        .arg(format!("{prefix}good"))
+        .arg("a/b")
+        .arg("v")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(
+        archive.domains().collect::<Result<Vec<_>, _>>().unwrap(),
+        ["good"]
+    );
+    assert_eq!(
+        archive.keys("good").collect::<Result<Vec<_>, _>>().unwrap(),
+        ["k"]
+    );
+}
+
+#[test]
+fn foreign_cursors_are_rejected() {
+    let Some((_, archive)) = fresh() else { return };
+    for cursor in ["", "0", "-1", "+1", "x", "1.5"] {
+        assert!(
+            matches!(
+                archive.list_domains(Some(cursor), 10),
+                Err(Error::InvalidCursor { .. })
+            ),
+            "{cursor:?}"
+        );
+        assert!(
+            matches!(
+                archive.list_keys("d", Some(cursor), 10),
+                Err(Error::InvalidCursor { .. })
+            ),
+            "{cursor:?}"
+        );
+    }
+}
+
+#[test]
+fn set_many_checks_every_name_before_writing() {
+    let Some((_, archive)) = fresh() else { return };
+    let err = archive
+        .set_many(&[("a", "k", b"1"), ("b", "..", b"2")])
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
+    assert!(!archive.has_domain("a").unwrap());
+    archive
+        .set_many(&[("a", "k", b"1"), ("b", "k", b"2"), ("a", "k2", b"3")])
+        .unwrap();
+    assert_eq!(archive.get("a", "k2").unwrap(), Some(b"3".to_vec()));
+    archive.set_many(&[]).unwrap();
+}
+
+#[test]
+fn expire_domain_sets_a_ttl_that_redis_enforces() {
+    let Some((url, archive)) = fresh() else {
+        return;
+    };
+    let mut conn = control(&url);
+    let hash = format!("{}d", archive.prefix());
+    let ttl = |conn: &mut redis::Connection| -> i64 {
+        redis::cmd("PTTL").arg(&hash).query(conn).unwrap()
+    };
+
+    archive.set("d", "k", b"v").unwrap();
+    assert_eq!(ttl(&mut conn), -1, "no TTL before expire_domain");
+    let minute = SystemTime::now() + Duration::from_secs(60);
+    assert!(archive.expire_domain("d", minute).unwrap());
+    // About a minute: the expiry time is rounded up to the millisecond, and Redis reads its clock
+    // once per event-loop turn, so a millisecond or two over is expected.
+    let left = ttl(&mut conn);
+    assert!((50_000..=60_005).contains(&left), "{left}");
+    archive.set("d", "k2", b"w").unwrap();
+    assert!(ttl(&mut conn) > 0, "writing a field keeps the TTL");
+
+    // A time in the past removes the domain at once.
+    assert!(archive.expire_domain("d", UNIX_EPOCH).unwrap());
+    assert!(!archive.has_domain("d").unwrap());
+
+    // Redis removes the domain itself once its time comes.
+    archive.set("d", "k", b"v").unwrap();
+    let soon = SystemTime::now() + Duration::from_millis(200);
+    assert!(archive.expire_domain("d", soon).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while archive.has_domain("d").unwrap() {
+        assert!(Instant::now() < deadline, "the domain never expired");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(SystemTime::now() >= soon, "expired before its time");
+
+    // A missing domain: expiry is supported, and nothing is created.
+    assert!(archive.expire_domain("missing", minute).unwrap());
+    assert!(!archive.has_domain("missing").unwrap());
+    assert!(matches!(
+        archive.expire_domain("..", minute),
+        Err(Error::InvalidName { .. })
+    ));
+}
+
+#[test]
+fn refused_connection_is_an_error_at_open() {
+    let port = free_port().unwrap();
+    let err = RedisArchive::open(&format!("redis://127.0.0.1:{port}/0")).unwrap_err();
+    assert!(redis_source(&err).is_connection_refusal(), "{err:?}");
+    assert!(err.to_string().contains("redis"), "{err}");
+}
+
+#[test]
+fn connect_timeout_is_an_error_with_its_source() {
+    // A listener that accepts connections (in the kernel backlog) and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let err = RedisArchive::builder(format!("redis://127.0.0.1:{port}/0"))
+        .connect_timeout(Some(Duration::from_millis(200)))
+        .open()
+        .unwrap_err();
+    assert!(redis_source(&err).is_timeout(), "{err:?}");
+}
+
+#[test]
+fn malformed_url_is_an_error() {
+    let err = RedisArchive::open("http://127.0.0.1/").unwrap_err();
+    redis_source(&err);
+}
+
+#[test]
+fn response_timeout_is_an_error_and_the_archive_recovers() {
+    let Some(server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let archive = RedisArchive::builder(server.url())
+        .response_timeout(Some(Duration::from_millis(200)))
+        .open()
+        .unwrap();
+    archive.set("d", "k", b"v").unwrap();
+    let mut conn = control(&server.url());
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .query::<()>(&mut conn)
+        .unwrap();
+    let err = archive.get("d", "k").unwrap_err();
+    assert!(redis_source(&err).is_timeout(), "{err:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match archive.get("d", "k") {
+            Ok(value) => {
+                assert_eq!(value, Some(b"v".to_vec()));
+                break;
+            }
+            Err(err) => {
+                assert!(Instant::now() < deadline, "never recovered: {err:?}");
+                assert!(redis_source(&err).is_timeout(), "{err:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn reconnects_after_a_server_restart() {
+    let Some(mut server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let archive = open(&server.url(), "app:");
+    // Several threads at once leave several connections idle in the pool.
+    thread::scope(|scope| {
+        for t in 0..8 {
+            let archive = &archive;
+            scope.spawn(move || {
+                for i in 0..50 {
+                    archive
+                        .set(&format!("d{t}"), &format!("k{i}"), b"v")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert!(
+        archive
+            .compare_and_swap("d", "k", None, Some(b"1"))
+            .unwrap()
+    );
+
+    // While the server is down, calls fail with the RedisError as source, and names are still
+    // checked before anything is sent.
+    server.stop();
+    let err = archive.get("d", "k").unwrap_err();
+    redis_source(&err);
+    let err = archive.has_domain("d").unwrap_err();
+    assert!(redis_source(&err).is_connection_refusal(), "{err:?}");
+    assert!(matches!(
+        archive.get("..", "k"),
+        Err(Error::InvalidName { .. })
+    ));
+
+    server.restart().unwrap();
+    assert_eq!(
+        archive.get("d", "k").unwrap(),
+        None,
+        "the server kept no data"
+    );
+
+    // A restart between two calls: the pool holds dead connections. The first call may fail;
+    // every later one works, including compare-and-swap, whose script the new server has never
+    // seen.
+    thread::scope(|scope| {
+        for t in 0..8 {
+            let archive = &archive;
+            scope.spawn(move || {
+                for i in 0..50 {
+                    archive
+                        .set(&format!("d{t}"), &format!("k{i}"), b"v")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    server.stop();
+    server.restart().unwrap();
+    if let Err(err) = archive.get("d", "k") {
+        redis_source(&err);
+    }
+    for i in 0..20 {
+        archive.set("d", &format!("k{i}"), b"v").unwrap();
+        assert!(archive.has("d", &format!("k{i}")).unwrap());
+    }
+    assert!(
+        archive
+            .compare_and_swap("d", "k", None, Some(b"1"))
+            .unwrap()
+    );
+    assert!(
+        archive
+            .compare_and_swap("d", "k", Some(b"1"), None)
+            .unwrap()
+    );
+}
+
+#[test]
+fn archive_is_send_sync_and_debug_shows_no_data() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RedisArchive>();
+    let Some((url, archive)) = fresh() else {
+        return;
+    };
+    archive.set("d", "k", b"secret").unwrap();
+    let debug = format!("{archive:?}");
+    assert!(debug.starts_with("RedisArchive { server: \"127.0.0.1:") || !url.contains("127.0.0.1"));
+    assert!(debug.contains(archive.prefix()), "{debug}");
+    assert!(!debug.contains("secret"), "{debug}");
+}
