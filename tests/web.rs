@@ -1,0 +1,349 @@
+//! The welcome example, end to end: each test runs the real `examples/welcome.rs` binary on an
+//! ephemeral loopback port over a fresh redb file, and drives it over HTTP with reqwest clients
+//! that keep cookie jars.
+//!
+//! `cargo test --all-features` builds the example before running tests. Running this file alone
+//! (`--test web`) does not rebuild it: build it first with
+//! `cargo build --example welcome --features axum`.
+#![cfg(all(feature = "axum", feature = "archive-redb"))]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use session_archive::{ArchiveExt, RedbArchive, SessionId};
+
+/// The example binary, beside this test's own `deps` directory: `target/<profile>/examples/`.
+fn welcome_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("welcome{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --example welcome --features axum` first",
+        binary.display()
+    );
+    binary
+}
+
+/// A running welcome example; killed when dropped.
+struct App {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    url: String,
+}
+
+impl App {
+    fn start(archive: &Path) -> App {
+        let mut child = Command::new(welcome_binary())
+            .args(["--addr", "127.0.0.1:0", "--archive"])
+            .arg(archive)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the welcome example");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut first = String::new();
+        stdout
+            .read_line(&mut first)
+            .expect("reading the example's first line");
+        let url = first
+            .trim_end()
+            .strip_prefix("Listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        App { child, stdout, url }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Sends SIGTERM, waits for a clean exit, and returns what it printed after the first line.
+    #[cfg(unix)]
+    fn terminate(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("waiting for the example");
+        assert!(exit.success(), "{exit}");
+        let mut rest = String::new();
+        self.stdout
+            .read_to_string(&mut rest)
+            .expect("reading the example's output");
+        rest
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        // SIGKILL: the redb file lock goes with the process.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn jar() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .expect("a reqwest client")
+}
+
+fn set_cookies(response: &Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().expect("ASCII Set-Cookie").to_owned())
+        .collect()
+}
+
+/// The one session id a response's `Set-Cookie` hands out, checked to be well formed.
+fn issued_id(response: &Response) -> String {
+    let cookies = set_cookies(response);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let id = cookies[0]
+        .strip_prefix("session-id=")
+        .and_then(|rest| rest.split(';').next())
+        .expect("a session-id cookie");
+    assert!(SessionId::parse(id).is_some(), "{id:?}");
+    id.to_owned()
+}
+
+fn visit(client: &Client, app: &App) -> String {
+    let response = client.get(app.url("/")).send().expect("GET /");
+    assert_eq!(response.status(), 200);
+    response.text().expect("a text body")
+}
+
+/// `POST /name` with the form field `name` (a name of letters only, so no encoding is needed).
+fn post_name(client: &Client, app: &App, name: &str) -> Response {
+    client
+        .post(app.url("/name"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("name={name}"))
+        .send()
+        .expect("POST /name")
+}
+
+fn archive_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("nested/sessions.redb")
+}
+
+#[test]
+fn visits_count_up_for_each_client_and_clients_are_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&archive_path(&dir));
+    let (alice, bob) = (jar(), jar());
+
+    let first = alice.get(app.url("/")).send().unwrap();
+    assert_eq!(first.headers()["content-type"], "text/plain; charset=utf-8");
+    let alice_id = issued_id(&first);
+    assert_eq!(first.text().unwrap(), "Hello World! Visit #1");
+    assert_eq!(visit(&alice, &app), "Hello World! Visit #2");
+    assert_eq!(visit(&alice, &app), "Hello World! Visit #3");
+
+    let bob_first = bob.get(app.url("/")).send().unwrap();
+    let bob_id = issued_id(&bob_first);
+    assert_ne!(bob_id, alice_id);
+    assert_eq!(bob_first.text().unwrap(), "Hello World! Visit #1");
+    assert_eq!(visit(&alice, &app), "Hello World! Visit #4");
+    assert_eq!(visit(&bob, &app), "Hello World! Visit #2");
+}
+
+#[test]
+fn the_cookie_is_http_only_lax_path_root_and_not_secure_over_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&archive_path(&dir));
+    let client = jar();
+    let first = client.get(app.url("/")).send().unwrap();
+    let id = issued_id(&first);
+    let cookie = &set_cookies(&first)[0];
+    let attributes: Vec<&str> = cookie.split("; ").skip(1).collect();
+    assert!(attributes.contains(&"HttpOnly"), "{cookie}");
+    assert!(attributes.contains(&"SameSite=Lax"), "{cookie}");
+    assert!(attributes.contains(&"Path=/"), "{cookie}");
+    assert!(!attributes.contains(&"Secure"), "{cookie}");
+
+    // Later writes refresh the same id.
+    let second = client.get(app.url("/")).send().unwrap();
+    assert_eq!(issued_id(&second), id);
+}
+
+#[test]
+fn post_name_sets_the_name_and_redirects_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&archive_path(&dir));
+    let client = jar();
+    assert_eq!(visit(&client, &app), "Hello World! Visit #1");
+    let response = post_name(&client, &app, "Ferris");
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/");
+    assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
+
+    // A first-time visitor can set a name too; the session starts with it.
+    let newcomer = jar();
+    let response = post_name(&newcomer, &app, "Ada");
+    assert_eq!(response.status(), 303);
+    issued_id(&response);
+    assert_eq!(visit(&newcomer, &app), "Hello Ada! Visit #1");
+}
+
+#[cfg(unix)]
+#[test]
+fn restarting_on_the_same_archive_keeps_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive_path(&dir);
+    let client = jar();
+
+    let app = App::start(&path);
+    assert_eq!(visit(&client, &app), "Hello World! Visit #1");
+    post_name(&client, &app, "Ferris");
+    let rest = app.terminate();
+    assert_eq!(rest, "Stopped; sessions closed\n");
+
+    // A graceful stop closed the file; a new process opens it and finds the session.
+    let app = App::start(&path);
+    assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
+    drop(app); // SIGKILL: acknowledged writes survive a crash too.
+
+    let app = App::start(&path);
+    assert_eq!(visit(&client, &app), "Hello Ferris! Visit #3");
+}
+
+#[test]
+fn hostile_cookies_get_a_fresh_id_and_are_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive_path(&dir);
+    let app = App::start(&path);
+    let unknown = SessionId::generate().to_string();
+    let plain = Client::new();
+    for hostile in ["../../etc", "..", unknown.as_str(), "", "%2e%2e%2f", "."] {
+        let response = plain
+            .get(app.url("/"))
+            .header(COOKIE, format!("session-id={hostile}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{hostile:?}");
+        let id = issued_id(&response);
+        assert_ne!(id, hostile);
+        let cookie = &set_cookies(&response)[0];
+        if !hostile.is_empty() {
+            assert!(!cookie.contains(hostile), "{hostile:?} echoed in {cookie}");
+        }
+        assert_eq!(
+            response.text().unwrap(),
+            "Hello World! Visit #1",
+            "{hostile:?}"
+        );
+    }
+    drop(app);
+
+    // Only server-made ids were stored: never the unknown uuid, never a path.
+    let archive = RedbArchive::open(&path).unwrap();
+    let domains: Vec<String> = archive.domains().collect::<Result<_, _>>().unwrap();
+    let sessions: Vec<&String> = domains
+        .iter()
+        .filter(|domain| SessionId::parse(domain).is_some())
+        .collect();
+    assert_eq!(sessions.len(), 6, "{domains:?}");
+    assert!(!domains.contains(&unknown));
+    assert!(
+        domains.iter().all(|d| SessionId::parse(d).is_some()
+            || d.starts_with("expiry-")
+            || d == "sweep-cursor"),
+        "{domains:?}"
+    );
+}
+
+#[test]
+fn concurrent_requests_with_one_cookie_count_every_visit() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&archive_path(&dir));
+    let client = jar();
+    assert_eq!(visit(&client, &app), "Hello World! Visit #1");
+
+    let mut seen: Vec<u64> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..24)
+            .map(|_| {
+                let client = client.clone();
+                let app = &app;
+                scope.spawn(move || {
+                    let body = visit(&client, app);
+                    body.strip_prefix("Hello World! Visit #")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("unexpected body {body:?}"))
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    seen.sort_unstable();
+    assert_eq!(seen, (2..=25).collect::<Vec<u64>>());
+    assert_eq!(visit(&client, &app), "Hello World! Visit #26");
+}
+
+#[test]
+fn logout_resets_the_session_and_the_old_cookie_no_longer_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&archive_path(&dir));
+    let client = jar();
+    let first = client.get(app.url("/")).send().unwrap();
+    let old = issued_id(&first);
+    post_name(&client, &app, "Ferris");
+    assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
+
+    let logout = client.post(app.url("/logout")).send().unwrap();
+    assert_eq!(logout.status(), 200);
+    let cookies = set_cookies(&logout);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
+    assert!(cookies[0].contains("Max-Age=0"), "{}", cookies[0]);
+
+    let after = client.get(app.url("/")).send().unwrap();
+    let new = issued_id(&after);
+    assert_ne!(new, old);
+    assert_eq!(after.text().unwrap(), "Hello World! Visit #1");
+
+    let replay = Client::new()
+        .get(app.url("/"))
+        .header(COOKIE, format!("session-id={old}"))
+        .send()
+        .unwrap();
+    let replay_id = issued_id(&replay);
+    assert_ne!(replay_id, old);
+    assert_ne!(replay_id, new);
+    assert_eq!(replay.text().unwrap(), "Hello World! Visit #1");
+}
+
+#[test]
+fn a_second_instance_on_a_held_archive_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive_path(&dir);
+    let _app = App::start(&path);
+    let output = Command::new(welcome_binary())
+        .args(["--addr", "127.0.0.1:0", "--archive"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already open"), "{stderr}");
+}
