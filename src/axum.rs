@@ -256,7 +256,7 @@ impl Slot {
 ///     session.save().await?;
 ///     Ok(Redirect::to("/"))
 /// }
-/// # let _ = axum::routing::post(set_name);
+/// # let _: axum::routing::MethodRouter = axum::routing::post(set_name);
 /// ```
 pub struct Session<T> {
     core: crate::Session<T>,
@@ -335,7 +335,7 @@ where
     /// async fn whoami(session: Session<u32>) -> String {
     ///     session.id().to_string()
     /// }
-    /// # let _ = axum::routing::get(whoami);
+    /// # let _: axum::routing::MethodRouter = axum::routing::get(whoami);
     /// ```
     pub fn id(&self) -> &SessionId {
         self.core.id()
@@ -351,7 +351,7 @@ where
     /// async fn greet(session: Session<u32>) -> &'static str {
     ///     if session.is_new() { "Welcome!" } else { "Welcome back!" }
     /// }
-    /// # let _ = axum::routing::get(greet);
+    /// # let _: axum::routing::MethodRouter = axum::routing::get(greet);
     /// ```
     pub fn is_new(&self) -> bool {
         self.core.is_new()
@@ -373,7 +373,7 @@ where
     ///     session.push("seen".into());
     ///     session.save().await
     /// }
-    /// # let _ = axum::routing::post(remember);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(remember);
     /// ```
     pub async fn save(&mut self) -> Result<(), SessionError> {
         self.run(CookieEffect::Refresh, crate::Session::save).await
@@ -395,7 +395,7 @@ where
     ///     session.load().await?;
     ///     Ok(session.to_string())
     /// }
-    /// # let _ = axum::routing::get(reread);
+    /// # let _: axum::routing::MethodRouter = axum::routing::get(reread);
     /// ```
     pub async fn load(&mut self) -> Result<(), SessionError> {
         self.run(CookieEffect::Keep, crate::Session::load).await
@@ -422,7 +422,7 @@ where
     ///     }).await?;
     ///     Ok(format!("Visit #{n}"))
     /// }
-    /// # let _ = axum::routing::get(count);
+    /// # let _: axum::routing::MethodRouter = axum::routing::get(count);
     /// ```
     pub async fn update<R>(
         &mut self,
@@ -453,7 +453,7 @@ where
     ///     session.save().await?;
     ///     session.regenerate().await
     /// }
-    /// # let _ = axum::routing::post(login);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
     /// ```
     pub async fn regenerate(&mut self) -> Result<(), SessionError> {
         self.run(CookieEffect::Refresh, crate::Session::regenerate)
@@ -477,7 +477,7 @@ where
     ///     session.destroy().await?;
     ///     Ok("Bye")
     /// }
-    /// # let _ = axum::routing::post(logout);
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(logout);
     /// ```
     pub async fn destroy(&mut self) -> Result<(), SessionError> {
         self.run(CookieEffect::Remove, crate::Session::destroy)
