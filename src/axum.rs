@@ -17,7 +17,7 @@
 //!   regenerated id reaches the client); after `destroy` it carries
 //!   [`Sessions::removal_cookie`].
 //! - Errors are [`SessionError`]s, which become HTTP responses: see its
-//!   [`IntoResponse`](::axum::response::IntoResponse) impl for the status of each kind.
+//!   `IntoResponse` impl for the status of each kind.
 //!
 //! The extractor takes its [`Sessions`] from the layer, so it works with any router state.
 //! Applying the layer with [`Router::layer`](::axum::Router::layer) covers every route.
@@ -511,6 +511,8 @@ where
         let sessions = self.core.sessions();
         match effect {
             CookieEffect::Keep => {}
+            // A never-saved session (regenerate only drew a new id) has nothing to point to.
+            CookieEffect::Refresh if self.core.is_new() => {}
             CookieEffect::Refresh => self.slot.set(&sessions.set_cookie(&self.core)),
             CookieEffect::Remove => self.slot.set(&sessions.removal_cookie()),
         }

@@ -205,6 +205,16 @@ fn regenerate_sends_the_new_id_and_the_old_one_stops_working() {
 }
 
 #[test]
+fn regenerate_before_any_save_sets_no_cookie_and_writes_nothing() {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let response = jar().post(server.url("/login")).send().unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(set_cookies(&response).is_empty());
+    assert!(domains(&archive).is_empty());
+}
+
+#[test]
 fn destroy_expires_the_cookie_and_removes_the_session() {
     let archive = Arc::new(MemoryArchive::new());
     let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
