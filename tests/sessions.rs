@@ -2,21 +2,39 @@
 //!
 //! Each behaviour is one function in `behaviour` taking a fresh, empty `Arc<dyn Archive>`;
 //! `session_tests!(module, |dir: &Path| archive)` makes one `#[test]` per behaviour, with a fresh
-//! temporary directory for each. Adding a backend is one more `session_tests!` line.
+//! temporary directory for each. Adding a backend is one more `session_tests!` line. A backend
+//! that needs a server adds `when = ready`: `ready()` runs first in every test, and the test
+//! returns without running when it gives `false` (it prints why, or panics where a missing server
+//! must fail the run).
+//!
+//! On Redis the whole suite runs on one shared server, each test under its own key prefix, and
+//! `redis_sessions` adds what only a server shared between processes can show: two app instances
+//! on one server, `update` across connections, and expiry by Redis's own TTLs.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use session_archive::{Archive, MemoryArchive};
 
+#[cfg(feature = "archive-redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 macro_rules! session_tests {
     ($module:ident, $factory:expr $(,)?) => {
+        session_tests!($module, $factory, when = || true);
+    };
+    ($module:ident, $factory:expr, when = $ready:expr $(,)?) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
 
             fn open(dir: &::std::path::Path) -> ::std::sync::Arc<dyn ::session_archive::Archive> {
                 ::std::sync::Arc::new(($factory)(dir))
+            }
+
+            fn ready() -> bool {
+                ($ready)()
             }
 
             session_tests!(@each
@@ -61,6 +79,9 @@ macro_rules! session_tests {
         $(
             #[test]
             fn $behaviour() {
+                if !ready() {
+                    return;
+                }
                 let dir = ::tempfile::tempdir().expect("create a temporary directory");
                 super::behaviour::$behaviour(&open(dir.path()));
             }
@@ -81,6 +102,16 @@ session_tests!(dir, |dir: &Path| session_archive::DirArchive::open(
     dir.join("sessions")
 )
 .expect("open the directory archive"));
+// Every test opens the shared server under a key prefix of its own.
+#[cfg(feature = "archive-redis")]
+session_tests!(
+    redis,
+    |_dir: &Path| redis_server::open(
+        &redis_server::shared_url().expect("ready() checked the server"),
+        &redis_server::unique_prefix()
+    ),
+    when = redis_server::server_ready
+);
 
 #[test]
 fn debug_shows_the_id_but_not_the_state() {
@@ -105,6 +136,224 @@ fn sessions_and_sessions_handles_can_move_between_threads() {
     send_static::<session_archive::Session<String>>();
 }
 
+/// What only a server shared between processes shows. Each `RedisArchive` here stands for one
+/// app instance: it has connections of its own.
+#[cfg(feature = "archive-redis")]
+mod redis_sessions {
+    use std::sync::Barrier;
+    use std::thread;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use session_archive::{Archive, ArchiveExt, Error, RedisArchive, Sessions};
+
+    use super::behaviour::unix_secs;
+    use super::redis_server::{control, open, or_skip, shared_url, unique_prefix};
+
+    /// The server's URL and a key prefix no other test uses.
+    fn namespace() -> Option<(String, String)> {
+        let url = or_skip(shared_url())?;
+        Some((url, unique_prefix()))
+    }
+
+    /// The expiry index as (bucket domain, session id) pairs.
+    fn index_entries(archive: &RedisArchive) -> Vec<(String, String)> {
+        let mut entries = Vec::new();
+        for domain in archive.domains() {
+            let domain = domain.expect("list domains");
+            if domain.starts_with("expiry-") {
+                for id in archive.keys(&domain) {
+                    entries.push((domain.clone(), id.expect("list keys")));
+                }
+            }
+        }
+        entries
+    }
+
+    fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
+        redis::cmd("PTTL").arg(key).query(conn).expect("PTTL")
+    }
+
+    #[test]
+    fn two_app_instances_see_each_others_sessions() {
+        let Some((url, prefix)) = namespace() else {
+            return;
+        };
+        let a = Sessions::new(open(&url, &prefix));
+        let b = Sessions::new(open(&url, &prefix));
+
+        // Saved on one, started on the other.
+        let mut on_a = a.start(None, "from a".to_owned()).unwrap();
+        on_a.save().unwrap();
+        let id = on_a.id().to_string();
+        let mut on_b = b.start(Some(&id), String::new()).unwrap();
+        assert_eq!(on_b.id().as_str(), id);
+        assert!(!on_b.is_new());
+        assert_eq!(*on_b, "from a");
+
+        // Updated on the other, loaded and started on the first.
+        on_b.update(|s| s.push_str(", then b")).unwrap();
+        on_a.load().unwrap();
+        assert_eq!(*on_a, "from a, then b");
+        assert_eq!(
+            *a.start(Some(&id), String::new()).unwrap(),
+            "from a, then b"
+        );
+
+        // And the other way round.
+        let mut second = b.start(None, "from b".to_owned()).unwrap();
+        second.save().unwrap();
+        let resumed = a.start(Some(second.id().as_str()), String::new()).unwrap();
+        assert_eq!(*resumed, "from b");
+
+        // Destroyed on one: unknown to the other, whose handle cannot bring it back.
+        on_b.destroy().unwrap();
+        let fresh = a.start(Some(&id), String::new()).unwrap();
+        assert!(fresh.is_new());
+        assert_ne!(fresh.id().as_str(), id);
+        assert!(matches!(on_a.load(), Err(Error::SessionGone { .. })));
+        assert!(matches!(on_a.save(), Err(Error::SessionGone { .. })));
+        assert!(!open(&url, &prefix).has_domain(&id).unwrap());
+        assert_eq!(
+            *a.start(Some(second.id().as_str()), String::new()).unwrap(),
+            "from b"
+        );
+    }
+
+    #[test]
+    fn update_loses_no_writes_across_connections() {
+        const THREADS: usize = 8;
+        const ROUNDS: usize = 25;
+        let Some((url, prefix)) = namespace() else {
+            return;
+        };
+        let mut session = Sessions::new(open(&url, &prefix))
+            .start(None, 0_usize)
+            .unwrap();
+        session.save().unwrap();
+        let id = session.id().to_string();
+        let barrier = Barrier::new(THREADS);
+        thread::scope(|scope| {
+            for _ in 0..THREADS {
+                // Its own archive, hence its own connections, as another app process would have.
+                let sessions = Sessions::new(open(&url, &prefix));
+                let (barrier, id) = (&barrier, &id);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for _ in 0..ROUNDS {
+                        let mut session = sessions.start(Some(id), 0).unwrap();
+                        assert_eq!(session.id().as_str(), id);
+                        session.update(|n| *n += 1).unwrap();
+                    }
+                });
+            }
+        });
+        session.load().unwrap();
+        assert_eq!(*session, THREADS * ROUNDS);
+    }
+
+    #[test]
+    fn saves_set_a_ttl_on_the_session_hash() {
+        let Some((url, prefix)) = namespace() else {
+            return;
+        };
+        let mut conn = control(&url);
+        let sessions = Sessions::builder(open(&url, &prefix))
+            .idle_timeout(Duration::from_secs(600))
+            .absolute_lifetime(Duration::from_secs(3600))
+            .build();
+        let mut session = sessions.start(None, 0_u64).unwrap();
+        session.save().unwrap();
+        let hash = format!("{prefix}{}", session.id());
+        // The idle timeout, less the part of a second that whole-second timestamps drop, and
+        // whatever time a slow machine took since the save.
+        let expected = 590_000..=600_000;
+        let left = pttl(&mut conn, &hash);
+        assert!(expected.contains(&left), "{left}");
+        session.update(|n| *n += 1).unwrap();
+        let left = pttl(&mut conn, &hash);
+        assert!(expected.contains(&left), "after update: {left}");
+
+        // The earlier of the two limits sets the TTL.
+        let prefix = unique_prefix();
+        let short = Sessions::builder(open(&url, &prefix))
+            .idle_timeout(Duration::from_secs(600))
+            .absolute_lifetime(Duration::from_secs(60))
+            .build();
+        let mut session = short.start(None, 0_u64).unwrap();
+        session.save().unwrap();
+        let left = pttl(&mut conn, &format!("{prefix}{}", session.id()));
+        assert!((50_000..=60_000).contains(&left), "{left}");
+
+        // Without expiry, no TTL.
+        let prefix = unique_prefix();
+        let endless = Sessions::builder(open(&url, &prefix))
+            .idle_timeout(None)
+            .absolute_lifetime(None)
+            .build();
+        let mut session = endless.start(None, 0_u64).unwrap();
+        session.save().unwrap();
+        assert_eq!(pttl(&mut conn, &format!("{prefix}{}", session.id())), -1);
+    }
+
+    /// The one test that waits for real time: Redis expires keys by its own clock.
+    #[test]
+    fn redis_removes_expired_sessions_and_the_sweep_stays_correct() {
+        let Some((url, prefix)) = namespace() else {
+            return;
+        };
+        let observer = open(&url, &prefix);
+        // Whole-second timestamps make a 2 s idle timeout a TTL of 1 s to 2 s.
+        let sessions = Sessions::builder(open(&url, &prefix))
+            .idle_timeout(Duration::from_secs(2))
+            .absolute_lifetime(None)
+            .sweep_granularity(Duration::from_secs(1))
+            .build();
+        let mut session = sessions.start(None, 1_u64).unwrap();
+        session.save().unwrap();
+        let id = session.id().to_string();
+        // The latest second the session can expire in; waiting for it too keeps the sweep below
+        // from missing the session's bucket should this machine's clock lag the server's.
+        let latest = unix_secs(SystemTime::now()) + 2;
+
+        // Nothing in this process removes the session: only Redis can.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while observer.has_domain(&id).unwrap() || unix_secs(SystemTime::now()) < latest {
+            assert!(Instant::now() < deadline, "Redis never removed the session");
+            thread::sleep(Duration::from_millis(50));
+        }
+        let entries = index_entries(&observer);
+        let Some((bucket, _)) = entries.iter().find(|(_, entry)| *entry == id) else {
+            panic!("the index entry went with the session: {entries:?}");
+        };
+
+        // The id is unknown now: a fresh one, and nothing written under the old.
+        let fresh = sessions.start(Some(&id), 0).unwrap();
+        assert!(fresh.is_new());
+        assert_ne!(fresh.id().as_str(), id);
+        assert!(!observer.has_domain(&id).unwrap());
+
+        // A live session, with at least a second left.
+        let mut live = sessions.start(None, 2_u64).unwrap();
+        live.save().unwrap();
+        let live_id = live.id().to_string();
+
+        // The sweep drops the entry of the session Redis removed, without error, and does not
+        // count it: it returns how many sessions it removed itself. The live one stays.
+        assert_eq!(sessions.sweep().unwrap(), 0);
+        let entries = index_entries(&observer);
+        assert!(entries.iter().all(|(_, entry)| *entry != id), "{entries:?}");
+        assert!(
+            entries.iter().any(|(_, entry)| *entry == live_id),
+            "{entries:?}"
+        );
+        // The index domains carry no TTL; the sweep keeps them from piling up by draining every
+        // bucket it has passed, and Redis deletes a hash with its last field.
+        assert!(!observer.has_domain(bucket).unwrap(), "{bucket} was kept");
+        assert!(observer.has_domain(&live_id).unwrap());
+        assert_eq!(*sessions.start(Some(&live_id), 0).unwrap(), 2);
+    }
+}
+
 #[expect(
     clippy::unwrap_used,
     reason = "these are the bodies of the #[test] fns that session_tests! stamps out"
@@ -117,8 +366,8 @@ mod behaviour {
 
     use serde::{Deserialize, Serialize};
     use session_archive::{
-        Archive, ArchiveExt, Error, META_KEY, ManualClock, Page, Result, STATE_KEY, SessionId,
-        Sessions,
+        Archive, ArchiveExt, Clock, Error, META_KEY, ManualClock, Page, Result, STATE_KEY,
+        SessionId, Sessions,
     };
 
     #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,10 +379,19 @@ mod behaviour {
     }
 
     const SEED_ID: &str = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
-    const T0: u64 = 1_700_000_000;
-
+    /// A manual clock, started at the real time in whole seconds. Backends with native expiry
+    /// (Redis) compare the expiry times the session layer gives them with their own clock: a
+    /// manual clock in the past would have Redis drop every session the moment it is saved. One
+    /// that starts now and only moves forward never has the server drop a session the session
+    /// layer still holds live.
     fn clock() -> ManualClock {
-        ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(T0))
+        ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs(SystemTime::now())))
+    }
+
+    pub fn unix_secs(time: SystemTime) -> u64 {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("a time after 1970")
+            .as_secs()
     }
 
     fn domains(archive: &dyn Archive) -> BTreeSet<String> {
@@ -221,7 +479,9 @@ mod behaviour {
             state_bytes(&**archive, &id).unwrap(),
             br#"{"Name":"World","n":0}"#
         );
-        let keys: Vec<String> = archive.keys(&id).collect::<Result<_>>().unwrap();
+        // Listing order is the backend's (Redis has none), so compare sorted.
+        let mut keys: Vec<String> = archive.keys(&id).collect::<Result<_>>().unwrap();
+        keys.sort();
         assert_eq!(keys, [META_KEY, STATE_KEY]);
     }
 
@@ -611,6 +871,7 @@ mod behaviour {
 
     pub fn reads_refresh_last_seen_only_when_it_has_aged(archive: &Arc<dyn Archive>) {
         let clock = clock();
+        let t0 = unix_secs(clock.now());
         let sessions = expiring(archive, &clock, 800); // refresh after 800 / 8 = 100 s
         let id = saved(&sessions, "user");
         let meta = |archive: &dyn Archive| archive.get(&id, META_KEY).unwrap().unwrap();
@@ -628,8 +889,8 @@ mod behaviour {
         assert_ne!(second, first);
         let seen =
             |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap()["seen"].clone();
-        assert_eq!(seen(&second), T0 + 101);
-        assert_eq!(seen(&first), T0);
+        assert_eq!(seen(&second), t0 + 101);
+        assert_eq!(seen(&first), t0);
     }
 
     pub fn expired_sessions_are_removed_on_start(archive: &Arc<dyn Archive>) {
@@ -713,7 +974,7 @@ mod behaviour {
         let sessions = expiring(archive, &clock, 800);
         let id = saved(&sessions, "user");
         clock.advance(Duration::from_secs(700));
-        sessions.start(Some(&id), State::default()).unwrap(); // moves its expiry to T0 + 1500
+        sessions.start(Some(&id), State::default()).unwrap(); // moves its expiry to t0 + 1500
         clock.advance(Duration::from_secs(200));
         assert_eq!(sessions.sweep().unwrap(), 0);
         assert!(archive.has_domain(&id).unwrap());
@@ -772,19 +1033,20 @@ mod behaviour {
     pub fn saves_ask_the_backend_to_expire_the_domain(archive: &Arc<dyn Archive>) {
         let spy = Arc::new(Spy::new(Arc::clone(archive)));
         let clock = clock();
+        let t0 = unix_secs(clock.now());
         let sessions = expiring(&(Arc::clone(&spy) as Arc<dyn Archive>), &clock, 600);
         let id = saved(&sessions, "user");
         let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         assert_eq!(
             spy.expiries.lock().expect("spy lock").last(),
-            Some(&(id.clone(), at(T0 + 600)))
+            Some(&(id.clone(), at(t0 + 600)))
         );
         clock.advance(Duration::from_secs(10));
         let mut session = sessions.start(Some(&id), State::default()).unwrap();
         session.update(|s| s.n += 1).unwrap();
         let expiries = spy.expiries.lock().expect("spy lock").clone();
         assert_eq!(expiries.len(), 2, "{expiries:?}");
-        assert_eq!(expiries[1], (id, at(T0 + 600)));
+        assert_eq!(expiries[1], (id, at(t0 + 600)));
     }
 
     pub fn cookie_header_yields_only_valid_ids(archive: &Arc<dyn Archive>) {
