@@ -24,6 +24,10 @@ const TOUCH_FRACTION: u64 = 8;
 
 const INDEX_PREFIX: &str = "expiry-";
 const CURSOR_DOMAIN: &str = "sweep-cursor";
+/// How long an index bucket outlives its last session on backends with native expiry, so that
+/// an app that never sweeps does not grow the index forever, and one that sweeps at least this
+/// often still sees every entry.
+const INDEX_GRACE_SECS: u64 = 7 * 24 * 60 * 60;
 const CURSOR_KEY: &str = "bucket";
 
 /// The timestamps kept under [`META_KEY`], in unix seconds.
@@ -170,13 +174,21 @@ impl Inner {
                 )?;
                 self.cursor_ready.store(true, Ordering::Release);
             }
-            self.archive
-                .set(&bucket_domain(self.bucket(at)), id.as_str(), b"")?;
+            let bucket = self.bucket(at);
+            let domain = bucket_domain(bucket);
+            self.archive.set(&domain, id.as_str(), b"")?;
+            // On backends that expire domains themselves (Redis), the index must not outlive
+            // the sessions in it when the app never sweeps: the bucket expires a grace period
+            // after its last session does. A sweep within that grace still sees every entry.
+            let bucket_end = bucket
+                .saturating_add(1)
+                .saturating_mul(self.config.sweep_granularity);
+            self.archive.expire_domain(
+                &domain,
+                unix_time(bucket_end.saturating_add(INDEX_GRACE_SECS)),
+            )?;
         }
-        let at = UNIX_EPOCH
-            .checked_add(Duration::from_secs(at))
-            .unwrap_or(UNIX_EPOCH);
-        self.archive.expire_domain(id.as_str(), at)?;
+        self.archive.expire_domain(id.as_str(), unix_time(at))?;
         Ok(())
     }
 
@@ -204,6 +216,13 @@ impl Inner {
             .expires_at(meta)
             .is_some_and(|at| self.bucket(at) == bucket))
     }
+}
+
+/// A time in unix seconds as a `SystemTime`, saturating far in the future.
+fn unix_time(secs: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX)))
 }
 
 fn bucket_domain(bucket: u64) -> String {
