@@ -389,14 +389,16 @@ pub trait Archive: Send + Sync {
     /// ```
     fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page>;
 
-    /// Stores several entries. Each entry is stored atomically, as by [`set`](Archive::set); the
-    /// batch as a whole is not atomic, so after an error some earlier entries may be stored.
-    /// Backends override this to write a batch in one transaction (one fsync on redb); the
-    /// default calls `set` for each entry.
+    /// Stores several entries. Every name is checked first, so an invalid name anywhere in the
+    /// batch writes nothing. Each entry is then stored atomically, as by [`set`](Archive::set);
+    /// the batch as a whole is atomic only where the backend says so (redb writes it in one
+    /// transaction, with one fsync), so after a storage error some earlier entries may be stored.
+    /// The default checks every name, then calls `set` for each entry.
     ///
     /// # Errors
     ///
-    /// The first error met. Names are checked as by `set`.
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for the first bad name, before anything
+    /// is written; otherwise the first storage error met.
     ///
     /// # Examples
     ///
@@ -406,9 +408,16 @@ pub trait Archive: Send + Sync {
     /// let archive = MemoryArchive::new();
     /// archive.set_many(&[("a", "k", b"1"), ("b", "k", b"2")])?;
     /// assert_eq!(archive.get("b", "k")?, Some(b"2".to_vec()));
+    ///
+    /// // One bad name and nothing of the batch is written.
+    /// assert!(archive.set_many(&[("a", "k", b"changed"), ("..", "k", b"x")]).is_err());
+    /// assert_eq!(archive.get("a", "k")?, Some(b"1".to_vec()));
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
+        entries
+            .iter()
+            .try_for_each(|(domain, key, _)| crate::name::validate_entry(domain, key))?;
         entries
             .iter()
             .try_for_each(|(domain, key, value)| self.set(domain, key, value))

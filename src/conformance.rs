@@ -515,7 +515,7 @@ fn assert_invalid<T: std::fmt::Debug>(
 }
 
 /// Every operation refuses every kind of invalid domain and key with [`Error::InvalidName`], and
-/// nothing is written.
+/// nothing is written: not even the valid entries of a `set_many` batch that holds a bad name.
 pub fn invalid_names_are_rejected_and_nothing_is_written(archive: &dyn Archive) {
     use NameKind::{Domain, Key};
     archive.set("valid", "k", b"before").expect("set");
@@ -562,7 +562,11 @@ pub fn invalid_names_are_rejected_and_nothing_is_written(archive: &dyn Archive) 
             bad,
             "set_many",
         );
-        archive.set("valid", "k", b"before").expect("restore");
+        assert_eq!(
+            archive.get("valid", "k").expect("get"),
+            Some(b"before".to_vec()),
+            "set_many wrote part of a batch holding the invalid name {bad:?}"
+        );
     }
     assert_eq!(all_domains(archive), ["valid"]);
     assert_eq!(all_keys(archive, "valid"), ["k"]);
