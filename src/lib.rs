@@ -25,7 +25,7 @@
 //! | `archive-redis` | no | `RedisArchive`: a Redis or Valkey server shared by many app instances |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
 //! | `axum` | no | axum 0.8 integration |
-//! | `cli` | no | the `session-archive` command-line tool |
+//! | `cli` | no | the `session-archive` command-line tool, and the `cli` module behind it |
 
 // The README's Rust examples run as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]
@@ -33,6 +33,8 @@
 struct ReadmeDoctests;
 
 mod archive;
+#[cfg(all(feature = "cli", unix))]
+pub mod cli;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
