@@ -43,9 +43,7 @@ use crate::{DirArchive, RedbArchive, RedisArchive, Sessions};
 #[non_exhaustive]
 pub enum CliError {
     /// The spec names no known kind of archive.
-    #[error(
-        "unknown archive {spec:?}: expected dir:PATH, redb:PATH or redis://HOST:PORT/DB"
-    )]
+    #[error("unknown archive {spec:?}: expected dir:PATH, redb:PATH or redis://HOST:PORT/DB")]
     UnknownScheme {
         /// The spec as given.
         spec: String,
@@ -115,7 +113,9 @@ pub enum CliError {
     },
 
     /// A duration argument is not a number followed by `s`, `m`, `h` or `d`.
-    #[error("invalid duration {text:?}: expected a whole number and a unit, such as 90s, 30m, 12h or 7d")]
+    #[error(
+        "invalid duration {text:?}: expected a whole number and a unit, such as 90s, 30m, 12h or 7d"
+    )]
     Duration {
         /// The text as given.
         text: String,
@@ -437,6 +437,10 @@ pub struct MigrateOptions {
     pub batch_entries: usize,
     /// The most value bytes written in one `set_many` call (a batch holds at least one entry).
     pub batch_bytes: usize,
+    /// How many domains to ask the source for per listing page. Larger pages cost memory for
+    /// the names only, and make a directory tree's listing, which rereads the whole directory
+    /// for every page, that much cheaper.
+    pub list_page: usize,
 }
 
 impl Default for MigrateOptions {
@@ -446,6 +450,7 @@ impl Default for MigrateOptions {
             verify: false,
             batch_entries: 1000,
             batch_bytes: 8 * 1024 * 1024,
+            list_page: 16 * 1024,
         }
     }
 }
@@ -510,34 +515,73 @@ pub fn migrate(
     if !options.merge && to.domains().next().transpose()?.is_some() {
         return Err(CliError::TargetNotEmpty);
     }
-    let mut batch = Batch::default();
-    let mut done = Migrated::default();
-    for domain in from.domains() {
-        let domain = domain?;
-        for key in from.keys(&domain) {
+    let mut copy = Copy {
+        from,
+        to,
+        options,
+        progress,
+        batch: Batch::default(),
+        done: Migrated::default(),
+    };
+    let mut cursor = None;
+    loop {
+        let page = from.list_domains(cursor.as_deref(), options.list_page.max(1))?;
+        for domain in page.names {
+            copy.domain(domain)?;
+        }
+        cursor = page.cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    copy.flush()?;
+    Ok(copy.done)
+}
+
+/// A migration under way.
+struct Copy<'a> {
+    from: &'a dyn Archive,
+    to: &'a dyn Archive,
+    options: &'a MigrateOptions,
+    progress: &'a mut dyn FnMut(&Migrated),
+    batch: Batch,
+    done: Migrated,
+}
+
+impl Copy<'_> {
+    /// Queues every entry of `domain`, writing the batch whenever it is full.
+    fn domain(&mut self, domain: String) -> Result<(), CliError> {
+        for key in self.from.keys(&domain) {
             let key = key?;
-            let value = from.get(&domain, &key).map_err(|source| CliError::Entry {
-                operation: "read it from the source",
-                domain: domain.clone(),
-                key: key.clone(),
-                source,
-            })?;
+            let value = self
+                .from
+                .get(&domain, &key)
+                .map_err(|source| CliError::Entry {
+                    operation: "read it from the source",
+                    domain: domain.clone(),
+                    key: key.clone(),
+                    source,
+                })?;
             // A key removed since it was listed is no longer part of the source.
             let Some(value) = value else { continue };
-            batch.bytes += value.len();
-            batch.entries.push((domain.clone(), key, value));
-            if batch.entries.len() >= options.batch_entries.max(1)
-                || batch.bytes >= options.batch_bytes
+            self.batch.bytes += value.len();
+            self.batch.entries.push((domain.clone(), key, value));
+            if self.batch.entries.len() >= self.options.batch_entries.max(1)
+                || self.batch.bytes >= self.options.batch_bytes
             {
-                batch.flush(to, options.verify, &mut done)?;
-                progress(&done);
+                self.flush()?;
             }
         }
-        batch.domains_queued += 1;
+        self.batch.domains_queued += 1;
+        Ok(())
     }
-    batch.flush(to, options.verify, &mut done)?;
-    progress(&done);
-    Ok(done)
+
+    fn flush(&mut self) -> Result<(), CliError> {
+        self.batch
+            .flush(self.to, self.options.verify, &mut self.done)?;
+        (self.progress)(&self.done);
+        Ok(())
+    }
 }
 
 /// The entries read but not yet written.
@@ -550,7 +594,12 @@ struct Batch {
 }
 
 impl Batch {
-    fn flush(&mut self, to: &dyn Archive, verify: bool, done: &mut Migrated) -> Result<(), CliError> {
+    fn flush(
+        &mut self,
+        to: &dyn Archive,
+        verify: bool,
+        done: &mut Migrated,
+    ) -> Result<(), CliError> {
         let entries: Vec<(&str, &str, &[u8])> = self
             .entries
             .iter()
@@ -560,12 +609,13 @@ impl Batch {
             // The batch error does not say which entry failed; writing them one by one does.
             // Rewriting entries that did land is harmless, as every write stores the same bytes.
             for (domain, key, value) in &entries {
-                to.set(domain, key, value).map_err(|source| CliError::Entry {
-                    operation: "write it to the target",
-                    domain: (*domain).to_owned(),
-                    key: (*key).to_owned(),
-                    source,
-                })?;
+                to.set(domain, key, value)
+                    .map_err(|source| CliError::Entry {
+                        operation: "write it to the target",
+                        domain: (*domain).to_owned(),
+                        key: (*key).to_owned(),
+                        source,
+                    })?;
             }
         }
         if verify {
@@ -790,7 +840,12 @@ mod tests {
         fn list_domains(&self, cursor: Option<&str>, limit: usize) -> crate::Result<Page> {
             self.inner.list_domains(cursor, limit)
         }
-        fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> crate::Result<Page> {
+        fn list_keys(
+            &self,
+            domain: &str,
+            cursor: Option<&str>,
+            limit: usize,
+        ) -> crate::Result<Page> {
             self.inner.list_keys(domain, cursor, limit)
         }
     }
@@ -814,7 +869,10 @@ mod tests {
             let domain = domain.expect("list domains");
             for key in archive.keys(&domain) {
                 let key = key.expect("list keys");
-                let value = archive.get(&domain, &key).expect("get").expect("listed key");
+                let value = archive
+                    .get(&domain, &key)
+                    .expect("get")
+                    .expect("listed key");
                 all.push((domain.clone(), key, value));
             }
         }
@@ -827,13 +885,18 @@ mod tests {
         let to = MemoryArchive::new();
         let options = MigrateOptions {
             batch_entries: 7,
+            list_page: 3,
             ..MigrateOptions::default()
         };
         let mut calls = Vec::new();
         let done = migrate(&from, &to, &options, &mut |m| calls.push(*m)).unwrap();
         assert_eq!((done.domains, done.keys, done.bytes), (100, 300, 1200));
         assert_eq!(calls.len(), 300 / 7 + 1);
-        assert!(calls.windows(2).all(|w| w[0].keys < w[1].keys || w[1].keys == 300));
+        assert!(
+            calls
+                .windows(2)
+                .all(|w| w[0].keys < w[1].keys || w[1].keys == 300)
+        );
         assert_eq!(entries(&from), entries(&to));
     }
 
@@ -896,7 +959,18 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        for bad in ["", "s", "h1", "1w", "-1h", "+1h", "1 h", "1hh", "99999999999999999999d", "1é"] {
+        for bad in [
+            "",
+            "s",
+            "h1",
+            "1w",
+            "-1h",
+            "+1h",
+            "1 h",
+            "1hh",
+            "99999999999999999999d",
+            "1é",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
         }
         assert!("never".parse::<Limit>().is_err());

@@ -33,7 +33,11 @@ fn fails(args: &[&str]) -> String {
     assert_eq!(output.status.code(), Some(1), "{args:?} did not exit 1");
     assert!(output.stdout.is_empty(), "{args:?} wrote to stdout");
     let stderr = String::from_utf8(output.stderr).expect("utf-8 stderr");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: not one line: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
     stderr
 }
 
@@ -107,7 +111,10 @@ fn migrates_an_original_tree_to_redb_and_back_byte_for_byte() {
 fn a_non_empty_target_is_refused_unless_merging() {
     let dir = tempfile::tempdir().unwrap();
     let (from, to) = (dir.path().join("from.redb"), dir.path().join("to"));
-    RedbArchive::open(&from).unwrap().set("d", "k", b"new").unwrap();
+    RedbArchive::open(&from)
+        .unwrap()
+        .set("d", "k", b"new")
+        .unwrap();
     {
         let target = DirArchive::open(&to).unwrap();
         target.set("d", "k", b"old").unwrap();
@@ -116,7 +123,10 @@ fn a_non_empty_target_is_refused_unless_merging() {
     let (from, to) = (spec("redb", &from), spec("dir", &to));
 
     let err = fails(&["migrate", &from, &to]);
-    assert!(err.contains("not empty") && err.contains("--merge"), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("--merge"),
+        "{err}"
+    );
     assert_eq!(ok(&["get", &to, "d", "k"]), b"old");
 
     ok(&["migrate", &from, &to, "--merge", "--verify"]);
@@ -129,7 +139,10 @@ fn get_writes_raw_bytes_and_a_missing_key_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
     let value: Vec<u8> = (0..=255u8).chain([0, 0xff, b'\n']).collect();
-    RedbArchive::open(&path).unwrap().set("d", "bin", &value).unwrap();
+    RedbArchive::open(&path)
+        .unwrap()
+        .set("d", "bin", &value)
+        .unwrap();
     let redb = spec("redb", &path);
 
     assert_eq!(ok(&["get", &redb, "d", "bin"]), value);
@@ -213,7 +226,10 @@ fn sweep_removes_only_expired_sessions() {
         assert!(archive.has_domain(id).unwrap(), "live {id} was removed");
     }
     drop(archive);
-    assert_eq!(ok(&["sweep", &redb, "--idle", "1h"]), b"removed 0 expired sessions\n");
+    assert_eq!(
+        ok(&["sweep", &redb, "--idle", "1h"]),
+        b"removed 0 expired sessions\n"
+    );
 }
 
 #[test]
@@ -251,7 +267,10 @@ fn stats_counts_domains_keys_bytes_and_size_on_disk() {
         archive.set("b", "k1", b"4567").unwrap();
     }
     let out = String::from_utf8(ok(&["stats", &spec("dir", &root)])).unwrap();
-    assert_eq!(out, "domains: 2\nkeys: 3\nvalue bytes: 7\nsize on disk: 7\n");
+    assert_eq!(
+        out,
+        "domains: 2\nkeys: 3\nvalue bytes: 7\nsize on disk: 7\n"
+    );
 
     let file = dir.path().join("s.redb");
     ok(&["migrate", &spec("dir", &root), &spec("redb", &file)]);
