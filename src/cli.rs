@@ -527,7 +527,7 @@ pub fn migrate(
     loop {
         let page = from.list_domains(cursor.as_deref(), options.list_page.max(1))?;
         for domain in page.names {
-            copy.domain(domain)?;
+            copy.domain(&domain)?;
         }
         cursor = page.cursor;
         if cursor.is_none() {
@@ -550,22 +550,22 @@ struct Copy<'a> {
 
 impl Copy<'_> {
     /// Queues every entry of `domain`, writing the batch whenever it is full.
-    fn domain(&mut self, domain: String) -> Result<(), CliError> {
-        for key in self.from.keys(&domain) {
+    fn domain(&mut self, domain: &str) -> Result<(), CliError> {
+        for key in self.from.keys(domain) {
             let key = key?;
             let value = self
                 .from
-                .get(&domain, &key)
+                .get(domain, &key)
                 .map_err(|source| CliError::Entry {
                     operation: "read it from the source",
-                    domain: domain.clone(),
+                    domain: domain.to_owned(),
                     key: key.clone(),
                     source,
                 })?;
             // A key removed since it was listed is no longer part of the source.
             let Some(value) = value else { continue };
             self.batch.bytes += value.len();
-            self.batch.entries.push((domain.clone(), key, value));
+            self.batch.entries.push((domain.to_owned(), key, value));
             if self.batch.entries.len() >= self.options.batch_entries.max(1)
                 || self.batch.bytes >= self.options.batch_bytes
             {
@@ -800,10 +800,10 @@ mod tests {
     impl Archive for Faulty {
         fn get(&self, domain: &str, key: &str) -> crate::Result<Option<Vec<u8>>> {
             let mut value = self.inner.get(domain, key)?;
-            if self.corrupt_key == Some(key) {
-                if let Some(value) = value.as_mut() {
-                    value.push(b'!');
-                }
+            if self.corrupt_key == Some(key)
+                && let Some(value) = value.as_mut()
+            {
+                value.push(b'!');
             }
             Ok(value)
         }

@@ -169,19 +169,16 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Rm { spec, domain, key } => {
             let archive = open(&spec, Access::Existing)?;
-            match key {
-                Some(key) => {
-                    if !archive.remove(&domain, &key)? {
-                        return Err(CliError::NoSuchKey { domain, key }.into());
-                    }
-                    writeln!(out, "removed key {key:?} of domain {domain:?}")?;
+            if let Some(key) = key {
+                if !archive.remove(&domain, &key)? {
+                    return Err(CliError::NoSuchKey { domain, key }.into());
                 }
-                None => {
-                    if !archive.remove_domain(&domain)? {
-                        return Err(CliError::NoSuchDomain { domain }.into());
-                    }
-                    writeln!(out, "removed domain {domain:?}")?;
+                writeln!(out, "removed key {key:?} of domain {domain:?}")?;
+            } else {
+                if !archive.remove_domain(&domain)? {
+                    return Err(CliError::NoSuchDomain { domain }.into());
                 }
+                writeln!(out, "removed domain {domain:?}")?;
             }
         }
         Command::Stats { spec } => {
