@@ -144,7 +144,9 @@ pub enum CliError {
 /// ```
 /// use session_archive::cli::{one_line, Access, Spec};
 ///
-/// let err = Spec::parse("redb:/nonexistent/x.redb")?.open(Access::Existing).unwrap_err();
+/// let Err(err) = Spec::parse("redb:/nonexistent/x.redb")?.open(Access::Existing) else {
+///     panic!("a missing file opened");
+/// };
 /// assert_eq!(
 ///     one_line(&err),
 ///     "redb:/nonexistent/x.redb: no such archive (/nonexistent/x.redb does not exist)"
