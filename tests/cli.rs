@@ -84,7 +84,11 @@ fn migrates_an_original_tree_to_redb_and_back_byte_for_byte() {
     assert_eq!(before.len(), 1000);
 
     let redb = spec("redb", &dir.path().join("sessions.redb"));
-    let out = ok(&["migrate", &spec("dir", &original), &redb, "--verify"]);
+    let output = run(&["migrate", &spec("dir", &original), &redb, "--verify"]);
+    assert!(output.status.success());
+    // stderr is a pipe here, not a terminal, so there is no progress bar.
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    let out = output.stdout;
     assert_eq!(
         String::from_utf8(out).unwrap(),
         format!(
@@ -280,4 +284,83 @@ fn stats_counts_domains_keys_bytes_and_size_on_disk() {
         out,
         format!("domains: 2\nkeys: 3\nvalue bytes: 7\nsize on disk: {size}\n")
     );
+}
+
+/// A redis-server of this test's own on a free loopback port (so the command's empty key prefix
+/// meets no other test's data), killed when dropped; `None`, with a notice, when redis-server is
+/// missing, unless `ARCHIVE_REDIS_REQUIRED=1` makes that a failure.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            assert!(
+                std::env::var("ARCHIVE_REDIS_REQUIRED").as_deref() != Ok("1"),
+                "ARCHIVE_REDIS_REQUIRED=1, but redis-server cannot be run"
+            );
+            eprintln!("NOTICE: skipping the command's Redis test: redis-server cannot be run");
+            return None;
+        };
+        let server = Redis(child, port);
+        for _ in 0..500 {
+            if session_archive::RedisArchive::open(&server.url()).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {port} did not answer PING");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.1)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn migrates_redb_into_redis_and_back() {
+    let Some(server) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("sessions");
+    original_tree(&original, 200);
+    let before = files(&original);
+    let redb = spec("redb", &dir.path().join("s.redb"));
+    ok(&["migrate", &spec("dir", &original), &redb]);
+
+    let url = server.url();
+    ok(&["migrate", &redb, &url, "--verify"]);
+    let err = fails(&["migrate", &redb, &url]);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(
+        String::from_utf8(ok(&["stats", &url])).unwrap(),
+        format!(
+            "domains: 200\nkeys: 200\nvalue bytes: {}\n",
+            before.values().map(Vec::len).sum::<usize>()
+        )
+    );
+    let back = dir.path().join("back");
+    ok(&["migrate", &url, &spec("dir", &back)]);
+    assert_eq!(files(&back), before);
 }
