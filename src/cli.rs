@@ -566,13 +566,15 @@ impl Copy<'_> {
                 })?;
             // A key removed since it was listed is no longer part of the source.
             let Some(value) = value else { continue };
-            self.batch.bytes += value.len();
-            self.batch.entries.push((domain.to_owned(), key, value));
+            // Writing a full batch only when the next entry arrives means a batch that ends a
+            // domain is written after that domain is counted, so progress counts it.
             if self.batch.entries.len() >= self.options.batch_entries.max(1)
                 || self.batch.bytes >= self.options.batch_bytes
             {
                 self.flush()?;
             }
+            self.batch.bytes += value.len();
+            self.batch.entries.push((domain.to_owned(), key, value));
         }
         self.batch.domains_queued += 1;
         Ok(())

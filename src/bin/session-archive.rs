@@ -3,12 +3,13 @@
 //! The work is done by [`session_archive::cli`]; this file parses arguments, prints, and turns
 //! every error into one line on stderr and a non-zero exit.
 
+use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use session_archive::cli::{
     self, Access, CliError, Limit, MigrateOptions, Migrated, Spec, SweepOptions,
 };
@@ -253,9 +254,13 @@ fn progress_bar(source: &dyn Archive) -> Result<ProgressBar, CliError> {
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} domains ({msg}) {per_sec} elapsed {elapsed} ETA {eta}",
+        "{bar:30} {pos}/{len} domains ({msg}), {rate} domains/s, elapsed {elapsed}, ETA {eta}",
     )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
+        let _ = write!(out, "{:.0}", state.per_sec());
+    });
     bar.set_style(style);
+    bar.set_message("0 keys");
     Ok(bar)
 }
