@@ -25,7 +25,7 @@
 //! | `archive-redis` | no | `RedisArchive`: a Redis or Valkey server shared by many app instances |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
-//! | `cli` | no | the `session-archive` command-line tool |
+//! | `cli` | no | the `session-archive` command-line tool, and the `cli` module behind it |
 
 // The README's Rust examples run as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]
@@ -35,6 +35,8 @@ struct ReadmeDoctests;
 mod archive;
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(all(feature = "cli", unix))]
+pub mod cli;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;

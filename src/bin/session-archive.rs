@@ -1,0 +1,266 @@
+//! `session-archive`: inspect, migrate between backends, and sweep session archives.
+//!
+//! The work is done by [`session_archive::cli`]; this file parses arguments, prints, and turns
+//! every error into one line on stderr and a non-zero exit.
+
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use session_archive::cli::{
+    self, Access, CliError, Limit, MigrateOptions, Migrated, Spec, SweepOptions,
+};
+use session_archive::{Archive, ArchiveExt};
+
+/// Inspect session archives, move them between backends, and sweep expired sessions.
+///
+/// An archive is named by a spec: dir:PATH (a directory tree, <PATH>/<domain>/<key>),
+/// redb:PATH (one redb file) or redis://HOST:PORT/DB (a Redis server).
+#[derive(Parser)]
+#[command(name = "session-archive", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the domains, one per line.
+    Domains {
+        /// The archive.
+        spec: String,
+    },
+    /// List the keys of one domain, one per line.
+    Keys {
+        /// The archive.
+        spec: String,
+        /// The domain.
+        domain: String,
+    },
+    /// Write a value's raw bytes to stdout; a missing key exits 1.
+    Get {
+        /// The archive.
+        spec: String,
+        /// The domain.
+        domain: String,
+        /// The key.
+        key: String,
+    },
+    /// Remove a key, or a whole domain when no key is given; a missing one exits 1.
+    Rm {
+        /// The archive.
+        spec: String,
+        /// The domain.
+        domain: String,
+        /// The key; without it the whole domain is removed.
+        key: Option<String>,
+    },
+    /// Print the number of domains, keys and value bytes, and the size on disk.
+    Stats {
+        /// The archive.
+        spec: String,
+    },
+    /// Copy every domain and key from one archive to another; the source is not modified.
+    Migrate {
+        /// The source archive; it must exist.
+        from: String,
+        /// The target archive; created if missing, and it must be empty unless --merge.
+        to: String,
+        /// Copy into a non-empty target: source entries replace entries with the same domain
+        /// and key, and other entries stay. Completes an interrupted copy.
+        #[arg(long)]
+        merge: bool,
+        /// Read every value back from the target and compare it with the source's.
+        #[arg(long)]
+        verify: bool,
+        /// The most entries written in one batch (one transaction on redb).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
+    /// Remove expired sessions, with the expiry settings of the application's Sessions.
+    Sweep {
+        /// The archive.
+        spec: String,
+        /// Idle timeout: a session unused this long has expired (90s, 30m, 12h, 7d, or off).
+        #[arg(long, default_value = "24h")]
+        idle: Limit,
+        /// Absolute lifetime: a session this old has expired (or off).
+        #[arg(long, default_value = "7d")]
+        absolute: Limit,
+        /// The width of one expiry-index bucket; must match the application's.
+        #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
+        granularity: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(Failure::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(failure) => {
+            let line = match failure {
+                Failure::Cli(err) => cli::one_line(&err),
+                Failure::Io(err) => format!("cannot write the output: {err}"),
+            };
+            eprintln!("session-archive: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why a command failed: the archive side, or writing to stdout.
+enum Failure {
+    Cli(CliError),
+    Io(io::Error),
+}
+
+impl From<CliError> for Failure {
+    fn from(err: CliError) -> Self {
+        Failure::Cli(err)
+    }
+}
+
+impl From<session_archive::Error> for Failure {
+    fn from(err: session_archive::Error) -> Self {
+        Failure::Cli(err.into())
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(err: io::Error) -> Self {
+        Failure::Io(err)
+    }
+}
+
+fn open(spec: &str, access: Access) -> Result<Box<dyn Archive>, CliError> {
+    Spec::parse(spec)?.open(access)
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match command {
+        Command::Domains { spec } => {
+            let archive = open(&spec, Access::Existing)?;
+            for domain in archive.domains() {
+                writeln!(out, "{}", domain?)?;
+            }
+        }
+        Command::Keys { spec, domain } => {
+            let archive = open(&spec, Access::Existing)?;
+            let mut any = false;
+            for key in archive.keys(&domain) {
+                writeln!(out, "{}", key?)?;
+                any = true;
+            }
+            if !any {
+                return Err(CliError::NoSuchDomain { domain }.into());
+            }
+        }
+        Command::Get { spec, domain, key } => {
+            let archive = open(&spec, Access::Existing)?;
+            let Some(value) = archive.get(&domain, &key)? else {
+                return Err(CliError::NoSuchKey { domain, key }.into());
+            };
+            out.write_all(&value)?;
+        }
+        Command::Rm { spec, domain, key } => {
+            let archive = open(&spec, Access::Existing)?;
+            if let Some(key) = key {
+                if !archive.remove(&domain, &key)? {
+                    return Err(CliError::NoSuchKey { domain, key }.into());
+                }
+                writeln!(out, "removed key {key:?} of domain {domain:?}")?;
+            } else {
+                if !archive.remove_domain(&domain)? {
+                    return Err(CliError::NoSuchDomain { domain }.into());
+                }
+                writeln!(out, "removed domain {domain:?}")?;
+            }
+        }
+        Command::Stats { spec } => {
+            let parsed = Spec::parse(&spec)?;
+            let stats = cli::stats(&*parsed.open(Access::Existing)?)?;
+            writeln!(out, "domains: {}", stats.domains)?;
+            writeln!(out, "keys: {}", stats.keys)?;
+            writeln!(out, "value bytes: {}", stats.value_bytes)?;
+            if let Some(size) = parsed.disk_size()? {
+                writeln!(out, "size on disk: {size}")?;
+            }
+        }
+        Command::Migrate {
+            from,
+            to,
+            merge,
+            verify,
+            batch,
+        } => {
+            let source = open(&from, Access::Existing)?;
+            let target = open(&to, Access::CreateIfMissing)?;
+            let options = MigrateOptions {
+                merge,
+                verify,
+                batch_entries: batch as usize,
+                ..MigrateOptions::default()
+            };
+            let bar = progress_bar(&*source)?;
+            let done = cli::migrate(&*source, &*target, &options, &mut |done: &Migrated| {
+                bar.set_position(done.domains);
+                bar.set_message(format!("{} keys", done.keys));
+            });
+            bar.finish_and_clear();
+            let done = done?;
+            let verified = if verify { ", verified" } else { "" };
+            writeln!(
+                out,
+                "copied {} domains, {} keys, {} value bytes from {from} to {to}{verified}",
+                done.domains, done.keys, done.bytes
+            )?;
+        }
+        Command::Sweep {
+            spec,
+            idle,
+            absolute,
+            granularity,
+        } => {
+            let archive = open(&spec, Access::Existing)?;
+            let options = SweepOptions {
+                idle: idle.0,
+                absolute: absolute.0,
+                granularity,
+            };
+            let removed = cli::sweep(archive, &options)?;
+            writeln!(out, "removed {removed} expired sessions")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A progress bar on stderr counting domains, with rate and ETA; hidden when stderr is not a
+/// terminal, in which case the source is not walked an extra time to count its domains.
+fn progress_bar(source: &dyn Archive) -> Result<ProgressBar, CliError> {
+    if !io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let mut total = 0;
+    for domain in source.domains() {
+        domain?;
+        total += 1;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} domains ({msg}), {rate} domains/s, elapsed {elapsed}, ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
+        let _ = write!(out, "{:.0}", state.per_sec());
+    });
+    bar.set_style(style);
+    bar.set_message("0 keys");
+    Ok(bar)
+}

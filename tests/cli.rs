@@ -1,0 +1,366 @@
+//! The `session-archive` binary, run as a real process.
+#![cfg(all(feature = "cli", unix))]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use session_archive::{Archive, DirArchive, ManualClock, RedbArchive, Sessions};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_session-archive"))
+        .args(args)
+        .output()
+        .expect("run session-archive")
+}
+
+/// Runs the command and expects it to succeed, returning its stdout.
+fn ok(args: &[&str]) -> Vec<u8> {
+    let output = run(args);
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Runs the command and expects it to fail with exit code 1 and one line on stderr, returning
+/// that line.
+fn fails(args: &[&str]) -> String {
+    let output = run(args);
+    assert_eq!(output.status.code(), Some(1), "{args:?} did not exit 1");
+    assert!(output.stdout.is_empty(), "{args:?} wrote to stdout");
+    let stderr = String::from_utf8(output.stderr).expect("utf-8 stderr");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+    stderr
+}
+
+fn spec(scheme: &str, path: &Path) -> String {
+    format!("{scheme}:{}", path.display())
+}
+
+/// Every regular file under `root` (relative path -> bytes), skipping the archive's own
+/// dot-named lock file.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("dir entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                walk(root, &path, into);
+            } else if path.file_name().is_some_and(|name| name != ".lock") {
+                let relative = path.strip_prefix(root).expect("under root").to_path_buf();
+                into.insert(relative, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    let mut all = BTreeMap::new();
+    walk(root, root, &mut all);
+    all
+}
+
+/// Writes `count` sessions as the original framework left them: `<root>/<uuid>/session.json`.
+fn original_tree(root: &Path, count: usize) {
+    for i in 0..count {
+        let id = uuid::Uuid::new_v4().to_string();
+        std::fs::create_dir_all(root.join(&id)).expect("create session dir");
+        let state = format!("{{\n\"Name\": \"user {i}\",\n\"Visits\": {i}\n}}\n");
+        std::fs::write(root.join(&id).join("session.json"), state).expect("write session");
+    }
+}
+
+#[test]
+fn migrates_an_original_tree_to_redb_and_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join(".gen/sessions");
+    original_tree(&original, 1000);
+    let before = files(&original);
+    assert_eq!(before.len(), 1000);
+
+    let redb = spec("redb", &dir.path().join("sessions.redb"));
+    let output = run(&["migrate", &spec("dir", &original), &redb, "--verify"]);
+    assert!(output.status.success());
+    // stderr is a pipe here, not a terminal, so there is no progress bar.
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    let out = output.stdout;
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!(
+            "copied 1000 domains, 1000 keys, {} value bytes from {} to {redb}, verified\n",
+            before.values().map(Vec::len).sum::<usize>(),
+            spec("dir", &original)
+        )
+    );
+    assert_eq!(files(&original), before, "the source was modified");
+
+    let back = dir.path().join("back");
+    ok(&["migrate", &redb, &spec("dir", &back)]);
+    assert_eq!(files(&back), before);
+
+    let listed = String::from_utf8(ok(&["domains", &redb])).unwrap();
+    let ids: Vec<String> = before
+        .keys()
+        .map(|path| path.parent().unwrap().display().to_string())
+        .collect();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ids);
+}
+
+#[test]
+fn a_non_empty_target_is_refused_unless_merging() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().join("from.redb"), dir.path().join("to"));
+    RedbArchive::open(&from)
+        .unwrap()
+        .set("d", "k", b"new")
+        .unwrap();
+    {
+        let target = DirArchive::open(&to).unwrap();
+        target.set("d", "k", b"old").unwrap();
+        target.set("other", "k", b"kept").unwrap();
+    }
+    let (from, to) = (spec("redb", &from), spec("dir", &to));
+
+    let err = fails(&["migrate", &from, &to]);
+    assert!(
+        err.contains("not empty") && err.contains("--merge"),
+        "{err}"
+    );
+    assert_eq!(ok(&["get", &to, "d", "k"]), b"old");
+
+    ok(&["migrate", &from, &to, "--merge", "--verify"]);
+    assert_eq!(ok(&["get", &to, "d", "k"]), b"new");
+    assert_eq!(ok(&["get", &to, "other", "k"]), b"kept");
+}
+
+#[test]
+fn get_writes_raw_bytes_and_a_missing_key_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let value: Vec<u8> = (0..=255u8).chain([0, 0xff, b'\n']).collect();
+    RedbArchive::open(&path)
+        .unwrap()
+        .set("d", "bin", &value)
+        .unwrap();
+    let redb = spec("redb", &path);
+
+    assert_eq!(ok(&["get", &redb, "d", "bin"]), value);
+    let err = fails(&["get", &redb, "d", "missing"]);
+    assert!(err.contains("no key \"missing\" in domain \"d\""), "{err}");
+    let err = fails(&["get", &redb, "..", "k"]);
+    assert!(err.contains("invalid domain name"), "{err}");
+}
+
+#[test]
+fn unknown_schemes_and_missing_paths_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let err = fails(&["domains", "ftp://host/x"]);
+    assert!(err.contains("unknown archive \"ftp://host/x\""), "{err}");
+    let err = fails(&["stats", &missing.display().to_string()]);
+    assert!(err.contains("unknown archive"), "{err}");
+
+    for scheme in ["dir", "redb"] {
+        let missing = spec(scheme, &missing);
+        for args in [
+            vec!["domains", &missing],
+            vec!["get", &missing, "d", "k"],
+            vec!["stats", &missing],
+            vec!["sweep", &missing],
+            vec!["migrate", &missing, "redb:/never/created.redb"],
+        ] {
+            let err = fails(&args);
+            assert!(err.contains("no such archive"), "{args:?}: {err}");
+        }
+    }
+    assert!(!missing.exists(), "a read created the missing archive");
+    assert!(!Path::new("/never").exists());
+
+    std::fs::write(dir.path().join("plain"), b"not a database").unwrap();
+    let err = fails(&["domains", &spec("redb", &dir.path().join("plain"))]);
+    assert!(err.contains("cannot open redb:"), "{err}");
+    let err = fails(&["domains", &spec("dir", &dir.path().join("plain"))]);
+    assert!(err.contains("cannot open dir:"), "{err}");
+    // A malformed argument is a usage error, reported by the argument parser with exit code 2.
+    let output = run(&["sweep", &spec("dir", dir.path()), "--idle", "1week"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("invalid duration \"1week\""), "{err}");
+}
+
+#[test]
+fn sweep_removes_only_expired_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let past = SystemTime::now() - Duration::from_secs(2 * 24 * 60 * 60);
+    let (mut old, mut live) = (Vec::new(), Vec::new());
+    {
+        let archive = std::sync::Arc::new(RedbArchive::open(&path).unwrap());
+        let then = Sessions::builder(archive.clone())
+            .idle_timeout(Duration::from_secs(60 * 60))
+            .clock(ManualClock::new(past))
+            .build();
+        let now = Sessions::builder(archive)
+            .idle_timeout(Duration::from_secs(60 * 60))
+            .build();
+        for i in 0..5 {
+            let mut session = then.start(None, i).unwrap();
+            session.save().unwrap();
+            old.push(session.id().as_str().to_owned());
+            let mut session = now.start(None, i).unwrap();
+            session.save().unwrap();
+            live.push(session.id().as_str().to_owned());
+        }
+    }
+    let redb = spec("redb", &path);
+    assert_eq!(
+        ok(&["sweep", &redb, "--idle", "1h", "--absolute", "7d"]),
+        b"removed 5 expired sessions\n"
+    );
+    let archive = RedbArchive::open(&path).unwrap();
+    for id in &old {
+        assert!(!archive.has_domain(id).unwrap(), "expired {id} remains");
+    }
+    for id in &live {
+        assert!(archive.has_domain(id).unwrap(), "live {id} was removed");
+    }
+    drop(archive);
+    assert_eq!(
+        ok(&["sweep", &redb, "--idle", "1h"]),
+        b"removed 0 expired sessions\n"
+    );
+}
+
+#[test]
+fn rm_removes_a_key_or_a_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    {
+        let archive = DirArchive::open(&root).unwrap();
+        archive.set("a", "k1", b"1").unwrap();
+        archive.set("a", "k2", b"2").unwrap();
+        archive.set("b", "k1", b"3").unwrap();
+    }
+    let tree = spec("dir", &root);
+    ok(&["rm", &tree, "a", "k1"]);
+    assert_eq!(ok(&["keys", &tree, "a"]), b"k2\n");
+    let err = fails(&["rm", &tree, "a", "k1"]);
+    assert!(err.contains("no key"), "{err}");
+
+    ok(&["rm", &tree, "a"]);
+    assert_eq!(ok(&["domains", &tree]), b"b\n");
+    let err = fails(&["rm", &tree, "a"]);
+    assert!(err.contains("no domain \"a\""), "{err}");
+    let err = fails(&["keys", &tree, "a"]);
+    assert!(err.contains("no domain \"a\""), "{err}");
+}
+
+#[test]
+fn stats_counts_domains_keys_bytes_and_size_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    {
+        let archive = DirArchive::open(&root).unwrap();
+        archive.set("a", "k1", b"123").unwrap();
+        archive.set("a", "k2", b"").unwrap();
+        archive.set("b", "k1", b"4567").unwrap();
+    }
+    let out = String::from_utf8(ok(&["stats", &spec("dir", &root)])).unwrap();
+    assert_eq!(
+        out,
+        "domains: 2\nkeys: 3\nvalue bytes: 7\nsize on disk: 7\n"
+    );
+
+    let file = dir.path().join("s.redb");
+    ok(&["migrate", &spec("dir", &root), &spec("redb", &file)]);
+    let out = String::from_utf8(ok(&["stats", &spec("redb", &file)])).unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(
+        out,
+        format!("domains: 2\nkeys: 3\nvalue bytes: 7\nsize on disk: {size}\n")
+    );
+}
+
+/// A redis-server of this test's own on a free loopback port (so the command's empty key prefix
+/// meets no other test's data), killed when dropped; `None`, with a notice, when redis-server is
+/// missing, unless `ARCHIVE_REDIS_REQUIRED=1` makes that a failure.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            assert!(
+                std::env::var("ARCHIVE_REDIS_REQUIRED").as_deref() != Ok("1"),
+                "ARCHIVE_REDIS_REQUIRED=1, but redis-server cannot be run"
+            );
+            eprintln!("NOTICE: skipping the command's Redis test: redis-server cannot be run");
+            return None;
+        };
+        let server = Redis(child, port);
+        for _ in 0..500 {
+            if session_archive::RedisArchive::open(&server.url()).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {port} did not answer PING");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.1)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn migrates_redb_into_redis_and_back() {
+    let Some(server) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("sessions");
+    original_tree(&original, 200);
+    let before = files(&original);
+    let redb = spec("redb", &dir.path().join("s.redb"));
+    ok(&["migrate", &spec("dir", &original), &redb]);
+
+    let url = server.url();
+    ok(&["migrate", &redb, &url, "--verify"]);
+    let err = fails(&["migrate", &redb, &url]);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(
+        String::from_utf8(ok(&["stats", &url])).unwrap(),
+        format!(
+            "domains: 200\nkeys: 200\nvalue bytes: {}\n",
+            before.values().map(Vec::len).sum::<usize>()
+        )
+    );
+    let back = dir.path().join("back");
+    ok(&["migrate", &url, &spec("dir", &back)]);
+    assert_eq!(files(&back), before);
+}
