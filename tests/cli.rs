@@ -8,6 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use session_archive::{Archive, DirArchive, ManualClock, RedbArchive, Sessions};
 
+#[path = "support/redis_server.rs"]
+#[allow(
+    dead_code,
+    reason = "this file needs only the server, not the shared-server helpers"
+)]
+mod redis_server;
+
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_session-archive"))
         .args(args)
@@ -286,62 +293,12 @@ fn stats_counts_domains_keys_bytes_and_size_on_disk() {
     );
 }
 
-/// A redis-server of this test's own on a free loopback port (so the command's empty key prefix
-/// meets no other test's data), killed when dropped; `None`, with a notice, when redis-server is
-/// missing, unless `ARCHIVE_REDIS_REQUIRED=1` makes that a failure.
-struct Redis(std::process::Child, u16);
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--loglevel", "warning"])
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            assert!(
-                std::env::var("ARCHIVE_REDIS_REQUIRED").as_deref() != Ok("1"),
-                "ARCHIVE_REDIS_REQUIRED=1, but redis-server cannot be run"
-            );
-            eprintln!("NOTICE: skipping the command's Redis test: redis-server cannot be run");
-            return None;
-        };
-        let server = Redis(child, port);
-        for _ in 0..500 {
-            if session_archive::RedisArchive::open(&server.url()).is_ok() {
-                return Some(server);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {port} did not answer PING");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.1)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn migrates_redb_into_redis_and_back() {
-    let Some(server) = Redis::start() else { return };
+    // A server of this test's own, so the command's empty key prefix meets no other test's data.
+    let Some(server) = redis_server::or_skip(redis_server::LocalServer::start()) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let original = dir.path().join("sessions");
     original_tree(&original, 200);
