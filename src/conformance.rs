@@ -47,6 +47,9 @@ use crate::archive::{Archive, ArchiveExt};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
+#[cfg(all(feature = "fuzzing", unix))]
+pub mod fuzz;
+
 #[doc(hidden)]
 pub mod __private {
     pub use tempfile;
@@ -965,6 +968,49 @@ fn apply_to_archive(archive: &dyn Archive, op: &Op) -> crate::Result<String> {
     })
 }
 
+/// Applies `op` to both `archive` and `model`, and checks that the archive answered as the model
+/// did and now holds exactly the model's data. An op with an invalid name must fail with
+/// [`Error::InvalidName`] and change nothing. [`Op::Reopen`] is only checked here; reopening is
+/// the caller's job, before the call.
+///
+/// This is the one step of both the [`model_test`] and the fuzzers.
+///
+/// # Errors
+///
+/// A description of the first disagreement between archive and model.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::MemoryArchive;
+/// use session_archive::conformance::{check_step, Model, Op};
+///
+/// let archive = MemoryArchive::new();
+/// let mut model = Model::new();
+/// check_step(&archive, &mut model, &Op::Set("d".into(), "k".into(), b"v".to_vec()))?;
+/// check_step(&archive, &mut model, &Op::Get("..".into(), "k".into()))?; // InvalidName, as required
+/// assert_eq!(model["d"]["k"], b"v");
+/// # Ok::<(), String>(())
+/// ```
+pub fn check_step(archive: &dyn Archive, model: &mut Model, op: &Op) -> Result<(), String> {
+    let expected = apply_to_model(model, op);
+    let got = apply_to_archive(archive, op);
+    match (expected, got) {
+        (Some(expected), Ok(got)) if expected == got => {}
+        (None, Err(Error::InvalidName { .. })) => {}
+        (expected, got) => {
+            return Err(format!("{op:?}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    let held = snapshot(archive).map_err(|e| format!("snapshot after {op:?} failed: {e:?}"))?;
+    if held != *model {
+        return Err(format!(
+            "state after {op:?}:\n  archive holds {held:?}\n  model holds   {model:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Reads the archive's whole content into a model, through listing and `get`.
 ///
 /// # Errors
@@ -1042,21 +1088,8 @@ where
             let Some(current) = archive.as_ref() else {
                 return Err(TestCaseError::fail("archive missing"));
             };
-            let expected = apply_to_model(&mut model, op);
-            let got = apply_to_archive(current, op);
-            match (expected, got) {
-                (Some(expected), Ok(got)) => {
-                    prop_assert_eq!(expected, got, "step {}: {:?}", step, op);
-                }
-                (None, Err(Error::InvalidName { .. })) => {}
-                (expected, got) => {
-                    return Err(TestCaseError::fail(format!(
-                        "step {step}: {op:?}: expected {expected:?}, got {got:?}"
-                    )));
-                }
-            }
-            let held = snapshot(current).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(&held, &model, "state after step {}: {:?}", step, op);
+            check_step(current, &mut model, op)
+                .map_err(|failure| TestCaseError::fail(format!("step {step}: {failure}")))?;
         }
         Ok(())
     });

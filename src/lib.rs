@@ -24,6 +24,7 @@
 //! | `archive-dir` | no | `DirArchive`: the original `<root>/<domain>/<key>` directory layout |
 //! | `archive-redis` | no | `RedisArchive`: a Redis or Valkey server shared by many app instances |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
+//! | `fuzzing` | no | `conformance::fuzz`: the fuzz targets' bodies (see the README's Fuzzing section) |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
 //! | `cli` | no | the `session-archive` command-line tool, and the `cli` module behind it |
 
