@@ -14,7 +14,9 @@
 //! - Nothing is written, and no cookie is set, for a visitor whose session is never saved.
 //!   After a successful `save`, `update` or `regenerate` the response carries
 //!   [`Sessions::set_cookie`] (so its `Max-Age` follows the session's activity and a new or
-//!   regenerated id reaches the client); after `destroy` it carries
+//!   regenerated id reaches the client), and so does a request that only reads a session when
+//!   extracting it rewrote the session's last-seen time (at most once per eighth of the idle
+//!   timeout), since that moved its expiry; after `destroy` it carries
 //!   [`Sessions::removal_cookie`].
 //! - Errors are [`SessionError`]s, which become HTTP responses: see its
 //!   `IntoResponse` impl for the status of each kind.
@@ -222,7 +224,8 @@ impl Slot {
 /// the core [`Session`](crate::Session)'s calls. Requires [`SessionLayer`] on the route.
 ///
 /// Extracting it starts the session for the request's cookie (on a blocking thread): the stored
-/// state if the cookie names a live session, and otherwise `T::default()` under a fresh id. It
+/// state if the cookie names a live session, and otherwise `T::default()` under a fresh id. When
+/// that start rewrote the session's last-seen time, the response refreshes the cookie. It
 /// dereferences, mutably too, to `T`; changes stay in the handle until
 /// [`save`](Self::save) or [`update`](Self::update).
 ///
@@ -306,6 +309,11 @@ where
         })
         .await
         .map_err(SessionError::Task)??;
+        // Reading the session moved its idle expiry on the server; the cookie follows, or the
+        // browser would drop it while the server still holds the session.
+        if core.refreshed() {
+            slot.set(&core.sessions().set_cookie(&core));
+        }
         Ok(Session { core, slot })
     }
 }

@@ -505,6 +505,7 @@ impl Sessions {
             id: SessionId::generate(),
             state: initial,
             phase: Phase::New,
+            refreshed: false,
         })
     }
 
@@ -529,8 +530,9 @@ impl Sessions {
             id,
             state,
             phase: Phase::Live { meta, meta_raw },
+            refreshed: false,
         };
-        session.touch(now)?;
+        session.refreshed = session.touch(now)?;
         Ok(Some(session))
     }
 
@@ -598,6 +600,8 @@ pub struct Session<T> {
     id: SessionId,
     state: T,
     phase: Phase,
+    /// Whether [`Sessions::start`] rewrote the timestamps (so the session's expiry moved).
+    refreshed: bool,
 }
 
 impl<T> fmt::Debug for Session<T> {
@@ -721,7 +725,15 @@ impl<T> Session<T> {
             id: self.id.clone(),
             state: T::default(),
             phase: Phase::Gone,
+            refreshed: false,
         }
+    }
+
+    /// Returns whether [`Sessions::start`] rewrote this session's timestamps, which moves its
+    /// expiry: the client's cookie should then be sent again, so that its `Max-Age` follows.
+    #[cfg(feature = "axum")]
+    pub(crate) fn refreshed(&self) -> bool {
+        self.refreshed
     }
 
     /// Returns the [`Sessions`] this session belongs to.
@@ -744,7 +756,7 @@ impl<T> Session<T> {
     /// Rewrites `last seen` if it is old enough, or writes the first timestamps of a session
     /// stored without them. A lost race (another handle touched or destroyed the session first)
     /// is not an error: the winner's timestamps stand, and a destroyed session stays destroyed.
-    /// Returns whether it wrote.
+    /// The index entry is written first (see [`Inner::index`]). Returns whether it wrote.
     fn touch(&mut self, now: u64) -> Result<bool> {
         let inner = &*self.sessions.inner;
         let Phase::Live { meta, meta_raw } = &mut self.phase else {
@@ -759,6 +771,7 @@ impl<T> Session<T> {
             },
         };
         let raw = encode_meta(&self.id, fresh)?;
+        inner.index(&self.id, fresh)?;
         if inner.archive.compare_and_swap(
             self.id.as_str(),
             META_KEY,
@@ -767,7 +780,7 @@ impl<T> Session<T> {
         )? {
             *meta = Some(fresh);
             *meta_raw = Some(raw);
-            inner.index(&self.id, fresh, false)?;
+            inner.expire_hint(&self.id, fresh)?;
             Ok(true)
         } else {
             let (read, read_raw) = inner.read_meta(&self.id)?.unzip();
@@ -786,7 +799,7 @@ impl<T> Session<T> {
                 meta: Some(meta), ..
             } = self.phase
         {
-            self.sessions.inner.index(&self.id, meta, true)?;
+            self.sessions.inner.expire_hint(&self.id, meta)?;
         }
         Ok(())
     }
@@ -951,13 +964,15 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// Moves the session to a fresh id, keeping the handle's state (saved or not); call it on
     /// login, so that an id known before login is worthless after it. The state is written under
     /// the new id first, and the old session is removed only then, so a failed write leaves the
-    /// old session intact. The creation time is kept, so the absolute lifetime is not extended.
-    /// On a session that was never saved, it only draws a new id.
+    /// old session intact. A destroy that lands meanwhile stays final: the copy is removed again
+    /// and the call is [`Error::SessionGone`]. The creation time is kept, so the absolute
+    /// lifetime is not extended. On a session that was never saved, it only draws a new id.
     ///
     /// # Errors
     ///
-    /// [`Error::SessionGone`] when the session was destroyed; [`Error::StateTooLarge`] or
-    /// [`Error::Serialize`] for the state (nothing is written); otherwise the archive's errors.
+    /// [`Error::SessionGone`] when the session was destroyed, before or during the call;
+    /// [`Error::StateTooLarge`] or [`Error::Serialize`] for the state (nothing is written);
+    /// otherwise the archive's errors.
     ///
     /// # Examples
     ///
@@ -999,35 +1014,83 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             self.phase = old_phase;
             return Err(err);
         }
-        let old = old_id;
-        self.archive().remove_domain(old.as_str())?;
+        if !self.archive().remove_domain(old_id.as_str())? {
+            // Another handle destroyed the session (or the sweep removed it) after the check
+            // above: the copy must not outlive it. The handle is gone whatever the removal of the
+            // copy returns; if it fails, the copy is indexed, so the sweep removes it on expiry.
+            let copy = std::mem::replace(&mut self.id, old_id);
+            self.phase = Phase::Gone;
+            self.archive().remove_domain(copy.as_str())?;
+            return Err(self.gone());
+        }
         Ok(())
     }
 
     /// Stores a session that is not stored yet, with `meta` as its timestamps, under this handle's
     /// id, or under a fresh one if that id is taken.
+    ///
+    /// The writes go in the order that keeps every failure, or crash, between them recoverable:
+    /// the index entry, then the timestamps (their `compare_and_swap` from nothing claims the
+    /// id), then the state. Until the state is written the domain is not a session (a start does
+    /// not find it), and a domain holding only timestamps is indexed, so the sweep removes it
+    /// when it expires. On an error the handle stays new and what was written is removed, as far
+    /// as the archive allows.
     fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
-        let mut created = false;
         for _ in 0..CREATE_ATTEMPTS {
-            if self
-                .archive()
-                .compare_and_swap(self.id.as_str(), STATE_KEY, None, Some(bytes))?
-            {
-                created = true;
-                break;
+            let raw = encode_meta(&self.id, meta)?;
+            if let Some(raw) = self.create_at(bytes, meta, raw)? {
+                self.phase = Phase::Live {
+                    meta: Some(meta),
+                    meta_raw: Some(raw),
+                };
+                return self.sessions.inner.expire_hint(&self.id, meta);
             }
             self.id = SessionId::generate();
         }
-        if !created {
-            return Err(self.gone());
+        Err(self.gone())
+    }
+
+    /// One attempt of [`create`](Self::create) under the handle's id: returns the stored
+    /// timestamps, or `None` when the id is taken.
+    fn create_at(&self, bytes: &[u8], meta: Meta, raw: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        let inner = &*self.sessions.inner;
+        let id = self.id.as_str();
+        inner.index(&self.id, meta)?;
+        if !inner
+            .archive
+            .compare_and_swap(id, META_KEY, None, Some(&raw))?
+        {
+            return Ok(None);
         }
-        let raw = encode_meta(&self.id, meta)?;
-        self.archive().set(self.id.as_str(), META_KEY, &raw)?;
-        self.phase = Phase::Live {
-            meta: Some(meta),
-            meta_raw: Some(raw),
-        };
-        self.sessions.inner.index(&self.id, meta, false)
+        match inner
+            .archive
+            .compare_and_swap(id, STATE_KEY, None, Some(bytes))
+        {
+            Ok(true) => Ok(Some(raw)),
+            // A state without timestamps: a session of the original framework's owns this id.
+            // Its timestamps stay unwritten, as they were.
+            Ok(false) => {
+                inner
+                    .archive
+                    .compare_and_swap(id, META_KEY, Some(&raw), None)?;
+                Ok(None)
+            }
+            Err(err) => {
+                // The state may or may not have been written. Best effort, and removing only what
+                // this call wrote: if the removal fails too, the timestamps left are indexed, so
+                // the sweep removes the domain when it expires.
+                if inner
+                    .archive
+                    .compare_and_swap(id, STATE_KEY, Some(bytes), None)
+                    .is_ok()
+                {
+                    let _ = inner
+                        .archive
+                        .compare_and_swap(id, META_KEY, Some(&raw), None);
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Serializes a state, enforcing the size limit.

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -13,7 +14,9 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde::{Deserialize, Serialize};
 use session_archive::axum::{Session, SessionError, SessionLayer};
-use session_archive::{Archive, ArchiveExt, Error, MemoryArchive, Page, STATE_KEY, Sessions};
+use session_archive::{
+    Archive, ArchiveExt, Error, META_KEY, ManualClock, MemoryArchive, Page, STATE_KEY, Sessions,
+};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Visits {
@@ -165,6 +168,45 @@ fn an_update_sets_the_cookie_and_later_requests_resume_the_session() {
     );
     let stored = archive.get(&id, STATE_KEY).unwrap().unwrap();
     assert_eq!(stored, br#"{"visits":2}"#);
+}
+
+/// A read that moves the session's idle expiry on the server refreshes the cookie too, so the
+/// browser does not drop it while the server still holds the session; a read that does not
+/// move it sets no cookie.
+#[test]
+fn a_read_that_refreshes_the_idle_expiry_refreshes_the_cookie() {
+    let archive = Arc::new(MemoryArchive::new());
+    let clock = ManualClock::new(SystemTime::now());
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .secure(false)
+        .idle_timeout(Duration::from_secs(1800))
+        .absolute_lifetime(None)
+        .clock(clock.clone())
+        .build();
+    let server = Server::start(routes().layer(SessionLayer::new(sessions)));
+    let client = jar();
+    let first = client.get(server.url("/count")).send().unwrap();
+    let id = cookie_value(&set_cookies(&first)[0]).to_owned();
+    let saved = archive.get(&id, META_KEY).unwrap();
+
+    // Within an eighth of the idle timeout, `seen` stays, and so does the cookie.
+    clock.advance(Duration::from_secs(100));
+    let quiet = client.get(server.url("/peek")).send().unwrap();
+    assert!(set_cookies(&quiet).is_empty(), "{:?}", set_cookies(&quiet));
+    assert_eq!(archive.get(&id, META_KEY).unwrap(), saved);
+
+    clock.advance(Duration::from_secs(900));
+    let read = client.get(server.url("/peek")).send().unwrap();
+    assert_ne!(
+        archive.get(&id, META_KEY).unwrap(),
+        saved,
+        "`seen` was rewritten"
+    );
+    let cookies = set_cookies(&read);
+    assert_eq!(cookies.len(), 1);
+    assert_eq!(cookie_value(&cookies[0]), id);
+    assert!(cookies[0].contains("Max-Age=1800"), "{}", cookies[0]);
+    assert_eq!(read.text().unwrap(), "1");
 }
 
 #[test]

@@ -53,6 +53,8 @@ macro_rules! session_tests {
                 regenerate_of_a_new_session_writes_nothing
                 regenerate_of_a_destroyed_session_is_an_error
                 regenerate_failure_leaves_the_old_session_intact
+                regenerate_racing_a_destroy_leaves_the_session_destroyed
+                failed_create_leaves_nothing_stored
                 update_returns_the_closure_value_and_creates_new_sessions
                 concurrent_updates_lose_nothing
                 concurrent_saves_on_one_session_leave_one_whole_state
@@ -66,11 +68,14 @@ macro_rules! session_tests {
                 sweep_reads_only_expired_sessions_metadata
                 sweep_drops_stale_index_entries
                 sweep_cleans_metadata_left_after_destroy
+                failed_index_write_on_a_first_save_leaves_nothing_unswept
+                failed_index_write_on_a_refresh_leaves_nothing_unswept
                 sweep_without_expiry_configured_removes_nothing
                 saves_ask_the_backend_to_expire_the_domain
                 cookie_header_yields_only_valid_ids
                 set_cookie_carries_the_session_id_and_attributes
                 set_cookie_max_age_follows_the_configuration
+                set_cookie_max_age_ends_when_the_server_expires_the_session
                 removal_cookie_expires_the_cookie
             );
         }
@@ -712,6 +717,43 @@ mod behaviour {
         assert_eq!((stored.name.as_str(), stored.n), ("user", 1));
     }
 
+    pub fn regenerate_racing_a_destroy_leaves_the_session_destroyed(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let sessions = Sessions::new(Arc::clone(&spy) as Arc<dyn Archive>);
+        let id = saved(&sessions, "user");
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        // Another request's logout lands while regenerate creates the new id.
+        *spy.destroy_on_create.lock().unwrap() = Some(id.clone());
+        let result = session.regenerate();
+        assert!(
+            matches!(&result, Err(Error::SessionGone { id: gone }) if *gone == id),
+            "{result:?}"
+        );
+        assert!(
+            spy.destroy_on_create.lock().unwrap().is_none(),
+            "no destroy ran"
+        );
+        assert!(session_domains(&**archive).is_empty());
+        assert!(matches!(session.save(), Err(Error::SessionGone { .. })));
+        assert!(session_domains(&**archive).is_empty());
+    }
+
+    pub fn failed_create_leaves_nothing_stored(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let sessions = Sessions::new(Arc::clone(&spy) as Arc<dyn Archive>);
+        let mut session = sessions.start(None, State::default()).unwrap();
+        spy.fail_creates.store(true, Ordering::SeqCst);
+        assert!(matches!(session.save(), Err(Error::Backend { .. })));
+        assert!(session.is_new());
+        assert!(session_domains(&**archive).is_empty());
+        spy.fail_creates.store(false, Ordering::SeqCst);
+        session.save().unwrap();
+        assert_eq!(
+            session_domains(&**archive),
+            BTreeSet::from([session.id().to_string()])
+        );
+    }
+
     pub fn update_returns_the_closure_value_and_creates_new_sessions(archive: &Arc<dyn Archive>) {
         let sessions = Sessions::new(Arc::clone(archive));
         let mut session = sessions.start(None, State::default()).unwrap();
@@ -1005,6 +1047,52 @@ mod behaviour {
         assert_eq!(index_entries(&**archive), 0);
     }
 
+    pub fn failed_index_write_on_a_first_save_leaves_nothing_unswept(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let shared = Arc::clone(&spy) as Arc<dyn Archive>;
+        let clock = clock();
+        let sessions = expiring(&shared, &clock, 600);
+        let other = saved(&sessions, "other"); // the sweep cursor exists
+        let mut session = sessions.start(None, State::default()).unwrap();
+        spy.fail_index_once.store(true, Ordering::SeqCst);
+        assert!(matches!(session.save(), Err(Error::Backend { .. })));
+        assert!(
+            !spy.fail_index_once.load(Ordering::SeqCst),
+            "no index write"
+        );
+        assert_eq!(session_domains(&**archive), BTreeSet::from([other]));
+        session.save().unwrap(); // the app retries
+        clock.advance(Duration::from_secs(10_000));
+        assert_eq!(sessions.sweep().unwrap(), 2);
+        assert!(session_domains(&**archive).is_empty());
+    }
+
+    pub fn failed_index_write_on_a_refresh_leaves_nothing_unswept(archive: &Arc<dyn Archive>) {
+        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let shared = Arc::clone(&spy) as Arc<dyn Archive>;
+        let clock = clock();
+        let sessions = expiring(&shared, &clock, 600);
+        let id = saved(&sessions, "user");
+        clock.advance(Duration::from_secs(200)); // old enough to rewrite `seen`
+        spy.fail_index_once.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            sessions.start(Some(&id), State::default()),
+            Err(Error::Backend { .. })
+        ));
+        assert!(
+            !spy.fail_index_once.load(Ordering::SeqCst),
+            "no index write"
+        );
+        let again = sessions.start(Some(&id), State::default()).unwrap(); // the app retries
+        assert_eq!(again.id().as_str(), id);
+        clock.advance(Duration::from_secs(500)); // past the first expiry, before the new one
+        assert_eq!(sessions.sweep().unwrap(), 0);
+        assert!(archive.has_domain(&id).unwrap());
+        clock.advance(Duration::from_secs(10_000));
+        assert_eq!(sessions.sweep().unwrap(), 1);
+        assert!(session_domains(&**archive).is_empty());
+    }
+
     pub fn sweep_cleans_metadata_left_after_destroy(archive: &Arc<dyn Archive>) {
         let clock = clock();
         let sessions = expiring(archive, &clock, 600);
@@ -1175,6 +1263,34 @@ mod behaviour {
         assert_eq!(max_age(endless.set_cookie(&session)), None);
     }
 
+    pub fn set_cookie_max_age_ends_when_the_server_expires_the_session(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = Sessions::builder(Arc::clone(archive))
+            .idle_timeout(Duration::from_secs(800))
+            .absolute_lifetime(Duration::from_secs(1000))
+            .clock(clock.clone())
+            .build();
+        let max_age = |header: String| {
+            cookie::Cookie::parse(header)
+                .expect("a cookie")
+                .max_age()
+                .map(cookie::time::Duration::whole_seconds)
+        };
+        let id = saved(&sessions, "user");
+        // Within an eighth of the idle timeout `seen` is not rewritten, so the server still
+        // expires the session 800 s after the save, and so does the cookie.
+        clock.advance(Duration::from_secs(50));
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(max_age(sessions.set_cookie(&session)), Some(750));
+        // Rewritten now: idle expiry at +950, capped by the absolute lifetime at +1000.
+        clock.advance(Duration::from_secs(100));
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(max_age(sessions.set_cookie(&session)), Some(800));
+        clock.advance(Duration::from_secs(700));
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(max_age(sessions.set_cookie(&session)), Some(150));
+    }
+
     pub fn removal_cookie_expires_the_cookie(archive: &Arc<dyn Archive>) {
         let sessions = Sessions::new(Arc::clone(archive));
         let cookie = cookie::Cookie::parse(sessions.removal_cookie()).unwrap();
@@ -1198,12 +1314,17 @@ mod behaviour {
     }
 
     /// Forwards to an archive and records which entries were read and which expiries asked for;
-    /// while `fail_creates` is set, creating a session's state fails.
+    /// while `fail_creates` is set, creating a session's state fails; when `fail_index_once` is
+    /// set, the next write into an expiry-index domain fails (and clears it); when
+    /// `destroy_on_create` names a session, creating another session's state first removes it
+    /// (a concurrent destroy), once.
     struct Spy {
         inner: Arc<dyn Archive>,
         reads: Mutex<Vec<(String, String)>>,
         expiries: Mutex<Vec<(String, SystemTime)>>,
         fail_creates: AtomicBool,
+        fail_index_once: AtomicBool,
+        destroy_on_create: Mutex<Option<String>>,
     }
 
     impl Spy {
@@ -1213,6 +1334,8 @@ mod behaviour {
                 reads: Mutex::new(Vec::new()),
                 expiries: Mutex::new(Vec::new()),
                 fail_creates: AtomicBool::new(false),
+                fail_index_once: AtomicBool::new(false),
+                destroy_on_create: Mutex::new(None),
             }
         }
     }
@@ -1226,6 +1349,13 @@ mod behaviour {
             self.inner.get(domain, key)
         }
         fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+            if domain.starts_with("expiry-") && self.fail_index_once.swap(false, Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    backend: "spy",
+                    operation: "index a session",
+                    source: "injected failure".into(),
+                });
+            }
             self.inner.set(domain, key, value)
         }
         fn has(&self, domain: &str, key: &str) -> Result<bool> {
@@ -1253,6 +1383,14 @@ mod behaviour {
                     operation: "create a session",
                     source: "injected failure".into(),
                 });
+            }
+            if key == STATE_KEY && expected.is_none() {
+                let mut victim = self.destroy_on_create.lock().expect("spy lock");
+                if victim.as_deref().is_some_and(|victim| victim != domain)
+                    && let Some(victim) = victim.take()
+                {
+                    self.inner.remove_domain(&victim)?;
+                }
             }
             self.inner.compare_and_swap(domain, key, expected, new)
         }

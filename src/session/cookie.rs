@@ -4,6 +4,7 @@
 use cookie::time::Duration as CookieDuration;
 use cookie::{Cookie, SameSite};
 
+use super::expiry::Meta;
 use super::{Phase, Session, SessionId, Sessions};
 
 impl Sessions {
@@ -37,9 +38,11 @@ impl Sessions {
 
     /// Returns the `Set-Cookie` header value that hands `session`'s id to the client:
     /// `HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` unless [turned
-    /// off](crate::SessionsBuilder::secure), and a `Max-Age` that ends when the session would
-    /// expire if unused (the idle timeout, capped by what is left of the absolute lifetime). With
-    /// no expiry configured it has no `Max-Age`, so it lasts for the browser session. The value
+    /// off](crate::SessionsBuilder::secure), and a `Max-Age` that ends when the server expires
+    /// the session if it is not used again (the time left of the idle timeout since the session
+    /// was last marked seen, capped by what is left of the absolute lifetime; a new session
+    /// counts as seen now). With no expiry configured it has no `Max-Age`, so it lasts for the
+    /// browser session. The value
     /// is always the server's id, never anything the client sent.
     ///
     /// # Examples
@@ -62,21 +65,17 @@ impl Sessions {
     pub fn set_cookie<T>(&self, session: &Session<T>) -> String {
         let inner = &self.inner;
         let now = inner.now();
-        let created = match session.phase {
+        // A session not stored yet would get its timestamps now, when first saved.
+        let meta = match session.phase {
             Phase::Live {
                 meta: Some(meta), ..
-            } => meta.created,
-            _ => now,
+            } => meta,
+            _ => Meta {
+                created: now,
+                seen: now,
+            },
         };
-        let idle = inner.config.idle_timeout.map(|idle| idle.as_secs());
-        let left = inner
-            .config
-            .absolute_lifetime
-            .map(|life| created.saturating_add(life.as_secs()).saturating_sub(now));
-        let max_age = match (idle, left) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let max_age = inner.expires_at(meta).map(|at| at.saturating_sub(now));
         let mut cookie = self.base_cookie(session.id.as_str().to_owned());
         if let Some(secs) = max_age {
             cookie.set_max_age(CookieDuration::seconds(

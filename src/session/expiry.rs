@@ -3,8 +3,9 @@
 //! Each expiring session has an entry (key = its id, empty value) in the index domain
 //! `expiry-<bucket>`, where `bucket` is its expiry time in unix seconds divided by the sweep
 //! granularity. An entry is added whenever the expiry moves (a save, or a read that refreshes
-//! `seen`); the old entry is left behind and dropped by the sweep, which re-checks every
-//! candidate against its timestamps. The domain `sweep-cursor` holds the first bucket the next
+//! `seen`), before the timestamps are written, so a failed write leaves at worst a spurious
+//! entry, never a stored expiry without one. The old entry is left behind and dropped by the
+//! sweep, which re-checks every candidate against its timestamps. The domain `sweep-cursor` holds the first bucket the next
 //! sweep must visit; it is created before the first index entry, so a missing cursor means an
 //! empty index.
 
@@ -46,7 +47,8 @@ impl Sessions {
     /// expired; index entries left behind when a session was used again are dropped. Its cost is
     /// the number of expired (and recently re-indexed) sessions plus the number of buckets, and
     /// does not grow with the number of live sessions. Domains left holding only timestamps (a
-    /// write that raced a destroy) are removed when they expire. Sessions stored while no expiry
+    /// write that raced a destroy, or a create cut short before its state) are removed when they
+    /// expire. Sessions stored while no expiry
     /// was configured are indexed when next used. Sweeps may run concurrently, from any number of
     /// processes sharing the archive.
     ///
@@ -157,38 +159,47 @@ impl Inner {
         Ok(Some((meta, raw)))
     }
 
-    /// Records a session's expiry: an index entry for the sweep, and a hint for backends that
-    /// expire domains themselves. Called after every write to the session's domain.
-    pub(super) fn index(&self, id: &SessionId, meta: Meta, indexed: bool) -> Result<()> {
+    /// Adds the index entry for a session expiring at `meta`'s expiry, creating the sweep cursor
+    /// first if need be. Called BEFORE the write that moves the expiry there, so that no stored
+    /// expiry is ever without its entry: if the write then fails, or never happens, the entry is
+    /// spurious, which is harmless since the sweep re-checks every candidate against its
+    /// timestamps.
+    pub(super) fn index(&self, id: &SessionId, meta: Meta) -> Result<()> {
         let Some(at) = self.expires_at(meta) else {
             return Ok(());
         };
-        if !indexed {
-            if !self.cursor_ready.load(Ordering::Acquire) {
-                let start = self.bucket(self.now()).to_string();
-                self.archive.compare_and_swap(
-                    CURSOR_DOMAIN,
-                    CURSOR_KEY,
-                    None,
-                    Some(start.as_bytes()),
-                )?;
-                self.cursor_ready.store(true, Ordering::Release);
-            }
-            let bucket = self.bucket(at);
-            let domain = bucket_domain(bucket);
-            self.archive.set(&domain, id.as_str(), b"")?;
-            // On backends that expire domains themselves (Redis), the index must not outlive
-            // the sessions in it when the app never sweeps: the bucket expires a grace period
-            // after its last session does. A sweep within that grace still sees every entry.
-            let bucket_end = bucket
-                .saturating_add(1)
-                .saturating_mul(self.config.sweep_granularity);
-            self.archive.expire_domain(
-                &domain,
-                unix_time(bucket_end.saturating_add(INDEX_GRACE_SECS)),
+        if !self.cursor_ready.load(Ordering::Acquire) {
+            let start = self.bucket(self.now()).to_string();
+            self.archive.compare_and_swap(
+                CURSOR_DOMAIN,
+                CURSOR_KEY,
+                None,
+                Some(start.as_bytes()),
             )?;
+            self.cursor_ready.store(true, Ordering::Release);
         }
-        self.archive.expire_domain(id.as_str(), unix_time(at))?;
+        let bucket = self.bucket(at);
+        let domain = bucket_domain(bucket);
+        self.archive.set(&domain, id.as_str(), b"")?;
+        // On backends that expire domains themselves (Redis), the index must not outlive the
+        // sessions in it when the app never sweeps: the bucket expires a grace period after its
+        // last session does. A sweep within that grace still sees every entry.
+        let bucket_end = bucket
+            .saturating_add(1)
+            .saturating_mul(self.config.sweep_granularity);
+        self.archive.expire_domain(
+            &domain,
+            unix_time(bucket_end.saturating_add(INDEX_GRACE_SECS)),
+        )?;
+        Ok(())
+    }
+
+    /// Asks backends that expire domains themselves to drop the session's domain when it
+    /// expires. Called AFTER every write to the session's domain, since a write may clear it.
+    pub(super) fn expire_hint(&self, id: &SessionId, meta: Meta) -> Result<()> {
+        if let Some(at) = self.expires_at(meta) {
+            self.archive.expire_domain(id.as_str(), unix_time(at))?;
+        }
         Ok(())
     }
 
