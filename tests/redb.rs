@@ -29,20 +29,8 @@ fn is_send_and_sync() {
 }
 
 /// Every domain with its keys and values, read through the public API.
-fn contents(archive: &RedbArchive) -> Vec<(String, String, Vec<u8>)> {
-    let mut all = Vec::new();
-    for domain in archive.domains() {
-        let domain = domain.expect("list domains");
-        for key in archive.keys(&domain) {
-            let key = key.expect("list keys");
-            let value = archive
-                .get(&domain, &key)
-                .expect("get")
-                .expect("listed key");
-            all.push((domain.clone(), key, value));
-        }
-    }
-    all
+fn contents(archive: &RedbArchive) -> session_archive::conformance::Model {
+    session_archive::conformance::snapshot(archive).expect("read the archive")
 }
 
 #[test]
@@ -61,13 +49,12 @@ fn reopen_keeps_data() {
 
     let archive = RedbArchive::open(&path).unwrap();
     assert_eq!(contents(&archive), before);
-    assert_eq!(
-        before,
-        [
-            ("d1".to_owned(), "k".to_owned(), b"one".to_vec()),
-            ("d2".to_owned(), "k".to_owned(), vec![0, 255, 7]),
-        ]
-    );
+    let expected: session_archive::conformance::Model =
+        [("d1", "k", b"one".to_vec()), ("d2", "k", vec![0, 255, 7])]
+            .into_iter()
+            .map(|(d, k, v)| (d.to_owned(), [(k.to_owned(), v)].into()))
+            .collect();
+    assert_eq!(before, expected);
 }
 
 #[test]
