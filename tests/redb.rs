@@ -67,6 +67,21 @@ fn open_creates_missing_parent_directories() {
     assert_eq!(archive.path(), path);
 }
 
+/// Sessions hold login state: the file and the directories made for it are the owner's alone.
+#[cfg(unix)]
+#[test]
+fn file_and_new_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/archive.redb");
+    let archive = RedbArchive::open(&path).unwrap();
+    archive.set("d", "k", b"v").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.path().join("a")), 0o700);
+    assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+}
+
 #[test]
 fn second_open_of_the_same_file_is_already_open() {
     let dir = tempfile::tempdir().unwrap();

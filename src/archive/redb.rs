@@ -232,12 +232,7 @@ impl RedbArchiveBuilder {
     /// ```
     pub fn open(self, path: impl AsRef<Path>) -> Result<RedbArchive> {
         let path = path.as_ref().to_path_buf();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
+        create_private_file(&path)?;
         let db = ::redb::Builder::new()
             .set_cache_size(self.cache_size)
             .set_check_integrity_on_open(self.check_integrity_on_open)
@@ -407,6 +402,33 @@ impl fmt::Debug for RedbArchive {
             .field("durability", &self.options.durability)
             .finish_non_exhaustive()
     }
+}
+
+/// Creates the archive file, and its missing parent directories, readable by the owner only
+/// (0600 and 0700, as the directory backend does): sessions hold login state. An existing file is
+/// left as it is.
+fn create_private_file(path: &Path) -> Result<()> {
+    let mut dirs = std::fs::DirBuilder::new();
+    dirs.recursive(true);
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        dirs.mode(0o700);
+        file.mode(0o600);
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        dirs.create(parent).map_err(|source| Error::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    file.open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// Wraps a redb error in the crate's error, keeping it as the source.
