@@ -261,6 +261,7 @@ impl RedbArchiveBuilder {
 ///   whole batch in one transaction (one fsync), so the batch is atomic here.
 /// - **Concurrency.** Share it across threads (`Send + Sync`, or wrap it in an `Arc`). Writes are
 ///   serialized by redb's single writer; reads see a snapshot and never wait for writers.
+/// - **Private.** A new file is created with mode 0600, and missing parent directories with 0700.
 /// - **One handle per file.** The file is locked while open: a second open, in this process or
 ///   another, gives [`Error::AlreadyOpen`].
 ///
