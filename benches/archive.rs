@@ -169,10 +169,13 @@ fn group<'c>(
     group
 }
 
-/// Runs `bench` once per backend and value size, each on a fresh store.
+/// Runs `bench` once per backend and value size, each on a fresh store that `prepare` filled
+/// first. Criterion calls the routine once per sample, so anything slow to set up (1,000 durable
+/// files for `dir`) belongs in `prepare`, which runs once.
 fn each_case(
     c: &mut Criterion,
     name: &str,
+    prepare: impl Fn(&dyn Store, &[u8]),
     mut bench: impl FnMut(&mut criterion::Bencher<'_>, &dyn Store, &[u8]),
 ) {
     let mut group = group(c, name);
@@ -181,6 +184,7 @@ fn each_case(
             let dir = tempfile::tempdir().expect("temporary directory");
             let store = open(dir.path());
             let value = value(size);
+            prepare(store.as_ref(), &value);
             group.throughput(Throughput::Elements(1));
             group.bench_function(BenchmarkId::new(backend, format!("{size}B")), |b| {
                 bench(b, store.as_ref(), &value);
@@ -190,7 +194,9 @@ fn each_case(
     group.finish();
 }
 
-fn populate(store: &dyn Store, domains: &[String], value: &[u8]) {
+/// Stores one `session.json` in each of the [`DOMAINS`] domains.
+fn populate(store: &dyn Store, value: &[u8]) {
+    let domains = domain_names();
     let entries: Vec<(&str, &str, &[u8])> = domains
         .iter()
         .map(|d| (d.as_str(), "session.json", value))
@@ -200,8 +206,7 @@ fn populate(store: &dyn Store, domains: &[String], value: &[u8]) {
 
 fn get(c: &mut Criterion) {
     let domains = domain_names();
-    each_case(c, "get", |b, store, value| {
-        populate(store, &domains, value);
+    each_case(c, "get", populate, |b, store, _| {
         let mut next = domains.iter().cycle();
         b.iter(|| {
             let domain = next.next().expect("cycle never ends");
@@ -212,19 +217,23 @@ fn get(c: &mut Criterion) {
 
 fn set(c: &mut Criterion) {
     let domains = domain_names();
-    each_case(c, "set", |b, store, value| {
-        let mut next = domains.iter().cycle();
-        b.iter(|| {
-            let domain = next.next().expect("cycle never ends");
-            store.set(domain, "session.json", value);
-        });
-    });
+    each_case(
+        c,
+        "set",
+        |_, _| {},
+        |b, store, value| {
+            let mut next = domains.iter().cycle();
+            b.iter(|| {
+                let domain = next.next().expect("cycle never ends");
+                store.set(domain, "session.json", value);
+            });
+        },
+    );
 }
 
 fn has_domain(c: &mut Criterion) {
     let domains = domain_names();
-    each_case(c, "has_domain", |b, store, value| {
-        populate(store, &domains, value);
+    each_case(c, "has_domain", populate, |b, store, _| {
         let mut next = domains.iter().cycle();
         b.iter(|| {
             let domain = next.next().expect("cycle never ends");
@@ -235,11 +244,11 @@ fn has_domain(c: &mut Criterion) {
 
 fn remove_domain(c: &mut Criterion) {
     let keys: Vec<String> = (0..DOMAIN_KEYS).map(|i| format!("key-{i:04}")).collect();
-    each_case(c, "remove_domain", |b, store, value| {
+    // A neighbour that shares the prefix, so the range delete has something to leave alone.
+    let neighbour = |store: &dyn Store, value: &[u8]| store.set("doomed-not", "k", value);
+    each_case(c, "remove_domain", neighbour, |b, store, value| {
         let entries: Vec<(&str, &str, &[u8])> =
             keys.iter().map(|k| ("doomed", k.as_str(), value)).collect();
-        // A neighbour that shares the prefix, so the range delete has something to leave alone.
-        store.set("doomed-not", "k", value);
         b.iter_batched(
             || store.set_many(&entries),
             |()| assert!(store.remove_domain("doomed")),

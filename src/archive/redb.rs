@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::archive::{Archive, Page};
 use crate::error::{Error, Result};
@@ -246,6 +248,8 @@ impl RedbArchiveBuilder {
             .create(&path)
             .map_err(|source| map_error(&path, "open the database", source.into()))?;
         let archive = RedbArchive {
+            snapshot: RwLock::new(None),
+            generation: AtomicU64::new(0),
             db,
             path,
             options: self,
@@ -295,10 +299,23 @@ impl RedbArchiveBuilder {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedbArchive {
+    /// The read snapshot that reads share while no commit has happened since it was taken. It is
+    /// declared before `db`, so it is dropped first.
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Counts commits; a snapshot is current only while this still equals its `generation`.
+    generation: AtomicU64,
     db: ::redb::Database,
     path: PathBuf,
     options: RedbArchiveBuilder,
     committer: Committer,
+}
+
+/// A read transaction with the table open, shared by reads until the next commit.
+struct Snapshot {
+    /// The value of [`RedbArchive::generation`] read before the transaction began: the snapshot
+    /// holds every commit counted up to it.
+    generation: u64,
+    table: ReadTable,
 }
 
 /// One write, owned so that whichever writer leads the commit can apply it.
@@ -505,17 +522,43 @@ impl RedbArchive {
     }
 
     /// Runs `f` on the table in a read transaction, a snapshot that never waits for writers.
+    ///
+    /// Beginning a read transaction and opening the table cost more than a point lookup, so reads
+    /// share one snapshot until the next commit. That stays linearizable: the generation is read
+    /// before the transaction begins, and every commit bumps it before its writers return, so a
+    /// snapshot is used only while it holds every acknowledged write. It is dropped at the next
+    /// commit, so it never pins old pages while writes go on.
     fn read<R>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&ReadTable) -> Result<R, ::redb::Error>,
     ) -> Result<R> {
-        let run = || {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            f(&table)
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = self
+            .snapshot
+            .read()
+            .as_ref()
+            .filter(|snapshot| snapshot.generation == generation)
+            .cloned();
+        let snapshot = match cached {
+            Some(snapshot) => snapshot,
+            None => {
+                let fresh = (|| {
+                    let txn = self.db.begin_read()?;
+                    Ok::<_, ::redb::Error>(Arc::new(Snapshot {
+                        generation,
+                        table: txn.open_table(ENTRIES)?,
+                    }))
+                })()
+                .map_err(|source| map_error(&self.path, operation, source))?;
+                let mut slot = self.snapshot.write();
+                if self.generation.load(Ordering::Acquire) == generation {
+                    *slot = Some(Arc::clone(&fresh));
+                }
+                fresh
+            }
         };
-        run().map_err(|source| map_error(&self.path, operation, source))
+        f(&snapshot.table).map_err(|source| map_error(&self.path, operation, source))
     }
 
     /// Applies `op` in a group commit (see [`Committer`]) and returns its answer once the commit
@@ -591,7 +634,12 @@ impl RedbArchive {
             }
         }
         if changed {
-            txn.commit()?;
+            let committed = txn.commit();
+            // Counted even when the commit failed, as it may have changed the file; reads then
+            // take a fresh snapshot.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            *self.snapshot.write() = None;
+            committed?;
         } else {
             txn.abort()?;
         }
