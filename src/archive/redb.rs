@@ -540,23 +540,22 @@ impl RedbArchive {
             .as_ref()
             .filter(|snapshot| snapshot.generation == generation)
             .cloned();
-        let snapshot = match cached {
-            Some(snapshot) => snapshot,
-            None => {
-                let fresh = (|| {
-                    let txn = self.db.begin_read()?;
-                    Ok::<_, ::redb::Error>(Arc::new(Snapshot {
-                        generation,
-                        table: txn.open_table(ENTRIES)?,
-                    }))
-                })()
-                .map_err(|source| map_error(&self.path, operation, source))?;
-                let mut slot = self.snapshot.write();
-                if self.generation.load(Ordering::Acquire) == generation {
-                    *slot = Some(Arc::clone(&fresh));
-                }
-                fresh
+        let snapshot = if let Some(snapshot) = cached {
+            snapshot
+        } else {
+            let fresh = (|| {
+                let txn = self.db.begin_read()?;
+                Ok::<_, ::redb::Error>(Arc::new(Snapshot {
+                    generation,
+                    table: txn.open_table(ENTRIES)?,
+                }))
+            })()
+            .map_err(|source| map_error(&self.path, operation, source))?;
+            let mut slot = self.snapshot.write();
+            if self.generation.load(Ordering::Acquire) == generation {
+                *slot = Some(Arc::clone(&fresh));
             }
+            fresh
         };
         f(&snapshot.table).map_err(|source| map_error(&self.path, operation, source))
     }
@@ -581,7 +580,7 @@ impl RedbArchive {
             state.committing = true;
             let batch = std::mem::take(&mut state.queue);
             drop(state);
-            let answers = self.commit_batch(batch);
+            let answers = self.commit_batch(&batch);
             state = self.committer.state.lock();
             state.answers.extend(answers);
             state.committing = false;
@@ -592,7 +591,7 @@ impl RedbArchive {
     /// Commits `batch` and answers each op. The batch is one transaction; if that fails, each op
     /// is retried in a transaction of its own, so one op's failure fails only that op, and an op
     /// is answered `Ok` only when a commit holding it succeeded.
-    fn commit_batch(&self, batch: Vec<(u64, Op)>) -> Vec<(u64, Result<bool>)> {
+    fn commit_batch(&self, batch: &[(u64, Op)]) -> Vec<(u64, Result<bool>)> {
         if batch.len() > 1 {
             let ops: Vec<&Op> = batch.iter().map(|(_, op)| op).collect();
             if let Ok(answers) = self.commit(&ops) {
