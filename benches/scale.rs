@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use session_archive::{Archive, Durability, ManualClock, RedbArchive, Sessions};
+use session_archive::{Archive, Clock, Durability, ManualClock, RedbArchive, Sessions};
 
 /// The session counts of the `get` and `set` benchmarks.
 const COUNTS: [usize; 3] = [1_000, 100_000, 1_000_000];
@@ -137,10 +137,18 @@ fn scale(c: &mut Criterion) {
 
 /// The sweep of [`EXPIRED`] sessions among the 1M: each run creates them with a short idle
 /// timeout, moves the clock past it, and sweeps. The 1M long-lived sessions sit in expiry buckets
-/// years ahead, which the sweep never visits.
+/// years ahead, which the sweep never visits. The clock runs ahead of real time, and the sweep's
+/// cursor with it, so each run starts the clock where the previous one stopped (saved beside the
+/// archive); a clock behind the cursor would make sessions expire where the sweep no longer looks.
 fn sweep(c: &mut Criterion) {
     let (archive, _) = stored(1_000_000);
-    let clock = ManualClock::new(SystemTime::now());
+    let saved = archive_path(1_000_000).with_extension("clock");
+    let resume = std::fs::read_to_string(&saved)
+        .ok()
+        .and_then(|secs| secs.trim().parse().ok())
+        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+    let clock =
+        ManualClock::new(resume.map_or_else(SystemTime::now, |at| at.max(SystemTime::now())));
     let short = Sessions::builder(archive)
         .idle_timeout(Duration::from_secs(3600))
         .absolute_lifetime(None)
@@ -162,6 +170,11 @@ fn sweep(c: &mut Criterion) {
         );
     });
     group.finish();
+    let now = clock
+        .now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    std::fs::write(&saved, now.as_secs().to_string()).expect("save the sweep clock");
 }
 
 /// The peak resident set size of this process in KiB, from `/proc/self/status` (Linux).
