@@ -1,22 +1,142 @@
-//! Archive benchmarks: `get`, durable `set` and `remove_domain` of 1,000 keys, with the backend
-//! and the value size as parameters.
+//! Archive benchmarks: `get`, durable `set`, `has_domain` and `remove_domain` of 1,000 keys, with
+//! the backend and the value size as parameters, and durable `set` from 1 to 64 writer threads.
+//! SQLite (WAL, `synchronous=FULL` and `NORMAL`) runs the same operations as the peer a user would
+//! pick instead.
 //!
 //! Run `cargo bench --bench archive`; `cargo bench --bench archive -- --test` runs every benchmark
 //! once, as a quick check that they work.
 
 use std::hint::black_box;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use session_archive::{Archive, RedbArchive};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use session_archive::{Archive, DirArchive, MemoryArchive, RedbArchive};
 
-/// Opens a fresh archive of one backend in an empty directory.
-type Open = fn(&Path) -> Box<dyn Archive>;
+/// The operations under comparison: the [`Archive`] methods the benches call, so that SQLite,
+/// which is not an archive, can run them too.
+trait Store: Send + Sync {
+    fn get(&self, domain: &str, key: &str) -> Option<Vec<u8>>;
+    fn set(&self, domain: &str, key: &str, value: &[u8]);
+    fn set_many(&self, entries: &[(&str, &str, &[u8])]);
+    fn has_domain(&self, domain: &str) -> bool;
+    fn remove_domain(&self, domain: &str) -> bool;
+}
+
+impl<A: Archive> Store for A {
+    fn get(&self, domain: &str, key: &str) -> Option<Vec<u8>> {
+        Archive::get(self, domain, key).expect("get")
+    }
+    fn set(&self, domain: &str, key: &str, value: &[u8]) {
+        Archive::set(self, domain, key, value).expect("set");
+    }
+    fn set_many(&self, entries: &[(&str, &str, &[u8])]) {
+        Archive::set_many(self, entries).expect("set_many");
+    }
+    fn has_domain(&self, domain: &str) -> bool {
+        Archive::has_domain(self, domain).expect("has_domain")
+    }
+    fn remove_domain(&self, domain: &str) -> bool {
+        Archive::remove_domain(self, domain).expect("remove_domain")
+    }
+}
+
+/// SQLite in WAL mode, one table `(domain, key, value) WITHOUT ROWID`, cached statements. The
+/// connection sits behind a mutex because a `Connection` is not `Sync`; uncontended, as in the
+/// single-threaded benches, that costs a few nanoseconds.
+struct Sqlite(Mutex<Connection>);
+
+impl Sqlite {
+    fn open(path: &Path, synchronous: &str) -> Sqlite {
+        let conn = Connection::open(path).expect("open sqlite");
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=60000;
+             CREATE TABLE IF NOT EXISTS entries (domain TEXT NOT NULL, key TEXT NOT NULL,
+                 value BLOB NOT NULL, PRIMARY KEY (domain, key)) WITHOUT ROWID;"
+        ))
+        .expect("set up sqlite");
+        Sqlite(Mutex::new(conn))
+    }
+}
+
+const SQL_SET: &str = "INSERT INTO entries (domain, key, value) VALUES (?1, ?2, ?3)
+    ON CONFLICT (domain, key) DO UPDATE SET value = excluded.value";
+
+impl Store for Sqlite {
+    fn get(&self, domain: &str, key: &str) -> Option<Vec<u8>> {
+        let conn = self.0.lock();
+        let mut statement = conn
+            .prepare_cached("SELECT value FROM entries WHERE domain = ?1 AND key = ?2")
+            .expect("prepare");
+        statement
+            .query_row(params![domain, key], |row| row.get(0))
+            .optional()
+            .expect("select")
+    }
+    fn set(&self, domain: &str, key: &str, value: &[u8]) {
+        let conn = self.0.lock();
+        let mut statement = conn.prepare_cached(SQL_SET).expect("prepare");
+        statement
+            .execute(params![domain, key, value])
+            .expect("insert");
+    }
+    fn set_many(&self, entries: &[(&str, &str, &[u8])]) {
+        let mut conn = self.0.lock();
+        let txn = conn.transaction().expect("begin");
+        {
+            let mut statement = txn.prepare_cached(SQL_SET).expect("prepare");
+            for (domain, key, value) in entries {
+                statement
+                    .execute(params![domain, key, value])
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    fn has_domain(&self, domain: &str) -> bool {
+        let conn = self.0.lock();
+        let mut statement = conn
+            .prepare_cached("SELECT 1 FROM entries WHERE domain = ?1 LIMIT 1")
+            .expect("prepare");
+        statement.exists(params![domain]).expect("select")
+    }
+    fn remove_domain(&self, domain: &str) -> bool {
+        let conn = self.0.lock();
+        let mut statement = conn
+            .prepare_cached("DELETE FROM entries WHERE domain = ?1")
+            .expect("prepare");
+        statement.execute(params![domain]).expect("delete") > 0
+    }
+}
+
+/// Opens a fresh store of one backend in an empty directory.
+type Open = fn(&Path) -> Box<dyn Store>;
 
 /// The backends under comparison, one line each.
-const BACKENDS: &[(&str, Open)] = &[("redb", |dir| {
-    Box::new(RedbArchive::open(dir.join("archive.redb")).expect("open redb"))
-})];
+const BACKENDS: &[(&str, Open)] = &[
+    ("memory", |_| Box::new(MemoryArchive::new())),
+    ("redb", |dir| {
+        Box::new(RedbArchive::open(dir.join("archive.redb")).expect("open redb"))
+    }),
+    ("dir", |dir| {
+        Box::new(DirArchive::open(dir.join("archive")).expect("open dir"))
+    }),
+    ("sqlite-full", |dir| {
+        Box::new(Sqlite::open(&dir.join("archive.sqlite"), "FULL"))
+    }),
+    ("sqlite-normal", |dir| {
+        Box::new(Sqlite::open(&dir.join("archive.sqlite"), "NORMAL"))
+    }),
+];
+
+/// The durable backends the concurrent writers run on. SQLite opens one connection per writer,
+/// as a multi-threaded server would; its writers take turns on the database's write lock.
+const CONCURRENT_BACKENDS: &[&str] = &["redb", "sqlite-full", "dir"];
+
+/// The writer thread counts of the concurrent benchmark.
+const WRITERS: [usize; 4] = [1, 8, 32, 64];
 
 /// The value sizes: a small session (200 B) and a large one (4 KiB).
 const VALUE_SIZES: [usize; 2] = [200, 4096];
@@ -35,68 +155,158 @@ fn domain_names() -> Vec<String> {
     (0..DOMAINS).map(|i| format!("domain-{i:05}")).collect()
 }
 
-/// Runs `bench` once per backend and value size, each on a fresh archive.
+/// A group with few samples: a durable write takes hundreds of microseconds, and the whole run
+/// must stay within minutes on a shared 2-core machine.
+fn group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    group
+}
+
+/// Runs `bench` once per backend and value size, each on a fresh store that `prepare` filled
+/// first. Criterion calls the routine once per sample, so anything slow to set up (1,000 durable
+/// files for `dir`) belongs in `prepare`, which runs once.
 fn each_case(
     c: &mut Criterion,
-    group: &str,
-    mut bench: impl FnMut(&mut criterion::Bencher<'_>, &dyn Archive, &[u8]),
+    name: &str,
+    prepare: impl Fn(&dyn Store, &[u8]),
+    mut bench: impl FnMut(&mut criterion::Bencher<'_>, &dyn Store, &[u8]),
 ) {
-    let mut group = c.benchmark_group(group);
-    for &(name, open) in BACKENDS {
+    let mut group = group(c, name);
+    for &(backend, open) in BACKENDS {
         for size in VALUE_SIZES {
             let dir = tempfile::tempdir().expect("temporary directory");
-            let archive = open(dir.path());
+            let store = open(dir.path());
             let value = value(size);
+            prepare(store.as_ref(), &value);
             group.throughput(Throughput::Elements(1));
-            group.bench_function(BenchmarkId::new(name, format!("{size}B")), |b| {
-                bench(b, archive.as_ref(), &value);
+            group.bench_function(BenchmarkId::new(backend, format!("{size}B")), |b| {
+                bench(b, store.as_ref(), &value);
             });
         }
     }
     group.finish();
 }
 
+/// Stores one `session.json` in each of the [`DOMAINS`] domains.
+fn populate(store: &dyn Store, value: &[u8]) {
+    let domains = domain_names();
+    let entries: Vec<(&str, &str, &[u8])> = domains
+        .iter()
+        .map(|d| (d.as_str(), "session.json", value))
+        .collect();
+    store.set_many(&entries);
+}
+
 fn get(c: &mut Criterion) {
     let domains = domain_names();
-    each_case(c, "get", |b, archive, value| {
-        let entries: Vec<(&str, &str, &[u8])> = domains
-            .iter()
-            .map(|d| (d.as_str(), "session.json", value))
-            .collect();
-        archive.set_many(&entries).expect("populate");
+    each_case(c, "get", populate, |b, store, _| {
         let mut next = domains.iter().cycle();
         b.iter(|| {
             let domain = next.next().expect("cycle never ends");
-            black_box(archive.get(domain, "session.json").expect("get"))
+            black_box(store.get(domain, "session.json"))
         });
     });
 }
 
 fn set(c: &mut Criterion) {
     let domains = domain_names();
-    each_case(c, "set", |b, archive, value| {
+    each_case(
+        c,
+        "set",
+        |_, _| {},
+        |b, store, value| {
+            let mut next = domains.iter().cycle();
+            b.iter(|| {
+                let domain = next.next().expect("cycle never ends");
+                store.set(domain, "session.json", value);
+            });
+        },
+    );
+}
+
+fn has_domain(c: &mut Criterion) {
+    let domains = domain_names();
+    each_case(c, "has_domain", populate, |b, store, _| {
         let mut next = domains.iter().cycle();
         b.iter(|| {
             let domain = next.next().expect("cycle never ends");
-            archive.set(domain, "session.json", value).expect("set");
+            assert!(store.has_domain(domain));
         });
     });
 }
 
 fn remove_domain(c: &mut Criterion) {
     let keys: Vec<String> = (0..DOMAIN_KEYS).map(|i| format!("key-{i:04}")).collect();
-    each_case(c, "remove_domain", |b, archive, value| {
+    // A neighbour that shares the prefix, so the range delete has something to leave alone.
+    let neighbour = |store: &dyn Store, value: &[u8]| store.set("doomed-not", "k", value);
+    each_case(c, "remove_domain", neighbour, |b, store, value| {
         let entries: Vec<(&str, &str, &[u8])> =
             keys.iter().map(|k| ("doomed", k.as_str(), value)).collect();
-        // A neighbour that shares the prefix, so the range delete has something to leave alone.
-        archive.set("doomed-not", "k", value).expect("neighbour");
         b.iter_batched(
-            || archive.set_many(&entries).expect("populate the domain"),
-            |()| assert!(archive.remove_domain("doomed").expect("remove_domain")),
+            || store.set_many(&entries),
+            |()| assert!(store.remove_domain("doomed")),
             BatchSize::PerIteration,
         );
     });
 }
 
-criterion_group!(benches, get, set, remove_domain);
+/// Durable sets from `writers` threads at once, each on keys of its own; the throughput counts
+/// every set, so elements per second is the total rate.
+fn concurrent_set(c: &mut Criterion) {
+    let value = value(200);
+    let mut group = group(c, "concurrent_set");
+    group.throughput(Throughput::Elements(1));
+    for &backend in CONCURRENT_BACKENDS {
+        for writers in WRITERS {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            // One store per writer for SQLite (a connection each), one shared store otherwise.
+            let stores: Vec<Box<dyn Store>> = if backend == "sqlite-full" {
+                (0..writers)
+                    .map(|_| {
+                        Box::new(Sqlite::open(&dir.path().join("archive.sqlite"), "FULL"))
+                            as Box<dyn Store>
+                    })
+                    .collect()
+            } else {
+                let open = BACKENDS
+                    .iter()
+                    .find(|(name, _)| *name == backend)
+                    .map(|&(_, open)| open)
+                    .expect("a listed backend");
+                vec![open(dir.path())]
+            };
+            group.bench_function(BenchmarkId::new(backend, writers), |b| {
+                b.iter_custom(|iterations| {
+                    let per_writer = iterations.div_ceil(writers as u64);
+                    let started = Instant::now();
+                    std::thread::scope(|scope| {
+                        for writer in 0..writers {
+                            let store = &stores[writer % stores.len()];
+                            let value = &value;
+                            scope.spawn(move || {
+                                let domain = format!("writer-{writer}");
+                                for i in 0..per_writer {
+                                    store.set(&domain, &format!("k{}", i % 1000), value);
+                                }
+                            });
+                        }
+                    });
+                    // Scaled to the requested count, as the writers may have done a few more.
+                    started.elapsed() * u32::try_from(iterations).unwrap_or(u32::MAX)
+                        / u32::try_from(per_writer * writers as u64).unwrap_or(u32::MAX)
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, get, set, has_domain, remove_domain, concurrent_set);
 criterion_main!(benches);

@@ -358,3 +358,68 @@ fn debug_shows_path_and_durability_not_contents() {
         format!("RedbArchive {{ path: {path:?}, durability: Immediate, .. }}")
     );
 }
+
+/// Many threads write at once, so their writes share group commits: every acknowledged set is
+/// there after a reopen, every compare-and-swap increment of the shared counter counted exactly
+/// once, and each remove answered for itself.
+#[test]
+fn concurrent_sets_and_swaps_share_commits_and_are_all_exact() {
+    const THREADS: u32 = 16;
+    const STEPS: u32 = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.redb");
+    let archive = RedbArchive::open(&path).unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let archive = &archive;
+            scope.spawn(move || {
+                let domain = format!("writer-{thread}");
+                for step in 0..STEPS {
+                    let key = format!("k{step}");
+                    archive.set(&domain, &key, key.as_bytes()).unwrap();
+                    // Increment the shared counter, retrying while other threads win the race.
+                    loop {
+                        let current = archive.get("shared", "counter").unwrap();
+                        let next = current
+                            .as_deref()
+                            .map_or(0, |bytes| u32::from_le_bytes(bytes.try_into().unwrap()))
+                            + 1;
+                        if archive
+                            .compare_and_swap(
+                                "shared",
+                                "counter",
+                                current.as_deref(),
+                                Some(&next.to_le_bytes()),
+                            )
+                            .unwrap()
+                        {
+                            break;
+                        }
+                    }
+                    // A removal of something absent answers false, of something present true.
+                    assert!(!archive.remove(&domain, "absent").unwrap());
+                    archive.set(&domain, "scratch", b"x").unwrap();
+                    assert!(archive.remove(&domain, "scratch").unwrap());
+                }
+            });
+        }
+    });
+    drop(archive);
+
+    let archive = RedbArchive::open(&path).unwrap();
+    let counter = archive.get("shared", "counter").unwrap().unwrap();
+    assert_eq!(
+        u32::from_le_bytes(counter.as_slice().try_into().unwrap()),
+        THREADS * STEPS
+    );
+    for thread in 0..THREADS {
+        let domain = format!("writer-{thread}");
+        assert!(!archive.has(&domain, "scratch").unwrap());
+        let keys: Vec<String> = archive.keys(&domain).map(Result::unwrap).collect();
+        assert_eq!(keys.len(), STEPS as usize);
+        for step in 0..STEPS {
+            let key = format!("k{step}");
+            assert_eq!(archive.get(&domain, &key).unwrap(), Some(key.into_bytes()));
+        }
+    }
+}

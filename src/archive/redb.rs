@@ -6,11 +6,15 @@
 //! next string after `d`. No valid name contains NUL, so that range never reaches another domain,
 //! and removing, probing or listing a domain is one range operation.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::archive::{Archive, Page};
 use crate::error::{Error, Result};
@@ -239,13 +243,18 @@ impl RedbArchiveBuilder {
             .create(&path)
             .map_err(|source| map_error(&path, "open the database", source.into()))?;
         let archive = RedbArchive {
+            snapshot: RwLock::new(None),
+            generation: AtomicU64::new(0),
             db,
             path,
             options: self,
+            committer: Committer::default(),
         };
         // Opening the table in a write transaction creates it, so that no read transaction ever
         // meets a missing table.
-        archive.write("create the table", |_| Ok(()))?;
+        archive
+            .commit(&[&Op::CreateTable])
+            .map_err(|source| map_error(&archive.path, "create the table", source))?;
         Ok(archive)
     }
 }
@@ -259,6 +268,11 @@ impl RedbArchiveBuilder {
 ///   survives a crash whole; [`Durability::None`] is an opt-in.
 /// - **Atomicity.** Every method is one transaction. [`set_many`](Archive::set_many) writes its
 ///   whole batch in one transaction (one fsync), so the batch is atomic here.
+/// - **Group commit.** Writers that arrive while a commit is in progress are queued and then
+///   committed together, in arrival order, in one transaction with one fsync. Each write still
+///   returns only after the commit that holds it is durable, and behaves exactly as if it had been
+///   committed alone: a [`compare_and_swap`](Archive::compare_and_swap) sees every write queued
+///   before it. A write that changes nothing (a failed swap, removing an absent key) is not synced.
 /// - **Concurrency.** Share it across threads (`Send + Sync`, or wrap it in an `Arc`). Writes are
 ///   serialized by redb's single writer; reads see a snapshot and never wait for writers.
 /// - **Private.** A new file is created with mode 0600, and missing parent directories with 0700.
@@ -281,9 +295,152 @@ impl RedbArchiveBuilder {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedbArchive {
+    /// The read snapshot that reads share while no commit has happened since it was taken. It is
+    /// declared before `db`, so it is dropped first.
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Counts commits; a snapshot is current only while this still equals its `generation`.
+    generation: AtomicU64,
     db: ::redb::Database,
     path: PathBuf,
     options: RedbArchiveBuilder,
+    committer: Committer,
+}
+
+/// A read transaction with the table open, shared by reads until the next commit.
+struct Snapshot {
+    /// The value of [`RedbArchive::generation`] read before the transaction began: the snapshot
+    /// holds every commit counted up to it.
+    generation: u64,
+    table: ReadTable,
+}
+
+/// One write, owned so that whichever writer leads the commit can apply it.
+enum Op {
+    CreateTable,
+    Set {
+        domain: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    SetMany(Vec<(String, String, Vec<u8>)>),
+    Remove {
+        domain: String,
+        key: String,
+    },
+    RemoveDomain {
+        domain: String,
+    },
+    CompareAndSwap {
+        domain: String,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+}
+
+/// What an applied [`Op`] reports.
+#[derive(Clone, Copy)]
+struct Applied {
+    /// The operation's answer: whether the key or domain existed, or whether the swap happened;
+    /// `true` for plain writes.
+    answer: bool,
+    /// Whether the table changed, so that the commit has something to make durable.
+    changed: bool,
+}
+
+impl Op {
+    /// The operation's name in errors.
+    fn operation(&self) -> &'static str {
+        match self {
+            Op::CreateTable => "create the table",
+            Op::Set { .. } => "write a value",
+            Op::SetMany(_) => "write a batch of values",
+            Op::Remove { .. } => "remove a key",
+            Op::RemoveDomain { .. } => "remove a domain",
+            Op::CompareAndSwap { .. } => "compare and swap a value",
+        }
+    }
+
+    /// Applies the operation to the table of an open write transaction.
+    fn apply(&self, table: &mut Table<'_>) -> Result<Applied, ::redb::Error> {
+        let changed = |answer| Applied {
+            answer,
+            changed: answer,
+        };
+        Ok(match self {
+            // Opening the table created it; committing that is the point.
+            Op::CreateTable => changed(true),
+            Op::Set { domain, key, value } => {
+                table.insert((domain.as_str(), key.as_str()), value.as_slice())?;
+                changed(true)
+            }
+            Op::SetMany(entries) => {
+                for (domain, key, value) in entries {
+                    table.insert((domain.as_str(), key.as_str()), value.as_slice())?;
+                }
+                Applied {
+                    answer: true,
+                    changed: !entries.is_empty(),
+                }
+            }
+            Op::Remove { domain, key } => {
+                changed(table.remove((domain.as_str(), key.as_str()))?.is_some())
+            }
+            Op::RemoveDomain { domain } => {
+                let end = domain_end(domain);
+                let existed = any_in(table, domain, &end)?;
+                if existed {
+                    table.retain_in((domain.as_str(), "")..(end.as_str(), ""), |_, _| false)?;
+                }
+                changed(existed)
+            }
+            Op::CompareAndSwap {
+                domain,
+                key,
+                expected,
+                new,
+            } => {
+                let entry = (domain.as_str(), key.as_str());
+                // The transaction is the only writer, so the read and the write below are one
+                // atomic step.
+                let matches = table.get(entry)?.as_ref().map(::redb::AccessGuard::value)
+                    == expected.as_deref();
+                if matches {
+                    match new {
+                        Some(value) => drop(table.insert(entry, value.as_slice())?),
+                        None => drop(table.remove(entry)?),
+                    }
+                }
+                changed(matches)
+            }
+        })
+    }
+}
+
+/// The queue of writes waiting for a commit, and the answers of committed batches.
+///
+/// Leader/follower group commit without a thread of its own: a writer queues its [`Op`] under a
+/// ticket. If no commit is running, it becomes the leader: it takes the whole queue, applies it in
+/// order in one write transaction, commits once, posts every op's answer and wakes the waiters.
+/// The others wait until their answer is posted; a waiter whose op is still queued when a commit
+/// ends leads the next one. Each leader commits exactly one batch, the one holding its own op, so
+/// no writer serves others forever.
+#[derive(Default)]
+struct Committer {
+    state: Mutex<CommitState>,
+    /// Signalled whenever a batch's answers are posted and leadership is free.
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Ops waiting for the next commit, in arrival order: the order they take effect in.
+    queue: Vec<(u64, Op)>,
+    /// Answers of committed ops, until their writer takes them.
+    answers: HashMap<u64, Result<bool>>,
+    /// Whether a leader is applying and committing a batch right now.
+    committing: bool,
+    next_ticket: u64,
 }
 
 impl RedbArchive {
@@ -361,38 +518,127 @@ impl RedbArchive {
     }
 
     /// Runs `f` on the table in a read transaction, a snapshot that never waits for writers.
+    ///
+    /// Beginning a read transaction and opening the table cost more than a point lookup, so reads
+    /// share one snapshot until the next commit. That stays linearizable: the generation is read
+    /// before the transaction begins, and every commit bumps it before its writers return, so a
+    /// snapshot is used only while it holds every acknowledged write. It is dropped at the next
+    /// commit, so it never pins old pages while writes go on.
     fn read<R>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&ReadTable) -> Result<R, ::redb::Error>,
     ) -> Result<R> {
-        let run = || {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            f(&table)
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = self
+            .snapshot
+            .read()
+            .as_ref()
+            .filter(|snapshot| snapshot.generation == generation)
+            .cloned();
+        let snapshot = if let Some(snapshot) = cached {
+            snapshot
+        } else {
+            let fresh = (|| {
+                let txn = self.db.begin_read()?;
+                Ok::<_, ::redb::Error>(Arc::new(Snapshot {
+                    generation,
+                    table: txn.open_table(ENTRIES)?,
+                }))
+            })()
+            .map_err(|source| map_error(&self.path, operation, source))?;
+            let mut slot = self.snapshot.write();
+            if self.generation.load(Ordering::Acquire) == generation {
+                *slot = Some(Arc::clone(&fresh));
+            }
+            fresh
         };
-        run().map_err(|source| map_error(&self.path, operation, source))
+        f(&snapshot.table).map_err(|source| map_error(&self.path, operation, source))
     }
 
-    /// Runs `f` on the table in one write transaction and commits it with the configured
-    /// durability; if `f` fails, nothing it did is committed. Every write goes through here.
-    fn write<R>(
-        &self,
-        operation: &'static str,
-        f: impl FnOnce(&mut Table<'_>) -> Result<R, ::redb::Error>,
-    ) -> Result<R> {
-        let run = || {
-            let mut txn = self.db.begin_write()?;
-            txn.set_durability(self.options.durability.to_redb())?;
-            txn.set_quick_repair(self.options.quick_repair);
-            let result = {
-                let mut table = txn.open_table(ENTRIES)?;
-                f(&mut table)?
-            };
-            txn.commit()?;
-            Ok(result)
-        };
-        run().map_err(|source| map_error(&self.path, operation, source))
+    /// Applies `op` in a group commit (see [`Committer`]) and returns its answer once the commit
+    /// holding it is done, durable unless the archive was opened with [`Durability::None`].
+    /// Every write goes through here.
+    fn write(&self, op: Op) -> Result<bool> {
+        let mut state = self.committer.state.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, op));
+        loop {
+            if let Some(answer) = state.answers.remove(&ticket) {
+                return answer;
+            }
+            if state.committing {
+                self.committer.done.wait(&mut state);
+                continue;
+            }
+            // No commit is running and this op is still queued: lead the next one.
+            state.committing = true;
+            let batch = std::mem::take(&mut state.queue);
+            drop(state);
+            let answers = self.commit_batch(&batch);
+            state = self.committer.state.lock();
+            state.answers.extend(answers);
+            state.committing = false;
+            self.committer.done.notify_all();
+        }
+    }
+
+    /// Commits `batch` and answers each op. The batch is one transaction; if that fails, each op
+    /// is retried in a transaction of its own, so one op's failure fails only that op, and an op
+    /// is answered `Ok` only when a commit holding it succeeded.
+    fn commit_batch(&self, batch: &[(u64, Op)]) -> Vec<(u64, Result<bool>)> {
+        if batch.len() > 1 {
+            let ops: Vec<&Op> = batch.iter().map(|(_, op)| op).collect();
+            if let Ok(answers) = self.commit(&ops) {
+                return batch
+                    .iter()
+                    .zip(answers)
+                    .map(|((ticket, _), answer)| (*ticket, Ok(answer)))
+                    .collect();
+            }
+        }
+        batch
+            .iter()
+            .map(|(ticket, op)| {
+                let answer = self
+                    .commit(&[op])
+                    .map(|answers| answers.first().copied().unwrap_or_default())
+                    .map_err(|source| map_error(&self.path, op.operation(), source));
+                (*ticket, answer)
+            })
+            .collect()
+    }
+
+    /// Applies `ops` in order in one write transaction and commits it with the configured
+    /// durability, returning each op's answer. A transaction that changed nothing is aborted
+    /// instead, so a failed swap or the removal of something absent costs no fsync. If any op
+    /// fails, nothing is committed.
+    fn commit(&self, ops: &[&Op]) -> Result<Vec<bool>, ::redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(self.options.durability.to_redb())?;
+        txn.set_quick_repair(self.options.quick_repair);
+        let mut changed = false;
+        let mut answers = Vec::with_capacity(ops.len());
+        {
+            let mut table = txn.open_table(ENTRIES)?;
+            for op in ops {
+                let applied = op.apply(&mut table)?;
+                changed |= applied.changed;
+                answers.push(applied.answer);
+            }
+        }
+        if changed {
+            let committed = txn.commit();
+            // Counted even when the commit failed, as it may have changed the file; reads then
+            // take a fresh snapshot.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            *self.snapshot.write() = None;
+            committed?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(answers)
     }
 }
 
@@ -505,10 +751,12 @@ impl Archive for RedbArchive {
 
     fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
         validate_entry(domain, key)?;
-        self.write("write a value", |table| {
-            table.insert((domain, key), value)?;
-            Ok(())
-        })
+        self.write(Op::Set {
+            domain: domain.to_owned(),
+            key: key.to_owned(),
+            value: value.to_vec(),
+        })?;
+        Ok(())
     }
 
     fn has(&self, domain: &str, key: &str) -> Result<bool> {
@@ -520,8 +768,9 @@ impl Archive for RedbArchive {
 
     fn remove(&self, domain: &str, key: &str) -> Result<bool> {
         validate_entry(domain, key)?;
-        self.write("remove a key", |table| {
-            Ok(table.remove((domain, key))?.is_some())
+        self.write(Op::Remove {
+            domain: domain.to_owned(),
+            key: key.to_owned(),
         })
     }
 
@@ -533,13 +782,8 @@ impl Archive for RedbArchive {
 
     fn remove_domain(&self, domain: &str) -> Result<bool> {
         validate_domain(domain)?;
-        let end = domain_end(domain);
-        self.write("remove a domain", |table| {
-            let existed = any_in(table, domain, &end)?;
-            if existed {
-                table.retain_in((domain, "")..(end.as_str(), ""), |_, _| false)?;
-            }
-            Ok(existed)
+        self.write(Op::RemoveDomain {
+            domain: domain.to_owned(),
         })
     }
 
@@ -551,25 +795,11 @@ impl Archive for RedbArchive {
         new: Option<&[u8]>,
     ) -> Result<bool> {
         validate_entry(domain, key)?;
-        // redb has one writer at a time, so the read and the write below are one atomic step.
-        self.write("compare and swap a value", |table| {
-            let matches = table
-                .get((domain, key))?
-                .as_ref()
-                .map(::redb::AccessGuard::value)
-                == expected;
-            if !matches {
-                return Ok(false);
-            }
-            match new {
-                Some(value) => {
-                    table.insert((domain, key), value)?;
-                }
-                None => {
-                    table.remove((domain, key))?;
-                }
-            }
-            Ok(true)
+        self.write(Op::CompareAndSwap {
+            domain: domain.to_owned(),
+            key: key.to_owned(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.map(<[u8]>::to_vec),
         })
     }
 
@@ -613,11 +843,12 @@ impl Archive for RedbArchive {
         for (domain, key, _) in entries {
             validate_entry(domain, key)?;
         }
-        self.write("write a batch of values", |table| {
-            for &(domain, key, value) in entries {
-                table.insert((domain, key), value)?;
-            }
-            Ok(())
-        })
+        self.write(Op::SetMany(
+            entries
+                .iter()
+                .map(|&(domain, key, value)| (domain.to_owned(), key.to_owned(), value.to_vec()))
+                .collect(),
+        ))?;
+        Ok(())
     }
 }

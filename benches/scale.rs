@@ -1,0 +1,205 @@
+//! Scale benchmarks on `RedbArchive`: `get` and durable `set` of a session's state with 1k, 100k
+//! and 1M sessions stored, and the expiry sweep of 1k expired sessions among 1M. At the end it
+//! prints each file's size and the process's peak RSS, and writes them to
+//! `target/bench-data/scale.json` for `scripts/bench_chart.py`.
+//!
+//! The archives are built once through [`Sessions`] (the 1M one takes a minute or two) and kept
+//! under `target/bench-data/`, with their session ids beside them; later runs reuse them. Delete
+//! that directory to rebuild.
+//!
+//! Run `cargo bench --bench scale`; `cargo bench --bench scale -- --test` runs every benchmark
+//! once (it still builds the archives the first time).
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use session_archive::{Archive, Clock, Durability, ManualClock, RedbArchive, Sessions};
+
+/// The session counts of the `get` and `set` benchmarks.
+const COUNTS: [usize; 3] = [1_000, 100_000, 1_000_000];
+
+/// The sessions the sweep finds expired on each run, among the 1M stored.
+const EXPIRED: usize = 1_000;
+
+/// A session's stored state: about 200 bytes of JSON.
+const STATE: &str = r#"{"user":"ada@example.com","roles":["reader","editor"],"visits":42,"csrf":"3f1c2e0a9b8d7c6e5f4a3b2c1d0e9f8a","cart":[7,42,1001],"theme":"dark","locale":"en-GB"}"#;
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data")
+}
+
+fn archive_path(count: usize) -> PathBuf {
+    data_dir().join(format!("sessions-{count}.redb"))
+}
+
+/// Long-lived sessions: they never expire while the benches run, so only the sweep's own
+/// short-lived sessions are ever expired.
+fn long_lived(archive: Arc<RedbArchive>, clock: ManualClock) -> Sessions {
+    Sessions::builder(archive)
+        .idle_timeout(Duration::from_secs(10 * 365 * 24 * 3600))
+        .absolute_lifetime(None)
+        .clock(clock)
+        .build()
+}
+
+/// Returns the archive of `count` sessions and their ids, building both on the first run.
+fn stored(count: usize) -> (Arc<RedbArchive>, Vec<String>) {
+    let path = archive_path(count);
+    let ids_path = path.with_extension("ids");
+    if !ids_path.exists() {
+        eprintln!("building {} ({count} sessions, once)", path.display());
+        // A leftover file without its ids was cut short; start over.
+        let _ = std::fs::remove_file(&path);
+        // Built without fsyncs; dropping the archive closes it cleanly, which makes it durable.
+        let archive = Arc::new(
+            RedbArchive::builder()
+                .durability(Durability::None)
+                .open(&path)
+                .expect("open for building"),
+        );
+        let sessions = long_lived(archive, ManualClock::new(SystemTime::now()));
+        let mut ids = String::new();
+        for _ in 0..count {
+            let mut session = sessions
+                .start(None, serde_json::Value::Null)
+                .expect("start");
+            *session = serde_json::from_str(STATE).expect("state");
+            session.save().expect("save");
+            writeln!(ids, "{}", session.id()).expect("write to a string");
+        }
+        drop(sessions);
+        // The ids file is written last: its presence says the archive is complete.
+        std::fs::write(&ids_path, ids).expect("write ids");
+    }
+    let ids = std::fs::read_to_string(&ids_path).expect("read ids");
+    let archive = RedbArchive::open(&path).expect("open archive");
+    (Arc::new(archive), ids.lines().map(str::to_owned).collect())
+}
+
+/// Visits `ids` in a fixed pseudo-random order, so the benches do not walk the tree in key order.
+fn shuffled(ids: &[String]) -> impl Iterator<Item = &String> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    std::iter::repeat_with(move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        &ids[usize::try_from(state % ids.len() as u64).expect("an index fits usize")]
+    })
+}
+
+fn group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(1));
+    group
+}
+
+fn scale(c: &mut Criterion) {
+    let stores: Vec<_> = COUNTS.iter().map(|&count| (count, stored(count))).collect();
+    let mut get = group(c, "scale_get");
+    for (count, (archive, ids)) in &stores {
+        let mut next = shuffled(ids);
+        get.bench_function(BenchmarkId::from_parameter(count), |b| {
+            b.iter(|| {
+                let id = next.next().expect("endless");
+                black_box(archive.get(id, "session.json").expect("get"))
+            });
+        });
+    }
+    get.finish();
+    let mut set = group(c, "scale_set");
+    for (count, (archive, ids)) in &stores {
+        let mut next = shuffled(ids);
+        set.bench_function(BenchmarkId::from_parameter(count), |b| {
+            b.iter(|| {
+                let id = next.next().expect("endless");
+                archive
+                    .set(id, "session.json", STATE.as_bytes())
+                    .expect("set");
+            });
+        });
+    }
+    set.finish();
+    drop(stores);
+    sweep(c);
+    report();
+}
+
+/// The sweep of [`EXPIRED`] sessions among the 1M: each run creates them with a short idle
+/// timeout, moves the clock past it, and sweeps. The 1M long-lived sessions sit in expiry buckets
+/// years ahead, which the sweep never visits. The clock runs ahead of real time, and the sweep's
+/// cursor with it, so each run starts the clock where the previous one stopped (saved beside the
+/// archive); a clock behind the cursor would make sessions expire where the sweep no longer looks.
+fn sweep(c: &mut Criterion) {
+    let (archive, _) = stored(1_000_000);
+    let saved = archive_path(1_000_000).with_extension("clock");
+    let resume = std::fs::read_to_string(&saved)
+        .ok()
+        .and_then(|secs| secs.trim().parse().ok())
+        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+    let clock =
+        ManualClock::new(resume.map_or_else(SystemTime::now, |at| at.max(SystemTime::now())));
+    let short = Sessions::builder(archive)
+        .idle_timeout(Duration::from_secs(3600))
+        .absolute_lifetime(None)
+        .clock(clock.clone())
+        .build();
+    let mut group = group(c, "scale_sweep");
+    group.throughput(Throughput::Elements(EXPIRED as u64));
+    group.bench_function(BenchmarkId::new("1k_expired_of", 1_000_000), |b| {
+        b.iter_batched(
+            || {
+                for _ in 0..EXPIRED {
+                    let mut session = short.start(None, 1_u32).expect("start");
+                    session.save().expect("save");
+                }
+                clock.advance(Duration::from_secs(2 * 3600));
+            },
+            |()| assert_eq!(short.sweep().expect("sweep"), EXPIRED),
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+    let now = clock
+        .now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    std::fs::write(&saved, now.as_secs().to_string()).expect("save the sweep clock");
+}
+
+/// The peak resident set size of this process in KiB, from `/proc/self/status` (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Prints the file sizes and the peak RSS, and writes them to `target/bench-data/scale.json`.
+fn report() {
+    let mut files = Vec::new();
+    for count in COUNTS {
+        let bytes = std::fs::metadata(archive_path(count)).map_or(0, |m| m.len());
+        println!("scale: {count} sessions: file {bytes} bytes");
+        files.push(format!("\"{count}\": {bytes}"));
+    }
+    let rss = peak_rss_kib().unwrap_or(0);
+    println!("scale: peak RSS {rss} KiB");
+    let json = format!(
+        "{{\"file_bytes\": {{{}}}, \"peak_rss_kib\": {rss}}}\n",
+        files.join(", ")
+    );
+    std::fs::write(data_dir().join("scale.json"), json).expect("write scale.json");
+}
+
+criterion_group!(benches, scale);
+criterion_main!(benches);
