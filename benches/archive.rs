@@ -8,6 +8,7 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -151,6 +152,18 @@ fn value(size: usize) -> Vec<u8> {
     (0..=250u8).cycle().take(size).collect()
 }
 
+/// The next unused stamp for the concurrent writers.
+static STAMPS: AtomicU64 = AtomicU64::new(0);
+
+/// `value` with `n` stamped into its first bytes, so that every durable set really changes the
+/// stored bytes: SQLite skips writing (and syncing) a row overwritten with identical content,
+/// which would make it look durable at memory speed.
+fn stamped(value: &mut [u8], n: u64) {
+    let stamp = n.to_le_bytes();
+    let len = stamp.len().min(value.len());
+    value[..len].copy_from_slice(&stamp[..len]);
+}
+
 fn domain_names() -> Vec<String> {
     (0..DOMAINS).map(|i| format!("domain-{i:05}")).collect()
 }
@@ -223,9 +236,13 @@ fn set(c: &mut Criterion) {
         |_, _| {},
         |b, store, value| {
             let mut next = domains.iter().cycle();
+            let mut value = value.to_vec();
+            let mut n = 0_u64;
             b.iter(|| {
                 let domain = next.next().expect("cycle never ends");
-                store.set(domain, "session.json", value);
+                n += 1;
+                stamped(&mut value, n);
+                store.set(domain, "session.json", &value);
             });
         },
     );
@@ -292,8 +309,13 @@ fn concurrent_set(c: &mut Criterion) {
                             let value = &value;
                             scope.spawn(move || {
                                 let domain = format!("writer-{writer}");
+                                let mut value = value.clone();
+                                // Stamps unique across batches too, so no set repeats an
+                                // earlier one's bytes.
+                                let base = STAMPS.fetch_add(per_writer, Ordering::Relaxed);
                                 for i in 0..per_writer {
-                                    store.set(&domain, &format!("k{}", i % 1000), value);
+                                    stamped(&mut value, base + i);
+                                    store.set(&domain, &format!("k{}", i % 1000), &value);
                                 }
                             });
                         }
