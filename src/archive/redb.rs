@@ -443,6 +443,38 @@ struct CommitState {
     next_ticket: u64,
 }
 
+/// A leader's hold on the [`Committer`] while its batch commits. Dropped, it posts the batch's
+/// answers, frees leadership and wakes the waiters. If a panic inside redb unwinds through the
+/// commit, there are no answers, and the batch's writers get an error instead of waiting forever
+/// on a commit that will never end.
+struct Leadership<'a> {
+    committer: &'a Committer,
+    tickets: Vec<u64>,
+    answers: Option<Vec<(u64, Result<bool>)>>,
+}
+
+impl Drop for Leadership<'_> {
+    fn drop(&mut self) {
+        let mut state = self.committer.state.lock();
+        if let Some(answers) = self.answers.take() {
+            state.answers.extend(answers);
+        } else {
+            for &ticket in &self.tickets {
+                state.answers.insert(
+                    ticket,
+                    Err(Error::Backend {
+                        backend: "redb",
+                        operation: "commit a batch of writes",
+                        source: "the commit panicked; the batch's writes may not be stored".into(),
+                    }),
+                );
+            }
+        }
+        state.committing = false;
+        self.committer.done.notify_all();
+    }
+}
+
 impl RedbArchive {
     /// Opens the archive at `path` with the default options, creating the file and its parent
     /// directories if they are missing. See [`RedbArchiveBuilder`] for the defaults.
@@ -576,11 +608,14 @@ impl RedbArchive {
             state.committing = true;
             let batch = std::mem::take(&mut state.queue);
             drop(state);
-            let answers = self.commit_batch(&batch);
+            let mut leadership = Leadership {
+                committer: &self.committer,
+                tickets: batch.iter().map(|(ticket, _)| *ticket).collect(),
+                answers: None,
+            };
+            leadership.answers = Some(self.commit_batch(&batch));
+            drop(leadership);
             state = self.committer.state.lock();
-            state.answers.extend(answers);
-            state.committing = false;
-            self.committer.done.notify_all();
         }
     }
 
