@@ -12,6 +12,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use ::redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -430,6 +431,8 @@ struct Committer {
     state: Mutex<CommitState>,
     /// Signalled whenever a batch's answers are posted and leadership is free.
     done: Condvar,
+    /// Signalled whenever a write is queued, for a leader gathering its batch.
+    arrived: Condvar,
 }
 
 #[derive(Default)]
@@ -438,9 +441,13 @@ struct CommitState {
     queue: Vec<(u64, Op)>,
     /// Answers of committed ops, until their writer takes them.
     answers: HashMap<u64, Result<bool>>,
-    /// Whether a leader is applying and committing a batch right now.
+    /// Whether a leader is gathering, applying or committing a batch right now.
     committing: bool,
     next_ticket: u64,
+    /// How many writes the last batch held, and how long its commit took: the next leader waits
+    /// (briefly) for that many writers to come back, see [`RedbArchive::write`].
+    last_batch: usize,
+    last_commit: Duration,
 }
 
 /// A leader's hold on the [`Committer`] while its batch commits. Dropped, it posts the batch's
@@ -451,6 +458,7 @@ struct Leadership<'a> {
     committer: &'a Committer,
     tickets: Vec<u64>,
     answers: Option<Vec<(u64, Result<bool>)>>,
+    started: Instant,
 }
 
 impl Drop for Leadership<'_> {
@@ -470,6 +478,7 @@ impl Drop for Leadership<'_> {
                 );
             }
         }
+        state.last_commit = self.started.elapsed();
         state.committing = false;
         self.committer.done.notify_all();
     }
@@ -596,6 +605,7 @@ impl RedbArchive {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue.push((ticket, op));
+        self.committer.arrived.notify_one();
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
                 return answer;
@@ -606,12 +616,28 @@ impl RedbArchive {
             }
             // No commit is running and this op is still queued: lead the next one.
             state.committing = true;
+            // The writers the last commit answered are on their way back with their next
+            // writes, but waking them all takes a while on a busy machine. When fewer than half
+            // are queued yet, wait for them up to half a commit's time, so that they share this
+            // commit instead of paying the next one each. A lone writer never waits.
+            if state.queue.len() * 2 <= state.last_batch {
+                let deadline = Instant::now() + state.last_commit / 2;
+                while state.queue.len() < state.last_batch
+                    && !self
+                        .committer
+                        .arrived
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                {}
+            }
             let batch = std::mem::take(&mut state.queue);
+            state.last_batch = batch.len();
             drop(state);
             let mut leadership = Leadership {
                 committer: &self.committer,
                 tickets: batch.iter().map(|(ticket, _)| *ticket).collect(),
                 answers: None,
+                started: Instant::now(),
             };
             leadership.answers = Some(self.commit_batch(&batch));
             drop(leadership);
