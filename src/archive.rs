@@ -43,6 +43,30 @@ pub struct Page {
     pub cursor: Option<String>,
 }
 
+impl Page {
+    /// The page of `names`, taken in ascending order after the caller's cursor and at most
+    /// `limit` of them (a `limit` of 0 counts as 1): its cursor is its last name when the page is
+    /// full, since more may follow, and `None` when it is not. Backends that list in order build
+    /// their pages with this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::Page;
+    ///
+    /// let full = Page::ordered(vec!["a".into(), "b".into()], 2);
+    /// assert_eq!(full.cursor.as_deref(), Some("b"));
+    /// let last = Page::ordered(vec!["c".into()], 2);
+    /// assert_eq!(last.cursor, None);
+    /// ```
+    pub fn ordered(names: Vec<String>, limit: usize) -> Page {
+        let cursor = (names.len() >= limit.max(1))
+            .then(|| names.last().cloned())
+            .flatten();
+        Page { names, cursor }
+    }
+}
+
 /// A two-layer byte store: domains hold keys, keys hold bytes.
 ///
 /// This is the storage contract under [`Sessions`](crate::Sessions) (one domain per session, its
@@ -150,9 +174,7 @@ pub struct Page {
 ///         names.dedup();
 ///         names.retain(|d| cursor.is_none_or(|c| d.as_str() > c));
 ///         names.truncate(limit.max(1));
-///         let more = names.len() == limit.max(1);
-///         let cursor = if more { names.last().cloned() } else { None };
-///         Ok(Page { names, cursor })
+///         Ok(Page::ordered(names, limit))
 ///     }
 ///     fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
 ///         validate_domain(domain)?;
@@ -167,9 +189,7 @@ pub struct Page {
 ///             .take(limit.max(1))
 ///             .map(|((_, k), _)| k.clone())
 ///             .collect();
-///         let more = names.len() == limit.max(1);
-///         let cursor = if more { names.last().cloned() } else { None };
-///         Ok(Page { names, cursor })
+///         Ok(Page::ordered(names, limit))
 ///     }
 /// }
 ///

@@ -400,16 +400,15 @@ fn for_each_name(
     Ok(())
 }
 
-/// The `limit` smallest names in `dir` after `cursor` that `keep` accepts, in order, holding
-/// no more than `limit + 1` names at a time, and whether the page is full (so that more may
-/// follow).
+/// The page of the `limit` smallest names in `dir` after `cursor` that `keep` accepts, in order,
+/// holding no more than `limit + 1` names at a time.
 fn smallest_after(
     dir: &OwnedFd,
     path: &Path,
     cursor: Option<&str>,
     limit: usize,
     keep: impl Fn(&str, FileType) -> bool,
-) -> Result<(Vec<String>, bool)> {
+) -> Result<Page> {
     let limit = limit.max(1);
     let mut names = BTreeSet::new();
     for_each_name(dir, path, |name, file_type| {
@@ -426,8 +425,7 @@ fn smallest_after(
         }
         true
     })?;
-    let full = names.len() == limit;
-    Ok((names.into_iter().collect(), full))
+    Ok(Page::ordered(names.into_iter().collect(), limit))
 }
 
 /// Whether `name` in `dir` is a regular file, not following symlinks; `false` when it is missing.
@@ -564,7 +562,7 @@ impl Archive for DirArchive {
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let (candidates, more) = smallest_after(
+        let mut page = smallest_after(
             &self.root_fd,
             &self.root,
             cursor,
@@ -574,14 +572,15 @@ impl Archive for DirArchive {
                     && matches!(file_type, FileType::Directory | FileType::Unknown)
             },
         )?;
-        let cursor = more.then(|| candidates.last().cloned()).flatten();
-        let mut names = Vec::with_capacity(candidates.len());
-        for domain in candidates {
+        // The cursor stays the last candidate's, so a page of emptied domains still moves on.
+        let mut names = Vec::with_capacity(page.names.len());
+        for domain in page.names {
             if self.has_domain(&domain)? {
                 names.push(domain);
             }
         }
-        Ok(Page { names, cursor })
+        page.names = names;
+        Ok(page)
     }
 
     fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
@@ -589,15 +588,13 @@ impl Archive for DirArchive {
         let Some(dir) = self.open_domain(domain)? else {
             return Ok(Page::default());
         };
-        let (names, more) = smallest_after(
+        smallest_after(
             &dir,
             &self.domain_path(domain),
             cursor,
             limit,
             |name, file_type| is_key(&dir, name, file_type),
-        )?;
-        let cursor = more.then(|| names.last().cloned()).flatten();
-        Ok(Page { names, cursor })
+        )
     }
 
     fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {

@@ -59,8 +59,7 @@ impl fmt::Debug for MemoryArchive {
     }
 }
 
-/// Takes up to `limit` names after `cursor` from an ordered map; the cursor of the page is its
-/// last name when the page is full.
+/// Takes up to `limit` names after `cursor` from an ordered map.
 fn page<'a, V: 'a>(map: &'a BTreeMap<String, V>, cursor: Option<&str>, limit: usize) -> Page {
     let limit = limit.max(1);
     let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
@@ -69,10 +68,7 @@ fn page<'a, V: 'a>(map: &'a BTreeMap<String, V>, cursor: Option<&str>, limit: us
         .take(limit)
         .map(|(name, _)| name.clone())
         .collect();
-    let cursor = (names.len() == limit)
-        .then(|| names.last().cloned())
-        .flatten();
-    Page { names, cursor }
+    Page::ordered(names, limit)
 }
 
 /// Removes one key, and its domain with it when it was the last; returns whether it existed.

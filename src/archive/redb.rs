@@ -792,14 +792,6 @@ fn any_in<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
         .is_some())
 }
 
-/// The cursor of a listing page: its last name when it is full.
-fn page(names: Vec<String>, limit: usize) -> Page {
-    let cursor = (names.len() >= limit)
-        .then(|| names.last().cloned())
-        .flatten();
-    Page { names, cursor }
-}
-
 impl Archive for RedbArchive {
     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
         validate_entry(domain, key)?;
@@ -879,7 +871,7 @@ impl Archive for RedbArchive {
                 start = domain_end(&domain);
                 names.push(domain);
             }
-            Ok(page(names, limit))
+            Ok(Page::ordered(names, limit))
         })
     }
 
@@ -896,7 +888,7 @@ impl Archive for RedbArchive {
                 .take(limit)
                 .map(|entry| entry.map(|(entry, _)| entry.value().1.to_owned()))
                 .collect::<Result<Vec<String>, _>>()?;
-            Ok(page(names, limit))
+            Ok(Page::ordered(names, limit))
         })
     }
 
