@@ -6,10 +6,12 @@
 //! Run `cargo bench --bench archive`; `cargo bench --bench archive -- --test` runs every benchmark
 //! once, as a quick check that they work.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use parking_lot::Mutex;
@@ -168,20 +170,6 @@ fn domain_names() -> Vec<String> {
     (0..DOMAINS).map(|i| format!("domain-{i:05}")).collect()
 }
 
-/// A group with few samples: a durable write takes hundreds of microseconds, and the whole run
-/// must stay within minutes on a shared 2-core machine.
-fn group<'c>(
-    c: &'c mut Criterion,
-    name: &str,
-) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
-    let mut group = c.benchmark_group(name);
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
-    group
-}
-
 /// Runs `bench` once per backend and value size, each on a fresh store that `prepare` filled
 /// first. Criterion calls the routine once per sample, so anything slow to set up (1,000 durable
 /// files for `dir`) belongs in `prepare`, which runs once.
@@ -191,7 +179,7 @@ fn each_case(
     prepare: impl Fn(&dyn Store, &[u8]),
     mut bench: impl FnMut(&mut criterion::Bencher<'_>, &dyn Store, &[u8]),
 ) {
-    let mut group = group(c, name);
+    let mut group = common::group(c, name);
     for &(backend, open) in BACKENDS {
         for size in VALUE_SIZES {
             let dir = tempfile::tempdir().expect("temporary directory");
@@ -278,7 +266,7 @@ fn remove_domain(c: &mut Criterion) {
 /// every set, so elements per second is the total rate.
 fn concurrent_set(c: &mut Criterion) {
     let value = value(200);
-    let mut group = group(c, "concurrent_set");
+    let mut group = common::group(c, "concurrent_set");
     group.throughput(Throughput::Elements(1));
     for &backend in CONCURRENT_BACKENDS {
         for writers in WRITERS {

@@ -10,6 +10,8 @@
 //! Run `cargo bench --bench scale`; `cargo bench --bench scale -- --test` runs every benchmark
 //! once (it still builds the archives the first time).
 
+mod common;
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -91,22 +93,9 @@ fn shuffled(ids: &[String]) -> impl Iterator<Item = &String> {
     })
 }
 
-fn group<'c>(
-    c: &'c mut Criterion,
-    name: &str,
-) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
-    let mut group = c.benchmark_group(name);
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .throughput(Throughput::Elements(1));
-    group
-}
-
 fn scale(c: &mut Criterion) {
     let stores: Vec<_> = COUNTS.iter().map(|&count| (count, stored(count))).collect();
-    let mut get = group(c, "scale_get");
+    let mut get = common::group(c, "scale_get");
     for (count, (archive, ids)) in &stores {
         let mut next = shuffled(ids);
         get.bench_function(BenchmarkId::from_parameter(count), |b| {
@@ -117,7 +106,7 @@ fn scale(c: &mut Criterion) {
         });
     }
     get.finish();
-    let mut set = group(c, "scale_set");
+    let mut set = common::group(c, "scale_set");
     for (count, (archive, ids)) in &stores {
         let mut next = shuffled(ids);
         set.bench_function(BenchmarkId::from_parameter(count), |b| {
@@ -154,7 +143,7 @@ fn sweep(c: &mut Criterion) {
         .absolute_lifetime(None)
         .clock(clock.clone())
         .build();
-    let mut group = group(c, "scale_sweep");
+    let mut group = common::group(c, "scale_sweep");
     group.throughput(Throughput::Elements(EXPIRED as u64));
     group.bench_function(BenchmarkId::new("1k_expired_of", 1_000_000), |b| {
         b.iter_batched(

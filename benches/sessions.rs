@@ -4,11 +4,12 @@
 //! Run `cargo bench --bench sessions`; `cargo bench --bench sessions -- --test` runs every
 //! benchmark once.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
 use session_archive::{DirArchive, MemoryArchive, RedbArchive, Sessions};
 
@@ -40,12 +41,7 @@ fn each_backend(
     name: &str,
     mut bench: impl FnMut(&mut criterion::Bencher<'_>, &Sessions, &str),
 ) {
-    let mut group = c.benchmark_group(name);
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .throughput(Throughput::Elements(1));
+    let mut group = common::group(c, name);
     for &(backend, open) in BACKENDS {
         let dir = tempfile::tempdir().expect("temporary directory");
         let sessions = open(dir.path());
