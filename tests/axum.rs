@@ -4,14 +4,18 @@
 //! regenerate, corrupt state, storage failures, a missing layer, a session gone mid-request).
 #![cfg(feature = "axum")]
 
+#[path = "support/http.rs"]
+mod http;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::routing::{get, post};
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{COOKIE, SET_COOKIE};
+use http::{cookie_value, jar, set_cookies};
+use reqwest::blocking::Client;
+use reqwest::header::COOKIE;
 use serde::{Deserialize, Serialize};
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::{
@@ -91,30 +95,6 @@ impl Server {
 
 fn sessions(archive: &Arc<MemoryArchive>) -> Sessions {
     Sessions::builder(Arc::clone(archive)).secure(false).build()
-}
-
-fn jar() -> Client {
-    Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("a reqwest client")
-}
-
-fn set_cookies(response: &Response) -> Vec<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|value| value.to_str().expect("ASCII Set-Cookie").to_owned())
-        .collect()
-}
-
-/// The session id in a `Set-Cookie` value, `session-id=<id>; …`.
-fn cookie_value(set_cookie: &str) -> &str {
-    set_cookie
-        .strip_prefix("session-id=")
-        .and_then(|rest| rest.split(';').next())
-        .expect("a session-id cookie")
 }
 
 fn domains(archive: &MemoryArchive) -> Vec<String> {

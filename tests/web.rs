@@ -7,14 +7,17 @@
 //! `cargo build --example welcome --features axum`.
 #![cfg(all(feature = "axum", feature = "archive-redb"))]
 
+#[path = "support/http.rs"]
+mod http;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread;
 
+use http::{cookie_value, jar, set_cookies};
 use reqwest::blocking::{Client, Response};
-use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION};
 use session_archive::{ArchiveExt, RedbArchive, SessionId};
 
 /// The example binary, beside this test's own `deps` directory: `target/<profile>/examples/`.
@@ -96,31 +99,11 @@ impl Drop for App {
     }
 }
 
-fn jar() -> Client {
-    Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .build()
-        .expect("a reqwest client")
-}
-
-fn set_cookies(response: &Response) -> Vec<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|value| value.to_str().expect("ASCII Set-Cookie").to_owned())
-        .collect()
-}
-
 /// The one session id a response's `Set-Cookie` hands out, checked to be well formed.
 fn issued_id(response: &Response) -> String {
     let cookies = set_cookies(response);
     assert_eq!(cookies.len(), 1, "{cookies:?}");
-    let id = cookies[0]
-        .strip_prefix("session-id=")
-        .and_then(|rest| rest.split(';').next())
-        .expect("a session-id cookie");
+    let id = cookie_value(&cookies[0]);
     assert!(SessionId::parse(id).is_some(), "{id:?}");
     id.to_owned()
 }
