@@ -12,6 +12,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use ::redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -254,7 +255,7 @@ impl RedbArchiveBuilder {
         // Opening the table in a write transaction creates it, so that no read transaction ever
         // meets a missing table.
         archive
-            .commit(&[&Op::CreateTable])
+            .commit(&[Op::CreateTable])
             .map_err(|source| map_error(&archive.path, "create the table", source))?;
         Ok(archive)
     }
@@ -421,66 +422,89 @@ impl Op {
 /// The queue of writes waiting for a commit, and the answers of committed batches.
 ///
 /// Leader/follower group commit without a thread of its own: a writer queues its [`Op`] under a
-/// ticket. If no commit is running, it becomes the leader: it takes the whole queue, applies it in
-/// order in one write transaction, commits once, posts every op's answer and wakes the waiters.
-/// The others wait until their answer is posted; a waiter whose op is still queued when a commit
-/// ends leads the next one. Each leader commits exactly one batch, the one holding its own op, so
-/// no writer serves others forever.
+/// ticket. If no commit is running, it becomes the leader: it opens one write transaction,
+/// applies the queued ops in order, keeps applying the ops that arrive meanwhile (see
+/// [`RedbArchive::lead`]), commits once, posts every op's answer and wakes exactly the writers it
+/// answered, plus the first still queued, who leads next. The others sleep until woken; nobody
+/// is woken just to find that its answer is not there yet. Each leader commits exactly one
+/// batch, the one holding its own op, so no writer serves others forever.
 #[derive(Default)]
 struct Committer {
     state: Mutex<CommitState>,
-    /// Signalled whenever a batch's answers are posted and leadership is free.
-    done: Condvar,
     /// Signalled whenever a write is queued, for a leader gathering its batch.
     arrived: Condvar,
 }
 
 #[derive(Default)]
 struct CommitState {
-    /// Ops waiting for the next commit, in arrival order: the order they take effect in.
-    queue: Vec<(u64, Op)>,
+    /// Ops waiting for a leader to take them, in arrival order: the order they take effect in.
+    queue: Vec<Queued>,
     /// Answers of committed ops, until their writer takes them.
     answers: HashMap<u64, Result<bool>>,
     /// Whether a leader is gathering, applying or committing a batch right now.
     committing: bool,
     next_ticket: u64,
-    /// How many writes the last batch held, and how long its commit took: the next leader waits
-    /// (briefly) for that many writers to come back, see [`RedbArchive::write`].
+    /// How many writes the last batch held, and how long it took from its first op to its
+    /// answers: the next leader gathers (briefly) until that many have joined it.
     last_batch: usize,
     last_commit: Duration,
 }
 
+/// A queued write, and the writer to wake when it is answered.
+struct Queued {
+    ticket: u64,
+    op: Op,
+    writer: Thread,
+}
+
 /// A leader's hold on the [`Committer`] while its batch commits. Dropped, it posts the batch's
-/// answers, frees leadership and wakes the waiters. If a panic inside redb unwinds through the
-/// commit, there are no answers, and the batch's writers get an error instead of waiting forever
-/// on a commit that will never end.
+/// answers, frees leadership and wakes the batch's writers and the next leader. If a panic inside
+/// redb unwinds through the commit, there are no answers, and the batch's writers get an error
+/// instead of waiting forever on a commit that will never end.
 struct Leadership<'a> {
     committer: &'a Committer,
-    tickets: Vec<u64>,
-    answers: Option<Vec<(u64, Result<bool>)>>,
+    /// The batch's writers by ticket, in the order their ops were applied.
+    writers: Vec<(u64, Thread)>,
+    answers: Option<Vec<Result<bool>>>,
     started: Instant,
 }
 
 impl Drop for Leadership<'_> {
     fn drop(&mut self) {
         let mut state = self.committer.state.lock();
-        if let Some(answers) = self.answers.take() {
-            state.answers.extend(answers);
-        } else {
-            for &ticket in &self.tickets {
-                state.answers.insert(
-                    ticket,
-                    Err(Error::Backend {
-                        backend: "redb",
-                        operation: "commit a batch of writes",
-                        source: "the commit panicked; the batch's writes may not be stored".into(),
-                    }),
-                );
+        let tickets = self.writers.iter().map(|(ticket, _)| *ticket);
+        match self.answers.take() {
+            Some(answers) => state.answers.extend(tickets.zip(answers)),
+            None => {
+                for ticket in tickets {
+                    state.answers.insert(
+                        ticket,
+                        Err(Error::Backend {
+                            backend: "redb",
+                            operation: "commit a batch of writes",
+                            source: "the commit panicked; the batch's writes may not be stored"
+                                .into(),
+                        }),
+                    );
+                }
             }
         }
+        state.last_batch = self.writers.len();
         state.last_commit = self.started.elapsed();
         state.committing = false;
-        self.committer.done.notify_all();
+        let next_leader = state.queue.first().map(|queued| queued.writer.clone());
+        drop(state);
+        // The next leader first: the next commit waits for it, while the answered writers only
+        // return.
+        if let Some(writer) = next_leader {
+            writer.unpark();
+        }
+        let me = std::thread::current().id();
+        for (_, writer) in &self.writers {
+            if writer.id() != me {
+                writer.unpark();
+            }
+        }
     }
 }
 
@@ -604,78 +628,118 @@ impl RedbArchive {
         let mut state = self.committer.state.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push((ticket, op));
+        state.queue.push(Queued {
+            ticket,
+            op,
+            writer: std::thread::current(),
+        });
         self.committer.arrived.notify_one();
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
                 return answer;
             }
             if state.committing {
-                self.committer.done.wait(&mut state);
+                // Woken by the leader that answers this op, or that leaves it queued for this
+                // writer to lead. A wake-up that comes between the unlock and the park is kept
+                // by the thread's token, so none is lost; a spurious one only loops.
+                drop(state);
+                std::thread::park();
+                state = self.committer.state.lock();
                 continue;
             }
             // No commit is running and this op is still queued: lead the next one.
             state.committing = true;
-            // The writers the last commit answered are on their way back with their next
-            // writes, but waking them all takes a while on a busy machine. When fewer than half
-            // are queued yet, wait for them up to half a commit's time, so that they share this
-            // commit instead of paying the next one each. A lone writer never waits.
-            if state.queue.len() * 2 <= state.last_batch {
-                let deadline = Instant::now() + state.last_commit / 2;
-                while state.queue.len() < state.last_batch
-                    && !self
-                        .committer
-                        .arrived
-                        .wait_until(&mut state, deadline)
-                        .timed_out()
-                {}
-            }
             let batch = std::mem::take(&mut state.queue);
-            state.last_batch = batch.len();
+            let expected = state.last_batch;
+            let window = state.last_commit / 2;
             drop(state);
             let mut leadership = Leadership {
                 committer: &self.committer,
-                tickets: batch.iter().map(|(ticket, _)| *ticket).collect(),
+                writers: Vec::with_capacity(expected.max(batch.len())),
                 answers: None,
                 started: Instant::now(),
             };
-            leadership.answers = Some(self.commit_batch(&batch));
+            leadership.answers = Some(self.lead(batch, expected, window, &mut leadership.writers));
             drop(leadership);
             state = self.committer.state.lock();
         }
     }
 
-    /// Commits `batch` and answers each op. The batch is one transaction; if that fails, each op
-    /// is retried in a transaction of its own, so one op's failure fails only that op, and an op
-    /// is answered `Ok` only when a commit holding it succeeded.
-    fn commit_batch(&self, batch: &[(u64, Op)]) -> Vec<(u64, Result<bool>)> {
-        if batch.len() > 1 {
-            let ops: Vec<&Op> = batch.iter().map(|(_, op)| op).collect();
-            if let Ok(answers) = self.commit(&ops) {
-                return batch
-                    .iter()
-                    .zip(answers)
-                    .map(|((ticket, _), answer)| (*ticket, Ok(answer)))
-                    .collect();
+    /// Commits `batch` and the ops that join it, and answers each op in the order of `writers`.
+    ///
+    /// The writers the last commit answered are on their way back with their next writes, but
+    /// waking them all takes a while on a busy machine. So the leader applies what is queued,
+    /// then takes and applies what arrived meanwhile, until `expected` ops (the last batch's
+    /// size) have joined or `window` has passed, and commits them all at once. Applying overlaps
+    /// the others' return, and a lone writer never waits.
+    ///
+    /// The batch is one transaction; if that fails, each op is retried in a transaction of its
+    /// own, so one op's failure fails only that op, and an op is answered `Ok` only when a commit
+    /// holding it succeeded.
+    fn lead(
+        &self,
+        batch: Vec<Queued>,
+        expected: usize,
+        window: Duration,
+        writers: &mut Vec<(u64, Thread)>,
+    ) -> Vec<Result<bool>> {
+        let deadline = Instant::now() + window;
+        let mut ops = Vec::with_capacity(writers.capacity());
+        let mut take = |batch: Vec<Queued>, ops: &mut Vec<Op>| {
+            for queued in batch {
+                writers.push((queued.ticket, queued.writer));
+                ops.push(queued.op);
             }
+        };
+        take(batch, &mut ops);
+        let gathered = self.commit_with(&mut ops, |ops| {
+            let mut state = self.committer.state.lock();
+            while state.queue.is_empty()
+                && ops.len() < expected
+                && !self
+                    .committer
+                    .arrived
+                    .wait_until(&mut state, deadline)
+                    .timed_out()
+            {}
+            if state.queue.is_empty() || (Instant::now() >= deadline && ops.len() >= expected) {
+                return false;
+            }
+            take(std::mem::take(&mut state.queue), ops);
+            true
+        });
+        match gathered {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(source) if ops.len() == 1 => {
+                vec![Err(map_error(&self.path, ops[0].operation(), source))]
+            }
+            Err(_) => ops
+                .iter()
+                .map(|op| {
+                    self.commit(std::slice::from_ref(op))
+                        .map(|answers| answers.first().copied().unwrap_or_default())
+                        .map_err(|source| map_error(&self.path, op.operation(), source))
+                })
+                .collect(),
         }
-        batch
-            .iter()
-            .map(|(ticket, op)| {
-                let answer = self
-                    .commit(&[op])
-                    .map(|answers| answers.first().copied().unwrap_or_default())
-                    .map_err(|source| map_error(&self.path, op.operation(), source));
-                (*ticket, answer)
-            })
-            .collect()
     }
 
     /// Applies `ops` in order in one write transaction and commits it with the configured
     /// durability, returning each op's answer. A transaction that changed nothing is aborted
     /// instead, so a failed swap or the removal of something absent costs no fsync. If any op
     /// fails, nothing is committed.
-    fn commit(&self, ops: &[&Op]) -> Result<Vec<bool>, ::redb::Error> {
+    fn commit(&self, ops: &[Op]) -> Result<Vec<bool>, ::redb::Error> {
+        let mut ops = ops.iter().collect::<Vec<_>>();
+        self.commit_with(&mut ops, |_| false)
+    }
+
+    /// As [`commit`](Self::commit), but once `ops` are applied, `more(ops)` may append ops, which
+    /// are applied in turn, until it returns `false`.
+    fn commit_with<O: std::borrow::Borrow<Op>>(
+        &self,
+        ops: &mut Vec<O>,
+        mut more: impl FnMut(&mut Vec<O>) -> bool,
+    ) -> Result<Vec<bool>, ::redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(self.options.durability.to_redb())?;
         txn.set_quick_repair(self.options.quick_repair);
@@ -683,10 +747,15 @@ impl RedbArchive {
         let mut answers = Vec::with_capacity(ops.len());
         {
             let mut table = txn.open_table(ENTRIES)?;
-            for op in ops {
-                let applied = op.apply(&mut table)?;
-                changed |= applied.changed;
-                answers.push(applied.answer);
+            loop {
+                for op in &ops[answers.len()..] {
+                    let applied = op.borrow().apply(&mut table)?;
+                    changed |= applied.changed;
+                    answers.push(applied.answer);
+                }
+                if !more(ops) {
+                    break;
+                }
             }
         }
         if changed {
