@@ -443,6 +443,72 @@ pub trait Archive: Send + Sync {
             .try_for_each(|(domain, key, value)| self.set(domain, key, value))
     }
 
+    /// Removes several entries, and returns how many of them existed. Every name is checked
+    /// first, so an invalid name anywhere in the batch removes nothing. Each entry is then
+    /// removed atomically, as by [`remove`](Archive::remove); the batch as a whole is atomic only
+    /// where the backend says so (redb removes it in one transaction, with one fsync), so after a
+    /// storage error some earlier entries may be gone. An entry listed twice counts once. The
+    /// default checks every name, then calls `remove` for each entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for the first bad name, before anything
+    /// is removed; otherwise the first storage error met.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set_many(&[("a", "k", b"1"), ("b", "k", b"2")])?;
+    /// assert_eq!(archive.remove_many(&[("a", "k"), ("b", "k"), ("b", "missing")])?, 2);
+    /// assert!(!archive.has_domain("a")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
+        entries
+            .iter()
+            .try_for_each(|(domain, key)| crate::name::validate_entry(domain, key))?;
+        entries.iter().try_fold(0, |removed, (domain, key)| {
+            Ok(removed + usize::from(self.remove(domain, key)?))
+        })
+    }
+
+    /// Removes several domains with all their keys, and returns how many of them existed. Names
+    /// are checked first and the batch is atomic as in [`remove_many`](Archive::remove_many). The
+    /// default checks every name, then calls [`remove_domain`](Archive::remove_domain) for each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for the first bad name, before anything
+    /// is removed; otherwise the first storage error met.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set_many(&[("a", "k1", b""), ("a", "k2", b""), ("b", "k", b"")])?;
+    /// assert_eq!(archive.remove_domains(&["a", "b", "c"])?, 2);
+    /// assert!(archive.list_domains(None, 10)?.names.is_empty());
+    ///
+    /// // One bad name and nothing is removed.
+    /// archive.set("a", "k", b"")?;
+    /// assert!(archive.remove_domains(&["a", ".."]).is_err());
+    /// assert!(archive.has_domain("a")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
+        domains
+            .iter()
+            .try_for_each(|domain| crate::name::validate_domain(domain))?;
+        domains.iter().try_fold(0, |removed, domain| {
+            Ok(removed + usize::from(self.remove_domain(domain)?))
+        })
+    }
+
     /// Asks the backend to remove `domain` on its own at or after `at`, and returns whether it
     /// will. Backends with native expiry (Redis) set a TTL and return `true`; the others return
     /// `false`, and the caller removes the domain itself (as [`Sessions::sweep`](crate::Sessions::sweep) does). Writing to
@@ -516,6 +582,12 @@ macro_rules! forward_archive {
             }
             fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
                 (**self).set_many(entries)
+            }
+            fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
+                (**self).remove_many(entries)
+            }
+            fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
+                (**self).remove_domains(domains)
             }
             fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
                 (**self).expire_domain(domain, at)

@@ -84,6 +84,8 @@ macro_rules! __archive_behaviours {
             compare_and_swap_semantics
             compare_and_swap_loses_no_update
             set_many_stores_every_entry
+            remove_many_removes_each_entry_once
+            remove_domains_removes_each_domain_once
             concurrent_writers_to_distinct_keys
         }
     };
@@ -570,6 +572,28 @@ pub fn invalid_names_are_rejected_and_nothing_is_written(archive: &dyn Archive) 
             Some(b"before".to_vec()),
             "set_many wrote part of a batch holding the invalid name {bad:?}"
         );
+        assert_invalid(
+            archive.remove_many(&[("valid", "k"), (bad, "k")]),
+            Domain,
+            bad,
+            "remove_many",
+        );
+        assert_invalid(
+            archive.remove_many(&[("valid", "k"), ("valid", bad)]),
+            Key,
+            bad,
+            "remove_many",
+        );
+        assert_invalid(
+            archive.remove_domains(&["valid", bad]),
+            Domain,
+            bad,
+            "remove_domains",
+        );
+        assert!(
+            archive.has("valid", "k").expect("has"),
+            "a batch removal holding the invalid name {bad:?} removed part of it"
+        );
     }
     assert_eq!(all_domains(archive), ["valid"]);
     assert_eq!(all_keys(archive, "valid"), ["k"]);
@@ -754,6 +778,69 @@ pub fn set_many_stores_every_entry(archive: &dyn Archive) {
     assert_eq!(archive.get("b", "k").expect("get"), Some(b"b".to_vec()));
     assert!(archive.remove_domain("a").expect("remove_domain"));
     assert!(archive.remove_domain("b").expect("remove_domain"));
+}
+
+/// `remove_many` removes every listed entry, across domains, counts those that existed (an entry
+/// listed twice once), and leaves everything else.
+pub fn remove_many_removes_each_entry_once(archive: &dyn Archive) {
+    archive
+        .set_many(&[
+            ("a", "k", b"1"),
+            ("a", "k2", b"2"),
+            ("b", "k", b"3"),
+            ("c", "k", b"4"),
+        ])
+        .expect("set_many");
+    assert_eq!(archive.remove_many(&[]).expect("empty remove_many"), 0);
+    let removed = archive
+        .remove_many(&[
+            ("a", "k"),
+            ("b", "k"),
+            ("a", "k"),
+            ("b", "absent"),
+            ("absent", "k"),
+        ])
+        .expect("remove_many");
+    assert_eq!(removed, 2, "remove_many counted wrongly");
+    assert!(!archive.has("a", "k").expect("has"));
+    assert!(
+        !archive.has_domain("b").expect("has_domain"),
+        "an emptied domain still exists"
+    );
+    assert_eq!(sorted(all_domains(archive)), ["a", "c"]);
+    assert_eq!(archive.get("a", "k2").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(
+        archive
+            .remove_many(&[("a", "k2"), ("c", "k")])
+            .expect("remove_many"),
+        2
+    );
+    assert!(all_domains(archive).is_empty());
+}
+
+/// `remove_domains` removes every listed domain with all its keys, counts those that existed (a
+/// domain listed twice once), and leaves neighbours that share a prefix.
+pub fn remove_domains_removes_each_domain_once(archive: &dyn Archive) {
+    archive
+        .set_many(&[
+            ("a", "k", b""),
+            ("a", "k2", b""),
+            ("ab", "k", b""),
+            ("b", "k", b""),
+        ])
+        .expect("set_many");
+    assert_eq!(
+        archive.remove_domains(&[]).expect("empty remove_domains"),
+        0
+    );
+    let removed = archive
+        .remove_domains(&["a", "b", "a", "absent"])
+        .expect("remove_domains");
+    assert_eq!(removed, 2, "remove_domains counted wrongly");
+    assert_eq!(all_domains(archive), ["ab"]);
+    assert_eq!(all_keys(archive, "ab"), ["k"]);
+    assert_eq!(archive.remove_domains(&["ab"]).expect("remove_domains"), 1);
+    assert!(all_domains(archive).is_empty());
 }
 
 /// Many threads writing distinct keys at once all land.

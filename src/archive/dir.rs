@@ -515,25 +515,7 @@ impl Archive for DirArchive {
     }
 
     fn remove_domain(&self, domain: &str) -> Result<bool> {
-        validate_domain(domain)?;
-        let _guard = self.lock()?;
-        let Some(dir) = self.open_domain(domain)? else {
-            return Ok(false);
-        };
-        if !self.holds_a_key(&dir, domain)? {
-            self.remove_if_empty(&dir, domain)?;
-            return Ok(false);
-        }
-        // Renaming first makes the domain disappear at once; the contents go afterwards.
-        let trash = format!("{TRASH_PREFIX}{}", uuid::Uuid::new_v4().simple());
-        rustix::fs::renameat(&self.root_fd, domain, &self.root_fd, trash.as_str())
-            .map_err(|err| io(self.domain_path(domain), err.into()))?;
-        rustix::fs::fsync(&self.root_fd).map_err(|err| io(&self.root, err.into()))?;
-        let path = self.root.join(&trash);
-        // std's remove_dir_all never follows symlinks inside the tree it removes. Should it fail,
-        // the domain is already gone: the trash is invisible and is deleted on the next open.
-        let _ = std::fs::remove_dir_all(path);
-        Ok(true)
+        self.remove_domains(&[domain]).map(|removed| removed > 0)
     }
 
     fn compare_and_swap(
@@ -605,5 +587,53 @@ impl Archive for DirArchive {
         entries
             .iter()
             .try_for_each(|(domain, key, value)| self.write_key(domain, key, value))
+    }
+
+    fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
+        }
+        let _guard = self.lock()?;
+        entries.iter().try_fold(0, |removed, (domain, key)| {
+            Ok(removed + usize::from(self.remove_key(domain, key)?))
+        })
+    }
+
+    /// Renames each domain that holds a key out of sight, syncs the root once for the whole
+    /// batch, then deletes the renamed trees.
+    fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
+        for domain in domains {
+            validate_domain(domain)?;
+        }
+        let _guard = self.lock()?;
+        let mut trash = Vec::new();
+        let renamed = (|| {
+            for domain in domains {
+                let Some(dir) = self.open_domain(domain)? else {
+                    continue;
+                };
+                if !self.holds_a_key(&dir, domain)? {
+                    self.remove_if_empty(&dir, domain)?;
+                    continue;
+                }
+                // Renaming first makes the domain disappear at once; the contents go afterwards.
+                let name = format!("{TRASH_PREFIX}{}", uuid::Uuid::new_v4().simple());
+                rustix::fs::renameat(&self.root_fd, *domain, &self.root_fd, name.as_str())
+                    .map_err(|err| io(self.domain_path(domain), err.into()))?;
+                trash.push(name);
+            }
+            Ok(())
+        })();
+        // Synced even after an error, so that the domains already renamed are gone for good.
+        if !trash.is_empty() {
+            rustix::fs::fsync(&self.root_fd).map_err(|err| io(&self.root, err.into()))?;
+        }
+        for name in &trash {
+            // std's remove_dir_all never follows symlinks inside the tree it removes. Should it
+            // fail, the domain is already gone: the trash is invisible and is deleted on the next
+            // open.
+            let _ = std::fs::remove_dir_all(self.root.join(name));
+        }
+        renamed.map(|()| trash.len())
     }
 }

@@ -268,8 +268,9 @@ impl RedbArchiveBuilder {
 ///   [`has_domain`](Archive::has_domain) one range probe.
 /// - **Durability.** By default every write is committed with one fsync before it returns, and
 ///   survives a crash whole; [`Durability::None`] is an opt-in.
-/// - **Atomicity.** Every method is one transaction. [`set_many`](Archive::set_many) writes its
-///   whole batch in one transaction (one fsync), so the batch is atomic here.
+/// - **Atomicity.** Every method is one transaction. [`set_many`](Archive::set_many),
+///   [`remove_many`](Archive::remove_many) and [`remove_domains`](Archive::remove_domains) apply
+///   their whole batch in one transaction (one fsync), so the batch is atomic here.
 /// - **Group commit.** Writers that arrive while a commit is in progress are queued and then
 ///   committed together, in arrival order, in one transaction with one fsync. Each write still
 ///   returns only after the commit that holds it is durable, and behaves exactly as if it had been
@@ -329,9 +330,11 @@ enum Op {
         domain: String,
         key: String,
     },
+    RemoveMany(Vec<(String, String)>),
     RemoveDomain {
         domain: String,
     },
+    RemoveDomains(Vec<String>),
     CompareAndSwap {
         domain: String,
         key: String,
@@ -343,9 +346,9 @@ enum Op {
 /// What an applied [`Op`] reports.
 #[derive(Clone, Copy)]
 struct Applied {
-    /// The operation's answer: whether the key or domain existed, or whether the swap happened;
-    /// `true` for plain writes.
-    answer: bool,
+    /// The operation's answer: how many of its keys or domains existed (0 or 1 for a single
+    /// one), or 1 if the swap happened; 1 for plain writes.
+    answer: usize,
     /// Whether the table changed, so that the commit has something to make durable.
     changed: bool,
 }
@@ -358,43 +361,61 @@ impl Op {
             Op::Set { .. } => "write a value",
             Op::SetMany(_) => "write a batch of values",
             Op::Remove { .. } => "remove a key",
+            Op::RemoveMany(_) => "remove a batch of keys",
             Op::RemoveDomain { .. } => "remove a domain",
+            Op::RemoveDomains(_) => "remove a batch of domains",
             Op::CompareAndSwap { .. } => "compare and swap a value",
         }
     }
 
     /// Applies the operation to the table of an open write transaction.
     fn apply(&self, table: &mut Table<'_>) -> Result<Applied, ::redb::Error> {
-        let changed = |answer| Applied {
+        let changed = |answer: usize| Applied {
             answer,
-            changed: answer,
+            changed: answer > 0,
+        };
+        let remove = |table: &mut Table<'_>, domain: &str, key: &str| {
+            Ok::<_, ::redb::Error>(usize::from(table.remove((domain, key))?.is_some()))
+        };
+        let remove_domain = |table: &mut Table<'_>, domain: &str| {
+            let end = domain_end(domain);
+            let existed = any_in(table, domain, &end)?;
+            if existed {
+                table.retain_in((domain, "")..(end.as_str(), ""), |_, _| false)?;
+            }
+            Ok::<_, ::redb::Error>(usize::from(existed))
         };
         Ok(match self {
             // Opening the table created it; committing that is the point.
-            Op::CreateTable => changed(true),
+            Op::CreateTable => changed(1),
             Op::Set { domain, key, value } => {
                 table.insert((domain.as_str(), key.as_str()), value.as_slice())?;
-                changed(true)
+                changed(1)
             }
             Op::SetMany(entries) => {
                 for (domain, key, value) in entries {
                     table.insert((domain.as_str(), key.as_str()), value.as_slice())?;
                 }
                 Applied {
-                    answer: true,
+                    answer: 1,
                     changed: !entries.is_empty(),
                 }
             }
-            Op::Remove { domain, key } => {
-                changed(table.remove((domain.as_str(), key.as_str()))?.is_some())
-            }
-            Op::RemoveDomain { domain } => {
-                let end = domain_end(domain);
-                let existed = any_in(table, domain, &end)?;
-                if existed {
-                    table.retain_in((domain.as_str(), "")..(end.as_str(), ""), |_, _| false)?;
+            Op::Remove { domain, key } => changed(remove(table, domain, key)?),
+            Op::RemoveMany(entries) => {
+                let mut removed = 0;
+                for (domain, key) in entries {
+                    removed += remove(table, domain, key)?;
                 }
-                changed(existed)
+                changed(removed)
+            }
+            Op::RemoveDomain { domain } => changed(remove_domain(table, domain)?),
+            Op::RemoveDomains(domains) => {
+                let mut removed = 0;
+                for domain in domains {
+                    removed += remove_domain(table, domain)?;
+                }
+                changed(removed)
             }
             Op::CompareAndSwap {
                 domain,
@@ -413,7 +434,7 @@ impl Op {
                         None => drop(table.remove(entry)?),
                     }
                 }
-                changed(matches)
+                changed(usize::from(matches))
             }
         })
     }
@@ -440,7 +461,7 @@ struct CommitState {
     /// Ops waiting for a leader to take them, in arrival order: the order they take effect in.
     queue: Vec<Queued>,
     /// Answers of committed ops, until their writer takes them.
-    answers: HashMap<u64, Result<bool>>,
+    answers: HashMap<u64, Result<usize>>,
     /// Whether a leader is gathering, applying or committing a batch right now.
     committing: bool,
     next_ticket: u64,
@@ -465,7 +486,7 @@ struct Leadership<'a> {
     committer: &'a Committer,
     /// The batch's writers by ticket, in the order their ops were applied.
     writers: Vec<(u64, Thread)>,
-    answers: Option<Vec<Result<bool>>>,
+    answers: Option<Vec<Result<usize>>>,
     started: Instant,
 }
 
@@ -624,7 +645,7 @@ impl RedbArchive {
     /// Applies `op` in a group commit (see [`Committer`]) and returns its answer once the commit
     /// holding it is done, durable unless the archive was opened with [`Durability::None`].
     /// Every write goes through here.
-    fn write(&self, op: Op) -> Result<bool> {
+    fn write(&self, op: Op) -> Result<usize> {
         let mut state = self.committer.state.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
@@ -682,7 +703,7 @@ impl RedbArchive {
         expected: usize,
         window: Duration,
         writers: &mut Vec<(u64, Thread)>,
-    ) -> Vec<Result<bool>> {
+    ) -> Vec<Result<usize>> {
         let deadline = Instant::now() + window;
         let mut ops = Vec::with_capacity(writers.capacity());
         let mut take = |batch: Vec<Queued>, ops: &mut Vec<Op>| {
@@ -728,7 +749,7 @@ impl RedbArchive {
     /// durability, returning each op's answer. A transaction that changed nothing is aborted
     /// instead, so a failed swap or the removal of something absent costs no fsync. If any op
     /// fails, nothing is committed.
-    fn commit(&self, ops: &[Op]) -> Result<Vec<bool>, ::redb::Error> {
+    fn commit(&self, ops: &[Op]) -> Result<Vec<usize>, ::redb::Error> {
         let mut ops = ops.iter().collect::<Vec<_>>();
         self.commit_with(&mut ops, |_| false)
     }
@@ -739,7 +760,7 @@ impl RedbArchive {
         &self,
         ops: &mut Vec<O>,
         mut more: impl FnMut(&mut Vec<O>) -> bool,
-    ) -> Result<Vec<bool>, ::redb::Error> {
+    ) -> Result<Vec<usize>, ::redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(self.options.durability.to_redb())?;
         txn.set_quick_repair(self.options.quick_repair);
@@ -890,10 +911,10 @@ impl Archive for RedbArchive {
 
     fn remove(&self, domain: &str, key: &str) -> Result<bool> {
         validate_entry(domain, key)?;
-        self.write(Op::Remove {
+        Ok(self.write(Op::Remove {
             domain: domain.to_owned(),
             key: key.to_owned(),
-        })
+        })? > 0)
     }
 
     fn has_domain(&self, domain: &str) -> Result<bool> {
@@ -904,9 +925,9 @@ impl Archive for RedbArchive {
 
     fn remove_domain(&self, domain: &str) -> Result<bool> {
         validate_domain(domain)?;
-        self.write(Op::RemoveDomain {
+        Ok(self.write(Op::RemoveDomain {
             domain: domain.to_owned(),
-        })
+        })? > 0)
     }
 
     fn compare_and_swap(
@@ -917,12 +938,12 @@ impl Archive for RedbArchive {
         new: Option<&[u8]>,
     ) -> Result<bool> {
         validate_entry(domain, key)?;
-        self.write(Op::CompareAndSwap {
+        Ok(self.write(Op::CompareAndSwap {
             domain: domain.to_owned(),
             key: key.to_owned(),
             expected: expected.map(<[u8]>::to_vec),
             new: new.map(<[u8]>::to_vec),
-        })
+        })? > 0)
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
@@ -972,5 +993,26 @@ impl Archive for RedbArchive {
                 .collect(),
         ))?;
         Ok(())
+    }
+
+    fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
+        }
+        self.write(Op::RemoveMany(
+            entries
+                .iter()
+                .map(|&(domain, key)| (domain.to_owned(), key.to_owned()))
+                .collect(),
+        ))
+    }
+
+    fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
+        for domain in domains {
+            validate_domain(domain)?;
+        }
+        self.write(Op::RemoveDomains(
+            domains.iter().map(|&domain| domain.to_owned()).collect(),
+        ))
     }
 }

@@ -74,8 +74,9 @@ return {page[1], names}
 /// - [`compare_and_swap`](Archive::compare_and_swap) runs as a Lua script (`EVALSHA`), so it is
 ///   atomic against every other client of the server, in this process or any other.
 /// - [`remove_domain`](Archive::remove_domain) removes the whole domain at once.
-/// - [`set_many`](Archive::set_many) checks every name first, then writes the whole batch in one
-///   `MULTI`/`EXEC` transaction, so no other client sees part of it.
+/// - [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and
+///   [`remove_domains`](Archive::remove_domains) check every name first, then apply the whole
+///   batch in one `MULTI`/`EXEC` transaction, so no other client sees part of it.
 /// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`), so Redis
 ///   removes expired domains itself. Writing to the hash keeps the TTL.
 /// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
@@ -97,8 +98,8 @@ return {page[1], names}
 ///
 /// The `redis` crate fails a socket call that a signal interrupts (this happens when a child
 /// process of the app exits). Connecting, reads, `set`, `set_many` and `expire_domain`, which give
-/// the same result when applied twice, are then sent again; `remove`, `remove_domain` and
-/// `compare_and_swap` return the error, since their answer would change.
+/// the same result when applied twice, are then sent again; `remove`, `remove_domain`, their
+/// batch forms and `compare_and_swap` return the error, since their answer would change.
 ///
 /// # Examples
 ///
@@ -612,6 +613,39 @@ impl Archive for RedisArchive {
                 .ignore();
         }
         self.run_repeatable("set many values", |conn| pipeline.query(conn))
+    }
+
+    fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
+        }
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut pipeline = ::redis::pipe();
+        pipeline.atomic();
+        for (domain, key) in entries {
+            pipeline.cmd("HDEL").arg(self.hash(domain)).arg(key);
+        }
+        let removed: Vec<u64> = self.run("remove a batch of keys", |conn| pipeline.query(conn))?;
+        Ok(removed.into_iter().filter(|&n| n > 0).count())
+    }
+
+    fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
+        for domain in domains {
+            validate_domain(domain)?;
+        }
+        if domains.is_empty() {
+            return Ok(0);
+        }
+        let mut pipeline = ::redis::pipe();
+        pipeline.atomic();
+        for domain in domains {
+            pipeline.cmd("DEL").arg(self.hash(domain));
+        }
+        let removed: Vec<u64> =
+            self.run("remove a batch of domains", |conn| pipeline.query(conn))?;
+        Ok(removed.into_iter().filter(|&n| n > 0).count())
     }
 
     fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
