@@ -66,6 +66,7 @@ macro_rules! session_tests {
                 expired_sessions_are_removed_on_start
                 sweep_removes_expired_and_leaves_live_sessions
                 sweep_reads_only_expired_sessions_metadata
+                sweep_pages_through_a_bucket_larger_than_a_page
                 sweep_drops_stale_index_entries
                 sweep_cleans_metadata_left_after_destroy
                 failed_index_write_on_a_first_save_leaves_nothing_unswept
@@ -384,8 +385,8 @@ mod behaviour {
 
     use serde::{Deserialize, Serialize};
     use session_archive::{
-        Archive, ArchiveExt, Clock, Error, META_KEY, ManualClock, Page, Result, STATE_KEY,
-        SessionId, Sessions,
+        Archive, ArchiveExt, Clock, DEFAULT_PAGE_SIZE, Error, META_KEY, ManualClock, Page, Result,
+        STATE_KEY, SessionId, Sessions,
     };
 
     #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -1001,6 +1002,27 @@ mod behaviour {
             .filter(|d| d.starts_with("expiry-"))
             .collect();
         assert!(leftovers.is_empty(), "index entries left: {leftovers:?}");
+    }
+
+    pub fn sweep_pages_through_a_bucket_larger_than_a_page(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 600);
+        // All in one bucket, more than one listing page of it, removed a page at a time.
+        let expired = DEFAULT_PAGE_SIZE + 76;
+        let ids: BTreeSet<String> = (0..expired).map(|_| saved(&sessions, "old")).collect();
+        clock.advance(Duration::from_secs(300));
+        let live = saved(&sessions, "live");
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(sessions.sweep().unwrap(), expired);
+        assert_eq!(session_domains(&**archive), BTreeSet::from([live.clone()]));
+        assert!(ids.iter().all(|id| !archive.has_domain(id).unwrap()));
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(sessions.sweep().unwrap(), 1);
+        assert!(
+            domains(&**archive)
+                .iter()
+                .all(|d| !d.starts_with("expiry-"))
+        );
     }
 
     pub fn sweep_reads_only_expired_sessions_metadata(archive: &Arc<dyn Archive>) {

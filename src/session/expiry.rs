@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::id::SessionId;
 use super::{Inner, META_KEY, Sessions, decode};
-use crate::archive::{Archive, ArchiveExt};
+use crate::archive::{Archive, DEFAULT_PAGE_SIZE};
 use crate::error::{Error, Result};
 
 /// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
@@ -46,7 +46,9 @@ impl Sessions {
     /// only the session's timestamps, never its state, and removes the session if it has really
     /// expired; index entries left behind when a session was used again are dropped. Its cost is
     /// the number of expired (and recently re-indexed) sessions plus the number of buckets, and
-    /// does not grow with the number of live sessions. Domains left holding only timestamps (a
+    /// does not grow with the number of live sessions. Removals go a listing page at a time, as
+    /// one [`remove_domains`](Archive::remove_domains) and one
+    /// [`remove_many`](Archive::remove_many) batch. Domains left holding only timestamps (a
     /// write that raced a destroy, or a create cut short before its state) are removed when they
     /// expire. Sessions stored while no expiry
     /// was configured are indexed when next used. Sweeps may run concurrently, from any number of
@@ -94,14 +96,32 @@ impl Sessions {
         // less than a bucket, into the bucket the previous sweep had just closed.
         for bucket in first.saturating_sub(1)..=current {
             let domain = bucket_domain(bucket);
-            for entry in archive.keys(&domain) {
-                let entry = entry?;
-                let keep = match SessionId::parse(&entry) {
-                    Some(id) => inner.sweep_entry(&id, bucket, now, &mut removed)?,
-                    None => false,
-                };
-                if !keep {
-                    archive.remove(&domain, &entry)?;
+            let mut cursor = None;
+            loop {
+                let page = archive.list_keys(&domain, cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
+                // A page's removals are two batches, so that a sweep costs a few commits per
+                // page rather than two per session: the expired sessions first, then their index
+                // entries, so that a sweep cut short leaves entries to find again, never an
+                // expired session without one.
+                let mut expired = Vec::new();
+                let mut dropped = Vec::new();
+                for entry in &page.names {
+                    let verdict = match SessionId::parse(entry) {
+                        Some(id) => inner.sweep_verdict(&id, bucket, now)?,
+                        None => Verdict::Drop,
+                    };
+                    if verdict == Verdict::Expired {
+                        expired.push(entry.as_str());
+                    }
+                    if verdict != Verdict::Keep {
+                        dropped.push((domain.as_str(), entry.as_str()));
+                    }
+                }
+                removed += archive.remove_domains(&expired)?;
+                archive.remove_many(&dropped)?;
+                match page.cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
                 }
             }
         }
@@ -203,30 +223,35 @@ impl Inner {
         Ok(())
     }
 
-    /// Handles one index entry of `bucket`: removes the session if it has expired. Returns
-    /// whether the entry stays (the session is live and still expires in this bucket).
-    pub(super) fn sweep_entry(
-        &self,
-        id: &SessionId,
-        bucket: u64,
-        now: u64,
-        removed: &mut usize,
-    ) -> Result<bool> {
+    /// Judges one index entry of `bucket` by the session's timestamps.
+    fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64) -> Result<Verdict> {
         let meta = match self.read_meta(id) {
             Ok(Some((meta, _))) => meta,
-            Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(false),
+            Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
             Err(err) => return Err(err),
         };
-        if self.is_expired(meta, now) {
-            if self.archive.remove_domain(id.as_str())? {
-                *removed += 1;
-            }
-            return Ok(false);
-        }
-        Ok(self
+        Ok(if self.is_expired(meta, now) {
+            Verdict::Expired
+        } else if self
             .expires_at(meta)
-            .is_some_and(|at| self.bucket(at) == bucket))
+            .is_some_and(|at| self.bucket(at) == bucket)
+        {
+            Verdict::Keep
+        } else {
+            Verdict::Drop
+        })
     }
+}
+
+/// What the sweep does with an index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The session is live and still expires in this bucket: the entry stays.
+    Keep,
+    /// The session expired: it goes, and so does the entry.
+    Expired,
+    /// The session is gone, unreadable, or expires in another bucket now: the entry goes.
+    Drop,
 }
 
 /// A time in unix seconds as a `SystemTime`, saturating far in the future.
