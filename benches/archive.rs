@@ -3,12 +3,18 @@
 //! SQLite (WAL, `synchronous=FULL` and `NORMAL`) runs the same operations as the peer a user would
 //! pick instead.
 //!
+//! The `disk_sync` group prices the disk itself: one `sync_data` after writing a commit's worth of
+//! 4 KiB pages, scattered or side by side. It bounds what group commit can gain on the machine at
+//! hand (see the README's Performance section).
+//!
 //! Run `cargo bench --bench archive`; `cargo bench --bench archive -- --test` runs every benchmark
 //! once, as a quick check that they work.
 
 mod common;
 
+use std::fs::File;
 use std::hint::black_box;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -318,5 +324,72 @@ fn concurrent_set(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, get, set, has_domain, remove_domain, concurrent_set);
+/// The pages of the file `disk_sync` writes into: 16 MiB, about the size of the redb file that
+/// the concurrent writers fill.
+const SYNC_SPAN_PAGES: u64 = 4096;
+
+/// How many 4 KiB writes `disk_sync` makes before each sync: what a redb commit of one set makes
+/// (six pages and the header, counted with strace), and about what a commit of 32 sets to 32
+/// sessions makes (a leaf each, and seven more: strace counts about the batch size plus seven).
+const SYNC_PAGES: [u64; 2] = [7, 39];
+
+/// `sync_data` after writing [`SYNC_PAGES`] pages at random places of a 16 MiB file, or side by
+/// side at a random place: the disk's price for a commit, whatever the database.
+fn disk_sync(c: &mut Criterion) {
+    const PAGE: u64 = 4096;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut file = File::options()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("pages"))
+        .expect("create the page file");
+    let filler = vec![1_u8; usize::try_from(PAGE).expect("4 KiB fits")];
+    for _ in 0..SYNC_SPAN_PAGES {
+        file.write_all(&filler).expect("fill the page file");
+    }
+    file.sync_all().expect("sync the page file");
+    // xorshift64: the same page offsets on every run, no dependency.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random_page = move |pages: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % pages
+    };
+    let mut group = common::group(c, "disk_sync");
+    for pages in SYNC_PAGES {
+        group.throughput(Throughput::Elements(pages));
+        let run = vec![7_u8; usize::try_from(pages * PAGE).expect("a few pages fit")];
+        for layout in ["scattered", "contiguous"] {
+            group.bench_function(BenchmarkId::new(layout, pages), |b| {
+                b.iter(|| {
+                    if layout == "scattered" {
+                        for _ in 0..pages {
+                            let at = random_page(SYNC_SPAN_PAGES) * PAGE;
+                            file.seek(SeekFrom::Start(at)).expect("seek");
+                            file.write_all(&filler).expect("write a page");
+                        }
+                    } else {
+                        let at = random_page(SYNC_SPAN_PAGES - pages) * PAGE;
+                        file.seek(SeekFrom::Start(at)).expect("seek");
+                        file.write_all(&run).expect("write the pages");
+                    }
+                    file.sync_data().expect("sync");
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    get,
+    set,
+    has_domain,
+    remove_domain,
+    concurrent_set,
+    disk_sync
+);
 criterion_main!(benches);

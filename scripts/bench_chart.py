@@ -98,6 +98,27 @@ def concurrent_table(results):
     return "\n".join(lines)
 
 
+def disk_table(results):
+    """The disk_sync group, and the ceiling it sets on the 32-writer ratio."""
+    t = lambda layout, pages: results.get(("disk_sync", layout, str(pages)))
+    if t("scattered", 7) is None:
+        return ""
+    lines = [
+        "| pages written, then one `sync_data` | scattered µs | side by side µs |",
+        "|---|---|---|",
+    ]
+    for pages, label in [(7, "7 (a commit of one set)"), (39, "39 (a commit of 32 sets)")]:
+        cells = [t(layout, pages) for layout in ["scattered", "contiguous"]]
+        lines.append(f"| {label} | " + " | ".join(us(c) if c else "–" for c in cells) + " |")
+    one, batch = t("scattered", 7), t("scattered", 39)
+    if one and batch:
+        lines.append(
+            f"\nDisk ceiling for 32 writers over one: 32 × {us(one)} ÷ {us(batch)} = "
+            f"{32 * one / batch:.1f}×."
+        )
+    return "\n".join(lines)
+
+
 def sessions_table(results):
     lines = ["| operation | memory | redb | dir |", "|---|---|---|---|"]
     for group, label in [("session_load", "start + load"), ("session_save", "save")]:
@@ -195,6 +216,8 @@ def main():
     print(archive_table(results))
     print("\n### Concurrent durable sets (200 B values)\n")
     print(concurrent_table(results))
+    print("\n### Disk sync (µs per sync, median)\n")
+    print(disk_table(results))
     print("\n### Sessions (µs per op, median)\n")
     print(sessions_table(results))
     print("\n### Scale (RedbArchive, 200 B session state)\n")
