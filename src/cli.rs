@@ -777,80 +777,55 @@ pub fn sweep(archive: Box<dyn Archive>, options: &SweepOptions) -> crate::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MemoryArchive, Page};
+    use crate::MemoryArchive;
+    use crate::conformance::{Call, Hooked};
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// The entry `Faulty` refuses to write while `broken` is set.
     const BAD_ENTRY: (&str, &str) = ("d0033", "k1");
 
-    /// Forwards to a memory archive, but refuses to write [`BAD_ENTRY`] while `broken`, or hands
-    /// back a changed value for one key.
+    /// A memory archive that refuses to write [`BAD_ENTRY`] while `broken` is set, as a full
+    /// disk would, and whose value of `corrupt_key` changes whenever it is read back.
     struct Faulty {
-        inner: MemoryArchive,
-        broken: AtomicBool,
-        corrupt_key: Option<&'static str>,
+        archive: Hooked<Arc<MemoryArchive>>,
+        inner: Arc<MemoryArchive>,
+        broken: Arc<AtomicBool>,
     }
 
     impl Faulty {
         fn new(broken: bool, corrupt_key: Option<&'static str>) -> Faulty {
+            let inner = Arc::new(MemoryArchive::new());
+            let broken = Arc::new(AtomicBool::new(broken));
+            let (stored, refusing) = (Arc::clone(&inner), Arc::clone(&broken));
+            let archive = Hooked::new(Arc::clone(&inner), move |call| {
+                let bad = match *call {
+                    Call::Set { domain, key, .. } => (domain, key) == BAD_ENTRY,
+                    Call::SetMany { entries } => entries
+                        .iter()
+                        .any(|&(domain, key, _)| (domain, key) == BAD_ENTRY),
+                    _ => false,
+                };
+                if bad && refusing.load(Ordering::SeqCst) {
+                    return Err(crate::Error::Io {
+                        path: PathBuf::from("disk"),
+                        source: std::io::Error::other("disk full"),
+                    });
+                }
+                if let Call::Get { domain, key } = *call
+                    && corrupt_key == Some(key)
+                    && let Some(mut value) = stored.get(domain, key)?
+                {
+                    value.push(b'!');
+                    stored.set(domain, key, &value)?;
+                }
+                Ok(())
+            });
             Faulty {
-                inner: MemoryArchive::new(),
-                broken: AtomicBool::new(broken),
-                corrupt_key,
+                archive,
+                inner,
+                broken,
             }
-        }
-    }
-
-    impl Archive for Faulty {
-        fn get(&self, domain: &str, key: &str) -> crate::Result<Option<Vec<u8>>> {
-            let mut value = self.inner.get(domain, key)?;
-            if self.corrupt_key == Some(key)
-                && let Some(value) = value.as_mut()
-            {
-                value.push(b'!');
-            }
-            Ok(value)
-        }
-        fn set(&self, domain: &str, key: &str, value: &[u8]) -> crate::Result<()> {
-            if self.broken.load(Ordering::SeqCst) && (domain, key) == BAD_ENTRY {
-                return Err(crate::Error::Io {
-                    path: PathBuf::from("disk"),
-                    source: std::io::Error::other("disk full"),
-                });
-            }
-            self.inner.set(domain, key, value)
-        }
-        fn has(&self, domain: &str, key: &str) -> crate::Result<bool> {
-            self.inner.has(domain, key)
-        }
-        fn remove(&self, domain: &str, key: &str) -> crate::Result<bool> {
-            self.inner.remove(domain, key)
-        }
-        fn has_domain(&self, domain: &str) -> crate::Result<bool> {
-            self.inner.has_domain(domain)
-        }
-        fn remove_domain(&self, domain: &str) -> crate::Result<bool> {
-            self.inner.remove_domain(domain)
-        }
-        fn compare_and_swap(
-            &self,
-            domain: &str,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: Option<&[u8]>,
-        ) -> crate::Result<bool> {
-            self.inner.compare_and_swap(domain, key, expected, new)
-        }
-        fn list_domains(&self, cursor: Option<&str>, limit: usize) -> crate::Result<Page> {
-            self.inner.list_domains(cursor, limit)
-        }
-        fn list_keys(
-            &self,
-            domain: &str,
-            cursor: Option<&str>,
-            limit: usize,
-        ) -> crate::Result<Page> {
-            self.inner.list_keys(domain, cursor, limit)
         }
     }
 
@@ -901,7 +876,7 @@ mod tests {
             batch_entries: 16,
             ..MigrateOptions::default()
         };
-        let err = migrate(&from, &to, &options, &mut |_| {}).unwrap_err();
+        let err = migrate(&from, &to.archive, &options, &mut |_| {}).unwrap_err();
         match &err {
             CliError::Entry { domain, key, .. } => {
                 assert_eq!((domain.as_str(), key.as_str()), BAD_ENTRY);
@@ -921,7 +896,7 @@ mod tests {
 
         to.broken.store(false, Ordering::SeqCst);
         assert!(matches!(
-            migrate(&from, &to, &options, &mut |_| {}),
+            migrate(&from, &to.archive, &options, &mut |_| {}),
             Err(CliError::TargetNotEmpty)
         ));
         let merge = MigrateOptions {
@@ -929,7 +904,7 @@ mod tests {
             verify: true,
             ..options
         };
-        migrate(&from, &to, &merge, &mut |_| {}).unwrap();
+        migrate(&from, &to.archive, &merge, &mut |_| {}).unwrap();
         assert_eq!(entries(&from), entries(&to.inner));
     }
 
@@ -941,13 +916,13 @@ mod tests {
             verify: true,
             ..MigrateOptions::default()
         };
-        match migrate(&from, &to, &verify, &mut |_| {}).unwrap_err() {
+        match migrate(&from, &to.archive, &verify, &mut |_| {}).unwrap_err() {
             CliError::Mismatch { domain, key } => assert_eq!((&*domain, &*key), ("d0000", "k2")),
             other => panic!("expected a mismatch, got {other:?}"),
         }
         // Without verification the same copy reports success.
         let to = Faulty::new(false, Some("k2"));
-        migrate(&from, &to, &MigrateOptions::default(), &mut |_| {}).unwrap();
+        migrate(&from, &to.archive, &MigrateOptions::default(), &mut |_| {}).unwrap();
     }
 
     #[test]

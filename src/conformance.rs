@@ -49,6 +49,9 @@ use crate::name::MAX_NAME_LEN;
 
 #[cfg(all(feature = "fuzzing", unix))]
 pub mod fuzz;
+mod hooked;
+
+pub use hooked::{Call, Hooked};
 
 #[doc(hidden)]
 pub mod __private {

@@ -18,8 +18,9 @@ use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
 use serde::{Deserialize, Serialize};
 use session_archive::axum::{Session, SessionError, SessionLayer};
+use session_archive::conformance::Hooked;
 use session_archive::{
-    Archive, ArchiveExt, Error, META_KEY, ManualClock, MemoryArchive, Page, STATE_KEY, Sessions,
+    Archive, ArchiveExt, Error, META_KEY, ManualClock, MemoryArchive, STATE_KEY, Sessions,
 };
 
 #[derive(Default, Serialize, Deserialize)]
@@ -308,76 +309,23 @@ fn the_extractor_without_the_layer_is_a_500() {
 }
 
 /// A memory archive whose writes fail while `failing` is set, as a full disk would.
-#[derive(Default)]
-struct Flaky {
-    memory: MemoryArchive,
-    failing: AtomicBool,
-}
-
-impl Flaky {
-    fn check(&self) -> session_archive::Result<()> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(Error::Io {
+fn flaky(failing: &Arc<AtomicBool>) -> Hooked<MemoryArchive> {
+    let failing = Arc::clone(failing);
+    Hooked::new(MemoryArchive::new(), move |call| {
+        if call.is_write() && failing.load(Ordering::SeqCst) {
+            return Err(Error::Io {
                 path: "/flaky".into(),
                 source: std::io::Error::other("disk full"),
-            })
-        } else {
-            Ok(())
+            });
         }
-    }
-}
-
-impl Archive for Flaky {
-    fn get(&self, domain: &str, key: &str) -> session_archive::Result<Option<Vec<u8>>> {
-        self.memory.get(domain, key)
-    }
-    fn set(&self, domain: &str, key: &str, value: &[u8]) -> session_archive::Result<()> {
-        self.check()?;
-        self.memory.set(domain, key, value)
-    }
-    fn has(&self, domain: &str, key: &str) -> session_archive::Result<bool> {
-        self.memory.has(domain, key)
-    }
-    fn remove(&self, domain: &str, key: &str) -> session_archive::Result<bool> {
-        self.check()?;
-        self.memory.remove(domain, key)
-    }
-    fn has_domain(&self, domain: &str) -> session_archive::Result<bool> {
-        self.memory.has_domain(domain)
-    }
-    fn remove_domain(&self, domain: &str) -> session_archive::Result<bool> {
-        self.check()?;
-        self.memory.remove_domain(domain)
-    }
-    fn compare_and_swap(
-        &self,
-        domain: &str,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> session_archive::Result<bool> {
-        self.check()?;
-        self.memory.compare_and_swap(domain, key, expected, new)
-    }
-    fn list_domains(&self, cursor: Option<&str>, limit: usize) -> session_archive::Result<Page> {
-        self.memory.list_domains(cursor, limit)
-    }
-    fn list_keys(
-        &self,
-        domain: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> session_archive::Result<Page> {
-        self.memory.list_keys(domain, cursor, limit)
-    }
+        Ok(())
+    })
 }
 
 #[test]
 fn a_storage_failure_is_a_500_without_detail_and_changes_no_cookie() {
-    let archive = Arc::new(Flaky::default());
-    let sessions = Sessions::builder(Arc::clone(&archive))
-        .secure(false)
-        .build();
+    let failing = Arc::new(AtomicBool::new(false));
+    let sessions = Sessions::builder(flaky(&failing)).secure(false).build();
     let server = Server::start(routes().layer(SessionLayer::new(sessions)));
     let client = jar();
     assert_eq!(
@@ -390,7 +338,7 @@ fn a_storage_failure_is_a_500_without_detail_and_changes_no_cookie() {
         "1"
     );
 
-    archive.failing.store(true, Ordering::SeqCst);
+    failing.store(true, Ordering::SeqCst);
     for path in ["/count", "/logout"] {
         let response = if path == "/count" {
             client.get(server.url(path)).send().unwrap()
@@ -403,7 +351,7 @@ fn a_storage_failure_is_a_500_without_detail_and_changes_no_cookie() {
         assert_eq!(body, "internal server error");
     }
 
-    archive.failing.store(false, Ordering::SeqCst);
+    failing.store(false, Ordering::SeqCst);
     assert_eq!(
         client
             .get(server.url("/count"))

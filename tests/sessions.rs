@@ -384,8 +384,9 @@ mod behaviour {
     use std::time::{Duration, SystemTime};
 
     use serde::{Deserialize, Serialize};
+    use session_archive::conformance::{Call, Hooked};
     use session_archive::{
-        Archive, ArchiveExt, Clock, DEFAULT_PAGE_SIZE, Error, META_KEY, ManualClock, Page, Result,
+        Archive, ArchiveExt, Clock, DEFAULT_PAGE_SIZE, Error, META_KEY, ManualClock, Result,
         STATE_KEY, SessionId, Sessions,
     };
 
@@ -703,8 +704,8 @@ mod behaviour {
     }
 
     pub fn regenerate_failure_leaves_the_old_session_intact(archive: &Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(Arc::clone(archive)));
-        let sessions = Sessions::new(Arc::clone(&spy) as Arc<dyn Archive>);
+        let spy = Arc::new(Spy::default());
+        let sessions = Sessions::new(spy.wrap(archive));
         let id = saved(&sessions, "user");
         let mut session = sessions.start(Some(&id), State::default()).unwrap();
         spy.fail_creates.store(true, Ordering::SeqCst);
@@ -719,8 +720,8 @@ mod behaviour {
     }
 
     pub fn regenerate_racing_a_destroy_leaves_the_session_destroyed(archive: &Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(Arc::clone(archive)));
-        let sessions = Sessions::new(Arc::clone(&spy) as Arc<dyn Archive>);
+        let spy = Arc::new(Spy::default());
+        let sessions = Sessions::new(spy.wrap(archive));
         let id = saved(&sessions, "user");
         let mut session = sessions.start(Some(&id), State::default()).unwrap();
         // Another request's logout lands while regenerate creates the new id.
@@ -740,8 +741,8 @@ mod behaviour {
     }
 
     pub fn failed_create_leaves_nothing_stored(archive: &Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(Arc::clone(archive)));
-        let sessions = Sessions::new(Arc::clone(&spy) as Arc<dyn Archive>);
+        let spy = Arc::new(Spy::default());
+        let sessions = Sessions::new(spy.wrap(archive));
         let mut session = sessions.start(None, State::default()).unwrap();
         spy.fail_creates.store(true, Ordering::SeqCst);
         assert!(matches!(session.save(), Err(Error::Backend { .. })));
@@ -1026,9 +1027,9 @@ mod behaviour {
     }
 
     pub fn sweep_reads_only_expired_sessions_metadata(archive: &Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let spy = Arc::new(Spy::default());
         let clock = clock();
-        let sessions = expiring(&(Arc::clone(&spy) as Arc<dyn Archive>), &clock, 600);
+        let sessions = expiring(&spy.wrap(archive), &clock, 600);
         let expired: BTreeSet<String> = (0..3).map(|_| saved(&sessions, "old")).collect();
         clock.advance(Duration::from_secs(3600));
         for _ in 0..50 {
@@ -1070,8 +1071,8 @@ mod behaviour {
     }
 
     pub fn failed_index_write_on_a_first_save_leaves_nothing_unswept(archive: &Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(Arc::clone(archive)));
-        let shared = Arc::clone(&spy) as Arc<dyn Archive>;
+        let spy = Arc::new(Spy::default());
+        let shared = spy.wrap(archive);
         let clock = clock();
         let sessions = expiring(&shared, &clock, 600);
         let other = saved(&sessions, "other"); // the sweep cursor exists
@@ -1090,8 +1091,8 @@ mod behaviour {
     }
 
     pub fn failed_index_write_on_a_refresh_leaves_nothing_unswept(archive: &Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(Arc::clone(archive)));
-        let shared = Arc::clone(&spy) as Arc<dyn Archive>;
+        let spy = Arc::new(Spy::default());
+        let shared = spy.wrap(archive);
         let clock = clock();
         let sessions = expiring(&shared, &clock, 600);
         let id = saved(&sessions, "user");
@@ -1154,10 +1155,10 @@ mod behaviour {
     }
 
     pub fn saves_ask_the_backend_to_expire_the_domain(archive: &Arc<dyn Archive>) {
-        let spy = Arc::new(Spy::new(Arc::clone(archive)));
+        let spy = Arc::new(Spy::default());
         let clock = clock();
         let t0 = unix_secs(clock.now());
-        let sessions = expiring(&(Arc::clone(&spy) as Arc<dyn Archive>), &clock, 600);
+        let sessions = expiring(&spy.wrap(archive), &clock, 600);
         let id = saved(&sessions, "user");
         let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         let of_domain = |domain: &str| -> Vec<SystemTime> {
@@ -1335,13 +1336,13 @@ mod behaviour {
         assert_eq!(cookie.http_only(), Some(true));
     }
 
-    /// Forwards to an archive and records which entries were read and which expiries asked for;
-    /// while `fail_creates` is set, creating a session's state fails; when `fail_index_once` is
-    /// set, the next write into an expiry-index domain fails (and clears it); when
-    /// `destroy_on_create` names a session, creating another session's state first removes it
-    /// (a concurrent destroy), once.
+    /// Records which entries were read and which expiries asked for, on the archives it wraps
+    /// (see [`Spy::wrap`]); while `fail_creates` is set, creating a session's state fails; when
+    /// `fail_index_once` is set, the next write into an expiry-index domain fails (and clears
+    /// it); when `destroy_on_create` names a session, creating another session's state first
+    /// removes it (a concurrent destroy), once.
+    #[derive(Default)]
     struct Spy {
-        inner: Arc<dyn Archive>,
         reads: Mutex<Vec<(String, String)>>,
         expiries: Mutex<Vec<(String, SystemTime)>>,
         fail_creates: AtomicBool,
@@ -1350,87 +1351,59 @@ mod behaviour {
     }
 
     impl Spy {
-        fn new(inner: Arc<dyn Archive>) -> Spy {
-            Spy {
-                inner,
-                reads: Mutex::new(Vec::new()),
-                expiries: Mutex::new(Vec::new()),
-                fail_creates: AtomicBool::new(false),
-                fail_index_once: AtomicBool::new(false),
-                destroy_on_create: Mutex::new(None),
-            }
+        /// `archive`, with every call shown to this spy first.
+        fn wrap(self: &Arc<Self>, archive: &Arc<dyn Archive>) -> Arc<dyn Archive> {
+            let spy = Arc::clone(self);
+            let inner = Arc::clone(archive);
+            Arc::new(Hooked::new(Arc::clone(archive), move |call| {
+                spy.observe(&*inner, call)
+            }))
         }
-    }
 
-    impl Archive for Spy {
-        fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
-            self.reads
-                .lock()
-                .expect("spy lock")
-                .push((domain.to_owned(), key.to_owned()));
-            self.inner.get(domain, key)
-        }
-        fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
-            if domain.starts_with("expiry-") && self.fail_index_once.swap(false, Ordering::SeqCst) {
-                return Err(Error::Backend {
+        fn observe(&self, inner: &dyn Archive, call: &Call<'_>) -> Result<()> {
+            let injected = |operation| {
+                Err(Error::Backend {
                     backend: "spy",
-                    operation: "index a session",
+                    operation,
                     source: "injected failure".into(),
-                });
-            }
-            self.inner.set(domain, key, value)
-        }
-        fn has(&self, domain: &str, key: &str) -> Result<bool> {
-            self.inner.has(domain, key)
-        }
-        fn remove(&self, domain: &str, key: &str) -> Result<bool> {
-            self.inner.remove(domain, key)
-        }
-        fn has_domain(&self, domain: &str) -> Result<bool> {
-            self.inner.has_domain(domain)
-        }
-        fn remove_domain(&self, domain: &str) -> Result<bool> {
-            self.inner.remove_domain(domain)
-        }
-        fn compare_and_swap(
-            &self,
-            domain: &str,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: Option<&[u8]>,
-        ) -> Result<bool> {
-            if key == STATE_KEY && expected.is_none() && self.fail_creates.load(Ordering::SeqCst) {
-                return Err(Error::Backend {
-                    backend: "spy",
-                    operation: "create a session",
-                    source: "injected failure".into(),
-                });
-            }
-            if key == STATE_KEY && expected.is_none() {
-                let mut victim = self.destroy_on_create.lock().expect("spy lock");
-                if victim.as_deref().is_some_and(|victim| victim != domain)
-                    && let Some(victim) = victim.take()
+                })
+            };
+            match *call {
+                Call::Get { domain, key } => self
+                    .reads
+                    .lock()
+                    .expect("spy lock")
+                    .push((domain.to_owned(), key.to_owned())),
+                Call::Set { domain, .. }
+                    if domain.starts_with("expiry-")
+                        && self.fail_index_once.swap(false, Ordering::SeqCst) =>
                 {
-                    self.inner.remove_domain(&victim)?;
+                    return injected("index a session");
                 }
+                Call::CompareAndSwap {
+                    domain,
+                    key: STATE_KEY,
+                    expected: None,
+                    ..
+                } => {
+                    if self.fail_creates.load(Ordering::SeqCst) {
+                        return injected("create a session");
+                    }
+                    let mut victim = self.destroy_on_create.lock().expect("spy lock");
+                    if victim.as_deref().is_some_and(|victim| victim != domain)
+                        && let Some(victim) = victim.take()
+                    {
+                        inner.remove_domain(&victim)?;
+                    }
+                }
+                Call::ExpireDomain { domain, at } => self
+                    .expiries
+                    .lock()
+                    .expect("spy lock")
+                    .push((domain.to_owned(), at)),
+                _ => {}
             }
-            self.inner.compare_and_swap(domain, key, expected, new)
-        }
-        fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
-            self.inner.list_domains(cursor, limit)
-        }
-        fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
-            self.inner.list_keys(domain, cursor, limit)
-        }
-        fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
-            self.inner.set_many(entries)
-        }
-        fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
-            self.expiries
-                .lock()
-                .expect("spy lock")
-                .push((domain.to_owned(), at));
-            self.inner.expire_domain(domain, at)
+            Ok(())
         }
     }
 }
