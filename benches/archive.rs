@@ -160,7 +160,7 @@ fn value(size: usize) -> Vec<u8> {
     (0..=250u8).cycle().take(size).collect()
 }
 
-/// The next unused stamp for the concurrent writers.
+/// The next unused stamp, shared by every durable set of the benches.
 static STAMPS: AtomicU64 = AtomicU64::new(0);
 
 /// `value` with `n` stamped into its first bytes, so that every durable set really changes the
@@ -231,11 +231,11 @@ fn set(c: &mut Criterion) {
         |b, store, value| {
             let mut next = domains.iter().cycle();
             let mut value = value.to_vec();
-            let mut n = 0_u64;
             b.iter(|| {
                 let domain = next.next().expect("cycle never ends");
-                n += 1;
-                stamped(&mut value, n);
+                // Unique across criterion's calls of this routine too (warm-up, then samples),
+                // which each start again at the first domain.
+                stamped(&mut value, STAMPS.fetch_add(1, Ordering::Relaxed));
                 store.set(domain, "session.json", &value);
             });
         },
