@@ -3,7 +3,8 @@
 //! SQLite (WAL, `synchronous=FULL` and `NORMAL`) runs the same operations as the peer a user would
 //! pick instead.
 //!
-//! The `disk_sync` group prices the disk itself: one `sync_data` after writing a commit's worth of
+//! The `batch_set` group times one redb commit of a batch of sets to scattered sessions, which is
+//! what group commit makes of concurrent writers; the `disk_sync` group prices the disk itself: one `sync_data` after writing a commit's worth of
 //! 4 KiB pages, scattered or side by side. It bounds what group commit can gain on the machine at
 //! hand (see the README's Performance section).
 //!
@@ -324,6 +325,49 @@ fn concurrent_set(c: &mut Criterion) {
     group.finish();
 }
 
+/// The sessions `batch_set` spreads its batches over: as many as the 32 concurrent writers fill.
+const BATCH_SESSIONS: usize = 32 * DOMAIN_KEYS;
+
+/// The batch sizes of `batch_set`.
+const BATCH_SIZES: [u64; 4] = [1, 8, 32, 64];
+
+/// A durable `set_many` of `n` sessions spread over the archive: one redb commit holding `n`
+/// writes, as group commit builds it from `n` concurrent writers, without the threads. One set's
+/// time × `n` ÷ this time bounds what `n` writers can gain over one.
+fn batch_set(c: &mut Criterion) {
+    let names: Vec<String> = (0..BATCH_SESSIONS)
+        .map(|i| format!("session-{i:05}"))
+        .collect();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let archive = RedbArchive::open(dir.path().join("archive.redb")).expect("open redb");
+    let mut value = value(200);
+    let all: Vec<(&str, &str, &[u8])> = names
+        .iter()
+        .map(|name| (name.as_str(), "session.json", value.as_slice()))
+        .collect();
+    Store::set_many(&archive, &all);
+    let mut group = common::group(c, "batch_set");
+    let mut next = 0;
+    for n in BATCH_SIZES {
+        group.throughput(Throughput::Elements(n));
+        group.bench_function(BenchmarkId::new("redb", n), |b| {
+            b.iter(|| {
+                stamped(&mut value, STAMPS.fetch_add(1, Ordering::Relaxed));
+                // A prime stride scatters a batch's sessions over the whole table, as unrelated
+                // users' sessions are.
+                let batch: Vec<(&str, &str, &[u8])> = (0..n)
+                    .map(|_| {
+                        next = (next + 7919) % BATCH_SESSIONS;
+                        (names[next].as_str(), "session.json", value.as_slice())
+                    })
+                    .collect();
+                Store::set_many(&archive, &batch);
+            });
+        });
+    }
+    group.finish();
+}
+
 /// The pages of the file `disk_sync` writes into: 16 MiB, about the size of the redb file that
 /// the concurrent writers fill.
 const SYNC_SPAN_PAGES: u64 = 4096;
@@ -390,6 +434,7 @@ criterion_group!(
     has_domain,
     remove_domain,
     concurrent_set,
+    batch_set,
     disk_sync
 );
 criterion_main!(benches);

@@ -98,6 +98,23 @@ def concurrent_table(results):
     return "\n".join(lines)
 
 
+def batch_table(results):
+    """The batch_set group: one commit of n sets, and the ceiling it puts on n writers."""
+    sizes = sorted({int(p) for (g, _, p) in results if g == "batch_set" and p is not None})
+    one = results.get(("batch_set", "redb", "1"))
+    if not sizes or not one:
+        return ""
+    lines = [
+        "| sets in one commit | µs per commit | µs per set | ceiling for as many writers (n × one ÷ commit) |",
+        "|---|---|---|---|",
+    ]
+    for n in sizes:
+        ns = results.get(("batch_set", "redb", str(n)))
+        if ns:
+            lines.append(f"| {n} | {us(ns)} | {us(ns / n)} | {n * one / ns:.1f}× |")
+    return "\n".join(lines)
+
+
 def disk_table(results):
     """The disk_sync group, and the ceiling it sets on the 32-writer ratio."""
     t = lambda layout, pages: results.get(("disk_sync", layout, str(pages)))
@@ -216,6 +233,8 @@ def main():
     print(archive_table(results))
     print("\n### Concurrent durable sets (200 B values)\n")
     print(concurrent_table(results))
+    print("\n### One commit of a batch of sets (redb, 200 B, scattered sessions)\n")
+    print(batch_table(results))
     print("\n### Disk sync (µs per sync, median)\n")
     print(disk_table(results))
     print("\n### Sessions (µs per op, median)\n")
