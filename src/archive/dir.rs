@@ -625,15 +625,22 @@ impl Archive for DirArchive {
             Ok(())
         })();
         // Synced even after an error, so that the domains already renamed are gone for good.
-        if !trash.is_empty() {
-            rustix::fs::fsync(&self.root_fd).map_err(|err| io(&self.root, err.into()))?;
+        let synced = if trash.is_empty() {
+            Ok(())
+        } else {
+            rustix::fs::fsync(&self.root_fd).map_err(|err| io(&self.root, err.into()))
+        };
+        if synced.is_ok() {
+            for name in &trash {
+                // std's remove_dir_all never follows symlinks inside the tree it removes. Should
+                // it fail, the domain is already gone: the trash is invisible and is deleted on
+                // the next open.
+                let _ = std::fs::remove_dir_all(self.root.join(name));
+            }
         }
-        for name in &trash {
-            // std's remove_dir_all never follows symlinks inside the tree it removes. Should it
-            // fail, the domain is already gone: the trash is invisible and is deleted on the next
-            // open.
-            let _ = std::fs::remove_dir_all(self.root.join(name));
-        }
-        renamed.map(|()| trash.len())
+        // The first error met is the one reported.
+        renamed?;
+        synced?;
+        Ok(trash.len())
     }
 }

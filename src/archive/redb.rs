@@ -465,11 +465,15 @@ struct CommitState {
     /// Whether a leader is gathering, applying or committing a batch right now.
     committing: bool,
     next_ticket: u64,
-    /// How many writes the last batch held, and how long it took from its first op to its
-    /// answers: the next leader gathers (briefly) until that many have joined it.
+    /// How many writes the last batch held, and how long its commit took once gathered: the next
+    /// leader gathers until that many have joined it, for at most half that time.
     last_batch: usize,
     last_commit: Duration,
 }
+
+/// The longest a leader gathers, whatever the last commit took: one slow fsync must not make
+/// the next batch's writers wait for company for long.
+const MAX_GATHER: Duration = Duration::from_millis(5);
 
 /// A queued write, and the writer to wake when it is answered.
 struct Queued {
@@ -487,31 +491,33 @@ struct Leadership<'a> {
     /// The batch's writers by ticket, in the order their ops were applied.
     writers: Vec<(u64, Thread)>,
     answers: Option<Vec<Result<usize>>>,
-    started: Instant,
+    /// How long the batch took from the end of gathering to its answers.
+    commit: Duration,
 }
 
 impl Drop for Leadership<'_> {
     fn drop(&mut self) {
+        let me = std::thread::current().id();
         let mut state = self.committer.state.lock();
-        let tickets = self.writers.iter().map(|(ticket, _)| *ticket);
-        match self.answers.take() {
-            Some(answers) => state.answers.extend(tickets.zip(answers)),
-            None => {
-                for ticket in tickets {
-                    state.answers.insert(
-                        ticket,
-                        Err(Error::Backend {
-                            backend: "redb",
-                            operation: "commit a batch of writes",
-                            source: "the commit panicked; the batch's writes may not be stored"
-                                .into(),
-                        }),
-                    );
-                }
+        if let Some(answers) = self.answers.take() {
+            let tickets = self.writers.iter().map(|(ticket, _)| *ticket);
+            state.answers.extend(tickets.zip(answers));
+            state.last_commit = self.commit;
+        } else {
+            // The leader's own thread is unwinding and never collects its answer.
+            let others = self.writers.iter().filter(|(_, writer)| writer.id() != me);
+            for &(ticket, _) in others {
+                state.answers.insert(
+                    ticket,
+                    Err(Error::Backend {
+                        backend: "redb",
+                        operation: "commit a batch of writes",
+                        source: "the commit panicked; the batch's writes may not be stored".into(),
+                    }),
+                );
             }
         }
         state.last_batch = self.writers.len();
-        state.last_commit = self.started.elapsed();
         state.committing = false;
         let next_leader = state.queue.first().map(|queued| queued.writer.clone());
         drop(state);
@@ -520,7 +526,6 @@ impl Drop for Leadership<'_> {
         if let Some(writer) = next_leader {
             writer.unpark();
         }
-        let me = std::thread::current().id();
         for (_, writer) in &self.writers {
             if writer.id() != me {
                 writer.unpark();
@@ -662,7 +667,9 @@ impl RedbArchive {
             if state.committing {
                 // Woken by the leader that answers this op, or that leaves it queued for this
                 // writer to lead. A wake-up that comes between the unlock and the park is kept
-                // by the thread's token, so none is lost; a spurious one only loops.
+                // by the thread's token, so none is lost; a spurious one only loops. (A token left
+                // for a thread that had already returned cuts short its next park anywhere, which
+                // std allows of any park: every parker loops on its own condition.)
                 drop(state);
                 std::thread::park();
                 state = self.committer.state.lock();
@@ -672,15 +679,17 @@ impl RedbArchive {
             state.committing = true;
             let batch = std::mem::take(&mut state.queue);
             let expected = state.last_batch;
-            let window = state.last_commit / 2;
+            let window = (state.last_commit / 2).min(MAX_GATHER);
             drop(state);
             let mut leadership = Leadership {
                 committer: &self.committer,
                 writers: Vec::with_capacity(expected.max(batch.len())),
                 answers: None,
-                started: Instant::now(),
+                commit: Duration::ZERO,
             };
-            leadership.answers = Some(self.lead(batch, expected, window, &mut leadership.writers));
+            let (answers, commit) = self.lead(batch, expected, window, &mut leadership.writers);
+            leadership.answers = Some(answers);
+            leadership.commit = commit;
             drop(leadership);
             state = self.committer.state.lock();
         }
@@ -690,20 +699,22 @@ impl RedbArchive {
     ///
     /// The writers the last commit answered are on their way back with their next writes, but
     /// waking them all takes a while on a busy machine. So the leader applies what is queued,
-    /// then takes and applies what arrived meanwhile, until `expected` ops (the last batch's
-    /// size) have joined or `window` has passed, and commits them all at once. Applying overlaps
-    /// the others' return, and a lone writer never waits.
+    /// then whatever arrived meanwhile, until it finds the queue empty; when it does while fewer
+    /// than `expected` ops (the last batch's size) have joined, it first waits for more, until
+    /// `window` has passed. Then it commits them all at once. Applying overlaps the others'
+    /// return, and a lone writer never waits. Taking is bounded: a writer has one op at a time,
+    /// and those in the batch wait for its commit.
     ///
     /// The batch is one transaction; if that fails, each op is retried in a transaction of its
     /// own, so one op's failure fails only that op, and an op is answered `Ok` only when a commit
-    /// holding it succeeded.
+    /// holding it succeeded. Also returns how long the batch took once gathered.
     fn lead(
         &self,
         batch: Vec<Queued>,
         expected: usize,
         window: Duration,
         writers: &mut Vec<(u64, Thread)>,
-    ) -> Vec<Result<usize>> {
+    ) -> (Vec<Result<usize>>, Duration) {
         let deadline = Instant::now() + window;
         let mut ops = Vec::with_capacity(writers.capacity());
         let mut take = |batch: Vec<Queued>, ops: &mut Vec<Op>| {
@@ -713,7 +724,8 @@ impl RedbArchive {
             }
         };
         take(batch, &mut ops);
-        let gathered = self.commit_with(&mut ops, |ops| {
+        let mut gathered_at = None;
+        let committed = self.commit_with(&mut ops, |ops| {
             let mut state = self.committer.state.lock();
             while state.queue.is_empty()
                 && ops.len() < expected
@@ -723,13 +735,14 @@ impl RedbArchive {
                     .wait_until(&mut state, deadline)
                     .timed_out()
             {}
-            if state.queue.is_empty() || (Instant::now() >= deadline && ops.len() >= expected) {
+            if state.queue.is_empty() {
+                gathered_at = Some(Instant::now());
                 return false;
             }
             take(std::mem::take(&mut state.queue), ops);
             true
         });
-        match gathered {
+        let answers = match committed {
             Ok(answers) => answers.into_iter().map(Ok).collect(),
             Err(source) if ops.len() == 1 => {
                 vec![Err(map_error(&self.path, ops[0].operation(), source))]
@@ -742,7 +755,9 @@ impl RedbArchive {
                         .map_err(|source| map_error(&self.path, op.operation(), source))
                 })
                 .collect(),
-        }
+        };
+        let commit = gathered_at.map_or(Duration::ZERO, |at| at.elapsed());
+        (answers, commit)
     }
 
     /// Applies `ops` in order in one write transaction and commits it with the configured
@@ -986,6 +1001,9 @@ impl Archive for RedbArchive {
         for (domain, key, _) in entries {
             validate_entry(domain, key)?;
         }
+        if entries.is_empty() {
+            return Ok(());
+        }
         self.write(Op::SetMany(
             entries
                 .iter()
@@ -999,6 +1017,9 @@ impl Archive for RedbArchive {
         for (domain, key) in entries {
             validate_entry(domain, key)?;
         }
+        if entries.is_empty() {
+            return Ok(0);
+        }
         self.write(Op::RemoveMany(
             entries
                 .iter()
@@ -1010,6 +1031,9 @@ impl Archive for RedbArchive {
     fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
         for domain in domains {
             validate_domain(domain)?;
+        }
+        if domains.is_empty() {
+            return Ok(0);
         }
         self.write(Op::RemoveDomains(
             domains.iter().map(|&domain| domain.to_owned()).collect(),

@@ -50,9 +50,16 @@ impl Sessions {
     /// one [`remove_domains`](Archive::remove_domains) and one
     /// [`remove_many`](Archive::remove_many) batch. Domains left holding only timestamps (a
     /// write that raced a destroy, or a create cut short before its state) are removed when they
-    /// expire. Sessions stored while no expiry
-    /// was configured are indexed when next used. Sweeps may run concurrently, from any number of
-    /// processes sharing the archive.
+    /// expire. Sessions stored while no expiry was configured are indexed when next used. Sweeps
+    /// may run concurrently, from any number of processes sharing the archive.
+    ///
+    /// A sweep judges a page by reading timestamps, then removes; the archive has no conditional
+    /// removal. So a session that expired and is saved by a request in that gap is removed all
+    /// the same, as a sweep a moment earlier would have; and an index entry read while its
+    /// session's first timestamps are not written yet is dropped, which leaves that session
+    /// unindexed until it is next used. The latter needs a session created to expire within the
+    /// bucket being swept: an idle timeout, or what is left of the absolute lifetime at a
+    /// regenerate, shorter than the [granularity](crate::SessionsBuilder::sweep_granularity).
     ///
     /// # Errors
     ///
@@ -117,8 +124,12 @@ impl Sessions {
                         dropped.push((domain.as_str(), entry.as_str()));
                     }
                 }
-                removed += archive.remove_domains(&expired)?;
-                archive.remove_many(&dropped)?;
+                if !expired.is_empty() {
+                    removed += archive.remove_domains(&expired)?;
+                }
+                if !dropped.is_empty() {
+                    archive.remove_many(&dropped)?;
+                }
                 match page.cursor {
                     Some(next) => cursor = Some(next),
                     None => break,
