@@ -915,6 +915,9 @@ pub enum Op {
     ListKeys(String),
     /// Drop the archive and open it again on the same directory.
     Reopen,
+    SetMany(Vec<(String, String, Vec<u8>)>),
+    RemoveMany(Vec<(String, String)>),
+    RemoveDomains(Vec<String>),
 }
 
 /// The model: what the archive should hold.
@@ -940,12 +943,7 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
     let domain = || name(MODEL_DOMAINS);
     let key = || name(MODEL_KEYS);
-    let reopen_weight = if persistence == Persistence::Persistent {
-        2
-    } else {
-        0
-    };
-    prop_oneof![
+    let ops = prop_oneof![
         6 => (domain(), key()).prop_map(|(d, k)| Op::Get(d, k)),
         8 => (domain(), key(), value()).prop_map(|(d, k, v)| Op::Set(d, k, v)),
         3 => (domain(), key()).prop_map(|(d, k)| Op::Has(d, k)),
@@ -956,8 +954,15 @@ pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
             .prop_map(|(d, k, e, n)| Op::CompareAndSwap(d, k, e, n)),
         1 => Just(Op::ListDomains),
         1 => domain().prop_map(Op::ListKeys),
-        reopen_weight => Just(Op::Reopen),
-    ]
+        2 => proptest::collection::vec((domain(), key(), value()), 0..4).prop_map(Op::SetMany),
+        2 => proptest::collection::vec((domain(), key()), 0..4).prop_map(Op::RemoveMany),
+        1 => proptest::collection::vec(domain(), 0..3).prop_map(Op::RemoveDomains),
+    ];
+    match persistence {
+        // One reopen in about nineteen operations.
+        Persistence::Persistent => prop_oneof![36 => ops, 2 => Just(Op::Reopen)].boxed(),
+        Persistence::Volatile => ops.boxed(),
+    }
 }
 
 fn valid(names: &[&str]) -> bool {
@@ -985,6 +990,10 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Option<String> {
         }
         Op::Set(d, k, _) if !valid(&[d, k]) => return None,
         Op::HasDomain(d) | Op::RemoveDomain(d) | Op::ListKeys(d) if !valid(&[d]) => return None,
+        // A batch with one bad name anywhere fails whole and changes nothing.
+        Op::SetMany(entries) if !entries.iter().all(|(d, k, _)| valid(&[d, k])) => return None,
+        Op::RemoveMany(entries) if !entries.iter().all(|(d, k)| valid(&[d, k])) => return None,
+        Op::RemoveDomains(domains) if !domains.iter().all(|d| valid(&[d])) => return None,
         Op::Get(d, k) => format!("{:?}", get(model, d, k)),
         Op::Set(d, k, v) => {
             model
@@ -1023,6 +1032,26 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Option<String> {
                 .unwrap_or_default()
         ),
         Op::Reopen => "()".to_owned(),
+        Op::SetMany(entries) => {
+            for (d, k, v) in entries {
+                model
+                    .entry(d.clone())
+                    .or_default()
+                    .insert(k.clone(), v.clone());
+            }
+            "()".to_owned()
+        }
+        Op::RemoveMany(entries) => {
+            let removed = entries.iter().filter(|(d, k)| remove(model, d, k)).count();
+            format!("{removed}")
+        }
+        Op::RemoveDomains(domains) => {
+            let removed = domains
+                .iter()
+                .filter(|d| model.remove(*d).is_some())
+                .count();
+            format!("{removed}")
+        }
     })
 }
 
@@ -1055,6 +1084,24 @@ fn apply_to_archive(archive: &dyn Archive, op: &Op) -> crate::Result<String> {
             sorted(archive.keys(d).collect::<crate::Result<_>>()?)
         ),
         Op::Reopen => "()".to_owned(),
+        Op::SetMany(entries) => {
+            let entries: Vec<(&str, &str, &[u8])> = entries
+                .iter()
+                .map(|(d, k, v)| (d.as_str(), k.as_str(), v.as_slice()))
+                .collect();
+            format!("{:?}", archive.set_many(&entries)?)
+        }
+        Op::RemoveMany(entries) => {
+            let entries: Vec<(&str, &str)> = entries
+                .iter()
+                .map(|(d, k)| (d.as_str(), k.as_str()))
+                .collect();
+            format!("{}", archive.remove_many(&entries)?)
+        }
+        Op::RemoveDomains(domains) => {
+            let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
+            format!("{}", archive.remove_domains(&domains)?)
+        }
     })
 }
 
