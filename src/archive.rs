@@ -89,6 +89,10 @@ impl Page {
 ///   the one read-modify-write primitive, and is what loses-no-update guarantees are built on.
 /// - **Durability.** When a write returns `Ok`, it is as durable as the backend promises (each
 ///   backend documents this; the persistent ones default to durable).
+/// - **Batches.** [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and
+///   [`remove_domains`](Archive::remove_domains) check every name before touching anything. Their
+///   default bodies loop over the single-item methods; backends override them to apply a batch in
+///   one transaction.
 /// - **Listing.** [`list_domains`](Archive::list_domains) and [`list_keys`](Archive::list_keys)
 ///   page through names without loading values, so a million domains never sit in one `Vec`.
 ///   While the archive is not modified, a full walk returns each name exactly once. Under

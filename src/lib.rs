@@ -2,9 +2,9 @@
 //! sessions built on it.
 //!
 //! The [`Archive`] trait has six primitives (`get`, `set`, `has`, `remove`, `has_domain`,
-//! `remove_domain`) plus an atomic compare-and-swap and paged listing. Every backend applies the
-//! same [name rule](validate_name) and passes the same [`conformance`] suite, so data moves
-//! between backends without loss.
+//! `remove_domain`) plus an atomic compare-and-swap, batch writes and removals, and paged
+//! listing. Every backend applies the same [name rule](validate_name) and passes the same
+//! [`conformance`] suite, so data moves between backends without loss.
 //!
 //! ```
 //! use session_archive::{Archive, MemoryArchive};
