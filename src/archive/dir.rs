@@ -4,7 +4,7 @@
 //! `unlinkat`) with `O_NOFOLLOW`, so a symlink planted inside the root is never followed, and a
 //! path is never re-resolved between a check and its use. Unix only.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -345,17 +345,31 @@ impl DirArchive {
     /// Removes one key if it is a regular file, and the domain with its last key. Under the
     /// write lock.
     fn remove_key(&self, domain: &str, key: &str) -> Result<bool> {
+        self.remove_keys(domain, &[key]).map(|removed| removed > 0)
+    }
+
+    /// Removes `keys` of `domain` and returns how many existed: one directory fsync and one
+    /// emptiness check for all of them. Under the write lock.
+    fn remove_keys(&self, domain: &str, keys: &[&str]) -> Result<usize> {
         let Some(dir) = self.open_domain(domain)? else {
-            return Ok(false);
+            return Ok(0);
         };
-        let existed = self.is_regular_file(&dir, domain, key)?;
-        if existed {
-            rustix::fs::unlinkat(&dir, key, AtFlags::empty())
-                .map_err(|err| io(self.key_path(domain, key), err.into()))?;
+        let mut removed = 0;
+        let unlinked = keys.iter().try_for_each(|key| {
+            if self.is_regular_file(&dir, domain, key)? {
+                rustix::fs::unlinkat(&dir, *key, AtFlags::empty())
+                    .map_err(|err| io(self.key_path(domain, key), err.into()))?;
+                removed += 1;
+            }
+            Ok(())
+        });
+        // Synced even after an error, so that the keys already unlinked are gone for good.
+        if removed > 0 {
             rustix::fs::fsync(&dir).map_err(|err| io(self.domain_path(domain), err.into()))?;
         }
+        unlinked?;
         self.remove_if_empty(&dir, domain)?;
-        Ok(existed)
+        Ok(removed)
     }
 
     /// Deletes `.trash-*` directories left by a `remove_domain` that crashed after its rename.
@@ -594,8 +608,13 @@ impl Archive for DirArchive {
             validate_entry(domain, key)?;
         }
         let _guard = self.lock()?;
-        entries.iter().try_fold(0, |removed, (domain, key)| {
-            Ok(removed + usize::from(self.remove_key(domain, key)?))
+        // Grouped by domain, each in the order given, so that a domain's keys share one fsync.
+        let mut by_domain: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for &(domain, key) in entries {
+            by_domain.entry(domain).or_default().push(key);
+        }
+        by_domain.iter().try_fold(0, |removed, (domain, keys)| {
+            Ok(removed + self.remove_keys(domain, keys)?)
         })
     }
 
