@@ -109,6 +109,9 @@ pub enum FuzzOp {
     Reopen,
     /// List domains, or the keys of a domain, page by page with a page size of 1 to 4.
     ListPaged(Option<FuzzName>, u8),
+    SetMany(Vec<(FuzzName, FuzzName, Vec<u8>)>),
+    RemoveMany(Vec<(FuzzName, FuzzName)>),
+    RemoveDomains(Vec<FuzzName>),
 }
 
 impl FuzzOp {
@@ -137,6 +140,21 @@ impl FuzzOp {
             FuzzOp::ListKeys(d) => Op::ListKeys(d.to_name()),
             FuzzOp::Reopen => Op::Reopen,
             FuzzOp::ListPaged(..) => return None,
+            FuzzOp::SetMany(entries) => Op::SetMany(
+                entries
+                    .iter()
+                    .map(|(d, k, v)| (d.to_name(), k.to_name(), v.clone()))
+                    .collect(),
+            ),
+            FuzzOp::RemoveMany(entries) => Op::RemoveMany(
+                entries
+                    .iter()
+                    .map(|(d, k)| (d.to_name(), k.to_name()))
+                    .collect(),
+            ),
+            FuzzOp::RemoveDomains(domains) => {
+                Op::RemoveDomains(domains.iter().map(FuzzName::to_name).collect())
+            }
         })
     }
 }
