@@ -846,18 +846,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 )
             }
             Phase::Live { .. } => {
-                loop {
-                    let Some(current) = self.archive().get(self.id.as_str(), STATE_KEY)? else {
-                        return Err(self.gone());
-                    };
-                    if self.archive().compare_and_swap(
-                        self.id.as_str(),
-                        STATE_KEY,
-                        Some(&current),
-                        Some(&bytes),
-                    )? {
-                        break;
-                    }
+                if self.swap_state(|_| Ok((bytes.clone(), ())))?.is_none() {
+                    return Err(self.gone());
                 }
                 self.after_write()
             }
@@ -941,22 +931,38 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         if let Phase::Gone = self.phase {
             return Err(self.gone());
         }
+        let swapped = self.swap_state(|current| {
+            let mut copy: T = decode(&self.id, current)?;
+            let result = change(&mut copy);
+            Ok((self.encode(&copy)?, (copy, result)))
+        })?;
+        let Some((copy, result)) = swapped else {
+            return Err(self.gone());
+        };
+        self.state = copy;
+        self.after_write()?;
+        Ok(result)
+    }
+
+    /// Replaces the stored state with the bytes `next` makes from it, reading and swapping again
+    /// whenever another write landed in between, and returns what `next` returned with the
+    /// bytes that were stored; `None` once no state is stored (the session is gone).
+    fn swap_state<R>(
+        &self,
+        mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
+    ) -> Result<Option<R>> {
         loop {
             let Some(current) = self.archive().get(self.id.as_str(), STATE_KEY)? else {
-                return Err(self.gone());
+                return Ok(None);
             };
-            let mut copy: T = decode(&self.id, &current)?;
-            let result = change(&mut copy);
-            let bytes = self.encode(&copy)?;
+            let (bytes, result) = next(&current)?;
             if self.archive().compare_and_swap(
                 self.id.as_str(),
                 STATE_KEY,
                 Some(&current),
                 Some(&bytes),
             )? {
-                self.state = copy;
-                self.after_write()?;
-                return Ok(result);
+                return Ok(Some(result));
             }
         }
     }
