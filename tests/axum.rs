@@ -98,6 +98,13 @@ fn sessions(archive: &Arc<MemoryArchive>) -> Sessions {
     Sessions::builder(Arc::clone(archive)).secure(false).build()
 }
 
+/// The test routes behind a session layer over a fresh memory archive, served.
+fn serve() -> (Arc<MemoryArchive>, Server) {
+    let archive = Arc::new(MemoryArchive::new());
+    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    (archive, server)
+}
+
 fn domains(archive: &MemoryArchive) -> Vec<String> {
     archive
         .domains()
@@ -107,8 +114,7 @@ fn domains(archive: &MemoryArchive) -> Vec<String> {
 
 #[test]
 fn a_visitor_whose_session_is_never_saved_gets_no_cookie_and_writes_nothing() {
-    let archive = Arc::new(MemoryArchive::new());
-    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let (archive, server) = serve();
     let client = jar();
     for _ in 0..3 {
         let response = client.get(server.url("/peek")).send().unwrap();
@@ -121,8 +127,7 @@ fn a_visitor_whose_session_is_never_saved_gets_no_cookie_and_writes_nothing() {
 
 #[test]
 fn an_update_sets_the_cookie_and_later_requests_resume_the_session() {
-    let archive = Arc::new(MemoryArchive::new());
-    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let (archive, server) = serve();
     let client = jar();
     let first = client.get(server.url("/count")).send().unwrap();
     let cookies = set_cookies(&first);
@@ -192,8 +197,7 @@ fn a_read_that_refreshes_the_idle_expiry_refreshes_the_cookie() {
 
 #[test]
 fn regenerate_sends_the_new_id_and_the_old_one_stops_working() {
-    let archive = Arc::new(MemoryArchive::new());
-    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let (_, server) = serve();
     let client = jar();
     let first = client.get(server.url("/count")).send().unwrap();
     let old = cookie_value(&set_cookies(&first)[0]).to_owned();
@@ -229,8 +233,7 @@ fn regenerate_sends_the_new_id_and_the_old_one_stops_working() {
 
 #[test]
 fn regenerate_before_any_save_sets_no_cookie_and_writes_nothing() {
-    let archive = Arc::new(MemoryArchive::new());
-    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let (archive, server) = serve();
     let response = jar().post(server.url("/login")).send().unwrap();
     assert_eq!(response.status(), 200);
     assert!(set_cookies(&response).is_empty());
@@ -239,8 +242,7 @@ fn regenerate_before_any_save_sets_no_cookie_and_writes_nothing() {
 
 #[test]
 fn destroy_expires_the_cookie_and_removes_the_session() {
-    let archive = Arc::new(MemoryArchive::new());
-    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let (archive, server) = serve();
     let client = jar();
     let first = client.get(server.url("/count")).send().unwrap();
     let id = cookie_value(&set_cookies(&first)[0]).to_owned();
@@ -265,8 +267,7 @@ fn destroy_expires_the_cookie_and_removes_the_session() {
 
 #[test]
 fn a_session_gone_mid_request_is_409_and_expires_the_cookie() {
-    let archive = Arc::new(MemoryArchive::new());
-    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let (archive, server) = serve();
     let client = jar();
     let first = client.get(server.url("/count")).send().unwrap();
     let id = cookie_value(&set_cookies(&first)[0]).to_owned();
@@ -284,8 +285,7 @@ fn a_session_gone_mid_request_is_409_and_expires_the_cookie() {
 
 #[test]
 fn corrupt_state_is_a_500_that_says_so_and_is_left_untouched() {
-    let archive = Arc::new(MemoryArchive::new());
-    let server = Server::start(routes().layer(SessionLayer::new(sessions(&archive))));
+    let (archive, server) = serve();
     let client = jar();
     let first = client.get(server.url("/count")).send().unwrap();
     let id = cookie_value(&set_cookies(&first)[0]).to_owned();

@@ -356,6 +356,21 @@ fn response_timeout_is_an_error_and_the_archive_recovers() {
     }
 }
 
+/// Fifty sets from each of eight threads at once, which leaves several connections in the pool.
+fn set_from_eight_threads(archive: &impl Archive) {
+    thread::scope(|scope| {
+        for t in 0..8 {
+            scope.spawn(move || {
+                for i in 0..50 {
+                    archive
+                        .set(&format!("d{t}"), &format!("k{i}"), b"v")
+                        .expect("set");
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn reconnects_after_a_server_restart() {
     let Some(mut server) = or_skip(LocalServer::start()) else {
@@ -363,18 +378,7 @@ fn reconnects_after_a_server_restart() {
     };
     let archive = open(&server.url(), "app:");
     // Several threads at once leave several connections idle in the pool.
-    thread::scope(|scope| {
-        for t in 0..8 {
-            let archive = &archive;
-            scope.spawn(move || {
-                for i in 0..50 {
-                    archive
-                        .set(&format!("d{t}"), &format!("k{i}"), b"v")
-                        .unwrap();
-                }
-            });
-        }
-    });
+    set_from_eight_threads(&archive);
     assert!(
         archive
             .compare_and_swap("d", "k", None, Some(b"1"))
@@ -403,18 +407,7 @@ fn reconnects_after_a_server_restart() {
     // A restart between two calls: the pool holds dead connections. The first call may fail;
     // every later one works, including compare-and-swap, whose script the new server has never
     // seen.
-    thread::scope(|scope| {
-        for t in 0..8 {
-            let archive = &archive;
-            scope.spawn(move || {
-                for i in 0..50 {
-                    archive
-                        .set(&format!("d{t}"), &format!("k{i}"), b"v")
-                        .unwrap();
-                }
-            });
-        }
-    });
+    set_from_eight_threads(&archive);
     server.stop();
     server.restart().unwrap();
     if let Err(err) = archive.get("d", "k") {

@@ -1258,6 +1258,14 @@ mod behaviour {
         assert_ne!(cookie.secure(), Some(true));
     }
 
+    /// The `Max-Age` of a `Set-Cookie` header, in seconds.
+    fn max_age(header: String) -> Option<i64> {
+        cookie::Cookie::parse(header)
+            .expect("a cookie")
+            .max_age()
+            .map(cookie::time::Duration::whole_seconds)
+    }
+
     pub fn set_cookie_max_age_follows_the_configuration(archive: &Arc<dyn Archive>) {
         let clock = clock();
         let sessions = Sessions::builder(Arc::clone(archive))
@@ -1265,12 +1273,6 @@ mod behaviour {
             .absolute_lifetime(Duration::from_secs(1000))
             .clock(clock.clone())
             .build();
-        let max_age = |header: String| {
-            cookie::Cookie::parse(header)
-                .expect("a cookie")
-                .max_age()
-                .map(cookie::time::Duration::whole_seconds)
-        };
         let id = saved(&sessions, "user");
         let session = sessions.start(Some(&id), State::default()).unwrap();
         assert_eq!(max_age(sessions.set_cookie(&session)), Some(600));
@@ -1293,12 +1295,6 @@ mod behaviour {
             .absolute_lifetime(Duration::from_secs(1000))
             .clock(clock.clone())
             .build();
-        let max_age = |header: String| {
-            cookie::Cookie::parse(header)
-                .expect("a cookie")
-                .max_age()
-                .map(cookie::time::Duration::whole_seconds)
-        };
         let id = saved(&sessions, "user");
         // Within an eighth of the idle timeout `seen` is not rewritten, so the server still
         // expires the session 800 s after the save, and so does the cookie.
