@@ -12,12 +12,19 @@
 //!   core [`Session`](crate::Session) calls they wrap may block on disk (durable writes), so they
 //!   run on tokio's blocking threads (`spawn_blocking`), never on the executor's.
 //! - Nothing is written, and no cookie is set, for a visitor whose session is never saved.
-//!   After a successful `save`, `update` or `regenerate` the response carries
-//!   [`Sessions::set_cookie`] (so its `Max-Age` follows the session's activity and a new or
-//!   regenerated id reaches the client), and so does a request that only reads a session when
-//!   extracting it rewrote the session's last-seen time (at most once per eighth of the idle
-//!   timeout), since that moved its expiry; after `destroy` it carries
-//!   [`Sessions::removal_cookie`].
+//!   The response carries the `Set-Cookie` that the session's calls call for (see
+//!   [`crate::Session::cookie_action`]): the cookie after the first save and after a
+//!   `regenerate`, a refreshed `Max-Age` only when the session's expiry actually moved (its
+//!   last-seen time is rewritten at most once per eighth of the idle timeout), and the removal
+//!   cookie after a `destroy` that removed the session.
+//! - **Concurrent requests never undo each other's cookies.** A request whose session another
+//!   request destroyed or moved to a new id (a login's `regenerate`) while it ran gets
+//!   [`Error::SessionGone`] from its writes and sends no `Set-Cookie` at all: it neither
+//!   expires the client's cookie nor hands back the dead id, so a slow request that answers
+//!   after the login response cannot log the user out. A cookie that would only refresh the id
+//!   the client sent is sent after checking that the id is still live
+//!   ([`Sessions::is_live`]). Of two concurrent logins (a double-submitted form) one
+//!   regenerate wins and sets the new cookie; the other fails without touching it.
 //! - Errors are [`SessionError`]s, which become HTTP responses: see its
 //!   `IntoResponse` impl for the status of each kind.
 //!
@@ -71,8 +78,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::session::Sessions;
 use crate::session::id::SessionId;
+use crate::session::{CookieAction, Sessions};
 
 /// A tower layer that gives the [`Session`] extractor its [`Sessions`] and writes the session
 /// cookie into responses. Apply it to a [`Router`](::axum::Router) with `.layer(…)`.
@@ -158,6 +165,7 @@ where
         + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
+    ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -171,7 +179,7 @@ where
         let slot = Slot(Arc::new(SlotInner {
             cookie_id: cookie_id(&self.sessions, request.headers()),
             sessions: self.sessions.clone(),
-            set_cookie: Mutex::new(None),
+            pending: Mutex::new(None),
         }));
         request.extensions_mut().insert(slot.clone());
         // `poll_ready` readied `self.inner`; the clone left behind is readied on the next call.
@@ -180,7 +188,7 @@ where
         let response = inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
-            if let Some(value) = slot.0.set_cookie.lock().take() {
+            if let Some(value) = slot.cookie().await {
                 response.headers_mut().append(SET_COOKIE, value);
             }
             Ok(response)
@@ -205,17 +213,59 @@ struct SlotInner {
     sessions: Sessions,
     /// The well-formed id the client sent, if any; whether it names a session is `start`'s call.
     cookie_id: Option<SessionId>,
-    /// The `Set-Cookie` value asked for by the latest session call that changes the cookie.
-    set_cookie: Mutex<Option<HeaderValue>>,
+    /// The `Set-Cookie` the latest session call asked for.
+    pending: Mutex<Option<PendingCookie>>,
+}
+
+struct PendingCookie {
+    value: HeaderValue,
+    /// The client's own id, when the cookie only refreshes it: it is sent only if that id is
+    /// still live when the response goes out.
+    recheck: Option<SessionId>,
 }
 
 impl Slot {
-    fn set(&self, value: &str) {
-        match HeaderValue::from_str(value) {
-            Ok(value) => *self.0.set_cookie.lock() = Some(value),
-            // The cookie crate percent-encodes names and values, so this cannot happen with a
-            // sane cookie name; it is logged rather than sent as a broken header.
-            Err(err) => tracing::error!(error = %err, "session cookie is not a valid header value"),
+    /// Records the cookie that `session`'s calls call for, replacing what was recorded before.
+    fn record<T>(&self, session: &crate::Session<T>) {
+        let sessions = &self.0.sessions;
+        let pending = sessions.cookie_header(session).and_then(|header| {
+            match HeaderValue::from_str(&header) {
+                Ok(value) => Some(PendingCookie {
+                    value,
+                    recheck: (session.cookie_action() == CookieAction::Set
+                        && self.0.cookie_id.as_ref() == Some(session.id()))
+                    .then(|| session.id().clone()),
+                }),
+                // The cookie crate percent-encodes names and values, so this cannot happen with
+                // a sane cookie name; it is logged rather than sent as a broken header.
+                Err(err) => {
+                    tracing::error!(error = %err, "session cookie is not a valid header value");
+                    None
+                }
+            }
+        });
+        *self.0.pending.lock() = pending;
+    }
+
+    /// The `Set-Cookie` value to send with the response, if any.
+    async fn cookie(&self) -> Option<HeaderValue> {
+        let pending = self.0.pending.lock().take()?;
+        let Some(id) = pending.recheck else {
+            return Some(pending.value);
+        };
+        let sessions = self.0.sessions.clone();
+        match tokio::task::spawn_blocking(move || sessions.is_live(&id)).await {
+            Ok(Ok(true)) => Some(pending.value),
+            Ok(Ok(false)) => None,
+            // Not sending a refresh is always safe: the client keeps the cookie it has.
+            Ok(Err(err)) => {
+                tracing::warn!(error = %Chain(&err), "could not check the session before refreshing its cookie");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not check the session before refreshing its cookie");
+                None
+            }
         }
     }
 }
@@ -230,9 +280,13 @@ impl Slot {
 /// [`save`](Self::save) or [`update`](Self::update).
 ///
 /// Each async call moves the core session to tokio's blocking pool and back. If its future is
-/// dropped before it completes (a timeout, a cancelled request), the call still finishes in the
-/// background, and this handle is left detached: it holds `T::default()`, and its later writes
-/// fail with [`Error::SessionGone`].
+/// dropped before it completes (a timeout around it, say), the call still finishes in the
+/// background, and the handle's next call waits for it and takes the session back first, so
+/// nothing is lost or skipped: a [`destroy`](Self::destroy) after a cancelled `save` still
+/// destroys. Until then the handle dereferences to `T::default()`. If a call panics (an
+/// `update` closure, or `T`'s `Serialize`), the handle's state is lost with the thread, and
+/// every later call on the handle fails with [`SessionError::Lost`]; the stored session is as
+/// the panicked call left it.
 ///
 /// # Examples
 ///
@@ -262,7 +316,12 @@ impl Slot {
 /// # let _: axum::routing::MethodRouter = axum::routing::post(set_name);
 /// ```
 pub struct Session<T> {
+    /// The session; while a call runs on a blocking thread, an unsaved stand-in.
     core: crate::Session<T>,
+    /// The call running on a blocking thread, which gives the session back when it ends.
+    running: Option<tokio::task::JoinHandle<crate::Session<T>>>,
+    /// Set once a call panicked and took the session with it.
+    lost: bool,
     slot: Slot,
 }
 
@@ -309,24 +368,16 @@ where
         })
         .await
         .map_err(SessionError::Task)??;
-        // Reading the session moved its idle expiry on the server; the cookie follows, or the
-        // browser would drop it while the server still holds the session.
-        if core.refreshed() {
-            slot.set(&core.sessions().set_cookie(&core));
-        }
-        Ok(Session { core, slot })
+        // Reading the session may have moved its idle expiry on the server; the cookie follows,
+        // or the browser would drop it while the server still holds the session.
+        slot.record(&core);
+        Ok(Session {
+            core,
+            running: None,
+            lost: false,
+            slot,
+        })
     }
-}
-
-/// How a call changes the cookie when it succeeds.
-#[derive(Clone, Copy)]
-enum CookieEffect {
-    /// Leave it.
-    Keep,
-    /// Send the session's id with a fresh `Max-Age`.
-    Refresh,
-    /// Expire it.
-    Remove,
 }
 
 impl<T> Session<T>
@@ -384,7 +435,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(remember);
     /// ```
     pub async fn save(&mut self) -> Result<(), SessionError> {
-        self.run(CookieEffect::Refresh, crate::Session::save).await
+        self.run(crate::Session::save).await
     }
 
     /// Replaces the handle's state with the stored one, off the executor; see
@@ -406,7 +457,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::get(reread);
     /// ```
     pub async fn load(&mut self) -> Result<(), SessionError> {
-        self.run(CookieEffect::Keep, crate::Session::load).await
+        self.run(crate::Session::load).await
     }
 
     /// Atomically applies `change` to the stored state, off the executor, and returns what it
@@ -439,12 +490,13 @@ where
     where
         R: Send + 'static,
     {
-        self.run(CookieEffect::Refresh, move |core| core.update(&mut change))
-            .await
+        self.run(move |core| core.update(&mut change)).await
     }
 
     /// Moves the session to a fresh id, off the executor; see [`crate::Session::regenerate`].
-    /// Call it on login. The response then sets the cookie to the new id.
+    /// Call it on login: change the state, then regenerate, with no `save` before it, so the
+    /// authenticated state is only ever stored under the new id. The response then sets the
+    /// cookie to the new id.
     ///
     /// # Errors
     ///
@@ -457,15 +509,13 @@ where
     /// use session_archive::axum::{Session, SessionError};
     ///
     /// async fn login(mut session: Session<String>) -> Result<(), SessionError> {
-    ///     *session = "alice".into();
-    ///     session.save().await?;
+    ///     *session = "alice".into(); // no save: the new id is the first to hold it
     ///     session.regenerate().await
     /// }
     /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
     /// ```
     pub async fn regenerate(&mut self) -> Result<(), SessionError> {
-        self.run(CookieEffect::Refresh, crate::Session::regenerate)
-            .await
+        self.run(crate::Session::regenerate).await
     }
 
     /// Removes the session from the archive, off the executor; see
@@ -488,43 +538,54 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(logout);
     /// ```
     pub async fn destroy(&mut self) -> Result<(), SessionError> {
-        self.run(CookieEffect::Remove, crate::Session::destroy)
-            .await
+        self.run(crate::Session::destroy).await
     }
 
-    /// Runs `op` on the core session on a blocking thread, puts the session back, and records
-    /// the cookie the outcome calls for. A session found gone has its cookie expired.
+    /// Runs `op` on the core session on a blocking thread, and puts the session back. The thread
+    /// records the cookie the call calls for as soon as it ends, so a call whose future was
+    /// dropped still sets it if the response has not gone out yet.
     async fn run<R>(
         &mut self,
-        effect: CookieEffect,
         op: impl FnOnce(&mut crate::Session<T>) -> crate::Result<R> + Send + 'static,
     ) -> Result<R, SessionError>
     where
         R: Send + 'static,
     {
-        let detached = self.core.detached();
-        let mut core = std::mem::replace(&mut self.core, detached);
-        let (core, result) = tokio::task::spawn_blocking(move || {
-            let result = op(&mut core);
-            (core, result)
-        })
-        .await
-        .map_err(SessionError::Task)?;
-        self.core = core;
-        let effect = match &result {
-            Ok(_) => effect,
-            Err(Error::SessionGone { .. }) => CookieEffect::Remove,
-            Err(_) => CookieEffect::Keep,
-        };
-        let sessions = self.core.sessions();
-        match effect {
-            CookieEffect::Keep => {}
-            // A never-saved session (regenerate only drew a new id) has nothing to point to.
-            CookieEffect::Refresh if self.core.is_new() => {}
-            CookieEffect::Refresh => self.slot.set(&sessions.set_cookie(&self.core)),
-            CookieEffect::Remove => self.slot.set(&sessions.removal_cookie()),
+        self.settle().await?;
+        let stand_in = self.slot.0.sessions.new_session(T::default());
+        let mut core = std::mem::replace(&mut self.core, stand_in);
+        let slot = self.slot.clone();
+        let (answer, result) = tokio::sync::oneshot::channel();
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let outcome = op(&mut core);
+            slot.record(&core);
+            // The receiver is gone only if this call's future was dropped; the outcome is then
+            // nobody's to read, but the session still goes back to the handle.
+            let _ = answer.send(outcome);
+            core
+        }));
+        self.settle().await?;
+        Ok(result.await.map_err(|_| SessionError::Lost)??)
+    }
+
+    /// Waits for the call running on a blocking thread, if any, and takes the session back.
+    async fn settle(&mut self) -> Result<(), SessionError> {
+        if self.lost {
+            return Err(SessionError::Lost);
         }
-        Ok(result?)
+        if let Some(running) = self.running.as_mut() {
+            // If this future is dropped here, `running` stays, and the next call waits again.
+            let outcome = running.await;
+            self.running = None;
+            match outcome {
+                Ok(core) => self.core = core,
+                Err(err) => {
+                    self.lost = true;
+                    return Err(SessionError::Task(err));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -534,10 +595,10 @@ where
 /// | cause | status | logged |
 /// |---|---|---|
 /// | [`Error::CorruptSession`]: the stored state does not decode as `T` | 500, body `session is corrupt` | `error!` |
-/// | [`Error::SessionGone`]: destroyed meanwhile (the cookie is expired) | 409, body `session no longer exists` | no |
+/// | [`Error::SessionGone`]: destroyed, or moved to a new id, by another request (the cookie is left alone) | 409, body `session no longer exists` | no |
 /// | [`Error::StateTooLarge`]: the state grew over the limit | 413, body `session state is too large` | `warn!` |
 /// | any other [`Error`] (storage failures) | 500 | `error!` |
-/// | [`MissingLayer`](Self::MissingLayer), [`Task`](Self::Task) | 500 | `error!` |
+/// | [`MissingLayer`](Self::MissingLayer), [`Task`](Self::Task), [`Lost`](Self::Lost) | 500 | `error!` |
 ///
 /// A corrupt session is reported, never replaced: the stored bytes stay for the operator to
 /// inspect, and every request with that cookie gets the 500 until the session is repaired or
@@ -568,6 +629,10 @@ pub enum SessionError {
     /// The blocking task running a session call panicked or was cancelled.
     #[error("blocking session task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// An earlier call on this handle panicked and its state was lost with it (see
+    /// [`Session`]); the handle can do nothing more. The stored session is as that call left it.
+    #[error("an earlier call on this session handle panicked; the handle's state is lost")]
+    Lost,
 }
 
 impl IntoResponse for SessionError {

@@ -500,23 +500,80 @@ impl Sessions {
         {
             return Ok(session);
         }
-        Ok(Session {
+        Ok(self.new_session(initial))
+    }
+
+    /// Returns a new session holding `initial` under a fresh id, as [`start`](Self::start) does
+    /// for a request without a usable cookie. Nothing is read or written until its first save.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let session = sessions.new_session(5_u8);
+    /// assert!(session.is_new());
+    /// assert_eq!(*session, 5);
+    /// ```
+    pub fn new_session<T>(&self, initial: T) -> Session<T> {
+        Session {
             sessions: self.clone(),
             id: SessionId::generate(),
             state: initial,
             phase: Phase::New,
-            refreshed: false,
-        })
+            synced: None,
+            cookie: CookieAction::Keep,
+        }
     }
 
-    /// Returns the stored session `id`, or `None` when it is unknown or expired.
+    /// Returns whether `id` names a live session: stored, not destroyed, not moved to another id
+    /// by a regenerate, and not expired. It only reads; a web layer asks it before sending a
+    /// cookie that merely refreshes an id the client already holds, so that a response never
+    /// hands back an id that another request has just moved or destroyed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptSession`] when the stored timestamps do not decode; otherwise the
+    /// archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 1_u8)?;
+    /// assert!(!sessions.is_live(session.id())?);
+    /// session.save()?;
+    /// assert!(sessions.is_live(session.id())?);
+    /// let old = session.id().clone();
+    /// session.regenerate()?;
+    /// assert!(!sessions.is_live(&old)?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn is_live(&self, id: &SessionId) -> Result<bool> {
+        let now = self.inner.now();
+        let meta = self.inner.read_meta(id)?;
+        if !matches!(read_state(&*self.inner.archive, id)?, Stored::State(_)) {
+            return Ok(false);
+        }
+        Ok(meta.is_none_or(|(meta, _)| !self.inner.is_expired(meta, now)))
+    }
+
+    /// Returns the stored session `id`, or `None` when it is unknown, moved or expired.
+    ///
+    /// The timestamps are read before the state. A destroy removes the state first and the
+    /// timestamps after it, so a state read after timestamps found missing proves the session
+    /// was stored without timestamps (the original framework's) when they were read, and not
+    /// half-way through a destroy.
     fn resume<T: DeserializeOwned>(&self, id: SessionId) -> Result<Option<Session<T>>> {
         let archive = &self.inner.archive;
-        let Some(bytes) = archive.get(id.as_str(), STATE_KEY)? else {
-            return Ok(None);
-        };
         let now = self.inner.now();
         let meta = self.inner.read_meta(&id)?;
+        let Stored::State(bytes) = read_state(archive.as_ref(), &id)? else {
+            return Ok(None);
+        };
         if let Some((meta, _)) = &meta
             && self.inner.is_expired(*meta, now)
         {
@@ -525,14 +582,31 @@ impl Sessions {
         }
         let state: T = decode(&id, &bytes)?;
         let (meta, meta_raw) = meta.unzip();
+        let adopting = meta.is_none();
         let mut session = Session {
             sessions: self.clone(),
             id,
             state,
             phase: Phase::Live { meta, meta_raw },
-            refreshed: false,
+            synced: Some(state_hash(&bytes)),
+            cookie: CookieAction::Keep,
         };
-        session.refreshed = session.touch(now)?;
+        if session.touch(now)? {
+            // Adopting a session without timestamps wrote them from nothing; if a destroy
+            // removed the state meanwhile, those timestamps would make a dead id look alive
+            // (and its cookie would be sent again), so they are taken back.
+            if adopting && !matches!(read_state(archive.as_ref(), &session.id)?, Stored::State(_)) {
+                if let Phase::Live {
+                    meta_raw: Some(raw),
+                    ..
+                } = &session.phase
+                {
+                    archive.compare_and_swap(session.id.as_str(), META_KEY, Some(raw), None)?;
+                }
+                return Ok(None);
+            }
+            session.cookie = CookieAction::Set;
+        }
         Ok(Some(session))
     }
 
@@ -600,8 +674,41 @@ pub struct Session<T> {
     id: SessionId,
     state: T,
     phase: Phase,
-    /// Whether [`Sessions::start`] rewrote the timestamps (so the session's expiry moved).
-    refreshed: bool,
+    /// A hash of the state bytes this handle last read or wrote: when the handle's state still
+    /// encodes to them, it holds no changes of its own, and [`regenerate`](Self::regenerate)
+    /// moves whatever is stored rather than what the handle read.
+    synced: Option<u64>,
+    /// What the client's cookie needs after this handle's calls.
+    cookie: CookieAction,
+}
+
+/// What a response must do with the client's session cookie after a [`Session`]'s calls; see
+/// [`Session::cookie_action`] and [`Sessions::cookie_header`].
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{CookieAction, MemoryArchive, Sessions};
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// let mut session = sessions.start(None, 0_u8)?;
+/// assert_eq!(session.cookie_action(), CookieAction::Keep); // nothing stored, nothing to send
+/// session.save()?;
+/// assert_eq!(session.cookie_action(), CookieAction::Set);
+/// session.destroy()?;
+/// assert_eq!(session.cookie_action(), CookieAction::Remove);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieAction {
+    /// Send nothing: the client's cookie is right as it is, or it names a session that another
+    /// request moved or destroyed, whose cookie this response must not touch.
+    Keep,
+    /// Send [`Sessions::set_cookie`]: the session is new, got a new id, or its expiry moved.
+    Set,
+    /// Send [`Sessions::removal_cookie`]: this handle destroyed the session.
+    Remove,
 }
 
 impl<T> fmt::Debug for Session<T> {
@@ -683,12 +790,22 @@ impl<T> Session<T> {
 
     /// Removes the session from the archive. Any later [`save`](Self::save), [`update`](Self::update)
     /// or [`regenerate`](Self::regenerate) on this handle is [`Error::SessionGone`], and so is a
-    /// save from any other handle to the same session. Destroying twice, or destroying a session
-    /// that was never saved, is not an error. Send [`Sessions::removal_cookie`] to the client.
+    /// write from any other handle to the same session: a destroy that returned `Ok` is final.
+    /// Destroying twice, or destroying a session that was never saved, is not an error.
+    ///
+    /// Its linearization point is one compare-and-swap of the stored state to nothing, retried
+    /// while other writes land, so a concurrent [`update`](Self::update) either lands before it
+    /// (and is destroyed with the session) or fails. When another handle had already destroyed
+    /// the session, or moved it to a new id with [`regenerate`](Self::regenerate), there is
+    /// nothing left under this id to remove, and the call succeeds without touching the new id:
+    /// an id from before a regenerate has no power over the session after it.
+    /// [`cookie_action`](Self::cookie_action) tells the two apart: [`CookieAction::Remove`]
+    /// only when this call removed the session.
     ///
     /// # Errors
     ///
-    /// The archive's errors; the handle then still counts as live.
+    /// The archive's errors; the session is then not destroyed, and the handle still counts as
+    /// live, so the call can be repeated.
     ///
     /// # Examples
     ///
@@ -705,51 +822,82 @@ impl<T> Session<T> {
     /// ```
     pub fn destroy(&mut self) -> Result<()> {
         if let Phase::Live { .. } = self.phase {
-            self.archive().remove_domain(self.id.as_str())?;
+            let removed = self.remove_stored()?;
+            self.cookie = if removed {
+                CookieAction::Remove
+            } else {
+                CookieAction::Keep
+            };
         }
         self.phase = Phase::Gone;
         Ok(())
     }
 
-    /// Returns a handle to the same session that is already [gone](Phase::Gone), holding
-    /// `T::default()`: every later write on it is [`Error::SessionGone`]. An async adapter leaves
-    /// it in place of a session it has moved to a blocking thread, so that a handle whose
-    /// operation was cancelled is well defined.
-    #[cfg(feature = "axum")]
-    pub(crate) fn detached(&self) -> Session<T>
-    where
-        T: Default,
-    {
-        Session {
-            sessions: self.sessions.clone(),
-            id: self.id.clone(),
-            state: T::default(),
-            phase: Phase::Gone,
-            refreshed: false,
-        }
-    }
-
-    /// Returns whether [`Sessions::start`] rewrote this session's timestamps, which moves its
-    /// expiry: the client's cookie should then be sent again, so that its `Max-Age` follows.
-    #[cfg(feature = "axum")]
-    pub(crate) fn refreshed(&self) -> bool {
-        self.refreshed
-    }
-
-    /// Returns the [`Sessions`] this session belongs to.
-    #[cfg(feature = "axum")]
-    pub(crate) fn sessions(&self) -> &Sessions {
-        &self.sessions
+    /// Returns what the response must do with the client's session cookie after this handle's
+    /// calls; [`Sessions::cookie_header`] turns it into the `Set-Cookie` value.
+    ///
+    /// It is [`CookieAction::Set`] after the first save, a [`regenerate`](Self::regenerate), or
+    /// a call that moved the session's expiry (its last-seen time is rewritten at most once per
+    /// eighth of the idle timeout), so the cookie's `Max-Age` is sent only when it has to move;
+    /// [`CookieAction::Remove`] after a [`destroy`](Self::destroy) that removed the session; and
+    /// [`CookieAction::Keep`] otherwise, including after a call failed with
+    /// [`Error::SessionGone`]: the session was then destroyed or moved to a new id by another
+    /// request, whose own response sets the client's cookie, and this one must not undo that.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{CookieAction, MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 0_u32)?;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    ///
+    /// // A later request that only reads, or writes soon after, leaves the cookie alone.
+    /// let mut again = sessions.start(Some(&id), 0_u32)?;
+    /// again.update(|n| *n += 1)?;
+    /// assert_eq!(again.cookie_action(), CookieAction::Keep);
+    /// again.regenerate()?;
+    /// assert_eq!(again.cookie_action(), CookieAction::Set);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn cookie_action(&self) -> CookieAction {
+        self.cookie
     }
 
     fn archive(&self) -> &dyn Archive {
         &*self.sessions.inner.archive
     }
 
+    /// Marks the handle gone. Its cookie is left alone from now on, unless this handle itself
+    /// destroyed the session: the removal it asked for stands.
     fn gone(&mut self) -> Error {
         self.phase = Phase::Gone;
+        if self.cookie != CookieAction::Remove {
+            self.cookie = CookieAction::Keep;
+        }
         Error::SessionGone {
             id: self.id.to_string(),
+        }
+    }
+
+    /// Removes what is stored under this handle's id; returns whether a session was there to
+    /// remove (and not already destroyed, or moved by a regenerate, whose writer removes it).
+    fn remove_stored(&self) -> Result<bool> {
+        let archive = self.archive();
+        let id = self.id.as_str();
+        loop {
+            let Stored::State(current) = read_state(archive, &self.id)? else {
+                return Ok(false);
+            };
+            if archive.compare_and_swap(id, STATE_KEY, Some(&current), None)? {
+                // The session is destroyed. What is left is its timestamps, which no write can
+                // bring back to life; a failure to remove them leaves them indexed, and the
+                // sweep removes them when they expire.
+                let _ = archive.remove_domain(id);
+                return Ok(true);
+            }
         }
     }
 
@@ -790,14 +938,16 @@ impl<T> Session<T> {
         }
     }
 
-    /// After a write of the state: refreshes the timestamps, and repeats the expiry hint that a
-    /// write may have cleared on backends with native expiry.
+    /// After a write of the state: refreshes the timestamps (the cookie follows when they
+    /// moved), and repeats the expiry hint that a write may have cleared on backends with native
+    /// expiry.
     fn after_write(&mut self) -> Result<()> {
         let now = self.sessions.inner.now();
-        if !self.touch(now)?
-            && let Phase::Live {
-                meta: Some(meta), ..
-            } = self.phase
+        if self.touch(now)? {
+            self.cookie = CookieAction::Set;
+        } else if let Phase::Live {
+            meta: Some(meta), ..
+        } = self.phase
         {
             self.sessions.inner.expire_hint(&self.id, meta)?;
         }
@@ -807,16 +957,17 @@ impl<T> Session<T> {
 
 impl<T: Serialize + DeserializeOwned> Session<T> {
     /// Stores the state. The last writer wins, but a save never brings back a session that was
-    /// destroyed: if the session was stored and is gone now, this is [`Error::SessionGone`] and
-    /// nothing is written. The first save of a new session creates it.
+    /// destroyed or moved: if the session was stored and is gone now, this is
+    /// [`Error::SessionGone`] and nothing is written. The first save of a new session creates it.
     ///
     /// # Errors
     ///
-    /// [`Error::SessionGone`] after a destroy (by any handle) or a sweep;
-    /// [`Error::StateTooLarge`] when the JSON is over the [limit](SessionsBuilder::max_state_size)
-    /// (nothing is written); [`Error::Serialize`] when `T` cannot be serialized; otherwise the
-    /// archive's errors. An archive error while recording the timestamps, after the state was
-    /// written, is returned too, although the state is then stored.
+    /// [`Error::SessionGone`] after a destroy (by any handle), a sweep, or a regenerate by
+    /// another handle; [`Error::StateTooLarge`] when the JSON is over the
+    /// [limit](SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`] when
+    /// `T` cannot be serialized; otherwise the archive's errors. An archive error while
+    /// recording the timestamps, after the state was written, is returned too, although the
+    /// state is then stored.
     ///
     /// # Examples
     ///
@@ -849,6 +1000,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 if self.swap_state(|_| Ok((bytes.clone(), ())))?.is_none() {
                     return Err(self.gone());
                 }
+                self.synced = Some(state_hash(&bytes));
                 self.after_write()
             }
         }
@@ -859,9 +1011,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::SessionGone`] when the session was destroyed; [`Error::CorruptSession`] when the
-    /// stored state is not valid JSON for `T` (the handle's state and the stored bytes are left
-    /// as they are); otherwise the archive's errors.
+    /// [`Error::SessionGone`] when the session was destroyed or moved; [`Error::CorruptSession`]
+    /// when the stored state is not valid JSON for `T` (the handle's state and the stored bytes
+    /// are left as they are); otherwise the archive's errors.
     ///
     /// # Examples
     ///
@@ -881,10 +1033,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             Phase::Gone => Err(self.gone()),
             Phase::New => Ok(()),
             Phase::Live { .. } => {
-                let Some(bytes) = self.archive().get(self.id.as_str(), STATE_KEY)? else {
+                let Stored::State(bytes) = read_state(self.archive(), &self.id)? else {
                     return Err(self.gone());
                 };
                 self.state = decode(&self.id, &bytes)?;
+                self.synced = Some(state_hash(&bytes));
                 Ok(())
             }
         }
@@ -906,9 +1059,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::SessionGone`] when the session was destroyed; [`Error::CorruptSession`] when the
-    /// stored state cannot be decoded; [`Error::StateTooLarge`] or [`Error::Serialize`] for the
-    /// result (nothing is written); otherwise the archive's errors.
+    /// [`Error::SessionGone`] when the session was destroyed or moved; [`Error::CorruptSession`]
+    /// when the stored state cannot be decoded; [`Error::StateTooLarge`] or [`Error::Serialize`]
+    /// for the result (nothing is written); otherwise the archive's errors.
     ///
     /// # Examples
     ///
@@ -934,25 +1087,28 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let swapped = self.swap_state(|current| {
             let mut copy: T = decode(&self.id, current)?;
             let result = change(&mut copy);
-            Ok((self.encode(&copy)?, (copy, result)))
+            let bytes = self.encode(&copy)?;
+            let hash = state_hash(&bytes);
+            Ok((bytes, (copy, result, hash)))
         })?;
-        let Some((copy, result)) = swapped else {
+        let Some((copy, result, hash)) = swapped else {
             return Err(self.gone());
         };
         self.state = copy;
+        self.synced = Some(hash);
         self.after_write()?;
         Ok(result)
     }
 
     /// Replaces the stored state with the bytes `next` makes from it, reading and swapping again
-    /// whenever another write landed in between, and returns what `next` returned with the
-    /// bytes that were stored; `None` once no state is stored (the session is gone).
+    /// whenever another write landed in between, and returns what `next` returned; `None` once
+    /// no state is stored (the session was destroyed or moved).
     fn swap_state<R>(
         &self,
         mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
     ) -> Result<Option<R>> {
         loop {
-            let Some(current) = self.archive().get(self.id.as_str(), STATE_KEY)? else {
+            let Stored::State(current) = read_state(self.archive(), &self.id)? else {
                 return Ok(None);
             };
             let (bytes, result) = next(&current)?;
@@ -967,18 +1123,36 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         }
     }
 
-    /// Moves the session to a fresh id, keeping the handle's state (saved or not); call it on
-    /// login, so that an id known before login is worthless after it. The state is written under
-    /// the new id first, and the old session is removed only then, so a failed write leaves the
-    /// old session intact. A destroy that lands meanwhile stays final: the copy is removed again
-    /// and the call is [`Error::SessionGone`]. The creation time is kept, so the absolute
-    /// lifetime is not extended. On a session that was never saved, it only draws a new id.
+    /// Moves the session to a fresh id; call it on login, so that an id known before login is
+    /// worthless after it. The creation time is kept, so the absolute lifetime is not extended.
+    /// On a session that was never saved, it only draws a new id.
+    ///
+    /// **What moves.** When the handle holds changes of its own (its state differs from what it
+    /// last read or wrote), those are what the new id gets: the regenerate is a write, and the
+    /// last writer wins. Otherwise the new id gets whatever is stored at the moment of the move,
+    /// so an update that another request made meanwhile is carried over, not lost.
+    ///
+    /// **Login without a fixation window.** Change the state, then regenerate, with no save
+    /// before it: the authenticated state is then only ever stored under the new id, never under
+    /// the id the client (or an attacker who planted it) had before.
+    ///
+    /// **Concurrency.** The state is first stored under the new id, unreachable since no one
+    /// knows that id yet. Then one compare-and-swap turns the old id's state into a moved-marker:
+    /// that is the moment of the move. A write through the old id after it fails with
+    /// [`Error::SessionGone`] instead of landing in a domain that is about to vanish; a write
+    /// before it is carried over or overwritten as said above. If the session was destroyed
+    /// (or moved by another regenerate) first, the copy is removed again and the call is
+    /// [`Error::SessionGone`]: of two concurrent regenerates, exactly one wins. Any other
+    /// failure before the move leaves the old session live and unchanged and the handle on the
+    /// old id. After the move the old domain is removed; if that fails, the marker left behind
+    /// is dead to every call and the sweep removes it when the old timestamps expire.
     ///
     /// # Errors
     ///
-    /// [`Error::SessionGone`] when the session was destroyed, before or during the call;
-    /// [`Error::StateTooLarge`] or [`Error::Serialize`] for the state (nothing is written);
-    /// otherwise the archive's errors.
+    /// [`Error::SessionGone`] when the session was destroyed or moved, before or during the
+    /// call; [`Error::StateTooLarge`] or [`Error::Serialize`] for the state (nothing is
+    /// written); [`Error::CorruptSession`] when the handle has no changes of its own and the
+    /// state stored meanwhile does not decode; otherwise the archive's errors.
     ///
     /// # Examples
     ///
@@ -986,12 +1160,15 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// use session_archive::{Archive, MemoryArchive, Sessions};
     ///
     /// let sessions = Sessions::new(MemoryArchive::new());
-    /// let mut session = sessions.start(None, "user".to_owned())?;
+    /// let mut session = sessions.start(None, "anonymous".to_owned())?;
     /// session.save()?;
     /// let old = session.id().to_string();
+    ///
+    /// // Login: change the state, then regenerate; no save in between.
+    /// *session = "alice".to_owned();
     /// session.regenerate()?;
     /// assert_ne!(session.id().as_str(), old);
-    /// assert_eq!(*sessions.start(Some(session.id().as_str()), String::new())?, "user");
+    /// assert_eq!(*sessions.start(Some(session.id().as_str()), String::new())?, "alice");
     /// assert_ne!(sessions.start(Some(&old), String::new())?.id().as_str(), old);
     /// # Ok::<(), session_archive::Error>(())
     /// ```
@@ -1004,9 +1181,16 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             }
             Phase::Live { meta, .. } => meta.map(|meta| meta.created),
         };
-        let bytes = self.encode(&self.state)?;
-        if !self.archive().has(self.id.as_str(), STATE_KEY)? {
+        let mut bytes = self.encode(&self.state)?;
+        let clean = self.synced == Some(state_hash(&bytes));
+        let Stored::State(current) = read_state(self.archive(), &self.id)? else {
             return Err(self.gone());
+        };
+        // A clean handle moves what is stored now, which may be newer than what it read.
+        let mut moved: Option<T> = None;
+        if clean && current != bytes {
+            moved = Some(decode(&self.id, &current)?);
+            bytes.clone_from(&current);
         }
         let now = self.sessions.inner.now();
         let meta = Meta {
@@ -1020,16 +1204,81 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             self.phase = old_phase;
             return Err(err);
         }
-        if !self.archive().remove_domain(old_id.as_str())? {
-            // Another handle destroyed the session (or the sweep removed it) after the check
-            // above: the copy must not outlive it. The handle is gone whatever the removal of the
-            // copy returns; if it fails, the copy is indexed, so the sweep removes it on expiry.
-            let copy = std::mem::replace(&mut self.id, old_id);
-            self.phase = Phase::Gone;
-            self.archive().remove_domain(copy.as_str())?;
-            return Err(self.gone());
+        match self.move_from(&old_id, current, &mut bytes, clean) {
+            Ok(followed) => {
+                if let Some(state) = followed.or(moved) {
+                    self.state = state;
+                }
+                self.synced = Some(state_hash(&bytes));
+                self.cookie = CookieAction::Set;
+                // The old id is dead from the move on; its domain is only clutter now.
+                let _ = self.archive().remove_domain(old_id.as_str());
+                Ok(())
+            }
+            Err(err) => {
+                // The copy was never reachable (its id never left this handle), so removing
+                // it is a plain removal. If that fails, the copy is indexed and swept on expiry.
+                let copy = std::mem::replace(&mut self.id, old_id);
+                let _ = self.archive().remove_domain(copy.as_str());
+                if let Error::SessionGone { .. } = err {
+                    return Err(self.gone());
+                }
+                self.phase = old_phase;
+                self.cookie = CookieAction::Keep;
+                Err(err)
+            }
         }
-        Ok(())
+    }
+
+    /// The move of [`regenerate`](Self::regenerate): swaps the old id's state, `current`, for a
+    /// moved-marker, following the writes that land meanwhile. With a `clean` handle the copy
+    /// under this handle's (new) id follows them too: `bytes` ends as what was moved, and the
+    /// state it decodes to is returned when it is newer than the copy first written.
+    fn move_from(
+        &self,
+        old: &SessionId,
+        mut current: Vec<u8>,
+        bytes: &mut Vec<u8>,
+        clean: bool,
+    ) -> Result<Option<T>> {
+        let archive = self.archive();
+        let marker = moved_marker();
+        let mut followed = None;
+        loop {
+            match archive.compare_and_swap(old.as_str(), STATE_KEY, Some(&current), Some(&marker)) {
+                Ok(true) => return Ok(followed),
+                Ok(false) => {}
+                // The swap may or may not have happened; the marker is unique to this call, so
+                // reading it back tells.
+                Err(err) => {
+                    return match archive.get(old.as_str(), STATE_KEY) {
+                        Ok(Some(stored)) if stored == marker => Ok(followed),
+                        _ => Err(err),
+                    };
+                }
+            }
+            let Stored::State(next) = read_state(archive, old)? else {
+                return Err(Error::SessionGone {
+                    id: old.to_string(),
+                });
+            };
+            if clean {
+                followed = Some(decode(old, &next)?);
+                if !archive.compare_and_swap(
+                    self.id.as_str(),
+                    STATE_KEY,
+                    Some(bytes),
+                    Some(&next),
+                )? {
+                    // Only this handle knows the copy's id; a copy changed under it is gone.
+                    return Err(Error::SessionGone {
+                        id: old.to_string(),
+                    });
+                }
+                bytes.clone_from(&next);
+            }
+            current = next;
+        }
     }
 
     /// Stores a session that is not stored yet, with `meta` as its timestamps, under this handle's
@@ -1049,6 +1298,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     meta: Some(meta),
                     meta_raw: Some(raw),
                 };
+                self.synced = Some(state_hash(bytes));
+                self.cookie = CookieAction::Set;
                 return self.sessions.inner.expire_hint(&self.id, meta);
             }
             self.id = SessionId::generate();
@@ -1129,4 +1380,43 @@ fn encode_meta(id: &SessionId, meta: Meta) -> Result<Vec<u8>> {
         id: id.to_string(),
         source,
     })
+}
+
+/// What a session's id holds under [`STATE_KEY`].
+enum Stored {
+    /// Nothing: never stored, destroyed, or expired and removed.
+    Absent,
+    /// A moved-marker: a regenerate moved the session to another id.
+    Moved,
+    /// A state.
+    State(Vec<u8>),
+}
+
+/// How a moved-marker starts. JSON never starts with a NUL byte, so no state is taken for a
+/// marker, and no marker decodes as a state.
+const MOVED_PREFIX: &[u8] = b"\0moved:";
+
+/// A fresh moved-marker: the prefix and a random nonce, so that a regenerate can tell its own
+/// marker from another's when it must read back a swap whose answer was lost.
+fn moved_marker() -> Vec<u8> {
+    let mut marker = MOVED_PREFIX.to_vec();
+    marker.extend_from_slice(uuid::Uuid::new_v4().simple().to_string().as_bytes());
+    marker
+}
+
+/// Reads what `id` holds under [`STATE_KEY`].
+fn read_state(archive: &dyn Archive, id: &SessionId) -> Result<Stored> {
+    Ok(match archive.get(id.as_str(), STATE_KEY)? {
+        None => Stored::Absent,
+        Some(bytes) if bytes.starts_with(MOVED_PREFIX) => Stored::Moved,
+        Some(bytes) => Stored::State(bytes),
+    })
+}
+
+/// A hash of state bytes, to tell whether a handle's state is still what it last read or wrote.
+fn state_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }

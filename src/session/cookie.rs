@@ -5,7 +5,7 @@ use cookie::time::Duration as CookieDuration;
 use cookie::{Cookie, SameSite};
 
 use super::expiry::Meta;
-use super::{Phase, Session, SessionId, Sessions};
+use super::{CookieAction, Phase, Session, SessionId, Sessions};
 
 impl Sessions {
     /// Returns the session id carried by a `Cookie` request header value, if the header holds a
@@ -83,6 +83,31 @@ impl Sessions {
             ));
         }
         cookie.encoded().to_string()
+    }
+
+    /// Returns the `Set-Cookie` header value that `session`'s calls call for, if any: see
+    /// [`Session::cookie_action`]. Send it with the response; `None` means send nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 1_u8)?;
+    /// assert_eq!(sessions.cookie_header(&session), None);
+    /// session.save()?;
+    /// assert_eq!(sessions.cookie_header(&session), Some(sessions.set_cookie(&session)));
+    /// session.destroy()?;
+    /// assert_eq!(sessions.cookie_header(&session), Some(sessions.removal_cookie()));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn cookie_header<T>(&self, session: &Session<T>) -> Option<String> {
+        match session.cookie_action() {
+            CookieAction::Keep => None,
+            CookieAction::Set => Some(self.set_cookie(session)),
+            CookieAction::Remove => Some(self.removal_cookie()),
+        }
     }
 
     /// Returns the `Set-Cookie` header value that makes the client forget its session cookie:
