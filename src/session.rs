@@ -901,6 +901,34 @@ impl<T> Session<T> {
         }
     }
 
+    /// Fails with [`Error::SessionGone`] when the session has expired. An expired session is
+    /// dead: a write through a handle held past the expiry must not bring it back, whether or
+    /// not a sweep has removed it yet. The handle's own timestamps decide, unless they say
+    /// expired: another handle may have refreshed the session since, so the stored ones are
+    /// read then.
+    fn ensure_unexpired(&mut self) -> Result<()> {
+        let inner = &*self.sessions.inner;
+        let now = inner.now();
+        let Phase::Live {
+            meta: Some(meta),
+            meta_raw,
+        } = &mut self.phase
+        else {
+            return Ok(());
+        };
+        if !inner.is_expired(*meta, now) {
+            return Ok(());
+        }
+        match inner.read_meta(&self.id)? {
+            Some((fresh, raw)) if !inner.is_expired(fresh, now) => {
+                *meta = fresh;
+                *meta_raw = Some(raw);
+                Ok(())
+            }
+            _ => Err(self.gone()),
+        }
+    }
+
     /// Rewrites `last seen` if it is old enough, or writes the first timestamps of a session
     /// stored without them. A lost race (another handle touched or destroyed the session first)
     /// is not an error: the winner's timestamps stand, and a destroyed session stays destroyed.
@@ -997,6 +1025,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 )
             }
             Phase::Live { .. } => {
+                self.ensure_unexpired()?;
                 if self.swap_state(|_| Ok((bytes.clone(), ())))?.is_none() {
                     return Err(self.gone());
                 }
@@ -1084,6 +1113,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         if let Phase::Gone = self.phase {
             return Err(self.gone());
         }
+        self.ensure_unexpired()?;
         let swapped = self.swap_state(|current| {
             let mut copy: T = decode(&self.id, current)?;
             let result = change(&mut copy);
@@ -1182,6 +1212,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             Phase::Live { meta, .. } => meta.map(|meta| meta.created),
         };
         let mut bytes = self.encode(&self.state)?;
+        self.ensure_unexpired()?;
         let clean = self.synced == Some(state_hash(&bytes));
         let Stored::State(current) = read_state(self.archive(), &self.id)? else {
             return Err(self.gone());

@@ -1,0 +1,641 @@
+//! The session protocol between operations: every pair of session operations that can meet on
+//! one session, with the second run to completion at every archive-call boundary of the first,
+//! in both orders, and the invariants checked after each schedule.
+//!
+//! A session operation is several archive calls. [`explore`] first runs operation A alone to
+//! count its calls, then, for every `k` from 0 to that count, replays the scenario on a fresh
+//! archive with operation B run whole just before A's `k`-th call (`k` = the count: after A).
+//! The archive is a [`Hooked`] one, so B really runs between two of A's calls, on the same
+//! archive, as a concurrent request would. Each scenario is checked both ways round, and on every
+//! backend here: memory, redb and the directory tree.
+//!
+//! The invariants (see DESIGN.md, "The protocol holds between operations"):
+//! - an `update` or `save` that returned `Ok` is never lost, unless a later write of the same
+//!   session overwrote it;
+//! - a successful `regenerate` leaves the old id dead, a failed one leaves the old session live
+//!   and no copy behind, and of two regenerates exactly one wins;
+//! - a `destroy` that returned `Ok` is final;
+//! - a `start` racing a `destroy` leaves no timestamps of a destroyed session behind;
+//! - authenticated state (set before a `regenerate`) is never stored under the old id;
+//! - a handle whose session another request moved or destroyed does not touch the cookie.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use session_archive::conformance::{Call, Hooked};
+use session_archive::{
+    Archive, ArchiveExt, CookieAction, Error, META_KEY, ManualClock, STATE_KEY, Session, SessionId,
+    Sessions,
+};
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct State {
+    name: String,
+    n: u64,
+}
+
+type Outcome = Option<Result<(), String>>;
+
+/// One request: a session handle and what its operation returned.
+struct Request {
+    session: Session<State>,
+    outcome: Outcome,
+}
+
+impl Request {
+    fn start(sessions: &Sessions, id: &str) -> Request {
+        Request {
+            session: sessions.start(Some(id), State::default()).expect("start"),
+            outcome: None,
+        }
+    }
+
+    fn record(&mut self, result: session_archive::Result<()>) {
+        self.outcome = Some(result.map_err(|err| match err {
+            Error::SessionGone { .. } => "gone".to_owned(),
+            other => format!("{other}"),
+        }));
+    }
+
+    fn ok(&self) -> bool {
+        matches!(self.outcome, Some(Ok(())))
+    }
+
+    fn gone(&self) -> bool {
+        matches!(&self.outcome, Some(Err(e)) if e == "gone")
+    }
+}
+
+/// Runs B inside A's calls: a hook that counts A's calls and, before the chosen one, runs B.
+#[derive(Default)]
+struct Scheduler {
+    armed: AtomicBool,
+    nested: AtomicBool,
+    calls: AtomicUsize,
+    at: AtomicUsize,
+    other: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Every write to a session's state, as (domain, bytes).
+    writes: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+impl Scheduler {
+    fn hook(&self, call: &Call<'_>) {
+        match *call {
+            Call::Set {
+                domain, key, value, ..
+            }
+            | Call::CompareAndSwap {
+                domain,
+                key,
+                new: Some(value),
+                ..
+            } if key == STATE_KEY => {
+                self.writes
+                    .lock()
+                    .unwrap()
+                    .push((domain.to_owned(), value.to_vec()));
+            }
+            _ => {}
+        }
+        if !self.armed.load(Ordering::SeqCst) || self.nested.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.calls.fetch_add(1, Ordering::SeqCst) == self.at.load(Ordering::SeqCst) {
+            self.run_other();
+        }
+    }
+
+    fn run_other(&self) {
+        let other = self.other.lock().unwrap().take();
+        if let Some(other) = other {
+            self.nested.store(true, Ordering::SeqCst);
+            other();
+            self.nested.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A backend: opens a fresh archive in a directory.
+type Open = fn(&Path) -> Arc<dyn Archive>;
+
+/// What a check sees after one schedule.
+struct World<'a> {
+    sessions: &'a Sessions,
+    archive: &'a dyn Archive,
+    /// The session every scenario starts from.
+    id: &'a str,
+    writes: &'a [(String, Vec<u8>)],
+    /// Where B ran: before A's call number `at`, or after A when `at` is A's call count.
+    at: usize,
+}
+
+impl World<'_> {
+    /// Ids with a live session.
+    fn live(&self) -> BTreeSet<String> {
+        self.archive
+            .domains()
+            .map(|d| d.expect("list domains"))
+            .filter(|d| {
+                SessionId::parse(d).is_some_and(|id| self.sessions.is_live(&id).expect("is_live"))
+            })
+            .collect()
+    }
+
+    /// Domains named like sessions, live or not (leftover timestamps, copies, markers).
+    fn session_domains(&self) -> BTreeSet<String> {
+        self.archive
+            .domains()
+            .map(|d| d.expect("list domains"))
+            .filter(|d| SessionId::parse(d).is_some())
+            .collect()
+    }
+
+    fn state(&self, id: &str) -> State {
+        let bytes = self.archive.get(id, STATE_KEY).unwrap().expect("a state");
+        serde_json::from_slice(&bytes).expect("a state that decodes")
+    }
+}
+
+/// A scenario: builds the sessions and the two requests, then says what A and B do and what
+/// must hold afterwards.
+struct Scenario<A, B> {
+    name: &'static str,
+    setup: fn(&Sessions, &ManualClock, &dyn Archive, &str) -> (A, B),
+    first: fn(&mut A),
+    second: fn(&mut B),
+    check: fn(&World<'_>, &A, &B),
+}
+
+const IDLE: u64 = 3600;
+const START: u64 = 1_700_000_000;
+
+/// Checks `scenario` with B at every call boundary of A; returns how many schedules it checked.
+fn explore<A, B: Send + 'static>(open: Open, scenario: &Scenario<A, B>) -> usize {
+    let mut at = 0;
+    loop {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let inner = open(dir.path());
+        let scheduler = Arc::new(Scheduler::default());
+        let hook = Arc::clone(&scheduler);
+        let archive: Arc<dyn Archive> = Arc::new(Hooked::new(Arc::clone(&inner), move |call| {
+            hook.hook(call);
+            Ok(())
+        }));
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let sessions = Sessions::builder(Arc::clone(&archive))
+            .idle_timeout(Duration::from_secs(IDLE))
+            .absolute_lifetime(None)
+            .clock(clock.clone())
+            .build();
+        let mut seed = sessions.start(None, State::default()).expect("start");
+        seed.name = "anonymous".into();
+        seed.save().expect("save the session both requests use");
+        let id = seed.id().to_string();
+        let (mut a, b) = (scenario.setup)(&sessions, &clock, &*archive, &id);
+
+        let b = Arc::new(Mutex::new(Some(b)));
+        let slot = Arc::clone(&b);
+        let second = scenario.second;
+        *scheduler.other.lock().unwrap() = Some(Box::new(move || {
+            let mut guard = slot.lock().unwrap();
+            second(guard.as_mut().expect("B runs once"));
+        }));
+        scheduler.writes.lock().unwrap().clear();
+        scheduler.at.store(at, Ordering::SeqCst);
+        scheduler.armed.store(true, Ordering::SeqCst);
+        (scenario.first)(&mut a);
+        let calls = scheduler.calls.load(Ordering::SeqCst);
+        // B has not run when A made `at` calls or fewer: then it runs after A, the last schedule.
+        let last = at >= calls;
+        scheduler.run_other();
+        scheduler.armed.store(false, Ordering::SeqCst);
+
+        let b = b.lock().unwrap().take().expect("B's request");
+        let writes = scheduler.writes.lock().unwrap().clone();
+        let world = World {
+            sessions: &sessions,
+            archive: &*inner,
+            id: &id,
+            writes: &writes,
+            at,
+        };
+        (scenario.check)(&world, &a, &b);
+        at += 1;
+        if last {
+            return at;
+        }
+    }
+}
+
+/// Explores a scenario and its mirror (B first, A inside it) and prints the count.
+fn explore_both<X: Send + 'static, Y: Send + 'static>(
+    backend: &str,
+    open: Open,
+    scenario: &Scenario<X, Y>,
+    mirror: &Scenario<Y, X>,
+) {
+    let forward = explore(open, scenario);
+    let backward = explore(open, mirror);
+    println!(
+        "{backend}: {}: {forward} schedules, {}: {backward} schedules",
+        scenario.name, mirror.name
+    );
+    assert!(forward > 1 && backward > 1, "each order was interleaved");
+}
+
+/// Two requests that both started from the session before either acted.
+fn two(sessions: &Sessions, _: &ManualClock, _: &dyn Archive, id: &str) -> (Request, Request) {
+    (Request::start(sessions, id), Request::start(sessions, id))
+}
+
+fn swap<A, B>(pair: (A, B)) -> (B, A) {
+    (pair.1, pair.0)
+}
+
+fn regenerate(r: &mut Request) {
+    let result = r.session.regenerate();
+    r.record(result);
+}
+
+/// The login pattern: authenticate in the handle, then regenerate, with no save before it.
+fn login(r: &mut Request) {
+    r.session.name = "alice".into();
+    let result = r.session.regenerate();
+    r.record(result);
+}
+
+fn update(r: &mut Request) {
+    let result = r.session.update(|s| s.n += 1);
+    r.record(result);
+}
+
+fn save_bob(r: &mut Request) {
+    r.session.name = "bob".into();
+    let result = r.session.save();
+    r.record(result);
+}
+
+fn destroy(r: &mut Request) {
+    let result = r.session.destroy();
+    r.record(result);
+}
+
+/// After a regenerate that must have succeeded: the old id is dead, the new one is the only live
+/// session, and nothing else (no copy, no old domain) is left.
+fn moved_alone(w: &World<'_>, regenerated: &Request) -> State {
+    assert!(regenerated.ok(), "at {}: {:?}", w.at, regenerated.outcome);
+    let new = regenerated.session.id().to_string();
+    assert_ne!(new, w.id);
+    assert_eq!(w.live(), BTreeSet::from([new.clone()]), "at {}", w.at);
+    assert_eq!(
+        w.session_domains(),
+        BTreeSet::from([new.clone()]),
+        "at {}",
+        w.at
+    );
+    assert_eq!(regenerated.session.cookie_action(), CookieAction::Set);
+    w.state(&new)
+}
+
+/// A write that lost to a regenerate or destroy fails as gone and leaves the cookie alone.
+fn lost_cleanly(w: &World<'_>, r: &Request) {
+    assert!(r.gone(), "at {}: {:?}", w.at, r.outcome);
+    assert_eq!(r.session.cookie_action(), CookieAction::Keep, "at {}", w.at);
+}
+
+fn check_regenerate_update(w: &World<'_>, regenerated: &Request, updated: &Request) {
+    let state = moved_alone(w, regenerated);
+    if updated.ok() {
+        assert_eq!(state.n, 1, "at {}: an acknowledged update was lost", w.at);
+    } else {
+        lost_cleanly(w, updated);
+        assert_eq!(state.n, 0, "at {}", w.at);
+    }
+}
+
+fn check_login_update(w: &World<'_>, logged_in: &Request, updated: &Request) {
+    let state = moved_alone(w, logged_in);
+    assert_eq!(state.name, "alice", "at {}", w.at);
+    if !updated.ok() {
+        lost_cleanly(w, updated);
+    }
+    for (domain, bytes) in w.writes {
+        assert!(
+            domain != w.id || !String::from_utf8_lossy(bytes).contains("alice"),
+            "at {}: authenticated state was stored under the pre-login id",
+            w.at
+        );
+    }
+}
+
+fn check_regenerate_save(w: &World<'_>, regenerated: &Request, saved: &Request) {
+    let state = moved_alone(w, regenerated);
+    if saved.ok() {
+        assert_eq!(
+            state.name, "bob",
+            "at {}: an acknowledged save was lost",
+            w.at
+        );
+    } else {
+        lost_cleanly(w, saved);
+        assert_eq!(state.name, "anonymous", "at {}", w.at);
+    }
+}
+
+fn check_regenerate_destroy(w: &World<'_>, regenerated: &Request, destroyed: &Request) {
+    assert!(destroyed.ok(), "at {}: {:?}", w.at, destroyed.outcome);
+    match destroyed.session.cookie_action() {
+        // The destroy removed the session: it is final, the regenerate lost, no copy is left.
+        CookieAction::Remove => {
+            lost_cleanly(w, regenerated);
+            assert!(w.live().is_empty(), "at {}: {:?}", w.at, w.live());
+            assert!(w.session_domains().is_empty(), "at {}", w.at);
+        }
+        // The regenerate moved it first: the stale id had nothing left to remove.
+        _ => {
+            moved_alone(w, regenerated);
+        }
+    }
+}
+
+fn check_regenerate_regenerate(w: &World<'_>, one: &Request, other: &Request) {
+    assert!(
+        one.ok() != other.ok(),
+        "at {}: exactly one regenerate wins: {:?} {:?}",
+        w.at,
+        one.outcome,
+        other.outcome
+    );
+    let (winner, loser) = if one.ok() { (one, other) } else { (other, one) };
+    moved_alone(w, winner);
+    lost_cleanly(w, loser);
+    assert_eq!(
+        loser.session.id().as_str(),
+        w.id,
+        "the loser stays on the old id"
+    );
+}
+
+fn check_destroy_update(w: &World<'_>, destroyed: &Request, updated: &Request) {
+    assert!(destroyed.ok(), "at {}: {:?}", w.at, destroyed.outcome);
+    assert_eq!(destroyed.session.cookie_action(), CookieAction::Remove);
+    if !updated.ok() {
+        lost_cleanly(w, updated);
+    }
+    assert!(
+        w.live().is_empty(),
+        "at {}: the destroy was not final",
+        w.at
+    );
+    assert!(w.session_domains().is_empty(), "at {}", w.at);
+}
+
+fn mirror<A, B>(check: fn(&World<'_>, &A, &B)) -> impl Fn(&World<'_>, &B, &A) {
+    move |w, b, a| check(w, a, b)
+}
+
+macro_rules! pair {
+    ($name:ident, $first:expr, $second:expr, $check:expr) => {
+        #[test]
+        fn $name() {
+            for (backend, open) in backends() {
+                let check: fn(&World<'_>, &Request, &Request) = $check;
+                explore_both(
+                    backend,
+                    open,
+                    &Scenario {
+                        name: concat!(stringify!($first), " then ", stringify!($second), " inside"),
+                        setup: two,
+                        first: $first,
+                        second: $second,
+                        check,
+                    },
+                    &Scenario {
+                        name: concat!(stringify!($second), " then ", stringify!($first), " inside"),
+                        setup: |s, c, a, id| swap(two(s, c, a, id)),
+                        first: $second,
+                        second: $first,
+                        check: |w, b, a| mirror($check)(w, b, a),
+                    },
+                );
+            }
+        }
+    };
+}
+
+fn backends() -> Vec<(&'static str, Open)> {
+    vec![
+        (
+            "memory",
+            |_| Arc::new(session_archive::MemoryArchive::new()),
+        ),
+        #[cfg(feature = "archive-redb")]
+        ("redb", |dir| {
+            Arc::new(session_archive::RedbArchive::open(dir.join("sessions.redb")).expect("open"))
+        }),
+        #[cfg(all(feature = "archive-dir", unix))]
+        ("dir", |dir| {
+            Arc::new(session_archive::DirArchive::open(dir.join("sessions")).expect("open"))
+        }),
+    ]
+}
+
+pair!(
+    regenerate_x_update,
+    regenerate,
+    update,
+    check_regenerate_update
+);
+pair!(login_x_update, login, update, check_login_update);
+pair!(
+    regenerate_x_save,
+    regenerate,
+    save_bob,
+    check_regenerate_save
+);
+pair!(
+    regenerate_x_destroy,
+    regenerate,
+    destroy,
+    check_regenerate_destroy
+);
+pair!(
+    regenerate_x_regenerate,
+    regenerate,
+    regenerate,
+    check_regenerate_regenerate
+);
+pair!(destroy_x_update, destroy, update, check_destroy_update);
+
+/// A `start` that reads a session while a `destroy` removes it.
+struct Starting {
+    sessions: Sessions,
+    id: String,
+    started: Option<Session<State>>,
+}
+
+fn start(s: &mut Starting) {
+    s.started = Some(
+        s.sessions
+            .start(Some(&s.id), State::default())
+            .expect("start"),
+    );
+}
+
+/// The start must refresh the session's timestamps (so it writes), or adopt a session stored
+/// without any (the original framework's).
+fn aged(
+    sessions: &Sessions,
+    clock: &ManualClock,
+    _: &dyn Archive,
+    id: &str,
+) -> (Starting, Request) {
+    let request = Request::start(sessions, id);
+    clock.advance(Duration::from_secs(IDLE / 2));
+    let starting = Starting {
+        sessions: sessions.clone(),
+        id: id.to_owned(),
+        started: None,
+    };
+    (starting, request)
+}
+
+fn legacy(
+    sessions: &Sessions,
+    clock: &ManualClock,
+    archive: &dyn Archive,
+    id: &str,
+) -> (Starting, Request) {
+    let pair = aged(sessions, clock, archive, id);
+    archive.remove(id, META_KEY).expect("drop the timestamps");
+    pair
+}
+
+fn check_start_destroy(w: &World<'_>, starting: &Starting, destroyed: &Request) {
+    assert!(destroyed.ok(), "at {}: {:?}", w.at, destroyed.outcome);
+    assert!(
+        w.live().is_empty(),
+        "at {}: the destroy was not final",
+        w.at
+    );
+    assert!(
+        w.session_domains().is_empty(),
+        "at {}: a destroyed session's timestamps were written back",
+        w.at
+    );
+    let started = starting.started.as_ref().expect("started");
+    if started.is_new() {
+        assert_ne!(
+            started.id().as_str(),
+            w.id,
+            "a dead id is never handed back"
+        );
+        assert_eq!(started.cookie_action(), CookieAction::Keep);
+    }
+}
+
+#[test]
+fn start_x_destroy() {
+    for (backend, open) in backends() {
+        type Setup = fn(&Sessions, &ManualClock, &dyn Archive, &str) -> (Starting, Request);
+        for (label, setup) in [("aged", aged as Setup), ("legacy", legacy as Setup)] {
+            explore_both(
+                backend,
+                open,
+                &Scenario {
+                    name: if label == "aged" {
+                        "start (refreshing) then destroy inside"
+                    } else {
+                        "start (adopting) then destroy inside"
+                    },
+                    setup,
+                    first: start,
+                    second: destroy,
+                    check: check_start_destroy,
+                },
+                &Scenario {
+                    name: "destroy then start inside",
+                    setup: match label {
+                        "aged" => |s, c, a, id| swap(aged(s, c, a, id)),
+                        _ => |s, c, a, id| swap(legacy(s, c, a, id)),
+                    },
+                    first: destroy,
+                    second: start,
+                    check: |w, d, s| check_start_destroy(w, s, d),
+                },
+            );
+        }
+    }
+}
+
+/// A sweep that finds the session expired, and a request that saves it with a handle from
+/// before it expired.
+struct Sweeping {
+    sessions: Sessions,
+    removed: Option<usize>,
+}
+
+fn sweep(s: &mut Sweeping) {
+    s.removed = Some(s.sessions.sweep().expect("sweep"));
+}
+
+fn expired(
+    sessions: &Sessions,
+    clock: &ManualClock,
+    _: &dyn Archive,
+    id: &str,
+) -> (Sweeping, Request) {
+    let request = Request::start(sessions, id);
+    clock.advance(Duration::from_secs(IDLE + 1));
+    let sweeping = Sweeping {
+        sessions: sessions.clone(),
+        removed: None,
+    };
+    (sweeping, request)
+}
+
+/// An expired session is dead: a save through a handle held past the expiry fails as gone
+/// rather than bringing the session back, whether the sweep removed it before or after.
+fn check_sweep_save(w: &World<'_>, swept: &Sweeping, saved: &Request) {
+    lost_cleanly(w, saved);
+    assert!(
+        w.live().is_empty(),
+        "at {}: an expired session came back",
+        w.at
+    );
+    assert!(swept.removed.expect("swept") <= 1);
+    assert!(
+        w.session_domains().is_empty(),
+        "at {}: {:?}",
+        w.at,
+        w.session_domains()
+    );
+}
+
+#[test]
+fn sweep_x_save() {
+    for (backend, open) in backends() {
+        explore_both(
+            backend,
+            open,
+            &Scenario {
+                name: "sweep then save inside",
+                setup: expired,
+                first: sweep,
+                second: save_bob,
+                check: check_sweep_save,
+            },
+            &Scenario {
+                name: "save then sweep inside",
+                setup: |s, c, a, id| swap(expired(s, c, a, id)),
+                first: save_bob,
+                second: sweep,
+                check: |w, r, s| check_sweep_save(w, s, r),
+            },
+        );
+    }
+}
