@@ -362,3 +362,251 @@ fn a_storage_failure_is_a_500_without_detail_and_changes_no_cookie() {
         "2"
     );
 }
+
+/// A gate that handlers wait at: each request reports that it arrived (its session extracted),
+/// then waits until the test lets one request through.
+#[derive(Clone)]
+struct Gate {
+    arrived: Arc<std::sync::Mutex<std::sync::mpsc::Sender<()>>>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gate {
+    fn new() -> (Gate, std::sync::mpsc::Receiver<()>) {
+        let (arrived, arrivals) = std::sync::mpsc::channel();
+        let gate = Gate {
+            arrived: Arc::new(std::sync::Mutex::new(arrived)),
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        (gate, arrivals)
+    }
+
+    async fn pass(&self) {
+        self.arrived.lock().unwrap().send(()).unwrap();
+        self.open.acquire().await.expect("the gate stays").forget();
+    }
+
+    fn let_one_through(&self) {
+        self.open.add_permits(1);
+    }
+}
+
+/// Routes where each request first extracts its session, then waits at the gate, then acts.
+fn gated_routes(gate: &Gate) -> Router {
+    let (read, count, login) = (gate.clone(), gate.clone(), gate.clone());
+    routes()
+        .route(
+            "/slow-peek",
+            get(move |session: Session<Visits>| async move {
+                read.pass().await;
+                session.visits.to_string()
+            }),
+        )
+        .route(
+            "/slow-count",
+            get(move |mut session: Session<Visits>| async move {
+                count.pass().await;
+                session.update(|s| s.visits += 1).await
+            }),
+        )
+        .route(
+            "/slow-login",
+            post(move |mut session: Session<Visits>| async move {
+                login.pass().await;
+                session.regenerate().await
+            }),
+        )
+}
+
+/// A server over a memory archive whose sessions expire after an hour of idleness, on a clock the
+/// test moves.
+fn serve_gated(gate: &Gate) -> (Arc<MemoryArchive>, ManualClock, Server) {
+    let archive = Arc::new(MemoryArchive::new());
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .secure(false)
+        .idle_timeout(Duration::from_secs(3600))
+        .clock(clock.clone())
+        .build();
+    let server = Server::start(gated_routes(gate).layer(SessionLayer::new(sessions)));
+    (archive, clock, server)
+}
+
+/// The ids of the live sessions in `archive` (domains named like session ids holding a state).
+fn live_ids(archive: &MemoryArchive) -> Vec<String> {
+    domains(archive)
+        .into_iter()
+        .filter(|d| session_archive::SessionId::parse(d).is_some())
+        .filter(|d| {
+            archive
+                .get(d, STATE_KEY)
+                .unwrap()
+                .is_some_and(|state| state.first() == Some(&b'{'))
+        })
+        .collect()
+}
+
+#[test]
+fn a_slow_request_answering_after_a_login_leaves_the_browser_logged_in() {
+    for slow in ["/slow-peek", "/slow-count"] {
+        let (gate, arrivals) = Gate::new();
+        let (archive, clock, server) = serve_gated(&gate);
+        let client = jar();
+        let first = client.get(server.url("/count")).send().unwrap();
+        let old = cookie_value(&set_cookies(&first)[0]).to_owned();
+        // Half the idle timeout later, merely reading the session moves its expiry, so the slow
+        // request's extraction asks to refresh the old id's cookie.
+        clock.advance(Duration::from_secs(1800));
+
+        let slow_client = client.clone();
+        let slow_url = server.url(slow);
+        let slow_request = std::thread::spawn(move || slow_client.get(slow_url).send().unwrap());
+        arrivals.recv().unwrap();
+
+        let login = client.post(server.url("/login")).send().unwrap();
+        assert_eq!(login.status(), 200, "{slow}");
+        let new = cookie_value(&set_cookies(&login)[0]).to_owned();
+        assert_ne!(new, old);
+
+        gate.let_one_through();
+        let late = slow_request.join().unwrap();
+        assert!(
+            set_cookies(&late).is_empty(),
+            "{slow}: the late response touched the cookie: {:?}",
+            set_cookies(&late)
+        );
+        if slow == "/slow-count" {
+            assert_eq!(late.status(), 409);
+        }
+        // The browser still holds the logged-in session.
+        let after = client.get(server.url("/peek")).send().unwrap();
+        assert!(set_cookies(&after).is_empty());
+        assert_eq!(after.text().unwrap(), "1", "{slow}");
+        assert_eq!(live_ids(&archive), [new], "{slow}");
+    }
+}
+
+#[test]
+fn a_double_submitted_login_leaves_the_browser_a_live_session() {
+    let (gate, arrivals) = Gate::new();
+    let (archive, _clock, server) = serve_gated(&gate);
+    let client = jar();
+    client.get(server.url("/count")).send().unwrap();
+
+    let logins: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            let url = server.url("/slow-login");
+            let login = std::thread::spawn(move || client.post(url).send().unwrap());
+            arrivals.recv().unwrap();
+            login
+        })
+        .collect();
+    // Both extracted the pre-login session; now one logs in and answers, then the other.
+    let mut pending = logins;
+    let mut finished = Vec::new();
+    while !pending.is_empty() {
+        gate.let_one_through();
+        let done = loop {
+            if let Some(i) = pending
+                .iter()
+                .position(std::thread::JoinHandle::is_finished)
+            {
+                break i;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        finished.push(pending.swap_remove(done).join().unwrap());
+    }
+    let (winner, loser) = (&finished[0], &finished[1]);
+    assert_eq!(winner.status(), 200);
+    let new = cookie_value(&set_cookies(winner)[0]).to_owned();
+    assert_eq!(loser.status(), 409);
+    assert!(set_cookies(loser).is_empty(), "{:?}", set_cookies(loser));
+
+    let after = client.get(server.url("/peek")).send().unwrap();
+    assert_eq!(after.text().unwrap(), "1");
+    assert_eq!(live_ids(&archive), [new]);
+}
+
+/// A memory archive whose writes of a session's state take a while when `slow` is set.
+fn sluggish(slow: &Arc<AtomicBool>) -> Hooked<Arc<MemoryArchive>> {
+    let slow = Arc::clone(slow);
+    Hooked::new(Arc::new(MemoryArchive::new()), move |call| {
+        if call.is_write() && slow.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn destroy_after_a_cancelled_or_panicked_call_never_leaves_the_session_valid() {
+    let slow = Arc::new(AtomicBool::new(false));
+    let archive = sluggish(&slow);
+    let store = Arc::clone(archive.inner());
+    let sessions = Sessions::builder(archive).secure(false).build();
+    let app = routes()
+        .route(
+            "/cancelled-save-then-logout",
+            post(|mut session: Session<Visits>| async move {
+                session.visits += 10;
+                let cancelled =
+                    tokio::time::timeout(Duration::from_millis(1), session.save()).await;
+                assert!(cancelled.is_err(), "the save outlasts its timeout");
+                session.destroy().await
+            }),
+        )
+        .route(
+            "/panicked-update-then-logout",
+            post(|mut session: Session<Visits>| async move {
+                let panicked = session
+                    .update(|_| -> () { panic!("a bug in the handler") })
+                    .await;
+                assert!(matches!(panicked, Err(SessionError::Task(_))));
+                session.destroy().await
+            }),
+        );
+    let server = Server::start(app.layer(SessionLayer::new(sessions)));
+
+    let client = jar();
+    client.get(server.url("/count")).send().unwrap();
+    slow.store(true, Ordering::SeqCst);
+    let logout = client
+        .post(server.url("/cancelled-save-then-logout"))
+        .send()
+        .unwrap();
+    slow.store(false, Ordering::SeqCst);
+    assert_eq!(logout.status(), 200);
+    let cookies = set_cookies(&logout);
+    assert_eq!(cookies.len(), 1);
+    assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
+    assert!(
+        live_ids(&store).is_empty(),
+        "the destroy removed the session"
+    );
+
+    let client = jar();
+    client.get(server.url("/count")).send().unwrap();
+    let logout = client
+        .post(server.url("/panicked-update-then-logout"))
+        .send()
+        .unwrap();
+    // The handle lost its state with the panic: the destroy says so instead of pretending.
+    assert_eq!(logout.status(), 500);
+    assert!(set_cookies(&logout).is_empty());
+    assert_eq!(
+        live_ids(&store).len(),
+        1,
+        "the session was neither changed nor destroyed"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/peek"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "1"
+    );
+}
