@@ -1,7 +1,9 @@
 //! The crate's one error type.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::session::id::{SessionId, fingerprint};
 
 /// A boxed lower-level error, kept as the [`source`](std::error::Error::source) of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -99,6 +101,11 @@ impl fmt::Display for NameProblem {
 /// the lower-level error as their [`source`](std::error::Error::source); nothing is flattened to a
 /// string. The enum is `#[non_exhaustive]`, so match with a wildcard arm.
 ///
+/// Session ids are bearer tokens, so messages and `Debug` never show one whole: a session is
+/// named by its [fingerprint](crate::SessionId::fingerprint), and so is every path component
+/// shaped like a session id (the directory tree's `<root>/<id>/session.json`). The fields keep
+/// the whole values for code that needs them.
+///
 /// # Examples
 ///
 /// ```
@@ -110,7 +117,7 @@ impl fmt::Display for NameProblem {
 ///     other => panic!("expected InvalidName, got {other:?}"),
 /// }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A domain or key broke the [name rule](crate::validate_name). Nothing was read or written.
@@ -132,7 +139,7 @@ pub enum Error {
     },
 
     /// A filesystem operation failed.
-    #[error("I/O error on {}", path.display())]
+    #[error("I/O error on {}", Redacted(path))]
     Io {
         /// The path involved.
         path: PathBuf,
@@ -142,7 +149,10 @@ pub enum Error {
     },
 
     /// The archive is already held open by another handle, in this process or another one.
-    #[error("archive {} is already open by another handle or process", path.display())]
+    #[error(
+        "archive {} is already open by another handle or process",
+        Redacted(path)
+    )]
     AlreadyOpen {
         /// The archive's path.
         path: PathBuf,
@@ -152,7 +162,7 @@ pub enum Error {
     },
 
     /// Stored data is damaged or is not in this backend's format.
-    #[error("archive {} is corrupted or not an archive", path.display())]
+    #[error("archive {} is corrupted or not an archive", Redacted(path))]
     Corrupted {
         /// The archive's path.
         path: PathBuf,
@@ -175,9 +185,10 @@ pub enum Error {
 
     /// A session's stored state could not be decoded as the state type. The bytes are left as they
     /// are.
-    #[error("session {id} holds corrupt state")]
+    #[error("session {} holds corrupt state", fingerprint(id))]
     CorruptSession {
-        /// The session id.
+        /// The whole session id, a bearer token: messages and `Debug` show its
+        /// [fingerprint](crate::SessionId::fingerprint) instead.
         id: String,
         /// The decoding error.
         #[source]
@@ -185,9 +196,10 @@ pub enum Error {
     },
 
     /// A session's state could not be serialized.
-    #[error("session {id}: state could not be serialized")]
+    #[error("session {}: state could not be serialized", fingerprint(id))]
     Serialize {
-        /// The session id.
+        /// The whole session id, a bearer token: messages and `Debug` show its
+        /// [fingerprint](crate::SessionId::fingerprint) instead.
         id: String,
         /// The serialization error.
         #[source]
@@ -195,9 +207,13 @@ pub enum Error {
     },
 
     /// A session's serialized state is over the configured limit. Nothing was written.
-    #[error("session {id}: state is {size} bytes, over the limit of {limit}")]
+    #[error(
+        "session {}: state is {size} bytes, over the limit of {limit}",
+        fingerprint(id)
+    )]
     StateTooLarge {
-        /// The session id.
+        /// The whole session id, a bearer token: messages and `Debug` show its
+        /// [fingerprint](crate::SessionId::fingerprint) instead.
         id: String,
         /// The serialized size in bytes.
         size: usize,
@@ -207,9 +223,13 @@ pub enum Error {
 
     /// The session was destroyed (by this handle or another) or has expired, so it cannot be
     /// written any more.
-    #[error("session {id} no longer exists (destroyed or expired)")]
+    #[error(
+        "session {} no longer exists (destroyed, moved to a new id, or expired)",
+        fingerprint(id)
+    )]
     SessionGone {
-        /// The session id.
+        /// The whole session id, a bearer token: messages and `Debug` show its
+        /// [fingerprint](crate::SessionId::fingerprint) instead.
         id: String,
     },
 }
@@ -223,5 +243,150 @@ pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
     Error::Io {
         path: path.into(),
         source,
+    }
+}
+
+impl fmt::Debug for Error {
+    /// Like a derived `Debug`, but with session ids shown as fingerprints (see [`Error`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidName {
+                kind,
+                name,
+                problem,
+            } => f
+                .debug_struct("InvalidName")
+                .field("kind", kind)
+                .field("name", name)
+                .field("problem", problem)
+                .finish(),
+            Error::InvalidCursor { cursor } => f
+                .debug_struct("InvalidCursor")
+                .field("cursor", cursor)
+                .finish(),
+            Error::Io { path, source } => f
+                .debug_struct("Io")
+                .field("path", &Redacted(path).to_string())
+                .field("source", source)
+                .finish(),
+            Error::AlreadyOpen { path, source } => f
+                .debug_struct("AlreadyOpen")
+                .field("path", &Redacted(path).to_string())
+                .field("source", source)
+                .finish(),
+            Error::Corrupted { path, source } => f
+                .debug_struct("Corrupted")
+                .field("path", &Redacted(path).to_string())
+                .field("source", source)
+                .finish(),
+            Error::Backend {
+                backend,
+                operation,
+                source,
+            } => f
+                .debug_struct("Backend")
+                .field("backend", backend)
+                .field("operation", operation)
+                .field("source", source)
+                .finish(),
+            Error::CorruptSession { id, source } => f
+                .debug_struct("CorruptSession")
+                .field("id", &fingerprint(id))
+                .field("source", source)
+                .finish(),
+            Error::Serialize { id, source } => f
+                .debug_struct("Serialize")
+                .field("id", &fingerprint(id))
+                .field("source", source)
+                .finish(),
+            Error::StateTooLarge { id, size, limit } => f
+                .debug_struct("StateTooLarge")
+                .field("id", &fingerprint(id))
+                .field("size", size)
+                .field("limit", limit)
+                .finish(),
+            Error::SessionGone { id } => f
+                .debug_struct("SessionGone")
+                .field("id", &fingerprint(id))
+                .finish(),
+        }
+    }
+}
+
+/// Displays a path with each component shaped like a session id replaced by its fingerprint.
+struct Redacted<'a>(&'a Path);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string_lossy();
+        let mut shown = 0;
+        let mut at = 0;
+        while at < text.len() {
+            if let Some(id) = text.get(at..at + 36).and_then(SessionId::parse) {
+                f.write_str(&text[shown..at])?;
+                f.write_str(&id.fingerprint())?;
+                at += 36;
+                shown = at;
+            } else {
+                at += text[at..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        f.write_str(&text[shown..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    const ID: &str = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
+
+    fn hides_the_id(err: &Error) {
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains(ID), "{shown}");
+            assert!(!shown.contains("6bb9-405f"), "{shown}");
+            assert!(shown.contains("#"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn messages_and_debug_name_sessions_by_fingerprint() {
+        let json = || serde_json::from_slice::<u8>(b"x").unwrap_err();
+        hides_the_id(&Error::SessionGone { id: ID.into() });
+        hides_the_id(&Error::CorruptSession {
+            id: ID.into(),
+            source: json(),
+        });
+        hides_the_id(&Error::Serialize {
+            id: ID.into(),
+            source: json(),
+        });
+        hides_the_id(&Error::StateTooLarge {
+            id: ID.into(),
+            size: 2,
+            limit: 1,
+        });
+        let io = Error::Io {
+            path: format!("/srv/.gen/sessions/{ID}/.session.json.tmp").into(),
+            source: std::io::Error::other("disk full"),
+        };
+        hides_the_id(&io);
+        assert!(
+            io.to_string()
+                .starts_with("I/O error on /srv/.gen/sessions/#")
+        );
+        assert!(io.to_string().ends_with("/.session.json.tmp"));
+    }
+
+    #[test]
+    fn paths_without_ids_are_shown_as_they_are() {
+        let err = Error::Io {
+            path: "/data/ab/0d0d0c2f-6bb9/sessions.redb".into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "I/O error on /data/ab/0d0d0c2f-6bb9/sessions.redb"
+        );
     }
 }

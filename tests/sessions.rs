@@ -120,14 +120,28 @@ session_tests!(
 );
 
 #[test]
-fn debug_shows_the_id_but_not_the_state() {
+fn debug_shows_a_fingerprint_but_neither_the_id_nor_the_state() {
     let sessions = session_archive::Sessions::new(MemoryArchive::new());
     let mut session = sessions.start(None, "secret".to_owned()).unwrap();
     let debug = format!("{session:?}");
     assert!(
-        debug.contains(session.id().as_str()) && debug.contains("new"),
+        debug.contains(&session.id().fingerprint()) && debug.contains("new"),
         "{debug}"
     );
+    assert!(!debug.contains(session.id().as_str()), "{debug}");
+    // An independent check that no long run of the id's hex digits shows either.
+    let hex: String = session
+        .id()
+        .as_str()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    for window in hex.as_bytes().windows(16) {
+        assert!(
+            !debug.contains(std::str::from_utf8(window).unwrap()),
+            "{debug}"
+        );
+    }
     assert!(!debug.contains("secret"), "{debug}");
     session.save().unwrap();
     assert!(format!("{session:?}").contains("live"));

@@ -61,6 +61,28 @@ impl SessionId {
         well_formed.then(|| SessionId(text.to_owned()))
     }
 
+    /// Returns a short fingerprint of the id for logs and error messages: `#` and the first 12
+    /// hex digits of the id's SHA-256. It tells sessions apart, and cannot be turned back into
+    /// the id. Ids are bearer tokens, so this crate never prints one whole: `Debug` of a
+    /// `SessionId` or a [`Session`](crate::Session), and every [`Error`](crate::Error) message,
+    /// show the fingerprint instead. (`Display` gives the whole id, for the cookie.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::SessionId;
+    ///
+    /// let id = SessionId::parse("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2").expect("well-formed");
+    /// let fingerprint = id.fingerprint();
+    /// assert_eq!(fingerprint.len(), 13);
+    /// assert!(fingerprint.starts_with('#'));
+    /// assert!(!format!("{id:?}").contains(id.as_str()));
+    /// assert!(format!("{id:?}").contains(&fingerprint));
+    /// ```
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+
     /// Returns the id as text.
     ///
     /// # Examples
@@ -83,10 +105,30 @@ impl fmt::Display for SessionId {
 }
 
 impl fmt::Debug for SessionId {
+    /// Shows the [fingerprint](SessionId::fingerprint), never the id: `Debug` output ends up in
+    /// logs, and an id is a bearer token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({})", self.0)
+        write!(f, "SessionId({})", self.fingerprint())
     }
 }
+
+/// The fingerprint of an id given as text; see [`SessionId::fingerprint`].
+pub(crate) fn fingerprint(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    let mut text = String::with_capacity(1 + 2 * FINGERPRINT_BYTES);
+    text.push('#');
+    for byte in &digest[..FINGERPRINT_BYTES] {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
+}
+
+/// How many bytes of the SHA-256 a fingerprint shows: 48 bits tell sessions apart in logs, and
+/// say nothing usable about the 122 random bits of the id.
+const FINGERPRINT_BYTES: usize = 6;
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl AsRef<str> for SessionId {
     fn as_ref(&self) -> &str {
