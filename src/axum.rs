@@ -600,10 +600,12 @@ where
 /// | any other [`Error`] (storage failures) | 500 | `error!` |
 /// | [`MissingLayer`](Self::MissingLayer), [`Task`](Self::Task), [`Lost`](Self::Lost) | 500 | `error!` |
 ///
-/// A corrupt session is reported, never replaced: the stored bytes stay for the operator to
-/// inspect, and every request with that cookie gets the 500 until the session is repaired or
-/// removed. Logs carry the whole [`source`](std::error::Error::source) chain; response bodies
-/// carry no detail (no ids, no paths).
+/// By default a corrupt session is reported, never replaced: the stored bytes stay for the
+/// operator to inspect, and every request with that cookie gets the 500 until the session is
+/// repaired or removed. With [`OnCorrupt::StartFresh`](crate::OnCorrupt::StartFresh) the user
+/// gets a fresh session instead and the bytes are set aside. Logs carry the whole
+/// [`source`](std::error::Error::source) chain, with sessions named by their fingerprint;
+/// response bodies carry no detail (no ids, no paths).
 ///
 /// # Examples
 ///

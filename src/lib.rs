@@ -57,7 +57,7 @@ pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_na
 pub use crate::session::clock::{Clock, ManualClock, SystemClock};
 pub use crate::session::id::SessionId;
 pub use crate::session::{
-    CookieAction, DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_STATE_SIZE, DEFAULT_SWEEP_GRANULARITY, META_KEY, STATE_KEY, Session, Sessions,
-    SessionsBuilder,
+    CORRUPT_DOMAIN, CookieAction, DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE, DEFAULT_SWEEP_GRANULARITY, META_KEY, OnCorrupt,
+    STATE_KEY, Session, Sessions, SessionsBuilder,
 };

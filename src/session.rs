@@ -203,8 +203,64 @@ struct Inner {
     cursor_ready: AtomicBool,
 }
 
+/// What [`Sessions::start`] does with a stored state that does not decode as the state type:
+/// set with [`SessionsBuilder::on_corrupt`].
+///
+/// A state goes bad when the state type changes without `#[serde(default)]` on a new field, or
+/// when something outside this crate wrote the bytes. Reporting it (the default) keeps every
+/// byte where it is for the operator, but every request with that cookie then fails (the axum
+/// layer answers 500) until the session expires or is repaired. Starting fresh lets the user
+/// carry on at once, with a new, empty session.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{Archive, MemoryArchive, OnCorrupt, Sessions, STATE_KEY};
+/// use std::sync::Arc;
+///
+/// let archive = Arc::new(MemoryArchive::new());
+/// let sessions = Sessions::builder(Arc::clone(&archive))
+///     .on_corrupt(OnCorrupt::StartFresh)
+///     .build();
+/// let mut session = sessions.start(None, 7_u32)?;
+/// session.save()?;
+/// let id = session.id().to_string();
+/// archive.set(&id, STATE_KEY, b"\"no longer a number\"")?;
+///
+/// let fresh = sessions.start(Some(&id), 0_u32)?;
+/// assert!(fresh.is_new());
+/// assert_eq!(archive.keys("corrupt-sessions").count(), 1); // the bytes, set aside
+/// # use session_archive::ArchiveExt;
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnCorrupt {
+    /// [`Sessions::start`] returns [`Error::CorruptSession`] and leaves the bytes where they are.
+    #[default]
+    Fail,
+    /// [`Sessions::start`] moves the undecodable bytes into the domain [`CORRUPT_DOMAIN`] (key:
+    /// the time in unix seconds, `-`, and the session's fingerprint without its `#`), retires the
+    /// id, and returns a new session under a fresh id, as for an unknown cookie. The set-aside
+    /// copies stay until the operator removes them (`session-archive keys SPEC corrupt-sessions`
+    /// lists them). [`Session::load`] on a handle still reports the error.
+    StartFresh,
+}
+
+/// The domain where [`OnCorrupt::StartFresh`] sets undecodable states aside: `corrupt-sessions`.
+/// Like the expiry index's domains, it is not shaped like a session id, so it never collides
+/// with a session.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(session_archive::CORRUPT_DOMAIN, "corrupt-sessions");
+/// ```
+pub const CORRUPT_DOMAIN: &str = "corrupt-sessions";
+
 #[derive(Debug, Clone)]
 struct Config {
+    on_corrupt: OnCorrupt,
     idle_timeout: Option<Duration>,
     absolute_lifetime: Option<Duration>,
     max_state_size: usize,
@@ -225,6 +281,7 @@ impl fmt::Debug for Sessions {
             .field("secure", &config.secure)
             .field("sweep_granularity", &config.sweep_granularity)
             .field("clock", &config.clock)
+            .field("on_corrupt", &config.on_corrupt)
             .finish_non_exhaustive()
     }
 }
@@ -393,6 +450,24 @@ impl SessionsBuilder {
         self
     }
 
+    /// Sets what [`Sessions::start`] does with a stored state that does not decode; see
+    /// [`OnCorrupt`]. The default is [`OnCorrupt::Fail`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, OnCorrupt, Sessions};
+    ///
+    /// let sessions = Sessions::builder(MemoryArchive::new())
+    ///     .on_corrupt(OnCorrupt::StartFresh)
+    ///     .build();
+    /// # let _ = sessions;
+    /// ```
+    pub fn on_corrupt(mut self, policy: OnCorrupt) -> Self {
+        self.config.on_corrupt = policy;
+        self
+    }
+
     /// Builds the [`Sessions`].
     ///
     /// # Examples
@@ -456,6 +531,7 @@ impl Sessions {
                 secure: true,
                 sweep_granularity: DEFAULT_SWEEP_GRANULARITY.as_secs(),
                 clock: Arc::new(SystemClock),
+                on_corrupt: OnCorrupt::Fail,
             },
         }
     }
@@ -580,7 +656,17 @@ impl Sessions {
             archive.remove_domain(id.as_str())?;
             return Ok(None);
         }
-        let state: T = decode(&id, &bytes)?;
+        let state: T = match decode(&id, &bytes) {
+            Ok(state) => state,
+            Err(err) => {
+                if self.inner.config.on_corrupt == OnCorrupt::StartFresh
+                    && self.set_aside(&id, &bytes, now)?
+                {
+                    return Ok(None);
+                }
+                return Err(err);
+            }
+        };
         let (meta, meta_raw) = meta.unzip();
         let adopting = meta.is_none();
         let mut session = Session {
@@ -608,6 +694,22 @@ impl Sessions {
             session.cookie = CookieAction::Set;
         }
         Ok(Some(session))
+    }
+
+    /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
+    /// state for nothing. Returns whether it retired the id; not when another write replaced the
+    /// bytes meanwhile, which leaves the session to the caller's ordinary error.
+    fn set_aside(&self, id: &SessionId, bytes: &[u8], now: u64) -> Result<bool> {
+        let archive = &self.inner.archive;
+        let fingerprint = id.fingerprint();
+        let key = format!("{now}-{}", fingerprint.trim_start_matches('#'));
+        archive.set(CORRUPT_DOMAIN, &key, bytes)?;
+        if !archive.compare_and_swap(id.as_str(), STATE_KEY, Some(bytes), None)? {
+            return Ok(false);
+        }
+        // The id is dead; its timestamps are indexed and go with the sweep if this fails.
+        let _ = archive.remove_domain(id.as_str());
+        Ok(true)
     }
 
     /// Returns the session cookie's name.

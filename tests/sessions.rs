@@ -59,6 +59,7 @@ macro_rules! session_tests {
                 concurrent_updates_lose_nothing
                 concurrent_saves_on_one_session_leave_one_whole_state
                 corrupt_state_is_an_error_and_left_untouched
+                corrupt_state_can_start_fresh_and_is_set_aside
                 state_over_the_limit_writes_nothing
                 idle_timeout_expires_unused_sessions
                 absolute_lifetime_expires_active_sessions
@@ -400,8 +401,8 @@ mod behaviour {
     use serde::{Deserialize, Serialize};
     use session_archive::conformance::{Call, Hooked};
     use session_archive::{
-        Archive, ArchiveExt, Clock, DEFAULT_PAGE_SIZE, Error, META_KEY, ManualClock, Result,
-        STATE_KEY, SessionId, Sessions,
+        Archive, ArchiveExt, CORRUPT_DOMAIN, Clock, DEFAULT_PAGE_SIZE, Error, META_KEY,
+        ManualClock, OnCorrupt, Result, STATE_KEY, SessionId, Sessions,
     };
 
     #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -839,7 +840,10 @@ mod behaviour {
             archive.set(&id, STATE_KEY, corrupt).unwrap();
             match sessions.start(Some(&id), State::default()) {
                 Err(err @ Error::CorruptSession { .. }) => {
-                    assert!(err.to_string().contains(&id), "{err}");
+                    let fingerprint = SessionId::parse(&id).unwrap().fingerprint();
+                    assert!(err.to_string().contains(&fingerprint), "{err}");
+                    assert!(!err.to_string().contains(&id), "{err}");
+                    assert!(!format!("{err:?}").contains(&id), "{err:?}");
                     assert!(std::error::Error::source(&err).is_some());
                 }
                 other => panic!("expected CorruptSession, got {other:?}"),
@@ -854,6 +858,44 @@ mod behaviour {
             assert_eq!(state_bytes(&**archive, &id).unwrap(), corrupt);
             assert_eq!(handle.name, "fine");
         }
+    }
+
+    pub fn corrupt_state_can_start_fresh_and_is_set_aside(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::builder(Arc::clone(archive))
+            .on_corrupt(OnCorrupt::StartFresh)
+            .build();
+        let keep = saved(&sessions, "fine");
+        let id = saved(&sessions, "doomed");
+        archive.set(&id, STATE_KEY, br#"{"Name": 42}"#).unwrap();
+
+        let fresh = sessions.start(Some(&id), State::default()).unwrap();
+        assert!(fresh.is_new());
+        assert_ne!(fresh.id().as_str(), id);
+        assert_eq!(fresh.name, "");
+        // The id is retired: it does not come back, even with the default policy.
+        assert!(!archive.has_domain(&id).unwrap());
+        assert!(
+            Sessions::new(Arc::clone(archive))
+                .start(Some(&id), State::default())
+                .unwrap()
+                .is_new()
+        );
+        // The bytes are set aside for the operator, under a key naming the session's fingerprint.
+        let aside: Vec<String> = archive.keys(CORRUPT_DOMAIN).map(Result::unwrap).collect();
+        assert_eq!(aside.len(), 1);
+        let fingerprint = SessionId::parse(&id).unwrap().fingerprint();
+        assert!(aside[0].ends_with(&fingerprint[1..]), "{aside:?}");
+        assert_eq!(
+            archive.get(CORRUPT_DOMAIN, &aside[0]).unwrap().unwrap(),
+            br#"{"Name": 42}"#
+        );
+        // Other sessions are untouched, and a sweep leaves the set-aside copy alone.
+        assert_eq!(
+            sessions.start(Some(&keep), State::default()).unwrap().name,
+            "fine"
+        );
+        sessions.sweep().unwrap();
+        assert!(archive.has_domain(CORRUPT_DOMAIN).unwrap());
     }
 
     pub fn state_over_the_limit_writes_nothing(archive: &Arc<dyn Archive>) {
