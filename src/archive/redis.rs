@@ -19,7 +19,7 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections kept open while idle; more are opened when more threads call at once,
 /// and closed again after use.
 const MAX_IDLE_CONNECTIONS: usize = 16;
-/// How many times a connection or a repeatable command is tried when signals interrupt it.
+/// How many times a connection or a read-only command is tried when signals interrupt it.
 const ATTEMPTS: u32 = 3;
 
 /// Compare-and-swap of one hash field, run on the server so that no other client's command can
@@ -96,10 +96,13 @@ return {page[1], names}
 /// so after a server restart the first call may fail and the next ones reconnect. After a
 /// timeout or a dropped connection, the command may or may not have been applied.
 ///
-/// The `redis` crate fails a socket call that a signal interrupts (this happens when a child
-/// process of the app exits). Connecting, reads, `set`, `set_many` and `expire_domain`, which give
-/// the same result when applied twice, are then sent again; `remove`, `remove_domain`, their
-/// batch forms and `compare_and_swap` return the error, since their answer would change.
+/// The `redis` crate fails a socket call that a signal interrupts (when a child process of the
+/// app exits, for one: with a response timeout set, the kernel does not restart socket reads
+/// after a signal). Setting up a connection and the read-only calls (`get`, `has`, `has_domain`,
+/// the listings) are then sent again. A write never is, whatever failed: the failure can come
+/// after the request reached the server, and by the time a copy arrived another client may have
+/// written a newer value (or a later expiry) that the copy would overwrite. So after a write's
+/// error, the write has been applied once or not at all.
 ///
 /// # Examples
 ///
@@ -231,7 +234,7 @@ impl RedisArchiveBuilder {
             compare_and_swap: Script::new(COMPARE_AND_SWAP),
             scan_fields: Script::new(SCAN_FIELDS),
         };
-        archive.run_repeatable("ping the server", |conn| {
+        archive.run_read("ping the server", |conn| {
             ::redis::cmd("PING").query::<()>(conn)
         })?;
         Ok(archive)
@@ -323,7 +326,8 @@ impl RedisArchive {
     }
 
     /// Runs `command` once on a pooled connection, mapping its error to [`Error::Backend`]
-    /// naming `operation`.
+    /// naming `operation`. Every write goes through here: see [`run_read`](Self::run_read) for
+    /// why a write is never sent twice.
     fn run<T>(
         &self,
         operation: &'static str,
@@ -333,10 +337,12 @@ impl RedisArchive {
             .map_err(|source| backend(operation, source))
     }
 
-    /// Like [`run`](Self::run), for commands whose effect and answer are the same when they are
-    /// applied twice (reads, `HSET`, `PEXPIREAT`): when a signal interrupts one (which makes the
-    /// `redis` crate fail the call), it is sent again.
-    fn run_repeatable<T>(
+    /// Like [`run`](Self::run), for read-only commands, which change nothing on the server: when
+    /// a signal interrupts one (which makes the `redis` crate fail the call), it is sent again.
+    ///
+    /// Only reads: a write interrupted while its reply was on the way has been applied, and
+    /// sending it again could overwrite what another client wrote in between.
+    fn run_read<T>(
         &self,
         operation: &'static str,
         command: impl Fn(&mut Connection) -> RedisResult<T>,
@@ -363,6 +369,10 @@ impl RedisArchive {
             None => self.connect()?,
         };
         let result = command(&mut conn);
+        // The unit tests stand in here for a signal that interrupts the read of the reply: the
+        // command has reached the server and its answer is lost.
+        #[cfg(test)]
+        let result = tests::lose_reply(result);
         let in_step = result.as_ref().err().is_none_or(server_answered);
         if in_step && conn.is_open() {
             let mut idle = self.idle.lock();
@@ -398,7 +408,7 @@ impl RedisArchive {
         let mut names = Vec::new();
         loop {
             let (next, raw) =
-                self.run_repeatable(operation, |conn| scan(conn, position, limit.max(1)))?;
+                self.run_read(operation, |conn| scan(conn, position, limit.max(1)))?;
             names.extend(raw.into_iter().filter_map(|name| {
                 let name = String::from_utf8(name.strip_prefix(strip)?.to_vec()).ok()?;
                 // Domains and keys share one rule, so checking as a domain suits both.
@@ -492,7 +502,7 @@ impl Archive for RedisArchive {
     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run_repeatable("get a value", |conn| {
+        self.run_read("get a value", |conn| {
             ::redis::cmd("HGET").arg(&hash).arg(key).query(conn)
         })
     }
@@ -500,7 +510,7 @@ impl Archive for RedisArchive {
     fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run_repeatable("set a value", |conn| {
+        self.run("set a value", |conn| {
             ::redis::cmd("HSET")
                 .arg(&hash)
                 .arg(key)
@@ -512,7 +522,7 @@ impl Archive for RedisArchive {
     fn has(&self, domain: &str, key: &str) -> Result<bool> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run_repeatable("check a key", |conn| {
+        self.run_read("check a key", |conn| {
             ::redis::cmd("HEXISTS").arg(&hash).arg(key).query(conn)
         })
     }
@@ -529,7 +539,7 @@ impl Archive for RedisArchive {
     fn has_domain(&self, domain: &str) -> Result<bool> {
         validate_domain(domain)?;
         let hash = self.hash(domain);
-        let count: u64 = self.run_repeatable("check a domain", |conn| {
+        let count: u64 = self.run_read("check a domain", |conn| {
             ::redis::cmd("EXISTS").arg(&hash).query(conn)
         })?;
         Ok(count > 0)
@@ -612,7 +622,7 @@ impl Archive for RedisArchive {
                 .arg(value)
                 .ignore();
         }
-        self.run_repeatable("set many values", |conn| pipeline.query(conn))
+        self.run("set many values", |conn| pipeline.query(conn))
     }
 
     fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
@@ -652,7 +662,7 @@ impl Archive for RedisArchive {
         validate_domain(domain)?;
         let hash = self.hash(domain);
         let millis = unix_millis_ceil(at);
-        self.run_repeatable("set a domain's expiry", |conn| {
+        self.run("set a domain's expiry", |conn| {
             ::redis::cmd("PEXPIREAT")
                 .arg(&hash)
                 .arg(millis)
@@ -664,7 +674,158 @@ impl Archive for RedisArchive {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+
     use super::*;
+
+    thread_local! {
+        /// Whether the next command this thread runs loses its reply to an interrupting signal.
+        static LOSE_NEXT_REPLY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Called by [`RedisArchive::attempt`] after each command: turns its result into the error
+    /// an interrupted read of the reply gives, when the test asked for it.
+    pub(super) fn lose_reply<T>(result: RedisResult<T>) -> RedisResult<T> {
+        if LOSE_NEXT_REPLY.replace(false) {
+            Err(RedisError::from(io::Error::from(
+                io::ErrorKind::Interrupted,
+            )))
+        } else {
+            result
+        }
+    }
+
+    /// A stand-in for a Redis server: it answers every command with a plausible reply and
+    /// records the command names, so a test can count what reached the server.
+    struct FakeServer {
+        url: String,
+        commands: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl FakeServer {
+        fn start() -> FakeServer {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("redis://{}/0", listener.local_addr().unwrap());
+            let commands = Arc::new(Mutex::new(Vec::new()));
+            let log = Arc::clone(&commands);
+            // The threads end with the test process; each client's ends when it disconnects.
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    let log = Arc::clone(&log);
+                    thread::spawn(move || serve(stream, &log));
+                }
+            });
+            FakeServer { url, commands }
+        }
+
+        fn count(&self, name: &str) -> usize {
+            self.commands.lock().iter().filter(|c| *c == name).count()
+        }
+    }
+
+    fn serve(stream: TcpStream, log: &Mutex<Vec<String>>) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        // Inside MULTI: how many commands are queued.
+        let mut queued: Option<usize> = None;
+        while let Some(name) = read_command(&mut reader) {
+            log.lock().push(name.clone());
+            let reply = match (name.as_str(), queued) {
+                ("MULTI", _) => {
+                    queued = Some(0);
+                    "+OK\r\n".to_owned()
+                }
+                ("EXEC", Some(n)) => {
+                    queued = None;
+                    format!("*{n}\r\n{}", ":1\r\n".repeat(n))
+                }
+                (_, Some(n)) => {
+                    queued = Some(n + 1);
+                    "+QUEUED\r\n".to_owned()
+                }
+                ("PING", None) => "+PONG\r\n".to_owned(),
+                ("HGET", None) => "$-1\r\n".to_owned(),
+                ("CLIENT", None) => "+OK\r\n".to_owned(),
+                (_, None) => ":1\r\n".to_owned(),
+            };
+            if writer.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one command (a RESP array of bulk strings) and returns its name in upper case;
+    /// `None` at the end of the stream.
+    fn read_command(reader: &mut impl BufRead) -> Option<String> {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut name = None;
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut arg = vec![0; len + 2];
+            reader.read_exact(&mut arg).ok()?;
+            arg.truncate(len);
+            name.get_or_insert_with(|| String::from_utf8_lossy(&arg).to_ascii_uppercase());
+        }
+        name
+    }
+
+    /// The `RedisError` behind a backend error.
+    fn redis_source(err: &Error) -> &RedisError {
+        std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<RedisError>())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_write_whose_reply_was_interrupted_is_not_sent_again() {
+        type Write = fn(&RedisArchive) -> Result<()>;
+        let writes: [(&str, Write); 8] = [
+            ("HSET", |a| a.set("d", "k", b"v")),
+            ("EXEC", |a| {
+                a.set_many(&[("d", "k", b"v"), ("e", "k", b"w")])
+            }),
+            ("EVALSHA", |a| {
+                a.compare_and_swap("d", "k", None, Some(b"v")).map(drop)
+            }),
+            ("PEXPIREAT", |a| a.expire_domain("d", UNIX_EPOCH).map(drop)),
+            ("HDEL", |a| a.remove("d", "k").map(drop)),
+            ("DEL", |a| a.remove_domain("d").map(drop)),
+            ("EXEC", |a| a.remove_many(&[("d", "k")]).map(drop)),
+            ("EXEC", |a| a.remove_domains(&["d"]).map(drop)),
+        ];
+        for (command, write) in writes {
+            // A server of its own for each write, so that counting its command is enough.
+            let server = FakeServer::start();
+            let archive = RedisArchive::open(&server.url).unwrap();
+            LOSE_NEXT_REPLY.set(true);
+            let err = write(&archive).unwrap_err();
+            assert!(interrupted(redis_source(&err)), "{command}: {err:?}");
+            assert_eq!(server.count(command), 1, "{command} was sent again");
+            // The next write goes ahead as usual.
+            write(&archive).unwrap();
+            assert_eq!(server.count(command), 2, "{command}");
+        }
+    }
+
+    #[test]
+    fn a_read_whose_reply_was_interrupted_is_sent_again() {
+        let server = FakeServer::start();
+        let archive = RedisArchive::open(&server.url).unwrap();
+        LOSE_NEXT_REPLY.set(true);
+        assert_eq!(archive.get("d", "k").unwrap(), None);
+        assert_eq!(server.count("HGET"), 2);
+        LOSE_NEXT_REPLY.set(true);
+        assert!(archive.has_domain("d").unwrap());
+        assert_eq!(server.count("EXISTS"), 2);
+    }
 
     #[test]
     fn cursors_are_nonzero_decimal_numbers() {
