@@ -269,7 +269,7 @@ mod redis_sessions {
             .build();
         let mut session = sessions.start(None, 0_u64).unwrap();
         session.save().unwrap();
-        let hash = format!("{prefix}{}", session.id());
+        let hash = format!("{prefix}/{}", session.id());
         // The idle timeout, less the part of a second that whole-second timestamps drop, and
         // whatever time a slow machine took since the save.
         let expected = 590_000..=600_000;
@@ -281,7 +281,7 @@ mod redis_sessions {
         // The index bucket expires too, a week after its sessions, so an app that never sweeps
         // does not grow the index forever.
         let buckets: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}expiry-*"))
+            .arg(format!("{prefix}/expiry-*"))
             .query(&mut conn)
             .expect("KEYS");
         assert_eq!(buckets.len(), 1, "{buckets:?}");
@@ -300,7 +300,7 @@ mod redis_sessions {
             .build();
         let mut session = short.start(None, 0_u64).unwrap();
         session.save().unwrap();
-        let left = pttl(&mut conn, &format!("{prefix}{}", session.id()));
+        let left = pttl(&mut conn, &format!("{prefix}/{}", session.id()));
         assert!((50_000..=60_000).contains(&left), "{left}");
 
         // Without expiry, no TTL.
@@ -311,7 +311,7 @@ mod redis_sessions {
             .build();
         let mut session = endless.start(None, 0_u64).unwrap();
         session.save().unwrap();
-        assert_eq!(pttl(&mut conn, &format!("{prefix}{}", session.id())), -1);
+        assert_eq!(pttl(&mut conn, &format!("{prefix}/{}", session.id())), -1);
     }
 
     /// The one test that waits for real time: Redis expires keys by its own clock.
