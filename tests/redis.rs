@@ -163,7 +163,10 @@ const SHARED: [&str; 5] = ["x", "admin", "admin:x", "app:admin:x", "-"];
 
 /// All the domains of an archive, sorted.
 fn sorted_domains(archive: &RedisArchive) -> Vec<String> {
-    let mut domains = archive.domains().collect::<Result<Vec<_>, _>>().unwrap();
+    let mut domains = archive
+        .domains()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("list domains");
     domains.sort();
     domains
 }
