@@ -163,9 +163,9 @@ fn sessions_and_sessions_handles_can_move_between_threads() {
 mod redis_sessions {
     use std::sync::Barrier;
     use std::thread;
-    use std::time::{Duration, Instant, SystemTime};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-    use session_archive::{Archive, ArchiveExt, Error, RedisArchive, Sessions};
+    use session_archive::{Archive, ArchiveExt, Error, ManualClock, RedisArchive, Sessions};
 
     use super::behaviour::unix_secs;
     use super::redis_server::{control, open, or_skip, shared_url, unique_prefix};
@@ -284,7 +284,7 @@ mod redis_sessions {
             .build();
         let mut session = sessions.start(None, 0_u64).unwrap();
         session.save().unwrap();
-        let hash = format!("{prefix}{}", session.id());
+        let hash = format!("{prefix}/{}", session.id());
         // The idle timeout, less the part of a second that whole-second timestamps drop, and
         // whatever time a slow machine took since the save.
         let expected = 590_000..=600_000;
@@ -296,7 +296,7 @@ mod redis_sessions {
         // The index bucket expires too, a week after its sessions, so an app that never sweeps
         // does not grow the index forever.
         let buckets: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}expiry-*"))
+            .arg(format!("{prefix}/expiry-*"))
             .query(&mut conn)
             .expect("KEYS");
         assert_eq!(buckets.len(), 1, "{buckets:?}");
@@ -315,7 +315,7 @@ mod redis_sessions {
             .build();
         let mut session = short.start(None, 0_u64).unwrap();
         session.save().unwrap();
-        let left = pttl(&mut conn, &format!("{prefix}{}", session.id()));
+        let left = pttl(&mut conn, &format!("{prefix}/{}", session.id()));
         assert!((50_000..=60_000).contains(&left), "{left}");
 
         // Without expiry, no TTL.
@@ -326,32 +326,36 @@ mod redis_sessions {
             .build();
         let mut session = endless.start(None, 0_u64).unwrap();
         session.save().unwrap();
-        assert_eq!(pttl(&mut conn, &format!("{prefix}{}", session.id())), -1);
+        assert_eq!(pttl(&mut conn, &format!("{prefix}/{}", session.id())), -1);
     }
 
-    /// The one test that waits for real time: Redis expires keys by its own clock.
+    /// The one test that waits for real time: Redis expires keys by its own clock. The sessions
+    /// run on a manual clock, so that what must expire does so a second from now, and what must
+    /// stay has ten minutes left, however slowly this machine runs.
     #[test]
     fn redis_removes_expired_sessions_and_the_sweep_stays_correct() {
+        const IDLE_SECS: u64 = 600;
         let Some((url, prefix)) = namespace() else {
             return;
         };
         let observer = open(&url, &prefix);
-        // Whole-second timestamps make a 2 s idle timeout a TTL of 1 s to 2 s.
+        let now = unix_secs(SystemTime::now());
+        // The clock starts an idle timeout, less a second, behind the real time: the first
+        // session expires (and Redis drops it) at `now + 1`, or at once if saving takes longer.
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(now + 1 - IDLE_SECS));
         let sessions = Sessions::builder(open(&url, &prefix))
-            .idle_timeout(Duration::from_secs(2))
+            .idle_timeout(Duration::from_secs(IDLE_SECS))
             .absolute_lifetime(None)
-            .sweep_granularity(Duration::from_secs(1))
+            .sweep_granularity(Duration::from_secs(60))
+            .clock(clock.clone())
             .build();
         let mut session = sessions.start(None, 1_u64).unwrap();
         session.save().unwrap();
         let id = session.id().to_string();
-        // The latest second the session can expire in; waiting for it too keeps the sweep below
-        // from missing the session's bucket should this machine's clock lag the server's.
-        let latest = unix_secs(SystemTime::now()) + 2;
 
         // Nothing in this process removes the session: only Redis can.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while observer.has_domain(&id).unwrap() || unix_secs(SystemTime::now()) < latest {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while observer.has_domain(&id).unwrap() {
             assert!(Instant::now() < deadline, "Redis never removed the session");
             thread::sleep(Duration::from_millis(50));
         }
@@ -366,7 +370,9 @@ mod redis_sessions {
         assert_ne!(fresh.id().as_str(), id);
         assert!(!observer.has_domain(&id).unwrap());
 
-        // A live session, with at least a second left.
+        // The clock catches up with the first session's expiry, `now + 1`: a live session saved
+        // now expires ten minutes after that, by the sessions' clock and by Redis's.
+        clock.advance(Duration::from_secs(IDLE_SECS));
         let mut live = sessions.start(None, 2_u64).unwrap();
         live.save().unwrap();
         let live_id = live.id().to_string();

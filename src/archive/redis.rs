@@ -19,7 +19,10 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections kept open while idle; more are opened when more threads call at once,
 /// and closed again after use.
 const MAX_IDLE_CONNECTIONS: usize = 16;
-/// How many times a connection or a repeatable command is tried when signals interrupt it.
+/// What separates the prefix from the domain in a hash name. The name rule forbids it in names,
+/// which makes the mapping from (prefix, domain) to hash name one-to-one.
+const SEPARATOR: char = '/';
+/// How many times a connection or a read-only command is tried when signals interrupt it.
 const ATTEMPTS: u32 = 3;
 
 /// Compare-and-swap of one hash field, run on the server so that no other client's command can
@@ -41,6 +44,13 @@ end
 return 1
 ";
 
+/// Moves the hash `KEYS[1]` to the name `KEYS[2]` unless that is taken; anything else under
+/// `KEYS[1]` is not a domain and stays. Answers 1 if it moved.
+const MIGRATE_LEGACY: &str = r"
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+return redis.call('RENAMENX', KEYS[1], KEYS[2])
+";
+
 /// One `HSCAN` step that sends back the field names only, not their values (`HSCAN … NOVALUES`
 /// needs Redis 7.4). `ARGV[1]` is the cursor, `ARGV[2]` the `COUNT` hint.
 const SCAN_FIELDS: &str = r"
@@ -57,15 +67,37 @@ return {page[1], names}
 ///
 /// # Layout
 ///
-/// A domain is one Redis hash named `{prefix}{domain}`, and each key is a field of it. `set` is
+/// A domain is one Redis hash named `{prefix}/{domain}`, and each key is a field of it. `set` is
 /// `HSET`, `get` is `HGET`, `has` is `HEXISTS`, `remove` is `HDEL` (Redis deletes the hash with its
 /// last field), `has_domain` is `EXISTS`, `remove_domain` is one `DEL`. Domains are listed with
-/// `SCAN … MATCH {prefix}* TYPE hash`, never `KEYS`, so listing needs Redis 6 or later; keys
+/// `SCAN … MATCH {prefix}/* TYPE hash`, never `KEYS`, so listing needs Redis 6 or later; keys
 /// with `HSCAN`, run in a small Lua script that sends back the names without the values.
 ///
-/// The [prefix](RedisArchiveBuilder::prefix) lets several apps share one server or database; end
-/// it with a separator such as `:`. With the default, empty prefix the archive owns the whole
-/// database: every hash in it whose name passes the name rule is listed as a domain.
+/// The [prefix](RedisArchiveBuilder::prefix) lets several apps, or several archives of one app,
+/// share a server or database, and the `/` after it keeps them apart. The name rule forbids `/`
+/// in a domain, so in a hash name the domain is everything after the last `/`, and the prefix
+/// everything before it: two distinct prefixes never name the same hash, whatever they hold
+/// (`/` included). A listing keeps only the names whose rest after `{prefix}/` is a valid name,
+/// which leaves out every longer prefix's hashes: `app/admin/x` is no domain of `app`, since
+/// `admin/x` holds a `/`. So archives on `app:`, `app:admin:`, `app`, `app/admin` and the empty
+/// prefix (whose hashes are `/{domain}`) never list, read or remove one another's data, nor any
+/// hash whose name does not start with `{prefix}/`.
+///
+/// ## Data written in the unseparated layout
+///
+/// session-archive 0.1 named hashes `{prefix}{domain}`, with nothing between. There two archives
+/// overlap when one prefix begins the other: the domain `admin:x` under `app:` is the hash of the
+/// domain `x` under `app:admin:`. Such data keeps working in any of three ways:
+///
+/// - [`legacy_layout(true)`](RedisArchiveBuilder::legacy_layout) opens an archive with the old
+///   names, and the old overlap.
+/// - [`migrate_legacy_domain`](RedisArchive::migrate_legacy_domain) moves one domain to its new
+///   name, keeping its TTL; its documentation shows the whole move.
+/// - A prefix that ended with `/` had this layout already: the old prefix `app/` is the new
+///   prefix `app`.
+///
+/// The two layouts meet only through a legacy prefix that holds a `/`: otherwise the rest of a
+/// `/`-layout name after a legacy prefix holds a `/`, and so names no legacy domain.
 ///
 /// # Guarantees
 ///
@@ -96,10 +128,13 @@ return {page[1], names}
 /// so after a server restart the first call may fail and the next ones reconnect. After a
 /// timeout or a dropped connection, the command may or may not have been applied.
 ///
-/// The `redis` crate fails a socket call that a signal interrupts (this happens when a child
-/// process of the app exits). Connecting, reads, `set`, `set_many` and `expire_domain`, which give
-/// the same result when applied twice, are then sent again; `remove`, `remove_domain`, their
-/// batch forms and `compare_and_swap` return the error, since their answer would change.
+/// The `redis` crate fails a socket call that a signal interrupts (when a child process of the
+/// app exits, for one: with a response timeout set, the kernel does not restart socket reads
+/// after a signal). Setting up a connection and the read-only calls (`get`, `has`, `has_domain`,
+/// the listings) are then sent again. A write never is, whatever failed: the failure can come
+/// after the request reached the server, and by the time a copy arrived another client may have
+/// written a newer value (or a later expiry) that the copy would overwrite. So after a write's
+/// error, the write has been applied once or not at all.
 ///
 /// # Examples
 ///
@@ -107,7 +142,7 @@ return {page[1], names}
 /// use session_archive::{Archive, RedisArchive};
 ///
 /// let archive = RedisArchive::builder("redis://127.0.0.1:6379/0")
-///     .prefix("myapp:sessions:")
+///     .prefix("myapp:sessions")
 ///     .open()?;
 /// archive.set("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2", "session.json", b"{}")?;
 /// assert!(archive.has_domain("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2")?);
@@ -116,13 +151,18 @@ return {page[1], names}
 pub struct RedisArchive {
     client: Client,
     prefix: String,
-    /// The `SCAN` pattern: the prefix with its glob characters escaped, then `*`.
+    /// Whether hash names are `{prefix}{domain}` rather than `{prefix}/{domain}`.
+    legacy_layout: bool,
+    /// What precedes the domain in a hash name: `{prefix}/`, or `{prefix}` in the legacy layout.
+    stem: String,
+    /// The `SCAN` pattern: the stem with its glob characters escaped, then `*`.
     pattern: String,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
     idle: Mutex<Vec<Connection>>,
     compare_and_swap: Script,
     scan_fields: Script,
+    migrate_legacy: Script,
 }
 
 /// Options for opening a [`RedisArchive`]; made by [`RedisArchive::builder`].
@@ -145,24 +185,56 @@ pub struct RedisArchive {
 pub struct RedisArchiveBuilder {
     url: String,
     prefix: String,
+    legacy_layout: bool,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
 }
 
 impl RedisArchiveBuilder {
-    /// Sets the prefix of every hash name, so that a domain `d` is the hash `{prefix}d`. The
-    /// default is empty, which makes the archive own the whole database.
+    /// Sets the prefix of every hash name, so that a domain `d` is the hash `{prefix}/d`. Any
+    /// string will do, and archives on distinct prefixes never see each other's data (see
+    /// [the layout](RedisArchive#layout)). The default is empty, which names hashes `/d`.
     ///
     /// # Examples
     ///
     /// ```no_run
+    /// // The domain `d` is the hash `shop:sessions/d`.
     /// let archive = session_archive::RedisArchive::builder("redis://127.0.0.1/")
-    ///     .prefix("shop:sessions:")
+    ///     .prefix("shop:sessions")
     ///     .open()?;
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// With `true`, names hashes `{prefix}{domain}`, with no `/` between, as session-archive 0.1
+    /// did, so that the data it wrote keeps working as it did. The default is `false`.
+    ///
+    /// In this layout an archive whose prefix begins another's (`app:` and `app:admin:`, or the
+    /// empty prefix and any other) lists, reads and removes the other's domains as its own, and
+    /// the empty prefix takes every hash in the database whose name is valid. It never sees
+    /// the hashes of archives in the `/` layout, whose domains' rest holds a `/`, unless its own
+    /// prefix holds a `/` too. To leave it, move the data with
+    /// [`migrate_legacy_domain`](RedisArchive::migrate_legacy_domain).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use session_archive::{Archive, RedisArchive};
+    ///
+    /// // Data written by session-archive 0.1 with the prefix `shop:sessions:`.
+    /// let archive = RedisArchive::builder("redis://127.0.0.1/")
+    ///     .prefix("shop:sessions:")
+    ///     .legacy_layout(true)
+    ///     .open()?;
+    /// // The hash `shop:sessions:d`.
+    /// archive.has_domain("d")?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn legacy_layout(mut self, legacy: bool) -> Self {
+        self.legacy_layout = legacy;
         self
     }
 
@@ -219,22 +291,35 @@ impl RedisArchiveBuilder {
     /// assert!(matches!(err, Error::Backend { backend: "redis", .. }));
     /// ```
     pub fn open(self) -> Result<RedisArchive> {
+        let archive = self.build()?;
+        archive.run_read("ping the server", |conn| {
+            ::redis::cmd("PING").query::<()>(conn)
+        })?;
+        Ok(archive)
+    }
+
+    /// The archive these options describe, before it has connected.
+    fn build(self) -> Result<RedisArchive> {
         let client = Client::open(self.url.as_str())
             .map_err(|source| backend("parse the server URL", source))?;
-        let archive = RedisArchive {
+        let stem = if self.legacy_layout {
+            self.prefix.clone()
+        } else {
+            format!("{}{SEPARATOR}", self.prefix)
+        };
+        Ok(RedisArchive {
             client,
-            pattern: format!("{}*", escape_glob(&self.prefix)),
+            pattern: format!("{}*", escape_glob(&stem)),
+            stem,
             prefix: self.prefix,
+            legacy_layout: self.legacy_layout,
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             idle: Mutex::new(Vec::new()),
             compare_and_swap: Script::new(COMPARE_AND_SWAP),
             scan_fields: Script::new(SCAN_FIELDS),
-        };
-        archive.run_repeatable("ping the server", |conn| {
-            ::redis::cmd("PING").query::<()>(conn)
-        })?;
-        Ok(archive)
+            migrate_legacy: Script::new(MIGRATE_LEGACY),
+        })
     }
 }
 
@@ -276,29 +361,77 @@ impl RedisArchive {
         RedisArchiveBuilder {
             url: url.into(),
             prefix: String::new(),
+            legacy_layout: false,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
         }
     }
 
-    /// The prefix of every hash name.
+    /// The prefix of every hash name, without the `/` that follows it.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// let archive = session_archive::RedisArchive::builder("redis://127.0.0.1/")
-    ///     .prefix("myapp:")
+    ///     .prefix("myapp")
     ///     .open()?;
-    /// assert_eq!(archive.prefix(), "myapp:");
+    /// assert_eq!(archive.prefix(), "myapp");
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
+    /// Moves `domain` from its name in the legacy layout, `{prefix}{domain}`, to its name in the
+    /// `/` layout, `{prefix}/{domain}` (see [the layout](RedisArchive#layout)), whichever layout
+    /// this archive was opened with. The move is one atomic `RENAMENX`, which keeps the fields
+    /// and the TTL. Returns `true` if the domain moved, and `false`, changing nothing, when no
+    /// hash has the old name or something has the new one already.
+    ///
+    /// Run it while no app instance writes in the legacy layout: a write there after the move
+    /// creates the old name again. Move only this archive's own domains: in the legacy layout a
+    /// listing under `app:` also gives `admin:x`, the domain `x` of an archive on `app:admin:`,
+    /// which belongs under `app:admin:/x` and is moved by an archive on that prefix. The domains
+    /// of [`Sessions`](crate::Sessions) are session ids (UUIDs), `expiry-{bucket}` and
+    /// `sweep-cursor`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a name that breaks the rule, before anything is sent;
+    /// [`Error::Backend`] with `backend: "redis"` when the server fails or cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// Move every domain of the prefix `myapp:` that session-archive 0.1 wrote, when no other
+    /// prefix starts with `myapp:`:
+    ///
+    /// ```no_run
+    /// use session_archive::{ArchiveExt, RedisArchive};
+    ///
+    /// let url = "redis://127.0.0.1:6379/0";
+    /// let old = RedisArchive::builder(url)
+    ///     .prefix("myapp:")
+    ///     .legacy_layout(true)
+    ///     .open()?;
+    /// let new = RedisArchive::builder(url).prefix("myapp:").open()?;
+    /// for domain in old.domains() {
+    ///     new.migrate_legacy_domain(&domain?)?;
+    /// }
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn migrate_legacy_domain(&self, domain: &str) -> Result<bool> {
+        validate_domain(domain)?;
+        let mut invocation = self.migrate_legacy.key(format!("{}{domain}", self.prefix));
+        invocation.key(format!("{}{SEPARATOR}{domain}", self.prefix));
+        let moved: u8 = self.run("move a domain to the / layout", |conn| {
+            invocation.invoke(conn)
+        })?;
+        Ok(moved == 1)
+    }
+
     /// The name of the hash that holds `domain`.
     fn hash(&self, domain: &str) -> String {
-        format!("{}{domain}", self.prefix)
+        format!("{}{domain}", self.stem)
     }
 
     /// Opens a connection with the configured timeouts. Setting up a connection changes nothing
@@ -323,7 +456,8 @@ impl RedisArchive {
     }
 
     /// Runs `command` once on a pooled connection, mapping its error to [`Error::Backend`]
-    /// naming `operation`.
+    /// naming `operation`. Every write goes through here: see [`run_read`](Self::run_read) for
+    /// why a write is never sent twice.
     fn run<T>(
         &self,
         operation: &'static str,
@@ -333,10 +467,12 @@ impl RedisArchive {
             .map_err(|source| backend(operation, source))
     }
 
-    /// Like [`run`](Self::run), for commands whose effect and answer are the same when they are
-    /// applied twice (reads, `HSET`, `PEXPIREAT`): when a signal interrupts one (which makes the
-    /// `redis` crate fail the call), it is sent again.
-    fn run_repeatable<T>(
+    /// Like [`run`](Self::run), for read-only commands, which change nothing on the server: when
+    /// a signal interrupts one (which makes the `redis` crate fail the call), it is sent again.
+    ///
+    /// Only reads: a write interrupted while its reply was on the way has been applied, and
+    /// sending it again could overwrite what another client wrote in between.
+    fn run_read<T>(
         &self,
         operation: &'static str,
         command: impl Fn(&mut Connection) -> RedisResult<T>,
@@ -363,6 +499,10 @@ impl RedisArchive {
             None => self.connect()?,
         };
         let result = command(&mut conn);
+        // The unit tests stand in here for a signal that interrupts the read of the reply: the
+        // command has reached the server and its answer is lost.
+        #[cfg(test)]
+        let result = tests::lose_reply(result);
         let in_step = result.as_ref().err().is_none_or(server_answered);
         if in_step && conn.is_open() {
             let mut idle = self.idle.lock();
@@ -380,9 +520,9 @@ impl RedisArchive {
     }
 
     /// Lists one `SCAN`-style page: calls `scan(conn, cursor, count)`, which answers the next
-    /// cursor and the raw names, and keeps names that are valid names under this archive's prefix
-    /// (`strip`). While a step finds none of ours, it scans on, so that callers never see an empty
-    /// page except the last, and an empty archive answers one empty, final page.
+    /// cursor and the raw names, and keeps what each lists under `strip` (see [`listed_name`]).
+    /// While a step finds none of ours, it scans on, so that callers never see an empty page
+    /// except the last, and an empty archive answers one empty, final page.
     fn scan_page(
         &self,
         operation: &'static str,
@@ -398,12 +538,8 @@ impl RedisArchive {
         let mut names = Vec::new();
         loop {
             let (next, raw) =
-                self.run_repeatable(operation, |conn| scan(conn, position, limit.max(1)))?;
-            names.extend(raw.into_iter().filter_map(|name| {
-                let name = String::from_utf8(name.strip_prefix(strip)?.to_vec()).ok()?;
-                // Domains and keys share one rule, so checking as a domain suits both.
-                validate_domain(&name).is_ok().then_some(name)
-            }));
+                self.run_read(operation, |conn| scan(conn, position, limit.max(1)))?;
+            names.extend(raw.iter().filter_map(|name| listed_name(strip, name)));
             position = next;
             if position == 0 || !names.is_empty() {
                 break;
@@ -412,6 +548,15 @@ impl RedisArchive {
         let cursor = (position != 0).then(|| position.to_string());
         Ok(Page { names, cursor })
     }
+}
+
+/// The name that the raw `name` lists under `stem`: its rest after `stem`, when that is a valid
+/// name. Domains and keys share one rule, so checking as a domain suits both. For domains the
+/// rule is also what keeps longer prefixes out: the rest of `{prefix}/admin/x` after `{prefix}/`
+/// holds a `/`.
+fn listed_name(stem: &[u8], name: &[u8]) -> Option<String> {
+    let name = std::str::from_utf8(name.strip_prefix(stem)?).ok()?;
+    validate_domain(name).is_ok().then(|| name.to_owned())
 }
 
 /// Whether a signal interrupted a socket call. The `redis` crate keeps the `io::Error` behind an
@@ -483,6 +628,7 @@ impl fmt::Debug for RedisArchive {
             .field("server", &info.addr().to_string())
             .field("db", &info.redis_settings().db())
             .field("prefix", &self.prefix)
+            .field("legacy_layout", &self.legacy_layout)
             .field("idle_connections", &self.idle.lock().len())
             .finish_non_exhaustive()
     }
@@ -492,7 +638,7 @@ impl Archive for RedisArchive {
     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run_repeatable("get a value", |conn| {
+        self.run_read("get a value", |conn| {
             ::redis::cmd("HGET").arg(&hash).arg(key).query(conn)
         })
     }
@@ -500,7 +646,7 @@ impl Archive for RedisArchive {
     fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run_repeatable("set a value", |conn| {
+        self.run("set a value", |conn| {
             ::redis::cmd("HSET")
                 .arg(&hash)
                 .arg(key)
@@ -512,7 +658,7 @@ impl Archive for RedisArchive {
     fn has(&self, domain: &str, key: &str) -> Result<bool> {
         validate_entry(domain, key)?;
         let hash = self.hash(domain);
-        self.run_repeatable("check a key", |conn| {
+        self.run_read("check a key", |conn| {
             ::redis::cmd("HEXISTS").arg(&hash).arg(key).query(conn)
         })
     }
@@ -529,7 +675,7 @@ impl Archive for RedisArchive {
     fn has_domain(&self, domain: &str) -> Result<bool> {
         validate_domain(domain)?;
         let hash = self.hash(domain);
-        let count: u64 = self.run_repeatable("check a domain", |conn| {
+        let count: u64 = self.run_read("check a domain", |conn| {
             ::redis::cmd("EXISTS").arg(&hash).query(conn)
         })?;
         Ok(count > 0)
@@ -568,7 +714,7 @@ impl Archive for RedisArchive {
             "list domains",
             cursor,
             limit,
-            self.prefix.as_bytes(),
+            self.stem.as_bytes(),
             |conn, start, count| {
                 ::redis::cmd("SCAN")
                     .arg(start)
@@ -612,7 +758,7 @@ impl Archive for RedisArchive {
                 .arg(value)
                 .ignore();
         }
-        self.run_repeatable("set many values", |conn| pipeline.query(conn))
+        self.run("set many values", |conn| pipeline.query(conn))
     }
 
     fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
@@ -652,7 +798,7 @@ impl Archive for RedisArchive {
         validate_domain(domain)?;
         let hash = self.hash(domain);
         let millis = unix_millis_ceil(at);
-        self.run_repeatable("set a domain's expiry", |conn| {
+        self.run("set a domain's expiry", |conn| {
             ::redis::cmd("PEXPIREAT")
                 .arg(&hash)
                 .arg(millis)
@@ -664,7 +810,158 @@ impl Archive for RedisArchive {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+
     use super::*;
+
+    thread_local! {
+        /// Whether the next command this thread runs loses its reply to an interrupting signal.
+        static LOSE_NEXT_REPLY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Called by [`RedisArchive::attempt`] after each command: turns its result into the error
+    /// an interrupted read of the reply gives, when the test asked for it.
+    pub(super) fn lose_reply<T>(result: RedisResult<T>) -> RedisResult<T> {
+        if LOSE_NEXT_REPLY.replace(false) {
+            Err(RedisError::from(io::Error::from(
+                io::ErrorKind::Interrupted,
+            )))
+        } else {
+            result
+        }
+    }
+
+    /// A stand-in for a Redis server: it answers every command with a plausible reply and
+    /// records the command names, so a test can count what reached the server.
+    struct FakeServer {
+        url: String,
+        commands: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl FakeServer {
+        fn start() -> FakeServer {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("redis://{}/0", listener.local_addr().unwrap());
+            let commands = Arc::new(Mutex::new(Vec::new()));
+            let log = Arc::clone(&commands);
+            // The threads end with the test process; each client's ends when it disconnects.
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    let log = Arc::clone(&log);
+                    thread::spawn(move || serve(stream, &log));
+                }
+            });
+            FakeServer { url, commands }
+        }
+
+        fn count(&self, name: &str) -> usize {
+            self.commands.lock().iter().filter(|c| *c == name).count()
+        }
+    }
+
+    fn serve(stream: TcpStream, log: &Mutex<Vec<String>>) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        // Inside MULTI: how many commands are queued.
+        let mut queued: Option<usize> = None;
+        while let Some(name) = read_command(&mut reader) {
+            log.lock().push(name.clone());
+            let reply = match (name.as_str(), queued) {
+                ("MULTI", _) => {
+                    queued = Some(0);
+                    "+OK\r\n".to_owned()
+                }
+                ("EXEC", Some(n)) => {
+                    queued = None;
+                    format!("*{n}\r\n{}", ":1\r\n".repeat(n))
+                }
+                (_, Some(n)) => {
+                    queued = Some(n + 1);
+                    "+QUEUED\r\n".to_owned()
+                }
+                ("PING", None) => "+PONG\r\n".to_owned(),
+                ("HGET", None) => "$-1\r\n".to_owned(),
+                ("CLIENT", None) => "+OK\r\n".to_owned(),
+                (_, None) => ":1\r\n".to_owned(),
+            };
+            if writer.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one command (a RESP array of bulk strings) and returns its name in upper case;
+    /// `None` at the end of the stream.
+    fn read_command(reader: &mut impl BufRead) -> Option<String> {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut name = None;
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut arg = vec![0; len + 2];
+            reader.read_exact(&mut arg).ok()?;
+            arg.truncate(len);
+            name.get_or_insert_with(|| String::from_utf8_lossy(&arg).to_ascii_uppercase());
+        }
+        name
+    }
+
+    /// The `RedisError` behind a backend error.
+    fn redis_source(err: &Error) -> &RedisError {
+        std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<RedisError>())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_write_whose_reply_was_interrupted_is_not_sent_again() {
+        type Write = fn(&RedisArchive) -> Result<()>;
+        let writes: [(&str, Write); 8] = [
+            ("HSET", |a| a.set("d", "k", b"v")),
+            ("EXEC", |a| {
+                a.set_many(&[("d", "k", b"v"), ("e", "k", b"w")])
+            }),
+            ("EVALSHA", |a| {
+                a.compare_and_swap("d", "k", None, Some(b"v")).map(drop)
+            }),
+            ("PEXPIREAT", |a| a.expire_domain("d", UNIX_EPOCH).map(drop)),
+            ("HDEL", |a| a.remove("d", "k").map(drop)),
+            ("DEL", |a| a.remove_domain("d").map(drop)),
+            ("EXEC", |a| a.remove_many(&[("d", "k")]).map(drop)),
+            ("EXEC", |a| a.remove_domains(&["d"]).map(drop)),
+        ];
+        for (command, write) in writes {
+            // A server of its own for each write, so that counting its command is enough.
+            let server = FakeServer::start();
+            let archive = RedisArchive::open(&server.url).unwrap();
+            LOSE_NEXT_REPLY.set(true);
+            let err = write(&archive).unwrap_err();
+            assert!(interrupted(redis_source(&err)), "{command}: {err:?}");
+            assert_eq!(server.count(command), 1, "{command} was sent again");
+            // The next write goes ahead as usual.
+            write(&archive).unwrap();
+            assert_eq!(server.count(command), 2, "{command}");
+        }
+    }
+
+    #[test]
+    fn a_read_whose_reply_was_interrupted_is_sent_again() {
+        let server = FakeServer::start();
+        let archive = RedisArchive::open(&server.url).unwrap();
+        LOSE_NEXT_REPLY.set(true);
+        assert_eq!(archive.get("d", "k").unwrap(), None);
+        assert_eq!(server.count("HGET"), 2);
+        LOSE_NEXT_REPLY.set(true);
+        assert!(archive.has_domain("d").unwrap());
+        assert_eq!(server.count("EXISTS"), 2);
+    }
 
     #[test]
     fn cursors_are_nonzero_decimal_numbers() {
@@ -696,6 +993,85 @@ mod tests {
         assert!(!interrupted(&refused));
         let timeout = RedisError::from(io::Error::from(io::ErrorKind::TimedOut));
         assert!(!interrupted(&timeout));
+    }
+
+    /// Archives on each of `prefixes`, in the `/` or the legacy layout, unconnected.
+    fn offline(prefixes: &[&str], legacy: bool) -> Vec<RedisArchive> {
+        prefixes
+            .iter()
+            .map(|prefix| {
+                RedisArchive::builder("redis://127.0.0.1/")
+                    .prefix(*prefix)
+                    .legacy_layout(legacy)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hash_names_are_one_to_one_and_each_prefix_lists_only_its_own() {
+        let prefixes = [
+            "",
+            "/",
+            "//",
+            "app",
+            "app:",
+            "app:admin:",
+            "app:admin",
+            "app/",
+            "app/admin",
+            "app/admin/",
+            "admin",
+            "a*[",
+            "a\\",
+        ];
+        let domains = [
+            "x",
+            "admin",
+            "admin:x",
+            "app",
+            "app:admin:x",
+            "-",
+            "x.y",
+            "\u{e9}",
+        ];
+        let archives = offline(&prefixes, false);
+        let mut owners = std::collections::BTreeMap::new();
+        for archive in &archives {
+            for domain in domains {
+                let hash = archive.hash(domain);
+                let owner = (archive.prefix(), domain);
+                if let Some(other) = owners.insert(hash.clone(), owner) {
+                    panic!("{hash:?} is the hash of both {other:?} and {owner:?}");
+                }
+            }
+        }
+        // Each archive lists exactly its own domains out of every hash name there is.
+        for archive in &archives {
+            let mut listed: Vec<_> = owners
+                .keys()
+                .filter_map(|hash| listed_name(archive.stem.as_bytes(), hash.as_bytes()))
+                .collect();
+            listed.sort_unstable();
+            let mut own = domains.to_vec();
+            own.sort_unstable();
+            assert_eq!(listed, own, "prefix {:?}", archive.prefix());
+        }
+    }
+
+    #[test]
+    fn legacy_names_are_the_prefix_and_the_domain_and_never_a_slash_layout_name() {
+        let legacy = offline(&["", "app:", "app:admin:"], true);
+        assert_eq!(legacy[1].hash("admin:x"), "app:admin:x");
+        assert_eq!(legacy[2].hash("x"), "app:admin:x");
+        let slash = offline(&["", "app:", "app:admin:", "app"], false);
+        for old in &legacy {
+            for new in &slash {
+                let name = new.hash("x");
+                assert_eq!(listed_name(old.stem.as_bytes(), name.as_bytes()), None);
+            }
+        }
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub fn or_skip<T>(server: Result<T, String>) -> Option<T> {
 }
 
 pub fn unique_prefix() -> String {
-    format!("session-archive-test:{}:", uuid::Uuid::new_v4())
+    format!("session-archive-test:{}", uuid::Uuid::new_v4())
 }
 
 pub fn open(url: &str, prefix: &str) -> RedisArchive {
