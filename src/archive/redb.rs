@@ -301,7 +301,10 @@ pub struct RedbArchive {
     /// The read snapshot that reads share while no commit has happened since it was taken. It is
     /// declared before `db`, so it is dropped first.
     snapshot: RwLock<Option<Arc<Snapshot>>>,
-    /// Counts commits; a snapshot is current only while this still equals its `generation`.
+    /// Odd while a transaction commits, even otherwise: each commit adds one just before and one
+    /// just after (see [`CommitWindow`]). Commits never overlap (redb has one writer), so the
+    /// table changes only while this is odd, and each even value names one state of the table.
+    /// See [`RedbArchive::read`].
     generation: AtomicU64,
     db: ::redb::Database,
     path: PathBuf,
@@ -311,8 +314,8 @@ pub struct RedbArchive {
 
 /// A read transaction with the table open, shared by reads until the next commit.
 struct Snapshot {
-    /// The value of [`RedbArchive::generation`] read before the transaction began: the snapshot
-    /// holds every commit counted up to it.
+    /// The even value [`RedbArchive::generation`] had both before the transaction began and after:
+    /// the snapshot holds exactly the commits counted up to it.
     generation: u64,
     table: ReadTable,
 }
@@ -611,22 +614,40 @@ impl RedbArchive {
     /// Runs `f` on the table in a read transaction, a snapshot that never waits for writers.
     ///
     /// Beginning a read transaction and opening the table cost more than a point lookup, so reads
-    /// share one snapshot until the next commit. That stays linearizable: the generation is read
-    /// before the transaction begins, and every commit bumps it before its writers return, so a
-    /// snapshot is used only while it holds every acknowledged write. It is dropped at the next
-    /// commit, so it never pins old pages while writes go on.
+    /// share one snapshot between commits. The invariant that keeps this linearizable: **a shared
+    /// snapshot tagged `g` holds the table as it is while the generation is `g`**, which is even.
+    ///
+    /// - A reader stores its snapshot only if it loaded the same even `g` before beginning its
+    ///   transaction and again after, under the slot's lock. Then no commit ran in between: a
+    ///   commit makes the generation odd before redb publishes its state, under a lock that
+    ///   `begin_read` takes after it, so a transaction that saw the commit sees the changed
+    ///   generation on the check.
+    /// - A reader uses the shared snapshot only if its tag equals the generation it loaded, so it
+    ///   returns the table as it was at that load.
+    /// - A reader that loads an odd generation neither uses nor stores a shared snapshot: it
+    ///   returns what its own transaction sees.
+    ///
+    /// So no read returns less than an earlier read or acknowledged write did: whoever saw commit
+    /// `C` did so after `C` made the generation odd, so every later read loads at least that, and
+    /// can share only a snapshot tagged after `C` ended. Ending a commit clears the slot, so a
+    /// snapshot never pins old pages while writes go on; while a commit is in flight, every read
+    /// begins its own transaction.
     fn read<R>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&ReadTable) -> Result<R, ::redb::Error>,
     ) -> Result<R> {
         let generation = self.generation.load(Ordering::Acquire);
-        let cached = self
-            .snapshot
-            .read()
-            .as_ref()
-            .filter(|snapshot| snapshot.generation == generation)
-            .cloned();
+        let stable = generation % 2 == 0;
+        let cached = if stable {
+            self.snapshot
+                .read()
+                .as_ref()
+                .filter(|snapshot| snapshot.generation == generation)
+                .cloned()
+        } else {
+            None
+        };
         let snapshot = if let Some(snapshot) = cached {
             snapshot
         } else {
@@ -638,9 +659,11 @@ impl RedbArchive {
                 }))
             })()
             .map_err(|source| map_error(&self.path, operation, source))?;
-            let mut slot = self.snapshot.write();
-            if self.generation.load(Ordering::Acquire) == generation {
-                *slot = Some(Arc::clone(&fresh));
+            if stable {
+                let mut slot = self.snapshot.write();
+                if self.generation.load(Ordering::Acquire) == generation {
+                    *slot = Some(Arc::clone(&fresh));
+                }
             }
             fresh
         };
@@ -795,16 +818,39 @@ impl RedbArchive {
             }
         }
         if changed {
+            // Counted even when the commit fails or panics, as it may have changed the file.
+            let window = CommitWindow::open(self);
             let committed = txn.commit();
-            // Counted even when the commit failed, as it may have changed the file; reads then
-            // take a fresh snapshot.
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            *self.snapshot.write() = None;
+            drop(window);
             committed?;
         } else {
             txn.abort()?;
         }
         Ok(answers)
+    }
+}
+
+/// The span in which a transaction commits: the generation is odd from [`open`](Self::open) until
+/// the window is dropped, which makes it even again (also when the commit unwinds) and clears
+/// the shared snapshot. See [`RedbArchive::read`].
+struct CommitWindow<'a> {
+    archive: &'a RedbArchive,
+}
+
+impl<'a> CommitWindow<'a> {
+    fn open(archive: &'a RedbArchive) -> Self {
+        archive.generation.fetch_add(1, Ordering::AcqRel);
+        CommitWindow { archive }
+    }
+}
+
+impl Drop for CommitWindow<'_> {
+    fn drop(&mut self) {
+        // Under the slot's lock, so that what a reader stores after this is tagged with the new
+        // generation, and what it stored before is cleared.
+        let mut slot = self.archive.snapshot.write();
+        self.archive.generation.fetch_add(1, Ordering::AcqRel);
+        *slot = None;
     }
 }
 
