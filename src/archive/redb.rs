@@ -1086,3 +1086,163 @@ impl Archive for RedbArchive {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many transactions the archive has committed: each adds two to the generation.
+    fn commits(archive: &RedbArchive) -> u64 {
+        archive.generation.load(Ordering::Acquire) / 2
+    }
+
+    /// Waits (yielding, not sleeping) until the committer's state satisfies `ready`.
+    fn wait_until(archive: &RedbArchive, ready: impl Fn(&CommitState) -> bool) {
+        while !ready(&archive.committer.state.lock()) {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Runs each op through [`RedbArchive::write`] on a thread of its own, so that all of them
+    /// meet in one batch, in the order given: a write transaction held here blocks the first
+    /// writer, who leads, at `begin_write`, until every other op has queued behind it. Returns each
+    /// writer's answer, or its panic.
+    fn one_batch(archive: &RedbArchive, ops: Vec<Op>) -> Vec<std::thread::Result<Result<usize>>> {
+        let gate = archive.db.begin_write().unwrap();
+        std::thread::scope(|scope| {
+            let mut writers = Vec::new();
+            for (queued, op) in ops.into_iter().enumerate() {
+                writers.push(scope.spawn(move || archive.write(op)));
+                if queued == 0 {
+                    // It has taken its op off the queue to lead, and waits for the gate.
+                    wait_until(archive, |state| state.committing && state.queue.is_empty());
+                } else {
+                    wait_until(archive, |state| state.queue.len() == queued);
+                }
+            }
+            drop(gate);
+            writers.into_iter().map(|writer| writer.join()).collect()
+        })
+    }
+
+    fn set(key: &str, value: &[u8]) -> Op {
+        Op::Set {
+            domain: "d".to_owned(),
+            key: key.to_owned(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn swap(key: &str, expected: &[u8], new: &[u8]) -> Op {
+        Op::CompareAndSwap {
+            domain: "d".to_owned(),
+            key: key.to_owned(),
+            expected: Some(expected.to_vec()),
+            new: Some(new.to_vec()),
+        }
+    }
+
+    fn remove(key: &str) -> Op {
+        Op::Remove {
+            domain: "d".to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn get(archive: &RedbArchive, key: &str) -> Option<Vec<u8>> {
+        archive.get("d", key).unwrap()
+    }
+
+    /// Writers that queue while a commit is under way share one commit, and each op is answered
+    /// as if it had been committed alone, in arrival order.
+    #[test]
+    fn writers_queued_behind_a_leader_share_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+        archive.set("d", "k", b"0").unwrap();
+        let before = commits(&archive);
+
+        let answers = one_batch(
+            &archive,
+            vec![
+                set("k", b"1"),
+                // Sees the set above, in the same transaction.
+                swap("k", b"1", b"2"),
+                swap("k", b"1", b"3"),
+                remove("absent"),
+                set("x", b"v"),
+                remove("x"),
+            ],
+        );
+
+        let answers: Vec<usize> = answers
+            .into_iter()
+            .map(|answer| answer.unwrap().unwrap())
+            .collect();
+        assert_eq!(answers, [1, 1, 0, 0, 1, 1]);
+        assert_eq!(commits(&archive) - before, 1, "six writers, one commit");
+        assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
+        assert_eq!(get(&archive, "x"), None);
+    }
+
+    /// When one op fails, the batch's transaction fails as a whole; every op is then retried in
+    /// a transaction of its own, so the others are applied and answered as before, in order, and
+    /// only the failing one gets the error.
+    #[test]
+    fn a_failing_op_fails_alone_and_the_rest_of_its_batch_is_retried() {
+        // One byte over redb's limit for a value (3 GiB). `vec!` of zeros maps untouched zero
+        // pages, and redb checks the length before it reads a byte, so this costs no memory.
+        const TOO_LARGE: usize = 3 * 1024 * 1024 * 1024 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+        archive.set("d", "k", b"0").unwrap();
+        let before = commits(&archive);
+
+        let mut answers = one_batch(
+            &archive,
+            vec![
+                set("k", b"1"),
+                Op::Set {
+                    domain: "d".to_owned(),
+                    key: "huge".to_owned(),
+                    value: vec![0; TOO_LARGE],
+                },
+                swap("k", b"1", b"2"),
+                remove("absent"),
+                set("y", b"v"),
+            ],
+        )
+        .into_iter()
+        .map(std::thread::Result::unwrap);
+
+        assert_eq!(answers.next().unwrap().unwrap(), 1);
+        let err = answers.next().unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Backend {
+                    backend: "redb",
+                    operation: "write a value",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let source = std::error::Error::source(&err).expect("the redb error is kept");
+        assert!(
+            matches!(
+                source.downcast_ref::<::redb::Error>(),
+                Some(::redb::Error::ValueTooLarge(TOO_LARGE))
+            ),
+            "{source:?}"
+        );
+        let rest: Vec<usize> = answers.map(Result::unwrap).collect();
+        assert_eq!(rest, [1, 0, 1]);
+        // The failed batch committed nothing; the three ops that change the table committed one
+        // by one, and the removal of an absent key not at all.
+        assert_eq!(commits(&archive) - before, 3);
+        assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
+        assert_eq!(get(&archive, "huge"), None);
+        assert_eq!(get(&archive, "y"), Some(b"v".to_vec()));
+    }
+}
