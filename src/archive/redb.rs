@@ -244,6 +244,11 @@ impl RedbArchiveBuilder {
             .set_check_integrity_on_open(self.check_integrity_on_open)
             .create(&path)
             .map_err(|source| map_error(&path, "open the database", source.into()))?;
+        self.open_database(db, path)
+    }
+
+    /// Makes the archive over an open database, whose file is at `path`, and creates the table.
+    fn open_database(self, db: ::redb::Database, path: PathBuf) -> Result<RedbArchive> {
         let archive = RedbArchive {
             snapshot: RwLock::new(None),
             generation: AtomicU64::new(0),
@@ -1149,6 +1154,40 @@ mod tests {
         }
     }
 
+    /// Storage in memory whose next `sync_data` panics once armed, as a bug in redb or in a
+    /// storage layer below it would.
+    #[derive(Debug, Default)]
+    struct PanicOnSync {
+        memory: ::redb::backends::InMemoryBackend,
+        armed: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl ::redb::StorageBackend for PanicOnSync {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.memory.len()
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.memory.read(offset, out)
+        }
+
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.memory.set_len(len)
+        }
+
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            assert!(
+                !self.armed.swap(false, Ordering::AcqRel),
+                "the storage panics in sync_data"
+            );
+            self.memory.sync_data()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.memory.write(offset, data)
+        }
+    }
+
     fn get(archive: &RedbArchive, key: &str) -> Option<Vec<u8>> {
         archive.get("d", key).unwrap()
     }
@@ -1244,5 +1283,69 @@ mod tests {
         assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
         assert_eq!(get(&archive, "huge"), None);
         assert_eq!(get(&archive, "y"), Some(b"v".to_vec()));
+    }
+
+    /// A panic inside redb's commit unwinds through the leader: its own write panics, the other
+    /// writers of its batch get an error instead of waiting forever, and leadership is free for
+    /// the next writer.
+    #[test]
+    fn a_panicking_commit_answers_its_batch_with_an_error_and_frees_leadership() {
+        let backend = PanicOnSync::default();
+        let armed = Arc::clone(&backend.armed);
+        let db = ::redb::Builder::new().create_with_backend(backend).unwrap();
+        let archive = RedbArchive::builder()
+            .open_database(db, PathBuf::from("in-memory"))
+            .unwrap();
+        archive.set("d", "k", b"0").unwrap();
+        let before = archive.generation.load(Ordering::Acquire);
+
+        armed.store(true, Ordering::Release);
+        let mut answers = one_batch(
+            &archive,
+            vec![set("a", b"1"), set("b", b"2"), set("c", b"3")],
+        )
+        .into_iter();
+
+        let leader = answers.next().unwrap().unwrap_err();
+        assert_eq!(
+            leader.downcast_ref::<&str>(),
+            Some(&"the storage panics in sync_data")
+        );
+        for answer in answers {
+            let err = answer.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Backend {
+                        backend: "redb",
+                        operation: "commit a batch of writes",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let source = std::error::Error::source(&err).expect("the cause is kept");
+            assert!(source.to_string().contains("panicked"), "{source}");
+        }
+        assert!(
+            !armed.load(Ordering::Acquire),
+            "the commit reached the sync"
+        );
+        {
+            let state = archive.committer.state.lock();
+            assert!(!state.committing);
+            assert!(state.queue.is_empty());
+            // Nobody is left to collect an answer, so none is kept.
+            assert!(state.answers.is_empty());
+        }
+        // The commit window closed on the way out: the generation is even again, one commit on.
+        assert_eq!(archive.generation.load(Ordering::Acquire), before + 2);
+
+        // The next writer leads its own commit and returns. (What it returns is redb's business:
+        // this version refuses writes until the database is reopened, as `Corrupted`.)
+        let _ = archive.set("d", "after", b"v");
+        let state = archive.committer.state.lock();
+        assert!(!state.committing);
+        assert!(state.answers.is_empty());
     }
 }
