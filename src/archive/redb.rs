@@ -643,7 +643,7 @@ impl RedbArchive {
         f: impl FnOnce(&ReadTable) -> Result<R, ::redb::Error>,
     ) -> Result<R> {
         let generation = self.generation.load(Ordering::Acquire);
-        let stable = generation % 2 == 0;
+        let stable = generation.is_multiple_of(2);
         let cached = if stable {
             self.snapshot
                 .read()
@@ -1126,7 +1126,10 @@ mod tests {
                 }
             }
             drop(gate);
-            writers.into_iter().map(|writer| writer.join()).collect()
+            writers
+                .into_iter()
+                .map(std::thread::ScopedJoinHandle::join)
+                .collect()
         })
     }
 
