@@ -361,7 +361,9 @@ fn debug_shows_path_and_durability_not_contents() {
 
 /// Many threads write at once, so their writes share group commits: every acknowledged set is
 /// there after a reopen, every compare-and-swap increment of the shared counter counted exactly
-/// once, and each remove answered for itself.
+/// once, and each remove answered for itself. (That writers do share commits, and how many, is
+/// shown deterministically by the unit tests in `src/archive/redb.rs`, which can hold a commit
+/// back until others have queued behind it.)
 #[test]
 fn concurrent_sets_and_swaps_share_commits_and_are_all_exact() {
     const THREADS: u32 = 16;
@@ -422,4 +424,87 @@ fn concurrent_sets_and_swaps_share_commits_and_are_all_exact() {
             assert_eq!(archive.get(&domain, &key).unwrap(), Some(key.into_bytes()));
         }
     }
+}
+
+/// Reads are linearizable even while commits go on: once any read or write of the counter has
+/// returned `n`, no read that starts later returns less. Writers raise the counter by
+/// compare-and-swap; every read is checked against the highest value any thread had seen before
+/// the read began, and against the reading thread's own last one. Commits are not synced, so
+/// they are many and short, and readers often race one (see `RedbArchive::read`).
+#[test]
+fn reads_never_go_back_while_commits_run() {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+    /// Counts a writer out when it ends, panicking or not, so the readers always stop.
+    struct Leave<'a>(&'a AtomicUsize);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, SeqCst);
+        }
+    }
+
+    const WRITERS: usize = 2;
+    const READERS: usize = 4;
+    const INCREMENTS: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = RedbArchive::builder()
+        .durability(Durability::None)
+        .open(dir.path().join("archive.redb"))
+        .unwrap();
+    let decode = |bytes: Option<Vec<u8>>| {
+        bytes.map_or(0, |bytes| {
+            u64::from_le_bytes(bytes.as_slice().try_into().unwrap())
+        })
+    };
+    // The highest value that any read or acknowledged write has returned so far.
+    let seen = AtomicU64::new(0);
+    let writers_left = AtomicUsize::new(WRITERS);
+    let read = |last: &mut u64| {
+        let floor = seen.load(SeqCst);
+        let value = decode(archive.get("shared", "counter").unwrap());
+        assert!(value >= floor, "read {value} after {floor} had been seen");
+        assert!(value >= *last, "read {value} after this thread read {last}");
+        *last = value;
+        seen.fetch_max(value, SeqCst);
+        value
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..WRITERS {
+            scope.spawn(|| {
+                let _leave = Leave(&writers_left);
+                let mut last = 0;
+                let mut done = 0;
+                while done < INCREMENTS {
+                    let current = read(&mut last);
+                    let expected = (current > 0).then(|| current.to_le_bytes());
+                    let next = current + 1;
+                    if archive
+                        .compare_and_swap(
+                            "shared",
+                            "counter",
+                            expected.as_ref().map(<[u8; 8]>::as_slice),
+                            Some(&next.to_le_bytes()),
+                        )
+                        .unwrap()
+                    {
+                        seen.fetch_max(next, SeqCst);
+                        done += 1;
+                    }
+                }
+            });
+        }
+        for _ in 0..READERS {
+            scope.spawn(|| {
+                let mut last = 0;
+                // Bounded: the writers stop after a fixed number of increments.
+                while writers_left.load(SeqCst) > 0 {
+                    read(&mut last);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        decode(archive.get("shared", "counter").unwrap()),
+        INCREMENTS * WRITERS as u64
+    );
 }

@@ -244,6 +244,11 @@ impl RedbArchiveBuilder {
             .set_check_integrity_on_open(self.check_integrity_on_open)
             .create(&path)
             .map_err(|source| map_error(&path, "open the database", source.into()))?;
+        self.open_database(db, path)
+    }
+
+    /// Makes the archive over an open database, whose file is at `path`, and creates the table.
+    fn open_database(self, db: ::redb::Database, path: PathBuf) -> Result<RedbArchive> {
         let archive = RedbArchive {
             snapshot: RwLock::new(None),
             generation: AtomicU64::new(0),
@@ -301,7 +306,10 @@ pub struct RedbArchive {
     /// The read snapshot that reads share while no commit has happened since it was taken. It is
     /// declared before `db`, so it is dropped first.
     snapshot: RwLock<Option<Arc<Snapshot>>>,
-    /// Counts commits; a snapshot is current only while this still equals its `generation`.
+    /// Odd while a transaction commits, even otherwise: each commit adds one just before and one
+    /// just after (see [`CommitWindow`]). Commits never overlap (redb has one writer), so the
+    /// table changes only while this is odd, and each even value names one state of the table.
+    /// See [`RedbArchive::read`].
     generation: AtomicU64,
     db: ::redb::Database,
     path: PathBuf,
@@ -311,8 +319,8 @@ pub struct RedbArchive {
 
 /// A read transaction with the table open, shared by reads until the next commit.
 struct Snapshot {
-    /// The value of [`RedbArchive::generation`] read before the transaction began: the snapshot
-    /// holds every commit counted up to it.
+    /// The even value [`RedbArchive::generation`] had both before the transaction began and after:
+    /// the snapshot holds exactly the commits counted up to it.
     generation: u64,
     table: ReadTable,
 }
@@ -611,22 +619,40 @@ impl RedbArchive {
     /// Runs `f` on the table in a read transaction, a snapshot that never waits for writers.
     ///
     /// Beginning a read transaction and opening the table cost more than a point lookup, so reads
-    /// share one snapshot until the next commit. That stays linearizable: the generation is read
-    /// before the transaction begins, and every commit bumps it before its writers return, so a
-    /// snapshot is used only while it holds every acknowledged write. It is dropped at the next
-    /// commit, so it never pins old pages while writes go on.
+    /// share one snapshot between commits. The invariant that keeps this linearizable: **a shared
+    /// snapshot tagged `g` holds the table as it is while the generation is `g`**, which is even.
+    ///
+    /// - A reader stores its snapshot only if it loaded the same even `g` before beginning its
+    ///   transaction and again after, under the slot's lock. Then no commit ran in between: a
+    ///   commit makes the generation odd before redb publishes its state, under a lock that
+    ///   `begin_read` takes after it, so a transaction that saw the commit sees the changed
+    ///   generation on the check.
+    /// - A reader uses the shared snapshot only if its tag equals the generation it loaded, so it
+    ///   returns the table as it was at that load.
+    /// - A reader that loads an odd generation neither uses nor stores a shared snapshot: it
+    ///   returns what its own transaction sees.
+    ///
+    /// So no read returns less than an earlier read or acknowledged write did: whoever saw commit
+    /// `C` did so after `C` made the generation odd, so every later read loads at least that, and
+    /// can share only a snapshot tagged after `C` ended. Ending a commit clears the slot, so a
+    /// snapshot never pins old pages while writes go on; while a commit is in flight, every read
+    /// begins its own transaction.
     fn read<R>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&ReadTable) -> Result<R, ::redb::Error>,
     ) -> Result<R> {
         let generation = self.generation.load(Ordering::Acquire);
-        let cached = self
-            .snapshot
-            .read()
-            .as_ref()
-            .filter(|snapshot| snapshot.generation == generation)
-            .cloned();
+        let stable = generation.is_multiple_of(2);
+        let cached = if stable {
+            self.snapshot
+                .read()
+                .as_ref()
+                .filter(|snapshot| snapshot.generation == generation)
+                .cloned()
+        } else {
+            None
+        };
         let snapshot = if let Some(snapshot) = cached {
             snapshot
         } else {
@@ -638,9 +664,11 @@ impl RedbArchive {
                 }))
             })()
             .map_err(|source| map_error(&self.path, operation, source))?;
-            let mut slot = self.snapshot.write();
-            if self.generation.load(Ordering::Acquire) == generation {
-                *slot = Some(Arc::clone(&fresh));
+            if stable {
+                let mut slot = self.snapshot.write();
+                if self.generation.load(Ordering::Acquire) == generation {
+                    *slot = Some(Arc::clone(&fresh));
+                }
             }
             fresh
         };
@@ -795,16 +823,39 @@ impl RedbArchive {
             }
         }
         if changed {
+            // Counted even when the commit fails or panics, as it may have changed the file.
+            let window = CommitWindow::open(self);
             let committed = txn.commit();
-            // Counted even when the commit failed, as it may have changed the file; reads then
-            // take a fresh snapshot.
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            *self.snapshot.write() = None;
+            drop(window);
             committed?;
         } else {
             txn.abort()?;
         }
         Ok(answers)
+    }
+}
+
+/// The span in which a transaction commits: the generation is odd from [`open`](Self::open) until
+/// the window is dropped, which makes it even again (also when the commit unwinds) and clears
+/// the shared snapshot. See [`RedbArchive::read`].
+struct CommitWindow<'a> {
+    archive: &'a RedbArchive,
+}
+
+impl<'a> CommitWindow<'a> {
+    fn open(archive: &'a RedbArchive) -> Self {
+        archive.generation.fetch_add(1, Ordering::AcqRel);
+        CommitWindow { archive }
+    }
+}
+
+impl Drop for CommitWindow<'_> {
+    fn drop(&mut self) {
+        // Under the slot's lock, so that what a reader stores after this is tagged with the new
+        // generation, and what it stored before is cleared.
+        let mut slot = self.archive.snapshot.write();
+        self.archive.generation.fetch_add(1, Ordering::AcqRel);
+        *slot = None;
     }
 }
 
@@ -1038,5 +1089,266 @@ impl Archive for RedbArchive {
         self.write(Op::RemoveDomains(
             domains.iter().map(|&domain| domain.to_owned()).collect(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many transactions the archive has committed: each adds two to the generation.
+    fn commits(archive: &RedbArchive) -> u64 {
+        archive.generation.load(Ordering::Acquire) / 2
+    }
+
+    /// Waits (yielding, not sleeping) until the committer's state satisfies `ready`.
+    fn wait_until(archive: &RedbArchive, ready: impl Fn(&CommitState) -> bool) {
+        while !ready(&archive.committer.state.lock()) {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Runs each op through [`RedbArchive::write`] on a thread of its own, so that all of them
+    /// meet in one batch, in the order given: a write transaction held here blocks the first
+    /// writer, who leads, at `begin_write`, until every other op has queued behind it. Returns each
+    /// writer's answer, or its panic.
+    fn one_batch(archive: &RedbArchive, ops: Vec<Op>) -> Vec<std::thread::Result<Result<usize>>> {
+        let gate = archive.db.begin_write().unwrap();
+        std::thread::scope(|scope| {
+            let mut writers = Vec::new();
+            for (queued, op) in ops.into_iter().enumerate() {
+                writers.push(scope.spawn(move || archive.write(op)));
+                if queued == 0 {
+                    // It has taken its op off the queue to lead, and waits for the gate.
+                    wait_until(archive, |state| state.committing && state.queue.is_empty());
+                } else {
+                    wait_until(archive, |state| state.queue.len() == queued);
+                }
+            }
+            drop(gate);
+            writers
+                .into_iter()
+                .map(std::thread::ScopedJoinHandle::join)
+                .collect()
+        })
+    }
+
+    fn set(key: &str, value: &[u8]) -> Op {
+        Op::Set {
+            domain: "d".to_owned(),
+            key: key.to_owned(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn swap(key: &str, expected: &[u8], new: &[u8]) -> Op {
+        Op::CompareAndSwap {
+            domain: "d".to_owned(),
+            key: key.to_owned(),
+            expected: Some(expected.to_vec()),
+            new: Some(new.to_vec()),
+        }
+    }
+
+    fn remove(key: &str) -> Op {
+        Op::Remove {
+            domain: "d".to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Storage in memory whose next `sync_data` panics once armed, as a bug in redb or in a
+    /// storage layer below it would.
+    #[derive(Debug, Default)]
+    struct PanicOnSync {
+        memory: ::redb::backends::InMemoryBackend,
+        armed: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl ::redb::StorageBackend for PanicOnSync {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.memory.len()
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.memory.read(offset, out)
+        }
+
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.memory.set_len(len)
+        }
+
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            assert!(
+                !self.armed.swap(false, Ordering::AcqRel),
+                "the storage panics in sync_data"
+            );
+            self.memory.sync_data()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.memory.write(offset, data)
+        }
+    }
+
+    fn get(archive: &RedbArchive, key: &str) -> Option<Vec<u8>> {
+        archive.get("d", key).unwrap()
+    }
+
+    /// Writers that queue while a commit is under way share one commit, and each op is answered
+    /// as if it had been committed alone, in arrival order.
+    #[test]
+    fn writers_queued_behind_a_leader_share_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+        archive.set("d", "k", b"0").unwrap();
+        let before = commits(&archive);
+
+        let answers = one_batch(
+            &archive,
+            vec![
+                set("k", b"1"),
+                // Sees the set above, in the same transaction.
+                swap("k", b"1", b"2"),
+                swap("k", b"1", b"3"),
+                remove("absent"),
+                set("x", b"v"),
+                remove("x"),
+            ],
+        );
+
+        let answers: Vec<usize> = answers
+            .into_iter()
+            .map(|answer| answer.unwrap().unwrap())
+            .collect();
+        assert_eq!(answers, [1, 1, 0, 0, 1, 1]);
+        assert_eq!(commits(&archive) - before, 1, "six writers, one commit");
+        assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
+        assert_eq!(get(&archive, "x"), None);
+    }
+
+    /// When one op fails, the batch's transaction fails as a whole; every op is then retried in
+    /// a transaction of its own, so the others are applied and answered as before, in order, and
+    /// only the failing one gets the error.
+    #[test]
+    fn a_failing_op_fails_alone_and_the_rest_of_its_batch_is_retried() {
+        // One byte over redb's limit for a value (3 GiB). `vec!` of zeros maps untouched zero
+        // pages, and redb checks the length before it reads a byte, so this costs no memory.
+        const TOO_LARGE: usize = 3 * 1024 * 1024 * 1024 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+        archive.set("d", "k", b"0").unwrap();
+        let before = commits(&archive);
+
+        let mut answers = one_batch(
+            &archive,
+            vec![
+                set("k", b"1"),
+                Op::Set {
+                    domain: "d".to_owned(),
+                    key: "huge".to_owned(),
+                    value: vec![0; TOO_LARGE],
+                },
+                swap("k", b"1", b"2"),
+                remove("absent"),
+                set("y", b"v"),
+            ],
+        )
+        .into_iter()
+        .map(std::thread::Result::unwrap);
+
+        assert_eq!(answers.next().unwrap().unwrap(), 1);
+        let err = answers.next().unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Backend {
+                    backend: "redb",
+                    operation: "write a value",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let source = std::error::Error::source(&err).expect("the redb error is kept");
+        assert!(
+            matches!(
+                source.downcast_ref::<::redb::Error>(),
+                Some(::redb::Error::ValueTooLarge(TOO_LARGE))
+            ),
+            "{source:?}"
+        );
+        let rest: Vec<usize> = answers.map(Result::unwrap).collect();
+        assert_eq!(rest, [1, 0, 1]);
+        // The failed batch committed nothing; the three ops that change the table committed one
+        // by one, and the removal of an absent key not at all.
+        assert_eq!(commits(&archive) - before, 3);
+        assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
+        assert_eq!(get(&archive, "huge"), None);
+        assert_eq!(get(&archive, "y"), Some(b"v".to_vec()));
+    }
+
+    /// A panic inside redb's commit unwinds through the leader: its own write panics, the other
+    /// writers of its batch get an error instead of waiting forever, and leadership is free for
+    /// the next writer.
+    #[test]
+    fn a_panicking_commit_answers_its_batch_with_an_error_and_frees_leadership() {
+        let backend = PanicOnSync::default();
+        let armed = Arc::clone(&backend.armed);
+        let db = ::redb::Builder::new().create_with_backend(backend).unwrap();
+        let archive = RedbArchive::builder()
+            .open_database(db, PathBuf::from("in-memory"))
+            .unwrap();
+        archive.set("d", "k", b"0").unwrap();
+        let before = archive.generation.load(Ordering::Acquire);
+
+        armed.store(true, Ordering::Release);
+        let mut answers = one_batch(
+            &archive,
+            vec![set("a", b"1"), set("b", b"2"), set("c", b"3")],
+        )
+        .into_iter();
+
+        let leader = answers.next().unwrap().unwrap_err();
+        assert_eq!(
+            leader.downcast_ref::<&str>(),
+            Some(&"the storage panics in sync_data")
+        );
+        for answer in answers {
+            let err = answer.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Backend {
+                        backend: "redb",
+                        operation: "commit a batch of writes",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let source = std::error::Error::source(&err).expect("the cause is kept");
+            assert!(source.to_string().contains("panicked"), "{source}");
+        }
+        assert!(
+            !armed.load(Ordering::Acquire),
+            "the commit reached the sync"
+        );
+        {
+            let state = archive.committer.state.lock();
+            assert!(!state.committing);
+            assert!(state.queue.is_empty());
+            // Nobody is left to collect an answer, so none is kept.
+            assert!(state.answers.is_empty());
+        }
+        // The commit window closed on the way out: the generation is even again, one commit on.
+        assert_eq!(archive.generation.load(Ordering::Acquire), before + 2);
+
+        // The next writer leads its own commit and returns. (What it returns is redb's business:
+        // this version refuses writes until the database is reopened, as `Corrupted`.)
+        let _ = archive.set("d", "after", b"v");
+        let state = archive.committer.state.lock();
+        assert!(!state.committing);
+        assert!(state.answers.is_empty());
     }
 }
