@@ -59,4 +59,5 @@ pub use crate::session::id::SessionId;
 pub use crate::session::{
     DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE,
     DEFAULT_SWEEP_GRANULARITY, META_KEY, STATE_KEY, Session, Sessions, SessionsBuilder,
+    StoredSettings,
 };
