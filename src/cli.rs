@@ -21,6 +21,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::archive::{Archive, ArchiveExt};
@@ -119,6 +120,22 @@ pub enum CliError {
     Duration {
         /// The text as given.
         text: String,
+    },
+
+    /// A sweep was given an idle timeout or absolute lifetime that differs from the one the
+    /// application recorded in the archive, without being told to override it.
+    #[error(
+        "{flag} {given} differs from the stored {setting} {stored}; pass --override to sweep with it"
+    )]
+    Override {
+        /// The command-line flag, such as `"--idle"`.
+        flag: &'static str,
+        /// The setting, such as `"idle timeout"`.
+        setting: &'static str,
+        /// The value given.
+        given: Limit,
+        /// The value stored in the archive.
+        stored: Limit,
     },
 
     /// Measuring the size on disk failed.
@@ -717,61 +734,233 @@ impl FromStr for Limit {
     }
 }
 
-/// The expiry settings of a sweep: those of the application's [`Sessions`], which wrote the
-/// expiry index the sweep walks.
+impl fmt::Display for Limit {
+    /// Formats as [`parse_duration`] reads it, in the largest unit that divides the duration
+    /// (`90s`, `30m`, `12h`, `7d`), or `off`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::cli::Limit;
+    ///
+    /// assert_eq!("120m".parse::<Limit>()?.to_string(), "2h");
+    /// assert_eq!("off".parse::<Limit>()?.to_string(), "off");
+    /// # Ok::<(), session_archive::cli::CliError>(())
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("off"),
+            Some(duration) => f.write_str(&format_duration(duration)),
+        }
+    }
+}
+
+/// Formats a duration as [`parse_duration`] reads it, in the largest unit that divides it.
+fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (count, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|&(unit, _)| secs != 0 && secs.is_multiple_of(unit))
+        .map_or((secs, "s"), |(unit, name)| (secs / unit, name));
+    format!("{count}{unit}")
+}
+
+/// How [`sweep`] sweeps. By default it judges expiry by the settings the application recorded
+/// in the archive (see [`Sessions::stored_settings`]); a field set here overrides them.
 ///
 /// # Examples
 ///
 /// ```
 /// use session_archive::cli::SweepOptions;
-/// use session_archive::{DEFAULT_IDLE_TIMEOUT, DEFAULT_SWEEP_GRANULARITY};
 ///
 /// let options = SweepOptions::default();
-/// assert_eq!(options.idle, Some(DEFAULT_IDLE_TIMEOUT));
-/// assert_eq!(options.granularity, DEFAULT_SWEEP_GRANULARITY);
+/// assert_eq!((options.idle, options.absolute, options.granularity), (None, None, None));
+/// assert!(!options.override_stored && !options.scan);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepOptions {
-    /// As [`SessionsBuilder::idle_timeout`](crate::SessionsBuilder::idle_timeout).
-    pub idle: Option<Duration>,
-    /// As [`SessionsBuilder::absolute_lifetime`](crate::SessionsBuilder::absolute_lifetime).
-    pub absolute: Option<Duration>,
-    /// As [`SessionsBuilder::sweep_granularity`](crate::SessionsBuilder::sweep_granularity).
-    pub granularity: Duration,
+    /// The idle timeout to judge by, as
+    /// [`SessionsBuilder::idle_timeout`](crate::SessionsBuilder::idle_timeout); `None` for the
+    /// stored one (or, where none is stored, [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT)).
+    pub idle: Option<Limit>,
+    /// The absolute lifetime to judge by, as
+    /// [`SessionsBuilder::absolute_lifetime`](crate::SessionsBuilder::absolute_lifetime); `None`
+    /// for the stored one (or [`DEFAULT_ABSOLUTE_LIFETIME`](crate::DEFAULT_ABSOLUTE_LIFETIME)).
+    pub absolute: Option<Limit>,
+    /// The index's bucket width, for an archive that has none recorded yet (where `scan` then
+    /// records it); a recorded width always wins, as for every
+    /// [`Sessions`](crate::SessionsBuilder::sweep_granularity). `None` for
+    /// [`DEFAULT_SWEEP_GRANULARITY`](crate::DEFAULT_SWEEP_GRANULARITY).
+    pub granularity: Option<Duration>,
+    /// Sweep with an `idle` or `absolute` that differs from the stored one. Without it such a
+    /// difference is [`CliError::Override`], since a shorter timeout removes sessions the
+    /// application still holds live.
+    pub override_stored: bool,
+    /// First [adopt](Sessions::adopt_legacy) the sessions stored without timestamps, and index
+    /// every session again: one pass over every domain.
+    pub scan: bool,
 }
 
-impl Default for SweepOptions {
-    fn default() -> Self {
-        SweepOptions {
-            idle: Some(crate::DEFAULT_IDLE_TIMEOUT),
-            absolute: Some(crate::DEFAULT_ABSOLUTE_LIFETIME),
-            granularity: crate::DEFAULT_SWEEP_GRANULARITY,
-        }
-    }
-}
-
-/// Removes the expired sessions of `archive` by the system clock, as
-/// [`Sessions::sweep`] does with these options, and returns how many it removed.
-///
-/// # Errors
-///
-/// The archive's errors.
+/// What [`sweep`] did.
 ///
 /// # Examples
 ///
 /// ```
 /// use session_archive::{MemoryArchive, cli::{self, SweepOptions}};
 ///
-/// assert_eq!(cli::sweep(Box::new(MemoryArchive::new()), &SweepOptions::default())?, 0);
-/// # Ok::<(), session_archive::Error>(())
+/// let done = cli::sweep(Box::new(MemoryArchive::new()), &SweepOptions::default(), &mut |_| {}, &mut |_| {})?;
+/// assert_eq!((done.removed, done.adopted), (0, None));
+/// # Ok::<(), session_archive::cli::CliError>(())
 /// ```
-pub fn sweep(archive: Box<dyn Archive>, options: &SweepOptions) -> crate::Result<usize> {
-    Sessions::builder(archive)
-        .idle_timeout(options.idle)
-        .absolute_lifetime(options.absolute)
-        .sweep_granularity(options.granularity)
-        .build()
-        .sweep()
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Swept {
+    /// How many expired sessions were removed.
+    pub removed: usize,
+    /// With [`scan`](SweepOptions::scan), how many sessions were given timestamps.
+    pub adopted: Option<usize>,
+}
+
+/// Removes the expired sessions of `archive` by the system clock, as [`Sessions::sweep`] does,
+/// judging expiry by the settings recorded in the archive unless `options` override them.
+///
+/// `notice` receives one line for each thing the caller should know about the settings used: an
+/// override and what it replaces, a `granularity` that cannot apply, an archive with no settings
+/// recorded. `progress` receives the number of domains scanned so far, with `scan`.
+///
+/// # Errors
+///
+/// [`CliError::Override`] when `options` set an idle timeout or absolute lifetime that differs
+/// from the stored one without `override_stored` (nothing is swept); otherwise the archive's
+/// errors.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use session_archive::cli::{self, CliError, Limit, SweepOptions};
+/// use session_archive::{MemoryArchive, Sessions};
+///
+/// let archive = Arc::new(MemoryArchive::new());
+/// let app = Sessions::builder(archive.clone()).idle_timeout(Duration::from_secs(3600)).build();
+/// app.start(None, ())?.save()?;
+///
+/// let shorter = SweepOptions { idle: Some("1m".parse()?), ..SweepOptions::default() };
+/// let refused = cli::sweep(Box::new(archive.clone()), &shorter, &mut |_| {}, &mut |_| {});
+/// assert!(matches!(refused, Err(CliError::Override { .. })));
+///
+/// let mut notices = Vec::new();
+/// let done = cli::sweep(Box::new(archive), &SweepOptions::default(), &mut |line| notices.push(line.to_owned()), &mut |_| {})?;
+/// assert_eq!(done.removed, 0);
+/// assert!(notices.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn sweep(
+    archive: Box<dyn Archive>,
+    options: &SweepOptions,
+    notice: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(u64),
+) -> Result<Swept, CliError> {
+    let archive: Arc<dyn Archive> = Arc::from(archive);
+    let stored = Sessions::new(Arc::clone(&archive)).stored_settings()?;
+    let idle = setting(
+        "--idle",
+        "idle timeout",
+        options.idle,
+        stored.map(|s| Limit(s.idle_timeout)),
+        Limit(Some(crate::DEFAULT_IDLE_TIMEOUT)),
+        options.override_stored,
+        notice,
+    )?;
+    let absolute = setting(
+        "--absolute",
+        "absolute lifetime",
+        options.absolute,
+        stored.map(|s| Limit(s.absolute_lifetime)),
+        Limit(Some(crate::DEFAULT_ABSOLUTE_LIFETIME)),
+        options.override_stored,
+        notice,
+    )?;
+    let granularity = if let Some(stored) = stored {
+        if let Some(given) = options.granularity
+            && given.as_secs().max(1) != stored.sweep_granularity.as_secs()
+        {
+            notice(&format!(
+                "--granularity {} is ignored: the index of this archive is recorded with {}",
+                format_duration(given),
+                format_duration(stored.sweep_granularity)
+            ));
+        }
+        stored.sweep_granularity
+    } else {
+        let granularity = options
+            .granularity
+            .unwrap_or(crate::DEFAULT_SWEEP_GRANULARITY);
+        notice(&if options.scan {
+            format!(
+                "no sweep settings are stored in this archive yet; the scan records idle \
+                 timeout {idle}, absolute lifetime {absolute} and granularity {}",
+                format_duration(granularity)
+            )
+        } else {
+            "no sweep settings are stored in this archive yet, so nothing is indexed to \
+             sweep: the application records them with its first session write, and --scan \
+             adopts sessions stored without timestamps"
+                .to_owned()
+        });
+        granularity
+    };
+    if idle.0.is_none() && absolute.0.is_none() {
+        notice("with no idle timeout and no absolute lifetime no session expires: nothing to do");
+        return Ok(Swept::default());
+    }
+    let sessions = Sessions::builder(archive)
+        .idle_timeout(idle.0)
+        .absolute_lifetime(absolute.0)
+        .sweep_granularity(granularity)
+        .build();
+    let adopted = if options.scan {
+        Some(sessions.adopt_legacy(&mut *progress)?)
+    } else {
+        None
+    };
+    Ok(Swept {
+        removed: sessions.sweep()?,
+        adopted,
+    })
+}
+
+/// Chooses one timeout for [`sweep`]: the one given, if any (refused when it differs from the
+/// stored one and `overriding` is not set, announced when it is), else the stored one, else the
+/// default.
+fn setting(
+    flag: &'static str,
+    name: &'static str,
+    given: Option<Limit>,
+    stored: Option<Limit>,
+    default: Limit,
+    overriding: bool,
+    notice: &mut dyn FnMut(&str),
+) -> Result<Limit, CliError> {
+    match (given, stored) {
+        (Some(given), Some(stored)) if given != stored => {
+            if !overriding {
+                return Err(CliError::Override {
+                    flag,
+                    setting: name,
+                    given,
+                    stored,
+                });
+            }
+            notice(&format!(
+                "{flag} {given} overrides the stored {name} {stored}"
+            ));
+            Ok(given)
+        }
+        (Some(given), _) => Ok(given),
+        (None, stored) => Ok(stored.unwrap_or(default)),
+    }
 }
 
 #[cfg(test)]

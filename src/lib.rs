@@ -59,5 +59,5 @@ pub use crate::session::id::SessionId;
 pub use crate::session::{
     CORRUPT_DOMAIN, CookieAction, DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE, DEFAULT_SWEEP_GRANULARITY, META_KEY, OnCorrupt,
-    STATE_KEY, Session, Sessions, SessionsBuilder,
+    STATE_KEY, Session, Sessions, SessionsBuilder, StoredSettings,
 };

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -35,6 +35,7 @@ pub mod id;
 
 use self::clock::{Clock, SystemClock};
 use self::expiry::Meta;
+pub use self::expiry::StoredSettings;
 use self::id::SessionId;
 
 /// The key holding a session's state, as JSON: `session.json`.
@@ -199,8 +200,10 @@ pub struct Sessions {
 struct Inner {
     archive: Arc<dyn Archive>,
     config: Config,
-    /// Set once the sweep cursor is known to exist, to skip the check on later index writes.
-    cursor_ready: AtomicBool,
+    /// The index's bucket width as last read from the archive's record; 0 until then.
+    index_width: AtomicU64,
+    /// Whether this process has recorded its timeouts in the archive's record.
+    settings_recorded: AtomicBool,
 }
 
 /// What [`Sessions::start`] does with a stored state that does not decode as the state type:
@@ -325,6 +328,11 @@ impl SessionsBuilder {
     /// that reads do not write on every request: a session expires between 7/8 of the timeout and
     /// the whole timeout after its last use. Times are kept in whole seconds.
     ///
+    /// The first session write of each process records this timeout, and the
+    /// [absolute lifetime](Self::absolute_lifetime), in the archive (see
+    /// [`Sessions::stored_settings`]), where `session-archive sweep` finds them: it judges expiry
+    /// by the application's timeouts unless told otherwise.
+    ///
     /// # Examples
     ///
     /// ```
@@ -343,7 +351,8 @@ impl SessionsBuilder {
 
     /// Sets how long a session may live after its first save, however active; `None` for ever.
     /// The default is [`DEFAULT_ABSOLUTE_LIFETIME`]. [`Session::regenerate`] keeps the creation
-    /// time, so it does not extend the lifetime.
+    /// time, so it does not extend the lifetime. It is recorded in the archive as the
+    /// [idle timeout](Self::idle_timeout) is.
     ///
     /// # Examples
     ///
@@ -430,9 +439,20 @@ impl SessionsBuilder {
         self
     }
 
-    /// Sets the width of one expiry-index bucket (whole seconds, at least one). The default is
-    /// [`DEFAULT_SWEEP_GRANULARITY`]. A [`sweep`](Sessions::sweep) visits one bucket per
-    /// granularity elapsed since the previous sweep, so sweep at least that often, or widen it.
+    /// Sets the width of one expiry-index bucket (whole seconds, at least one) for an archive
+    /// that has none recorded yet. The default is [`DEFAULT_SWEEP_GRANULARITY`]. A
+    /// [`sweep`](Sessions::sweep) visits one bucket per granularity elapsed since the previous
+    /// sweep (whichever process ran it), so sweep at least that often, or widen it. A narrow
+    /// bucket makes each sweep re-read fewer sessions that are about to expire; a wide one makes
+    /// a rare sweep visit fewer buckets.
+    ///
+    /// **First writer wins.** The width is recorded in the archive by the first `Sessions` that
+    /// indexes a session there, and from then on every `Sessions` over that archive indexes and
+    /// sweeps with the recorded width, whatever it was built with, so that processes (and the
+    /// `session-archive sweep` tool) with different settings share one index. To change it, remove
+    /// the domain `sweep-cursor` while no application runs, then run
+    /// [`Sessions::adopt_legacy`] (`session-archive sweep --scan`) with the new width, which
+    /// indexes every session again. [`Sessions::stored_settings`] shows the recorded width.
     ///
     /// # Examples
     ///
@@ -483,7 +503,8 @@ impl SessionsBuilder {
             inner: Arc::new(Inner {
                 archive: self.archive,
                 config: self.config,
-                cursor_ready: AtomicBool::new(false),
+                index_width: AtomicU64::new(0),
+                settings_recorded: AtomicBool::new(false),
             }),
         }
     }

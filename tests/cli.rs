@@ -243,6 +243,155 @@ fn sweep_removes_only_expired_sessions() {
     );
 }
 
+/// Saves `count` sessions under a 1 h idle timeout and no absolute lifetime in 10 s buckets, by a
+/// clock `ago` in the past, and returns their ids.
+fn saved_sessions(
+    archive: &std::sync::Arc<RedbArchive>,
+    ago: Duration,
+    count: usize,
+) -> Vec<String> {
+    let sessions = Sessions::builder(archive.clone())
+        .idle_timeout(Duration::from_secs(60 * 60))
+        .absolute_lifetime(None)
+        .sweep_granularity(Duration::from_secs(10))
+        .clock(ManualClock::new(SystemTime::now() - ago))
+        .build();
+    (0..count)
+        .map(|i| {
+            let mut session = sessions.start(None, i).expect("start a session");
+            session.save().expect("save it");
+            session.id().as_str().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn sweep_uses_the_stored_settings_and_an_override_must_be_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let (old, live) = {
+        let archive = std::sync::Arc::new(RedbArchive::open(&path).unwrap());
+        let old = saved_sessions(&archive, Duration::from_secs(2 * 60 * 60), 5);
+        (old, saved_sessions(&archive, Duration::ZERO, 3))
+    };
+    let redb = spec("redb", &path);
+    let present = |ids: &[String]| {
+        let archive = RedbArchive::open(&path).unwrap();
+        ids.iter()
+            .filter(|id| archive.has_domain(id).unwrap())
+            .count()
+    };
+
+    // No flags: the application's 1 h idle timeout, not the tool's default of 24 h, and its
+    // 10 s buckets, not the default 60 s.
+    let output = run(&["sweep", &redb]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "removed 5 expired sessions\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    assert_eq!((present(&old), present(&live)), (0, 3));
+
+    // A shorter idle timeout would remove live sessions: refused, and nothing is removed.
+    let err = fails(&["sweep", &redb, "--idle", "1m"]);
+    assert!(
+        err.contains("--idle 1m differs from the stored idle timeout 1h")
+            && err.contains("--override"),
+        "{err}"
+    );
+    assert_eq!(present(&live), 3);
+
+    // With --override it sweeps, and says what it overrode.
+    let output = run(&[
+        "sweep",
+        &redb,
+        "--idle",
+        "2h",
+        "--absolute",
+        "7d",
+        "--override",
+    ]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "removed 0 expired sessions\n"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--idle 2h overrides the stored idle timeout 1h")
+            && stderr.contains("--absolute 7d overrides the stored absolute lifetime off"),
+        "{stderr}"
+    );
+
+    // The recorded width cannot be changed from here, and it says so.
+    let output = run(&["sweep", &redb, "--granularity", "60s"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--granularity 1m is ignored") && stderr.contains("recorded with 10s"),
+        "{stderr}"
+    );
+    assert_eq!(present(&live), 3);
+}
+
+#[test]
+fn sweep_scan_adopts_the_sessions_of_an_original_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("sessions");
+    original_tree(&original, 50);
+    let path = dir.path().join("s.redb");
+    let redb = spec("redb", &path);
+    ok(&["migrate", &spec("dir", &original), &redb]);
+
+    // Nothing has timestamps, so nothing is indexed, and a sweep says why it removes nothing.
+    let output = run(&["sweep", &redb]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "removed 0 expired sessions\n"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no sweep settings are stored") && stderr.contains("--scan"),
+        "{stderr}"
+    );
+
+    let output = run(&["sweep", &redb, "--scan", "--idle", "30m"]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "adopted 50 sessions stored without timestamps\nremoved 0 expired sessions\n"
+    );
+    assert_eq!(
+        ok(&["sweep", &redb, "--scan"]),
+        b"adopted 0 sessions stored without timestamps\nremoved 0 expired sessions\n"
+    );
+
+    // They expire 30 minutes after the scan unless used, and the state is as the tree had it.
+    let archive = std::sync::Arc::new(RedbArchive::open(&path).unwrap());
+    let before = files(&original);
+    for (file, state) in &before {
+        let id = file.parent().unwrap().display().to_string();
+        assert_eq!(
+            archive.get(&id, "session.json").unwrap().as_ref(),
+            Some(state)
+        );
+        assert!(archive.has(&id, "meta.json").unwrap());
+    }
+    let later = Sessions::builder(archive.clone())
+        .idle_timeout(Duration::from_secs(30 * 60))
+        .clock(ManualClock::new(
+            SystemTime::now() + Duration::from_secs(31 * 60),
+        ))
+        .build();
+    assert_eq!(
+        later.stored_settings().unwrap().unwrap().idle_timeout,
+        Some(Duration::from_secs(30 * 60))
+    );
+    assert_eq!(later.sweep().unwrap(), 50);
+}
+
 #[test]
 fn rm_removes_a_key_or_a_domain() {
     let dir = tempfile::tempdir().unwrap();

@@ -73,6 +73,11 @@ macro_rules! session_tests {
                 failed_index_write_on_a_first_save_leaves_nothing_unswept
                 failed_index_write_on_a_refresh_leaves_nothing_unswept
                 sweep_without_expiry_configured_removes_nothing
+                sweeps_with_another_granularity_are_bounded_and_complete
+                a_removed_sweep_cursor_is_written_again
+                an_entry_written_into_a_swept_bucket_is_still_swept
+                adopt_legacy_gives_unstamped_sessions_timestamps_from_now
+                adopt_legacy_never_overwrites_timestamps_written_meanwhile
                 saves_ask_the_backend_to_expire_the_domain
                 cookie_header_yields_only_valid_ids
                 set_cookie_carries_the_session_id_and_attributes
@@ -1214,6 +1219,265 @@ mod behaviour {
             "forever"
         );
         assert_eq!(domains(&**archive), BTreeSet::from([id]));
+    }
+
+    /// `archive` behind a hook that counts listings of keys (one per index bucket a sweep visits)
+    /// in `listings`, and fails every one past `limit`, so that a sweep walking a runaway range of
+    /// buckets fails at once instead of running for minutes.
+    fn counting_listings(
+        archive: &Arc<dyn Archive>,
+        listings: &Arc<std::sync::atomic::AtomicUsize>,
+        limit: usize,
+    ) -> Arc<dyn Archive> {
+        let listings = Arc::clone(listings);
+        Arc::new(Hooked::new(Arc::clone(archive), move |call| {
+            if matches!(call, Call::ListKeys { .. })
+                && listings.fetch_add(1, Ordering::SeqCst) >= limit
+            {
+                return Err(Error::Backend {
+                    backend: "test",
+                    operation: "list more index buckets than a bounded sweep needs",
+                    source: "runaway sweep".into(),
+                });
+            }
+            Ok(())
+        }))
+    }
+
+    /// The ids in every index bucket, with repeats.
+    fn indexed(archive: &dyn Archive) -> Vec<String> {
+        domains(archive)
+            .into_iter()
+            .filter(|d| d.starts_with("expiry-"))
+            .flat_map(|d| archive.keys(&d).collect::<Result<Vec<_>>>().expect("keys"))
+            .collect()
+    }
+
+    pub fn sweeps_with_another_granularity_are_bounded_and_complete(archive: &Arc<dyn Archive>) {
+        let listings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = counting_listings(archive, &listings, 10_000);
+        let clock = clock();
+        let with_width = |secs| {
+            Sessions::builder(Arc::clone(&counted))
+                .idle_timeout(Duration::from_secs(600))
+                .absolute_lifetime(None)
+                .sweep_granularity(Duration::from_secs(secs))
+                .clock(clock.clone())
+                .build()
+        };
+        // The application indexes first, so its width is the archive's; the other Sessions
+        // stands for the `session-archive sweep` tool and its default width.
+        let app = with_width(10);
+        let tool = with_width(60);
+        // Sweeps `sessions` and returns how many it removed and how many buckets it listed.
+        let sweep = |sessions: &Sessions| {
+            listings.store(0, Ordering::SeqCst);
+            let removed = sessions.sweep().unwrap();
+            (removed, listings.load(Ordering::SeqCst))
+        };
+        // A sweep visits the 10 s buckets since the previous sweep, and two more at its ends.
+        let bound = |elapsed: usize| elapsed / 10 + 4;
+
+        let first: BTreeSet<String> = (0..5).map(|_| saved(&app, "first")).collect();
+        assert_eq!(sweep(&app).0, 0);
+        clock.advance(Duration::from_secs(300));
+        let mut second: BTreeSet<String> = (0..3).map(|_| saved(&app, "second")).collect();
+        second.extend((0..2).map(|_| saved(&tool, "second, by the tool")));
+        let (removed, listed) = sweep(&app);
+        assert_eq!(removed, 0);
+        assert!(listed <= bound(300), "{listed} buckets listed");
+
+        // The tool, after the app: only the buckets since, and every session expired in them.
+        clock.advance(Duration::from_secs(301));
+        let (removed, listed) = sweep(&tool);
+        assert_eq!(removed, first.len());
+        assert!(listed <= bound(301), "{listed} buckets listed");
+        assert!(first.iter().all(|id| !archive.has_domain(id).unwrap()));
+        let live = saved(&app, "live");
+        let live_by_tool = saved(&tool, "live, by the tool");
+
+        // The app, after the tool.
+        clock.advance(Duration::from_secs(300));
+        let (removed, listed) = sweep(&app);
+        assert_eq!(removed, second.len());
+        assert!(listed <= bound(300), "{listed} buckets listed");
+        assert_eq!(
+            session_domains(&**archive),
+            BTreeSet::from([live.clone(), live_by_tool.clone()])
+        );
+
+        clock.advance(Duration::from_secs(300));
+        let (removed, listed) = sweep(&tool);
+        assert_eq!(removed, 2);
+        assert!(listed <= bound(300), "{listed} buckets listed");
+        assert!(session_domains(&**archive).is_empty());
+        assert!(indexed(&**archive).is_empty(), "{:?}", indexed(&**archive));
+        let stored = tool.stored_settings().unwrap().expect("recorded");
+        assert_eq!(stored.sweep_granularity, Duration::from_secs(10));
+    }
+
+    pub fn a_removed_sweep_cursor_is_written_again(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 600);
+        let before = saved(&sessions, "before");
+        assert_eq!(sessions.sweep().unwrap(), 0);
+
+        // Removed by hand, or evicted. The same process goes on, without a restart: its next
+        // sweep writes the cursor again.
+        assert!(archive.remove_domain("sweep-cursor").unwrap());
+        assert_eq!(sessions.sweep().unwrap(), 0);
+        assert!(archive.has_domain("sweep-cursor").unwrap());
+        clock.advance(Duration::from_secs(10));
+        let after = saved(&sessions, "after");
+
+        // Removed again: this time the first to notice is an index write.
+        assert!(archive.remove_domain("sweep-cursor").unwrap());
+        clock.advance(Duration::from_secs(10));
+        let later = saved(&sessions, "later");
+        assert!(archive.has_domain("sweep-cursor").unwrap());
+
+        clock.advance(Duration::from_secs(300));
+        let live = saved(&sessions, "live");
+        clock.advance(Duration::from_secs(301)); // 621 s after `before`: three have expired
+        assert_eq!(sessions.sweep().unwrap(), 3);
+        for id in [&before, &after, &later] {
+            assert!(!archive.has_domain(id).unwrap());
+        }
+        assert_eq!(session_domains(&**archive), BTreeSet::from([live.clone()]));
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(sessions.sweep().unwrap(), 1);
+
+        // A process that has never seen the cursor does not know the index's width, so it does
+        // not guess one: its sweep finds nothing to walk, and writes nothing.
+        assert!(archive.remove_domain("sweep-cursor").unwrap());
+        assert_eq!(expiring(archive, &clock, 600).sweep().unwrap(), 0);
+        assert!(!archive.has_domain("sweep-cursor").unwrap());
+    }
+
+    pub fn an_entry_written_into_a_swept_bucket_is_still_swept(archive: &Arc<dyn Archive>) {
+        // The writer's clock lags the sweeper's by 20 minutes. (The sweeper's is the one ahead of
+        // the real time, so that a backend with native expiry keeps the writer's session.)
+        let lagging = clock();
+        let clock = ManualClock::new(lagging.now() + Duration::from_secs(1200));
+        let sweeper = expiring(archive, &clock, 600);
+        let writer = expiring(archive, &lagging, 600);
+        let live = saved(&sweeper, "live");
+        assert_eq!(sweeper.sweep().unwrap(), 0);
+
+        // By its own clock, the writer saves a session that expires in 600 s; by the sweeper's,
+        // it expired 600 s ago, in a bucket the sweep has passed.
+        let late = saved(&writer, "late");
+        clock.advance(Duration::from_secs(60));
+        lagging.advance(Duration::from_secs(60));
+        assert_eq!(sweeper.sweep().unwrap(), 1);
+        assert!(!archive.has_domain(&late).unwrap());
+        assert_eq!(session_domains(&**archive), BTreeSet::from([live.clone()]));
+        // Nothing is left in a bucket no sweep visits again.
+        assert_eq!(indexed(&**archive), [live]);
+    }
+
+    pub fn adopt_legacy_gives_unstamped_sessions_timestamps_from_now(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 600);
+        let stamped = saved(&sessions, "stamped");
+        // As the original framework left them: a state and no timestamps. Adoption never reads
+        // the state, so one that does not even parse is adopted too.
+        let legacy: Vec<String> = (0..3)
+            .map(|i| {
+                let id = SessionId::generate().to_string();
+                let state = format!(r#"{{"Name":"legacy {i}"}}"#);
+                archive.set(&id, STATE_KEY, state.as_bytes()).unwrap();
+                id
+            })
+            .collect();
+        archive.set(&legacy[2], STATE_KEY, b"{corrupt").unwrap();
+        let states: Vec<Vec<u8>> = legacy
+            .iter()
+            .map(|id| state_bytes(&**archive, id).unwrap())
+            .collect();
+        // Without timestamps nothing indexes them: the sweep leaves them for ever.
+        clock.advance(Duration::from_secs(10_000));
+        assert_eq!(sessions.sweep().unwrap(), 1);
+        assert!(!archive.has_domain(&stamped).unwrap());
+
+        let mut progress = Vec::new();
+        assert_eq!(
+            sessions
+                .adopt_legacy(|scanned| progress.push(scanned))
+                .unwrap(),
+            3
+        );
+        assert!(
+            progress.last().is_some_and(|&scanned| scanned >= 3),
+            "{progress:?}"
+        );
+        let now = unix_secs(clock.now());
+        for (id, state) in legacy.iter().zip(&states) {
+            let meta: serde_json::Value =
+                serde_json::from_slice(&archive.get(id, META_KEY).unwrap().unwrap()).unwrap();
+            assert_eq!(meta, serde_json::json!({ "created": now, "seen": now }));
+            assert_eq!(&state_bytes(&**archive, id).unwrap(), state);
+        }
+        assert_eq!(indexed(&**archive).len(), 3);
+        assert_eq!(sessions.adopt_legacy(|_| {}).unwrap(), 0);
+
+        // Used meanwhile, one lives on; the others expire after the idle timeout.
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(
+            sessions
+                .start(Some(&legacy[0]), State::default())
+                .unwrap()
+                .name,
+            "legacy 0"
+        );
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(sessions.sweep().unwrap(), 2);
+        assert_eq!(
+            session_domains(&**archive),
+            BTreeSet::from([legacy[0].clone()])
+        );
+    }
+
+    pub fn adopt_legacy_never_overwrites_timestamps_written_meanwhile(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let id = SessionId::generate().to_string();
+        archive
+            .set(&id, STATE_KEY, br#"{"Name":"legacy"}"#)
+            .unwrap();
+        let now = unix_secs(clock.now());
+        let theirs = format!(r#"{{"created":{},"seen":{now}}}"#, now - 5).into_bytes();
+        // A request stamps the session between the scan's read and its compare-and-swap; the hook
+        // also notes whether the index entry was already written by then.
+        let indexed_first = Arc::new(AtomicBool::new(false));
+        let hooked: Arc<dyn Archive> = {
+            let (inner, id, theirs) = (Arc::clone(archive), id.clone(), theirs.clone());
+            let indexed_first = Arc::clone(&indexed_first);
+            Arc::new(Hooked::new(Arc::clone(archive), move |call| {
+                if let Call::CompareAndSwap {
+                    domain,
+                    key: META_KEY,
+                    expected: None,
+                    ..
+                } = *call
+                    && domain == id
+                {
+                    indexed_first.store(indexed(&*inner).contains(&id), Ordering::SeqCst);
+                    inner.set(domain, META_KEY, &theirs)?;
+                }
+                Ok(())
+            }))
+        };
+        let sessions = expiring(&hooked, &clock, 600);
+        assert_eq!(sessions.adopt_legacy(|_| {}).unwrap(), 0);
+        assert!(
+            indexed_first.load(Ordering::SeqCst),
+            "timestamps before the index entry"
+        );
+        assert_eq!(archive.get(&id, META_KEY).unwrap(), Some(theirs));
+        assert_eq!(
+            state_bytes(&**archive, &id).unwrap(),
+            br#"{"Name":"legacy"}"#
+        );
     }
 
     pub fn saves_ask_the_backend_to_expire_the_domain(archive: &Arc<dyn Archive>) {

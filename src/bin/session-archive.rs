@@ -80,19 +80,39 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
     },
-    /// Remove expired sessions, with the expiry settings of the application's Sessions.
+    /// Remove expired sessions, by the expiry settings the application stored in the archive.
+    ///
+    /// The application's Sessions records its idle timeout, absolute lifetime and the index's
+    /// bucket width in the archive with its first session write; the sweep uses them, so it
+    /// needs no flags. --idle or --absolute that differ from the stored values are refused unless
+    /// --override is given, and are then announced on stderr: a shorter timeout removes sessions
+    /// the application still holds live. --scan first visits every session once, which is needed
+    /// once for sessions stored without timestamps (the original framework's, or migrated from
+    /// its directory tree): they get timestamps from now and expire after the idle timeout unless
+    /// used.
     Sweep {
         /// The archive.
         spec: String,
         /// Idle timeout: a session unused this long has expired (90s, 30m, 12h, 7d, or off).
-        #[arg(long, default_value = "24h")]
-        idle: Limit,
-        /// Absolute lifetime: a session this old has expired (or off).
-        #[arg(long, default_value = "7d")]
-        absolute: Limit,
-        /// The width of one expiry-index bucket; must match the application's.
-        #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
-        granularity: Duration,
+        /// Default: the stored one (24h where none is stored).
+        #[arg(long)]
+        idle: Option<Limit>,
+        /// Absolute lifetime: a session this old has expired (or off). Default: the stored one
+        /// (7d where none is stored).
+        #[arg(long)]
+        absolute: Option<Limit>,
+        /// The width of one expiry-index bucket, used only for an archive that has none recorded
+        /// yet (with --scan, which records it). Default: 60s.
+        #[arg(long, value_parser = cli::parse_duration)]
+        granularity: Option<Duration>,
+        /// Sweep with --idle or --absolute even where they differ from the stored settings.
+        #[arg(long = "override")]
+        override_stored: bool,
+        /// First scan every session once (cost: every domain): adopt those stored without
+        /// timestamps, and index every session again, which also repairs an index whose
+        /// sweep-cursor was removed.
+        #[arg(long)]
+        scan: bool,
     },
 }
 
@@ -226,19 +246,63 @@ fn run(command: Command) -> Result<(), Failure> {
             idle,
             absolute,
             granularity,
+            override_stored,
+            scan,
         } => {
-            let archive = open(&spec, Access::Existing)?;
             let options = SweepOptions {
-                idle: idle.0,
-                absolute: absolute.0,
+                idle,
+                absolute,
                 granularity,
+                override_stored,
+                scan,
             };
-            let removed = cli::sweep(archive, &options)?;
-            writeln!(out, "removed {removed} expired sessions")?;
+            sweep(&mut out, &spec, &options)?;
         }
     }
     out.flush()?;
     Ok(())
+}
+
+/// Sweeps, printing the notices about its settings on stderr as they come, and what it did on
+/// `out`.
+fn sweep(out: &mut impl Write, spec: &str, options: &SweepOptions) -> Result<(), Failure> {
+    let archive = open(spec, Access::Existing)?;
+    let bar = if options.scan {
+        scan_bar()
+    } else {
+        ProgressBar::hidden()
+    };
+    let swept = cli::sweep(
+        archive,
+        options,
+        &mut |line| bar.suspend(|| eprintln!("session-archive: {line}")),
+        &mut |scanned| bar.set_position(scanned),
+    );
+    bar.finish_and_clear();
+    let swept = swept?;
+    if let Some(adopted) = swept.adopted {
+        writeln!(out, "adopted {adopted} sessions stored without timestamps")?;
+    }
+    writeln!(out, "removed {} expired sessions", swept.removed)?;
+    Ok(())
+}
+
+/// A counter on stderr of the domains a sweep's scan has visited, with its rate; hidden when
+/// stderr is not a terminal. The total is not counted first: that would be a second full pass.
+fn scan_bar() -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} scanned {pos} domains, {rate} domains/s, elapsed {elapsed}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_spinner())
+    .with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
+        let _ = write!(out, "{:.0}", state.per_sec());
+    });
+    bar.set_style(style);
+    bar
 }
 
 /// A progress bar on stderr counting domains, with rate and ETA; hidden when stderr is not a
