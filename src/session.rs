@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 pub mod clock;
 mod cookie;
 mod expiry;
+mod hashed;
 pub mod id;
 
 use self::clock::{Clock, SystemClock};
@@ -198,7 +199,10 @@ pub struct Sessions {
 }
 
 struct Inner {
+    /// The archive as sessions see it: with ids hashed at rest when configured.
     archive: Arc<dyn Archive>,
+    /// The archive as given, for the names stored before ids were hashed.
+    raw: Arc<dyn Archive>,
     config: Config,
     /// The index's bucket width as last read from the archive's record; 0 until then.
     index_width: AtomicU64,
@@ -264,6 +268,7 @@ pub const CORRUPT_DOMAIN: &str = "corrupt-sessions";
 #[derive(Debug, Clone)]
 struct Config {
     on_corrupt: OnCorrupt,
+    hash_ids: bool,
     idle_timeout: Option<Duration>,
     absolute_lifetime: Option<Duration>,
     max_state_size: usize,
@@ -285,6 +290,7 @@ impl fmt::Debug for Sessions {
             .field("sweep_granularity", &config.sweep_granularity)
             .field("clock", &config.clock)
             .field("on_corrupt", &config.on_corrupt)
+            .field("hash_ids_at_rest", &config.hash_ids)
             .finish_non_exhaustive()
     }
 }
@@ -488,6 +494,42 @@ impl SessionsBuilder {
         self
     }
 
+    /// Sets whether session ids are hashed at rest: the archive then stores each session under
+    /// the lowercase hex SHA-256 of its id (64 characters), and the expiry index names it the
+    /// same way, so nothing stored is a usable cookie. Off by default.
+    ///
+    /// Turn it on when the archive's contents may be seen by someone who must not be able to
+    /// act as your users: backups, a Redis dump or replica, a directory listing, an operator's
+    /// terminal. An id has 122 random bits, so its hash cannot be searched back either. It
+    /// costs one SHA-256 of 36 bytes per archive call naming a session (well under a
+    /// microsecond). Leave it off where the original framework's layout
+    /// (`.gen/sessions/<id>/session.json`) must stay readable by id, or where other tools look
+    /// sessions up by id.
+    ///
+    /// Turning it on over an archive that holds sessions stored by id makes those sessions
+    /// unknown: their users start fresh sessions. [`Sessions::adopt_legacy`] then removes
+    /// their domains.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use session_archive::{ArchiveExt, MemoryArchive, Sessions};
+    ///
+    /// let archive = Arc::new(MemoryArchive::new());
+    /// let sessions = Sessions::builder(Arc::clone(&archive)).hash_ids_at_rest(true).build();
+    /// let mut session = sessions.start(None, "state".to_owned())?;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    /// assert!(!archive.domains().any(|d| d.unwrap() == id)); // stored under its hash
+    /// assert_eq!(*sessions.start(Some(&id), String::new())?, "state");
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn hash_ids_at_rest(mut self, hashed: bool) -> Self {
+        self.config.hash_ids = hashed;
+        self
+    }
+
     /// Builds the [`Sessions`].
     ///
     /// # Examples
@@ -501,7 +543,12 @@ impl SessionsBuilder {
     pub fn build(self) -> Sessions {
         Sessions {
             inner: Arc::new(Inner {
-                archive: self.archive,
+                archive: if self.config.hash_ids {
+                    Arc::new(hashed::HashedIds::new(Arc::clone(&self.archive)))
+                } else {
+                    Arc::clone(&self.archive)
+                },
+                raw: self.archive,
                 config: self.config,
                 index_width: AtomicU64::new(0),
                 settings_recorded: AtomicBool::new(false),
@@ -553,6 +600,7 @@ impl Sessions {
                 sweep_granularity: DEFAULT_SWEEP_GRANULARITY.as_secs(),
                 clock: Arc::new(SystemClock),
                 on_corrupt: OnCorrupt::Fail,
+                hash_ids: false,
             },
         }
     }

@@ -1729,3 +1729,71 @@ mod behaviour {
         }
     }
 }
+
+/// With ids hashed at rest nothing stored is a usable cookie, and every operation works.
+#[test]
+fn ids_hashed_at_rest_never_reach_storage() {
+    use std::time::{Duration, SystemTime};
+
+    use session_archive::{ArchiveExt, ManualClock, SessionId, Sessions};
+
+    let archive = Arc::new(MemoryArchive::new());
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    // A session stored by id before hashing was turned on.
+    let plain = Sessions::builder(Arc::clone(&archive))
+        .clock(clock.clone())
+        .build();
+    let mut before = plain.start(None, 1_u32).unwrap();
+    before.save().unwrap();
+    let before = before.id().to_string();
+
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .idle_timeout(Duration::from_secs(600))
+        .hash_ids_at_rest(true)
+        .clock(clock.clone())
+        .build();
+    let mut session = sessions.start(None, 7_u32).unwrap();
+    session.save().unwrap();
+    session.update(|n| *n += 1).unwrap();
+    let old = session.id().to_string();
+    session.regenerate().unwrap();
+    let id = session.id().to_string();
+    assert_eq!(*sessions.start(Some(&id), 0_u32).unwrap(), 8);
+    assert!(sessions.start(Some(&old), 0_u32).unwrap().is_new());
+    assert!(sessions.is_live(session.id()).unwrap());
+
+    // Everything stored, as a leaked dump shows it: no name or value holds the id, and no
+    // stored name works as a cookie.
+    for domain in archive.domains() {
+        let domain = domain.unwrap();
+        assert!(!domain.contains(&id) && !domain.contains(&old), "{domain}");
+        for key in archive.keys(&domain) {
+            let key = key.unwrap();
+            assert!(!key.contains(&id), "{domain}/{key}");
+            let value = archive.get(&domain, &key).unwrap().unwrap();
+            assert!(!String::from_utf8_lossy(&value).contains(&id));
+        }
+        if domain != before {
+            assert!(SessionId::parse(&domain).is_none(), "{domain}");
+            assert!(sessions.start(Some(&domain), 0_u32).unwrap().is_new());
+        }
+    }
+
+    // The session sits under the SHA-256 of its id (computed here, not by the crate).
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(archive.get(&hash, "session.json").unwrap().unwrap(), b"8");
+
+    // The plain session is unreachable now; adoption removes it, and the sweep finds the
+    // hashed one through its index.
+    assert!(sessions.start(Some(&before), 0_u32).unwrap().is_new());
+    sessions.adopt_legacy(|_| {}).unwrap();
+    assert!(!archive.has_domain(&before).unwrap());
+    clock.advance(Duration::from_secs(601));
+    assert_eq!(sessions.sweep().unwrap(), 1);
+    assert!(!archive.has_domain(&hash).unwrap());
+    session.destroy().unwrap();
+}

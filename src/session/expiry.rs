@@ -311,7 +311,9 @@ impl Sessions {
     /// that have expired. The cost is O(all domains): a listing, one read per session, and a
     /// batch of index writes per listing page. `progress` is called after each page with the
     /// number of domains scanned so far. Running it again adopts nothing new; with no idle
-    /// timeout and no absolute lifetime it does nothing.
+    /// timeout and no absolute lifetime it does nothing. With
+    /// [ids hashed at rest](crate::SessionsBuilder::hash_ids_at_rest) it also removes the
+    /// sessions stored under plain ids before hashing was turned on, which no cookie reaches.
     ///
     /// # Errors
     ///
@@ -356,8 +358,15 @@ impl Sessions {
             let page = archive.list_domains(cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
             let mut entries = Vec::new();
             let mut unstamped = Vec::new();
+            let mut unreachable = Vec::new();
             for domain in &page.names {
-                let Some(id) = SessionId::parse(domain) else {
+                // With ids hashed at rest, a domain named by a plain id was stored before
+                // hashing was turned on: no cookie reaches it any more.
+                if inner.config.hash_ids && SessionId::parse(domain).is_some() {
+                    unreachable.push(domain.as_str());
+                    continue;
+                }
+                let Some(id) = SessionId::from_stored(domain) else {
                     continue;
                 };
                 match inner.read_meta(&id) {
@@ -385,6 +394,9 @@ impl Sessions {
                     adopted += 1;
                     inner.expire_hint(id, fresh)?;
                 }
+            }
+            if !unreachable.is_empty() {
+                inner.raw.remove_domains(&unreachable)?;
             }
             scanned += page.names.len() as u64;
             progress(scanned);
@@ -722,7 +734,7 @@ impl Inner {
             let mut expired = Vec::new();
             let mut dropped = Vec::new();
             for entry in &page.names {
-                let verdict = match SessionId::parse(entry) {
+                let verdict = match SessionId::from_stored(entry) {
                     Some(id) => self.sweep_verdict(&id, bucket, now, width)?,
                     None => Verdict::Drop,
                 };

@@ -98,6 +98,16 @@ impl SessionId {
     }
 }
 
+impl SessionId {
+    /// Takes a name found in the archive, where a session is stored under its id or, with
+    /// [ids hashed at rest](crate::SessionsBuilder::hash_ids_at_rest), under its hash. Such a
+    /// handle only names storage: it is never a cookie value.
+    pub(crate) fn from_stored(name: &str) -> Option<SessionId> {
+        SessionId::parse(name)
+            .or_else(|| super::hashed::is_hashed(name).then(|| SessionId(name.to_owned())))
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

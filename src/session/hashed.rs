@@ -1,0 +1,172 @@
+//! Session ids hashed at rest: the archive adapter behind
+//! [`SessionsBuilder::hash_ids_at_rest`](crate::SessionsBuilder::hash_ids_at_rest).
+//!
+//! Every name that `Sessions` hands the archive and that is shaped like a session id (a session's
+//! domain, and the index entries naming it) is replaced by the lowercase hex SHA-256 of the id,
+//! 64 characters. What is stored therefore never holds a usable cookie value: a SHA-256 cannot be
+//! turned back into the id, and an id carries 122 random bits, so it cannot be guessed from its
+//! hash either. Every other name (`session.json`, `expiry-<n>`, …) passes unchanged, and so do
+//! the hashes themselves, which is how the sweep, finding a hash in the index, reaches the domain.
+
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use super::id::SessionId;
+use crate::archive::{Archive, Page};
+use crate::error::Result;
+
+/// The length of a stored name: the hex SHA-256 of a session id.
+pub(super) const HASHED_LEN: usize = 64;
+
+/// Wraps the archive of a `Sessions` that hashes ids at rest.
+pub(super) struct HashedIds<A> {
+    inner: A,
+}
+
+impl<A: Archive> HashedIds<A> {
+    pub(super) fn new(inner: A) -> Self {
+        HashedIds { inner }
+    }
+}
+
+/// The name stored for `name`: its hash if it is shaped like a session id, itself otherwise.
+fn stored(name: &str) -> std::borrow::Cow<'_, str> {
+    if SessionId::parse(name).is_none() {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let mut text = String::with_capacity(HASHED_LEN);
+    for byte in digest.iter() {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    std::borrow::Cow::Owned(text)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether `name` is a stored hash (64 lowercase hex digits).
+pub(super) fn is_hashed(name: &str) -> bool {
+    name.len() == HASHED_LEN && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl<A: Archive> Archive for HashedIds<A> {
+    fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.get(&stored(domain), &stored(key))
+    }
+
+    fn set(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
+        self.inner.set(&stored(domain), &stored(key), value)
+    }
+
+    fn has(&self, domain: &str, key: &str) -> Result<bool> {
+        self.inner.has(&stored(domain), &stored(key))
+    }
+
+    fn remove(&self, domain: &str, key: &str) -> Result<bool> {
+        self.inner.remove(&stored(domain), &stored(key))
+    }
+
+    fn has_domain(&self, domain: &str) -> Result<bool> {
+        self.inner.has_domain(&stored(domain))
+    }
+
+    fn remove_domain(&self, domain: &str) -> Result<bool> {
+        self.inner.remove_domain(&stored(domain))
+    }
+
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        self.inner
+            .compare_and_swap(&stored(domain), &stored(key), expected, new)
+    }
+
+    fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        self.inner.list_domains(cursor, limit)
+    }
+
+    fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        self.inner.list_keys(&stored(domain), cursor, limit)
+    }
+
+    fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
+        let names: Vec<_> = entries
+            .iter()
+            .map(|(domain, key, _)| (stored(domain), stored(key)))
+            .collect();
+        let entries: Vec<(&str, &str, &[u8])> = names
+            .iter()
+            .zip(entries)
+            .map(|((domain, key), (_, _, value))| (domain.as_ref(), key.as_ref(), *value))
+            .collect();
+        self.inner.set_many(&entries)
+    }
+
+    fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
+        let names: Vec<_> = entries
+            .iter()
+            .map(|(domain, key)| (stored(domain), stored(key)))
+            .collect();
+        let entries: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(domain, key)| (domain.as_ref(), key.as_ref()))
+            .collect();
+        self.inner.remove_many(&entries)
+    }
+
+    fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
+        let names: Vec<_> = domains.iter().map(|domain| stored(domain)).collect();
+        let domains: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+        self.inner.remove_domains(&domains)
+    }
+
+    fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
+        self.inner.expire_domain(&stored(domain), at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HashedIds, is_hashed, stored};
+    use crate::archive::memory::MemoryArchive;
+    use crate::archive::{Archive, ArchiveExt};
+
+    const ID: &str = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
+
+    #[test]
+    fn ids_are_stored_as_their_sha256_and_other_names_as_they_are() {
+        // The SHA-256 of the id, computed independently (`printf %s ID | sha256sum`).
+        assert_eq!(
+            stored(ID),
+            "7bb27fbfbca4a6a86f7836a4cba7a514f5d0629f7478dd7043e8c22955677e56"
+        );
+        assert!(is_hashed(&stored(ID)));
+        assert_eq!(stored("session.json"), "session.json");
+        assert_eq!(stored("expiry-42"), "expiry-42");
+        let hash = stored(ID).into_owned();
+        assert_eq!(stored(&hash), hash, "a hash passes unchanged");
+    }
+
+    #[test]
+    fn nothing_stored_names_the_id() {
+        let archive = HashedIds::new(MemoryArchive::new());
+        archive.set(ID, "session.json", b"{}").unwrap();
+        archive.set("expiry-1", ID, b"").unwrap();
+        assert_eq!(archive.get(ID, "session.json").unwrap().unwrap(), b"{}");
+        for domain in archive.inner.domains() {
+            let domain = domain.unwrap();
+            assert!(!domain.contains(ID));
+            for key in archive.inner.keys(&domain) {
+                assert!(!key.unwrap().contains(ID));
+            }
+        }
+        assert!(archive.remove_domain(ID).unwrap());
+        assert!(!archive.has_domain(ID).unwrap());
+    }
+}
