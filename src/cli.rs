@@ -184,6 +184,12 @@ pub fn one_line(err: &dyn std::error::Error) -> String {
 /// An archive named on the command line: `dir:PATH`, `redb:PATH` or `redis://HOST:PORT/DB`
 /// (also `rediss://` and `redis+unix://`).
 ///
+/// A Redis URL may end in a fragment naming the archive's
+/// [prefix](crate::RedisArchiveBuilder::prefix): `redis://127.0.0.1/0#prefix=myapp`, or
+/// `#legacy-prefix=myapp:` for data stored in the
+/// [legacy layout](crate::RedisArchiveBuilder::legacy_layout) (`#legacy-prefix=` for the empty
+/// prefix). Without one it is the empty prefix in the current layout.
+///
 /// # Examples
 ///
 /// ```
@@ -305,7 +311,7 @@ impl Spec {
         let opened: crate::Result<Box<dyn Archive>> = match self {
             Spec::Dir(path) => DirArchive::open(path).map(|a| Box::new(a) as Box<dyn Archive>),
             Spec::Redb(path) => RedbArchive::open(path).map(|a| Box::new(a) as Box<dyn Archive>),
-            Spec::Redis(url) => RedisArchive::open(url).map(|a| Box::new(a) as Box<dyn Archive>),
+            Spec::Redis(url) => open_redis(url).map(|a| Box::new(a) as Box<dyn Archive>),
         };
         opened.map_err(|source| CliError::Open {
             spec: self.to_string(),
@@ -1149,4 +1155,18 @@ mod tests {
             Spec::Dir(PathBuf::from("a:b"))
         );
     }
+}
+
+/// Opens a Redis spec: the URL, and the prefix its fragment names (see [`Spec`]).
+fn open_redis(spec: &str) -> crate::Result<RedisArchive> {
+    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
+    let builder = RedisArchive::builder(url);
+    let builder = if let Some(prefix) = fragment.strip_prefix("legacy-prefix=") {
+        builder.prefix(prefix).legacy_layout(true)
+    } else if let Some(prefix) = fragment.strip_prefix("prefix=") {
+        builder.prefix(prefix)
+    } else {
+        builder
+    };
+    builder.open()
 }

@@ -470,3 +470,40 @@ fn migrates_redb_into_redis_and_back() {
     ok(&["migrate", &url, &spec("dir", &back)]);
     assert_eq!(files(&back), before);
 }
+
+#[test]
+fn a_redis_spec_names_its_prefix_and_legacy_layout() {
+    let Some(server) = redis_server::or_skip(redis_server::LocalServer::start()) else {
+        return;
+    };
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("sessions");
+    original_tree(&tree, 3);
+    let prefixed = format!("{url}#prefix=app");
+    ok(&["migrate", &spec("dir", &tree), &prefixed]);
+    // The prefixed archive sees its three domains; the unprefixed one sees none of them.
+    assert!(
+        String::from_utf8(ok(&["stats", &prefixed]))
+            .unwrap()
+            .starts_with("domains: 3\n")
+    );
+    assert!(
+        String::from_utf8(ok(&["stats", &url]))
+            .unwrap()
+            .starts_with("domains: 0\n")
+    );
+    // Data written by 0.1 under `app:` (hashes named `app:<domain>`) opens in the legacy layout.
+    let legacy = format!("{url}#legacy-prefix=app:");
+    ok(&["migrate", &spec("dir", &tree), &legacy]);
+    assert!(
+        String::from_utf8(ok(&["stats", &legacy]))
+            .unwrap()
+            .starts_with("domains: 3\n")
+    );
+    assert!(
+        String::from_utf8(ok(&["stats", &prefixed]))
+            .unwrap()
+            .starts_with("domains: 3\n")
+    );
+}
