@@ -969,6 +969,20 @@ fn setting(
     }
 }
 
+/// Opens a Redis spec: the URL, and the prefix its fragment names (see [`Spec`]).
+fn open_redis(spec: &str) -> crate::Result<RedisArchive> {
+    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
+    let builder = RedisArchive::builder(url);
+    let builder = if let Some(prefix) = fragment.strip_prefix("legacy-prefix=") {
+        builder.prefix(prefix).legacy_layout(true)
+    } else if let Some(prefix) = fragment.strip_prefix("prefix=") {
+        builder.prefix(prefix)
+    } else {
+        builder
+    };
+    builder.open()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1155,18 +1169,4 @@ mod tests {
             Spec::Dir(PathBuf::from("a:b"))
         );
     }
-}
-
-/// Opens a Redis spec: the URL, and the prefix its fragment names (see [`Spec`]).
-fn open_redis(spec: &str) -> crate::Result<RedisArchive> {
-    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
-    let builder = RedisArchive::builder(url);
-    let builder = if let Some(prefix) = fragment.strip_prefix("legacy-prefix=") {
-        builder.prefix(prefix).legacy_layout(true)
-    } else if let Some(prefix) = fragment.strip_prefix("prefix=") {
-        builder.prefix(prefix)
-    } else {
-        builder
-    };
-    builder.open()
 }

@@ -345,7 +345,7 @@ mod tests {
         for shown in [err.to_string(), format!("{err:?}")] {
             assert!(!shown.contains(ID), "{shown}");
             assert!(!shown.contains("6bb9-405f"), "{shown}");
-            assert!(shown.contains("#"), "{shown}");
+            assert!(shown.contains('#'), "{shown}");
         }
     }
 

@@ -382,7 +382,11 @@ impl Gate {
     }
 
     async fn pass(&self) {
-        self.arrived.lock().unwrap().send(()).unwrap();
+        self.arrived
+            .lock()
+            .expect("the arrivals lock")
+            .send(())
+            .expect("the test waits for arrivals");
         self.open.acquire().await.expect("the gate stays").forget();
     }
 
@@ -440,7 +444,7 @@ fn live_ids(archive: &MemoryArchive) -> Vec<String> {
         .filter(|d| {
             archive
                 .get(d, STATE_KEY)
-                .unwrap()
+                .expect("a memory archive reads")
                 .is_some_and(|state| state.first() == Some(&b'{'))
         })
         .collect()

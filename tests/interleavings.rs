@@ -19,6 +19,9 @@
 //! - authenticated state (set before a `regenerate`) is never stored under the old id;
 //! - a handle whose session another request moved or destroyed does not touch the cookie.
 
+#[path = "support/sha256.rs"]
+mod sha256;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -96,7 +99,7 @@ impl Scheduler {
             } if key == STATE_KEY => {
                 self.writes
                     .lock()
-                    .unwrap()
+                    .expect("an unpoisoned lock")
                     .push((domain.to_owned(), value.to_vec()));
             }
             _ => {}
@@ -110,7 +113,7 @@ impl Scheduler {
     }
 
     fn run_other(&self) {
-        let other = self.other.lock().unwrap().take();
+        let other = self.other.lock().expect("an unpoisoned lock").take();
         if let Some(other) = other {
             self.nested.store(true, Ordering::SeqCst);
             other();
@@ -147,11 +150,7 @@ impl World<'_> {
         if !self.hashed {
             return id.to_owned();
         }
-        use sha2::Digest;
-        sha2::Sha256::digest(id.as_bytes())
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        sha256::sha256_hex(id)
     }
 
     /// Which of `ids` name a live session.
@@ -181,7 +180,7 @@ impl World<'_> {
         let bytes = self
             .archive
             .get(&self.stored(id), STATE_KEY)
-            .unwrap()
+            .expect("read the state")
             .expect("a state");
         serde_json::from_slice(&bytes).expect("a state that decodes")
     }
@@ -228,11 +227,11 @@ fn explore<A, B: Send + 'static>(backend: &str, open: Open, scenario: &Scenario<
         let b = Arc::new(Mutex::new(Some(b)));
         let slot = Arc::clone(&b);
         let second = scenario.second;
-        *scheduler.other.lock().unwrap() = Some(Box::new(move || {
-            let mut guard = slot.lock().unwrap();
+        *scheduler.other.lock().expect("an unpoisoned lock") = Some(Box::new(move || {
+            let mut guard = slot.lock().expect("an unpoisoned lock");
             second(guard.as_mut().expect("B runs once"));
         }));
-        scheduler.writes.lock().unwrap().clear();
+        scheduler.writes.lock().expect("an unpoisoned lock").clear();
         scheduler.at.store(at, Ordering::SeqCst);
         scheduler.armed.store(true, Ordering::SeqCst);
         (scenario.first)(&mut a);
@@ -242,8 +241,12 @@ fn explore<A, B: Send + 'static>(backend: &str, open: Open, scenario: &Scenario<
         scheduler.run_other();
         scheduler.armed.store(false, Ordering::SeqCst);
 
-        let b = b.lock().unwrap().take().expect("B's request");
-        let writes = scheduler.writes.lock().unwrap().clone();
+        let b = b
+            .lock()
+            .expect("an unpoisoned lock")
+            .take()
+            .expect("B's request");
+        let writes = scheduler.writes.lock().expect("an unpoisoned lock").clone();
         let world = World {
             sessions: &sessions,
             archive: &*inner,

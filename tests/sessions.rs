@@ -19,6 +19,8 @@ use session_archive::{Archive, MemoryArchive};
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/sha256.rs"]
+mod sha256;
 
 macro_rules! session_tests {
     ($module:ident, $factory:expr $(,)?) => {
@@ -1780,11 +1782,7 @@ fn ids_hashed_at_rest_never_reach_storage() {
     }
 
     // The session sits under the SHA-256 of its id (computed here, not by the crate).
-    use sha2::Digest;
-    let hash: String = sha2::Sha256::digest(id.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = sha256::sha256_hex(&id);
     assert_eq!(archive.get(&hash, "session.json").unwrap().unwrap(), b"8");
 
     // The plain session is unreachable now; adoption removes it, and the sweep finds the

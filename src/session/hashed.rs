@@ -8,11 +8,10 @@
 //! hash either. Every other name (`session.json`, `expiry-<n>`, …) passes unchanged, and so do
 //! the hashes themselves, which is how the sweep, finding a hash in the index, reaches the domain.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
-
-use super::id::SessionId;
+use super::id::{SessionId, sha256_hex};
 use crate::archive::{Archive, Page};
 use crate::error::Result;
 
@@ -31,20 +30,12 @@ impl<A: Archive> HashedIds<A> {
 }
 
 /// The name stored for `name`: its hash if it is shaped like a session id, itself otherwise.
-fn stored(name: &str) -> std::borrow::Cow<'_, str> {
+fn stored(name: &str) -> Cow<'_, str> {
     if SessionId::parse(name).is_none() {
-        return std::borrow::Cow::Borrowed(name);
+        return Cow::Borrowed(name);
     }
-    let digest = Sha256::digest(name.as_bytes());
-    let mut text = String::with_capacity(HASHED_LEN);
-    for byte in digest.iter() {
-        text.push(char::from(HEX[usize::from(byte >> 4)]));
-        text.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    std::borrow::Cow::Owned(text)
+    Cow::Owned(sha256_hex(name, HASHED_LEN / 2))
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether `name` is a stored hash (64 lowercase hex digits).
 pub(super) fn is_hashed(name: &str) -> bool {

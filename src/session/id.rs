@@ -124,21 +124,25 @@ impl fmt::Debug for SessionId {
 
 /// The fingerprint of an id given as text; see [`SessionId::fingerprint`].
 pub(crate) fn fingerprint(id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(id.as_bytes());
-    let mut text = String::with_capacity(1 + 2 * FINGERPRINT_BYTES);
-    text.push('#');
-    for byte in &digest[..FINGERPRINT_BYTES] {
-        text.push(char::from(HEX[usize::from(byte >> 4)]));
-        text.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    text
+    format!("#{}", sha256_hex(id, FINGERPRINT_BYTES))
 }
 
 /// How many bytes of the SHA-256 a fingerprint shows: 48 bits tell sessions apart in logs, and
 /// say nothing usable about the 122 random bits of the id.
 const FINGERPRINT_BYTES: usize = 6;
-const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The first `bytes` bytes of the SHA-256 of `text`, as lowercase hex.
+pub(crate) fn sha256_hex(text: &str, bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(2 * bytes);
+    for byte in digest.iter().take(bytes) {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
+}
 
 impl AsRef<str> for SessionId {
     fn as_ref(&self) -> &str {
