@@ -301,6 +301,53 @@ fn a_crashed_remove_domain_is_finished_on_open() {
 }
 
 #[test]
+fn trash_is_deleted_whole_without_following_symlinks_at_any_depth() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sessions");
+    drop(DirArchive::open(&root).unwrap());
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::write(outside.join("sub/keep"), b"keep").unwrap();
+    let trash = root.join(".trash-4567");
+    let deep = trash.join("a/b/c/d");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("k"), b"v").unwrap();
+    std::fs::write(trash.join("a/b/k"), b"v").unwrap();
+    // A name that is not UTF-8, and links to a directory and a file outside, below the top.
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    std::fs::create_dir(trash.join("a").join(not_utf8)).unwrap();
+    std::fs::write(trash.join("a").join(not_utf8).join("k"), b"v").unwrap();
+    symlink(&outside, trash.join("a/b/dir-link")).unwrap();
+    symlink(outside.join("sub/keep"), deep.join("file-link")).unwrap();
+
+    drop(DirArchive::open(&root).unwrap());
+    assert_eq!(entries(&root), [".lock"]);
+    assert_eq!(entries(&outside), ["sub"]);
+    assert_eq!(std::fs::read(outside.join("sub/keep")).unwrap(), b"keep");
+}
+
+#[test]
+fn remove_domain_deletes_its_trash_through_the_open_root_not_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sessions");
+    let archive = DirArchive::open(&root).unwrap();
+    archive.set("d", "k", b"v").unwrap();
+    archive.set("d", "k2", b"v").unwrap();
+    // The root moves while open, and another directory takes its path.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&root, &moved).unwrap();
+    std::fs::create_dir(&root).unwrap();
+
+    assert!(archive.remove_domain("d").unwrap());
+    assert!(!archive.has_domain("d").unwrap());
+    // No trash is left in the archive's own directory, and the path's new owner is untouched.
+    assert_eq!(entries(&moved), [".lock"]);
+    assert!(entries(&root).is_empty());
+}
+
+#[test]
 fn entries_that_are_not_regular_files_or_directories_are_absent() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sessions");
