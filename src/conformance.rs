@@ -31,6 +31,9 @@
 //! ```
 //!
 //! Every function expects a fresh, empty archive.
+//!
+//! The model test saves the seed of a failing case in `proptest-regressions/model_test.txt` under
+//! the package root ([`MODEL_REGRESSIONS`]) and replays it on every later run.
 
 #![allow(
     clippy::missing_panics_doc,
@@ -41,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
 use crate::archive::{Archive, ArchiveExt};
 use crate::error::{Error, NameKind};
@@ -923,26 +926,72 @@ pub enum Op {
 /// The model: what the archive should hold.
 pub type Model = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
-/// Domains of the model test: names sharing prefixes, non-ASCII, and two invalid ones.
-const MODEL_DOMAINS: &[&str] = &["a", "ab", "a b", "b", "ü", "..", ".x"];
-/// Keys of the model test, one of them invalid.
-const MODEL_KEYS: &[&str] = &["k", "k2", "session.json", "é", "a/b"];
-
-fn name(names: &'static [&'static str]) -> impl Strategy<Value = String> {
-    proptest::sample::select(names).prop_map(str::to_owned)
+/// A name of exactly `len` bytes: `fill` repeated, then `last` (so that two such names can differ
+/// in their last byte only). `fill` and `last` must be one byte long.
+fn long_name(fill: &str, last: &str, len: usize) -> String {
+    format!("{}{last}", fill.repeat(len - 1))
 }
 
+/// Domains of the model test: a few common ones, picked three times in four so that operations
+/// meet on the same names often, and rarer ones. Each is there for a reason: names sharing a
+/// prefix; names differing only in case, and only in Unicode normalization ("é" precomposed and
+/// decomposed), which every backend must keep apart; two names of the maximum length differing in
+/// their last byte only, and one of multi-byte characters; a space; and three invalid names (`..`,
+/// a dot-name, and one byte over the limit in 128 characters).
+fn model_domains() -> (Vec<String>, Vec<String>) {
+    let common = ["a", "A", "ab", "\u{e9}", "e\u{301}", ".."].map(str::to_owned);
+    let rare = [
+        "a b".to_owned(),
+        ".x".to_owned(),
+        long_name("d", "a", MAX_NAME_LEN),
+        long_name("d", "b", MAX_NAME_LEN),
+        format!("{}x", "\u{fc}".repeat((MAX_NAME_LEN - 1) / 2)),
+        "\u{fc}".repeat(MAX_NAME_LEN / 2 + 1),
+    ];
+    (common.into(), rare.into())
+}
+
+/// Keys of the model test, on the same plan as [`model_domains`]: case, normalization ("Å" and
+/// the Angstrom sign, which NFC maps to it), a maximum-length ASCII name and one ending in a
+/// four-byte character, and two invalid names (a slash, and one byte over the limit).
+fn model_keys() -> (Vec<String>, Vec<String>) {
+    let common = ["k", "K", "session.json", "\u{c5}", "\u{212b}", "a/b"].map(str::to_owned);
+    let rare = [
+        long_name("k", "k", MAX_NAME_LEN),
+        format!("{}\u{1f980}", "k".repeat(MAX_NAME_LEN - 4)),
+        long_name("k", "k", MAX_NAME_LEN + 1),
+    ];
+    (common.into(), rare.into())
+}
+
+/// A name from `common` three times in four, else from `rare`.
+fn name((common, rare): (Vec<String>, Vec<String>)) -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => proptest::sample::select(common),
+        1 => proptest::sample::select(rare),
+    ]
+}
+
+/// Values: mostly tiny and often empty or equal (so compare-and-swap meets its expected value),
+/// sometimes random, and sometimes several KiB (larger than a page or a read buffer; filled from a
+/// seed so that two large values differ in content, not only in length).
 fn value() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        3 => proptest::sample::select(vec![vec![], vec![0], vec![1], vec![0xFF, 0, 7]]),
-        1 => proptest::collection::vec(any::<u8>(), 0..64),
+        6 => proptest::sample::select(vec![vec![], vec![0], vec![1], vec![0xFF, 0, 7]]),
+        2 => proptest::collection::vec(any::<u8>(), 0..64),
+        1 => (1024_usize..8 * 1024, any::<u8>()).prop_map(|(len, seed)| {
+            (0..len)
+                .map(|i| seed.wrapping_add(i.to_le_bytes()[0]).rotate_left(3))
+                .collect()
+        }),
     ]
 }
 
 /// The strategy for one operation; `Reopen` only for persistent archives.
 pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
-    let domain = || name(MODEL_DOMAINS);
-    let key = || name(MODEL_KEYS);
+    let (domains, keys) = (model_domains(), model_keys());
+    let domain = || name(domains.clone());
+    let key = || name(keys.clone());
     let ops = prop_oneof![
         6 => (domain(), key()).prop_map(|(d, k)| Op::Get(d, k)),
         8 => (domain(), key(), value()).prop_map(|(d, k, v)| Op::Set(d, k, v)),
@@ -1187,12 +1236,36 @@ fn model_cases() -> u32 {
         .unwrap_or(256)
 }
 
+/// Where the [`model_test`] records the seed of a failing case, relative to the working
+/// directory; `cargo test` runs a test in its package's root, so the file lands in the package.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::MODEL_REGRESSIONS;
+/// assert!(std::path::Path::new(MODEL_REGRESSIONS).is_relative());
+/// ```
+pub const MODEL_REGRESSIONS: &str = "proptest-regressions/model_test.txt";
+
 /// Runs random sequences of 100 to 200 operations against an archive made by `factory` and against
 /// a [`Model`], asserting after every step that both answered alike and hold the same data.
 /// Invalid names are part of the alphabet and must fail with `InvalidName`, changing nothing.
 ///
+/// The alphabet is small and weighted to a few common names, so that operations meet on the same
+/// names often, and it is made of edge cases: names of exactly [`MAX_NAME_LEN`] bytes (ASCII and
+/// multi-byte) and one byte over it, multi-byte UTF-8, names that differ only in case or only in
+/// Unicode normalization (which must be distinct names in every backend, so a case-insensitive or
+/// normalizing store fails here), and values that are empty, tiny, random, or several KiB.
+///
 /// Runs 256 cases, or `PROPTEST_CASES` from the environment; proptest shrinks a failure to a
 /// minimal sequence and the panic message shows it.
+///
+/// # Replaying a failure
+///
+/// The seed of a failing case is appended to [`MODEL_REGRESSIONS`]
+/// (`proptest-regressions/model_test.txt`, relative to the working directory: the package root
+/// under `cargo test`), and every later run of the model test, for every backend, replays the
+/// seeds in that file before its random cases. Commit the file, so that the failure stays fixed.
 ///
 /// # Examples
 ///
@@ -1209,7 +1282,7 @@ where
 {
     let mut runner = TestRunner::new(Config {
         cases: model_cases(),
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(MODEL_REGRESSIONS))),
         ..Config::default()
     });
     let strategy = proptest::collection::vec(op_strategy(persistence), 100..200);

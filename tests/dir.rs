@@ -301,6 +301,53 @@ fn a_crashed_remove_domain_is_finished_on_open() {
 }
 
 #[test]
+fn trash_is_deleted_whole_without_following_symlinks_at_any_depth() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sessions");
+    drop(DirArchive::open(&root).unwrap());
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::write(outside.join("sub/keep"), b"keep").unwrap();
+    let trash = root.join(".trash-4567");
+    let deep = trash.join("a/b/c/d");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("k"), b"v").unwrap();
+    std::fs::write(trash.join("a/b/k"), b"v").unwrap();
+    // A name that is not UTF-8, and links to a directory and a file outside, below the top.
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    std::fs::create_dir(trash.join("a").join(not_utf8)).unwrap();
+    std::fs::write(trash.join("a").join(not_utf8).join("k"), b"v").unwrap();
+    symlink(&outside, trash.join("a/b/dir-link")).unwrap();
+    symlink(outside.join("sub/keep"), deep.join("file-link")).unwrap();
+
+    drop(DirArchive::open(&root).unwrap());
+    assert_eq!(entries(&root), [".lock"]);
+    assert_eq!(entries(&outside), ["sub"]);
+    assert_eq!(std::fs::read(outside.join("sub/keep")).unwrap(), b"keep");
+}
+
+#[test]
+fn remove_domain_deletes_its_trash_through_the_open_root_not_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sessions");
+    let archive = DirArchive::open(&root).unwrap();
+    archive.set("d", "k", b"v").unwrap();
+    archive.set("d", "k2", b"v").unwrap();
+    // The root moves while open, and another directory takes its path.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&root, &moved).unwrap();
+    std::fs::create_dir(&root).unwrap();
+
+    assert!(archive.remove_domain("d").unwrap());
+    assert!(!archive.has_domain("d").unwrap());
+    // No trash is left in the archive's own directory, and the path's new owner is untouched.
+    assert_eq!(entries(&moved), [".lock"]);
+    assert!(entries(&root).is_empty());
+}
+
+#[test]
 fn entries_that_are_not_regular_files_or_directories_are_absent() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sessions");
@@ -360,46 +407,100 @@ fn a_root_that_is_a_file_or_a_symlink_is_a_clear_error() {
     assert!(entries(&real).is_empty());
 }
 
-/// Whether permission bits bind this process (they do not for root).
+/// Whether permission bits bind this thread (they do not for root).
 fn permissions_apply(dir: &Path) -> bool {
     let probe = dir.join("probe");
     std::fs::create_dir(&probe).expect("create probe");
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o500)).expect("chmod");
     let applies = std::fs::write(probe.join("f"), b"").is_err();
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::remove_dir_all(&probe).expect("remove probe");
     applies
 }
 
-#[test]
-fn permission_denied_is_a_clear_error_and_keeps_the_previous_value() {
-    let dir = tempfile::tempdir().unwrap();
-    if !permissions_apply(dir.path()) {
-        eprintln!("skipped: running as root, where permission bits do not apply");
+/// The user and group a root test thread drops to: `nobody` on most systems. Any nonzero id
+/// works; it needs no passwd entry.
+#[cfg(target_os = "linux")]
+const UNPRIVILEGED: u32 = 65534;
+
+/// Runs `checks(dir)` where permission bits bind: on this thread if they already do, else (as
+/// root, which CI runs as) on a thread that drops to [`UNPRIVILEGED`] for good. Credentials are
+/// per thread in the Linux kernel and rustix makes the raw system calls (not libc's process-wide
+/// wrappers), so the rest of the test binary keeps running as root.
+fn where_permissions_apply(dir: &Path, checks: fn(&Path)) {
+    if permissions_apply(dir) {
+        checks(dir);
         return;
     }
-    let root = dir.path().join("sessions");
-    let archive = DirArchive::open(&root).unwrap();
-    archive.set("d", "k", b"old").unwrap();
-    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o500)).unwrap();
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::thread::{Gid, Uid, set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+
+        std::os::unix::fs::chown(dir, Some(UNPRIVILEGED), Some(UNPRIVILEGED)).expect("chown");
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let (uid, gid) = (Uid::from_raw(UNPRIVILEGED), Gid::from_raw(UNPRIVILEGED));
+                // Groups first: once the user id is not 0 they can no longer be changed.
+                set_thread_groups(&[]).expect("drop supplementary groups");
+                set_thread_res_gid(gid, gid, gid).expect("setresgid");
+                set_thread_res_uid(uid, uid, uid).expect("setresuid");
+                assert!(
+                    std::fs::metadata(dir).is_ok(),
+                    "user {UNPRIVILEGED} cannot reach {}: its parents must be searchable by \
+                     others (set TMPDIR to a directory such as /tmp)",
+                    dir.display()
+                );
+                assert!(
+                    permissions_apply(dir),
+                    "permission bits bind after dropping root"
+                );
+                checks(dir);
+            });
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    panic!("permission bits do not bind this process, and only Linux can drop them per thread");
+}
+
+/// A write refused by permissions fails with `PermissionDenied`, keeps the previous value and
+/// leaves no temporary file; an unreadable root fails to open the same way.
+fn permission_denied_checks(dir: &Path) {
+    let root = dir.join("sessions");
+    let archive = DirArchive::open(&root).expect("open");
+    archive.set("d", "k", b"old").expect("set");
+    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o500))
+        .expect("chmod");
     let result = archive.set("d", "k", b"new");
-    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
     match result {
-        Err(Error::Io { source, .. }) => {
+        Err(Error::Io { path, source }) => {
             assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);
+            assert_eq!(path, root.join("d/k"));
         }
         other => panic!("expected Error::Io, got {other:?}"),
     }
-    assert_eq!(archive.get("d", "k").unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(
+        archive.get("d", "k").expect("get").as_deref(),
+        Some(&b"old"[..])
+    );
+    assert_eq!(entries(&root.join("d")), ["k"]);
 
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o000)).expect("chmod");
     let reopened = DirArchive::open(&root);
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     match reopened {
         Err(Error::Io { source, .. }) => {
             assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);
         }
         other => panic!("expected Error::Io, got {other:?}"),
     }
+}
+
+#[test]
+fn permission_denied_is_a_clear_error_and_keeps_the_previous_value() {
+    let dir = tempfile::tempdir().unwrap();
+    where_permissions_apply(dir.path(), permission_denied_checks);
 }
 
 /// Readers racing a writer that overwrites one large value get each version whole.

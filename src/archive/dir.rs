@@ -5,10 +5,12 @@
 //! path is never re-resolved between a check and its use. Unix only.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{CStr, CString, OsStr};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -383,12 +385,94 @@ impl DirArchive {
             true
         })?;
         for name in trash {
-            let path = self.root.join(&name);
-            // std's remove_dir_all never follows symlinks inside the tree it removes.
-            std::fs::remove_dir_all(&path).map_err(|err| io(path, err))?;
+            self.remove_trash(&name)?;
         }
         Ok(())
     }
+
+    /// Deletes the trash directory `name` in the root and everything below it. Under the write
+    /// lock.
+    fn remove_trash(&self, name: &str) -> Result<()> {
+        remove_tree(&self.root_fd, name).map_err(|(path, err)| io(self.root.join(path), err.into()))
+    }
+}
+
+/// One directory being emptied by [`remove_tree`]: its descriptor, its name in its parent, and
+/// the entries still to delete.
+struct Emptying {
+    dir: OwnedFd,
+    name: CString,
+    entries: Vec<(CString, FileType)>,
+}
+
+impl Emptying {
+    /// Opens `name` in `parent` as a directory without following a symlink, and lists it.
+    fn open(parent: &OwnedFd, name: CString) -> rustix::io::Result<Self> {
+        let dir = rustix::fs::openat(parent, name.as_c_str(), dir_flags(), Mode::empty())?;
+        let mut entries = Vec::new();
+        for entry in Dir::read_from(&dir)? {
+            let entry = entry?;
+            let entry_name = entry.file_name();
+            if entry_name != c"." && entry_name != c".." {
+                entries.push((entry_name.to_owned(), entry.file_type()));
+            }
+        }
+        Ok(Emptying { dir, name, entries })
+    }
+}
+
+/// Deletes directory `name` in `parent` and everything below it, every step relative to an open
+/// directory descriptor: no path is resolved again, and each subdirectory is opened with
+/// `O_NOFOLLOW`, so a symlink in the tree is unlinked, never followed. Names need not be UTF-8.
+///
+/// Depth-first with an explicit stack, so a deep (hostile) tree costs heap and one descriptor per
+/// level, never the call stack; running out of descriptors is an error, not a crash. Entries that
+/// vanish meanwhile are skipped. The error carries the path, relative to `parent`, of the entry
+/// that could not be deleted.
+fn remove_tree(parent: &OwnedFd, name: &str) -> Result<(), (PathBuf, Errno)> {
+    let path = |stack: &[Emptying], entry: &CStr| -> PathBuf {
+        let names = stack.iter().map(|level| level.name.as_c_str());
+        names
+            .chain([entry])
+            .map(|name| Path::new(OsStr::from_bytes(name.to_bytes())))
+            .collect()
+    };
+    let top = CString::new(name).map_err(|_| (PathBuf::from(name), Errno::INVAL))?;
+    let mut stack = match Emptying::open(parent, top) {
+        Ok(level) => vec![level],
+        Err(Errno::NOENT) => return Ok(()),
+        Err(err) => return Err((PathBuf::from(name), err)),
+    };
+    while let Some(level) = stack.last_mut() {
+        let Some((entry, file_type)) = level.entries.pop() else {
+            // Emptied: remove it from its parent, the level below it on the stack.
+            let emptied = stack.pop().map(|level| level.name);
+            let Some(emptied) = emptied else { break };
+            let parent = stack.last().map_or(parent, |level| &level.dir);
+            match rustix::fs::unlinkat(parent, emptied.as_c_str(), AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => continue,
+                Err(err) => return Err((path(&stack, &emptied), err)),
+            }
+        };
+        if matches!(file_type, FileType::Directory | FileType::Unknown) {
+            match Emptying::open(&level.dir, entry.clone()) {
+                Ok(sub) => {
+                    stack.push(sub);
+                    continue;
+                }
+                // A symlink or a file: unlinked below like any other.
+                Err(Errno::NOTDIR | Errno::LOOP | Errno::MLINK) => {}
+                Err(Errno::NOENT) => continue,
+                Err(err) => return Err((path(&stack, &entry), err)),
+            }
+        }
+        let Some(level) = stack.last() else { break };
+        match rustix::fs::unlinkat(&level.dir, entry.as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(err) => return Err((path(&stack, &entry), err)),
+        }
+    }
+    Ok(())
 }
 
 /// Calls `visit` with every UTF-8 name in `dir` (except `.` and `..`) and its type from the
@@ -651,10 +735,9 @@ impl Archive for DirArchive {
         };
         if synced.is_ok() {
             for name in &trash {
-                // std's remove_dir_all never follows symlinks inside the tree it removes. Should
-                // it fail, the domain is already gone: the trash is invisible and is deleted on
-                // the next open.
-                let _ = std::fs::remove_dir_all(self.root.join(name));
+                // Should this fail, the domain is already gone: the trash is invisible and is
+                // deleted on the next open.
+                let _ = self.remove_trash(name);
             }
         }
         // The first error met is the one reported.
