@@ -57,6 +57,11 @@ fn dir_flags() -> OFlags {
 ///   never its target. Nothing is created outside the root.
 /// - **Leftovers.** Temporary files left by a crash are never listed, and are deleted by the next
 ///   write to their domain. A directory holding no key (only leftovers) is not a domain.
+/// - **Names are file names.** On a filesystem that folds case or normalizes Unicode (macOS's
+///   default APFS, ext4 directories with `casefold`), names that differ only in case (`a`, `A`)
+///   or in normalization (`é`, `e\u{301}`) would meet in one file, against the archive contract.
+///   Put the root on a case-sensitive, non-normalizing filesystem. Session ids are lowercase
+///   ASCII, so sessions alone never meet this.
 ///
 /// # Concurrency
 ///
