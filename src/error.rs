@@ -221,6 +221,17 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A user id given to [`Session::set_user`](crate::Session::set_user) or the per-user calls
+    /// is empty or longer than [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes. Nothing was written.
+    #[error(
+        "invalid user id: {len} bytes, where 1 to {} are allowed",
+        crate::MAX_USER_LEN
+    )]
+    InvalidUser {
+        /// The user id's length in bytes.
+        len: usize,
+    },
+
     /// The session was destroyed (by this handle or another) or has expired, so it cannot be
     /// written any more.
     #[error(
@@ -305,6 +316,7 @@ impl fmt::Debug for Error {
                 .field("size", size)
                 .field("limit", limit)
                 .finish(),
+            Error::InvalidUser { len } => f.debug_struct("InvalidUser").field("len", len).finish(),
             Error::SessionGone { id } => f
                 .debug_struct("SessionGone")
                 .field("id", &fingerprint(id))

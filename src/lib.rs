@@ -58,6 +58,7 @@ pub use crate::session::clock::{Clock, ManualClock, SystemClock};
 pub use crate::session::id::SessionId;
 pub use crate::session::{
     CORRUPT_DOMAIN, CookieAction, DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE, DEFAULT_SWEEP_GRANULARITY, META_KEY, OnCorrupt,
-    STATE_KEY, Session, Sessions, SessionsBuilder, StoredSettings,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE, DEFAULT_SWEEP_GRANULARITY, MAX_USER_LEN,
+    META_KEY, OnCorrupt, STATE_KEY, Session, Sessions, SessionsBuilder, StoredSettings,
+    UserSession,
 };

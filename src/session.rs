@@ -33,11 +33,13 @@ mod cookie;
 mod expiry;
 mod hashed;
 pub mod id;
+mod users;
 
 use self::clock::{Clock, SystemClock};
 use self::expiry::Meta;
 pub use self::expiry::StoredSettings;
 use self::id::SessionId;
+pub use self::users::{MAX_USER_LEN, UserSession};
 
 /// The key holding a session's state, as JSON: `session.json`.
 ///
@@ -557,6 +559,17 @@ impl SessionsBuilder {
     }
 }
 
+impl Inner {
+    /// The name `id` is stored under: the id, or its hash when ids are hashed at rest.
+    fn stored_name(&self, id: &SessionId) -> String {
+        if self.config.hash_ids && SessionId::parse(id.as_str()).is_some() {
+            id::sha256_hex(id.as_str(), hashed::HASHED_LEN / 2)
+        } else {
+            id.as_str().to_owned()
+        }
+    }
+}
+
 impl Sessions {
     /// Returns sessions over `archive` with the default configuration (see [`Sessions`]).
     ///
@@ -669,6 +682,8 @@ impl Sessions {
             phase: Phase::New,
             synced: None,
             cookie: CookieAction::Keep,
+            bound: None,
+            user: None,
         }
     }
 
@@ -738,6 +753,7 @@ impl Sessions {
         };
         let (meta, meta_raw) = meta.unzip();
         let adopting = meta.is_none();
+        let bound = meta_raw.as_deref().and_then(users::bound_user);
         let mut session = Session {
             sessions: self.clone(),
             id,
@@ -745,6 +761,8 @@ impl Sessions {
             phase: Phase::Live { meta, meta_raw },
             synced: Some(state_hash(&bytes)),
             cookie: CookieAction::Keep,
+            user: bound.clone(),
+            bound,
         };
         if session.touch(now)? {
             // Adopting a session without timestamps wrote them from nothing; if a destroy
@@ -851,6 +869,10 @@ pub struct Session<T> {
     synced: Option<u64>,
     /// What the client's cookie needs after this handle's calls.
     cookie: CookieAction,
+    /// The user the stored session is bound to, as this handle last read or wrote it.
+    bound: Option<String>,
+    /// The user the next write binds the session to (see [`Session::set_user`]).
+    user: Option<String>,
 }
 
 /// What a response must do with the client's session cookie after a [`Session`]'s calls; see
@@ -942,6 +964,54 @@ impl<T> Session<T> {
     /// ```
     pub fn is_new(&self) -> bool {
         matches!(self.phase, Phase::New)
+    }
+
+    /// Binds the session to a user, or unbinds it with `None`: any UTF-8 string of 1 byte to
+    /// [`MAX_USER_LEN`] bytes, such as an email or a database key. The binding is stored with
+    /// the session when it is next written ([`save`](Self::save), [`update`](Self::update),
+    /// [`regenerate`](Self::regenerate)); it is not part of the state `T`. A bound session is
+    /// listed by [`Sessions::user_sessions`] and destroyed by [`Sessions::revoke_user`]. A user
+    /// id that is empty or too long makes the next write [`Error::InvalidUser`], writing
+    /// nothing.
+    ///
+    /// On login, bind after authenticating and before [`regenerate`](Self::regenerate), so the
+    /// new id is the first to be bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, ())?;
+    /// session.save()?;
+    /// session.set_user(Some("alice"));
+    /// session.regenerate()?; // login: the new id is stored bound to alice
+    /// let again = sessions.start(Some(session.id().as_str()), ())?;
+    /// assert_eq!(again.user(), Some("alice"));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn set_user(&mut self, user: Option<&str>) {
+        self.user = user.map(str::to_owned);
+    }
+
+    /// Returns the user the session is bound to (as stored when it was started, or as set since
+    /// with [`set_user`](Self::set_user)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, ())?;
+    /// assert_eq!(session.user(), None);
+    /// session.set_user(Some("alice"));
+    /// assert_eq!(session.user(), Some("alice"));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// Returns the state, leaving the session behind.
@@ -1059,16 +1129,32 @@ impl<T> Session<T> {
         let archive = self.archive();
         let id = self.id.as_str();
         loop {
+            let bound = archive
+                .get(id, META_KEY)?
+                .as_deref()
+                .and_then(users::bound_user);
             let Stored::State(current) = read_state(archive, &self.id)? else {
                 return Ok(false);
             };
             if archive.compare_and_swap(id, STATE_KEY, Some(&current), None)? {
-                // The session is destroyed. What is left is its timestamps, which no write can
-                // bring back to life; a failure to remove them leaves them indexed, and the
-                // sweep removes them when they expire.
+                // The session is destroyed. What is left is its timestamps and its user entry,
+                // which no write can bring back to life; a failure to remove them leaves the
+                // timestamps indexed, for the sweep, and the entry stale, for the next listing
+                // of the user's sessions.
                 let _ = archive.remove_domain(id);
+                if let Some(user) = bound {
+                    let _ = self.sessions.inner.remove_user_entry(&user, &self.id);
+                }
                 return Ok(true);
             }
+        }
+    }
+
+    /// Checks the user id the next write binds the session to.
+    fn check_user(&self) -> Result<()> {
+        match &self.user {
+            Some(user) => users::validate_user(user),
+            None => Ok(()),
         }
     }
 
@@ -1101,39 +1187,56 @@ impl<T> Session<T> {
     }
 
     /// Rewrites `last seen` if it is old enough, or writes the first timestamps of a session
-    /// stored without them. A lost race (another handle touched or destroyed the session first)
-    /// is not an error: the winner's timestamps stand, and a destroyed session stays destroyed.
-    /// The index entry is written first (see [`Inner::index`]). Returns whether it wrote.
+    /// stored without them, and stores the user binding when it changed. A lost race (another
+    /// handle touched or destroyed the session first) is not an error: the winner's timestamps
+    /// stand, and a destroyed session stays destroyed; a changed binding is tried again on the
+    /// winner's timestamps. The expiry index entry, and the new user's entry, are written first
+    /// (see [`Inner::index`]); the old user's entry is removed after. Returns whether it wrote.
     fn touch(&mut self, now: u64) -> Result<bool> {
         let inner = &*self.sessions.inner;
-        let Phase::Live { meta, meta_raw } = &mut self.phase else {
-            return Ok(false);
-        };
-        let fresh = match *meta {
-            Some(old) if !inner.needs_touch(old, now) => return Ok(false),
-            Some(old) => Meta { seen: now, ..old },
-            None => Meta {
-                created: now,
-                seen: now,
-            },
-        };
-        let raw = encode_meta(&self.id, fresh)?;
-        inner.index(&self.id, fresh)?;
-        if inner.archive.compare_and_swap(
-            self.id.as_str(),
-            META_KEY,
-            meta_raw.as_deref(),
-            Some(&raw),
-        )? {
-            *meta = Some(fresh);
-            *meta_raw = Some(raw);
-            inner.expire_hint(&self.id, fresh)?;
-            Ok(true)
-        } else {
-            let (read, read_raw) = inner.read_meta(&self.id)?.unzip();
+        loop {
+            let rebind = self.user != self.bound;
+            let Phase::Live { meta, meta_raw } = &mut self.phase else {
+                return Ok(false);
+            };
+            let fresh = match *meta {
+                Some(old) if !rebind && !inner.needs_touch(old, now) => return Ok(false),
+                Some(old) => Meta { seen: now, ..old },
+                None => Meta {
+                    created: now,
+                    seen: now,
+                },
+            };
+            let raw = encode_meta(&self.id, fresh, self.user.as_deref())?;
+            inner.index(&self.id, fresh)?;
+            if rebind && let Some(user) = &self.user {
+                inner.add_user_entry(user, &self.id)?;
+            }
+            if inner.archive.compare_and_swap(
+                self.id.as_str(),
+                META_KEY,
+                meta_raw.as_deref(),
+                Some(&raw),
+            )? {
+                *meta = Some(fresh);
+                *meta_raw = Some(raw);
+                inner.expire_hint(&self.id, fresh)?;
+                if rebind {
+                    if let Some(old) = &self.bound {
+                        inner.remove_user_entry(old, &self.id)?;
+                    }
+                    self.bound.clone_from(&self.user);
+                }
+                return Ok(true);
+            }
+            let read = inner.read_meta(&self.id)?;
+            self.bound = read.as_ref().and_then(|(_, raw)| users::bound_user(raw));
+            let (read, read_raw) = read.unzip();
             *meta = read;
             *meta_raw = read_raw;
-            Ok(false)
+            if !rebind || meta.is_none() {
+                return Ok(false);
+            }
         }
     }
 
@@ -1196,6 +1299,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 )
             }
             Phase::Live { .. } => {
+                self.check_user()?;
                 self.ensure_unexpired()?;
                 if self.swap_state(|_| Ok((bytes.clone(), ())))?.is_none() {
                     return Err(self.gone());
@@ -1284,6 +1388,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         if let Phase::Gone = self.phase {
             return Err(self.gone());
         }
+        self.check_user()?;
         self.ensure_unexpired()?;
         let swapped = self.swap_state(|current| {
             let mut copy: T = decode(&self.id, current)?;
@@ -1383,7 +1488,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             Phase::Live { meta, .. } => meta.map(|meta| meta.created),
         };
         let mut bytes = self.encode(&self.state)?;
+        self.check_user()?;
         self.ensure_unexpired()?;
+        let old_bound = self.bound.clone();
         let clean = self.synced == Some(state_hash(&bytes));
         let Stored::State(current) = read_state(self.archive(), &self.id)? else {
             return Err(self.gone());
@@ -1411,6 +1518,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 if let Some(state) = followed.or(moved) {
                     self.state = state;
                 }
+                // The old id is dead: its user entry is stale. A failure leaves it to be
+                // dropped by the next listing of the user's sessions.
+                if let Some(user) = &old_bound {
+                    let _ = self.sessions.inner.remove_user_entry(user, &old_id);
+                }
                 self.synced = Some(state_hash(&bytes));
                 self.cookie = CookieAction::Set;
                 // The old id is dead from the move on; its domain is only clutter now.
@@ -1422,6 +1534,10 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 // it is a plain removal. If that fails, the copy is indexed and swept on expiry.
                 let copy = std::mem::replace(&mut self.id, old_id);
                 let _ = self.archive().remove_domain(copy.as_str());
+                if let Some(user) = &self.user {
+                    let _ = self.sessions.inner.remove_user_entry(user, &copy);
+                }
+                self.bound = old_bound;
                 if let Error::SessionGone { .. } = err {
                     return Err(self.gone());
                 }
@@ -1444,7 +1560,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         clean: bool,
     ) -> Result<Option<T>> {
         let archive = self.archive();
-        let marker = moved_marker();
+        let marker = moved_marker(&self.sessions.inner.stored_name(&self.id));
         let mut followed = None;
         loop {
             match archive.compare_and_swap(old.as_str(), STATE_KEY, Some(&current), Some(&marker)) {
@@ -1493,8 +1609,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// when it expires. On an error the handle stays new and what was written is removed, as far
     /// as the archive allows.
     fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
+        if let Some(user) = &self.user {
+            users::validate_user(user)?;
+        }
         for _ in 0..CREATE_ATTEMPTS {
-            let raw = encode_meta(&self.id, meta)?;
+            let raw = encode_meta(&self.id, meta, self.user.as_deref())?;
             if let Some(raw) = self.create_at(bytes, meta, raw)? {
                 self.phase = Phase::Live {
                     meta: Some(meta),
@@ -1502,6 +1621,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 };
                 self.synced = Some(state_hash(bytes));
                 self.cookie = CookieAction::Set;
+                self.bound.clone_from(&self.user);
                 return self.sessions.inner.expire_hint(&self.id, meta);
             }
             self.id = SessionId::generate();
@@ -1515,6 +1635,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let inner = &*self.sessions.inner;
         let id = self.id.as_str();
         inner.index(&self.id, meta)?;
+        if let Some(user) = &self.user {
+            inner.add_user_entry(user, &self.id)?;
+        }
         if !inner
             .archive
             .compare_and_swap(id, META_KEY, None, Some(&raw))?
@@ -1577,8 +1700,21 @@ fn decode<T: DeserializeOwned>(id: &SessionId, bytes: &[u8]) -> Result<T> {
     })
 }
 
-fn encode_meta(id: &SessionId, meta: Meta) -> Result<Vec<u8>> {
-    serde_json::to_vec(&meta).map_err(|source| Error::Serialize {
+fn encode_meta(id: &SessionId, meta: Meta, user: Option<&str>) -> Result<Vec<u8>> {
+    /// The record under [`META_KEY`]: the timestamps, and the user binding when there is one.
+    #[derive(Serialize)]
+    struct Record<'a> {
+        created: u64,
+        seen: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+    }
+    let record = Record {
+        created: meta.created,
+        seen: meta.seen,
+        user,
+    };
+    serde_json::to_vec(&record).map_err(|source| Error::Serialize {
         id: id.to_string(),
         source,
     })
@@ -1588,8 +1724,8 @@ fn encode_meta(id: &SessionId, meta: Meta) -> Result<Vec<u8>> {
 enum Stored {
     /// Nothing: never stored, destroyed, or expired and removed.
     Absent,
-    /// A moved-marker: a regenerate moved the session to another id.
-    Moved,
+    /// A moved-marker: a regenerate moved the session to the stored name given.
+    Moved(Option<String>),
     /// A state.
     State(Vec<u8>),
 }
@@ -1598,11 +1734,15 @@ enum Stored {
 /// marker, and no marker decodes as a state.
 const MOVED_PREFIX: &[u8] = b"\0moved:";
 
-/// A fresh moved-marker: the prefix and a random nonce, so that a regenerate can tell its own
-/// marker from another's when it must read back a swap whose answer was lost.
-fn moved_marker() -> Vec<u8> {
+/// A fresh moved-marker: the prefix, a random nonce (so that a regenerate can tell its own
+/// marker from another's when it must read back a swap whose answer was lost), `:`, and the
+/// stored name of the new id, which a revoke follows. That name is the new domain's own name,
+/// hashed when ids are hashed at rest, so the marker holds nothing the storage did not.
+fn moved_marker(target: &str) -> Vec<u8> {
     let mut marker = MOVED_PREFIX.to_vec();
     marker.extend_from_slice(uuid::Uuid::new_v4().simple().to_string().as_bytes());
+    marker.push(b':');
+    marker.extend_from_slice(target.as_bytes());
     marker
 }
 
@@ -1610,8 +1750,15 @@ fn moved_marker() -> Vec<u8> {
 fn read_state(archive: &dyn Archive, id: &SessionId) -> Result<Stored> {
     Ok(match archive.get(id.as_str(), STATE_KEY)? {
         None => Stored::Absent,
-        Some(bytes) if bytes.starts_with(MOVED_PREFIX) => Stored::Moved,
-        Some(bytes) => Stored::State(bytes),
+        Some(bytes) => match bytes.strip_prefix(MOVED_PREFIX) {
+            Some(rest) => Stored::Moved(
+                std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|rest| rest.split_once(':'))
+                    .map(|(_, target)| target.to_owned()),
+            ),
+            None => Stored::State(bytes),
+        },
     })
 }
 

@@ -62,6 +62,7 @@ macro_rules! session_tests {
                 concurrent_saves_on_one_session_leave_one_whole_state
                 corrupt_state_is_an_error_and_left_untouched
                 corrupt_state_can_start_fresh_and_is_set_aside
+                sessions_per_user_are_listed_rebound_and_revoked
                 state_over_the_limit_writes_nothing
                 idle_timeout_expires_unused_sessions
                 absolute_lifetime_expires_active_sessions
@@ -909,6 +910,83 @@ mod behaviour {
         );
         sessions.sweep().unwrap();
         assert!(archive.has_domain(CORRUPT_DOMAIN).unwrap());
+    }
+
+    pub fn sessions_per_user_are_listed_rebound_and_revoked(archive: &Arc<dyn Archive>) {
+        let clock = clock();
+        let sessions = expiring(archive, &clock, 3600);
+        let listed = |user: &str| -> BTreeSet<String> {
+            sessions
+                .user_sessions(user)
+                .map(|s| s.expect("list").id().to_string())
+                .collect()
+        };
+        // Any string is a user id: it never becomes a storage name as it is.
+        let alice = "alice/../../etc\u{0}\n.";
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut session = sessions.start(None, State::default()).unwrap();
+            session.set_user(Some(alice));
+            session.save().unwrap();
+            assert_eq!(session.user(), Some(alice));
+            ids.push(session.id().to_string());
+        }
+        assert_eq!(listed(alice), ids.iter().cloned().collect());
+        assert!(listed("bob").is_empty());
+        for domain in domains(&**archive) {
+            assert!(!domain.contains("alice"), "{domain}");
+        }
+        // The binding is read back on start.
+        let mut moved = sessions.start(Some(&ids[0]), State::default()).unwrap();
+        assert_eq!(moved.user(), Some(alice));
+        // Rebinding moves the entry; regenerate moves it with the session.
+        moved.set_user(Some("bob"));
+        moved.save().unwrap();
+        assert_eq!(listed("bob"), BTreeSet::from([ids[0].clone()]));
+        assert_eq!(listed(alice), ids[1..].iter().cloned().collect());
+        moved.regenerate().unwrap();
+        assert_eq!(listed("bob"), BTreeSet::from([moved.id().to_string()]));
+        // Invalid user ids write nothing.
+        let mut bad = sessions.start(Some(&ids[1]), State::default()).unwrap();
+        bad.set_user(Some(""));
+        bad.name = "never stored".into();
+        assert!(matches!(bad.save(), Err(Error::InvalidUser { len: 0 })));
+        bad.set_user(Some(&"x".repeat(1025)));
+        assert!(matches!(
+            bad.update(|s| s.n += 1),
+            Err(Error::InvalidUser { len: 1025 })
+        ));
+        assert!(matches!(bad.regenerate(), Err(Error::InvalidUser { .. })));
+        assert_eq!(
+            sessions.start(Some(&ids[1]), State::default()).unwrap().n,
+            0
+        );
+        assert!(sessions.user_sessions("").next().unwrap().is_err());
+        // Revoking keeps one on request, then takes the rest; other users are untouched.
+        let keep = SessionId::parse(&ids[1]).unwrap();
+        assert_eq!(sessions.revoke_user_except(alice, &keep).unwrap(), 1);
+        assert_eq!(listed(alice), BTreeSet::from([ids[1].clone()]));
+        assert!(
+            sessions
+                .start(Some(&ids[2]), State::default())
+                .unwrap()
+                .is_new()
+        );
+        assert_eq!(sessions.revoke_user(alice).unwrap(), 1);
+        assert!(listed(alice).is_empty());
+        assert_eq!(sessions.revoke_user(alice).unwrap(), 0);
+        assert_eq!(listed("bob"), BTreeSet::from([moved.id().to_string()]));
+        // Expiry and the sweep take the entries with the sessions.
+        clock.advance(Duration::from_secs(3601));
+        assert!(listed("bob").is_empty());
+        assert_eq!(sessions.sweep().unwrap(), 1);
+        assert!(
+            domains(&**archive)
+                .iter()
+                .all(|d| !d.starts_with("user-") || archive.keys(d).next().is_none()),
+            "{:?}",
+            domains(&**archive)
+        );
     }
 
     pub fn state_over_the_limit_writes_nothing(archive: &Arc<dyn Archive>) {

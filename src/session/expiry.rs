@@ -389,7 +389,7 @@ impl Sessions {
                 entries.iter().map(|(id, at)| (id, *at)).collect();
             inner.index_all(&entries, false)?;
             for id in &unstamped {
-                let raw = encode_meta(id, fresh)?;
+                let raw = encode_meta(id, fresh, None)?;
                 if archive.compare_and_swap(id.as_str(), META_KEY, None, Some(&raw))? {
                     adopted += 1;
                     inner.expire_hint(id, fresh)?;
@@ -733,6 +733,7 @@ impl Inner {
             // without one.
             let mut expired = Vec::new();
             let mut dropped = Vec::new();
+            let mut unbound = Vec::new();
             for entry in &page.names {
                 let verdict = match SessionId::from_stored(entry) {
                     Some(id) => self.sweep_verdict(&id, bucket, now, width)?,
@@ -740,7 +741,12 @@ impl Inner {
                 };
                 match verdict {
                     Verdict::Keep => continue,
-                    Verdict::Expired => expired.push(entry.as_str()),
+                    Verdict::Expired { user } => {
+                        expired.push(entry.as_str());
+                        if let Some(user) = user {
+                            unbound.push((super::users::user_domain(&user), entry.as_str()));
+                        }
+                    }
                     Verdict::Drop => {}
                     Verdict::Later { id, at } => {
                         // Usually the write that moved the expiry left an entry there; when it did
@@ -757,6 +763,12 @@ impl Inner {
             if !expired.is_empty() {
                 removed += archive.remove_domains(&expired)?;
             }
+            // The users' entries go with the expiry index's: after the sessions they cover.
+            dropped.extend(
+                unbound
+                    .iter()
+                    .map(|(domain, entry)| (domain.as_str(), *entry)),
+            );
             if !dropped.is_empty() {
                 archive.remove_many(&dropped)?;
             }
@@ -770,13 +782,15 @@ impl Inner {
 
     /// Judges one index entry of `bucket` by the session's timestamps.
     fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
-        let meta = match self.read_meta(id) {
-            Ok(Some((meta, _))) => meta,
+        let (meta, raw) = match self.read_meta(id) {
+            Ok(Some(read)) => read,
             Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
             Err(err) => return Err(err),
         };
         if self.is_expired(meta, now) {
-            return Ok(Verdict::Expired);
+            return Ok(Verdict::Expired {
+                user: super::users::bound_user(&raw),
+            });
         }
         Ok(match self.expires_at(meta) {
             None => Verdict::Drop,
@@ -792,8 +806,9 @@ enum Verdict {
     /// The session is live and expires in this bucket, which the next sweep visits again: the
     /// entry stays.
     Keep,
-    /// The session expired: it goes, and so does the entry.
-    Expired,
+    /// The session expired: it goes, and so does the entry, and its entry in the index of the
+    /// user it was bound to.
+    Expired { user: Option<String> },
     /// The session is gone, unreadable, or never expires by this sweep's settings: the entry
     /// goes.
     Drop,
