@@ -680,3 +680,118 @@ fn sweep_x_save() {
         );
     }
 }
+
+/// A revoke of the user the session is bound to, racing a request on that session.
+struct Revoking {
+    sessions: Sessions,
+    revoked: Option<usize>,
+}
+
+fn revoke_alice(r: &mut Revoking) {
+    r.revoked = Some(r.sessions.revoke_user("alice").expect("revoke"));
+}
+
+/// The session bound to alice, a revoke of alice, and a request that started on the session.
+fn bound(sessions: &Sessions, _: &ManualClock, _: &dyn Archive, id: &str) -> (Revoking, Request) {
+    let mut binder = Request::start(sessions, id);
+    binder.session.set_user(Some("alice"));
+    binder.session.save().expect("bind the session to alice");
+    let request = Request::start(sessions, id);
+    let revoking = Revoking {
+        sessions: sessions.clone(),
+        revoked: None,
+    };
+    (revoking, request)
+}
+
+fn rebind_to_bob(r: &mut Request) {
+    r.session.set_user(Some("bob"));
+    let result = r.session.save();
+    r.record(result);
+}
+
+fn rebind_to_alice(r: &mut Request) {
+    r.session.set_user(Some("alice"));
+    r.session.n += 1;
+    let result = r.session.save();
+    r.record(result);
+}
+
+fn alice_sessions(w: &World<'_>) -> usize {
+    w.sessions.user_sessions("alice").count()
+}
+
+/// A revoke is final: nothing bound to alice survives it, under the old id or a new one; and the
+/// index never misses a live session of anyone.
+fn check_revoke(w: &World<'_>, revoking: &Revoking, request: &Request) {
+    let revoked = revoking.revoked.expect("revoked");
+    let ids = [w.id, request.session.id().as_str()];
+    let live = w.live(&ids);
+    for id in &live {
+        let session = w
+            .sessions
+            .start(Some(id), State::default())
+            .expect("start a live session");
+        assert_ne!(
+            session.user(),
+            Some("alice"),
+            "at {}: a session of alice survived the revoke",
+            w.at
+        );
+        if let Some(user) = session.user() {
+            let listed: Vec<String> = w
+                .sessions
+                .user_sessions(user)
+                .map(|s| s.expect("list").id().to_string())
+                .collect();
+            assert!(
+                listed.iter().any(|l| *l == w.stored(id)),
+                "at {}: the index misses a live session of {user}",
+                w.at
+            );
+        }
+    }
+    assert_eq!(alice_sessions(w), 0, "at {}", w.at);
+    // A session caught between a regenerate's copy and its move counts with its copy.
+    assert!(revoked <= 2, "at {}", w.at);
+    if request.ok() && live.is_empty() {
+        // The request landed before the revoke, which then destroyed its session.
+        assert_eq!(revoked, 1, "at {}", w.at);
+    }
+    if !request.ok() {
+        lost_cleanly(w, request);
+    }
+}
+
+macro_rules! revoke_pair {
+    ($name:ident, $request:expr) => {
+        #[test]
+        fn $name() {
+            for (backend, open) in backends() {
+                explore_both(
+                    backend,
+                    open,
+                    &Scenario {
+                        name: concat!("revoke_user then ", stringify!($request), " inside"),
+                        setup: bound,
+                        first: revoke_alice,
+                        second: $request,
+                        check: check_revoke,
+                    },
+                    &Scenario {
+                        name: concat!(stringify!($request), " then revoke_user inside"),
+                        setup: |s, c, a, id| swap(bound(s, c, a, id)),
+                        first: $request,
+                        second: revoke_alice,
+                        check: |w, r, v| check_revoke(w, v, r),
+                    },
+                );
+            }
+        }
+    };
+}
+
+revoke_pair!(revoke_user_x_regenerate, regenerate);
+revoke_pair!(revoke_user_x_update, update);
+revoke_pair!(revoke_user_x_set_user_bob, rebind_to_bob);
+revoke_pair!(revoke_user_x_set_user_alice, rebind_to_alice);

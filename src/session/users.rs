@@ -41,6 +41,10 @@ const CREATE_GRACE_SECS: u64 = 60 * 60;
 /// How many moved-markers a revoke follows from one entry: one per regenerate that raced it.
 const MAX_HOPS: usize = 16;
 
+/// How many walks of a user's index a revoke makes at most: two when nothing races it, one more
+/// for each wave of regenerates or logins of that user that land during it.
+const MAX_PASSES: usize = 16;
+
 /// Checks a user id: 1 to [`MAX_USER_LEN`] bytes.
 pub(super) fn validate_user(user: &str) -> Result<()> {
     if user.is_empty() || user.len() > MAX_USER_LEN {
@@ -314,8 +318,10 @@ impl Sessions {
     /// `save` or `update` racing it lands before (and is destroyed with it) or fails with
     /// [`Error::SessionGone`]; a session that a concurrent
     /// [`regenerate`](crate::Session::regenerate) moved is followed to its new id and destroyed
-    /// there, so no copy survives. A session bound to the user after the revoke read its entry
-    /// (a login that lands during the revoke) is a later session, and stays.
+    /// there, so no copy survives (a session caught between a regenerate's copy and its move
+    /// counts twice, with its copy). A session bound to the user after the revoke's last walk
+    /// of the user's index (a login that lands during the revoke) is a later session, and
+    /// stays.
     ///
     /// # Errors
     ///
@@ -374,22 +380,51 @@ impl Sessions {
         let domain = user_domain(user);
         let keep = keep.map(|id| inner.stored_name(id));
         let mut revoked = 0;
+        // A regenerate that moves a session after this pass listed it, and before it reached
+        // it, writes the new id's entry before the move and may remove the old domain (and its
+        // marker) right after. So the index is walked again until a pass finds it as the pass
+        // before left it and destroys nothing: every entry a move wrote meanwhile is then seen.
+        let mut before = None;
+        for _ in 0..MAX_PASSES {
+            let (destroyed, seen) = self.revoke_pass(user, &domain, keep.as_deref())?;
+            revoked += destroyed;
+            if destroyed == 0 && before == Some(seen) {
+                break;
+            }
+            before = Some(seen);
+        }
+        Ok(revoked)
+    }
+
+    /// One walk of `user`'s index for [`revoke`](Self::revoke): returns how many sessions it
+    /// destroyed, and a digest of the entries it found (their count and a hash of their names).
+    fn revoke_pass(
+        &self,
+        user: &str,
+        domain: &str,
+        keep: Option<&str>,
+    ) -> Result<(usize, (usize, u64))> {
+        let mut revoked = 0;
+        let mut seen = (0, 0);
         let mut cursor = None;
         loop {
-            let page = inner
-                .archive
-                .list_keys(&domain, cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
+            let page =
+                self.inner
+                    .archive
+                    .list_keys(domain, cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
             for name in &page.names {
-                if keep.as_deref() == Some(name.as_str()) {
+                seen.0 += 1;
+                seen.1 ^= super::state_hash(name.as_bytes());
+                if keep == Some(name.as_str()) {
                     continue;
                 }
                 if let Some(id) = SessionId::from_stored(name) {
-                    revoked += self.revoke_one(user, &domain, id)?;
+                    revoked += self.revoke_one(user, domain, id)?;
                 }
             }
             match page.cursor {
                 Some(next) => cursor = Some(next),
-                None => return Ok(revoked),
+                None => return Ok((revoked, seen)),
             }
         }
     }
