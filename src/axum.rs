@@ -416,6 +416,72 @@ where
         self.core.is_new()
     }
 
+    /// Binds the session to a user, or unbinds it; stored with the next write. See
+    /// [`crate::Session::set_user`]. On login, bind before [`regenerate`](Self::regenerate).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::{Session, SessionError};
+    ///
+    /// async fn login(mut session: Session<String>) -> Result<(), SessionError> {
+    ///     *session = "alice".into(); // after checking alice's password
+    ///     session.set_user(Some("alice"));
+    ///     session.regenerate().await
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
+    /// ```
+    pub fn set_user(&mut self, user: Option<&str>) {
+        self.core.set_user(user);
+    }
+
+    /// Returns the user the session is bound to; see [`crate::Session::user`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::axum::Session;
+    ///
+    /// async fn whoami(session: Session<()>) -> String {
+    ///     session.user().unwrap_or("nobody").to_owned()
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::get(whoami);
+    /// ```
+    pub fn user(&self) -> Option<&str> {
+        self.core.user()
+    }
+
+    /// Returns the layer's [`Sessions`], for what goes beyond this one session: listing and
+    /// revoking a user's sessions ([`Sessions::user_sessions`], [`Sessions::revoke_user`],
+    /// [`Sessions::revoke_user_except`]). Those calls may block on storage; run them with
+    /// `tokio::task::spawn_blocking`.
+    ///
+    /// # Examples
+    ///
+    /// "Sign out other devices":
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use session_archive::axum::Session;
+    ///
+    /// async fn sign_out_others(session: Session<()>) -> Result<String, StatusCode> {
+    ///     let (Some(user), sessions) = (session.user().map(str::to_owned), session.sessions().clone())
+    ///     else {
+    ///         return Err(StatusCode::UNAUTHORIZED);
+    ///     };
+    ///     let keep = session.id().clone();
+    ///     let revoked = tokio::task::spawn_blocking(move || sessions.revoke_user_except(&user, &keep))
+    ///         .await
+    ///         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+    ///         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    ///     Ok(format!("signed out {revoked} other devices"))
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(sign_out_others);
+    /// ```
+    pub fn sessions(&self) -> &Sessions {
+        &self.slot.0.sessions
+    }
+
     /// Stores the state, off the executor; see [`crate::Session::save`]. The response then sets
     /// the session cookie.
     ///

@@ -507,3 +507,50 @@ fn a_redis_spec_names_its_prefix_and_legacy_layout() {
             .starts_with("domains: 3\n")
     );
 }
+
+#[test]
+fn user_sessions_lists_fingerprints_and_revoke_user_signs_out_everywhere() {
+    use session_archive::{RedbArchive, Sessions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.redb");
+    let mut ids = Vec::new();
+    {
+        let sessions = Sessions::new(RedbArchive::open(&file).unwrap());
+        for user in ["alice@example.com", "alice@example.com", "bob"] {
+            let mut session = sessions.start(None, ()).unwrap();
+            session.set_user(Some(user));
+            session.save().unwrap();
+            ids.push(session.id().clone());
+        }
+    }
+    let redb = spec("redb", &file);
+    let listed = String::from_utf8(ok(&["user-sessions", &redb, "alice@example.com"])).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    for id in &ids[..2] {
+        assert!(listed.contains(&id.fingerprint()), "{listed}");
+        assert!(
+            !listed.contains(id.as_str()),
+            "an id is a bearer token: {listed}"
+        );
+    }
+    assert!(
+        listed
+            .lines()
+            .all(|l| l.contains(" created ") && l.contains(" seen "))
+    );
+    assert_eq!(
+        String::from_utf8(ok(&["revoke-user", &redb, "alice@example.com"])).unwrap(),
+        "revoked 2 sessions\n"
+    );
+    assert!(ok(&["user-sessions", &redb, "alice@example.com"]).is_empty());
+    assert_eq!(
+        String::from_utf8(ok(&["user-sessions", &redb, "bob"]))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    let err = fails(&["revoke-user", &redb, ""]);
+    assert!(err.contains("invalid user id"), "{err}");
+}

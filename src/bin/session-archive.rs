@@ -80,6 +80,21 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
     },
+    /// List a user's live sessions, one per line: the session's fingerprint (never the id, a
+    /// bearer token), when it was created and when it was last seen (unix seconds).
+    UserSessions {
+        /// The archive.
+        spec: String,
+        /// The user id, as the application bound it with Session::set_user.
+        user: String,
+    },
+    /// Destroy every session of a user ("sign out everywhere") and print how many.
+    RevokeUser {
+        /// The archive.
+        spec: String,
+        /// The user id, as the application bound it with Session::set_user.
+        user: String,
+    },
     /// Remove expired sessions, by the expiry settings the application stored in the archive.
     ///
     /// The application's Sessions records its idle timeout, absolute lifetime and the index's
@@ -240,6 +255,35 @@ fn run(command: Command) -> Result<(), Failure> {
                 "copied {} domains, {} keys, {} value bytes from {from} to {to}{verified}",
                 done.domains, done.keys, done.bytes
             )?;
+        }
+        Command::UserSessions { spec, user } => {
+            let archive = open(&spec, Access::Existing)?;
+            let mut failed = None;
+            cli::user_sessions(archive, &user, &mut |session| {
+                let secs = |time: std::time::SystemTime| {
+                    time.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| since.as_secs())
+                };
+                if failed.is_none()
+                    && let Err(err) = writeln!(
+                        out,
+                        "{} created {} seen {}",
+                        session.id().fingerprint(),
+                        secs(session.created()),
+                        secs(session.seen())
+                    )
+                {
+                    failed = Some(err);
+                }
+            })?;
+            if let Some(err) = failed {
+                return Err(err.into());
+            }
+        }
+        Command::RevokeUser { spec, user } => {
+            let archive = open(&spec, Access::Existing)?;
+            let revoked = cli::revoke_user(archive, &user)?;
+            writeln!(out, "revoked {revoked} sessions")?;
         }
         Command::Sweep {
             spec,

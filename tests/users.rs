@@ -1,0 +1,187 @@
+//! Sessions per user against a model: random sequences of start, save, `set_user`, regenerate,
+//! destroy, expiry with a sweep, and revokes over several users, on memory and redb. After every
+//! step, `user_sessions` of each user must be exactly the model's set of that user's live
+//! sessions: the index never misses a session and never lists a dead or rebound one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence};
+use session_archive::{Archive, ManualClock, MemoryArchive, Session, Sessions};
+
+const USERS: [&str; 3] = ["alice", "bob@example.com", "carol/../x"];
+const IDLE: u64 = 3600;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A new session, saved, bound to a user or not.
+    Login(Option<usize>),
+    /// Rebind (or unbind) a session and save it.
+    Rebind(usize, Option<usize>),
+    /// Bind a session to a user and regenerate it, as a login does.
+    Regenerate(usize, Option<usize>),
+    /// Update a session without touching its binding.
+    Update(usize),
+    Destroy(usize),
+    RevokeUser(usize),
+    /// Revoke a user's sessions but one.
+    RevokeExcept(usize, usize),
+    /// Let every session expire, and sweep.
+    ExpireAll,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let user = || prop::option::of(0..USERS.len());
+    prop_oneof![
+        3 => user().prop_map(Op::Login),
+        2 => (0..8_usize, user()).prop_map(|(s, u)| Op::Rebind(s, u)),
+        2 => (0..8_usize, user()).prop_map(|(s, u)| Op::Regenerate(s, u)),
+        2 => (0..8_usize).prop_map(Op::Update),
+        1 => (0..8_usize).prop_map(Op::Destroy),
+        1 => (0..USERS.len()).prop_map(Op::RevokeUser),
+        1 => (0..USERS.len(), 0..8_usize).prop_map(|(u, s)| Op::RevokeExcept(u, s)),
+        1 => Just(Op::ExpireAll),
+    ]
+}
+
+/// What the model knows of one session handle.
+struct Handle {
+    session: Session<u32>,
+    live: bool,
+    user: Option<usize>,
+}
+
+fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let sessions = Sessions::builder(archive)
+        .idle_timeout(Duration::from_secs(IDLE))
+        .absolute_lifetime(None)
+        .clock(clock.clone())
+        .build();
+    let mut handles: Vec<Handle> = Vec::new();
+    for (step, op) in ops.iter().enumerate() {
+        let pick = |i: usize, handles: &[Handle]| (!handles.is_empty()).then(|| i % handles.len());
+        match *op {
+            Op::Login(user) => {
+                let mut session = sessions.start(None, 0).expect("start");
+                session.set_user(user.map(|u| USERS[u]));
+                session.save().expect("save");
+                handles.push(Handle {
+                    session,
+                    live: true,
+                    user,
+                });
+            }
+            Op::Rebind(i, user) | Op::Regenerate(i, user) => {
+                let Some(i) = pick(i, &handles) else { continue };
+                let handle = &mut handles[i];
+                handle.session.set_user(user.map(|u| USERS[u]));
+                let result = if matches!(op, Op::Rebind(..)) {
+                    handle.session.save()
+                } else {
+                    handle.session.regenerate()
+                };
+                prop_assert_eq!(result.is_ok(), handle.live, "step {}: {:?}", step, op);
+                if handle.live {
+                    handle.user = user;
+                }
+            }
+            Op::Update(i) => {
+                let Some(i) = pick(i, &handles) else { continue };
+                let handle = &mut handles[i];
+                let result = handle.session.update(|n| *n += 1);
+                prop_assert_eq!(result.is_ok(), handle.live, "step {}", step);
+            }
+            Op::Destroy(i) => {
+                let Some(i) = pick(i, &handles) else { continue };
+                handles[i].session.destroy().expect("destroy");
+                handles[i].live = false;
+            }
+            Op::RevokeUser(u) => {
+                let revoked = sessions.revoke_user(USERS[u]).expect("revoke");
+                let mut expected = 0;
+                for handle in handles.iter_mut().filter(|h| h.live && h.user == Some(u)) {
+                    handle.live = false;
+                    expected += 1;
+                }
+                prop_assert_eq!(revoked, expected, "step {}", step);
+            }
+            Op::RevokeExcept(u, i) => {
+                let Some(i) = pick(i, &handles) else { continue };
+                let keep = handles[i].session.id().clone();
+                let revoked = sessions
+                    .revoke_user_except(USERS[u], &keep)
+                    .expect("revoke");
+                let mut expected = 0;
+                for (j, handle) in handles.iter_mut().enumerate() {
+                    if j != i && handle.live && handle.user == Some(u) {
+                        handle.live = false;
+                        expected += 1;
+                    }
+                }
+                prop_assert_eq!(revoked, expected, "step {}", step);
+            }
+            Op::ExpireAll => {
+                clock.advance(Duration::from_secs(IDLE + 1));
+                let live = handles.iter().filter(|h| h.live).count();
+                prop_assert_eq!(sessions.sweep().expect("sweep"), live, "step {}", step);
+                for handle in &mut handles {
+                    handle.live = false;
+                }
+            }
+        }
+        for (u, user) in USERS.iter().enumerate() {
+            let listed: BTreeSet<String> = sessions
+                .user_sessions(user)
+                .map(|s| s.expect("list").id().to_string())
+                .collect();
+            let expected: BTreeSet<String> = handles
+                .iter()
+                .filter(|h| h.live && h.user == Some(u))
+                .map(|h| h.session.id().to_string())
+                .collect();
+            prop_assert_eq!(listed, expected, "step {}: {:?}, user {}", step, op, user);
+        }
+    }
+    // Nothing of a revoked, destroyed or expired session stays in any user's index.
+    clock.advance(Duration::from_secs(IDLE + 1));
+    sessions.sweep().expect("sweep");
+    let leftovers: BTreeMap<String, usize> = USERS
+        .iter()
+        .map(|u| ((*u).to_owned(), sessions.user_sessions(u).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    prop_assert!(leftovers.is_empty(), "{:?}", leftovers);
+    Ok(())
+}
+
+fn config() -> Config {
+    Config {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/users.txt",
+        ))),
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn user_sessions_match_the_model_on_memory(ops in prop::collection::vec(op(), 1..40)) {
+        run(Arc::new(MemoryArchive::new()), &ops)?;
+    }
+
+    #[test]
+    fn user_sessions_match_the_model_on_redb(ops in prop::collection::vec(op(), 1..24)) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let archive = session_archive::RedbArchive::builder()
+            .durability(session_archive::Durability::None)
+            .open(dir.path().join("s.redb"))
+            .expect("open");
+        run(Arc::new(archive), &ops)?;
+    }
+}
