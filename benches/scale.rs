@@ -1,5 +1,6 @@
 //! Scale benchmarks on `RedbArchive`: `get` and durable `set` of a session's state with 1k, 100k
-//! and 1M sessions stored, and the expiry sweep of 1k expired sessions among 1M. At the end it
+//! and 1M sessions stored, the expiry sweep of 1k expired sessions among 1M, and listing and
+//! revoking the 10 sessions of one user among 1M others. At the end it
 //! prints each file's size and the process's peak RSS, and writes them to
 //! `target/bench-data/scale.json` for `scripts/bench_chart.py`.
 //!
@@ -121,6 +122,7 @@ fn scale(c: &mut Criterion) {
     set.finish();
     drop(stores);
     sweep(c);
+    users(c);
     report();
 }
 
@@ -164,6 +166,42 @@ fn sweep(c: &mut Criterion) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("the clock is after 1970");
     std::fs::write(&saved, now.as_secs().to_string()).expect("save the sweep clock");
+}
+
+/// The sessions of one user in [`users`].
+const USER_SESSIONS: usize = 10;
+
+/// `user_sessions` and `revoke_user` of one user with [`USER_SESSIONS`] sessions among the 1M
+/// stored: both walk that user's index only, so their cost does not grow with the others. The
+/// revoke is durable: one commit per session destroyed, and its index entry removed.
+fn users(c: &mut Criterion) {
+    const USER: &str = "ada@example.com";
+    let (archive, _) = stored(1_000_000);
+    let sessions = long_lived(archive, ManualClock::new(SystemTime::now()));
+    let bind = || {
+        for _ in 0..USER_SESSIONS {
+            let mut session = sessions
+                .start(None, serde_json::Value::Null)
+                .expect("start");
+            session.set_user(Some(USER));
+            session.save().expect("save");
+        }
+    };
+    let mut group = common::group(c, "scale_user");
+    group.throughput(Throughput::Elements(USER_SESSIONS as u64));
+    bind();
+    group.bench_function(BenchmarkId::new("user_sessions_10_among", 1_000_000), |b| {
+        b.iter(|| assert_eq!(sessions.user_sessions(USER).count(), USER_SESSIONS));
+    });
+    sessions.revoke_user(USER).expect("revoke");
+    group.bench_function(BenchmarkId::new("revoke_user_10_among", 1_000_000), |b| {
+        b.iter_batched(
+            bind,
+            |()| assert_eq!(sessions.revoke_user(USER).expect("revoke"), USER_SESSIONS),
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
 }
 
 /// The peak resident set size of this process in KiB, from `/proc/self/status` (Linux).
