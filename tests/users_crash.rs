@@ -49,22 +49,22 @@ fn crash_child_binder() {
     let started = Instant::now();
     println!("READY");
     while started.elapsed() < CHILD_LIFETIME {
-        let user = Some(USERS[rng.below(USERS.len())]);
+        let user = USERS[rng.below(USERS.len())];
         match rng.below(6) {
             0 | 1 => {
                 let mut session = sessions.start(None, 0_u32).expect("start");
-                session.set_user(user);
+                session.set_user(Some(user));
                 session.save().expect("save");
                 handles.push(session);
             }
             2 if !handles.is_empty() => {
                 let i = rng.below(handles.len());
-                handles[i].set_user(user);
+                handles[i].set_user(Some(user));
                 let _ = handles[i].save();
             }
             3 if !handles.is_empty() => {
                 let i = rng.below(handles.len());
-                handles[i].set_user(user);
+                handles[i].set_user(Some(user));
                 let _ = handles[i].regenerate();
             }
             4 if !handles.is_empty() => {
@@ -72,7 +72,7 @@ fn crash_child_binder() {
                 let _ = handles.swap_remove(i).destroy();
             }
             _ => {
-                let _ = sessions.revoke_user(user.expect("a user"));
+                let _ = sessions.revoke_user(user);
             }
         }
     }

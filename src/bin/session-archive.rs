@@ -234,52 +234,15 @@ fn run(command: Command) -> Result<(), Failure> {
             verify,
             batch,
         } => {
-            let source = open(&from, Access::Existing)?;
-            let target = open(&to, Access::CreateIfMissing)?;
             let options = MigrateOptions {
                 merge,
                 verify,
                 batch_entries: batch as usize,
                 ..MigrateOptions::default()
             };
-            let bar = progress_bar(&*source)?;
-            let done = cli::migrate(&*source, &*target, &options, &mut |done: &Migrated| {
-                bar.set_position(done.domains);
-                bar.set_message(format!("{} keys", done.keys));
-            });
-            bar.finish_and_clear();
-            let done = done?;
-            let verified = if verify { ", verified" } else { "" };
-            writeln!(
-                out,
-                "copied {} domains, {} keys, {} value bytes from {from} to {to}{verified}",
-                done.domains, done.keys, done.bytes
-            )?;
+            migrate(&mut out, &from, &to, &options)?;
         }
-        Command::UserSessions { spec, user } => {
-            let archive = open(&spec, Access::Existing)?;
-            let mut failed = None;
-            cli::user_sessions(archive, &user, &mut |session| {
-                let secs = |time: std::time::SystemTime| {
-                    time.duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |since| since.as_secs())
-                };
-                if failed.is_none()
-                    && let Err(err) = writeln!(
-                        out,
-                        "{} created {} seen {}",
-                        session.id().fingerprint(),
-                        secs(session.created()),
-                        secs(session.seen())
-                    )
-                {
-                    failed = Some(err);
-                }
-            })?;
-            if let Some(err) = failed {
-                return Err(err.into());
-            }
-        }
+        Command::UserSessions { spec, user } => user_sessions(&mut out, &spec, &user)?,
         Command::RevokeUser { spec, user } => {
             let archive = open(&spec, Access::Existing)?;
             let revoked = cli::revoke_user(archive, &user)?;
@@ -305,6 +268,59 @@ fn run(command: Command) -> Result<(), Failure> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Copies one archive into another with a progress bar on stderr, and says what it copied on
+/// `out`.
+fn migrate(
+    out: &mut impl Write,
+    from: &str,
+    to: &str,
+    options: &MigrateOptions,
+) -> Result<(), Failure> {
+    let source = open(from, Access::Existing)?;
+    let target = open(to, Access::CreateIfMissing)?;
+    let bar = progress_bar(&*source)?;
+    let done = cli::migrate(&*source, &*target, options, &mut |done: &Migrated| {
+        bar.set_position(done.domains);
+        bar.set_message(format!("{} keys", done.keys));
+    });
+    bar.finish_and_clear();
+    let done = done?;
+    let verified = if options.verify { ", verified" } else { "" };
+    writeln!(
+        out,
+        "copied {} domains, {} keys, {} value bytes from {from} to {to}{verified}",
+        done.domains, done.keys, done.bytes
+    )?;
+    Ok(())
+}
+
+/// Lists a user's sessions on `out`, one line each: fingerprint, created and seen (unix seconds).
+fn user_sessions(out: &mut impl Write, spec: &str, user: &str) -> Result<(), Failure> {
+    let archive = open(spec, Access::Existing)?;
+    let secs = |time: std::time::SystemTime| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    };
+    let mut failed = None;
+    cli::user_sessions(archive, user, &mut |session| {
+        if failed.is_none()
+            && let Err(err) = writeln!(
+                out,
+                "{} created {} seen {}",
+                session.id().fingerprint(),
+                secs(session.created()),
+                secs(session.seen())
+            )
+        {
+            failed = Some(err);
+        }
+    })?;
+    match failed {
+        Some(err) => Err(err.into()),
+        None => Ok(()),
+    }
 }
 
 /// Sweeps, printing the notices about its settings on stderr as they come, and what it did on
