@@ -26,6 +26,7 @@
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
 //! | `fuzzing` | no | `conformance::fuzz`: the fuzz targets' bodies (see the README's Fuzzing section) |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
+//! | `tower-sessions` | no | [`tower_sessions::ArchiveStore`]: a tower-sessions 0.15 store over any archive |
 //! | `cli` | no | the `session-archive` command-line tool, and the `cli` module behind it |
 
 // The README's Rust examples run as doctests, so the README cannot drift from the API.
@@ -43,6 +44,8 @@ pub mod conformance;
 mod error;
 mod name;
 mod session;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions;
 
 #[cfg(all(feature = "archive-dir", unix))]
 pub use crate::archive::dir::DirArchive;

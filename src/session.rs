@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 
 pub mod clock;
 mod cookie;
-mod expiry;
+pub(crate) mod expiry;
 mod hashed;
 pub mod id;
 mod users;

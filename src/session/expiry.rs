@@ -10,6 +10,10 @@
 //! spurious entry, never a stored expiry without one. The old entry is left behind and dropped by
 //! the sweep, which re-checks every candidate against its timestamps.
 //!
+//! The protocol below is [`Index`]'s, whoever owns the index: `Sessions` keeps its index under
+//! the names given here, and the tower-sessions store keeps one of its own under other names
+//! ([`IndexNames`]). Each owner judges its own entries ([`Judge`]).
+//!
 //! # The record
 //!
 //! The key `index` of the domain `sweep-cursor` holds a [`Record`], as JSON:
@@ -48,11 +52,12 @@
 //! read in that width, becomes `swept` (no further back than [`INDEX_GRACE_SECS`]). The key is
 //! left in place for processes of the earlier version, which keep using it.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::clock::Clock;
 use super::id::SessionId;
 use super::{Inner, META_KEY, STATE_KEY, Sessions, decode, encode_meta};
 use crate::archive::{Archive, DEFAULT_PAGE_SIZE};
@@ -246,22 +251,7 @@ impl Sessions {
     /// ```
     pub fn sweep(&self) -> Result<usize> {
         let inner = &*self.inner;
-        let now = inner.now();
-        let Some(record) = inner.claim(now)? else {
-            return Ok(0);
-        };
-        let width = record.granularity;
-        let current = bucket_of(now, width);
-        let mut removed = 0;
-        // Starting one bucket early catches an entry that a writer placed at `bucket(claimed) - 1`
-        // (see the module docs) just as the previous sweep finished.
-        for bucket in bucket_of(record.swept, width).saturating_sub(1)..=current {
-            removed += inner.sweep_bucket(bucket, now, width)?;
-        }
-        // The current bucket may still gain entries that expire later in it, so `swept` moves
-        // only up to now, and the next sweep visits this bucket again.
-        inner.finish_sweep(&record, now)?;
-        Ok(removed)
+        inner.expiry_index().sweep(inner)
     }
 
     /// Returns the expiry settings recorded in the archive (see [`StoredSettings`]), or `None`
@@ -292,7 +282,7 @@ impl Sessions {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn stored_settings(&self) -> Result<Option<StoredSettings>> {
-        Ok(match self.inner.read_record()? {
+        Ok(match self.inner.expiry_index().read_record()? {
             Stored::Found(record, _) => Some(record.into()),
             Stored::Missing | Stored::Unreadable(_) => None,
         })
@@ -385,9 +375,9 @@ impl Sessions {
                     Err(err) => return Err(err),
                 }
             }
-            let entries: Vec<(&SessionId, u64)> =
-                entries.iter().map(|(id, at)| (id, *at)).collect();
-            inner.index_all(&entries, false)?;
+            let entries: Vec<(&str, u64)> =
+                entries.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+            inner.expiry_index().index_all(&entries, false)?;
             for id in &unstamped {
                 let raw = encode_meta(id, fresh, None)?;
                 if archive.compare_and_swap(id.as_str(), META_KEY, None, Some(&raw))? {
@@ -457,7 +447,7 @@ impl Inner {
     /// sweep re-checks every candidate against its timestamps.
     pub(super) fn index(&self, id: &SessionId, meta: Meta) -> Result<()> {
         match self.expires_at(meta) {
-            Some(at) => self.index_all(&[(id, at)], true),
+            Some(at) => self.expiry_index().index_all(&[(id.as_str(), at)], true),
             None => Ok(()),
         }
     }
@@ -471,22 +461,126 @@ impl Inner {
         Ok(())
     }
 
+    /// The expiry index of these sessions: `expiry-<n>` and `sweep-cursor`.
+    pub(super) fn expiry_index(&self) -> Index<'_> {
+        Index {
+            archive: &*self.archive,
+            names: SESSIONS_INDEX,
+            clock: &*self.config.clock,
+            granularity: self.config.sweep_granularity,
+            idle: self.config.idle_timeout.map(|idle| idle.as_secs()),
+            absolute: self.config.absolute_lifetime.map(|life| life.as_secs()),
+            known_width: &self.index_width,
+            settings_recorded: &self.settings_recorded,
+        }
+    }
+}
+
+impl Judge for Inner {
+    fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
+        match SessionId::from_stored(entry) {
+            Some(id) => self.sweep_verdict(&id, bucket, now, width),
+            None => Ok(Verdict::Drop),
+        }
+    }
+
+    fn remove_expired(&self, expired: &[&str]) -> Result<usize> {
+        self.archive.remove_domains(expired)
+    }
+}
+
+/// Where an expiry index lives in the archive: its buckets are the domains `<prefix><n>`, and its
+/// [`Record`] is the key `index` of the domain `cursor`. The names must not be those of anything
+/// else the archive holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexNames {
+    pub(crate) prefix: &'static str,
+    pub(crate) cursor: &'static str,
+}
+
+/// The index of [`Sessions`].
+const SESSIONS_INDEX: IndexNames = IndexNames {
+    prefix: INDEX_PREFIX,
+    cursor: CURSOR_DOMAIN,
+};
+
+impl IndexNames {
+    fn bucket(self, bucket: u64) -> String {
+        format!("{}{bucket}", self.prefix)
+    }
+}
+
+/// How the owner of an index judges the entries a sweep finds. An entry is the name of a domain
+/// that expires, and the entry's key in its bucket.
+pub(crate) trait Judge {
+    /// What the sweep does with `entry`, found in `bucket` (of `width`) at `now`.
+    fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> Result<Verdict>;
+
+    /// Removes the domains of entries of one listing page judged [`Verdict::Expired`], and
+    /// returns how many it removed. Their entries are removed after this returns.
+    fn remove_expired(&self, expired: &[&str]) -> Result<usize>;
+}
+
+/// One expiry index (see the module docs), with what its owner knows of it: the protocol of its
+/// entries, its record and its sweep, for every owner (`Sessions`, and the tower-sessions store).
+pub(crate) struct Index<'a> {
+    pub(crate) archive: &'a dyn Archive,
+    pub(crate) names: IndexNames,
+    pub(crate) clock: &'a dyn Clock,
+    /// The owner's own width, used until the record has been read.
+    pub(crate) granularity: u64,
+    /// The owner's idle timeout and absolute lifetime, recorded for tools (see the module docs).
+    pub(crate) idle: Option<u64>,
+    pub(crate) absolute: Option<u64>,
+    /// The index's width as last read from the record; 0 until then.
+    pub(crate) known_width: &'a AtomicU64,
+    /// Whether this process has recorded its timeouts in the record.
+    pub(crate) settings_recorded: &'a AtomicBool,
+}
+
+impl Index<'_> {
+    pub(crate) fn now(&self) -> u64 {
+        unix_secs(self.clock.now())
+    }
+
+    /// Sweeps the index (see [`Sessions::sweep`]): walks its buckets from where the previous
+    /// sweep stopped up to now, judging each entry with `judge`, and returns how many domains
+    /// `judge` removed.
+    pub(crate) fn sweep(&self, judge: &dyn Judge) -> Result<usize> {
+        let now = self.now();
+        let Some(record) = self.claim(now)? else {
+            return Ok(0);
+        };
+        let width = record.granularity;
+        let current = bucket_of(now, width);
+        let mut removed = 0;
+        // Starting one bucket early catches an entry that a writer placed at `bucket(claimed) - 1`
+        // (see the module docs) just as the previous sweep finished.
+        for bucket in bucket_of(record.swept, width).saturating_sub(1)..=current {
+            removed += self.sweep_bucket(judge, bucket, now, width)?;
+        }
+        // The current bucket may still gain entries that expire later in it, so `swept` moves
+        // only up to now, and the next sweep visits this bucket again.
+        self.finish_sweep(&record, now)?;
+        Ok(removed)
+    }
+
     /// The width the index is written with, as far as this process knows: the recorded one once
     /// it has read the record, and until then its own.
     fn width(&self) -> u64 {
-        match self.index_width.load(Ordering::Acquire) {
-            0 => self.config.sweep_granularity,
+        match self.known_width.load(Ordering::Acquire) {
+            0 => self.granularity,
             width => width,
         }
     }
 
     fn remember(&self, record: &Record) {
-        self.index_width
+        self.known_width
             .store(record.granularity, Ordering::Release);
     }
 
     fn read_record(&self) -> Result<Stored> {
-        Ok(match self.archive.get(CURSOR_DOMAIN, RECORD_KEY)? {
+        Ok(match self.archive.get(self.names.cursor, RECORD_KEY)? {
             None => Stored::Missing,
             Some(raw) => match Record::decode(&raw) {
                 Some(record) => Stored::Found(record, raw),
@@ -498,7 +592,7 @@ impl Inner {
     /// The record to write where there is none: `width`, this `Sessions`' timeouts, and a sweep
     /// that starts from now, or from where an earlier version's cursor says (read in `width`).
     fn fresh_record(&self, width: u64, now: u64) -> Result<Record> {
-        let legacy = self.archive.get(CURSOR_DOMAIN, LEGACY_CURSOR_KEY)?;
+        let legacy = self.archive.get(self.names.cursor, LEGACY_CURSOR_KEY)?;
         let start = legacy
             .and_then(|raw| std::str::from_utf8(&raw).ok()?.parse::<u64>().ok())
             .map_or(now, |bucket| {
@@ -508,8 +602,8 @@ impl Inner {
             });
         Ok(Record {
             granularity: width,
-            idle: self.config.idle_timeout.map(|idle| idle.as_secs()),
-            absolute: self.config.absolute_lifetime.map(|life| life.as_secs()),
+            idle: self.idle,
+            absolute: self.absolute,
             swept: start,
             claimed: start,
         })
@@ -519,7 +613,7 @@ impl Inner {
     /// the record and moves those a sweep might never visit (see the module docs), writing the
     /// record if it is missing. With `record_settings`, also records this `Sessions`' timeouts,
     /// once per process (and again after the record went missing).
-    fn index_all(&self, entries: &[(&SessionId, u64)], record_settings: bool) -> Result<()> {
+    pub(crate) fn index_all(&self, entries: &[(&str, u64)], record_settings: bool) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -538,7 +632,7 @@ impl Inner {
                     let record = self.fresh_record(width, now)?;
                     let raw = record.encode();
                     if !self.archive.compare_and_swap(
-                        CURSOR_DOMAIN,
+                        self.names.cursor,
                         RECORD_KEY,
                         missing.raw(),
                         Some(&raw),
@@ -551,13 +645,13 @@ impl Inner {
             self.remember(&record);
             if record_settings && !self.settings_recorded.load(Ordering::Acquire) {
                 let ours = Record {
-                    idle: self.config.idle_timeout.map(|idle| idle.as_secs()),
-                    absolute: self.config.absolute_lifetime.map(|life| life.as_secs()),
+                    idle: self.idle,
+                    absolute: self.absolute,
                     ..record
                 };
                 if ours != record
                     && !self.archive.compare_and_swap(
-                        CURSOR_DOMAIN,
+                        self.names.cursor,
                         RECORD_KEY,
                         Some(&raw),
                         Some(&ours.encode()),
@@ -574,7 +668,7 @@ impl Inner {
             if stray.is_empty() {
                 return Ok(());
             }
-            let moved: Vec<(&SessionId, u64)> = stray.iter().map(|&i| entries[i]).collect();
+            let moved: Vec<(&str, u64)> = stray.iter().map(|&i| entries[i]).collect();
             let to: Vec<u64> = moved
                 .iter()
                 .map(|&(_, at)| place(at, now, record.granularity, record.claimed))
@@ -585,8 +679,8 @@ impl Inner {
             let from: Vec<(String, &str)> = stray
                 .iter()
                 .zip(&to)
-                .filter(|&(&i, &to)| bucket_domain(placed[i]) != bucket_domain(to))
-                .map(|(&i, _)| (bucket_domain(placed[i]), entries[i].0.as_str()))
+                .filter(|&(&i, &to)| self.names.bucket(placed[i]) != self.names.bucket(to))
+                .map(|(&i, _)| (self.names.bucket(placed[i]), entries[i].0))
                 .collect();
             let from: Vec<(&str, &str)> = from.iter().map(|(d, k)| (d.as_str(), *k)).collect();
             if !from.is_empty() {
@@ -605,23 +699,18 @@ impl Inner {
     /// Writes one index entry per session, in the given buckets of `width`, and asks backends
     /// with native expiry to drop each bucket [`INDEX_GRACE_SECS`] after it ends, so that an app
     /// that never sweeps does not grow the index forever.
-    fn write_entries(
-        &self,
-        entries: &[(&SessionId, u64)],
-        buckets: &[u64],
-        width: u64,
-    ) -> Result<()> {
+    fn write_entries(&self, entries: &[(&str, u64)], buckets: &[u64], width: u64) -> Result<()> {
         let domains: Vec<String> = buckets
             .iter()
-            .map(|&bucket| bucket_domain(bucket))
+            .map(|&bucket| self.names.bucket(bucket))
             .collect();
         if let ([(id, _)], [domain]) = (entries, domains.as_slice()) {
-            self.archive.set(domain, id.as_str(), b"")?;
+            self.archive.set(domain, id, b"")?;
         } else {
             let batch: Vec<(&str, &str, &[u8])> = domains
                 .iter()
                 .zip(entries)
-                .map(|(domain, (id, _))| (domain.as_str(), id.as_str(), &b""[..]))
+                .map(|(domain, (id, _))| (domain.as_str(), *id, &b""[..]))
                 .collect();
             self.archive.set_many(&batch)?;
         }
@@ -631,7 +720,7 @@ impl Inner {
         for bucket in distinct {
             let end = bucket.saturating_add(1).saturating_mul(width);
             self.archive.expire_domain(
-                &bucket_domain(bucket),
+                &self.names.bucket(bucket),
                 unix_time(end.saturating_add(INDEX_GRACE_SECS)),
             )?;
         }
@@ -651,13 +740,13 @@ impl Inner {
                     // A process that has seen the record knows the index's width, and writes the
                     // record again; one that has not could only guess, and a wrong guess would
                     // make every index write move its entries to that width.
-                    let width = self.index_width.load(Ordering::Acquire);
+                    let width = self.known_width.load(Ordering::Acquire);
                     if width == 0 {
                         return Ok(None);
                     }
                     let fresh = self.fresh_record(width, now)?;
                     self.archive.compare_and_swap(
-                        CURSOR_DOMAIN,
+                        self.names.cursor,
                         RECORD_KEY,
                         missing.raw(),
                         Some(&fresh.encode()),
@@ -674,7 +763,7 @@ impl Inner {
                 ..record
             };
             if self.archive.compare_and_swap(
-                CURSOR_DOMAIN,
+                self.names.cursor,
                 RECORD_KEY,
                 Some(&raw),
                 Some(&claimed.encode()),
@@ -706,7 +795,7 @@ impl Inner {
             };
             if swept == record
                 || self.archive.compare_and_swap(
-                    CURSOR_DOMAIN,
+                    self.names.cursor,
                     RECORD_KEY,
                     Some(&raw),
                     Some(&swept.encode()),
@@ -720,9 +809,9 @@ impl Inner {
 
     /// Sweeps one bucket of `width`, a listing page at a time, and returns how many sessions it
     /// removed.
-    fn sweep_bucket(&self, bucket: u64, now: u64, width: u64) -> Result<usize> {
-        let archive = &*self.archive;
-        let domain = bucket_domain(bucket);
+    fn sweep_bucket(&self, judge: &dyn Judge, bucket: u64, now: u64, width: u64) -> Result<usize> {
+        let archive = self.archive;
+        let domain = self.names.bucket(bucket);
         let mut removed = 0;
         let mut cursor = None;
         loop {
@@ -735,11 +824,7 @@ impl Inner {
             let mut dropped = Vec::new();
             let mut unbound = Vec::new();
             for entry in &page.names {
-                let verdict = match SessionId::from_stored(entry) {
-                    Some(id) => self.sweep_verdict(&id, bucket, now, width)?,
-                    None => Verdict::Drop,
-                };
-                match verdict {
+                match judge.verdict(entry, bucket, now, width)? {
                     Verdict::Keep => continue,
                     Verdict::Expired { user } => {
                         expired.push(entry.as_str());
@@ -748,20 +833,20 @@ impl Inner {
                         }
                     }
                     Verdict::Drop => {}
-                    Verdict::Later { id, at } => {
+                    Verdict::Later { at } => {
                         // Usually the write that moved the expiry left an entry there; when it did
                         // not (the session was indexed by other timeouts than this sweep's), one
                         // is written before this one goes.
-                        let target = bucket_domain(place(at, now, width, 0));
+                        let target = self.names.bucket(place(at, now, width, 0));
                         if !archive.has(&target, entry)? {
-                            self.index_all(&[(&id, at)], false)?;
+                            self.index_all(&[(entry, at)], false)?;
                         }
                     }
                 }
                 dropped.push((domain.as_str(), entry.as_str()));
             }
             if !expired.is_empty() {
-                removed += archive.remove_domains(&expired)?;
+                removed += judge.remove_expired(&expired)?;
             }
             // The users' entries go with the expiry index's: after the sessions they cover.
             dropped.extend(
@@ -779,7 +864,9 @@ impl Inner {
         }
         Ok(removed)
     }
+}
 
+impl Inner {
     /// Judges one index entry of `bucket` by the session's timestamps.
     fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
         let (meta, raw) = match self.read_meta(id) {
@@ -795,14 +882,14 @@ impl Inner {
         Ok(match self.expires_at(meta) {
             None => Verdict::Drop,
             Some(at) if place(at, now, width, 0) == bucket => Verdict::Keep,
-            Some(at) => Verdict::Later { id: id.clone(), at },
+            Some(at) => Verdict::Later { at },
         })
     }
 }
 
 /// What the sweep does with an index entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
+pub(crate) enum Verdict {
     /// The session is live and expires in this bucket, which the next sweep visits again: the
     /// entry stays.
     Keep,
@@ -814,13 +901,13 @@ enum Verdict {
     Drop,
     /// The session is live and expires at `at`, in a later bucket: the entry goes, once there is
     /// one in that bucket.
-    Later { id: SessionId, at: u64 },
+    Later { at: u64 },
 }
 
 /// The bucket of `width` an entry for a session expiring at `at` goes into, written at `now`
 /// against a record that says `claimed`: its expiry's, unless that is in the past or a sweep may
 /// have passed it (see the module docs).
-fn place(at: u64, now: u64, width: u64, claimed: u64) -> u64 {
+pub(crate) fn place(at: u64, now: u64, width: u64, claimed: u64) -> u64 {
     bucket_of(at, width)
         .max(bucket_of(now, width))
         .max(bucket_of(claimed, width).saturating_sub(1))
@@ -835,10 +922,6 @@ fn unix_time(secs: u64) -> SystemTime {
     UNIX_EPOCH
         .checked_add(Duration::from_secs(secs))
         .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX)))
-}
-
-fn bucket_domain(bucket: u64) -> String {
-    format!("{INDEX_PREFIX}{bucket}")
 }
 
 fn unix_secs(time: SystemTime) -> u64 {
