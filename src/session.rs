@@ -10,9 +10,11 @@
 //!
 //! Expiry adds an index: a domain `expiry-<bucket>` per [sweep granularity] of expiry time, whose
 //! keys are the ids of the sessions expiring in that bucket, and the domain `sweep-cursor`, which
-//! remembers up to which bucket the sweep has gone. These names are not UUIDs, so they never
-//! collide with sessions. `Sessions` owns the domain namespace of its archive: give it an archive
-//! (or a backend namespace) of its own.
+//! remembers up to which bucket the sweep has gone. The per-user index adds a domain `user-<h>`
+//! per user, and [`OnCorrupt::StartFresh`] the domain [`CORRUPT_DOMAIN`]. None of these names is
+//! shaped like a session id (or its hash), so they never collide with sessions. The names
+//! `Sessions` uses are its own: other data may share the archive under other names (the
+//! tower-sessions store's `tower-…` domains do), but not under these.
 //!
 //! [sweep granularity]: SessionsBuilder::sweep_granularity
 
@@ -123,8 +125,9 @@ const CREATE_ATTEMPTS: usize = 4;
 ///
 /// Each session is one domain, named by its id, holding [`STATE_KEY`] (the state as compact
 /// JSON, the original framework's layout) and [`META_KEY`] (its timestamps). Expiry adds index
-/// domains named `expiry-<n>` and `sweep-cursor`; they are not UUIDs, so they never collide with
-/// sessions. `Sessions` owns the domain namespace of its archive: do not store other data there.
+/// domains named `expiry-<n>` and `sweep-cursor`, and the per-user index domains `user-<h>`;
+/// they are not shaped like ids, so they never collide with sessions. Other data may share the
+/// archive under other names, never under session-shaped names or these.
 ///
 /// The four examples below are the original framework's `Start`, `Save`, `Load` and `Destroy`.
 ///
