@@ -140,7 +140,10 @@ impl App {
             App::TowerMemory => {
                 let store = tower_sessions::MemoryStore::default();
                 let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
-                (Router::new().route("/", get(welcome_tower)).layer(layer), None)
+                (
+                    Router::new().route("/", get(welcome_tower)).layer(layer),
+                    None,
+                )
             }
         }
     }
@@ -341,7 +344,9 @@ async fn drive(
                 }
                 if !matches!(answer, Ok(Ok(_))) {
                     // A broken or stuck connection: start a fresh one.
-                    client = Client::connect(addr).await.expect("reconnect to the server");
+                    client = Client::connect(addr)
+                        .await
+                        .expect("reconnect to the server");
                 }
             }
             (latencies, ok, failed)
@@ -396,7 +401,11 @@ async fn create_sessions(addr: SocketAddr, n: usize, conns: usize) -> Vec<String
             for _ in 0..count {
                 let answer = client.get(None).await.expect("a first visit");
                 assert_eq!(answer.status, 200, "a first visit answers 200");
-                cookies.push(answer.cookie.expect("a first visit sets the session cookie"));
+                cookies.push(
+                    answer
+                        .cookie
+                        .expect("a first visit sets the session cookie"),
+                );
             }
             cookies
         }));
@@ -460,7 +469,8 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
 
             let hot = create_sessions(addr, 1, 1).await;
             let before = count(addr, &hot[0]).await;
-            let (mut measured, acked) = drive(addr, conns, Arc::new(hot.clone()), warmup, secs).await;
+            let (mut measured, acked) =
+                drive(addr, conns, Arc::new(hot.clone()), warmup, secs).await;
             let after = count(addr, &hot[0]).await;
             #[expect(clippy::cast_possible_wrap, reason = "request counts")]
             let lost = (before + acked + 1) as i64 - after as i64;

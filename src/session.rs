@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::archive::Archive;
+use crate::archive::{Archive, Blocking};
 use crate::error::{Error, Result};
 
 pub mod clock;
@@ -641,11 +641,74 @@ impl Sessions {
         T: Serialize + DeserializeOwned,
     {
         if let Some(id) = id.and_then(SessionId::parse)
-            && let Some(session) = self.resume(id)?
+            && let Resumed::Found(session) = self.resume(id, true)?
         {
             return Ok(session);
         }
         Ok(self.new_session(initial))
+    }
+
+    /// Starts a session as [`start`](Self::start) does, but only if that takes no write; returns
+    /// `Ok(Err(initial))` when it would write, and the caller then calls `start` where it may
+    /// block.
+    ///
+    /// Starting a stored session writes only now and then: when its last-seen time is due for a
+    /// rewrite (once per eighth of the idle timeout), when it expired (it is removed), when it
+    /// was stored without timestamps, or when a corrupt state is set aside
+    /// ([`OnCorrupt::StartFresh`]). Everything else only reads, which on an archive whose reads
+    /// do not block ([`Archive::blocking`]) can run on an async executor's thread, saving the
+    /// hop to a blocking thread that a write needs. What it returns is exactly what `start`
+    /// would have returned at that moment.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 0_u32)?;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    ///
+    /// // Saved just now, so its last-seen time needs no rewrite: no write, a session.
+    /// let again = sessions.start_without_writing(Some(&id), 0_u32)?;
+    /// assert!(matches!(again, Ok(ref s) if s.id().as_str() == id));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn start_without_writing<T>(
+        &self,
+        id: Option<&str>,
+        initial: T,
+    ) -> Result<std::result::Result<Session<T>, T>>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        if let Some(id) = id.and_then(SessionId::parse) {
+            match self.resume(id, false)? {
+                Resumed::Found(session) => return Ok(Ok(session)),
+                Resumed::MustWrite => return Ok(Err(initial)),
+                Resumed::Unknown => {}
+            }
+        }
+        Ok(Ok(self.new_session(initial)))
+    }
+
+    /// Says which of this archive's calls may block; see [`Archive::blocking`]. A web layer asks
+    /// it to decide which session calls to run on a blocking thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Blocking, MemoryArchive, Sessions};
+    ///
+    /// assert_eq!(Sessions::new(MemoryArchive::new()).blocking(), Blocking::Never);
+    /// ```
+    pub fn blocking(&self) -> Blocking {
+        self.inner.archive.blocking()
     }
 
     /// Returns a new session holding `initial` under a fresh id, as [`start`](Self::start) does
@@ -712,32 +775,48 @@ impl Sessions {
     /// timestamps after it, so a state read after timestamps found missing proves the session
     /// was stored without timestamps (the original framework's) when they were read, and not
     /// half-way through a destroy.
-    fn resume<T: DeserializeOwned>(&self, id: SessionId) -> Result<Option<Session<T>>> {
+    ///
+    /// With `may_write` false it writes nothing, and answers [`Resumed::MustWrite`] where it
+    /// would have written.
+    fn resume<T: DeserializeOwned>(&self, id: SessionId, may_write: bool) -> Result<Resumed<T>> {
         let archive = &self.inner.archive;
         let now = self.inner.now();
         let meta = self.inner.read_meta(&id)?;
         let Stored::State(bytes) = read_state(archive.as_ref(), &id)? else {
-            return Ok(None);
+            return Ok(Resumed::Unknown);
         };
         if let Some((meta, _)) = &meta
             && self.inner.is_expired(*meta, now)
         {
+            if !may_write {
+                return Ok(Resumed::MustWrite);
+            }
             archive.remove_domain(id.as_str())?;
-            return Ok(None);
+            return Ok(Resumed::Unknown);
         }
         let state: T = match decode(&id, &bytes) {
             Ok(state) => state,
             Err(err) => {
-                if self.inner.config.on_corrupt == OnCorrupt::StartFresh
-                    && self.set_aside(&id, &bytes, now)?
-                {
-                    return Ok(None);
+                if self.inner.config.on_corrupt == OnCorrupt::StartFresh {
+                    if !may_write {
+                        return Ok(Resumed::MustWrite);
+                    }
+                    if self.set_aside(&id, &bytes, now)? {
+                        return Ok(Resumed::Unknown);
+                    }
                 }
                 return Err(err);
             }
         };
-        let (meta, meta_raw) = meta.unzip();
         let adopting = meta.is_none();
+        if !may_write
+            && meta
+                .as_ref()
+                .is_none_or(|(meta, _)| self.inner.needs_touch(*meta, now))
+        {
+            return Ok(Resumed::MustWrite);
+        }
+        let (meta, meta_raw) = meta.unzip();
         let mut session = Session {
             sessions: self.clone(),
             id,
@@ -758,11 +837,11 @@ impl Sessions {
                 {
                     archive.compare_and_swap(session.id.as_str(), META_KEY, Some(raw), None)?;
                 }
-                return Ok(None);
+                return Ok(Resumed::Unknown);
             }
             session.cookie = CookieAction::Set;
         }
-        Ok(Some(session))
+        Ok(Resumed::Found(session))
     }
 
     /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
@@ -793,6 +872,16 @@ impl Sessions {
     pub fn cookie_name(&self) -> &str {
         &self.inner.config.cookie_name
     }
+}
+
+/// What [`Sessions::resume`] found under an id.
+enum Resumed<T> {
+    /// A live session.
+    Found(Session<T>),
+    /// No live session: unknown, moved, destroyed, or expired (and removed).
+    Unknown,
+    /// Resuming would write, and the caller asked it not to.
+    MustWrite,
 }
 
 /// Where a session stands, as far as this handle knows.

@@ -67,6 +67,7 @@ macro_rules! session_tests {
                 absolute_lifetime_expires_active_sessions
                 reads_refresh_last_seen_only_when_it_has_aged
                 expired_sessions_are_removed_on_start
+                start_without_writing_writes_nothing_and_agrees_with_start
                 sweep_removes_expired_and_leaves_live_sessions
                 sweep_reads_only_expired_sessions_metadata
                 sweep_pages_through_a_bucket_larger_than_a_page
@@ -1017,6 +1018,86 @@ mod behaviour {
             |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap()["seen"].clone();
         assert_eq!(seen(&second), t0 + 101);
         assert_eq!(seen(&first), t0);
+    }
+
+    pub fn start_without_writing_writes_nothing_and_agrees_with_start(archive: &Arc<dyn Archive>) {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&writes);
+        let hooked = Hooked::new(Arc::clone(archive), move |call| {
+            if call.is_write() {
+                log.lock().unwrap().push(format!("{call:?}"));
+            }
+            Ok(())
+        });
+        let clock = clock();
+        let sessions = Sessions::builder(hooked)
+            .idle_timeout(Duration::from_secs(800)) // last seen rewritten after 100 s
+            .absolute_lifetime(None)
+            .clock(clock.clone())
+            .build();
+        let id = saved(&sessions, "user");
+        let without_writing = |id: Option<&str>| {
+            let before = writes.lock().unwrap().len();
+            let started = sessions
+                .start_without_writing(id, State::default())
+                .expect("start without writing");
+            assert_eq!(writes.lock().unwrap()[before..], [] as [String; 0]);
+            started
+        };
+
+        // Young enough: the stored session, as `start` gives it, and its cookie is kept.
+        let session = without_writing(Some(&id)).expect("no write is due");
+        assert_eq!(
+            (session.id().as_str(), session.name.as_str()),
+            (id.as_str(), "user")
+        );
+        assert_eq!(session.cookie_action(), session_archive::CookieAction::Keep);
+        // Missing, malformed or unknown: a new session, as `start` gives it.
+        let unknown = SessionId::generate().to_string();
+        for other in [None, Some("../etc"), Some(unknown.as_str())] {
+            let fresh = without_writing(other).expect("a new session writes nothing");
+            assert!(fresh.is_new());
+            assert_ne!(fresh.id().as_str(), unknown);
+        }
+
+        // Due for a last-seen rewrite: it hands the state back, and `start` writes.
+        clock.advance(Duration::from_secs(101));
+        let initial = without_writing(Some(&id)).expect_err("a last-seen rewrite is due");
+        assert_eq!(initial, State::default());
+        let before = writes.lock().unwrap().len();
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(session.id().as_str(), id);
+        assert!(
+            writes.lock().unwrap().len() > before,
+            "start rewrote last seen"
+        );
+        assert!(without_writing(Some(&id)).is_ok(), "rewritten just now");
+
+        // Expired: it hands the state back, and `start` removes the session.
+        clock.advance(Duration::from_secs(800));
+        assert!(without_writing(Some(&id)).is_err());
+        assert!(archive.has_domain(&id).unwrap(), "nothing was removed");
+        assert!(
+            sessions
+                .start(Some(&id), State::default())
+                .unwrap()
+                .is_new()
+        );
+        assert!(!archive.has_domain(&id).unwrap());
+
+        // Stored without timestamps (the original framework's): adopting it writes them.
+        archive
+            .set(SEED_ID, STATE_KEY, br#"{"Name":"world"}"#)
+            .unwrap();
+        assert!(without_writing(Some(SEED_ID)).is_err());
+        assert!(archive.get(SEED_ID, META_KEY).unwrap().is_none());
+        assert_eq!(
+            sessions
+                .start(Some(SEED_ID), State::default())
+                .unwrap()
+                .name,
+            "world"
+        );
     }
 
     pub fn expired_sessions_are_removed_on_start(archive: &Arc<dyn Archive>) {
