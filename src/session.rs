@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -208,6 +209,70 @@ struct Inner {
     index_width: AtomicU64,
     /// Whether this process has recorded its timeouts in the archive's record.
     settings_recorded: AtomicBool,
+    /// Serializes this process's [`Session::update`]s of one session (by a hash of its id, so
+    /// unrelated sessions rarely share one): see [`Inner::update_lock`].
+    update_locks: Box<[Mutex<()>]>,
+}
+
+std::thread_local! {
+    /// Whether this thread holds an update lock: an update nested in another's closure takes
+    /// none, so it can neither wait for itself nor for a session sharing its lock.
+    static IN_UPDATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A turn behind [`Inner::update_lock`], or none for an update nested in another one's closure;
+/// dropping it ends the turn.
+struct UpdateTurn<'a> {
+    _guard: Option<parking_lot::MutexGuard<'a, ()>>,
+}
+
+impl<'a> UpdateTurn<'a> {
+    fn take(inner: &'a Inner, id: &SessionId) -> Self {
+        if IN_UPDATE.with(std::cell::Cell::get) {
+            return UpdateTurn { _guard: None };
+        }
+        let guard = inner.update_lock(id).lock();
+        IN_UPDATE.with(|held| held.set(true));
+        UpdateTurn {
+            _guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for UpdateTurn<'_> {
+    fn drop(&mut self) {
+        if self._guard.is_some() {
+            IN_UPDATE.with(|held| held.set(false));
+        }
+    }
+}
+
+/// How many locks [`Inner::update_locks`] holds: enough that the few dozen sessions a server
+/// updates at once rarely share one, at one byte each.
+const UPDATE_LOCKS: usize = 4096;
+
+impl Inner {
+    /// The lock that this process's updates of session `id` take around their read, change and
+    /// compare-and-swap.
+    ///
+    /// Correctness never depends on it: the compare-and-swap alone makes an update lose
+    /// nothing, also against other processes and other operations. What it saves is work. Of
+    /// concurrent updates of one session, all but one would otherwise fail their swap and start
+    /// again; on a backend with group commit, one commit answers them all, so each round costs
+    /// a commit and yields one update, and the losers' reads, decodes and swaps take the CPU
+    /// the winner needs. In turn behind the lock, each update reads the state the previous one
+    /// left, and its swap succeeds the first time.
+    fn update_lock(&self, id: &SessionId) -> &Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id.as_str());
+        // The modulo keeps the index below the length, which fits a usize.
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "reduced modulo the length first"
+        )]
+        let index = (hash % self.update_locks.len() as u64) as usize;
+        &self.update_locks[index]
+    }
 }
 
 /// What [`Sessions::start`] does with a stored state that does not decode as the state type:
@@ -552,6 +617,7 @@ impl SessionsBuilder {
                 config: self.config,
                 index_width: AtomicU64::new(0),
                 settings_recorded: AtomicBool::new(false),
+                update_locks: (0..UPDATE_LOCKS).map(|_| Mutex::new(())).collect(),
             }),
         }
     }
@@ -1374,6 +1440,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             return Err(self.gone());
         }
         self.ensure_unexpired()?;
+        let inner = Arc::clone(&self.sessions.inner);
+        let turn = UpdateTurn::take(&inner, &self.id);
         let swapped = self.swap_state(|current| {
             let mut copy: T = decode(&self.id, current)?;
             let result = change(&mut copy);
@@ -1381,6 +1449,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             let hash = state_hash(&bytes);
             Ok((bytes, (copy, result, hash)))
         })?;
+        drop(turn);
         let Some((copy, result, hash)) = swapped else {
             return Err(self.gone());
         };
