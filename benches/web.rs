@@ -10,7 +10,7 @@
 //!
 //! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
 //! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
-//! `--apps memory,redb,tower-memory`.
+//! `--apps memory,redb,tower-memory`, `--only spread` or `--only hot`.
 //!
 //! For every app: the server gets a runtime of its own (tokio's default, one worker per core)
 //! and a pool of sessions created through its own `GET /`; then, for each connection count, a
@@ -156,6 +156,9 @@ struct Options {
     pool: usize,
     rounds: usize,
     apps: Vec<App>,
+    /// Which runs: spread, hot, or both.
+    spread: bool,
+    hot: bool,
 }
 
 fn options() -> Options {
@@ -166,6 +169,8 @@ fn options() -> Options {
         pool: 1000,
         rounds: 1,
         apps: vec![App::Memory, App::Redb, App::TowerMemory],
+        spread: true,
+        hot: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -187,6 +192,11 @@ fn options() -> Options {
                     .map(|name| App::parse(name).unwrap_or_else(|| panic!("unknown app {name}")))
                     .collect();
             }
+            "--only" => match value().as_str() {
+                "spread" => options.hot = false,
+                "hot" => options.spread = false,
+                other => panic!("--only: spread or hot, not {other}"),
+            },
             "--test" => {
                 options.secs = 0.2;
                 options.warmup = 0.05;
@@ -463,10 +473,14 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
     clients.block_on(async {
         let cookies = Arc::new(create_sessions(addr, options.pool, 16).await);
         for &conns in &options.conns {
-            let (measured, _) = drive(addr, conns, Arc::clone(&cookies), warmup, secs).await;
-            push(rows, app, false, conns, measured);
-            report(app, false, conns, rows);
-
+            if options.spread {
+                let (measured, _) = drive(addr, conns, Arc::clone(&cookies), warmup, secs).await;
+                push(rows, app, false, conns, measured);
+                report(app, false, conns, rows);
+            }
+            if !options.hot {
+                continue;
+            }
             let hot = create_sessions(addr, 1, 1).await;
             let before = count(addr, &hot[0]).await;
             let (mut measured, acked) =
