@@ -302,9 +302,24 @@ fn visits(body: &[u8]) -> Option<u64> {
     body.rsplit_once('#')?.1.trim().parse().ok()
 }
 
+/// The CPU time this process has used so far (all threads, user and system), from
+/// `/proc/self/stat` in clock ticks of 10 ms (Linux's `CLK_TCK` of 100); `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// What one timed run measured.
 #[derive(Clone)]
 struct Measured {
+    /// CPU time of the whole process (server and clients) per request, in µs. The clients cost
+    /// every app the same, so differences between apps are the server's; unlike requests/s it
+    /// hardly moves when other work shares the machine.
+    cpu_us: f64,
     per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -326,6 +341,15 @@ async fn drive(
     let begin = Instant::now();
     let measure_from = begin + warmup;
     let end = measure_from + secs;
+    // The CPU clock starts when the measured span does, read by a task of its own.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let start = cpu_time();
+        tokio::time::sleep_until(end.into()).await;
+        start
+            .zip(cpu_time())
+            .map(|(start, stop)| stop.saturating_sub(start))
+    });
     let mut tasks = Vec::with_capacity(conns);
     for c in 0..conns {
         let cookies = Arc::clone(&cookies);
@@ -370,6 +394,7 @@ async fn drive(
         ok += o;
         failed += f;
     }
+    let cpu = cpu.await.expect("CPU clock task");
     latencies.sort_unstable();
     let quantile = |q: f64| {
         if latencies.is_empty() {
@@ -386,8 +411,13 @@ async fn drive(
     };
     #[expect(clippy::cast_precision_loss, reason = "a request count")]
     let per_sec = latencies.len() as f64 / secs.as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a request count")]
+    let cpu_us = cpu.map_or(f64::NAN, |cpu| {
+        cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64
+    });
     (
         Measured {
+            cpu_us,
             per_sec,
             p50_ms: quantile(0.5),
             p99_ms: quantile(0.99),
@@ -533,11 +563,12 @@ fn report(app: App, hot: bool, conns: usize, rows: &[Row]) {
         return;
     };
     eprintln!(
-        "  {:<13} {:<6} {:>3} conns: {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  failed {}{}",
+        "  {:<13} {:<6} {:>3} conns: {:>9.0} req/s  {:>5.0} cpu µs/req  p50 {:>6.2} ms  p99 {:>7.2} ms  failed {}{}",
         app.name(),
         sessions_label(hot),
         conns,
         m.per_sec,
+        m.cpu_us,
         m.p50_ms,
         m.p99_ms,
         m.failed,
@@ -561,7 +592,7 @@ fn main() {
     }
 
     println!(
-        "\n| app | sessions | conns | req/s | p50 ms | p99 ms | failed | lost updates |\n|---|---|---|---|---|---|---|---|"
+        "\n| app | sessions | conns | req/s | CPU µs/req | p50 ms | p99 ms | failed | lost updates |\n|---|---|---|---|---|---|---|---|---|"
     );
     let metric = |row: &Row, f: fn(&Measured) -> f64| median(row.measured.iter().map(f).collect());
     for row in &rows {
@@ -572,11 +603,12 @@ fn main() {
             .map(|l| l.to_string())
             .collect::<Vec<_>>();
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} |",
             row.app.name(),
             sessions_label(row.hot),
             row.conns,
             metric(row, |m| m.per_sec),
+            metric(row, |m| m.cpu_us),
             metric(row, |m| m.p50_ms),
             metric(row, |m| m.p99_ms),
             row.measured.iter().map(|m| m.failed).sum::<u64>(),
@@ -594,15 +626,45 @@ fn main() {
             .find(|row| row.app == app && row.hot == hot && row.conns == conns)
             .map(|row| metric(row, |m| m.per_sec))
     };
+    let cpu = |app: App, conns: usize| {
+        rows.iter()
+            .find(|row| row.app == app && !row.hot && row.conns == conns)
+            .map(|row| metric(row, |m| m.cpu_us))
+    };
+    // Per round: one round's apps ran minutes apart at most, so their ratio is the fair one.
+    let round_ratios = |app: App, conns: usize| {
+        let find = |app: App| {
+            rows.iter()
+                .find(|row| row.app == app && !row.hot && row.conns == conns)
+        };
+        match (find(app), find(App::TowerMemory)) {
+            (Some(ours), Some(peer)) => ours
+                .measured
+                .iter()
+                .zip(&peer.measured)
+                .map(|(o, p)| format!("{:.2}", o.per_sec / p.per_sec))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => String::new(),
+        }
+    };
     println!("\n| ratio | conns | value |\n|---|---|---|");
     for &conns in &options.conns {
         let peer = rate(App::TowerMemory, false, conns);
         for app in [App::Memory, App::Redb] {
             if let (Some(ours), Some(peer)) = (rate(app, false, conns), peer) {
                 println!(
-                    "| {} ÷ tower-memory (spread) | {conns} | {:.2}× |",
+                    "| {} ÷ tower-memory req/s (spread; medians; per round {}) | {conns} | {:.2}× |",
                     app.name(),
+                    round_ratios(app, conns),
                     ours / peer
+                );
+            }
+            if let (Some(ours), Some(peer)) = (cpu(app, conns), cpu(App::TowerMemory, conns)) {
+                println!(
+                    "| tower-memory ÷ {} CPU per request (spread) | {conns} | {:.2}× |",
+                    app.name(),
+                    peer / ours
                 );
             }
             if let (Some(hot), Some(spread)) = (rate(app, true, conns), rate(app, false, conns)) {
