@@ -388,19 +388,18 @@ where
         } else {
             Some(in_place(|| sessions.start(id, T::default()))??)
         };
-        let core = match core {
-            Some(core) => core,
-            None => {
-                let inner = Arc::clone(&slot.0);
-                tokio::task::spawn_blocking(move || {
-                    inner.sessions.start(
-                        inner.cookie_id.as_ref().map(SessionId::as_str),
-                        T::default(),
-                    )
-                })
-                .await
-                .map_err(SessionError::Task)??
-            }
+        let core = if let Some(core) = core {
+            core
+        } else {
+            let inner = Arc::clone(&slot.0);
+            tokio::task::spawn_blocking(move || {
+                inner.sessions.start(
+                    inner.cookie_id.as_ref().map(SessionId::as_str),
+                    T::default(),
+                )
+            })
+            .await
+            .map_err(SessionError::Task)??
         };
         // Reading the session may have moved its idle expiry on the server; the cookie follows,
         // or the browser would drop it while the server still holds the session.

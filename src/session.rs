@@ -223,25 +223,23 @@ std::thread_local! {
 /// A turn behind [`Inner::update_lock`], or none for an update nested in another one's closure;
 /// dropping it ends the turn.
 struct UpdateTurn<'a> {
-    _guard: Option<parking_lot::MutexGuard<'a, ()>>,
+    guard: Option<parking_lot::MutexGuard<'a, ()>>,
 }
 
 impl<'a> UpdateTurn<'a> {
     fn take(inner: &'a Inner, id: &SessionId) -> Self {
         if IN_UPDATE.with(std::cell::Cell::get) {
-            return UpdateTurn { _guard: None };
+            return UpdateTurn { guard: None };
         }
         let guard = inner.update_lock(id).lock();
         IN_UPDATE.with(|held| held.set(true));
-        UpdateTurn {
-            _guard: Some(guard),
-        }
+        UpdateTurn { guard: Some(guard) }
     }
 }
 
 impl Drop for UpdateTurn<'_> {
     fn drop(&mut self) {
-        if self._guard.is_some() {
+        if self.guard.is_some() {
             IN_UPDATE.with(|held| held.set(false));
         }
     }

@@ -128,6 +128,39 @@ session_tests!(
     when = redis_server::server_ready
 );
 
+/// What an archive says about blocking reaches `Sessions` through every wrapper, and a wrapper
+/// that does not say keeps the safe default.
+#[test]
+fn sessions_see_what_their_archive_says_about_blocking() {
+    use session_archive::{Blocking, Sessions};
+    let shared: Arc<dyn Archive> = Arc::new(MemoryArchive::new());
+    assert_eq!(
+        Sessions::new(Arc::clone(&shared)).blocking(),
+        Blocking::Never
+    );
+    let boxed: Box<dyn Archive> = Box::new(MemoryArchive::new());
+    assert_eq!(Sessions::new(boxed).blocking(), Blocking::Never);
+    let hashed = Sessions::builder(Arc::clone(&shared))
+        .hash_ids_at_rest(true)
+        .build();
+    assert_eq!(hashed.blocking(), Blocking::Never);
+    let hooked = session_archive::conformance::Hooked::new(shared, |_| Ok(()));
+    assert_eq!(Sessions::new(hooked).blocking(), Blocking::Always);
+    #[cfg(feature = "archive-redb")]
+    {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let redb =
+            session_archive::RedbArchive::open(dir.path().join("s.redb")).expect("open redb");
+        assert_eq!(Sessions::new(redb).blocking(), Blocking::Writes);
+    }
+    #[cfg(all(feature = "archive-dir", unix))]
+    {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let tree = session_archive::DirArchive::open(dir.path().join("s")).expect("open dir");
+        assert_eq!(Sessions::new(tree).blocking(), Blocking::Always);
+    }
+}
+
 #[test]
 fn debug_shows_a_fingerprint_but_neither_the_id_nor_the_state() {
     let sessions = session_archive::Sessions::new(MemoryArchive::new());
