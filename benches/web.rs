@@ -156,6 +156,9 @@ struct Options {
     pool: usize,
     rounds: usize,
     apps: Vec<App>,
+    /// `--serve APP SECS FILE`: only serve APP for SECS seconds, after writing the cookies of a
+    /// fresh pool to FILE, one a line, for an outside load generator (`wrk`) to cross-check.
+    serve: Option<(App, f64, String)>,
     /// Which runs: spread, hot, or both.
     spread: bool,
     hot: bool,
@@ -171,6 +174,7 @@ fn options() -> Options {
         apps: vec![App::Memory, App::Redb, App::TowerMemory],
         spread: true,
         hot: true,
+        serve: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -191,6 +195,12 @@ fn options() -> Options {
                     .split(',')
                     .map(|name| App::parse(name).unwrap_or_else(|| panic!("unknown app {name}")))
                     .collect();
+            }
+            "--serve" => {
+                let app = value();
+                let app = App::parse(&app).unwrap_or_else(|| panic!("unknown app {app}"));
+                let secs = value().parse().expect("--serve: seconds");
+                options.serve = Some((app, secs, value()));
             }
             "--only" => match value().as_str() {
                 "spread" => options.hot = false,
@@ -502,6 +512,12 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
     let secs = Duration::from_secs_f64(options.secs);
     clients.block_on(async {
         let cookies = Arc::new(create_sessions(addr, options.pool, 16).await);
+        if let Some((_, secs, file)) = &options.serve {
+            std::fs::write(file, cookies.join("\n") + "\n").expect("write the cookie file");
+            println!("Listening on http://{addr}");
+            tokio::time::sleep(Duration::from_secs_f64(*secs)).await;
+            return;
+        }
         for &conns in &options.conns {
             if options.spread {
                 let (measured, _) = drive(addr, conns, Arc::clone(&cookies), warmup, secs).await;
@@ -584,6 +600,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     let options = options();
     let mut rows = Vec::new();
+    if let Some((app, _, _)) = options.serve {
+        run_app(app, &options, &mut rows);
+        return;
+    }
     for round in 1..=options.rounds {
         eprintln!("round {round} of {}", options.rounds);
         for &app in &options.apps {
