@@ -10,7 +10,9 @@
 //!
 //! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
 //! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
-//! `--apps memory,redb,tower-memory`, `--only spread` or `--only hot`.
+//! `--apps memory,redb,tower-memory`, `--only spread` or `--only hot`, and `--serve APP SECS FILE`,
+//! which only serves APP for SECS seconds after writing its pool's cookies to FILE, one a line,
+//! for a cross-check with an outside load generator.
 //!
 //! For every app: the server gets a runtime of its own (tokio's default, one worker per core)
 //! and a pool of sessions created through its own `GET /`; then, for each connection count, a
