@@ -77,7 +77,7 @@ def archive_table(results):
 
 
 def concurrent_table(results):
-    backends = ["redb", "sqlite-full", "dir"]
+    backends = ["redb", "sqlite-full", "sqlite-full-immediate", "dir"]
     writers = sorted(
         {int(p) for (g, _, p) in results if g == "concurrent_set" and p is not None}
     )

@@ -93,6 +93,9 @@ impl Page {
 ///   [`remove_domains`](Archive::remove_domains) check every name before touching anything. Their
 ///   default bodies loop over the single-item methods; backends override them to apply a batch in
 ///   one transaction.
+/// - **Blocking.** [`blocking`](Archive::blocking) says which calls may keep the caller waiting
+///   (on I/O, or on another thread's commit); async callers run those off the executor. The
+///   default says every call may, which is always safe.
 /// - **Listing.** [`list_domains`](Archive::list_domains) and [`list_keys`](Archive::list_keys)
 ///   page through names without loading values, so a million domains never sit in one `Vec`.
 ///   While the archive is not modified, a full walk returns each name exactly once. Under
@@ -544,6 +547,89 @@ pub trait Archive: Send + Sync {
         crate::name::validate_domain(domain)?;
         Ok(false)
     }
+
+    /// Which of this archive's calls may keep the calling thread waiting; see [`Blocking`].
+    ///
+    /// Async callers use it to choose where a call runs: the axum layer runs a call that may
+    /// block on tokio's blocking threads, and any other call in place, on the executor's thread,
+    /// since handing work to another thread and back costs more than a read from memory.
+    ///
+    /// The default, [`Blocking::Always`], is right for every backend, and a wrapper that may
+    /// wait itself (a hook that sleeps, a rate limiter) keeps it whatever it wraps. Claim less
+    /// only when it holds for every call, on every path: an async executor has few threads,
+    /// and a call that waits on one of them stalls every request scheduled there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, Blocking, MemoryArchive};
+    ///
+    /// assert_eq!(MemoryArchive::new().blocking(), Blocking::Never);
+    /// ```
+    fn blocking(&self) -> Blocking {
+        Blocking::Always
+    }
+}
+
+/// Which of an archive's calls may keep the calling thread waiting (on I/O, a lock held across
+/// I/O, or another thread's commit) for longer than a few microseconds: the answer of
+/// [`Archive::blocking`].
+///
+/// The variants are ordered from the least blocking to the most.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::Blocking;
+///
+/// assert!(Blocking::Never < Blocking::Writes && Blocking::Writes < Blocking::Always);
+/// assert!(!Blocking::Writes.reads_block());
+/// assert!(Blocking::Writes.writes_block());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Blocking {
+    /// No call waits: everything happens in this process's memory, under locks that are only
+    /// held for the call's own work ([`MemoryArchive`](crate::MemoryArchive)).
+    Never,
+    /// Point reads ([`get`](Archive::get), [`has`](Archive::has),
+    /// [`has_domain`](Archive::has_domain)) do not wait; every other call may, writes (including
+    /// [`compare_and_swap`](Archive::compare_and_swap)) because they wait for a durable commit.
+    /// A point read of data the operating system has not cached still reads the disk, once.
+    Writes,
+    /// Any call may wait (a network round trip, a file system call). The default.
+    Always,
+}
+
+impl Blocking {
+    /// Whether a point read ([`get`](Archive::get), [`has`](Archive::has),
+    /// [`has_domain`](Archive::has_domain)) may wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::Blocking;
+    ///
+    /// assert!(Blocking::Always.reads_block());
+    /// assert!(!Blocking::Never.reads_block());
+    /// ```
+    pub fn reads_block(self) -> bool {
+        self == Blocking::Always
+    }
+
+    /// Whether a write (or any call other than a point read) may wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::Blocking;
+    ///
+    /// assert!(Blocking::Writes.writes_block());
+    /// assert!(!Blocking::Never.writes_block());
+    /// ```
+    pub fn writes_block(self) -> bool {
+        self != Blocking::Never
+    }
 }
 
 /// Forwards every `Archive` method through a smart pointer, so that no method of a wrapped
@@ -595,6 +681,9 @@ macro_rules! forward_archive {
             }
             fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
                 (**self).expire_domain(domain, at)
+            }
+            fn blocking(&self) -> Blocking {
+                (**self).blocking()
             }
         }
     )+};

@@ -9,8 +9,13 @@
 //!   value is never adopted nor echoed back) and dereferences, mutably too, to the state `T`.
 //!   Its [`save`](Session::save), [`load`](Session::load), [`update`](Session::update),
 //!   [`regenerate`](Session::regenerate) and [`destroy`](Session::destroy) are `async`: the
-//!   core [`Session`](crate::Session) calls they wrap may block on disk (durable writes), so they
-//!   run on tokio's blocking threads (`spawn_blocking`), never on the executor's.
+//!   core [`Session`](crate::Session) calls they wrap may block on disk (durable writes), so
+//!   those run on tokio's blocking threads (`spawn_blocking`), never on the executor's. Calls
+//!   the archive says cannot block ([`Archive::blocking`](crate::Archive::blocking): every call
+//!   of [`MemoryArchive`](crate::MemoryArchive), the reads of
+//!   [`RedbArchive`](crate::RedbArchive)) run in place, since a hop to another thread and back
+//!   costs more than they do. So a request over redb that starts its session and updates it
+//!   takes one hop, for the durable write, and one over memory takes none.
 //! - Nothing is written, and no cookie is set, for a visitor whose session is never saved.
 //!   The response carries the `Set-Cookie` that the session's calls call for (see
 //!   [`crate::Session::cookie_action`]): the cookie after the first save and after a
@@ -77,6 +82,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::archive::Blocking;
 use crate::error::Error;
 use crate::session::id::SessionId;
 use crate::session::{CookieAction, Sessions};
@@ -254,7 +260,15 @@ impl Slot {
             return Some(pending.value);
         };
         let sessions = self.0.sessions.clone();
-        match tokio::task::spawn_blocking(move || sessions.is_live(&id)).await {
+        // `is_live` only reads.
+        let live = if sessions.blocking().reads_block() {
+            tokio::task::spawn_blocking(move || sessions.is_live(&id))
+                .await
+                .map_err(SessionError::Task)
+        } else {
+            in_place(|| sessions.is_live(&id))
+        };
+        match live {
             Ok(Ok(true)) => Some(pending.value),
             Ok(Ok(false)) => None,
             // Not sending a refresh is always safe: the client keeps the cookie it has.
@@ -263,7 +277,7 @@ impl Slot {
                 None
             }
             Err(err) => {
-                tracing::warn!(error = %err, "could not check the session before refreshing its cookie");
+                tracing::warn!(error = %Chain(&err), "could not check the session before refreshing its cookie");
                 None
             }
         }
@@ -273,20 +287,22 @@ impl Slot {
 /// The session of one request, as an axum extractor: the typed state `T` plus async versions of
 /// the core [`Session`](crate::Session)'s calls. Requires [`SessionLayer`] on the route.
 ///
-/// Extracting it starts the session for the request's cookie (on a blocking thread): the stored
-/// state if the cookie names a live session, and otherwise `T::default()` under a fresh id. When
+/// Extracting it starts the session for the request's cookie (on a blocking thread if that must
+/// write to an archive whose writes block): the stored state if the cookie names a live
+/// session, and otherwise `T::default()` under a fresh id. When
 /// that start rewrote the session's last-seen time, the response refreshes the cookie. It
 /// dereferences, mutably too, to `T`; changes stay in the handle until
 /// [`save`](Self::save) or [`update`](Self::update).
 ///
-/// Each async call moves the core session to tokio's blocking pool and back. If its future is
+/// Each async call that may block moves the core session to tokio's blocking pool and back (the
+/// others run in place, and cannot be cancelled half-way). If its future is
 /// dropped before it completes (a timeout around it, say), the call still finishes in the
 /// background, and the handle's next call waits for it and takes the session back first, so
 /// nothing is lost or skipped: a [`destroy`](Self::destroy) after a cancelled `save` still
 /// destroys. Until then the handle dereferences to `T::default()`. If a call panics (an
 /// `update` closure, or `T`'s `Serialize`), the handle's state is lost with the thread, and
 /// every later call on the handle fails with [`SessionError::Lost`]; the stored session is as
-/// the panicked call left it.
+/// the panicked call left it. A call run in place is caught the same way.
 ///
 /// # Examples
 ///
@@ -359,15 +375,32 @@ where
             .get::<Slot>()
             .cloned()
             .ok_or(SessionError::MissingLayer)?;
-        let inner = Arc::clone(&slot.0);
-        let core = tokio::task::spawn_blocking(move || {
-            inner.sessions.start(
-                inner.cookie_id.as_ref().map(SessionId::as_str),
-                T::default(),
-            )
-        })
-        .await
-        .map_err(SessionError::Task)??;
+        let sessions = &slot.0.sessions;
+        let id = slot.0.cookie_id.as_ref().map(SessionId::as_str);
+        let blocking = sessions.blocking();
+        // Starting a stored session only reads, except now and then (see
+        // `Sessions::start_without_writing`); reads that cannot block run here, and only a
+        // start that must write, on an archive whose writes block, takes a blocking thread.
+        let core = if blocking.reads_block() {
+            None
+        } else if blocking.writes_block() {
+            in_place(|| sessions.start_without_writing(id, T::default()))??.ok()
+        } else {
+            Some(in_place(|| sessions.start(id, T::default()))??)
+        };
+        let core = if let Some(core) = core {
+            core
+        } else {
+            let inner = Arc::clone(&slot.0);
+            tokio::task::spawn_blocking(move || {
+                inner.sessions.start(
+                    inner.cookie_id.as_ref().map(SessionId::as_str),
+                    T::default(),
+                )
+            })
+            .await
+            .map_err(SessionError::Task)??
+        };
         // Reading the session may have moved its idle expiry on the server; the cookie follows,
         // or the browser would drop it while the server still holds the session.
         slot.record(&core);
@@ -487,7 +520,8 @@ where
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::save`], and [`SessionError::Task`] if the blocking task failed.
+    /// Those of [`crate::Session::save`], and [`SessionError::Task`] or
+    /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
     ///
@@ -501,7 +535,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(remember);
     /// ```
     pub async fn save(&mut self) -> Result<(), SessionError> {
-        self.run(crate::Session::save).await
+        self.run(Access::Write, crate::Session::save).await
     }
 
     /// Replaces the handle's state with the stored one, off the executor; see
@@ -509,7 +543,8 @@ where
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::load`], and [`SessionError::Task`] if the blocking task failed.
+    /// Those of [`crate::Session::load`], and [`SessionError::Task`] or
+    /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
     ///
@@ -523,7 +558,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::get(reread);
     /// ```
     pub async fn load(&mut self) -> Result<(), SessionError> {
-        self.run(crate::Session::load).await
+        self.run(Access::Read, crate::Session::load).await
     }
 
     /// Atomically applies `change` to the stored state, off the executor, and returns what it
@@ -532,8 +567,8 @@ where
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::update`], and [`SessionError::Task`] if the blocking task
-    /// failed (for instance because `change` panicked).
+    /// Those of [`crate::Session::update`], and [`SessionError::Task`] or
+    /// [`SessionError::Panicked`] if the call panicked (for instance because `change` panicked).
     ///
     /// # Examples
     ///
@@ -556,7 +591,8 @@ where
     where
         R: Send + 'static,
     {
-        self.run(move |core| core.update(&mut change)).await
+        self.run(Access::Write, move |core| core.update(&mut change))
+            .await
     }
 
     /// Moves the session to a fresh id, off the executor; see [`crate::Session::regenerate`].
@@ -566,8 +602,8 @@ where
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::regenerate`], and [`SessionError::Task`] if the blocking task
-    /// failed.
+    /// Those of [`crate::Session::regenerate`], and [`SessionError::Task`] or
+    /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
     ///
@@ -581,7 +617,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
     /// ```
     pub async fn regenerate(&mut self) -> Result<(), SessionError> {
-        self.run(crate::Session::regenerate).await
+        self.run(Access::Write, crate::Session::regenerate).await
     }
 
     /// Removes the session from the archive, off the executor; see
@@ -589,8 +625,8 @@ where
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::destroy`], and [`SessionError::Task`] if the blocking task
-    /// failed.
+    /// Those of [`crate::Session::destroy`], and [`SessionError::Task`] or
+    /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
     ///
@@ -604,20 +640,41 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(logout);
     /// ```
     pub async fn destroy(&mut self) -> Result<(), SessionError> {
-        self.run(crate::Session::destroy).await
+        self.run(Access::Write, crate::Session::destroy).await
     }
 
-    /// Runs `op` on the core session on a blocking thread, and puts the session back. The thread
-    /// records the cookie the call calls for as soon as it ends, so a call whose future was
-    /// dropped still sets it if the response has not gone out yet.
+    /// Runs `op` on the core session, and records the cookie the call calls for.
+    ///
+    /// If `op`'s archive calls cannot block (see [`Archive::blocking`](crate::Archive::blocking)),
+    /// it runs right here: there is no await in between, so it cannot be cancelled half-way, and
+    /// a panic poisons the handle as on a blocking thread. Otherwise it runs on a blocking
+    /// thread, and the session is put back when it ends; the thread records the cookie as soon
+    /// as the call ends, so a call whose future was dropped still sets it if the response has
+    /// not gone out yet.
     async fn run<R>(
         &mut self,
+        access: Access,
         op: impl FnOnce(&mut crate::Session<T>) -> crate::Result<R> + Send + 'static,
     ) -> Result<R, SessionError>
     where
         R: Send + 'static,
     {
         self.settle().await?;
+        if !access.blocks(self.slot.0.sessions.blocking()) {
+            let core = &mut self.core;
+            return match in_place(|| op(core)) {
+                Ok(outcome) => {
+                    self.slot.record(&self.core);
+                    Ok(outcome?)
+                }
+                Err(panicked) => {
+                    // As when a blocking thread panics: the handle's state goes with the call.
+                    self.lost = true;
+                    self.core = self.slot.0.sessions.new_session(T::default());
+                    Err(panicked)
+                }
+            };
+        }
         let stand_in = self.slot.0.sessions.new_session(T::default());
         let mut core = std::mem::replace(&mut self.core, stand_in);
         let slot = self.slot.clone();
@@ -655,6 +712,30 @@ where
     }
 }
 
+/// Whether a session call only reads the archive (`load`) or may write to it.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    /// Whether a call of this kind may block on an archive that answers `blocking`.
+    fn blocks(self, blocking: Blocking) -> bool {
+        match self {
+            Access::Read => blocking.reads_block(),
+            Access::Write => blocking.writes_block(),
+        }
+    }
+}
+
+/// Runs a session call that cannot block on the current thread. A panic in it (an `update`
+/// closure, or `T`'s serde or `Default`) becomes [`SessionError::Panicked`], as a panic on a
+/// blocking thread becomes [`SessionError::Task`], instead of unwinding through the server.
+fn in_place<R>(call: impl FnOnce() -> R) -> Result<R, SessionError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|_| SessionError::Panicked)
+}
+
 /// Why a [`Session`] could not be extracted or a session call failed; it becomes an HTTP
 /// response.
 ///
@@ -664,7 +745,7 @@ where
 /// | [`Error::SessionGone`]: destroyed, or moved to a new id, by another request (the cookie is left alone) | 409, body `session no longer exists` | no |
 /// | [`Error::StateTooLarge`]: the state grew over the limit | 413, body `session state is too large` | `warn!` |
 /// | any other [`Error`] (storage failures) | 500 | `error!` |
-/// | [`MissingLayer`](Self::MissingLayer), [`Task`](Self::Task), [`Lost`](Self::Lost) | 500 | `error!` |
+/// | [`MissingLayer`](Self::MissingLayer), [`Task`](Self::Task), [`Panicked`](Self::Panicked), [`Lost`](Self::Lost) | 500 | `error!` |
 ///
 /// By default a corrupt session is reported, never replaced: the stored bytes stay for the
 /// operator to inspect, and every request with that cookie gets the 500 until the session is
@@ -697,6 +778,12 @@ pub enum SessionError {
     /// The blocking task running a session call panicked or was cancelled.
     #[error("blocking session task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// A session call that ran on the executor's thread, since the archive does not block
+    /// ([`Archive::blocking`](crate::Archive::blocking)), panicked: an `update` closure, or
+    /// `T`'s `Serialize`, `Deserialize` or `Default`. The handle is lost as after
+    /// [`Task`](Self::Task).
+    #[error("a session call panicked")]
+    Panicked,
     /// An earlier call on this handle panicked and its state was lost with it (see
     /// [`Session`]); the handle can do nothing more. The stored session is as that call left it.
     #[error("an earlier call on this session handle panicked; the handle's state is lost")]

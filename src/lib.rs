@@ -54,7 +54,7 @@ pub use crate::archive::memory::MemoryArchive;
 pub use crate::archive::redb::{Durability, RedbArchive, RedbArchiveBuilder};
 #[cfg(feature = "archive-redis")]
 pub use crate::archive::redis::{RedisArchive, RedisArchiveBuilder};
-pub use crate::archive::{Archive, ArchiveExt, DEFAULT_PAGE_SIZE, Names, Page};
+pub use crate::archive::{Archive, ArchiveExt, Blocking, DEFAULT_PAGE_SIZE, Names, Page};
 pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
 pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};
 pub use crate::session::clock::{Clock, ManualClock, SystemClock};

@@ -24,10 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::archive::Archive;
+use crate::archive::{Archive, Blocking};
 use crate::error::{Error, Result};
 
 pub mod clock;
@@ -213,6 +214,68 @@ struct Inner {
     index_width: AtomicU64,
     /// Whether this process has recorded its timeouts in the archive's record.
     settings_recorded: AtomicBool,
+    /// Serializes this process's [`Session::update`]s of one session (by a hash of its id, so
+    /// unrelated sessions rarely share one): see [`Inner::update_lock`].
+    update_locks: Box<[Mutex<()>]>,
+}
+
+std::thread_local! {
+    /// Whether this thread holds an update lock: an update nested in another's closure takes
+    /// none, so it can neither wait for itself nor for a session sharing its lock.
+    static IN_UPDATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A turn behind [`Inner::update_lock`], or none for an update nested in another one's closure;
+/// dropping it ends the turn.
+struct UpdateTurn<'a> {
+    guard: Option<parking_lot::MutexGuard<'a, ()>>,
+}
+
+impl<'a> UpdateTurn<'a> {
+    fn take(inner: &'a Inner, id: &SessionId) -> Self {
+        if IN_UPDATE.with(std::cell::Cell::get) {
+            return UpdateTurn { guard: None };
+        }
+        let guard = inner.update_lock(id).lock();
+        IN_UPDATE.with(|held| held.set(true));
+        UpdateTurn { guard: Some(guard) }
+    }
+}
+
+impl Drop for UpdateTurn<'_> {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            IN_UPDATE.with(|held| held.set(false));
+        }
+    }
+}
+
+/// How many locks [`Inner::update_locks`] holds: enough that the few dozen sessions a server
+/// updates at once rarely share one, at one byte each.
+const UPDATE_LOCKS: usize = 4096;
+
+impl Inner {
+    /// The lock that this process's updates of session `id` take around their read, change and
+    /// compare-and-swap.
+    ///
+    /// Correctness never depends on it: the compare-and-swap alone makes an update lose
+    /// nothing, also against other processes and other operations. What it saves is work. Of
+    /// concurrent updates of one session, all but one would otherwise fail their swap and start
+    /// again; on a backend with group commit, one commit answers them all, so each round costs
+    /// a commit and yields one update, and the losers' reads, decodes and swaps take the CPU
+    /// the winner needs. In turn behind the lock, each update reads the state the previous one
+    /// left, and its swap succeeds the first time.
+    fn update_lock(&self, id: &SessionId) -> &Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id.as_str());
+        // The modulo keeps the index below the length, which fits a usize.
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "reduced modulo the length first"
+        )]
+        let index = (hash % self.update_locks.len() as u64) as usize;
+        &self.update_locks[index]
+    }
 }
 
 /// What [`Sessions::start`] does with a stored state that does not decode as the state type:
@@ -557,6 +620,7 @@ impl SessionsBuilder {
                 config: self.config,
                 index_width: AtomicU64::new(0),
                 settings_recorded: AtomicBool::new(false),
+                update_locks: (0..UPDATE_LOCKS).map(|_| Mutex::new(())).collect(),
             }),
         }
     }
@@ -657,11 +721,74 @@ impl Sessions {
         T: Serialize + DeserializeOwned,
     {
         if let Some(id) = id.and_then(SessionId::parse)
-            && let Some(session) = self.resume(id)?
+            && let Resumed::Found(session) = self.resume(id, true)?
         {
             return Ok(session);
         }
         Ok(self.new_session(initial))
+    }
+
+    /// Starts a session as [`start`](Self::start) does, but only if that takes no write; returns
+    /// `Ok(Err(initial))` when it would write, and the caller then calls `start` where it may
+    /// block.
+    ///
+    /// Starting a stored session writes only now and then: when its last-seen time is due for a
+    /// rewrite (once per eighth of the idle timeout), when it expired (it is removed), when it
+    /// was stored without timestamps, or when a corrupt state is set aside
+    /// ([`OnCorrupt::StartFresh`]). Everything else only reads, which on an archive whose reads
+    /// do not block ([`Archive::blocking`]) can run on an async executor's thread, saving the
+    /// hop to a blocking thread that a write needs. What it returns is exactly what `start`
+    /// would have returned at that moment.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 0_u32)?;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    ///
+    /// // Saved just now, so its last-seen time needs no rewrite: no write, a session.
+    /// let again = sessions.start_without_writing(Some(&id), 0_u32)?;
+    /// assert!(matches!(again, Ok(ref s) if s.id().as_str() == id));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn start_without_writing<T>(
+        &self,
+        id: Option<&str>,
+        initial: T,
+    ) -> Result<std::result::Result<Session<T>, T>>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        if let Some(id) = id.and_then(SessionId::parse) {
+            match self.resume(id, false)? {
+                Resumed::Found(session) => return Ok(Ok(session)),
+                Resumed::MustWrite => return Ok(Err(initial)),
+                Resumed::Unknown => {}
+            }
+        }
+        Ok(Ok(self.new_session(initial)))
+    }
+
+    /// Says which of this archive's calls may block; see [`Archive::blocking`]. A web layer asks
+    /// it to decide which session calls to run on a blocking thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Blocking, MemoryArchive, Sessions};
+    ///
+    /// assert_eq!(Sessions::new(MemoryArchive::new()).blocking(), Blocking::Never);
+    /// ```
+    pub fn blocking(&self) -> Blocking {
+        self.inner.archive.blocking()
     }
 
     /// Returns a new session holding `initial` under a fresh id, as [`start`](Self::start) does
@@ -730,32 +857,48 @@ impl Sessions {
     /// timestamps after it, so a state read after timestamps found missing proves the session
     /// was stored without timestamps (the original framework's) when they were read, and not
     /// half-way through a destroy.
-    fn resume<T: DeserializeOwned>(&self, id: SessionId) -> Result<Option<Session<T>>> {
+    ///
+    /// With `may_write` false it writes nothing, and answers [`Resumed::MustWrite`] where it
+    /// would have written.
+    fn resume<T: DeserializeOwned>(&self, id: SessionId, may_write: bool) -> Result<Resumed<T>> {
         let archive = &self.inner.archive;
         let now = self.inner.now();
         let meta = self.inner.read_meta(&id)?;
         let Stored::State(bytes) = read_state(archive.as_ref(), &id)? else {
-            return Ok(None);
+            return Ok(Resumed::Unknown);
         };
         if let Some((meta, _)) = &meta
             && self.inner.is_expired(*meta, now)
         {
+            if !may_write {
+                return Ok(Resumed::MustWrite);
+            }
             archive.remove_domain(id.as_str())?;
-            return Ok(None);
+            return Ok(Resumed::Unknown);
         }
         let state: T = match decode(&id, &bytes) {
             Ok(state) => state,
             Err(err) => {
-                if self.inner.config.on_corrupt == OnCorrupt::StartFresh
-                    && self.set_aside(&id, &bytes, now)?
-                {
-                    return Ok(None);
+                if self.inner.config.on_corrupt == OnCorrupt::StartFresh {
+                    if !may_write {
+                        return Ok(Resumed::MustWrite);
+                    }
+                    if self.set_aside(&id, &bytes, now)? {
+                        return Ok(Resumed::Unknown);
+                    }
                 }
                 return Err(err);
             }
         };
-        let (meta, meta_raw) = meta.unzip();
         let adopting = meta.is_none();
+        if !may_write
+            && meta
+                .as_ref()
+                .is_none_or(|(meta, _)| self.inner.needs_touch(*meta, now))
+        {
+            return Ok(Resumed::MustWrite);
+        }
+        let (meta, meta_raw) = meta.unzip();
         let bound = meta_raw.as_deref().and_then(users::bound_user);
         let mut session = Session {
             sessions: self.clone(),
@@ -779,11 +922,11 @@ impl Sessions {
                 {
                     archive.compare_and_swap(session.id.as_str(), META_KEY, Some(raw), None)?;
                 }
-                return Ok(None);
+                return Ok(Resumed::Unknown);
             }
             session.cookie = CookieAction::Set;
         }
-        Ok(Some(session))
+        Ok(Resumed::Found(session))
     }
 
     /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
@@ -814,6 +957,16 @@ impl Sessions {
     pub fn cookie_name(&self) -> &str {
         &self.inner.config.cookie_name
     }
+}
+
+/// What [`Sessions::resume`] found under an id.
+enum Resumed<T> {
+    /// A live session.
+    Found(Session<T>),
+    /// No live session: unknown, moved, destroyed, or expired (and removed).
+    Unknown,
+    /// Resuming would write, and the caller asked it not to.
+    MustWrite,
 }
 
 /// Where a session stands, as far as this handle knows.
@@ -1393,6 +1546,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         }
         self.check_user()?;
         self.ensure_unexpired()?;
+        let inner = Arc::clone(&self.sessions.inner);
+        let turn = UpdateTurn::take(&inner, &self.id);
         let swapped = self.swap_state(|current| {
             let mut copy: T = decode(&self.id, current)?;
             let result = change(&mut copy);
@@ -1400,6 +1555,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             let hash = state_hash(&bytes);
             Ok((bytes, (copy, result, hash)))
         })?;
+        drop(turn);
         let Some((copy, result, hash)) = swapped else {
             return Err(self.gone());
         };
@@ -1521,15 +1677,16 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 if let Some(state) = followed.or(moved) {
                     self.state = state;
                 }
-                // The old id is dead: its user entry is stale. A failure leaves it to be
-                // dropped by the next listing of the user's sessions.
+                self.synced = Some(state_hash(&bytes));
+                self.cookie = CookieAction::Set;
+                // The old id is dead from the move on; its domain is only clutter now, and its
+                // user entry stale. They go in that order, so a failure between leaves a stale
+                // entry (dropped by the next listing of the user's sessions), never an old
+                // domain that the user's index does not lead to.
+                let _ = self.archive().remove_domain(old_id.as_str());
                 if let Some(user) = &old_bound {
                     let _ = self.sessions.inner.remove_user_entry(user, &old_id);
                 }
-                self.synced = Some(state_hash(&bytes));
-                self.cookie = CookieAction::Set;
-                // The old id is dead from the move on; its domain is only clutter now.
-                let _ = self.archive().remove_domain(old_id.as_str());
                 Ok(())
             }
             Err(err) => {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::conformance::Hooked;
 use session_archive::{
-    Archive, ArchiveExt, Error, META_KEY, ManualClock, MemoryArchive, STATE_KEY, Sessions,
+    Archive, ArchiveExt, Blocking, Error, META_KEY, ManualClock, MemoryArchive, STATE_KEY, Sessions,
 };
 
 #[derive(Default, Serialize, Deserialize)]
@@ -550,6 +550,8 @@ fn destroy_after_a_cancelled_or_panicked_call_never_leaves_the_session_valid() {
     let archive = sluggish(&slow);
     let store = Arc::clone(archive.inner());
     let sessions = Sessions::builder(archive).secure(false).build();
+    // A hooked archive may block in its hook, so every call here takes a blocking thread.
+    assert_eq!(sessions.blocking(), Blocking::Always);
     let app = routes()
         .route(
             "/cancelled-save-then-logout",
@@ -613,4 +615,41 @@ fn destroy_after_a_cancelled_or_panicked_call_never_leaves_the_session_valid() {
             .unwrap(),
         "1"
     );
+}
+
+/// On an archive that does not block, calls run on the executor's thread; a panic there poisons
+/// the handle just as on a blocking thread, and leaves the stored session as it was.
+#[test]
+fn a_call_that_panics_in_place_loses_the_handle_and_changes_nothing() {
+    let store = Arc::new(MemoryArchive::new());
+    let sessions = sessions(&store);
+    assert_eq!(sessions.blocking(), Blocking::Never);
+    let app = routes().route(
+        "/panicked-update-then-logout",
+        post(|mut session: Session<Visits>| async move {
+            let panicked = session
+                .update(|_| -> () { panic!("a bug in the handler") })
+                .await;
+            assert!(matches!(panicked, Err(SessionError::Panicked)));
+            assert_eq!(session.visits, 0, "the handle's state went with the call");
+            session.destroy().await
+        }),
+    );
+    let server = Server::start(app.layer(SessionLayer::new(sessions)));
+
+    let client = jar();
+    client.get(server.url("/count")).send().unwrap();
+    let logout = client
+        .post(server.url("/panicked-update-then-logout"))
+        .send()
+        .unwrap();
+    assert_eq!(logout.status(), 500);
+    assert!(set_cookies(&logout).is_empty());
+    assert_eq!(
+        live_ids(&store).len(),
+        1,
+        "the session was neither changed nor destroyed"
+    );
+    let peek = client.get(server.url("/peek")).send().unwrap();
+    assert_eq!(peek.text().unwrap(), "1");
 }

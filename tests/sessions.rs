@@ -68,6 +68,7 @@ macro_rules! session_tests {
                 absolute_lifetime_expires_active_sessions
                 reads_refresh_last_seen_only_when_it_has_aged
                 expired_sessions_are_removed_on_start
+                start_without_writing_writes_nothing_and_agrees_with_start
                 sweep_removes_expired_and_leaves_live_sessions
                 sweep_reads_only_expired_sessions_metadata
                 sweep_pages_through_a_bucket_larger_than_a_page
@@ -127,6 +128,39 @@ session_tests!(
     ),
     when = redis_server::server_ready
 );
+
+/// What an archive says about blocking reaches `Sessions` through every wrapper, and a wrapper
+/// that does not say keeps the safe default.
+#[test]
+fn sessions_see_what_their_archive_says_about_blocking() {
+    use session_archive::{Blocking, Sessions};
+    let shared: Arc<dyn Archive> = Arc::new(MemoryArchive::new());
+    assert_eq!(
+        Sessions::new(Arc::clone(&shared)).blocking(),
+        Blocking::Never
+    );
+    let boxed: Box<dyn Archive> = Box::new(MemoryArchive::new());
+    assert_eq!(Sessions::new(boxed).blocking(), Blocking::Never);
+    let hashed = Sessions::builder(Arc::clone(&shared))
+        .hash_ids_at_rest(true)
+        .build();
+    assert_eq!(hashed.blocking(), Blocking::Never);
+    let hooked = session_archive::conformance::Hooked::new(shared, |_| Ok(()));
+    assert_eq!(Sessions::new(hooked).blocking(), Blocking::Always);
+    #[cfg(feature = "archive-redb")]
+    {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let redb =
+            session_archive::RedbArchive::open(dir.path().join("s.redb")).expect("open redb");
+        assert_eq!(Sessions::new(redb).blocking(), Blocking::Writes);
+    }
+    #[cfg(all(feature = "archive-dir", unix))]
+    {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let tree = session_archive::DirArchive::open(dir.path().join("s")).expect("open dir");
+        assert_eq!(Sessions::new(tree).blocking(), Blocking::Always);
+    }
+}
 
 #[test]
 fn debug_shows_a_fingerprint_but_neither_the_id_nor_the_state() {
@@ -1095,6 +1129,86 @@ mod behaviour {
             |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap()["seen"].clone();
         assert_eq!(seen(&second), t0 + 101);
         assert_eq!(seen(&first), t0);
+    }
+
+    pub fn start_without_writing_writes_nothing_and_agrees_with_start(archive: &Arc<dyn Archive>) {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&writes);
+        let hooked = Hooked::new(Arc::clone(archive), move |call| {
+            if call.is_write() {
+                log.lock().unwrap().push(format!("{call:?}"));
+            }
+            Ok(())
+        });
+        let clock = clock();
+        let sessions = Sessions::builder(hooked)
+            .idle_timeout(Duration::from_secs(800)) // last seen rewritten after 100 s
+            .absolute_lifetime(None)
+            .clock(clock.clone())
+            .build();
+        let id = saved(&sessions, "user");
+        let without_writing = |id: Option<&str>| {
+            let before = writes.lock().unwrap().len();
+            let started = sessions
+                .start_without_writing(id, State::default())
+                .expect("start without writing");
+            assert_eq!(writes.lock().unwrap()[before..], [] as [String; 0]);
+            started
+        };
+
+        // Young enough: the stored session, as `start` gives it, and its cookie is kept.
+        let session = without_writing(Some(&id)).expect("no write is due");
+        assert_eq!(
+            (session.id().as_str(), session.name.as_str()),
+            (id.as_str(), "user")
+        );
+        assert_eq!(session.cookie_action(), session_archive::CookieAction::Keep);
+        // Missing, malformed or unknown: a new session, as `start` gives it.
+        let unknown = SessionId::generate().to_string();
+        for other in [None, Some("../etc"), Some(unknown.as_str())] {
+            let fresh = without_writing(other).expect("a new session writes nothing");
+            assert!(fresh.is_new());
+            assert_ne!(fresh.id().as_str(), unknown);
+        }
+
+        // Due for a last-seen rewrite: it hands the state back, and `start` writes.
+        clock.advance(Duration::from_secs(101));
+        let initial = without_writing(Some(&id)).expect_err("a last-seen rewrite is due");
+        assert_eq!(initial, State::default());
+        let before = writes.lock().unwrap().len();
+        let session = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(session.id().as_str(), id);
+        assert!(
+            writes.lock().unwrap().len() > before,
+            "start rewrote last seen"
+        );
+        assert!(without_writing(Some(&id)).is_ok(), "rewritten just now");
+
+        // Expired: it hands the state back, and `start` removes the session.
+        clock.advance(Duration::from_secs(800));
+        assert!(without_writing(Some(&id)).is_err());
+        assert!(archive.has_domain(&id).unwrap(), "nothing was removed");
+        assert!(
+            sessions
+                .start(Some(&id), State::default())
+                .unwrap()
+                .is_new()
+        );
+        assert!(!archive.has_domain(&id).unwrap());
+
+        // Stored without timestamps (the original framework's): adopting it writes them.
+        archive
+            .set(SEED_ID, STATE_KEY, br#"{"Name":"world"}"#)
+            .unwrap();
+        assert!(without_writing(Some(SEED_ID)).is_err());
+        assert!(archive.get(SEED_ID, META_KEY).unwrap().is_none());
+        assert_eq!(
+            sessions
+                .start(Some(SEED_ID), State::default())
+                .unwrap()
+                .name,
+            "world"
+        );
     }
 
     pub fn expired_sessions_are_removed_on_start(archive: &Arc<dyn Archive>) {

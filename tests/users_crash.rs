@@ -83,9 +83,12 @@ fn check(archive: &RedbArchive) -> usize {
     let mut bound = 0;
     for domain in archive.domains() {
         let domain = domain.expect("list domains");
-        if SessionId::parse(&domain).is_none()
-            || archive.get(&domain, STATE_KEY).expect("read").is_none()
-        {
+        // A live session: a state, not a moved-marker (a regenerate's old id, dead).
+        let live = archive
+            .get(&domain, STATE_KEY)
+            .expect("read")
+            .is_some_and(|state| !state.starts_with(b"\0moved:"));
+        if SessionId::parse(&domain).is_none() || !live {
             continue;
         }
         let Some(meta) = archive.get(&domain, META_KEY).expect("read meta") else {

@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::archive::{Archive, Page};
+use crate::archive::{Archive, Blocking, Page};
 use crate::error::Result;
 use crate::name::{validate_domain, validate_entry};
 
@@ -167,5 +167,11 @@ impl Archive for MemoryArchive {
             .get(domain)
             .map(|keys| page(keys, cursor, limit))
             .unwrap_or_default())
+    }
+
+    /// Never: every call is a map operation under the lock, which no call holds for longer
+    /// than its own work.
+    fn blocking(&self) -> Blocking {
+        Blocking::Never
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ::redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::archive::{Archive, Page};
+use crate::archive::{Archive, Blocking, Page};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
@@ -1089,6 +1089,14 @@ impl Archive for RedbArchive {
         self.write(Op::RemoveDomains(
             domains.iter().map(|&domain| domain.to_owned()).collect(),
         ))
+    }
+
+    /// Writes: a point read is a lookup in a shared MVCC snapshot (under a microsecond when the
+    /// pages are cached) and never waits for a writer, while every write waits for its group
+    /// commit, with an fsync unless the archive was opened with [`Durability::None`] (and even
+    /// then it may wait for the commit of a batch that holds one).
+    fn blocking(&self) -> Blocking {
+        Blocking::Writes
     }
 }
 

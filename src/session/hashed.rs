@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use super::id::{SessionId, sha256_hex};
-use crate::archive::{Archive, Page};
+use crate::archive::{Archive, Blocking, Page};
 use crate::error::Result;
 
 /// The length of a stored name: the hex SHA-256 of a session id.
@@ -119,6 +119,10 @@ impl<A: Archive> Archive for HashedIds<A> {
 
     fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
         self.inner.expire_domain(&stored(domain), at)
+    }
+
+    fn blocking(&self) -> Blocking {
+        self.inner.blocking()
     }
 }
 

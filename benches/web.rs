@@ -1,0 +1,702 @@
+//! Web benchmark: the welcome app's `GET /` (a read-modify-write of the visitor's session that
+//! counts the visit) served in-process by axum on loopback, driven by N concurrent keep-alive
+//! HTTP/1.1 clients, for each session backend and for tower-sessions' `MemoryStore` as the peer.
+//!
+//! ```sh
+//! cargo bench --features axum --bench web                      # about 2 minutes
+//! cargo bench --features axum --bench web -- --rounds 3        # 3 interleaved rounds, medians
+//! cargo bench --features axum --bench web -- --test            # a few requests each, as a check
+//! ```
+//!
+//! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
+//! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
+//! `--apps memory,redb,tower-memory`, `--only spread` or `--only hot`, and `--serve APP SECS FILE`,
+//! which only serves APP for SECS seconds after writing its pool's cookies to FILE, one a line,
+//! for a cross-check with an outside load generator.
+//!
+//! For every app: the server gets a runtime of its own (tokio's default, one worker per core)
+//! and a pool of sessions created through its own `GET /`; then, for each connection count, a
+//! **spread** run (each request carries the cookie of the next session of the pool) and a **hot**
+//! run (every request carries one session's cookie). The clients run on one thread of their own,
+//! like one `wrk` thread, and cost the same for every app. Each run reports requests/s, the
+//! median and 99th-percentile latency, the non-200 answers, and for the hot run the **lost
+//! updates**: each `GET /` adds one visit and answers the count, so the count read after the run
+//! must equal the count read before it plus the 200 answers in between, plus one.
+//!
+//! Only loopback traffic; every run stops by itself after its time, and each request gives up
+//! after [`REQUEST_TIMEOUT`].
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use session_archive::axum::{Session, SessionError, SessionLayer};
+use session_archive::{MemoryArchive, RedbArchive, Sessions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The longest one request may take before the run counts it as failed and moves on.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One visitor's state, as in `examples/welcome.rs`.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Welcome {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Visits")]
+    visits: u64,
+}
+
+/// `GET /` of `examples/welcome.rs`: counts the visit atomically and greets the visitor.
+async fn welcome(mut session: Session<Welcome>) -> Result<String, SessionError> {
+    let (name, visits) = session
+        .update(|state| {
+            state.visits += 1;
+            (state.name.clone(), state.visits)
+        })
+        .await?;
+    let name = if name.is_empty() { "World" } else { &name };
+    Ok(format!("Hello {name}! Visit #{visits}"))
+}
+
+/// The key the tower-sessions handler keeps its state under.
+const TOWER_KEY: &str = "welcome";
+
+/// The same handler written the tower-sessions way: get, change, insert (saved by its layer).
+async fn welcome_tower(session: tower_sessions::Session) -> Result<String, StatusCode> {
+    let mut state: Welcome = session
+        .get(TOWER_KEY)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .unwrap_or_default();
+    state.visits += 1;
+    session
+        .insert(TOWER_KEY, &state)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let name = if state.name.is_empty() {
+        "World"
+    } else {
+        &state.name
+    };
+    Ok(format!("Hello {name}! Visit #{}", state.visits))
+}
+
+/// The apps under comparison.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum App {
+    /// This crate's layer over `MemoryArchive`.
+    Memory,
+    /// This crate's layer over `RedbArchive`, durable (one fsync per group commit).
+    Redb,
+    /// tower-sessions 0.15 with its `MemoryStore`.
+    TowerMemory,
+}
+
+impl App {
+    fn name(self) -> &'static str {
+        match self {
+            App::Memory => "memory",
+            App::Redb => "redb",
+            App::TowerMemory => "tower-memory",
+        }
+    }
+
+    fn parse(name: &str) -> Option<App> {
+        [App::Memory, App::Redb, App::TowerMemory]
+            .into_iter()
+            .find(|app| app.name() == name)
+    }
+
+    /// The router, and what must outlive the server (the redb file's directory).
+    fn router(self) -> (Router, Option<tempfile::TempDir>) {
+        match self {
+            App::Memory => {
+                let sessions = Sessions::builder(MemoryArchive::new())
+                    .secure(false)
+                    .build();
+                (
+                    Router::new()
+                        .route("/", get(welcome))
+                        .layer(SessionLayer::new(sessions)),
+                    None,
+                )
+            }
+            App::Redb => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let archive = RedbArchive::open(dir.path().join("sessions.redb")).expect("redb");
+                let sessions = Sessions::builder(archive).secure(false).build();
+                (
+                    Router::new()
+                        .route("/", get(welcome))
+                        .layer(SessionLayer::new(sessions)),
+                    Some(dir),
+                )
+            }
+            App::TowerMemory => {
+                let store = tower_sessions::MemoryStore::default();
+                let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
+                (
+                    Router::new().route("/", get(welcome_tower)).layer(layer),
+                    None,
+                )
+            }
+        }
+    }
+}
+
+struct Options {
+    secs: f64,
+    warmup: f64,
+    conns: Vec<usize>,
+    pool: usize,
+    rounds: usize,
+    apps: Vec<App>,
+    /// `--serve APP SECS FILE`: only serve APP for SECS seconds, after writing the cookies of a
+    /// fresh pool to FILE, one a line, for an outside load generator (`wrk`) to cross-check.
+    serve: Option<(App, f64, String)>,
+    /// Which runs: spread, hot, or both.
+    spread: bool,
+    hot: bool,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        secs: 5.0,
+        warmup: 1.0,
+        conns: vec![8, 64],
+        pool: 1000,
+        rounds: 1,
+        apps: vec![App::Memory, App::Redb, App::TowerMemory],
+        spread: true,
+        hot: true,
+        serve: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--secs" => options.secs = value().parse().expect("--secs: seconds"),
+            "--warmup" => options.warmup = value().parse().expect("--warmup: seconds"),
+            "--pool" => options.pool = value().parse().expect("--pool: a count"),
+            "--rounds" => options.rounds = value().parse().expect("--rounds: a count"),
+            "--conns" => {
+                options.conns = value()
+                    .split(',')
+                    .map(|n| n.parse().expect("--conns: counts, comma-separated"))
+                    .collect();
+            }
+            "--apps" => {
+                options.apps = value()
+                    .split(',')
+                    .map(|name| App::parse(name).unwrap_or_else(|| panic!("unknown app {name}")))
+                    .collect();
+            }
+            "--serve" => {
+                let app = value();
+                let app = App::parse(&app).unwrap_or_else(|| panic!("unknown app {app}"));
+                let secs = value().parse().expect("--serve: seconds");
+                options.serve = Some((app, secs, value()));
+            }
+            "--only" => match value().as_str() {
+                "spread" => options.hot = false,
+                "hot" => options.spread = false,
+                other => panic!("--only: spread or hot, not {other}"),
+            },
+            "--test" => {
+                options.secs = 0.2;
+                options.warmup = 0.05;
+                options.pool = 20;
+                options.conns = vec![4];
+            }
+            // What cargo passes to every bench binary.
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    options.rounds = options.rounds.max(1);
+    options
+}
+
+/// One keep-alive HTTP/1.1 client connection.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What a client keeps of a response.
+struct Answer {
+    status: u16,
+    /// The `name=value` of the first `Set-Cookie`, if any.
+    cookie: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends `GET /` with `cookie` (`name=value`) and reads the whole response.
+    async fn get(&mut self, cookie: Option<&str>) -> std::io::Result<Answer> {
+        let mut request = String::from("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        if let Some(cookie) = cookie {
+            let _ = write!(request, "Cookie: {cookie}\r\n");
+        }
+        request.push_str("\r\n");
+        self.stream.write_all(request.as_bytes()).await?;
+        let head_end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            self.fill().await?;
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])
+            .map_err(|_| std::io::Error::other("response head is not UTF-8"))?;
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other("no status line"))?;
+        let mut length = 0;
+        let mut cookie = None;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value
+                    .parse()
+                    .map_err(|_| std::io::Error::other("bad content-length"))?;
+            } else if name.eq_ignore_ascii_case("set-cookie") && cookie.is_none() {
+                cookie = value.split(';').next().map(str::to_owned);
+            }
+        }
+        while self.buf.len() < head_end + length {
+            self.fill().await?;
+        }
+        let body = self.buf[head_end..head_end + length].to_vec();
+        self.buf.drain(..head_end + length);
+        Ok(Answer {
+            status,
+            cookie,
+            body,
+        })
+    }
+
+    async fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0_u8; 4096];
+        let n = self.stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+/// The visit count in a welcome body, `Hello …! Visit #n`.
+fn visits(body: &[u8]) -> Option<u64> {
+    let body = std::str::from_utf8(body).ok()?;
+    body.rsplit_once('#')?.1.trim().parse().ok()
+}
+
+/// The CPU time this process has used so far (all threads, user and system), from
+/// `/proc/self/stat` in clock ticks of 10 ms (Linux's `CLK_TCK` of 100); `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// What one timed run measured.
+#[derive(Clone)]
+struct Measured {
+    /// CPU time of the whole process (server and clients) per request, in µs. The clients cost
+    /// every app the same, so differences between apps are the server's; unlike requests/s it
+    /// hardly moves when other work shares the machine.
+    cpu_us: f64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+    /// Hot runs: acknowledged updates missing from the final count.
+    lost: Option<i64>,
+}
+
+/// Drives `conns` connections for `warmup + secs`, each request carrying the cookie
+/// `cookies[(start + i·conns) % len]`, and measures the last `secs`. Returns the measurement and
+/// how many 200 answers came over the whole run (warm-up included).
+async fn drive(
+    addr: SocketAddr,
+    conns: usize,
+    cookies: Arc<Vec<String>>,
+    warmup: Duration,
+    secs: Duration,
+) -> (Measured, u64) {
+    let begin = Instant::now();
+    let measure_from = begin + warmup;
+    let end = measure_from + secs;
+    // The CPU clock starts when the measured span does, read by a task of its own.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let start = cpu_time();
+        tokio::time::sleep_until(end.into()).await;
+        start
+            .zip(cpu_time())
+            .map(|(start, stop)| stop.saturating_sub(start))
+    });
+    let mut tasks = Vec::with_capacity(conns);
+    for c in 0..conns {
+        let cookies = Arc::clone(&cookies);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let (mut ok, mut failed) = (0_u64, 0_u64);
+            let mut client = Client::connect(addr).await.expect("connect to the server");
+            let mut next = c;
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let cookie = &cookies[next % cookies.len()];
+                next += conns;
+                let answer = tokio::time::timeout(REQUEST_TIMEOUT, client.get(Some(cookie))).await;
+                let done = Instant::now();
+                let good = matches!(&answer, Ok(Ok(a)) if a.status == 200);
+                ok += u64::from(good);
+                if sent >= measure_from {
+                    if good {
+                        latencies.push(done.duration_since(sent));
+                    } else {
+                        failed += 1;
+                    }
+                }
+                if !matches!(answer, Ok(Ok(_))) {
+                    // A broken or stuck connection: start a fresh one.
+                    client = Client::connect(addr)
+                        .await
+                        .expect("reconnect to the server");
+                }
+            }
+            (latencies, ok, failed)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let (mut ok, mut failed) = (0, 0);
+    for task in tasks {
+        let (l, o, f) = task.await.expect("client task");
+        latencies.extend(l);
+        ok += o;
+        failed += f;
+    }
+    let cpu = cpu.await.expect("CPU clock task");
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a sorted sample"
+        )]
+        let at = ((latencies.len() - 1) as f64 * q).round() as usize;
+        latencies[at].as_secs_f64() * 1e3
+    };
+    #[expect(clippy::cast_precision_loss, reason = "a request count")]
+    let per_sec = latencies.len() as f64 / secs.as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a request count")]
+    let cpu_us = cpu.map_or(f64::NAN, |cpu| {
+        cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64
+    });
+    (
+        Measured {
+            cpu_us,
+            per_sec,
+            p50_ms: quantile(0.5),
+            p99_ms: quantile(0.99),
+            failed,
+            lost: None,
+        },
+        ok,
+    )
+}
+
+/// Creates `n` sessions through the app's own `GET /` (first visits, no cookie), `conns` at a
+/// time, and returns their cookies.
+async fn create_sessions(addr: SocketAddr, n: usize, conns: usize) -> Vec<String> {
+    let per_conn = n.div_ceil(conns.max(1));
+    let mut tasks = Vec::new();
+    for c in 0..conns.max(1) {
+        let count = per_conn.min(n.saturating_sub(c * per_conn));
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await.expect("connect to the server");
+            let mut cookies = Vec::with_capacity(count);
+            for _ in 0..count {
+                let answer = client.get(None).await.expect("a first visit");
+                assert_eq!(answer.status, 200, "a first visit answers 200");
+                cookies.push(
+                    answer
+                        .cookie
+                        .expect("a first visit sets the session cookie"),
+                );
+            }
+            cookies
+        }));
+    }
+    let mut cookies = Vec::with_capacity(n);
+    for task in tasks {
+        cookies.extend(task.await.expect("session-creating task"));
+    }
+    cookies
+}
+
+/// The visit count of the session behind `cookie`, counting one more visit.
+async fn count(addr: SocketAddr, cookie: &str) -> u64 {
+    let mut client = Client::connect(addr).await.expect("connect to the server");
+    let answer = client.get(Some(cookie)).await.expect("a visit");
+    assert_eq!(answer.status, 200, "a visit answers 200");
+    visits(&answer.body).expect("the body holds the visit count")
+}
+
+/// One row of results.
+struct Row {
+    app: App,
+    hot: bool,
+    conns: usize,
+    measured: Vec<Measured>,
+}
+
+/// Runs every measurement of one app, with its server up, and appends them to `rows`.
+fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
+    let (router, dir) = app.router();
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the server's runtime");
+    let listener = server
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("the bound address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = server.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    // The clients: one thread, as one wrk thread.
+    let clients = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the clients' runtime");
+    let warmup = Duration::from_secs_f64(options.warmup);
+    let secs = Duration::from_secs_f64(options.secs);
+    clients.block_on(async {
+        let cookies = Arc::new(create_sessions(addr, options.pool, 16).await);
+        if let Some((_, secs, file)) = &options.serve {
+            std::fs::write(file, cookies.join("\n") + "\n").expect("write the cookie file");
+            println!("Listening on http://{addr}");
+            tokio::time::sleep(Duration::from_secs_f64(*secs)).await;
+            return;
+        }
+        for &conns in &options.conns {
+            if options.spread {
+                let (measured, _) = drive(addr, conns, Arc::clone(&cookies), warmup, secs).await;
+                push(rows, app, false, conns, measured);
+                report(app, false, conns, rows);
+            }
+            if !options.hot {
+                continue;
+            }
+            let hot = create_sessions(addr, 1, 1).await;
+            let before = count(addr, &hot[0]).await;
+            let (mut measured, acked) =
+                drive(addr, conns, Arc::new(hot.clone()), warmup, secs).await;
+            let after = count(addr, &hot[0]).await;
+            #[expect(clippy::cast_possible_wrap, reason = "request counts")]
+            let lost = (before + acked + 1) as i64 - after as i64;
+            measured.lost = Some(lost);
+            push(rows, app, true, conns, measured);
+            report(app, true, conns, rows);
+        }
+    });
+    let _ = stop.send(());
+    server
+        .block_on(serving)
+        .expect("server task")
+        .expect("server");
+    drop(server);
+    drop(dir);
+}
+
+fn push(rows: &mut Vec<Row>, app: App, hot: bool, conns: usize, measured: Measured) {
+    match rows
+        .iter_mut()
+        .find(|row| row.app == app && row.hot == hot && row.conns == conns)
+    {
+        Some(row) => row.measured.push(measured),
+        None => rows.push(Row {
+            app,
+            hot,
+            conns,
+            measured: vec![measured],
+        }),
+    }
+}
+
+fn sessions_label(hot: bool) -> &'static str {
+    if hot { "hot" } else { "spread" }
+}
+
+/// Prints the latest measurement of a row as it comes in.
+fn report(app: App, hot: bool, conns: usize, rows: &[Row]) {
+    let Some(row) = rows
+        .iter()
+        .find(|row| row.app == app && row.hot == hot && row.conns == conns)
+    else {
+        return;
+    };
+    let Some(m) = row.measured.last() else {
+        return;
+    };
+    eprintln!(
+        "  {:<13} {:<6} {:>3} conns: {:>9.0} req/s  {:>5.0} cpu µs/req  p50 {:>6.2} ms  p99 {:>7.2} ms  failed {}{}",
+        app.name(),
+        sessions_label(hot),
+        conns,
+        m.per_sec,
+        m.cpu_us,
+        m.p50_ms,
+        m.p99_ms,
+        m.failed,
+        m.lost.map(|l| format!("  lost {l}")).unwrap_or_default(),
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let options = options();
+    let mut rows = Vec::new();
+    if let Some((app, _, _)) = options.serve {
+        run_app(app, &options, &mut rows);
+        return;
+    }
+    for round in 1..=options.rounds {
+        eprintln!("round {round} of {}", options.rounds);
+        for &app in &options.apps {
+            run_app(app, &options, &mut rows);
+        }
+    }
+
+    println!(
+        "\n| app | sessions | conns | req/s | CPU µs/req | p50 ms | p99 ms | failed | lost updates |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    let metric = |row: &Row, f: fn(&Measured) -> f64| median(row.measured.iter().map(f).collect());
+    for row in &rows {
+        let lost = row
+            .measured
+            .iter()
+            .filter_map(|m| m.lost)
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>();
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            row.app.name(),
+            sessions_label(row.hot),
+            row.conns,
+            metric(row, |m| m.per_sec),
+            metric(row, |m| m.cpu_us),
+            metric(row, |m| m.p50_ms),
+            metric(row, |m| m.p99_ms),
+            row.measured.iter().map(|m| m.failed).sum::<u64>(),
+            if lost.is_empty() {
+                "-".to_owned()
+            } else {
+                lost.join(", ")
+            },
+        );
+    }
+
+    // Ratios against the peer and against the spread run, from the medians above.
+    let rate = |app: App, hot: bool, conns: usize| {
+        rows.iter()
+            .find(|row| row.app == app && row.hot == hot && row.conns == conns)
+            .map(|row| metric(row, |m| m.per_sec))
+    };
+    let cpu = |app: App, conns: usize| {
+        rows.iter()
+            .find(|row| row.app == app && !row.hot && row.conns == conns)
+            .map(|row| metric(row, |m| m.cpu_us))
+    };
+    // Per round: one round's apps ran minutes apart at most, so their ratio is the fair one.
+    let round_ratios = |app: App, conns: usize| {
+        let find = |app: App| {
+            rows.iter()
+                .find(|row| row.app == app && !row.hot && row.conns == conns)
+        };
+        match (find(app), find(App::TowerMemory)) {
+            (Some(ours), Some(peer)) => ours
+                .measured
+                .iter()
+                .zip(&peer.measured)
+                .map(|(o, p)| format!("{:.2}", o.per_sec / p.per_sec))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => String::new(),
+        }
+    };
+    println!("\n| ratio | conns | value |\n|---|---|---|");
+    for &conns in &options.conns {
+        let peer = rate(App::TowerMemory, false, conns);
+        for app in [App::Memory, App::Redb] {
+            if let (Some(ours), Some(peer)) = (rate(app, false, conns), peer) {
+                println!(
+                    "| {} ÷ tower-memory req/s (spread; medians; per round {}) | {conns} | {:.2}× |",
+                    app.name(),
+                    round_ratios(app, conns),
+                    ours / peer
+                );
+            }
+            if let (Some(ours), Some(peer)) = (cpu(app, conns), cpu(App::TowerMemory, conns)) {
+                println!(
+                    "| tower-memory ÷ {} CPU per request (spread) | {conns} | {:.2}× |",
+                    app.name(),
+                    peer / ours
+                );
+            }
+            if let (Some(hot), Some(spread)) = (rate(app, true, conns), rate(app, false, conns)) {
+                println!(
+                    "| {} hot ÷ {} spread | {conns} | {:.2}× |",
+                    app.name(),
+                    app.name(),
+                    hot / spread
+                );
+            }
+        }
+    }
+}
