@@ -98,13 +98,18 @@ impl Inner {
         Ok(())
     }
 
-    /// The index entry's verdict on the session stored as `id`, for `user`.
-    fn judge(&self, user: &str, id: &SessionId, written: Option<u64>, now: u64) -> Result<Entry> {
+    /// The verdict of `user`'s index entry (in `domain`) on the session stored as `id`. The
+    /// entry's value, when it was written, is read only for a session found absent.
+    fn judge(&self, user: &str, domain: &str, id: &SessionId, now: u64) -> Result<Entry> {
         let meta_raw = self.archive.get(id.as_str(), META_KEY)?;
         let state = read_state(&*self.archive, id)?;
         Ok(match state {
             Stored::Moved(target) => Entry::Moved(target),
             Stored::Absent => {
+                let written: Option<u64> = self
+                    .archive
+                    .get(domain, id.as_str())?
+                    .and_then(|value| String::from_utf8(value).ok()?.parse().ok());
                 let old = written.is_none_or(|at| now.saturating_sub(at) > CREATE_GRACE_SECS);
                 if old && meta_raw.is_none() {
                     Entry::Dead
@@ -202,7 +207,7 @@ struct UserSessions {
     sessions: Sessions,
     user: String,
     domain: String,
-    page: VecDeque<(String, Option<u64>)>,
+    page: VecDeque<String>,
     cursor: Option<String>,
     done: bool,
 }
@@ -222,22 +227,16 @@ impl UserSessions {
                 )?;
                 self.done = page.cursor.is_none();
                 self.cursor = page.cursor;
-                for name in page.names {
-                    let written = inner
-                        .archive
-                        .get(&self.domain, &name)?
-                        .and_then(|value| String::from_utf8(value).ok()?.parse().ok());
-                    self.page.push_back((name, written));
-                }
+                self.page.extend(page.names);
                 continue;
             }
-            let Some((name, written)) = self.page.pop_front() else {
+            let Some(name) = self.page.pop_front() else {
                 continue;
             };
             let Some(id) = SessionId::from_stored(&name) else {
                 continue;
             };
-            match inner.judge(&self.user, &id, written, inner.now())? {
+            match inner.judge(&self.user, &self.domain, &id, inner.now())? {
                 Entry::Live { meta, .. } => {
                     return Ok(Some(UserSession {
                         id,
@@ -445,11 +444,7 @@ impl Sessions {
         let inner = &*self.inner;
         let mut hops = 0;
         loop {
-            let written = inner
-                .archive
-                .get(domain, id.as_str())?
-                .and_then(|value| String::from_utf8(value).ok()?.parse().ok());
-            match inner.judge(user, &id, written, inner.now())? {
+            match inner.judge(user, domain, &id, inner.now())? {
                 Entry::Live { state, .. } => {
                     if inner
                         .archive
