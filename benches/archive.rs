@@ -6,7 +6,7 @@
 //! The `batch_set` group times one redb commit of a batch of sets to scattered sessions, which is
 //! what group commit makes of concurrent writers; the `disk_sync` group prices the disk itself: one `sync_data` after writing a commit's worth of
 //! 4 KiB pages, scattered or side by side. It bounds what group commit can gain on the machine at
-//! hand (see the README's Performance section).
+//! hand (see docs/PERFORMANCE.md).
 //!
 //! Run `cargo bench --bench archive`; `cargo bench --bench archive -- --test` runs every benchmark
 //! once, as a quick check that they work.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns criterion's results into the README's performance tables and docs/benchmarks.svg.
+"""Turns criterion's results into the tables of docs/PERFORMANCE.md and docs/benchmarks.svg.
 
 Reads target/criterion/**/new/{benchmark,estimates}.json (the median of each benchmark) and
 target/bench-data/scale.json, prints the markdown tables on stdout, and writes the chart.
