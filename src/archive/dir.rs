@@ -34,19 +34,26 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// An archive stored as plain files: `<root>/<domain>/<key>`, holding exactly the value's bytes.
+/// An archive stored as plain files (feature `archive-dir`, Unix only): `<root>/<domain>/<key>`,
+/// holding exactly the value's bytes.
 ///
 /// This is the layout of the original framework's `.gen/sessions/<id>/session.json`, so its
-/// session files read back unchanged, and the archive can be inspected and backed up with
-/// ordinary tools. It is much slower than the redb backend (a file, a rename and two fsyncs per
-/// write) and exists for compatibility and inspection, not speed.
+/// session files read back unchanged, what `set` writes is that same file, and the archive can be
+/// inspected and backed up with ordinary tools (`ls`, `cat`, `jq`, `tar`). It is much slower than
+/// the redb backend (a file, a rename and two fsyncs per write) and exists for compatibility and
+/// inspection, not speed.
 ///
 /// # Guarantees
 ///
 /// - **Atomic and durable writes.** A value is written to a dot-named temporary file in its
 ///   domain directory (created exclusively, mode 0600), fsynced, renamed over the key, and the
 ///   directory is fsynced. A reader sees the old value or the new one, never a mix; after a crash
-///   the key holds one of them. A failed write (full disk, permissions) leaves the previous value.
+///   (kill -9 or power loss) an acknowledged write is there, whole. A failed write (full disk,
+///   permissions) leaves the previous value and is an [`Error::Io`](crate::Error::Io) naming the
+///   path, with the `io::Error` as its source.
+/// - **Domains.** Removing a domain's last key removes its directory.
+///   [`remove_domain`](Archive::remove_domain) first renames the directory to a dot-name, so the
+///   domain vanishes at once, then deletes it.
 /// - **Modes.** Files are created with mode 0600 and directories (the root, if missing, and each
 ///   domain) with 0700; the umask can only narrow these.
 /// - **Hostile names and files.** Names pass the [name rule](crate::validate_name) before any path
@@ -56,7 +63,8 @@ fn dir_flags() -> OFlags {
 ///   [`Error::Io`](crate::Error::Io); `set` on a key that is a symlink replaces the link itself,
 ///   never its target. Nothing is created outside the root.
 /// - **Leftovers.** Temporary files left by a crash are never listed, and are deleted by the next
-///   write to their domain. A directory holding no key (only leftovers) is not a domain.
+///   write to their domain. A directory holding no key (only leftovers) is not a domain. A
+///   `remove_domain` that a crash interrupted is finished by the next [`open`](DirArchive::open).
 /// - **Names are file names.** On a filesystem that folds case or normalizes Unicode (macOS's
 ///   default APFS, ext4 directories with `casefold`), names that differ only in case (`a`, `A`)
 ///   or in normalization (`é`, `e\u{301}`) would meet in one file, against the archive contract.
@@ -70,7 +78,9 @@ fn dir_flags() -> OFlags {
 /// atomic against other threads, other handles and other processes sharing the root:
 /// [`compare_and_swap`](Archive::compare_and_swap) (and so `Session::update`) loses no update
 /// across processes, and concurrent `set`s are last-writer-wins, never torn. `set_many` holds
-/// the lock for all its entries, but a crash part-way leaves the entries written so far.
+/// the lock for all its entries, but a crash part-way leaves the entries written so far. The
+/// lock is only as good as `flock` on the filesystem: keep the root on a local filesystem (`flock`
+/// over NFS is not reliable).
 ///
 /// # Cost
 ///

@@ -136,6 +136,15 @@ return {page[1], names}
 /// written a newer value (or a later expiry) that the copy would overwrite. So after a write's
 /// error, the write has been applied once or not at all.
 ///
+/// # Sessions over Redis
+///
+/// App instances share their sessions when each builds its [`Sessions`](crate::Sessions) over a
+/// `RedisArchive` with the same URL and prefix: one instance saves a session, any other starts,
+/// loads, updates or destroys it. `Session::update` is atomic across them, since it rests on the
+/// server-side `compare_and_swap`. Each write of a session sets its hash's TTL to the session's
+/// expiry (through [`expire_domain`](Archive::expire_domain), above); why and how often to sweep
+/// all the same is in the repository's `docs/OPERATIONS.md`.
+///
 /// # Examples
 ///
 /// ```no_run
