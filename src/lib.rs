@@ -1,18 +1,36 @@
-//! A two-layer byte archive, `domain -> key -> bytes`, with crash-safe backends, and typed web
-//! sessions built on it.
+//! Server-side web sessions on a crash-safe byte store: typed sessions, each a serde state stored
+//! as JSON, over an [`Archive`], a two-layer store `domain -> key -> bytes` kept in memory, in one
+//! redb file, in a directory tree or in Redis.
 //!
-//! The [`Archive`] trait has six primitives (`get`, `set`, `has`, `remove`, `has_domain`,
-//! `remove_domain`) plus an atomic compare-and-swap, batch writes and removals, and paged
-//! listing. Every backend applies the same [name rule](validate_name) and passes the same
-//! [`conformance`] suite, so data moves between backends without loss.
+//! # Layers
+//!
+//! Data flows down, never up; each layer uses only the public API of the one below.
+//!
+//! | layer | what it does | read |
+//! |---|---|---|
+//! | web | axum layer and `Session<T>` extractor; tower-sessions store | [`axum`], [`tower_sessions`] |
+//! | typed sessions | start from a cookie, save, load, update, regenerate, destroy; expiry and the sweep; sessions by user | [`Sessions`], [`Session`] |
+//! | archive | six primitives, compare-and-swap, batches, paged listing; one name rule for every backend | [`Archive`], [`validate_name`], [`Error`] |
+//! | backends | where the bytes live, and what each guarantees | [`MemoryArchive`], [`RedbArchive`], [`DirArchive`], [`RedisArchive`] |
+//!
+//! Beside them, on the same public API: the [`conformance`] suite that every backend passes, and
+//! the `session-archive` command, whose library side is [`cli`]. Running them in production
+//! (migration, sweeping, backups) is described in the repository's `docs/OPERATIONS.md`.
+//!
+//! A session is one domain, named by its id, holding its state under the key `session.json`:
 //!
 //! ```
-//! use session_archive::{Archive, MemoryArchive};
+//! use std::sync::Arc;
+//! use session_archive::{Archive, MemoryArchive, Sessions};
 //!
-//! let archive = MemoryArchive::new();
-//! archive.set("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2", "session.json", br#"{"Name":"world"}"#)?;
-//! assert!(archive.has_domain("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2")?);
-//! assert!(archive.get("..", "session.json").is_err()); // hostile names never reach storage
+//! let archive = Arc::new(MemoryArchive::new());
+//! let sessions = Sessions::new(Arc::clone(&archive));
+//! let mut session = sessions.start(None, String::new())?;
+//! *session = "World".into();
+//! session.save()?;
+//!
+//! let stored = archive.get(session.id().as_str(), "session.json")?;
+//! assert_eq!(stored.as_deref(), Some(&br#""World""#[..]));
 //! # Ok::<(), session_archive::Error>(())
 //! ```
 //!
@@ -20,14 +38,14 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `archive-redb` | yes | `RedbArchive`: one redb file, the embedded default |
-//! | `archive-dir` | no | `DirArchive`: the original `<root>/<domain>/<key>` directory layout |
-//! | `archive-redis` | no | `RedisArchive`: a Redis or Valkey server shared by many app instances |
-//! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
-//! | `fuzzing` | no | `conformance::fuzz`: the fuzz targets' bodies (see the README's Fuzzing section) |
+//! | `archive-redb` | yes | [`RedbArchive`]: one redb file, the embedded default |
+//! | `archive-dir` | no | [`DirArchive`]: the original `<root>/<domain>/<key>` directory layout (Unix) |
+//! | `archive-redis` | no | [`RedisArchive`]: a Redis or Valkey server shared by many app instances |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
 //! | `tower-sessions` | no | [`tower_sessions::ArchiveStore`]: a tower-sessions 0.15 store over any archive |
-//! | `cli` | no | the `session-archive` command-line tool, and the `cli` module behind it |
+//! | `cli` | no | the `session-archive` command (all three persistent backends) and the [`cli`] module behind it |
+//! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
+//! | `fuzzing` | no | [`conformance::fuzz`]: the fuzz targets' bodies, shared by `fuzz/` and the seed-replay test |
 
 // The README's Rust examples run as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]
