@@ -21,8 +21,8 @@ type Domains = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 /// # Guarantees
 ///
 /// - Each single-item call holds the lock for its whole work, so it is atomic against every other
-///   thread: [`compare_and_swap`](Archive::compare_and_swap), and `Session::update` built on it,
-///   loses no update among the threads of this process. Nothing is shared with other processes.
+///   thread of this process, [`compare_and_swap`](Archive::compare_and_swap) included. Nothing is
+///   shared with other processes.
 /// - Batches ([`set_many`](Archive::set_many) and the others) are the trait's default bodies, one
 ///   call per item, so another thread may see a batch half applied.
 /// - No call waits on I/O ([`blocking`](Archive::blocking) is [`Never`](Blocking::Never)), so
