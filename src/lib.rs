@@ -1,6 +1,5 @@
 //! Server-side web sessions on a crash-safe byte store: typed sessions, each a serde state stored
-//! as JSON, over an [`Archive`], a two-layer store `domain -> key -> bytes` kept in memory, in one
-//! redb file, in a directory tree or in Redis.
+//! as JSON, over an [`Archive`], a two-layer store `domain -> key -> bytes` with four backends.
 //!
 //! # Layers
 //!

@@ -107,8 +107,8 @@ return {page[1], names}
 ///   atomic against every other client of the server, in this process or any other.
 /// - [`remove_domain`](Archive::remove_domain) removes the whole domain at once.
 /// - [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and
-///   [`remove_domains`](Archive::remove_domains) check every name first, then apply the whole
-///   batch in one `MULTI`/`EXEC` transaction, so no other client sees part of it.
+///   [`remove_domains`](Archive::remove_domains) apply their whole batch in one `MULTI`/`EXEC`
+///   transaction, so no other client sees part of it.
 /// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`), so Redis
 ///   removes expired domains itself. Writing to the hash keeps the TTL.
 /// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
