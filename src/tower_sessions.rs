@@ -74,9 +74,8 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::archive::Archive;
 use crate::error::Error;
-use crate::session::DEFAULT_SWEEP_GRANULARITY;
 use crate::session::clock::{Clock, SystemClock};
-use crate::session::expiry::{Index, IndexNames, Judge, Verdict, place};
+use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Verdict, place};
 use crate::session::id::fingerprint;
 
 /// The prefix of a record's domain; the id follows.
