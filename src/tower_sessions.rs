@@ -33,7 +33,7 @@
 //!   record; those bytes are left as they are. A record comes back exactly as saved: id, data
 //!   (floats included) and `expiry_date` to the nanosecond, with its UTC offset.
 //! - **`delete_expired` costs O(expired records)**, not O(all records): it walks the same expiry
-//!   index as [`Sessions::sweep`](crate::Sessions::sweep), under names of its own, visiting only
+//!   index as [`Sessions::sweep`](crate::session::Sessions::sweep), under names of its own, visiting only
 //!   the entries come due since its previous run. Besides the expired records, those are the
 //!   records whose expiry saves pushed later: a save that extends the expiry writes no index
 //!   entry, and the sweep moves the old one on when it comes to it, once per record however many
@@ -57,7 +57,7 @@
 //! `migrate` handle them as any other domains.
 //!
 //! [tower-sessions]: https://docs.rs/tower-sessions/0.15
-//! [`Sessions`]: crate::Sessions
+//! [`Sessions`]: crate::session::Sessions
 
 use std::collections::HashMap;
 use std::fmt;
@@ -227,7 +227,7 @@ impl ArchiveStore {
     /// Returns the store with another width of one expiry-index bucket (whole seconds, at least
     /// one) for an archive that has no index of this store yet; the default is
     /// [`DEFAULT_SWEEP_GRANULARITY`]. As with
-    /// [`SessionsBuilder::sweep_granularity`](crate::SessionsBuilder::sweep_granularity), the
+    /// [`SessionsBuilder::sweep_granularity`](crate::session::SessionsBuilder::sweep_granularity), the
     /// width is recorded in the archive by the first store to index a record there, and every
     /// store over that archive then uses the recorded one.
     ///
@@ -485,7 +485,13 @@ struct Sweep<'a> {
 }
 
 impl Judge for Sweep<'_> {
-    fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> crate::Result<Verdict> {
+    fn verdict(
+        &self,
+        entry: &str,
+        bucket: u64,
+        now: u64,
+        width: u64,
+    ) -> crate::error::Result<Verdict> {
         if !entry.starts_with(RECORD_PREFIX) {
             return Ok(Verdict::Drop);
         }
@@ -518,7 +524,7 @@ impl Judge for Sweep<'_> {
         Ok(Verdict::Later { at })
     }
 
-    fn remove_expired(&self, _expired: &[&str]) -> crate::Result<usize> {
+    fn remove_expired(&self, _expired: &[&str]) -> crate::error::Result<usize> {
         // `verdict` removes each expired record itself, by a compare-and-swap, and never answers
         // `Expired`: the archive has no batch of compare-and-swaps.
         Ok(0)

@@ -29,8 +29,8 @@ enum Phase {
 /// [`Sessions::start`](super::Sessions::start).
 ///
 /// It dereferences, mutably too, to `T`. Changes stay in the handle until [`save`](Self::save) or
-/// [`update`](Self::update). The handle owns a clone of its [`Sessions`], so it is `'static` and
-/// `Send` when `T` is.
+/// [`update`](Self::update). The handle shares its [`Sessions`](super::Sessions)' store, so it
+/// is `'static` and `Send` when `T` is.
 ///
 /// # Examples
 ///
@@ -76,7 +76,7 @@ pub struct Session<T> {
 }
 
 /// What a response must do with the client's session cookie after a [`Session`]'s calls; see
-/// [`Session::cookie_action`] and [`Sessions::cookie_header`].
+/// [`Session::cookie_action`] and [`Sessions::cookie_header`](super::Sessions::cookie_header).
 ///
 /// # Examples
 ///
@@ -98,9 +98,9 @@ pub enum CookieAction {
     /// Send nothing: the client's cookie is right as it is, or it names a session that another
     /// request moved or destroyed, whose cookie this response must not touch.
     Keep,
-    /// Send [`Sessions::set_cookie`]: the session is new, got a new id, or its expiry moved.
+    /// Send [`Sessions::set_cookie`](super::Sessions::set_cookie): the session is new, got a new id, or its expiry moved.
     Set,
-    /// Send [`Sessions::removal_cookie`]: this handle destroyed the session.
+    /// Send [`Sessions::removal_cookie`](super::Sessions::removal_cookie): this handle destroyed the session.
     Remove,
 }
 
@@ -167,10 +167,10 @@ impl<T> Session<T> {
     }
 
     /// Binds the session to a user, or unbinds it with `None`: any UTF-8 string of 1 byte to
-    /// [`MAX_USER_LEN`] bytes, such as an email or a database key. The binding is stored with
+    /// [`MAX_USER_LEN`](super::MAX_USER_LEN) bytes, such as an email or a database key. The binding is stored with
     /// the session when it is next written ([`save`](Self::save), [`update`](Self::update),
     /// [`regenerate`](Self::regenerate)); it is not part of the state `T`. A bound session is
-    /// listed by [`Sessions::user_sessions`] and destroyed by [`Sessions::revoke_user`]. A user
+    /// listed by [`Sessions::user_sessions`](super::Sessions::user_sessions) and destroyed by [`Sessions::revoke_user`](super::Sessions::revoke_user). A user
     /// id that is empty or too long makes the next write [`Error::InvalidUser`], writing
     /// nothing.
     ///
@@ -275,7 +275,7 @@ impl<T> Session<T> {
     }
 
     /// Returns what the response must do with the client's session cookie after this handle's
-    /// calls; [`Sessions::cookie_header`] turns it into the `Set-Cookie` value.
+    /// calls; [`Sessions::cookie_header`](super::Sessions::cookie_header) turns it into the `Set-Cookie` value.
     ///
     /// It is [`CookieAction::Set`] after the first save, a [`regenerate`](Self::regenerate), or
     /// a call that moved the session's expiry (its last-seen time is rewritten at most once per
@@ -443,7 +443,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// [`Error::SessionGone`] after a destroy (by any handle), a sweep, or a regenerate by
     /// another handle; [`Error::StateTooLarge`] when the JSON is over the
-    /// [limit](SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`] when
+    /// [limit](super::SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`] when
     /// `T` cannot be serialized; otherwise the archive's errors. An archive error while
     /// recording the timestamps, after the state was written, is returned too, although the
     /// state is then stored.
@@ -527,7 +527,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// It reads the stored state, applies `change` to a copy, and swaps the result in only if the
     /// stored bytes have not changed meanwhile (the archive's
-    /// [`compare_and_swap`](Archive::compare_and_swap)); otherwise it starts again. So no
+    /// [`compare_and_swap`](crate::archive::Archive::compare_and_swap)); otherwise it starts again. So no
     /// concurrent update is lost, and `change` may run more than once: it should only compute
     /// from the state it is given. Unsaved changes in the handle are replaced by the result. On a
     /// session that was never saved, the handle's state is saved first.

@@ -78,13 +78,13 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// let sessions = Sessions::builder(MemoryArchive::new()).clock(clock.clone()).build();
 /// let mut session = sessions.start(None, 1_u8)?;
 /// session.save()?;
-/// let day = Duration::from_secs(24 * 60 * 60);
-/// for _ in 0..6 {
-///     clock.advance(day);
+/// let half_a_day = Duration::from_secs(12 * 60 * 60);
+/// for _ in 0..13 {
+///     clock.advance(half_a_day);
 ///     assert!(sessions.is_live(session.id())?);
 ///     sessions.start(Some(session.id().as_str()), 0_u8)?; // a visit refreshes the idle timer
 /// }
-/// clock.advance(DEFAULT_ABSOLUTE_LIFETIME - 6 * day);
+/// clock.advance(DEFAULT_ABSOLUTE_LIFETIME - 13 * half_a_day);
 /// assert!(!sessions.is_live(session.id())?);
 /// # Ok::<(), session_archive::Error>(())
 /// ```
@@ -111,19 +111,25 @@ pub const DEFAULT_COOKIE_NAME: &str = "session-id";
 ///
 /// `Sessions` is cheap to clone (one `Arc` inside) and `Send + Sync`; clones share the archive
 /// and the configuration. It is not generic: it keeps the archive as an `Arc<dyn Archive>`, so
-/// `Session<State>` is one type whatever the backend, and a session owns a clone of its
-/// `Sessions` (it is `'static` and `Send` when the state is), so it can move into another thread.
+/// `Session<State>` is one type whatever the backend, and a session shares its `Sessions`'
+/// store (it is `'static` and `Send` when the state is), so it can move into another thread.
 ///
 /// [`Sessions::new`] uses the defaults: an idle timeout of [24 hours](DEFAULT_IDLE_TIMEOUT), an
 /// absolute lifetime of [7 days](DEFAULT_ABSOLUTE_LIFETIME), a [1 MiB](DEFAULT_MAX_STATE_SIZE)
 /// state limit, the cookie `session-id` with `Secure`, and the system clock.
 /// [`Sessions::builder`] changes any of them.
 ///
-/// Each session is one domain, named by its id, holding [`STATE_KEY`] (the state as compact
-/// JSON, the original framework's layout) and [`META_KEY`] (its timestamps). Expiry adds index
-/// domains named `expiry-<n>` and `sweep-cursor`, and the per-user index domains `user-<h>`;
-/// they are not shaped like ids, so they never collide with sessions. Other data may share the
-/// archive under other names, never under session-shaped names or these.
+/// Each session is one domain, named by its id, holding [`STATE_KEY`](super::STATE_KEY) (the
+/// state as compact JSON, the original framework's layout) and [`META_KEY`](super::META_KEY)
+/// (its timestamps). Expiry adds index domains named `expiry-<n>` and `sweep-cursor`, and the
+/// per-user index domains `user-<h>`; they are not shaped like ids, so they never collide with
+/// sessions. Other data may share the archive under other names, never under session-shaped
+/// names or these.
+///
+/// The [module docs](super) are the manual: ids and fixation, the login pattern, what holds
+/// between concurrent operations, [expiry and the sweep](super#expiry-and-sweep) (idle timeout,
+/// absolute lifetime, touch granularity, the expiry index, `sweep` and `sweep --scan`, stored
+/// settings), the [cookie helpers](super#cookie-helpers), and signing a user out everywhere.
 ///
 /// The four examples below are the original framework's `Start`, `Save`, `Load` and `Destroy`.
 ///
@@ -241,7 +247,7 @@ pub enum OnCorrupt {
     /// [`Sessions::start`] returns [`Error::CorruptSession`] and leaves the bytes where they are.
     #[default]
     Fail,
-    /// [`Sessions::start`] moves the undecodable bytes into the domain [`CORRUPT_DOMAIN`] (key:
+    /// [`Sessions::start`] moves the undecodable bytes into the domain [`CORRUPT_DOMAIN`](super::CORRUPT_DOMAIN) (key:
     /// the time in unix seconds, `-`, and the session's fingerprint without its `#`), retires the
     /// id, and returns a new session under a fresh id, as for an unknown cookie. The set-aside
     /// copies stay until the operator removes them (`session-archive keys SPEC corrupt-sessions`
@@ -1131,7 +1137,7 @@ impl Sessions {
     ///
     /// Each item may be the archive's error, after which the iteration ends;
     /// [`Error::InvalidUser`] (as the only item) for a user id that is empty or over
-    /// [`MAX_USER_LEN`] bytes.
+    /// [`MAX_USER_LEN`](super::MAX_USER_LEN) bytes.
     ///
     /// # Examples
     ///
