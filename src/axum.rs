@@ -36,7 +36,57 @@
 //! The extractor takes its [`Sessions`] from the layer, so it works with any router state.
 //! Applying the layer with [`Router::layer`](::axum::Router::layer) covers every route.
 //!
-//! # Examples
+//! - **Cancellation.** A call whose future is dropped (a `timeout` around it) still finishes on
+//!   its blocking thread, and the handle's next call waits for it first, so a `destroy` after a
+//!   cancelled `save` still destroys. After a call panicked, the handle's state is lost and every
+//!   later call is [`SessionError::Lost`], never a silent success.
+//! - **Attributes.** The cookie's attributes come from the [`Sessions`]: `HttpOnly`,
+//!   `SameSite=Lax`, `Path=/`, and `Secure` unless built with
+//!   [`.secure(false)`](crate::session::SessionsBuilder::secure) (plain-HTTP development only).
+//!   Response bodies of errors carry no ids, paths or causes; the log does.
+//!
+//! # Login, and signing out everywhere
+//!
+//! On login, change the state and bind the user with [`Session::set_user`], then
+//! [`regenerate`](Session::regenerate), with no `save` before it: the authenticated state is
+//! only ever stored under the new id. A session bound to a user is listed by
+//! [`Sessions::user_sessions`] and destroyed by [`Sessions::revoke_user`] ("sign out
+//! everywhere", after a password change) or [`Sessions::revoke_user_except`] ("sign out other
+//! devices"); those calls may block on storage, so they run on a blocking thread. A revoke is
+//! final: a session saved, updated or regenerated while it runs does not survive it. See the
+//! [`session`](crate::session) module for the whole story.
+//!
+//! ```
+//! use axum::http::StatusCode;
+//! use session_archive::axum::{Session, SessionError};
+//!
+//! #[derive(Default, serde::Serialize, serde::Deserialize)]
+//! struct State {
+//!     name: Option<String>,
+//! }
+//!
+//! async fn login(mut session: Session<State>) -> Result<(), SessionError> {
+//!     // ... after checking the password:
+//!     session.name = Some("ada".into());
+//!     session.set_user(Some("ada@example.com")); // bound with the new id only
+//!     session.regenerate().await // no save before: no fixation window
+//! }
+//!
+//! async fn sign_out_other_devices(session: Session<State>) -> Result<String, StatusCode> {
+//!     let user = session.user().ok_or(StatusCode::UNAUTHORIZED)?.to_owned();
+//!     let (sessions, keep) = (session.sessions().clone(), session.id().clone());
+//!     let revoked = tokio::task::spawn_blocking(move || sessions.revoke_user_except(&user, &keep))
+//!         .await
+//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+//!     Ok(format!("signed out {revoked} other devices"))
+//! }
+//! # let _: axum::Router = axum::Router::new()
+//! #     .route("/login", axum::routing::post(login))
+//! #     .route("/others", axum::routing::post(sign_out_other_devices));
+//! ```
+//!
+//! # Example
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};

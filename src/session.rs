@@ -309,7 +309,7 @@ mod hashed;
 pub(crate) mod id;
 mod layout;
 mod sessions;
-pub(crate) mod store;
+mod store;
 mod users;
 
 pub use self::clock::{Clock, ManualClock, SystemClock};

@@ -56,6 +56,14 @@
 //! and an `ArchiveStore` side by side, and the `session-archive` tool's `domains`, `stats` and
 //! `migrate` handle them as any other domains.
 //!
+//! # Which backend
+//!
+//! [`RedbArchive`](crate::RedbArchive) on one server (one durable file; group commit shares
+//! fsyncs between concurrent requests), `RedisArchive` for several app
+//! instances (records also expire natively), `DirArchive` to see each record
+//! as a file, [`MemoryArchive`](crate::MemoryArchive) for tests. `cargo run --example
+//! tower_sessions --features tower-sessions,axum` serves the welcome app this way.
+//!
 //! [tower-sessions]: https://docs.rs/tower-sessions/0.15
 //! [`Sessions`]: crate::session::Sessions
 
