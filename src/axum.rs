@@ -9,8 +9,8 @@
 //!   value is never adopted nor echoed back) and dereferences, mutably too, to the state `T`.
 //!   Its [`save`](Session::save), [`load`](Session::load), [`update`](Session::update),
 //!   [`regenerate`](Session::regenerate) and [`destroy`](Session::destroy) are `async`: the
-//!   core [`Session`](crate::session::Session) calls they wrap may block on disk (durable writes), so
-//!   those run on tokio's blocking threads (`spawn_blocking`), never on the executor's. Calls
+//!   core [`Session`](crate::session::Session) calls they wrap may block on disk (durable writes),
+//!   so those run on tokio's blocking threads (`spawn_blocking`), never on the executor's. Calls
 //!   the archive says cannot block ([`Archive::blocking`](crate::Archive::blocking): every call
 //!   of [`MemoryArchive`](crate::MemoryArchive), the reads of
 //!   [`RedbArchive`](crate::RedbArchive)) run in place, since a hop to another thread and back
@@ -134,6 +134,7 @@ use serde::de::DeserializeOwned;
 
 use crate::archive::Blocking;
 use crate::error::Error;
+use crate::session::Session as CoreSession;
 use crate::session::id::SessionId;
 use crate::session::{CookieAction, Sessions};
 
@@ -282,7 +283,7 @@ struct PendingCookie {
 
 impl Slot {
     /// Records the cookie that `session`'s calls call for, replacing what was recorded before.
-    fn record<T>(&self, session: &crate::session::Session<T>) {
+    fn record<T>(&self, session: &CoreSession<T>) {
         let sessions = &self.0.sessions;
         let pending = sessions.cookie_header(session).and_then(|header| {
             match HeaderValue::from_str(&header) {
@@ -383,9 +384,9 @@ impl Slot {
 /// ```
 pub struct Session<T> {
     /// The session; while a call runs on a blocking thread, an unsaved stand-in.
-    core: crate::session::Session<T>,
+    core: CoreSession<T>,
     /// The call running on a blocking thread, which gives the session back when it ends.
-    running: Option<tokio::task::JoinHandle<crate::session::Session<T>>>,
+    running: Option<tokio::task::JoinHandle<CoreSession<T>>>,
     /// Set once a call panicked and took the session with it.
     lost: bool,
     slot: Slot,
@@ -500,7 +501,8 @@ where
     }
 
     /// Binds the session to a user, or unbinds it; stored with the next write. See
-    /// [`crate::session::Session::set_user`]. On login, bind before [`regenerate`](Self::regenerate).
+    /// [`crate::session::Session::set_user`]. On login, bind before
+    /// [`regenerate`](Self::regenerate).
     ///
     /// # Examples
     ///
@@ -565,8 +567,8 @@ where
         &self.slot.0.sessions
     }
 
-    /// Stores the state, off the executor; see [`crate::session::Session::save`]. The response then sets
-    /// the session cookie.
+    /// Stores the state, off the executor; see [`crate::session::Session::save`]. The response then
+    /// sets the session cookie.
     ///
     /// # Errors
     ///
@@ -585,7 +587,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(remember);
     /// ```
     pub async fn save(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, crate::session::Session::save).await
+        self.run(Access::Write, CoreSession::save).await
     }
 
     /// Replaces the handle's state with the stored one, off the executor; see
@@ -608,12 +610,12 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::get(reread);
     /// ```
     pub async fn load(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Read, crate::session::Session::load).await
+        self.run(Access::Read, CoreSession::load).await
     }
 
     /// Atomically applies `change` to the stored state, off the executor, and returns what it
-    /// returned; see [`crate::session::Session::update`]. `change` may run more than once, so it should
-    /// only compute from the state it is given. The response then sets the session cookie.
+    /// returned; see [`crate::session::Session::update`]. `change` may run more than once, so it
+    /// should only compute from the state it is given. The response then sets the session cookie.
     ///
     /// # Errors
     ///
@@ -645,10 +647,10 @@ where
             .await
     }
 
-    /// Moves the session to a fresh id, off the executor; see [`crate::session::Session::regenerate`].
-    /// Call it on login: change the state, then regenerate, with no `save` before it, so the
-    /// authenticated state is only ever stored under the new id. The response then sets the
-    /// cookie to the new id.
+    /// Moves the session to a fresh id, off the executor; see
+    /// [`crate::session::Session::regenerate`]. Call it on login: change the state, then
+    /// regenerate, with no `save` before it, so the authenticated state is only ever stored under
+    /// the new id. The response then sets the cookie to the new id.
     ///
     /// # Errors
     ///
@@ -667,8 +669,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
     /// ```
     pub async fn regenerate(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, crate::session::Session::regenerate)
-            .await
+        self.run(Access::Write, CoreSession::regenerate).await
     }
 
     /// Removes the session from the archive, off the executor; see
@@ -691,8 +692,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(logout);
     /// ```
     pub async fn destroy(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, crate::session::Session::destroy)
-            .await
+        self.run(Access::Write, CoreSession::destroy).await
     }
 
     /// Runs `op` on the core session, and records the cookie the call calls for.
@@ -706,7 +706,7 @@ where
     async fn run<R>(
         &mut self,
         access: Access,
-        op: impl FnOnce(&mut crate::session::Session<T>) -> crate::error::Result<R> + Send + 'static,
+        op: impl FnOnce(&mut CoreSession<T>) -> crate::error::Result<R> + Send + 'static,
     ) -> Result<R, SessionError>
     where
         R: Send + 'static,
@@ -801,8 +801,8 @@ fn in_place<R>(call: impl FnOnce() -> R) -> Result<R, SessionError> {
 ///
 /// By default a corrupt session is reported, never replaced: the stored bytes stay for the
 /// operator to inspect, and every request with that cookie gets the 500 until the session is
-/// repaired or removed. With [`OnCorrupt::StartFresh`](crate::session::OnCorrupt::StartFresh) the user
-/// gets a fresh session instead and the bytes are set aside. Logs carry the whole
+/// repaired or removed. With [`OnCorrupt::StartFresh`](crate::session::OnCorrupt::StartFresh) the
+/// user gets a fresh session instead and the bytes are set aside. Logs carry the whole
 /// [`source`](std::error::Error::source) chain, with sessions named by their fingerprint;
 /// response bodies carry no detail (no ids, no paths).
 ///

@@ -33,9 +33,9 @@
 //!
 //! `Sessions` is cheap to clone and `Send + Sync`; a `Session<T>` is `'static + Send` when `T`
 //! is. `Sessions` keeps the archive as an `Arc<dyn Archive>`, so `Session<State>` is one type
-//! whatever the backend. The [`axum`](crate::axum) module wraps all this in a layer and an
-//! extractor; the [`tower_sessions`](crate::tower_sessions) module offers the archives to
-//! tower-sessions applications instead.
+//! whatever the backend. The `session_archive::axum` module (feature `axum`) wraps all this in a
+//! layer and an extractor; the `session_archive::tower_sessions` module (feature `tower-sessions`)
+//! offers the archives to tower-sessions applications instead.
 //!
 //! # Ids and fixation
 //!
@@ -278,7 +278,7 @@
 //!
 //! # Where the code is
 //!
-//! Data flows one way: web layer ([`axum`](crate::axum), [`tower_sessions`](crate::tower_sessions))
+//! Data flows one way: web layer (`axum`, `tower_sessions`)
 //! → typed sessions → session store → archive → backend.
 //!
 //! | file | holds | open it to change |

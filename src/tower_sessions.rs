@@ -33,11 +33,11 @@
 //!   record; those bytes are left as they are. A record comes back exactly as saved: id, data
 //!   (floats included) and `expiry_date` to the nanosecond, with its UTC offset.
 //! - **`delete_expired` costs O(expired records)**, not O(all records): it walks the same expiry
-//!   index as [`Sessions::sweep`](crate::session::Sessions::sweep), under names of its own, visiting only
-//!   the entries come due since its previous run. Besides the expired records, those are the
-//!   records whose expiry saves pushed later: a save that extends the expiry writes no index
-//!   entry, and the sweep moves the old one on when it comes to it, once per record however many
-//!   saves there were. Each expired record goes by a compare-and-swap of the bytes the sweep
+//!   index as [`Sessions::sweep`](crate::session::Sessions::sweep), under names of its own,
+//!   visiting only the entries come due since its previous run. Besides the expired records, those
+//!   are the records whose expiry saves pushed later: a save that extends the expiry writes no
+//!   index entry, and the sweep moves the old one on when it comes to it, once per record however
+//!   many saves there were. Each expired record goes by a compare-and-swap of the bytes the sweep
 //!   judged, so a record saved after that judgement survives. Run it periodically (see
 //!   [`ArchiveStore`]); on Redis the records also expire natively.
 //! - **A failed call leaves the records as they were.** Errors map onto
@@ -220,7 +220,8 @@ impl ArchiveStore {
     ///
     /// ```
     /// use std::time::SystemTime;
-    /// use session_archive::{ManualClock, MemoryArchive};
+    /// use session_archive::MemoryArchive;
+    /// use session_archive::session::ManualClock;
     /// use session_archive::tower_sessions::ArchiveStore;
     ///
     /// let clock = ManualClock::new(SystemTime::now());
@@ -235,8 +236,8 @@ impl ArchiveStore {
     /// Returns the store with another width of one expiry-index bucket (whole seconds, at least
     /// one) for an archive that has no index of this store yet; the default is
     /// [`DEFAULT_SWEEP_GRANULARITY`]. As with
-    /// [`SessionsBuilder::sweep_granularity`](crate::session::SessionsBuilder::sweep_granularity), the
-    /// width is recorded in the archive by the first store to index a record there, and every
+    /// [`SessionsBuilder::sweep_granularity`](crate::session::SessionsBuilder::sweep_granularity),
+    /// the width is recorded in the archive by the first store to index a record there, and every
     /// store over that archive then uses the recorded one.
     ///
     /// # Examples

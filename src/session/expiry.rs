@@ -241,9 +241,9 @@ impl Index<'_> {
         unix_secs(self.clock.now())
     }
 
-    /// Sweeps the index (see [`Sessions::sweep`](super::Sessions::sweep)): walks its buckets from where the previous
-    /// sweep stopped up to now, judging each entry with `judge`, and returns how many domains
-    /// `judge` removed.
+    /// Sweeps the index (see [`Sessions::sweep`](super::Sessions::sweep)): walks its buckets from
+    /// where the previous sweep stopped up to now, judging each entry with `judge`, and returns how
+    /// many domains `judge` removed.
     pub(crate) fn sweep(&self, judge: &dyn Judge) -> Result<usize> {
         let now = self.now();
         let Some(record) = self.claim(now)? else {

@@ -81,7 +81,8 @@ pub struct Session<T> {
 /// # Examples
 ///
 /// ```
-/// use session_archive::{CookieAction, MemoryArchive, Sessions};
+/// use session_archive::{MemoryArchive, Sessions};
+/// use session_archive::session::CookieAction;
 ///
 /// let sessions = Sessions::new(MemoryArchive::new());
 /// let mut session = sessions.start(None, 0_u8)?;
@@ -98,9 +99,11 @@ pub enum CookieAction {
     /// Send nothing: the client's cookie is right as it is, or it names a session that another
     /// request moved or destroyed, whose cookie this response must not touch.
     Keep,
-    /// Send [`Sessions::set_cookie`](super::Sessions::set_cookie): the session is new, got a new id, or its expiry moved.
+    /// Send [`Sessions::set_cookie`](super::Sessions::set_cookie): the session is new, got a new
+    /// id, or its expiry moved.
     Set,
-    /// Send [`Sessions::removal_cookie`](super::Sessions::removal_cookie): this handle destroyed the session.
+    /// Send [`Sessions::removal_cookie`](super::Sessions::removal_cookie): this handle destroyed
+    /// the session.
     Remove,
 }
 
@@ -167,12 +170,13 @@ impl<T> Session<T> {
     }
 
     /// Binds the session to a user, or unbinds it with `None`: any UTF-8 string of 1 byte to
-    /// [`MAX_USER_LEN`](super::MAX_USER_LEN) bytes, such as an email or a database key. The binding is stored with
-    /// the session when it is next written ([`save`](Self::save), [`update`](Self::update),
-    /// [`regenerate`](Self::regenerate)); it is not part of the state `T`. A bound session is
-    /// listed by [`Sessions::user_sessions`](super::Sessions::user_sessions) and destroyed by [`Sessions::revoke_user`](super::Sessions::revoke_user). A user
-    /// id that is empty or too long makes the next write [`Error::InvalidUser`], writing
-    /// nothing.
+    /// [`MAX_USER_LEN`](super::MAX_USER_LEN) bytes, such as an email or a database key. The binding
+    /// is stored with the session when it is next written ([`save`](Self::save),
+    /// [`update`](Self::update), [`regenerate`](Self::regenerate)); it is not part of the state
+    /// `T`. A bound session is listed by
+    /// [`Sessions::user_sessions`](super::Sessions::user_sessions) and destroyed by
+    /// [`Sessions::revoke_user`](super::Sessions::revoke_user). A user id that is empty or too
+    /// long makes the next write [`Error::InvalidUser`], writing nothing.
     ///
     /// On login, bind after authenticating and before [`regenerate`](Self::regenerate), so the
     /// new id is the first to be bound.
@@ -229,10 +233,11 @@ impl<T> Session<T> {
         self.state
     }
 
-    /// Removes the session from the archive. Any later [`save`](Self::save), [`update`](Self::update)
-    /// or [`regenerate`](Self::regenerate) on this handle is [`Error::SessionGone`], and so is a
-    /// write from any other handle to the same session: a destroy that returned `Ok` is final.
-    /// Destroying twice, or destroying a session that was never saved, is not an error.
+    /// Removes the session from the archive. Any later [`save`](Self::save),
+    /// [`update`](Self::update) or [`regenerate`](Self::regenerate) on this handle is
+    /// [`Error::SessionGone`], and so is a write from any other handle to the same session: a
+    /// destroy that returned `Ok` is final. Destroying twice, or destroying a session that was
+    /// never saved, is not an error.
     ///
     /// Its linearization point is one compare-and-swap of the stored state to nothing, retried
     /// while other writes land, so a concurrent [`update`](Self::update) either lands before it
@@ -275,7 +280,8 @@ impl<T> Session<T> {
     }
 
     /// Returns what the response must do with the client's session cookie after this handle's
-    /// calls; [`Sessions::cookie_header`](super::Sessions::cookie_header) turns it into the `Set-Cookie` value.
+    /// calls; [`Sessions::cookie_header`](super::Sessions::cookie_header) turns it into the
+    /// `Set-Cookie` value.
     ///
     /// It is [`CookieAction::Set`] after the first save, a [`regenerate`](Self::regenerate), or
     /// a call that moved the session's expiry (its last-seen time is rewritten at most once per
@@ -288,7 +294,8 @@ impl<T> Session<T> {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::{CookieAction, MemoryArchive, Sessions};
+    /// use session_archive::{MemoryArchive, Sessions};
+    /// use session_archive::session::CookieAction;
     ///
     /// let sessions = Sessions::new(MemoryArchive::new());
     /// let mut session = sessions.start(None, 0_u32)?;
@@ -443,8 +450,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// [`Error::SessionGone`] after a destroy (by any handle), a sweep, or a regenerate by
     /// another handle; [`Error::StateTooLarge`] when the JSON is over the
-    /// [limit](super::SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`] when
-    /// `T` cannot be serialized; otherwise the archive's errors. An archive error while
+    /// [limit](super::SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`]
+    /// when `T` cannot be serialized; otherwise the archive's errors. An archive error while
     /// recording the timestamps, after the state was written, is returned too, although the
     /// state is then stored.
     ///
@@ -527,8 +534,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// It reads the stored state, applies `change` to a copy, and swaps the result in only if the
     /// stored bytes have not changed meanwhile (the archive's
-    /// [`compare_and_swap`](crate::archive::Archive::compare_and_swap)); otherwise it starts again. So no
-    /// concurrent update is lost, and `change` may run more than once: it should only compute
+    /// [`compare_and_swap`](crate::archive::Archive::compare_and_swap)); otherwise it starts again.
+    /// So no concurrent update is lost, and `change` may run more than once: it should only compute
     /// from the state it is given. Unsaved changes in the handle are replaced by the result. On a
     /// session that was never saved, the handle's state is saved first.
     ///

@@ -1,5 +1,5 @@
 //! Session ids hashed at rest: the archive adapter behind
-//! [`SessionsBuilder::hash_ids_at_rest`](crate::SessionsBuilder::hash_ids_at_rest).
+//! [`SessionsBuilder::hash_ids_at_rest`](crate::session::SessionsBuilder::hash_ids_at_rest).
 //!
 //! Every name that `Sessions` hands the archive and that is shaped like a session id (a session's
 //! domain, and the index entries naming it) is replaced by the lowercase hex SHA-256 of the id,

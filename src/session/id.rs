@@ -100,15 +100,15 @@ impl SessionId {
 
 impl SessionId {
     /// Takes a name found in the archive, where a session is stored under its id or, with
-    /// [ids hashed at rest](crate::SessionsBuilder::hash_ids_at_rest), under its hash. Such a
-    /// handle only names storage: it is never a cookie value.
+    /// [ids hashed at rest](crate::session::SessionsBuilder::hash_ids_at_rest), under its hash.
+    /// Such a handle only names storage: it is never a cookie value.
     pub(crate) fn from_stored(name: &str) -> Option<SessionId> {
         SessionId::parse(name).or_else(|| is_hashed(name).then(|| SessionId(name.to_owned())))
     }
 }
 
 /// The length of a session's name stored with [ids hashed at
-/// rest](crate::SessionsBuilder::hash_ids_at_rest): the hex SHA-256 of its id.
+/// rest](crate::session::SessionsBuilder::hash_ids_at_rest): the hex SHA-256 of its id.
 pub(crate) const HASHED_LEN: usize = 64;
 
 /// Whether `name` is a stored hash (64 lowercase hex digits).

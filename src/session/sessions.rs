@@ -223,7 +223,8 @@ struct Shared {
 /// # Examples
 ///
 /// ```
-/// use session_archive::{Archive, MemoryArchive, OnCorrupt, Sessions, STATE_KEY};
+/// use session_archive::{Archive, MemoryArchive, Sessions};
+/// use session_archive::session::{OnCorrupt, STATE_KEY};
 /// use std::sync::Arc;
 ///
 /// let archive = Arc::new(MemoryArchive::new());
@@ -247,11 +248,12 @@ pub enum OnCorrupt {
     /// [`Sessions::start`] returns [`Error::CorruptSession`] and leaves the bytes where they are.
     #[default]
     Fail,
-    /// [`Sessions::start`] moves the undecodable bytes into the domain [`CORRUPT_DOMAIN`](super::CORRUPT_DOMAIN) (key:
-    /// the time in unix seconds, `-`, and the session's fingerprint without its `#`), retires the
-    /// id, and returns a new session under a fresh id, as for an unknown cookie. The set-aside
-    /// copies stay until the operator removes them (`session-archive keys SPEC corrupt-sessions`
-    /// lists them). [`Session::load`] on a handle still reports the error.
+    /// [`Sessions::start`] moves the undecodable bytes into the domain
+    /// [`CORRUPT_DOMAIN`](super::CORRUPT_DOMAIN) (key: the time in unix seconds, `-`, and the
+    /// session's fingerprint without its `#`), retires the id, and returns a new session under a
+    /// fresh id, as for an unknown cookie. The set-aside copies stay until the operator removes
+    /// them (`session-archive keys SPEC corrupt-sessions` lists them). [`Session::load`] on a
+    /// handle still reports the error.
     StartFresh,
 }
 
@@ -418,13 +420,14 @@ impl SessionsBuilder {
     }
 
     /// Sets where the current time comes from; the default is [`SystemClock`]. Tests pass a
-    /// [`ManualClock`](crate::ManualClock) and move it instead of sleeping.
+    /// [`ManualClock`](crate::session::ManualClock) and move it instead of sleeping.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::SystemTime;
-    /// use session_archive::{ManualClock, MemoryArchive, Sessions};
+    /// use session_archive::{MemoryArchive, Sessions};
+    /// use session_archive::session::ManualClock;
     ///
     /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
     /// let sessions = Sessions::builder(MemoryArchive::new()).clock(clock.clone()).build();
@@ -472,7 +475,8 @@ impl SessionsBuilder {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::{MemoryArchive, OnCorrupt, Sessions};
+    /// use session_archive::{MemoryArchive, Sessions};
+    /// use session_archive::session::OnCorrupt;
     ///
     /// let sessions = Sessions::builder(MemoryArchive::new())
     ///     .on_corrupt(OnCorrupt::StartFresh)
@@ -902,9 +906,9 @@ impl Sessions {
 
     /// Returns the `Set-Cookie` header value that hands `session`'s id to the client:
     /// `HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` unless [turned
-    /// off](crate::SessionsBuilder::secure), and a `Max-Age` that ends when the server expires
-    /// the session if it is not used again (the time left of the idle timeout since the session
-    /// was last marked seen, capped by what is left of the absolute lifetime; a new session
+    /// off](crate::session::SessionsBuilder::secure), and a `Max-Age` that ends when the server
+    /// expires the session if it is not used again (the time left of the idle timeout since the
+    /// session was last marked seen, capped by what is left of the absolute lifetime; a new session
     /// counts as seen now). With no expiry configured it has no `Max-Age`, so it lasts for the
     /// browser session. The value
     /// is always the server's id, never anything the client sent.
@@ -984,12 +988,12 @@ impl Sessions {
     /// Removes every session that has expired, and returns how many it removed.
     ///
     /// The sweep walks the expiry index from where the previous sweep stopped up to now, one
-    /// bucket per [granularity](crate::SessionsBuilder::sweep_granularity). For each indexed id
-    /// it reads only the session's timestamps, never its state, and removes the session if it has
-    /// really expired; index entries left behind when a session was used again are dropped. Its
-    /// cost is the number of expired (and recently re-indexed) sessions plus the number of
-    /// buckets, and does not grow with the number of live sessions. Removals go a listing page at
-    /// a time, as one [`remove_domains`](Archive::remove_domains) and one
+    /// bucket per [granularity](crate::session::SessionsBuilder::sweep_granularity). For each
+    /// indexed id it reads only the session's timestamps, never its state, and removes the session
+    /// if it has really expired; index entries left behind when a session was used again are
+    /// dropped. Its cost is the number of expired (and recently re-indexed) sessions plus the
+    /// number of buckets, and does not grow with the number of live sessions. Removals go a listing
+    /// page at a time, as one [`remove_domains`](Archive::remove_domains) and one
     /// [`remove_many`](Archive::remove_many) batch. Domains left holding only timestamps (a write
     /// that raced a destroy, or a create cut short before its state) are removed when they
     /// expire.
@@ -1019,7 +1023,8 @@ impl Sessions {
     /// session's first timestamps are not written yet is dropped, which leaves that session
     /// unindexed until it is next used. The latter needs a session created to expire within the
     /// bucket being swept: an idle timeout, or what is left of the absolute lifetime at a
-    /// regenerate, shorter than the [granularity](crate::SessionsBuilder::sweep_granularity).
+    /// regenerate, shorter than the
+    /// [granularity](crate::session::SessionsBuilder::sweep_granularity).
     ///
     /// # Errors
     ///
@@ -1030,7 +1035,8 @@ impl Sessions {
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
-    /// use session_archive::{ManualClock, MemoryArchive, Sessions};
+    /// use session_archive::{MemoryArchive, Sessions};
+    /// use session_archive::session::ManualClock;
     ///
     /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
     /// let sessions = Sessions::builder(MemoryArchive::new())
@@ -1092,7 +1098,7 @@ impl Sessions {
     /// batch of index writes per listing page. `progress` is called after each page with the
     /// number of domains scanned so far. Running it again adopts nothing new; with no idle
     /// timeout and no absolute lifetime it does nothing. With
-    /// [ids hashed at rest](crate::SessionsBuilder::hash_ids_at_rest) it also removes the
+    /// [ids hashed at rest](crate::session::SessionsBuilder::hash_ids_at_rest) it also removes the
     /// sessions stored under plain ids before hashing was turned on, which no cookie reaches.
     ///
     /// # Errors
@@ -1104,7 +1110,8 @@ impl Sessions {
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
-    /// use session_archive::{Archive, ManualClock, MemoryArchive, Sessions};
+    /// use session_archive::{Archive, MemoryArchive, Sessions};
+    /// use session_archive::session::ManualClock;
     ///
     /// let archive = std::sync::Arc::new(MemoryArchive::new());
     /// // As the original framework left it: a state, no timestamps.

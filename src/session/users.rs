@@ -113,8 +113,9 @@ pub struct UserSession {
 }
 
 impl UserSession {
-    /// The session's id. With [ids hashed at rest](crate::SessionsBuilder::hash_ids_at_rest)
-    /// it is the stored hash instead, which names the session but is no cookie.
+    /// The session's id. With [ids hashed at
+    /// rest](crate::session::SessionsBuilder::hash_ids_at_rest) it is the stored hash instead,
+    /// which names the session but is no cookie.
     ///
     /// # Examples
     ///
@@ -133,7 +134,7 @@ impl UserSession {
     }
 
     /// When the session was last marked seen (whole seconds; see
-    /// [`idle_timeout`](crate::SessionsBuilder::idle_timeout) for how often that is).
+    /// [`idle_timeout`](crate::session::SessionsBuilder::idle_timeout) for how often that is).
     ///
     /// # Examples
     ///
@@ -143,7 +144,8 @@ impl UserSession {
     }
 }
 
-/// The iterator of [`Sessions::user_sessions`](super::Sessions::user_sessions): one listing page of the user's index at a time.
+/// The iterator of [`Sessions::user_sessions`](super::Sessions::user_sessions): one listing page of
+/// the user's index at a time.
 pub(crate) struct UserSessions {
     store: Arc<Store>,
     user: String,
