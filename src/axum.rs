@@ -9,8 +9,8 @@
 //!   value is never adopted nor echoed back) and dereferences, mutably too, to the state `T`.
 //!   Its [`save`](Session::save), [`load`](Session::load), [`update`](Session::update),
 //!   [`regenerate`](Session::regenerate) and [`destroy`](Session::destroy) are `async`: the
-//!   core [`Session`](crate::Session) calls they wrap may block on disk (durable writes), so
-//!   those run on tokio's blocking threads (`spawn_blocking`), never on the executor's. Calls
+//!   core [`Session`](crate::session::Session) calls they wrap may block on disk (durable writes),
+//!   so those run on tokio's blocking threads (`spawn_blocking`), never on the executor's. Calls
 //!   the archive says cannot block ([`Archive::blocking`](crate::Archive::blocking): every call
 //!   of [`MemoryArchive`](crate::MemoryArchive), the reads of
 //!   [`RedbArchive`](crate::RedbArchive)) run in place, since a hop to another thread and back
@@ -18,7 +18,7 @@
 //!   takes one hop, for the durable write, and one over memory takes none.
 //! - Nothing is written, and no cookie is set, for a visitor whose session is never saved.
 //!   The response carries the `Set-Cookie` that the session's calls call for (see
-//!   [`crate::Session::cookie_action`]): the cookie after the first save and after a
+//!   [`crate::session::Session::cookie_action`]): the cookie after the first save and after a
 //!   `regenerate`, a refreshed `Max-Age` only when the session's expiry actually moved (its
 //!   last-seen time is rewritten at most once per eighth of the idle timeout), and the removal
 //!   cookie after a `destroy` that removed the session.
@@ -36,7 +36,57 @@
 //! The extractor takes its [`Sessions`] from the layer, so it works with any router state.
 //! Applying the layer with [`Router::layer`](::axum::Router::layer) covers every route.
 //!
-//! # Examples
+//! - **Cancellation.** A call whose future is dropped (a `timeout` around it) still finishes on
+//!   its blocking thread, and the handle's next call waits for it first, so a `destroy` after a
+//!   cancelled `save` still destroys. After a call panicked, the handle's state is lost and every
+//!   later call is [`SessionError::Lost`], never a silent success.
+//! - **Attributes.** The cookie's attributes come from the [`Sessions`]: `HttpOnly`,
+//!   `SameSite=Lax`, `Path=/`, and `Secure` unless built with
+//!   [`.secure(false)`](crate::session::SessionsBuilder::secure) (plain-HTTP development only).
+//!   Response bodies of errors carry no ids, paths or causes; the log does.
+//!
+//! # Login, and signing out everywhere
+//!
+//! On login, change the state and bind the user with [`Session::set_user`], then
+//! [`regenerate`](Session::regenerate), with no `save` before it: the authenticated state is
+//! only ever stored under the new id. A session bound to a user is listed by
+//! [`Sessions::user_sessions`] and destroyed by [`Sessions::revoke_user`] ("sign out
+//! everywhere", after a password change) or [`Sessions::revoke_user_except`] ("sign out other
+//! devices"); those calls may block on storage, so they run on a blocking thread. A revoke is
+//! final: a session saved, updated or regenerated while it runs does not survive it. See the
+//! [`session`](crate::session) module for the whole story.
+//!
+//! ```
+//! use axum::http::StatusCode;
+//! use session_archive::axum::{Session, SessionError};
+//!
+//! #[derive(Default, serde::Serialize, serde::Deserialize)]
+//! struct State {
+//!     name: Option<String>,
+//! }
+//!
+//! async fn login(mut session: Session<State>) -> Result<(), SessionError> {
+//!     // ... after checking the password:
+//!     session.name = Some("ada".into());
+//!     session.set_user(Some("ada@example.com")); // bound with the new id only
+//!     session.regenerate().await // no save before: no fixation window
+//! }
+//!
+//! async fn sign_out_other_devices(session: Session<State>) -> Result<String, StatusCode> {
+//!     let user = session.user().ok_or(StatusCode::UNAUTHORIZED)?.to_owned();
+//!     let (sessions, keep) = (session.sessions().clone(), session.id().clone());
+//!     let revoked = tokio::task::spawn_blocking(move || sessions.revoke_user_except(&user, &keep))
+//!         .await
+//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+//!     Ok(format!("signed out {revoked} other devices"))
+//! }
+//! # let _: axum::Router = axum::Router::new()
+//! #     .route("/login", axum::routing::post(login))
+//! #     .route("/others", axum::routing::post(sign_out_other_devices));
+//! ```
+//!
+//! # Example
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -84,6 +134,7 @@ use serde::de::DeserializeOwned;
 
 use crate::archive::Blocking;
 use crate::error::Error;
+use crate::session::Session as CoreSession;
 use crate::session::id::SessionId;
 use crate::session::{CookieAction, Sessions};
 
@@ -94,7 +145,7 @@ use crate::session::{CookieAction, Sessions};
 /// [`Sessions::id_from_cookie`]) and, after the inner service has answered, appends one
 /// `Set-Cookie` header when a session handle asked for one. The cookie's attributes are the
 /// [`Sessions`]'s: `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure` unless
-/// [turned off](crate::SessionsBuilder::secure).
+/// [turned off](crate::session::SessionsBuilder::secure).
 ///
 /// # Examples
 ///
@@ -232,7 +283,7 @@ struct PendingCookie {
 
 impl Slot {
     /// Records the cookie that `session`'s calls call for, replacing what was recorded before.
-    fn record<T>(&self, session: &crate::Session<T>) {
+    fn record<T>(&self, session: &CoreSession<T>) {
         let sessions = &self.0.sessions;
         let pending = sessions.cookie_header(session).and_then(|header| {
             match HeaderValue::from_str(&header) {
@@ -285,7 +336,7 @@ impl Slot {
 }
 
 /// The session of one request, as an axum extractor: the typed state `T` plus async versions of
-/// the core [`Session`](crate::Session)'s calls. Requires [`SessionLayer`] on the route.
+/// the core [`Session`](crate::session::Session)'s calls. Requires [`SessionLayer`] on the route.
 ///
 /// Extracting it starts the session for the request's cookie (on a blocking thread if that must
 /// write to an archive whose writes block): the stored state if the cookie names a live
@@ -333,9 +384,9 @@ impl Slot {
 /// ```
 pub struct Session<T> {
     /// The session; while a call runs on a blocking thread, an unsaved stand-in.
-    core: crate::Session<T>,
+    core: CoreSession<T>,
     /// The call running on a blocking thread, which gives the session back when it ends.
-    running: Option<tokio::task::JoinHandle<crate::Session<T>>>,
+    running: Option<tokio::task::JoinHandle<CoreSession<T>>>,
     /// Set once a call panicked and took the session with it.
     lost: bool,
     slot: Slot,
@@ -450,7 +501,8 @@ where
     }
 
     /// Binds the session to a user, or unbinds it; stored with the next write. See
-    /// [`crate::Session::set_user`]. On login, bind before [`regenerate`](Self::regenerate).
+    /// [`crate::session::Session::set_user`]. On login, bind before
+    /// [`regenerate`](Self::regenerate).
     ///
     /// # Examples
     ///
@@ -468,7 +520,7 @@ where
         self.core.set_user(user);
     }
 
-    /// Returns the user the session is bound to; see [`crate::Session::user`].
+    /// Returns the user the session is bound to; see [`crate::session::Session::user`].
     ///
     /// # Examples
     ///
@@ -515,12 +567,12 @@ where
         &self.slot.0.sessions
     }
 
-    /// Stores the state, off the executor; see [`crate::Session::save`]. The response then sets
-    /// the session cookie.
+    /// Stores the state, off the executor; see [`crate::session::Session::save`]. The response then
+    /// sets the session cookie.
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::save`], and [`SessionError::Task`] or
+    /// Those of [`crate::session::Session::save`], and [`SessionError::Task`] or
     /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
@@ -535,15 +587,15 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(remember);
     /// ```
     pub async fn save(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, crate::Session::save).await
+        self.run(Access::Write, CoreSession::save).await
     }
 
     /// Replaces the handle's state with the stored one, off the executor; see
-    /// [`crate::Session::load`].
+    /// [`crate::session::Session::load`].
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::load`], and [`SessionError::Task`] or
+    /// Those of [`crate::session::Session::load`], and [`SessionError::Task`] or
     /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
@@ -558,16 +610,16 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::get(reread);
     /// ```
     pub async fn load(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Read, crate::Session::load).await
+        self.run(Access::Read, CoreSession::load).await
     }
 
     /// Atomically applies `change` to the stored state, off the executor, and returns what it
-    /// returned; see [`crate::Session::update`]. `change` may run more than once, so it should
-    /// only compute from the state it is given. The response then sets the session cookie.
+    /// returned; see [`crate::session::Session::update`]. `change` may run more than once, so it
+    /// should only compute from the state it is given. The response then sets the session cookie.
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::update`], and [`SessionError::Task`] or
+    /// Those of [`crate::session::Session::update`], and [`SessionError::Task`] or
     /// [`SessionError::Panicked`] if the call panicked (for instance because `change` panicked).
     ///
     /// # Examples
@@ -595,14 +647,14 @@ where
             .await
     }
 
-    /// Moves the session to a fresh id, off the executor; see [`crate::Session::regenerate`].
-    /// Call it on login: change the state, then regenerate, with no `save` before it, so the
-    /// authenticated state is only ever stored under the new id. The response then sets the
-    /// cookie to the new id.
+    /// Moves the session to a fresh id, off the executor; see
+    /// [`crate::session::Session::regenerate`]. Call it on login: change the state, then
+    /// regenerate, with no `save` before it, so the authenticated state is only ever stored under
+    /// the new id. The response then sets the cookie to the new id.
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::regenerate`], and [`SessionError::Task`] or
+    /// Those of [`crate::session::Session::regenerate`], and [`SessionError::Task`] or
     /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
@@ -617,15 +669,15 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
     /// ```
     pub async fn regenerate(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, crate::Session::regenerate).await
+        self.run(Access::Write, CoreSession::regenerate).await
     }
 
     /// Removes the session from the archive, off the executor; see
-    /// [`crate::Session::destroy`]. The response then expires the client's cookie.
+    /// [`crate::session::Session::destroy`]. The response then expires the client's cookie.
     ///
     /// # Errors
     ///
-    /// Those of [`crate::Session::destroy`], and [`SessionError::Task`] or
+    /// Those of [`crate::session::Session::destroy`], and [`SessionError::Task`] or
     /// [`SessionError::Panicked`] if the call panicked.
     ///
     /// # Examples
@@ -640,7 +692,7 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(logout);
     /// ```
     pub async fn destroy(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, crate::Session::destroy).await
+        self.run(Access::Write, CoreSession::destroy).await
     }
 
     /// Runs `op` on the core session, and records the cookie the call calls for.
@@ -654,7 +706,7 @@ where
     async fn run<R>(
         &mut self,
         access: Access,
-        op: impl FnOnce(&mut crate::Session<T>) -> crate::Result<R> + Send + 'static,
+        op: impl FnOnce(&mut CoreSession<T>) -> crate::error::Result<R> + Send + 'static,
     ) -> Result<R, SessionError>
     where
         R: Send + 'static,
@@ -749,8 +801,8 @@ fn in_place<R>(call: impl FnOnce() -> R) -> Result<R, SessionError> {
 ///
 /// By default a corrupt session is reported, never replaced: the stored bytes stay for the
 /// operator to inspect, and every request with that cookie gets the 500 until the session is
-/// repaired or removed. With [`OnCorrupt::StartFresh`](crate::OnCorrupt::StartFresh) the user
-/// gets a fresh session instead and the bytes are set aside. Logs carry the whole
+/// repaired or removed. With [`OnCorrupt::StartFresh`](crate::session::OnCorrupt::StartFresh) the
+/// user gets a fresh session instead and the bytes are set aside. Logs carry the whole
 /// [`source`](std::error::Error::source) chain, with sessions named by their fingerprint;
 /// response bodies carry no detail (no ids, no paths).
 ///

@@ -60,7 +60,7 @@ pub mod cli;
 pub mod conformance;
 mod error;
 mod name;
-mod session;
+pub mod session;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 
@@ -74,11 +74,11 @@ pub use crate::archive::redis::{RedisArchive, RedisArchiveBuilder};
 pub use crate::archive::{Archive, ArchiveExt, Blocking, DEFAULT_PAGE_SIZE, Names, Page};
 pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
 pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};
-pub use crate::session::clock::{Clock, ManualClock, SystemClock};
-pub use crate::session::id::SessionId;
+#[doc(hidden)]
 pub use crate::session::{
-    CORRUPT_DOMAIN, CookieAction, DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME,
+    CORRUPT_DOMAIN, Clock, CookieAction, DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE, DEFAULT_SWEEP_GRANULARITY, MAX_USER_LEN,
-    META_KEY, OnCorrupt, STATE_KEY, Session, Sessions, SessionsBuilder, StoredSettings,
+    META_KEY, ManualClock, OnCorrupt, STATE_KEY, SessionsBuilder, StoredSettings, SystemClock,
     UserSession,
 };
+pub use crate::session::{Session, SessionId, Sessions};

@@ -33,11 +33,11 @@
 //!   record; those bytes are left as they are. A record comes back exactly as saved: id, data
 //!   (floats included) and `expiry_date` to the nanosecond, with its UTC offset.
 //! - **`delete_expired` costs O(expired records)**, not O(all records): it walks the same expiry
-//!   index as [`Sessions::sweep`](crate::Sessions::sweep), under names of its own, visiting only
-//!   the entries come due since its previous run. Besides the expired records, those are the
-//!   records whose expiry saves pushed later: a save that extends the expiry writes no index
-//!   entry, and the sweep moves the old one on when it comes to it, once per record however many
-//!   saves there were. Each expired record goes by a compare-and-swap of the bytes the sweep
+//!   index as [`Sessions::sweep`](crate::session::Sessions::sweep), under names of its own,
+//!   visiting only the entries come due since its previous run. Besides the expired records, those
+//!   are the records whose expiry saves pushed later: a save that extends the expiry writes no
+//!   index entry, and the sweep moves the old one on when it comes to it, once per record however
+//!   many saves there were. Each expired record goes by a compare-and-swap of the bytes the sweep
 //!   judged, so a record saved after that judgement survives. Run it periodically (see
 //!   [`ArchiveStore`]); on Redis the records also expire natively.
 //! - **A failed call leaves the records as they were.** Errors map onto
@@ -56,8 +56,16 @@
 //! and an `ArchiveStore` side by side, and the `session-archive` tool's `domains`, `stats` and
 //! `migrate` handle them as any other domains.
 //!
+//! # Which backend
+//!
+//! [`RedbArchive`](crate::RedbArchive) on one server (one durable file; group commit shares
+//! fsyncs between concurrent requests), `RedisArchive` for several app
+//! instances (records also expire natively), `DirArchive` to see each record
+//! as a file, [`MemoryArchive`](crate::MemoryArchive) for tests. `cargo run --example
+//! tower_sessions --features tower-sessions,axum` serves the welcome app this way.
+//!
 //! [tower-sessions]: https://docs.rs/tower-sessions/0.15
-//! [`Sessions`]: crate::Sessions
+//! [`Sessions`]: crate::session::Sessions
 
 use std::collections::HashMap;
 use std::fmt;
@@ -74,9 +82,8 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::archive::Archive;
 use crate::error::Error;
-use crate::session::DEFAULT_SWEEP_GRANULARITY;
 use crate::session::clock::{Clock, SystemClock};
-use crate::session::expiry::{Index, IndexNames, Judge, Verdict, place};
+use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Verdict, place};
 use crate::session::id::fingerprint;
 
 /// The prefix of a record's domain; the id follows.
@@ -213,7 +220,8 @@ impl ArchiveStore {
     ///
     /// ```
     /// use std::time::SystemTime;
-    /// use session_archive::{ManualClock, MemoryArchive};
+    /// use session_archive::MemoryArchive;
+    /// use session_archive::session::ManualClock;
     /// use session_archive::tower_sessions::ArchiveStore;
     ///
     /// let clock = ManualClock::new(SystemTime::now());
@@ -228,8 +236,8 @@ impl ArchiveStore {
     /// Returns the store with another width of one expiry-index bucket (whole seconds, at least
     /// one) for an archive that has no index of this store yet; the default is
     /// [`DEFAULT_SWEEP_GRANULARITY`]. As with
-    /// [`SessionsBuilder::sweep_granularity`](crate::SessionsBuilder::sweep_granularity), the
-    /// width is recorded in the archive by the first store to index a record there, and every
+    /// [`SessionsBuilder::sweep_granularity`](crate::session::SessionsBuilder::sweep_granularity),
+    /// the width is recorded in the archive by the first store to index a record there, and every
     /// store over that archive then uses the recorded one.
     ///
     /// # Examples
@@ -486,7 +494,13 @@ struct Sweep<'a> {
 }
 
 impl Judge for Sweep<'_> {
-    fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> crate::Result<Verdict> {
+    fn verdict(
+        &self,
+        entry: &str,
+        bucket: u64,
+        now: u64,
+        width: u64,
+    ) -> crate::error::Result<Verdict> {
         if !entry.starts_with(RECORD_PREFIX) {
             return Ok(Verdict::Drop);
         }
@@ -519,7 +533,7 @@ impl Judge for Sweep<'_> {
         Ok(Verdict::Later { at })
     }
 
-    fn remove_expired(&self, _expired: &[&str]) -> crate::Result<usize> {
+    fn remove_expired(&self, _expired: &[&str]) -> crate::error::Result<usize> {
         // `verdict` removes each expired record itself, by a compare-and-swap, and never answers
         // `Expired`: the archive has no batch of compare-and-swaps.
         Ok(0)

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 ///
 /// ```
 /// use std::time::SystemTime;
-/// use session_archive::Clock;
+/// use session_archive::session::Clock;
 ///
 /// #[derive(Debug)]
 /// struct Epoch;
@@ -34,7 +34,7 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use session_archive::{Clock, SystemClock};
+/// use session_archive::session::{Clock, SystemClock};
 ///
 /// assert!(SystemClock.now() > std::time::SystemTime::UNIX_EPOCH);
 /// ```
@@ -48,13 +48,13 @@ impl Clock for SystemClock {
 }
 
 /// A clock that moves only when told to. Clones share the same time, so a test keeps one clone
-/// and hands another to [`SessionsBuilder::clock`](crate::SessionsBuilder::clock).
+/// and hands another to [`SessionsBuilder::clock`](crate::session::SessionsBuilder::clock).
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use session_archive::{Clock, ManualClock};
+/// use session_archive::session::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
 /// let shared = clock.clone();
@@ -71,7 +71,7 @@ impl ManualClock {
     ///
     /// ```
     /// use std::time::SystemTime;
-    /// use session_archive::{Clock, ManualClock};
+    /// use session_archive::session::{Clock, ManualClock};
     ///
     /// assert_eq!(ManualClock::new(SystemTime::UNIX_EPOCH).now(), SystemTime::UNIX_EPOCH);
     /// ```
@@ -85,7 +85,7 @@ impl ManualClock {
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
-    /// use session_archive::{Clock, ManualClock};
+    /// use session_archive::session::{Clock, ManualClock};
     ///
     /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
     /// let later = SystemTime::UNIX_EPOCH + Duration::from_secs(5);
@@ -103,7 +103,7 @@ impl ManualClock {
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
-    /// use session_archive::{Clock, ManualClock};
+    /// use session_archive::session::{Clock, ManualClock};
     ///
     /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
     /// clock.advance(Duration::from_secs(1));

@@ -55,20 +55,32 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::clock::Clock;
-use super::id::SessionId;
-use super::{Inner, META_KEY, STATE_KEY, Sessions, decode, encode_meta};
+use super::layout::user_domain;
 use crate::archive::{Archive, DEFAULT_PAGE_SIZE};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-/// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
-/// reading a session does not write on every request.
-const TOUCH_FRACTION: u64 = 8;
+/// The default width of one expiry-index bucket: 60 seconds; see
+/// [`SessionsBuilder::sweep_granularity`](super::SessionsBuilder::sweep_granularity).
+///
+/// # Examples
+///
+/// A tool that sweeps an archive no application has indexed yet records this width:
+///
+/// ```
+/// use session_archive::session::{DEFAULT_SWEEP_GRANULARITY, Sessions};
+/// use session_archive::MemoryArchive;
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// sessions.start(None, ())?.save()?;
+/// let stored = sessions.stored_settings()?.expect("recorded by the save");
+/// assert_eq!(stored.sweep_granularity, DEFAULT_SWEEP_GRANULARITY);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub const DEFAULT_SWEEP_GRANULARITY: Duration = Duration::from_secs(60);
 
-const INDEX_PREFIX: &str = "expiry-";
-const CURSOR_DOMAIN: &str = "sweep-cursor";
 /// The key of the [`Record`].
 const RECORD_KEY: &str = "index";
 /// The key of the earlier versions' cursor: a bare bucket number.
@@ -82,13 +94,6 @@ const INDEX_GRACE_SECS: u64 = 7 * 24 * 60 * 60;
 /// between the read and the compare-and-swap. Each failed swap means another one succeeded, so
 /// this only bounds the work against a backend whose compare-and-swap never succeeds.
 const RECORD_ATTEMPTS: usize = 16;
-
-/// The timestamps kept under [`META_KEY`], in unix seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Meta {
-    pub(super) created: u64,
-    pub(super) seen: u64,
-}
 
 /// The expiry index's settings and progress, under `sweep-cursor/index` (see the module docs).
 /// Times and durations are in seconds.
@@ -144,9 +149,10 @@ impl Stored {
     }
 }
 
-/// The expiry settings recorded in an archive, as [`Sessions::stored_settings`] returns them.
+/// The expiry settings recorded in an archive, as
+/// [`Sessions::stored_settings`](super::Sessions::stored_settings) returns them.
 ///
-/// Every [`Sessions`] over the archive indexes and sweeps with the recorded
+/// Every [`Sessions`](super::Sessions) over the archive indexes and sweeps with the recorded
 /// [`sweep_granularity`](Self::sweep_granularity). The idle timeout and absolute lifetime are
 /// those of the application that recorded them last (each `Sessions` records its own with its
 /// first session write); tools such as `session-archive sweep` judge expiry by them.
@@ -155,7 +161,8 @@ impl Stored {
 ///
 /// ```
 /// use std::time::Duration;
-/// use session_archive::{MemoryArchive, Sessions};
+/// use session_archive::MemoryArchive;
+/// use session_archive::session::Sessions;
 ///
 /// let sessions = Sessions::builder(MemoryArchive::new())
 ///     .idle_timeout(Duration::from_secs(1800))
@@ -186,309 +193,6 @@ impl From<Record> for StoredSettings {
     }
 }
 
-impl Sessions {
-    /// Removes every session that has expired, and returns how many it removed.
-    ///
-    /// The sweep walks the expiry index from where the previous sweep stopped up to now, one
-    /// bucket per [granularity](crate::SessionsBuilder::sweep_granularity). For each indexed id
-    /// it reads only the session's timestamps, never its state, and removes the session if it has
-    /// really expired; index entries left behind when a session was used again are dropped. Its
-    /// cost is the number of expired (and recently re-indexed) sessions plus the number of
-    /// buckets, and does not grow with the number of live sessions. Removals go a listing page at
-    /// a time, as one [`remove_domains`](Archive::remove_domains) and one
-    /// [`remove_many`](Archive::remove_many) batch. Domains left holding only timestamps (a write
-    /// that raced a destroy, or a create cut short before its state) are removed when they
-    /// expire.
-    ///
-    /// **Settings.** Expiry is judged by this `Sessions`' idle timeout and absolute lifetime. The
-    /// index's bucket width, and where the previous sweep stopped, are recorded in the archive
-    /// (see [`stored_settings`](Self::stored_settings)), so sweeps from processes built with
-    /// other settings, such as the `session-archive sweep` tool, share one index and one cursor:
-    /// each visits only the buckets elapsed since the previous sweep, whoever ran it, and finds
-    /// every entry. A live session whose entry a sweep drops keeps an entry at its own expiry,
-    /// so a sweep with a longer timeout than the application's leaves nothing unindexed.
-    ///
-    /// **Recovery.** Index entries written late (by a process whose clock lags, or by a handle
-    /// held past its session's expiry) are placed where a sweep still visits them. When the
-    /// record is removed (by hand, or by a Redis eviction), the next index write writes it again,
-    /// and so does the next sweep of a `Sessions` that has seen it; a sweep that has never seen
-    /// the record, and finds none, has nothing it could walk and returns 0 without writing.
-    /// Entries of sessions that expired while the record was missing are found again by
-    /// [`adopt_legacy`](Self::adopt_legacy). Sessions stored while no expiry was configured, or by
-    /// the original framework (no timestamps at all), are indexed when next used, or by
-    /// [`adopt_legacy`](Self::adopt_legacy). Sweeps may run concurrently, from any number of
-    /// processes sharing the archive.
-    ///
-    /// A sweep judges a page by reading timestamps, then removes; the archive has no conditional
-    /// removal. So a session that expired and is saved by a request in that gap is removed all
-    /// the same, as a sweep a moment earlier would have; and an index entry read while its
-    /// session's first timestamps are not written yet is dropped, which leaves that session
-    /// unindexed until it is next used. The latter needs a session created to expire within the
-    /// bucket being swept: an idle timeout, or what is left of the absolute lifetime at a
-    /// regenerate, shorter than the [granularity](crate::SessionsBuilder::sweep_granularity).
-    ///
-    /// # Errors
-    ///
-    /// The archive's errors. A session whose timestamps are unreadable is left in place and
-    /// dropped from the index, rather than failing the sweep.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::{Duration, SystemTime};
-    /// use session_archive::{ManualClock, MemoryArchive, Sessions};
-    ///
-    /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
-    /// let sessions = Sessions::builder(MemoryArchive::new())
-    ///     .idle_timeout(Duration::from_secs(600))
-    ///     .clock(clock.clone())
-    ///     .build();
-    /// sessions.start(None, "state".to_owned())?.save()?;
-    /// assert_eq!(sessions.sweep()?, 0);
-    /// clock.advance(Duration::from_secs(601));
-    /// assert_eq!(sessions.sweep()?, 1);
-    /// # Ok::<(), session_archive::Error>(())
-    /// ```
-    pub fn sweep(&self) -> Result<usize> {
-        let inner = &*self.inner;
-        inner.expiry_index().sweep(inner)
-    }
-
-    /// Returns the expiry settings recorded in the archive (see [`StoredSettings`]), or `None`
-    /// when there are none: no session has been indexed there by this version yet, or the record
-    /// was removed, or it is not readable.
-    ///
-    /// # Errors
-    ///
-    /// The archive's errors.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use session_archive::{MemoryArchive, Sessions};
-    ///
-    /// let archive = std::sync::Arc::new(MemoryArchive::new());
-    /// let app = Sessions::builder(archive.clone())
-    ///     .sweep_granularity(Duration::from_secs(10))
-    ///     .build();
-    /// assert_eq!(app.stored_settings()?, None);
-    /// app.start(None, ())?.save()?;
-    ///
-    /// // Another Sessions over the same archive indexes and sweeps with the recorded width.
-    /// let tool = Sessions::builder(archive).sweep_granularity(Duration::from_secs(60)).build();
-    /// let stored = tool.stored_settings()?.expect("recorded by the app");
-    /// assert_eq!(stored.sweep_granularity, Duration::from_secs(10));
-    /// # Ok::<(), session_archive::Error>(())
-    /// ```
-    pub fn stored_settings(&self) -> Result<Option<StoredSettings>> {
-        Ok(match self.inner.expiry_index().read_record()? {
-            Stored::Found(record, _) => Some(record.into()),
-            Stored::Missing | Stored::Unreadable(_) => None,
-        })
-    }
-
-    /// Scans every domain of the archive once, and gives every session stored without timestamps
-    /// (the original framework's `session.json` with no `meta.json`, for example after a
-    /// migration from its directory tree) timestamps from now, so that it expires after this
-    /// `Sessions`' timeouts unless it is used. Returns how many sessions it adopted so.
-    ///
-    /// For each such session the index entry is written first, then the timestamps, by a
-    /// compare-and-swap from nothing: a session that gets timestamps meanwhile (a request used
-    /// it) keeps those, and is not counted. The state is never read or written. Sessions that
-    /// have timestamps are indexed again at their expiry, which restores entries lost with a
-    /// removed `sweep-cursor` or by an eviction; a following [`sweep`](Self::sweep) removes those
-    /// that have expired. The cost is O(all domains): a listing, one read per session, and a
-    /// batch of index writes per listing page. `progress` is called after each page with the
-    /// number of domains scanned so far. Running it again adopts nothing new; with no idle
-    /// timeout and no absolute lifetime it does nothing. With
-    /// [ids hashed at rest](crate::SessionsBuilder::hash_ids_at_rest) it also removes the
-    /// sessions stored under plain ids before hashing was turned on, which no cookie reaches.
-    ///
-    /// # Errors
-    ///
-    /// The archive's errors; what was written before stays, and a second run continues the job.
-    /// Sessions whose timestamps are unreadable are left as they are.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::{Duration, SystemTime};
-    /// use session_archive::{Archive, ManualClock, MemoryArchive, Sessions};
-    ///
-    /// let archive = std::sync::Arc::new(MemoryArchive::new());
-    /// // As the original framework left it: a state, no timestamps.
-    /// archive.set("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2", "session.json", br#"{"Name":"World"}"#)?;
-    ///
-    /// let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
-    /// let sessions = Sessions::builder(archive.clone())
-    ///     .idle_timeout(Duration::from_secs(600))
-    ///     .clock(clock.clone())
-    ///     .build();
-    /// assert_eq!(sessions.adopt_legacy(|_scanned| {})?, 1);
-    /// clock.advance(Duration::from_secs(600));
-    /// assert_eq!(sessions.sweep()?, 1);
-    /// # Ok::<(), session_archive::Error>(())
-    /// ```
-    pub fn adopt_legacy(&self, mut progress: impl FnMut(u64)) -> Result<usize> {
-        let inner = &*self.inner;
-        let archive = &*inner.archive;
-        let now = inner.now();
-        let fresh = Meta {
-            created: now,
-            seen: now,
-        };
-        let Some(fresh_expiry) = inner.expires_at(fresh) else {
-            return Ok(0);
-        };
-        let mut adopted = 0;
-        let mut scanned = 0_u64;
-        let mut cursor = None;
-        loop {
-            let page = archive.list_domains(cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
-            let mut entries = Vec::new();
-            let mut unstamped = Vec::new();
-            let mut unreachable = Vec::new();
-            for domain in &page.names {
-                // With ids hashed at rest, a domain named by a plain id was stored before
-                // hashing was turned on: no cookie reaches it any more.
-                if inner.config.hash_ids && SessionId::parse(domain).is_some() {
-                    unreachable.push(domain.as_str());
-                    continue;
-                }
-                let Some(id) = SessionId::from_stored(domain) else {
-                    continue;
-                };
-                match inner.read_meta(&id) {
-                    Ok(Some((meta, _))) => {
-                        if let Some(at) = inner.expires_at(meta) {
-                            entries.push((id, at));
-                        }
-                    }
-                    Ok(None) => {
-                        if archive.has(id.as_str(), STATE_KEY)? {
-                            entries.push((id.clone(), fresh_expiry));
-                            unstamped.push(id);
-                        }
-                    }
-                    Err(Error::CorruptSession { .. }) => {}
-                    Err(err) => return Err(err),
-                }
-            }
-            let entries: Vec<(&str, u64)> =
-                entries.iter().map(|(id, at)| (id.as_str(), *at)).collect();
-            inner.expiry_index().index_all(&entries, false)?;
-            for id in &unstamped {
-                let raw = encode_meta(id, fresh, None)?;
-                if archive.compare_and_swap(id.as_str(), META_KEY, None, Some(&raw))? {
-                    adopted += 1;
-                    inner.expire_hint(id, fresh)?;
-                }
-            }
-            if !unreachable.is_empty() {
-                inner.raw.remove_domains(&unreachable)?;
-            }
-            scanned += page.names.len() as u64;
-            progress(scanned);
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        Ok(adopted)
-    }
-}
-
-impl Inner {
-    pub(super) fn now(&self) -> u64 {
-        unix_secs(self.config.clock.now())
-    }
-
-    /// When a session with these timestamps expires, if it ever does.
-    pub(super) fn expires_at(&self, meta: Meta) -> Option<u64> {
-        let idle = self
-            .config
-            .idle_timeout
-            .map(|idle| meta.seen.saturating_add(idle.as_secs()));
-        let absolute = self
-            .config
-            .absolute_lifetime
-            .map(|life| meta.created.saturating_add(life.as_secs()));
-        match (idle, absolute) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    pub(super) fn is_expired(&self, meta: Meta, now: u64) -> bool {
-        self.expires_at(meta).is_some_and(|at| now >= at)
-    }
-
-    /// Whether `seen` is old enough to be rewritten (see [`TOUCH_FRACTION`]).
-    pub(super) fn needs_touch(&self, meta: Meta, now: u64) -> bool {
-        self.config
-            .idle_timeout
-            .is_some_and(|idle| now.saturating_sub(meta.seen) > idle.as_secs() / TOUCH_FRACTION)
-    }
-
-    /// Reads a session's timestamps and their raw bytes.
-    pub(super) fn read_meta(&self, id: &SessionId) -> Result<Option<(Meta, Vec<u8>)>> {
-        let Some(raw) = self.archive.get(id.as_str(), META_KEY)? else {
-            return Ok(None);
-        };
-        let meta = decode(id, &raw)?;
-        Ok(Some((meta, raw)))
-    }
-
-    /// Adds the index entry for a session expiring at `meta`'s expiry, and records this
-    /// `Sessions`' timeouts in the archive if this process has not yet. Called BEFORE the write
-    /// that moves the expiry there, so that no stored expiry is ever without its entry: if the
-    /// write then fails, or never happens, the entry is spurious, which is harmless since the
-    /// sweep re-checks every candidate against its timestamps.
-    pub(super) fn index(&self, id: &SessionId, meta: Meta) -> Result<()> {
-        match self.expires_at(meta) {
-            Some(at) => self.expiry_index().index_all(&[(id.as_str(), at)], true),
-            None => Ok(()),
-        }
-    }
-
-    /// Asks backends that expire domains themselves to drop the session's domain when it
-    /// expires. Called AFTER every write to the session's domain, since a write may clear it.
-    pub(super) fn expire_hint(&self, id: &SessionId, meta: Meta) -> Result<()> {
-        if let Some(at) = self.expires_at(meta) {
-            self.archive.expire_domain(id.as_str(), unix_time(at))?;
-        }
-        Ok(())
-    }
-
-    /// The expiry index of these sessions: `expiry-<n>` and `sweep-cursor`.
-    pub(super) fn expiry_index(&self) -> Index<'_> {
-        Index {
-            archive: &*self.archive,
-            names: SESSIONS_INDEX,
-            clock: &*self.config.clock,
-            granularity: self.config.sweep_granularity,
-            idle: self.config.idle_timeout.map(|idle| idle.as_secs()),
-            absolute: self.config.absolute_lifetime.map(|life| life.as_secs()),
-            known_width: &self.index_width,
-            settings_recorded: &self.settings_recorded,
-        }
-    }
-}
-
-impl Judge for Inner {
-    fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
-        match SessionId::from_stored(entry) {
-            Some(id) => self.sweep_verdict(&id, bucket, now, width),
-            None => Ok(Verdict::Drop),
-        }
-    }
-
-    fn remove_expired(&self, expired: &[&str]) -> Result<usize> {
-        self.archive.remove_domains(expired)
-    }
-}
-
 /// Where an expiry index lives in the archive: its buckets are the domains `<prefix><n>`, and its
 /// [`Record`] is the key `index` of the domain `cursor`. The names must not be those of anything
 /// else the archive holds.
@@ -497,12 +201,6 @@ pub(crate) struct IndexNames {
     pub(crate) prefix: &'static str,
     pub(crate) cursor: &'static str,
 }
-
-/// The index of [`Sessions`].
-const SESSIONS_INDEX: IndexNames = IndexNames {
-    prefix: INDEX_PREFIX,
-    cursor: CURSOR_DOMAIN,
-};
 
 impl IndexNames {
     fn bucket(self, bucket: u64) -> String {
@@ -543,9 +241,9 @@ impl Index<'_> {
         unix_secs(self.clock.now())
     }
 
-    /// Sweeps the index (see [`Sessions::sweep`]): walks its buckets from where the previous
-    /// sweep stopped up to now, judging each entry with `judge`, and returns how many domains
-    /// `judge` removed.
+    /// Sweeps the index (see [`Sessions::sweep`](super::Sessions::sweep)): walks its buckets from
+    /// where the previous sweep stopped up to now, judging each entry with `judge`, and returns how
+    /// many domains `judge` removed.
     pub(crate) fn sweep(&self, judge: &dyn Judge) -> Result<usize> {
         let now = self.now();
         let Some(record) = self.claim(now)? else {
@@ -577,6 +275,15 @@ impl Index<'_> {
     fn remember(&self, record: &Record) {
         self.known_width
             .store(record.granularity, Ordering::Release);
+    }
+
+    /// The settings recorded in the index's record, or `None` when there is none (or it is not
+    /// readable).
+    pub(crate) fn stored_settings(&self) -> Result<Option<StoredSettings>> {
+        Ok(match self.read_record()? {
+            Stored::Found(record, _) => Some(record.into()),
+            Stored::Missing | Stored::Unreadable(_) => None,
+        })
     }
 
     fn read_record(&self) -> Result<Stored> {
@@ -625,42 +332,9 @@ impl Index<'_> {
             .collect();
         self.write_entries(entries, &placed, width)?;
         for _ in 0..RECORD_ATTEMPTS {
-            let (record, raw) = match self.read_record()? {
-                Stored::Found(record, raw) => (record, raw),
-                missing => {
-                    self.settings_recorded.store(false, Ordering::Release);
-                    let record = self.fresh_record(width, now)?;
-                    let raw = record.encode();
-                    if !self.archive.compare_and_swap(
-                        self.names.cursor,
-                        RECORD_KEY,
-                        missing.raw(),
-                        Some(&raw),
-                    )? {
-                        continue;
-                    }
-                    (record, raw)
-                }
+            let Some(record) = self.checked_record(width, now, record_settings)? else {
+                continue;
             };
-            self.remember(&record);
-            if record_settings && !self.settings_recorded.load(Ordering::Acquire) {
-                let ours = Record {
-                    idle: self.idle,
-                    absolute: self.absolute,
-                    ..record
-                };
-                if ours != record
-                    && !self.archive.compare_and_swap(
-                        self.names.cursor,
-                        RECORD_KEY,
-                        Some(&raw),
-                        Some(&ours.encode()),
-                    )?
-                {
-                    continue;
-                }
-                self.settings_recorded.store(true, Ordering::Release);
-            }
             let floor = bucket_of(record.claimed, record.granularity).saturating_sub(1);
             let stray: Vec<usize> = (0..entries.len())
                 .filter(|&i| width != record.granularity || placed[i] < floor)
@@ -668,31 +342,93 @@ impl Index<'_> {
             if stray.is_empty() {
                 return Ok(());
             }
-            let moved: Vec<(&str, u64)> = stray.iter().map(|&i| entries[i]).collect();
-            let to: Vec<u64> = moved
-                .iter()
-                .map(|&(_, at)| place(at, now, record.granularity, record.claimed))
-                .collect();
-            // The new entries first: a failure in between leaves an entry too many, never one
-            // too few.
-            self.write_entries(&moved, &to, record.granularity)?;
-            let from: Vec<(String, &str)> = stray
-                .iter()
-                .zip(&to)
-                .filter(|&(&i, &to)| self.names.bucket(placed[i]) != self.names.bucket(to))
-                .map(|(&i, _)| (self.names.bucket(placed[i]), entries[i].0))
-                .collect();
-            let from: Vec<(&str, &str)> = from.iter().map(|(d, k)| (d.as_str(), *k)).collect();
-            if !from.is_empty() {
-                self.archive.remove_many(&from)?;
-            }
-            for (&i, to) in stray.iter().zip(to) {
-                placed[i] = to;
-            }
+            self.move_entries(entries, &stray, &mut placed, &record, now)?;
             width = record.granularity;
         }
         // Only reached while the record changed under every check; each check moved the entries
         // on, and they stay where the last one put them.
+        Ok(())
+    }
+
+    /// The record an index write checks its entries against: the stored one, or a fresh one
+    /// (in `width`, from `now`) written where there is none; with `record_settings`, this
+    /// process's timeouts are recorded in it first. `None` when another process changed the
+    /// record meanwhile, and the caller reads it again.
+    fn checked_record(
+        &self,
+        width: u64,
+        now: u64,
+        record_settings: bool,
+    ) -> Result<Option<Record>> {
+        let (record, raw) = match self.read_record()? {
+            Stored::Found(record, raw) => (record, raw),
+            missing => {
+                self.settings_recorded.store(false, Ordering::Release);
+                let record = self.fresh_record(width, now)?;
+                let raw = record.encode();
+                if !self.archive.compare_and_swap(
+                    self.names.cursor,
+                    RECORD_KEY,
+                    missing.raw(),
+                    Some(&raw),
+                )? {
+                    return Ok(None);
+                }
+                (record, raw)
+            }
+        };
+        self.remember(&record);
+        if record_settings && !self.settings_recorded.load(Ordering::Acquire) {
+            let ours = Record {
+                idle: self.idle,
+                absolute: self.absolute,
+                ..record
+            };
+            if ours != record
+                && !self.archive.compare_and_swap(
+                    self.names.cursor,
+                    RECORD_KEY,
+                    Some(&raw),
+                    Some(&ours.encode()),
+                )?
+            {
+                return Ok(None);
+            }
+            self.settings_recorded.store(true, Ordering::Release);
+        }
+        Ok(Some(record))
+    }
+
+    /// Moves the `stray` entries (indexes into `entries`, now in the buckets `placed`) to where
+    /// a sweep by `record` visits them, and updates `placed`. The new entries are written
+    /// first: a failure in between leaves an entry too many, never one too few.
+    fn move_entries(
+        &self,
+        entries: &[(&str, u64)],
+        stray: &[usize],
+        placed: &mut [u64],
+        record: &Record,
+        now: u64,
+    ) -> Result<()> {
+        let moved: Vec<(&str, u64)> = stray.iter().map(|&i| entries[i]).collect();
+        let to: Vec<u64> = moved
+            .iter()
+            .map(|&(_, at)| place(at, now, record.granularity, record.claimed))
+            .collect();
+        self.write_entries(&moved, &to, record.granularity)?;
+        let from: Vec<(String, &str)> = stray
+            .iter()
+            .zip(&to)
+            .filter(|&(&i, &to)| self.names.bucket(placed[i]) != self.names.bucket(to))
+            .map(|(&i, _)| (self.names.bucket(placed[i]), entries[i].0))
+            .collect();
+        let from: Vec<(&str, &str)> = from.iter().map(|(d, k)| (d.as_str(), *k)).collect();
+        if !from.is_empty() {
+            self.archive.remove_many(&from)?;
+        }
+        for (&i, to) in stray.iter().zip(to) {
+            placed[i] = to;
+        }
         Ok(())
     }
 
@@ -829,7 +565,7 @@ impl Index<'_> {
                     Verdict::Expired { user } => {
                         expired.push(entry.as_str());
                         if let Some(user) = user {
-                            unbound.push((super::users::user_domain(&user), entry.as_str()));
+                            unbound.push((user_domain(&user), entry.as_str()));
                         }
                     }
                     Verdict::Drop => {}
@@ -866,27 +602,6 @@ impl Index<'_> {
     }
 }
 
-impl Inner {
-    /// Judges one index entry of `bucket` by the session's timestamps.
-    fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
-        let (meta, raw) = match self.read_meta(id) {
-            Ok(Some(read)) => read,
-            Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
-            Err(err) => return Err(err),
-        };
-        if self.is_expired(meta, now) {
-            return Ok(Verdict::Expired {
-                user: super::users::bound_user(&raw),
-            });
-        }
-        Ok(match self.expires_at(meta) {
-            None => Verdict::Drop,
-            Some(at) if place(at, now, width, 0) == bucket => Verdict::Keep,
-            Some(at) => Verdict::Later { at },
-        })
-    }
-}
-
 /// What the sweep does with an index entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -918,13 +633,13 @@ fn bucket_of(secs: u64, width: u64) -> u64 {
 }
 
 /// A time in unix seconds as a `SystemTime`, saturating far in the future.
-fn unix_time(secs: u64) -> SystemTime {
+pub(crate) fn unix_time(secs: u64) -> SystemTime {
     UNIX_EPOCH
         .checked_add(Duration::from_secs(secs))
         .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX)))
 }
 
-fn unix_secs(time: SystemTime) -> u64 {
+pub(crate) fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
 }

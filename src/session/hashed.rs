@@ -1,5 +1,5 @@
 //! Session ids hashed at rest: the archive adapter behind
-//! [`SessionsBuilder::hash_ids_at_rest`](crate::SessionsBuilder::hash_ids_at_rest).
+//! [`SessionsBuilder::hash_ids_at_rest`](crate::session::SessionsBuilder::hash_ids_at_rest).
 //!
 //! Every name that `Sessions` hands the archive and that is shaped like a session id (a session's
 //! domain, and the index entries naming it) is replaced by the lowercase hex SHA-256 of the id,
@@ -11,12 +11,9 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use super::id::{SessionId, sha256_hex};
+use super::id::{SessionId, hashed_name};
 use crate::archive::{Archive, Blocking, Page};
 use crate::error::Result;
-
-/// The length of a stored name: the hex SHA-256 of a session id.
-pub(super) const HASHED_LEN: usize = 64;
 
 /// Wraps the archive of a `Sessions` that hashes ids at rest.
 pub(super) struct HashedIds<A> {
@@ -34,14 +31,10 @@ fn stored(name: &str) -> Cow<'_, str> {
     if SessionId::parse(name).is_none() {
         return Cow::Borrowed(name);
     }
-    Cow::Owned(sha256_hex(name, HASHED_LEN / 2))
+    Cow::Owned(hashed_name(name))
 }
 
-/// Whether `name` is a stored hash (64 lowercase hex digits).
-pub(super) fn is_hashed(name: &str) -> bool {
-    name.len() == HASHED_LEN && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
+#[deny(clippy::missing_trait_methods)]
 impl<A: Archive> Archive for HashedIds<A> {
     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
         self.inner.get(&stored(domain), &stored(key))
@@ -128,9 +121,10 @@ impl<A: Archive> Archive for HashedIds<A> {
 
 #[cfg(test)]
 mod tests {
-    use super::{HashedIds, is_hashed, stored};
+    use super::{HashedIds, stored};
     use crate::archive::memory::MemoryArchive;
     use crate::archive::{Archive, ArchiveExt};
+    use crate::session::id::is_hashed;
 
     const ID: &str = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
 

@@ -100,12 +100,25 @@ impl SessionId {
 
 impl SessionId {
     /// Takes a name found in the archive, where a session is stored under its id or, with
-    /// [ids hashed at rest](crate::SessionsBuilder::hash_ids_at_rest), under its hash. Such a
-    /// handle only names storage: it is never a cookie value.
+    /// [ids hashed at rest](crate::session::SessionsBuilder::hash_ids_at_rest), under its hash.
+    /// Such a handle only names storage: it is never a cookie value.
     pub(crate) fn from_stored(name: &str) -> Option<SessionId> {
-        SessionId::parse(name)
-            .or_else(|| super::hashed::is_hashed(name).then(|| SessionId(name.to_owned())))
+        SessionId::parse(name).or_else(|| is_hashed(name).then(|| SessionId(name.to_owned())))
     }
+}
+
+/// The length of a session's name stored with [ids hashed at
+/// rest](crate::session::SessionsBuilder::hash_ids_at_rest): the hex SHA-256 of its id.
+pub(crate) const HASHED_LEN: usize = 64;
+
+/// Whether `name` is a stored hash (64 lowercase hex digits).
+pub(crate) fn is_hashed(name: &str) -> bool {
+    name.len() == HASHED_LEN && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The name a session `id` is stored under when ids are hashed at rest.
+pub(crate) fn hashed_name(id: &str) -> String {
+    sha256_hex(id, HASHED_LEN / 2)
 }
 
 impl fmt::Display for SessionId {

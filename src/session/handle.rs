@@ -1,0 +1,759 @@
+//! [`Session`]: one user's typed session handle over the [store](super::store), and the
+//! [`CookieAction`] its calls ask of the response.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::id::SessionId;
+use super::layout::{Meta, Stamp, Stored, bytes_hash, decode, validate_user};
+use super::store::{Refresh, Store, UpdateTurn};
+use crate::error::{Error, Result};
+
+/// Where a session stands, as far as this handle knows.
+#[derive(Debug)]
+enum Phase {
+    /// Never saved: nothing is stored.
+    New,
+    /// Stored, with the timestamps as last read or written by this handle; `None` for a
+    /// session from a store without timestamps (the original framework's).
+    Live(Option<Stamp>),
+    /// Destroyed, by this handle or (as found out on a write) by another.
+    Gone,
+}
+
+/// One user's session: a typed state `T` and its [`SessionId`]; made by
+/// [`Sessions::start`](super::Sessions::start).
+///
+/// It dereferences, mutably too, to `T`. Changes stay in the handle until [`save`](Self::save) or
+/// [`update`](Self::update). The handle shares its [`Sessions`](super::Sessions)' store, so it
+/// is `'static` and `Send` when `T` is.
+///
+/// # Examples
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use session_archive::{MemoryArchive, Sessions};
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct State {
+///     name: String,
+///     visits: u32,
+/// }
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// let mut session = sessions.start(None, State::default())?;
+/// session.name = "World".into();
+/// session.save()?;
+/// let visits = session.update(|s| {
+///     s.visits += 1;
+///     s.visits
+/// })?;
+/// assert_eq!(visits, 1);
+/// assert_eq!(session.id().to_string().len(), 36);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub struct Session<T> {
+    store: Arc<Store>,
+    /// The largest serialized state a write accepts.
+    max_state_size: usize,
+    id: SessionId,
+    state: T,
+    phase: Phase,
+    /// A hash of the state bytes this handle last read or wrote: when the handle's state still
+    /// encodes to them, it holds no changes of its own, and [`regenerate`](Self::regenerate)
+    /// moves whatever is stored rather than what the handle read.
+    synced: Option<u64>,
+    /// What the client's cookie needs after this handle's calls.
+    cookie: CookieAction,
+    /// The user the stored session is bound to, as this handle last read or wrote it.
+    bound: Option<String>,
+    /// The user the next write binds the session to (see [`Session::set_user`]).
+    user: Option<String>,
+}
+
+/// What a response must do with the client's session cookie after a [`Session`]'s calls; see
+/// [`Session::cookie_action`] and [`Sessions::cookie_header`](super::Sessions::cookie_header).
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::{MemoryArchive, Sessions};
+/// use session_archive::session::CookieAction;
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// let mut session = sessions.start(None, 0_u8)?;
+/// assert_eq!(session.cookie_action(), CookieAction::Keep); // nothing stored, nothing to send
+/// session.save()?;
+/// assert_eq!(session.cookie_action(), CookieAction::Set);
+/// session.destroy()?;
+/// assert_eq!(session.cookie_action(), CookieAction::Remove);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieAction {
+    /// Send nothing: the client's cookie is right as it is, or it names a session that another
+    /// request moved or destroyed, whose cookie this response must not touch.
+    Keep,
+    /// Send [`Sessions::set_cookie`](super::Sessions::set_cookie): the session is new, got a new
+    /// id, or its expiry moved.
+    Set,
+    /// Send [`Sessions::removal_cookie`](super::Sessions::removal_cookie): this handle destroyed
+    /// the session.
+    Remove,
+}
+
+impl<T> fmt::Debug for Session<T> {
+    /// Shows the id and whether the session is stored, not the state, which may be secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phase = match self.phase {
+            Phase::New => "new",
+            Phase::Live(_) => "live",
+            Phase::Gone => "gone",
+        };
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("phase", &phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Deref for Session<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.state
+    }
+}
+
+impl<T> DerefMut for Session<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.state
+    }
+}
+
+impl<T> Session<T> {
+    /// Returns the session's id; it displays as the 36-character lowercase UUID.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let session = Sessions::new(MemoryArchive::new()).start(None, ())?;
+    /// assert_eq!(session.id().to_string().len(), 36);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// Returns whether the session has never been saved (nothing of it is stored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let mut session = Sessions::new(MemoryArchive::new()).start(None, ())?;
+    /// assert!(session.is_new());
+    /// session.save()?;
+    /// assert!(!session.is_new());
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn is_new(&self) -> bool {
+        matches!(self.phase, Phase::New)
+    }
+
+    /// Binds the session to a user, or unbinds it with `None`: any UTF-8 string of 1 byte to
+    /// [`MAX_USER_LEN`](super::MAX_USER_LEN) bytes, such as an email or a database key. The binding
+    /// is stored with the session when it is next written ([`save`](Self::save),
+    /// [`update`](Self::update), [`regenerate`](Self::regenerate)); it is not part of the state
+    /// `T`. A bound session is listed by
+    /// [`Sessions::user_sessions`](super::Sessions::user_sessions) and destroyed by
+    /// [`Sessions::revoke_user`](super::Sessions::revoke_user). A user id that is empty or too
+    /// long makes the next write [`Error::InvalidUser`], writing nothing.
+    ///
+    /// On login, bind after authenticating and before [`regenerate`](Self::regenerate), so the
+    /// new id is the first to be bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, ())?;
+    /// session.save()?;
+    /// session.set_user(Some("alice"));
+    /// session.regenerate()?; // login: the new id is stored bound to alice
+    /// let again = sessions.start(Some(session.id().as_str()), ())?;
+    /// assert_eq!(again.user(), Some("alice"));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn set_user(&mut self, user: Option<&str>) {
+        self.user = user.map(str::to_owned);
+    }
+
+    /// Returns the user the session is bound to (as stored when it was started, or as set since
+    /// with [`set_user`](Self::set_user)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, ())?;
+    /// assert_eq!(session.user(), None);
+    /// session.set_user(Some("alice"));
+    /// assert_eq!(session.user(), Some("alice"));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Returns the state, leaving the session behind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let session = Sessions::new(MemoryArchive::new()).start(None, 7_u8)?;
+    /// assert_eq!(session.into_inner(), 7);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn into_inner(self) -> T {
+        self.state
+    }
+
+    /// Removes the session from the archive. Any later [`save`](Self::save),
+    /// [`update`](Self::update) or [`regenerate`](Self::regenerate) on this handle is
+    /// [`Error::SessionGone`], and so is a write from any other handle to the same session: a
+    /// destroy that returned `Ok` is final. Destroying twice, or destroying a session that was
+    /// never saved, is not an error.
+    ///
+    /// Its linearization point is one compare-and-swap of the stored state to nothing, retried
+    /// while other writes land, so a concurrent [`update`](Self::update) either lands before it
+    /// (and is destroyed with the session) or fails. When another handle had already destroyed
+    /// the session, or moved it to a new id with [`regenerate`](Self::regenerate), there is
+    /// nothing left under this id to remove, and the call succeeds without touching the new id:
+    /// an id from before a regenerate has no power over the session after it.
+    /// [`cookie_action`](Self::cookie_action) tells the two apart: [`CookieAction::Remove`]
+    /// only when this call removed the session.
+    ///
+    /// # Errors
+    ///
+    /// The archive's errors; the session is then not destroyed, and the handle still counts as
+    /// live, so the call can be repeated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 1_u8)?;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    /// session.destroy()?;
+    /// assert_ne!(sessions.start(Some(&id), 0_u8)?.id().as_str(), id);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn destroy(&mut self) -> Result<()> {
+        if let Phase::Live(_) = self.phase {
+            let removed = self.store.destroy(&self.id)?;
+            self.cookie = if removed {
+                CookieAction::Remove
+            } else {
+                CookieAction::Keep
+            };
+        }
+        self.phase = Phase::Gone;
+        Ok(())
+    }
+
+    /// Returns what the response must do with the client's session cookie after this handle's
+    /// calls; [`Sessions::cookie_header`](super::Sessions::cookie_header) turns it into the
+    /// `Set-Cookie` value.
+    ///
+    /// It is [`CookieAction::Set`] after the first save, a [`regenerate`](Self::regenerate), or
+    /// a call that moved the session's expiry (its last-seen time is rewritten at most once per
+    /// eighth of the idle timeout), so the cookie's `Max-Age` is sent only when it has to move;
+    /// [`CookieAction::Remove`] after a [`destroy`](Self::destroy) that removed the session; and
+    /// [`CookieAction::Keep`] otherwise, including after a call failed with
+    /// [`Error::SessionGone`]: the session was then destroyed or moved to a new id by another
+    /// request, whose own response sets the client's cookie, and this one must not undo that.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    /// use session_archive::session::CookieAction;
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 0_u32)?;
+    /// session.save()?;
+    /// let id = session.id().to_string();
+    ///
+    /// // A later request that only reads, or writes soon after, leaves the cookie alone.
+    /// let mut again = sessions.start(Some(&id), 0_u32)?;
+    /// again.update(|n| *n += 1)?;
+    /// assert_eq!(again.cookie_action(), CookieAction::Keep);
+    /// again.regenerate()?;
+    /// assert_eq!(again.cookie_action(), CookieAction::Set);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn cookie_action(&self) -> CookieAction {
+        self.cookie
+    }
+
+    /// The timestamps of the stored session as this handle last read or wrote them; `None`
+    /// while it is not stored (or was stored without timestamps). The cookie's `Max-Age`
+    /// follows from them.
+    pub(crate) fn stored_meta(&self) -> Option<Meta> {
+        match &self.phase {
+            Phase::Live(Some(stamp)) => Some(stamp.meta),
+            _ => None,
+        }
+    }
+
+    /// A new session holding `initial` under a fresh id: nothing is stored until its first
+    /// write.
+    pub(crate) fn new(store: Arc<Store>, max_state_size: usize, initial: T) -> Session<T> {
+        Session {
+            store,
+            max_state_size,
+            id: SessionId::generate(),
+            state: initial,
+            phase: Phase::New,
+            synced: None,
+            cookie: CookieAction::Keep,
+            bound: None,
+            user: None,
+        }
+    }
+
+    /// A handle on the stored session `id`, found holding `state` (decoded from `bytes`) and
+    /// the timestamps `stamp`. Its last-seen time is refreshed when due, and the timestamps of
+    /// a session stored without them are written; `None` when the session vanished meanwhile
+    /// (see [`Store::resume_touch`]).
+    pub(crate) fn resumed(
+        store: Arc<Store>,
+        max_state_size: usize,
+        id: SessionId,
+        (state, bytes): (T, &[u8]),
+        mut stamp: Option<Stamp>,
+        now: u64,
+    ) -> Result<Option<Session<T>>> {
+        let mut bound = stamp.as_ref().and_then(Stamp::user);
+        // The binding as read is the one the handle's writes keep, even if a touch that lost a
+        // race reads another one.
+        let user = bound.clone();
+        let refresh = store.resume_touch(&id, &mut stamp, &mut bound, now)?;
+        let cookie = match refresh {
+            Refresh::Vanished => return Ok(None),
+            Refresh::Moved => CookieAction::Set,
+            Refresh::Unchanged => CookieAction::Keep,
+        };
+        Ok(Some(Session {
+            store,
+            max_state_size,
+            id,
+            state,
+            phase: Phase::Live(stamp),
+            synced: Some(bytes_hash(bytes)),
+            cookie,
+            user,
+            bound,
+        }))
+    }
+
+    /// Marks the handle gone. Its cookie is left alone from now on, unless this handle itself
+    /// destroyed the session: the removal it asked for stands.
+    fn gone(&mut self) -> Error {
+        self.phase = Phase::Gone;
+        if self.cookie != CookieAction::Remove {
+            self.cookie = CookieAction::Keep;
+        }
+        Error::SessionGone {
+            id: self.id.to_string(),
+        }
+    }
+
+    /// Checks the user id the next write binds the session to.
+    fn check_user(&self) -> Result<()> {
+        match &self.user {
+            Some(user) => validate_user(user),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails with [`Error::SessionGone`] when the session has expired. An expired session is
+    /// dead: a write through a handle held past the expiry must not bring it back, whether or
+    /// not a sweep has removed it yet. The handle's own timestamps decide, unless they say
+    /// expired: another handle may have refreshed the session since, so the stored ones are
+    /// read then.
+    fn ensure_unexpired(&mut self) -> Result<()> {
+        let now = self.store.now();
+        let Phase::Live(Some(stamp)) = &mut self.phase else {
+            return Ok(());
+        };
+        if !self.store.is_expired(stamp.meta, now) {
+            return Ok(());
+        }
+        match self.store.read_meta(&self.id)? {
+            Some(fresh) if !self.store.is_expired(fresh.meta, now) => {
+                *stamp = fresh;
+                Ok(())
+            }
+            _ => Err(self.gone()),
+        }
+    }
+
+    /// Refreshes the timestamps and stores a changed user binding; see [`Store::touch`].
+    /// Returns whether it wrote.
+    fn touch(&mut self, now: u64) -> Result<bool> {
+        let Phase::Live(stamp) = &mut self.phase else {
+            return Ok(false);
+        };
+        self.store
+            .touch(&self.id, stamp, &mut self.bound, self.user.as_deref(), now)
+    }
+
+    /// After a write of the state: refreshes the timestamps (the cookie follows when they
+    /// moved), and repeats the expiry hint that a write may have cleared on backends with native
+    /// expiry.
+    fn after_write(&mut self) -> Result<()> {
+        let now = self.store.now();
+        if self.touch(now)? {
+            self.cookie = CookieAction::Set;
+        } else if let Some(meta) = self.stored_meta() {
+            self.store.expire_hint(&self.id, meta)?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Session<T> {
+    /// Stores the state. The last writer wins, but a save never brings back a session that was
+    /// destroyed or moved: if the session was stored and is gone now, this is
+    /// [`Error::SessionGone`] and nothing is written. The first save of a new session creates it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] after a destroy (by any handle), a sweep, or a regenerate by
+    /// another handle; [`Error::StateTooLarge`] when the JSON is over the
+    /// [limit](super::SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`]
+    /// when `T` cannot be serialized; otherwise the archive's errors. An archive error while
+    /// recording the timestamps, after the state was written, is returned too, although the
+    /// state is then stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, vec!["a".to_owned()])?;
+    /// session.push("b".into());
+    /// session.save()?;
+    /// let again = sessions.start(Some(session.id().as_str()), Vec::<String>::new())?;
+    /// assert_eq!(*again, ["a", "b"]);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn save(&mut self) -> Result<()> {
+        let bytes = self.encode(&self.state)?;
+        match self.phase {
+            Phase::Gone => Err(self.gone()),
+            Phase::New => {
+                let now = self.store.now();
+                self.create(&bytes, Meta::fresh(now))
+            }
+            Phase::Live(_) => {
+                self.check_user()?;
+                self.ensure_unexpired()?;
+                let store = Arc::clone(&self.store);
+                if store
+                    .swap_state(&self.id, |_| Ok((bytes.clone(), ())))?
+                    .is_none()
+                {
+                    return Err(self.gone());
+                }
+                self.synced = Some(bytes_hash(&bytes));
+                self.after_write()
+            }
+        }
+    }
+
+    /// Replaces the state in the handle with the stored one. For a session that was never saved
+    /// there is nothing stored, and the state is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when the session was destroyed or moved; [`Error::CorruptSession`]
+    /// when the stored state is not valid JSON for `T` (the handle's state and the stored bytes
+    /// are left as they are); otherwise the archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 1_u32)?;
+    /// session.save()?;
+    /// *session = 99;
+    /// session.load()?;
+    /// assert_eq!(*session, 1);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn load(&mut self) -> Result<()> {
+        match self.phase {
+            Phase::Gone => Err(self.gone()),
+            Phase::New => Ok(()),
+            Phase::Live(_) => {
+                let Stored::State(bytes) = self.store.read_state(&self.id)? else {
+                    return Err(self.gone());
+                };
+                self.state = decode(&self.id, &bytes)?;
+                self.synced = Some(bytes_hash(&bytes));
+                Ok(())
+            }
+        }
+    }
+
+    /// Atomically applies `change` to the stored state and stores the result, then makes that the
+    /// handle's state; returns what `change` returned.
+    ///
+    /// It reads the stored state, applies `change` to a copy, and swaps the result in only if the
+    /// stored bytes have not changed meanwhile (the archive's
+    /// [`compare_and_swap`](crate::archive::Archive::compare_and_swap)); otherwise it starts again.
+    /// So no concurrent update is lost, and `change` may run more than once: it should only compute
+    /// from the state it is given. Unsaved changes in the handle are replaced by the result. On a
+    /// session that was never saved, the handle's state is saved first.
+    ///
+    /// How far the guarantee reaches depends on the backend's `compare_and_swap`: threads of one
+    /// process for memory and redb, and across processes too for the directory tree (a lock file)
+    /// and Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when the session was destroyed or moved; [`Error::CorruptSession`]
+    /// when the stored state cannot be decoded; [`Error::StateTooLarge`] or [`Error::Serialize`]
+    /// for the result (nothing is written); otherwise the archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, 0_u64)?;
+    /// let after = session.update(|n| {
+    ///     *n += 1;
+    ///     *n
+    /// })?;
+    /// assert_eq!(after, 1);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn update<R>(&mut self, mut change: impl FnMut(&mut T) -> R) -> Result<R> {
+        if let Phase::New = self.phase {
+            self.save()?;
+        }
+        if let Phase::Gone = self.phase {
+            return Err(self.gone());
+        }
+        self.check_user()?;
+        self.ensure_unexpired()?;
+        let store = Arc::clone(&self.store);
+        let turn = UpdateTurn::take(&store, &self.id);
+        let swapped = store.swap_state(&self.id, |current| {
+            let mut copy: T = decode(&self.id, current)?;
+            let result = change(&mut copy);
+            let bytes = self.encode(&copy)?;
+            let hash = bytes_hash(&bytes);
+            Ok((bytes, (copy, result, hash)))
+        })?;
+        drop(turn);
+        let Some((copy, result, hash)) = swapped else {
+            return Err(self.gone());
+        };
+        self.state = copy;
+        self.synced = Some(hash);
+        self.after_write()?;
+        Ok(result)
+    }
+
+    /// Moves the session to a fresh id; call it on login, so that an id known before login is
+    /// worthless after it. The creation time is kept, so the absolute lifetime is not extended.
+    /// On a session that was never saved, it only draws a new id.
+    ///
+    /// **What moves.** When the handle holds changes of its own (its state differs from what it
+    /// last read or wrote), those are what the new id gets: the regenerate is a write, and the
+    /// last writer wins. Otherwise the new id gets whatever is stored at the moment of the move,
+    /// so an update that another request made meanwhile is carried over, not lost.
+    ///
+    /// **Login without a fixation window.** Change the state, then regenerate, with no save
+    /// before it: the authenticated state is then only ever stored under the new id, never under
+    /// the id the client (or an attacker who planted it) had before.
+    ///
+    /// **Concurrency.** The state is first stored under the new id, unreachable since no one
+    /// knows that id yet. Then one compare-and-swap turns the old id's state into a moved-marker:
+    /// that is the moment of the move. A write through the old id after it fails with
+    /// [`Error::SessionGone`] instead of landing in a domain that is about to vanish; a write
+    /// before it is carried over or overwritten as said above. If the session was destroyed
+    /// (or moved by another regenerate) first, the copy is removed again and the call is
+    /// [`Error::SessionGone`]: of two concurrent regenerates, exactly one wins. Any other
+    /// failure before the move leaves the old session live and unchanged and the handle on the
+    /// old id. After the move the old domain is removed; if that fails, the marker left behind
+    /// is dead to every call and the sweep removes it when the old timestamps expire.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionGone`] when the session was destroyed or moved, before or during the
+    /// call; [`Error::StateTooLarge`] or [`Error::Serialize`] for the state (nothing is
+    /// written); [`Error::CorruptSession`] when the handle has no changes of its own and the
+    /// state stored meanwhile does not decode; otherwise the archive's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive, Sessions};
+    ///
+    /// let sessions = Sessions::new(MemoryArchive::new());
+    /// let mut session = sessions.start(None, "anonymous".to_owned())?;
+    /// session.save()?;
+    /// let old = session.id().to_string();
+    ///
+    /// // Login: change the state, then regenerate; no save in between.
+    /// *session = "alice".to_owned();
+    /// session.regenerate()?;
+    /// assert_ne!(session.id().as_str(), old);
+    /// assert_eq!(*sessions.start(Some(session.id().as_str()), String::new())?, "alice");
+    /// assert_ne!(sessions.start(Some(&old), String::new())?.id().as_str(), old);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn regenerate(&mut self) -> Result<()> {
+        let created = match &self.phase {
+            Phase::Gone => return Err(self.gone()),
+            Phase::New => {
+                self.id = SessionId::generate();
+                return Ok(());
+            }
+            Phase::Live(stamp) => stamp.as_ref().map(|stamp| stamp.meta.created),
+        };
+        let mut bytes = self.encode(&self.state)?;
+        self.check_user()?;
+        self.ensure_unexpired()?;
+        let clean = self.synced == Some(bytes_hash(&bytes));
+        let Stored::State(current) = self.store.read_state(&self.id)? else {
+            return Err(self.gone());
+        };
+        // A clean handle moves what is stored now, which may be newer than what it read.
+        let mut moved: Option<T> = None;
+        if clean && current != bytes {
+            moved = Some(decode(&self.id, &current)?);
+            bytes.clone_from(&current);
+        }
+        let now = self.store.now();
+        let meta = Meta {
+            created: created.unwrap_or(now),
+            seen: now,
+        };
+        self.move_to_fresh_id(current, bytes, clean, meta, moved)
+    }
+
+    /// The writes of [`regenerate`](Self::regenerate): stores the state (`bytes`) under a fresh
+    /// id, then moves the session there from `current` under the old id (see
+    /// [`Store::move_session`]). `moved` is the state a clean handle found stored, newer than
+    /// its own.
+    fn move_to_fresh_id(
+        &mut self,
+        current: Vec<u8>,
+        mut bytes: Vec<u8>,
+        clean: bool,
+        meta: Meta,
+        moved: Option<T>,
+    ) -> Result<()> {
+        let old_bound = self.bound.clone();
+        let old_id = std::mem::replace(&mut self.id, SessionId::generate());
+        let old_phase = std::mem::replace(&mut self.phase, Phase::New);
+        if let Err(err) = self.create(&bytes, meta) {
+            self.id = old_id;
+            self.phase = old_phase;
+            return Err(err);
+        }
+        let store = Arc::clone(&self.store);
+        let mut followed = None;
+        let result = store.move_session(&old_id, &self.id, current, &mut bytes, clean, |next| {
+            followed = Some(decode(&old_id, next)?);
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                if let Some(state) = followed.or(moved) {
+                    self.state = state;
+                }
+                self.synced = Some(bytes_hash(&bytes));
+                self.cookie = CookieAction::Set;
+                // The old id is dead from the move on; what is left of it is only clutter.
+                store.forget(&old_id, old_bound.as_deref());
+                Ok(())
+            }
+            Err(err) => {
+                // The copy was never reachable (its id never left this handle), so removing
+                // it is a plain removal. If that fails, the copy is indexed and swept on expiry.
+                let copy = std::mem::replace(&mut self.id, old_id);
+                store.forget(&copy, self.user.as_deref());
+                self.bound = old_bound;
+                if let Error::SessionGone { .. } = err {
+                    return Err(self.gone());
+                }
+                self.phase = old_phase;
+                self.cookie = CookieAction::Keep;
+                Err(err)
+            }
+        }
+    }
+
+    /// Stores a session that is not stored yet, with `meta` as its timestamps, under this
+    /// handle's id, or under a fresh one if that id is taken (see [`Store::create`]). On an
+    /// error the handle stays new.
+    fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
+        let Some(stamp) = self
+            .store
+            .create(&mut self.id, bytes, meta, self.user.as_deref())?
+        else {
+            return Err(self.gone());
+        };
+        self.phase = Phase::Live(Some(stamp));
+        self.synced = Some(bytes_hash(bytes));
+        self.cookie = CookieAction::Set;
+        self.bound.clone_from(&self.user);
+        self.store.expire_hint(&self.id, meta)
+    }
+
+    /// Serializes a state, enforcing the size limit.
+    fn encode(&self, state: &T) -> Result<Vec<u8>> {
+        let bytes = serde_json::to_vec(state).map_err(|source| Error::Serialize {
+            id: self.id.to_string(),
+            source,
+        })?;
+        let limit = self.max_state_size;
+        if bytes.len() > limit {
+            return Err(Error::StateTooLarge {
+                id: self.id.to_string(),
+                size: bytes.len(),
+                limit,
+            });
+        }
+        Ok(bytes)
+    }
+}

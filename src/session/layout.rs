@@ -1,0 +1,247 @@
+//! What a session is in the archive: the keys of its domain, the bytes stored under them, and
+//! the names of the domains beside it (the corrupt-state domain and the per-user index). The
+//! protocol that writes them is the [store](super::store)'s; this module only names and encodes.
+
+use serde::{Deserialize, Serialize};
+
+use super::id::{SessionId, sha256_hex};
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+
+/// The key holding a session's state, as compact JSON: `session.json`, the original framework's
+/// layout (`.gen/sessions/<id>/session.json`).
+///
+/// # Examples
+///
+/// Reading a session's stored state straight from the archive, as an operator's tool would:
+///
+/// ```
+/// use std::sync::Arc;
+/// use session_archive::session::{STATE_KEY, Sessions};
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let archive = Arc::new(MemoryArchive::new());
+/// let sessions = Sessions::new(Arc::clone(&archive));
+/// let mut session = sessions.start(None, vec![1, 2, 3])?;
+/// session.save()?;
+/// let stored = archive.get(session.id().as_str(), STATE_KEY)?;
+/// assert_eq!(stored.as_deref(), Some(&b"[1,2,3]"[..]));
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub const STATE_KEY: &str = "session.json";
+
+/// The key holding a session's timestamps (and its user binding), beside [`STATE_KEY`]:
+/// `meta.json`, as `{"created":…,"seen":…}` in unix seconds, with `"user":…` when the session
+/// is bound to a user.
+///
+/// # Examples
+///
+/// A session whose state was written without timestamps (by the original framework, or a
+/// migration from its directory tree) gets them the first time it is started:
+///
+/// ```
+/// use std::sync::Arc;
+/// use session_archive::session::{META_KEY, STATE_KEY, Sessions};
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let archive = Arc::new(MemoryArchive::new());
+/// let id = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
+/// archive.set(id, STATE_KEY, br#"{"Name":"World"}"#)?;
+/// assert!(!archive.has(id, META_KEY)?);
+///
+/// let sessions = Sessions::new(Arc::clone(&archive));
+/// let session = sessions.start(Some(id), serde_json::Value::Null)?;
+/// assert_eq!(session.id().as_str(), id);
+/// assert!(archive.has(id, META_KEY)?);
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub const META_KEY: &str = "meta.json";
+
+/// The domain where [`OnCorrupt::StartFresh`](super::OnCorrupt::StartFresh) sets undecodable
+/// states aside: `corrupt-sessions`. Like the expiry index's domains, it is not shaped like a
+/// session id, so it never collides with a session.
+///
+/// # Examples
+///
+/// Listing the states set aside, as an operator would before deciding what to do with them:
+///
+/// ```
+/// use std::sync::Arc;
+/// use session_archive::session::{CORRUPT_DOMAIN, OnCorrupt, STATE_KEY, Sessions};
+/// use session_archive::{Archive, ArchiveExt, MemoryArchive};
+///
+/// let archive = Arc::new(MemoryArchive::new());
+/// let sessions = Sessions::builder(Arc::clone(&archive))
+///     .on_corrupt(OnCorrupt::StartFresh)
+///     .build();
+/// let mut session = sessions.start(None, 1_u32)?;
+/// session.save()?;
+/// archive.set(session.id().as_str(), STATE_KEY, b"not json")?;
+/// sessions.start(Some(session.id().as_str()), 0_u32)?;
+///
+/// for key in archive.keys(CORRUPT_DOMAIN) {
+///     let key = key?;
+///     let bytes = archive.get(CORRUPT_DOMAIN, &key)?.unwrap_or_default();
+///     assert_eq!(bytes, b"not json");
+/// }
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub const CORRUPT_DOMAIN: &str = "corrupt-sessions";
+
+/// The longest user id [`Session::set_user`](super::Session::set_user) accepts, in bytes.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::session::{MAX_USER_LEN, Sessions};
+/// use session_archive::{Error, MemoryArchive};
+///
+/// let sessions = Sessions::new(MemoryArchive::new());
+/// let mut session = sessions.start(None, ())?;
+/// session.set_user(Some(&"x".repeat(MAX_USER_LEN + 1)));
+/// assert!(matches!(session.save(), Err(Error::InvalidUser { .. })));
+/// session.set_user(Some(&"x".repeat(MAX_USER_LEN)));
+/// session.save()?;
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub const MAX_USER_LEN: usize = 1024;
+
+/// How a user's index domain is named: this prefix and the hex SHA-256 of the user id.
+const USER_PREFIX: &str = "user-";
+
+/// The timestamps kept under [`META_KEY`], in unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    pub(crate) created: u64,
+    pub(crate) seen: u64,
+}
+
+impl Meta {
+    /// The timestamps of a session first stored at `now`.
+    pub(crate) fn fresh(now: u64) -> Meta {
+        Meta {
+            created: now,
+            seen: now,
+        }
+    }
+}
+
+/// A session's timestamps as a handle last read or wrote them: decoded, and the raw bytes to
+/// compare-and-swap against.
+#[derive(Debug, Clone)]
+pub(crate) struct Stamp {
+    pub(crate) meta: Meta,
+    pub(crate) raw: Vec<u8>,
+}
+
+impl Stamp {
+    /// The user this record binds the session to, if any.
+    pub(crate) fn user(&self) -> Option<String> {
+        bound_user(&self.raw)
+    }
+}
+
+/// Encodes the record under [`META_KEY`]: the timestamps, and the user binding if any.
+pub(crate) fn encode_meta(id: &SessionId, meta: Meta, user: Option<&str>) -> Result<Vec<u8>> {
+    /// The record under [`META_KEY`]: the timestamps, and the user binding when there is one.
+    #[derive(Serialize)]
+    struct Record<'a> {
+        created: u64,
+        seen: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+    }
+    let record = Record {
+        created: meta.created,
+        seen: meta.seen,
+        user,
+    };
+    serde_json::to_vec(&record).map_err(|source| Error::Serialize {
+        id: id.to_string(),
+        source,
+    })
+}
+
+/// Decodes JSON stored for session `id` (its state or its timestamps); bytes that do not decode
+/// are [`Error::CorruptSession`], naming the session by its fingerprint.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(id: &SessionId, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::CorruptSession {
+        id: id.to_string(),
+        source,
+    })
+}
+
+/// The user a session's timestamps record binds it to, if any.
+pub(crate) fn bound_user(meta_raw: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Binding {
+        #[serde(default)]
+        user: Option<String>,
+    }
+    serde_json::from_slice::<Binding>(meta_raw)
+        .ok()
+        .and_then(|binding| binding.user)
+}
+
+/// Checks a user id: 1 to [`MAX_USER_LEN`] bytes.
+pub(crate) fn validate_user(user: &str) -> Result<()> {
+    if user.is_empty() || user.len() > MAX_USER_LEN {
+        return Err(Error::InvalidUser { len: user.len() });
+    }
+    Ok(())
+}
+
+/// The index domain of `user`: any string is a valid user id, and none can leave its domain.
+pub(crate) fn user_domain(user: &str) -> String {
+    format!("{USER_PREFIX}{}", sha256_hex(user, 32))
+}
+
+/// What a session's id holds under [`STATE_KEY`].
+pub(crate) enum Stored {
+    /// Nothing: never stored, destroyed, or expired and removed.
+    Absent,
+    /// A moved-marker: a regenerate moved the session to the stored name given.
+    Moved(Option<String>),
+    /// A state.
+    State(Vec<u8>),
+}
+
+/// How a moved-marker starts. JSON never starts with a NUL byte, so no state is taken for a
+/// marker, and no marker decodes as a state.
+const MOVED_PREFIX: &[u8] = b"\0moved:";
+
+/// A fresh moved-marker: the prefix, a random nonce (so that a regenerate can tell its own
+/// marker from another's when it must read back a swap whose answer was lost), `:`, and the
+/// stored name of the new id, which a revoke follows. That name is the new domain's own name,
+/// hashed when ids are hashed at rest, so the marker holds nothing the storage did not.
+pub(crate) fn moved_marker(target: &str) -> Vec<u8> {
+    let mut marker = MOVED_PREFIX.to_vec();
+    marker.extend_from_slice(uuid::Uuid::new_v4().simple().to_string().as_bytes());
+    marker.push(b':');
+    marker.extend_from_slice(target.as_bytes());
+    marker
+}
+
+/// Reads what `id` holds under [`STATE_KEY`].
+pub(crate) fn read_state(archive: &dyn Archive, id: &SessionId) -> Result<Stored> {
+    Ok(match archive.get(id.as_str(), STATE_KEY)? {
+        None => Stored::Absent,
+        Some(bytes) => match bytes.strip_prefix(MOVED_PREFIX) {
+            Some(rest) => Stored::Moved(
+                std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|rest| rest.split_once(':'))
+                    .map(|(_, target)| target.to_owned()),
+            ),
+            None => Stored::State(bytes),
+        },
+    })
+}
+
+/// A hash of stored bytes, to tell whether they are still what was last read or written.
+pub(crate) fn bytes_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}

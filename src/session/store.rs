@@ -1,0 +1,738 @@
+//! The session store: the write protocol of sessions on top of an [`Archive`], in bytes.
+//!
+//! Everything that writes a session goes through [`Store`]: create, swap of the state, touch of
+//! the timestamps, destroy, the move of a regenerate, the expiry index and the per-user index.
+//! The typed face ([`Sessions`](super::Sessions), [`Session`](super::Session)) encodes and
+//! decodes the state and keeps the handle's phase and cookie; it never calls the archive itself.
+//!
+//! # Invariants
+//!
+//! - **Index first.** A write that moves a session's expiry, or binds it to a user, writes the
+//!   index entry covering it first, then the timestamps, then the state. A failure or crash
+//!   between them leaves at worst a spurious entry (the sweep and the listings re-check every
+//!   entry), never a stored expiry or binding without its entry.
+//! - **One compare-and-swap is the moment.** A create claims its id by a compare-and-swap of the
+//!   timestamps from nothing; a save or update swaps the state from what it read; a destroy or
+//!   revoke swaps the state to nothing; a regenerate swaps the old state for a moved-marker. A
+//!   swap that fails means another write landed: the state is read again, or the session is
+//!   found gone.
+//! - **What is dead stays dead.** A session's domain is a session only while it holds a state;
+//!   timestamps alone (a create cut short, a touch racing a destroy) are indexed, so the sweep
+//!   removes them, and no write recreates a state that a destroy or a move swapped away.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::{Duration, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use super::clock::Clock;
+use super::expiry::{
+    Index, IndexNames, Judge, StoredSettings, Verdict, place, unix_secs, unix_time,
+};
+use super::hashed::HashedIds;
+use super::id::{SessionId, hashed_name};
+use super::layout::{
+    CORRUPT_DOMAIN, META_KEY, Meta, STATE_KEY, Stamp, Stored, bound_user, decode, encode_meta,
+    moved_marker, read_state, user_domain, validate_user,
+};
+use crate::archive::{Archive, Blocking, DEFAULT_PAGE_SIZE};
+use crate::error::{Error, Result};
+
+/// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
+/// reading a session does not write on every request.
+const TOUCH_FRACTION: u64 = 8;
+
+/// The expiry index of sessions: buckets `expiry-<n>`, and the record in `sweep-cursor`.
+const SESSIONS_INDEX: IndexNames = IndexNames {
+    prefix: "expiry-",
+    cursor: "sweep-cursor",
+};
+
+/// How often a fresh id is drawn when the one drawn already exists. With 122 random bits a
+/// collision is practically impossible; the bound only keeps a misbehaving backend (one whose
+/// `compare_and_swap` never succeeds) from looping forever.
+const CREATE_ATTEMPTS: usize = 4;
+
+/// How many locks [`Store::update_locks`] holds: enough that the few dozen sessions a server
+/// updates at once rarely share one, at one byte each.
+const UPDATE_LOCKS: usize = 4096;
+
+/// What the protocol needs to know of the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreConfig {
+    pub(crate) hash_ids: bool,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) absolute_lifetime: Option<Duration>,
+    /// The index's bucket width, in seconds, for an archive that has none recorded yet.
+    pub(crate) sweep_granularity: u64,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// The session store over one archive; see the module docs.
+pub(crate) struct Store {
+    /// The archive as sessions see it: with ids hashed at rest when configured.
+    archive: Arc<dyn Archive>,
+    /// The archive as given, for the names stored before ids were hashed.
+    raw: Arc<dyn Archive>,
+    config: StoreConfig,
+    /// The index's bucket width as last read from the archive's record; 0 until then.
+    index_width: AtomicU64,
+    /// Whether this process has recorded its timeouts in the archive's record.
+    settings_recorded: AtomicBool,
+    /// Serializes this process's updates of one session (by a hash of its id, so unrelated
+    /// sessions rarely share one): see [`UpdateTurn`].
+    update_locks: Box<[Mutex<()>]>,
+}
+
+/// What [`Store::open`] found under an id.
+pub(crate) enum Opened {
+    /// A stored, unexpired session: its state bytes, and its timestamps unless it was stored
+    /// without (by the original framework).
+    Found {
+        bytes: Vec<u8>,
+        stamp: Option<Stamp>,
+    },
+    /// No live session: unknown, moved, destroyed, or expired (and removed).
+    Unknown,
+    /// Opening would write, and the caller asked it not to.
+    MustWrite,
+}
+
+/// What [`Store::resume_touch`] did.
+pub(crate) enum Refresh {
+    /// Nothing was due: the timestamps are as they were.
+    Unchanged,
+    /// The timestamps were written: the session's expiry moved.
+    Moved,
+    /// The session was destroyed while its first timestamps were written; they were taken
+    /// back, and the session is unknown.
+    Vanished,
+}
+
+impl Store {
+    /// A store over `archive`, which ids hashed at rest wrap when configured.
+    pub(crate) fn new(archive: Arc<dyn Archive>, config: StoreConfig) -> Store {
+        Store {
+            archive: if config.hash_ids {
+                Arc::new(HashedIds::new(Arc::clone(&archive)))
+            } else {
+                Arc::clone(&archive)
+            },
+            raw: archive,
+            config,
+            index_width: AtomicU64::new(0),
+            settings_recorded: AtomicBool::new(false),
+            update_locks: (0..UPDATE_LOCKS).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// The archive as sessions see it (ids hashed at rest when configured).
+    pub(crate) fn archive(&self) -> &dyn Archive {
+        &*self.archive
+    }
+
+    /// Which of the archive's calls may block.
+    pub(crate) fn blocking(&self) -> Blocking {
+        self.archive.blocking()
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        unix_secs(self.config.clock.now())
+    }
+
+    /// When a session with these timestamps expires, if it ever does.
+    pub(crate) fn expires_at(&self, meta: Meta) -> Option<u64> {
+        let idle = self
+            .config
+            .idle_timeout
+            .map(|idle| meta.seen.saturating_add(idle.as_secs()));
+        let absolute = self
+            .config
+            .absolute_lifetime
+            .map(|life| meta.created.saturating_add(life.as_secs()));
+        match (idle, absolute) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn is_expired(&self, meta: Meta, now: u64) -> bool {
+        self.expires_at(meta).is_some_and(|at| now >= at)
+    }
+
+    /// Whether `seen` is old enough to be rewritten (see [`TOUCH_FRACTION`]).
+    fn needs_touch(&self, meta: Meta, now: u64) -> bool {
+        self.config
+            .idle_timeout
+            .is_some_and(|idle| now.saturating_sub(meta.seen) > idle.as_secs() / TOUCH_FRACTION)
+    }
+
+    /// Whether starting a session with these timestamps (`None`: stored without) writes them.
+    pub(crate) fn touch_due(&self, stamp: Option<&Stamp>, now: u64) -> bool {
+        stamp.is_none_or(|stamp| self.needs_touch(stamp.meta, now))
+    }
+
+    /// Reads a session's timestamps.
+    pub(crate) fn read_meta(&self, id: &SessionId) -> Result<Option<Stamp>> {
+        let Some(raw) = self.archive.get(id.as_str(), META_KEY)? else {
+            return Ok(None);
+        };
+        let meta = decode(id, &raw)?;
+        Ok(Some(Stamp { meta, raw }))
+    }
+
+    /// Reads what `id` holds under the state key.
+    pub(crate) fn read_state(&self, id: &SessionId) -> Result<Stored> {
+        read_state(&*self.archive, id)
+    }
+
+    /// The name `id` is stored under: the id, or its hash when ids are hashed at rest.
+    pub(crate) fn stored_name(&self, id: &SessionId) -> String {
+        if self.config.hash_ids && SessionId::parse(id.as_str()).is_some() {
+            hashed_name(id.as_str())
+        } else {
+            id.as_str().to_owned()
+        }
+    }
+
+    /// The lock that this process's updates of session `id` take around their read, change and
+    /// compare-and-swap.
+    ///
+    /// Correctness never depends on it: the compare-and-swap alone makes an update lose
+    /// nothing, also against other processes and other operations. What it saves is work. Of
+    /// concurrent updates of one session, all but one would otherwise fail their swap and start
+    /// again; on a backend with group commit, one commit answers them all, so each round costs
+    /// a commit and yields one update, and the losers' reads, decodes and swaps take the CPU
+    /// the winner needs. In turn behind the lock, each update reads the state the previous one
+    /// left, and its swap succeeds the first time.
+    fn update_lock(&self, id: &SessionId) -> &Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id.as_str());
+        // The modulo keeps the index below the length, which fits a usize.
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "reduced modulo the length first"
+        )]
+        let index = (hash % self.update_locks.len() as u64) as usize;
+        &self.update_locks[index]
+    }
+}
+
+std::thread_local! {
+    /// Whether this thread holds an update lock: an update nested in another's closure takes
+    /// none, so it can neither wait for itself nor for a session sharing its lock.
+    static IN_UPDATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A turn behind [`Store::update_lock`], or none for an update nested in another one's
+/// closure; dropping it ends the turn.
+pub(crate) struct UpdateTurn<'a> {
+    guard: Option<parking_lot::MutexGuard<'a, ()>>,
+}
+
+impl<'a> UpdateTurn<'a> {
+    pub(crate) fn take(store: &'a Store, id: &SessionId) -> Self {
+        if IN_UPDATE.with(std::cell::Cell::get) {
+            return UpdateTurn { guard: None };
+        }
+        let guard = store.update_lock(id).lock();
+        IN_UPDATE.with(|held| held.set(true));
+        UpdateTurn { guard: Some(guard) }
+    }
+}
+
+impl Drop for UpdateTurn<'_> {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            IN_UPDATE.with(|held| held.set(false));
+        }
+    }
+}
+
+/// Indexing: the expiry index, the expiry hint, and the per-user index entries.
+impl Store {
+    /// Adds the index entry for a session expiring at `meta`'s expiry, and records this
+    /// `Sessions`' timeouts in the archive if this process has not yet. Called BEFORE the write
+    /// that moves the expiry there, so that no stored expiry is ever without its entry: if the
+    /// write then fails, or never happens, the entry is spurious, which is harmless since the
+    /// sweep re-checks every candidate against its timestamps.
+    fn index(&self, id: &SessionId, meta: Meta) -> Result<()> {
+        match self.expires_at(meta) {
+            Some(at) => self.expiry_index().index_all(&[(id.as_str(), at)], true),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks backends that expire domains themselves to drop the session's domain when it
+    /// expires. Called AFTER every write to the session's domain, since a write may clear it.
+    pub(crate) fn expire_hint(&self, id: &SessionId, meta: Meta) -> Result<()> {
+        if let Some(at) = self.expires_at(meta) {
+            self.archive.expire_domain(id.as_str(), unix_time(at))?;
+        }
+        Ok(())
+    }
+
+    /// The expiry index of these sessions: `expiry-<n>` and `sweep-cursor`.
+    fn expiry_index(&self) -> Index<'_> {
+        Index {
+            archive: &*self.archive,
+            names: SESSIONS_INDEX,
+            clock: &*self.config.clock,
+            granularity: self.config.sweep_granularity,
+            idle: self.config.idle_timeout.map(|idle| idle.as_secs()),
+            absolute: self.config.absolute_lifetime.map(|life| life.as_secs()),
+            known_width: &self.index_width,
+            settings_recorded: &self.settings_recorded,
+        }
+    }
+
+    /// Writes `id`'s entry in `user`'s index, valued with the time it was written. Called
+    /// BEFORE the write that binds the session.
+    fn add_user_entry(&self, user: &str, id: &SessionId) -> Result<()> {
+        let domain = user_domain(user);
+        let now = self.now();
+        self.archive
+            .set(&domain, id.as_str(), now.to_string().as_bytes())?;
+        // On backends that expire domains themselves (Redis), the index goes when the last of
+        // its sessions can have expired: no session written now outlives now plus the longest
+        // timeout, so each write moves that time forward and never before an entry's session.
+        let longest = [self.config.idle_timeout, self.config.absolute_lifetime]
+            .into_iter()
+            .flatten()
+            .max();
+        if let Some(longest) = longest {
+            let at = UNIX_EPOCH + Duration::from_secs(now) + longest + Duration::from_secs(60);
+            self.archive.expire_domain(&domain, at)?;
+        }
+        Ok(())
+    }
+
+    /// Removes `id`'s entry from `user`'s index. Called AFTER the session stopped being bound
+    /// to `user` (destroyed, moved, expired or rebound).
+    fn remove_user_entry(&self, user: &str, id: &SessionId) -> Result<()> {
+        self.archive.remove(&user_domain(user), id.as_str())?;
+        Ok(())
+    }
+}
+
+/// Opening and touching a stored session.
+impl Store {
+    /// Opens the stored session `id` at `now`: its state and timestamps, or why there is none.
+    ///
+    /// The timestamps are read before the state. A destroy removes the state first and the
+    /// timestamps after it, so a state read after timestamps found missing proves the session
+    /// was stored without timestamps (the original framework's) when they were read, and not
+    /// half-way through a destroy. An expired session is removed, unless `may_write` is false.
+    pub(crate) fn open(&self, id: &SessionId, now: u64, may_write: bool) -> Result<Opened> {
+        let stamp = self.read_meta(id)?;
+        let Stored::State(bytes) = self.read_state(id)? else {
+            return Ok(Opened::Unknown);
+        };
+        if let Some(stamp) = &stamp
+            && self.is_expired(stamp.meta, now)
+        {
+            if !may_write {
+                return Ok(Opened::MustWrite);
+            }
+            self.archive.remove_domain(id.as_str())?;
+            return Ok(Opened::Unknown);
+        }
+        Ok(Opened::Found { bytes, stamp })
+    }
+
+    /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
+    /// state for nothing. Returns whether it retired the id; not when another write replaced the
+    /// bytes meanwhile, which leaves the session to the caller's ordinary error.
+    pub(crate) fn set_aside(&self, id: &SessionId, bytes: &[u8], now: u64) -> Result<bool> {
+        let fingerprint = id.fingerprint();
+        let key = format!("{now}-{}", fingerprint.trim_start_matches('#'));
+        self.archive.set(CORRUPT_DOMAIN, &key, bytes)?;
+        if !self
+            .archive
+            .compare_and_swap(id.as_str(), STATE_KEY, Some(bytes), None)?
+        {
+            return Ok(false);
+        }
+        // The id is dead; its timestamps are indexed and go with the sweep if this fails.
+        let _ = self.archive.remove_domain(id.as_str());
+        Ok(true)
+    }
+
+    /// The touch of a session being started (see [`touch`](Self::touch)). Adopting a session
+    /// without timestamps writes them from nothing; if a destroy removed the state meanwhile,
+    /// those timestamps would make a dead id look alive (and its cookie would be sent again),
+    /// so they are taken back and the session is [`Refresh::Vanished`].
+    pub(crate) fn resume_touch(
+        &self,
+        id: &SessionId,
+        stamp: &mut Option<Stamp>,
+        bound: &mut Option<String>,
+        now: u64,
+    ) -> Result<Refresh> {
+        let adopting = stamp.is_none();
+        let user = bound.clone();
+        if !self.touch(id, stamp, bound, user.as_deref(), now)? {
+            return Ok(Refresh::Unchanged);
+        }
+        if adopting && !matches!(self.read_state(id)?, Stored::State(_)) {
+            if let Some(stamp) = stamp {
+                self.archive
+                    .compare_and_swap(id.as_str(), META_KEY, Some(&stamp.raw), None)?;
+            }
+            return Ok(Refresh::Vanished);
+        }
+        Ok(Refresh::Moved)
+    }
+
+    /// Rewrites `last seen` if it is old enough, or writes the first timestamps of a session
+    /// stored without them, and stores the binding to `user` when it differs from `bound`.
+    /// `stamp` and `bound` are the timestamps and binding as the caller last read or wrote them,
+    /// and are updated. A lost race (another handle touched or destroyed the session first) is
+    /// not an error: the winner's timestamps stand, and a destroyed session stays destroyed; a
+    /// changed binding is tried again on the winner's timestamps. The expiry index entry, and
+    /// the new user's entry, are written first; the old user's entry is removed after. Returns
+    /// whether it wrote.
+    pub(crate) fn touch(
+        &self,
+        id: &SessionId,
+        stamp: &mut Option<Stamp>,
+        bound: &mut Option<String>,
+        user: Option<&str>,
+        now: u64,
+    ) -> Result<bool> {
+        loop {
+            let rebind = user != bound.as_deref();
+            let fresh = match stamp.as_ref().map(|stamp| stamp.meta) {
+                Some(old) if !rebind && !self.needs_touch(old, now) => return Ok(false),
+                Some(old) => Meta { seen: now, ..old },
+                None => Meta::fresh(now),
+            };
+            let raw = encode_meta(id, fresh, user)?;
+            self.index(id, fresh)?;
+            if rebind && let Some(user) = user {
+                self.add_user_entry(user, id)?;
+            }
+            let expected = stamp.as_ref().map(|stamp| stamp.raw.as_slice());
+            if self
+                .archive
+                .compare_and_swap(id.as_str(), META_KEY, expected, Some(&raw))?
+            {
+                *stamp = Some(Stamp { meta: fresh, raw });
+                self.expire_hint(id, fresh)?;
+                if rebind {
+                    if let Some(old) = bound.as_deref() {
+                        self.remove_user_entry(old, id)?;
+                    }
+                    *bound = user.map(str::to_owned);
+                }
+                return Ok(true);
+            }
+            *stamp = self.read_meta(id)?;
+            *bound = stamp.as_ref().and_then(Stamp::user);
+            if !rebind || stamp.is_none() {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Writing a session: create, swap, destroy, and the move of a regenerate.
+impl Store {
+    /// Stores a session that is not stored yet, with `meta` as its timestamps and bound to
+    /// `user`, under `id`, or under a fresh id (left in `id`) if that one is taken. Returns the
+    /// timestamps stored, or `None` when every id drawn was taken.
+    ///
+    /// The writes go in the order that keeps every failure, or crash, between them recoverable:
+    /// the index entries, then the timestamps (their `compare_and_swap` from nothing claims the
+    /// id), then the state. Until the state is written the domain is not a session (a start does
+    /// not find it), and a domain holding only timestamps is indexed, so the sweep removes it
+    /// when it expires. On an error what was written is removed, as far as the archive allows.
+    pub(crate) fn create(
+        &self,
+        id: &mut SessionId,
+        bytes: &[u8],
+        meta: Meta,
+        user: Option<&str>,
+    ) -> Result<Option<Stamp>> {
+        if let Some(user) = user {
+            validate_user(user)?;
+        }
+        for _ in 0..CREATE_ATTEMPTS {
+            let raw = encode_meta(id, meta, user)?;
+            if let Some(raw) = self.create_at(id, bytes, meta, raw, user)? {
+                return Ok(Some(Stamp { meta, raw }));
+            }
+            *id = SessionId::generate();
+        }
+        Ok(None)
+    }
+
+    /// One attempt of [`create`](Self::create) under `id`: returns the stored timestamps, or
+    /// `None` when the id is taken.
+    fn create_at(
+        &self,
+        id: &SessionId,
+        bytes: &[u8],
+        meta: Meta,
+        raw: Vec<u8>,
+        user: Option<&str>,
+    ) -> Result<Option<Vec<u8>>> {
+        let archive = &*self.archive;
+        self.index(id, meta)?;
+        if let Some(user) = user {
+            self.add_user_entry(user, id)?;
+        }
+        let id = id.as_str();
+        if !archive.compare_and_swap(id, META_KEY, None, Some(&raw))? {
+            return Ok(None);
+        }
+        match archive.compare_and_swap(id, STATE_KEY, None, Some(bytes)) {
+            Ok(true) => Ok(Some(raw)),
+            // A state without timestamps: a session of the original framework's owns this id.
+            // Its timestamps stay unwritten, as they were.
+            Ok(false) => {
+                archive.compare_and_swap(id, META_KEY, Some(&raw), None)?;
+                Ok(None)
+            }
+            Err(err) => {
+                // The state may or may not have been written. Best effort, and removing only what
+                // this call wrote: if the removal fails too, the timestamps left are indexed, so
+                // the sweep removes the domain when it expires.
+                if archive
+                    .compare_and_swap(id, STATE_KEY, Some(bytes), None)
+                    .is_ok()
+                {
+                    let _ = archive.compare_and_swap(id, META_KEY, Some(&raw), None);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Replaces the state stored under `id` with the bytes `next` makes from it, reading and
+    /// swapping again whenever another write landed in between, and returns what `next`
+    /// returned; `None` once no state is stored (the session was destroyed or moved).
+    pub(crate) fn swap_state<R>(
+        &self,
+        id: &SessionId,
+        mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
+    ) -> Result<Option<R>> {
+        loop {
+            let Stored::State(current) = self.read_state(id)? else {
+                return Ok(None);
+            };
+            let (bytes, result) = next(&current)?;
+            if self.archive.compare_and_swap(
+                id.as_str(),
+                STATE_KEY,
+                Some(&current),
+                Some(&bytes),
+            )? {
+                return Ok(Some(result));
+            }
+        }
+    }
+
+    /// Destroys what is stored under `id`: one compare-and-swap of its state to nothing,
+    /// retried while other writes land. Returns whether a session was there to destroy (and
+    /// not already destroyed, or moved by a regenerate, whose writer removes it).
+    pub(crate) fn destroy(&self, id: &SessionId) -> Result<bool> {
+        loop {
+            let bound = self
+                .archive
+                .get(id.as_str(), META_KEY)?
+                .as_deref()
+                .and_then(bound_user);
+            let Stored::State(current) = self.read_state(id)? else {
+                return Ok(false);
+            };
+            if self
+                .archive
+                .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)?
+            {
+                // The session is destroyed. What is left is its timestamps and its user entry,
+                // which no write can bring back to life; a failure to remove them leaves the
+                // timestamps indexed, for the sweep, and the entry stale, for the next listing
+                // of the user's sessions.
+                self.forget(id, bound.as_deref());
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Removes what is left of a session no one can reach any more (destroyed, moved away from,
+    /// or a regenerate's copy that was never handed out): its domain, then its entry in the
+    /// index of `user`. In that order, so a failure between leaves a stale entry (dropped by the
+    /// next listing of the user's sessions), never a domain that the user's index does not lead
+    /// to. Best effort: what a failure leaves is indexed, and goes with the sweep.
+    pub(crate) fn forget(&self, id: &SessionId, user: Option<&str>) {
+        let _ = self.archive.remove_domain(id.as_str());
+        if let Some(user) = user {
+            let _ = self.remove_user_entry(user, id);
+        }
+    }
+
+    /// The move of a regenerate: swaps the old id's state, `current`, for a moved-marker naming
+    /// `new`, following the writes that land meanwhile. With `clean` (the handle holds no
+    /// changes of its own) the copy already stored under `new` follows them too: `bytes` ends
+    /// as what was moved, and `follow` is given each newer state before the copy takes it.
+    ///
+    /// [`Error::SessionGone`] (naming `old`) when the session was destroyed or moved by another
+    /// call first, or when the copy changed under this call.
+    pub(crate) fn move_session(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        mut current: Vec<u8>,
+        bytes: &mut Vec<u8>,
+        clean: bool,
+        mut follow: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let archive = &*self.archive;
+        let marker = moved_marker(&self.stored_name(new));
+        let gone = || Error::SessionGone {
+            id: old.to_string(),
+        };
+        loop {
+            match archive.compare_and_swap(old.as_str(), STATE_KEY, Some(&current), Some(&marker)) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // The swap may or may not have happened; the marker is unique to this call, so
+                // reading it back tells.
+                Err(err) => {
+                    return match archive.get(old.as_str(), STATE_KEY) {
+                        Ok(Some(stored)) if stored == marker => Ok(()),
+                        _ => Err(err),
+                    };
+                }
+            }
+            let Stored::State(next) = self.read_state(old)? else {
+                return Err(gone());
+            };
+            if clean {
+                follow(&next)?;
+                // Only this call knows the copy's id; a copy changed under it is gone.
+                if !archive.compare_and_swap(new.as_str(), STATE_KEY, Some(bytes), Some(&next))? {
+                    return Err(gone());
+                }
+                bytes.clone_from(&next);
+            }
+            current = next;
+        }
+    }
+}
+
+/// The sweep, the record of settings, and the adoption of sessions stored without timestamps.
+impl Store {
+    /// Removes every session that has expired; see [`Sessions::sweep`](super::Sessions::sweep).
+    pub(crate) fn sweep(&self) -> Result<usize> {
+        self.expiry_index().sweep(self)
+    }
+
+    /// The expiry settings recorded in the archive, if any.
+    pub(crate) fn stored_settings(&self) -> Result<Option<StoredSettings>> {
+        self.expiry_index().stored_settings()
+    }
+
+    /// Indexes every session and gives those stored without timestamps timestamps from now;
+    /// see [`Sessions::adopt_legacy`](super::Sessions::adopt_legacy).
+    pub(crate) fn adopt_legacy(&self, mut progress: impl FnMut(u64)) -> Result<usize> {
+        let fresh = Meta::fresh(self.now());
+        if self.expires_at(fresh).is_none() {
+            return Ok(0);
+        }
+        let mut adopted = 0;
+        let mut scanned = 0_u64;
+        let mut cursor = None;
+        loop {
+            let page = self
+                .archive
+                .list_domains(cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
+            adopted += self.adopt_page(&page.names, fresh)?;
+            scanned += page.names.len() as u64;
+            progress(scanned);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(adopted),
+            }
+        }
+    }
+
+    /// [`adopt_legacy`](Self::adopt_legacy) over one listing page of domains: the index entries
+    /// first (one batch), then the timestamps `fresh` of each session stored without, by a
+    /// compare-and-swap from nothing. Returns how many sessions it adopted.
+    fn adopt_page(&self, domains: &[String], fresh: Meta) -> Result<usize> {
+        let fresh_expiry = self.expires_at(fresh).unwrap_or(u64::MAX);
+        let mut entries = Vec::new();
+        let mut unstamped = Vec::new();
+        let mut unreachable = Vec::new();
+        for domain in domains {
+            // With ids hashed at rest, a domain named by a plain id was stored before
+            // hashing was turned on: no cookie reaches it any more.
+            if self.config.hash_ids && SessionId::parse(domain).is_some() {
+                unreachable.push(domain.as_str());
+                continue;
+            }
+            let Some(id) = SessionId::from_stored(domain) else {
+                continue;
+            };
+            match self.read_meta(&id) {
+                Ok(Some(stamp)) => entries.extend(self.expires_at(stamp.meta).map(|at| (id, at))),
+                Ok(None) if self.archive.has(id.as_str(), STATE_KEY)? => {
+                    entries.push((id.clone(), fresh_expiry));
+                    unstamped.push(id);
+                }
+                Ok(None) | Err(Error::CorruptSession { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let entries: Vec<(&str, u64)> = entries.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+        self.expiry_index().index_all(&entries, false)?;
+        let mut adopted = 0;
+        for id in &unstamped {
+            let raw = encode_meta(id, fresh, None)?;
+            if self
+                .archive
+                .compare_and_swap(id.as_str(), META_KEY, None, Some(&raw))?
+            {
+                adopted += 1;
+                self.expire_hint(id, fresh)?;
+            }
+        }
+        if !unreachable.is_empty() {
+            self.raw.remove_domains(&unreachable)?;
+        }
+        Ok(adopted)
+    }
+
+    /// Judges one index entry of `bucket` by the session's timestamps.
+    fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
+        let stamp = match self.read_meta(id) {
+            Ok(Some(stamp)) => stamp,
+            Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
+            Err(err) => return Err(err),
+        };
+        if self.is_expired(stamp.meta, now) {
+            return Ok(Verdict::Expired { user: stamp.user() });
+        }
+        Ok(match self.expires_at(stamp.meta) {
+            None => Verdict::Drop,
+            Some(at) if place(at, now, width, 0) == bucket => Verdict::Keep,
+            Some(at) => Verdict::Later { at },
+        })
+    }
+}
+
+impl Judge for Store {
+    fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
+        match SessionId::from_stored(entry) {
+            Some(id) => self.sweep_verdict(&id, bucket, now, width),
+            None => Ok(Verdict::Drop),
+        }
+    }
+
+    fn remove_expired(&self, expired: &[&str]) -> Result<usize> {
+        self.archive.remove_domains(expired)
+    }
+}
