@@ -34,15 +34,15 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod archive;
+pub mod archive;
 #[cfg(feature = "axum")]
 pub mod axum;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-mod error;
-mod name;
+pub mod error;
+pub mod name;
 mod session;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
@@ -51,11 +51,25 @@ pub mod tower_sessions;
 pub use crate::archive::dir::DirArchive;
 pub use crate::archive::memory::MemoryArchive;
 #[cfg(feature = "archive-redb")]
-pub use crate::archive::redb::{Durability, RedbArchive, RedbArchiveBuilder};
+pub use crate::archive::redb::RedbArchive;
 #[cfg(feature = "archive-redis")]
-pub use crate::archive::redis::{RedisArchive, RedisArchiveBuilder};
-pub use crate::archive::{Archive, ArchiveExt, Blocking, DEFAULT_PAGE_SIZE, Names, Page};
-pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
+pub use crate::archive::redis::RedisArchive;
+pub use crate::archive::{Archive, ArchiveExt};
+pub use crate::error::{Error, Result};
+
+// The root paths these items had before they got a module home; hidden, so the documentation
+// shows each item once, where it lives.
+#[cfg(feature = "archive-redb")]
+#[doc(hidden)]
+pub use crate::archive::redb::{Durability, RedbArchiveBuilder};
+#[cfg(feature = "archive-redis")]
+#[doc(hidden)]
+pub use crate::archive::redis::RedisArchiveBuilder;
+#[doc(hidden)]
+pub use crate::archive::{Blocking, DEFAULT_PAGE_SIZE, Names, Page};
+#[doc(hidden)]
+pub use crate::error::{BoxError, NameKind, NameProblem};
+#[doc(hidden)]
 pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};
 pub use crate::session::clock::{Clock, ManualClock, SystemClock};
 pub use crate::session::id::SessionId;
