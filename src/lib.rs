@@ -37,7 +37,7 @@ struct ReadmeDoctests;
 pub mod archive;
 #[cfg(feature = "axum")]
 pub mod axum;
-#[cfg(all(feature = "cli", unix))]
+#[cfg(unix)]
 pub mod cli;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
