@@ -393,10 +393,12 @@ impl Spec {
     /// ```
     /// use session_archive::cli::{Access, Spec};
     ///
+    /// # #[cfg(feature = "archive-dir")] {
     /// let dir = tempfile::tempdir()?;
     /// let spec = Spec::parse(&format!("dir:{}", dir.path().display()))?;
     /// spec.open(Access::Existing)?.set("d", "k", b"12345")?;
     /// assert_eq!(spec.disk_size()?, Some(5)); // the empty lock file adds nothing
+    /// # }
     /// assert_eq!(Spec::parse("redis://127.0.0.1/")?.disk_size()?, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
