@@ -88,9 +88,9 @@ impl Page {
 ///
 /// # Contract
 ///
-/// - **Names.** Every domain and key must pass the [name rule](crate::name::validate_name). An invalid
-///   name makes every method return [`Error::InvalidName`](crate::Error::InvalidName) before
-///   anything is read or written.
+/// - **Names.** Every domain and key must pass the [name rule](crate::name::validate_name). An
+///   invalid name makes every method return [`Error::InvalidName`](crate::Error::InvalidName)
+///   before anything is read or written.
 /// - **Absence is not an error.** [`get`](Archive::get) returns `Ok(None)` for a missing key;
 ///   [`remove`](Archive::remove) and [`remove_domain`](Archive::remove_domain) return
 ///   `Ok(false)` when there was nothing to remove.
@@ -708,9 +708,9 @@ macro_rules! forward_archive {
 
 forward_archive!(Arc, Box);
 
-/// The page size the [`ArchiveExt`] iterators ask for: a caller paging by hand with
-/// [`list_domains`](Archive::list_domains) or [`list_keys`](Archive::list_keys) pays the same
-/// per-call cost with it.
+/// The page size the [`ArchiveExt`] iterators ask for, and a sensible `limit` for a caller that
+/// pages with [`list_domains`](Archive::list_domains) or [`list_keys`](Archive::list_keys)
+/// itself.
 ///
 /// # Examples
 ///

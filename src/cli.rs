@@ -174,6 +174,21 @@ pub enum CliError {
 
 /// Formats `err` and every error in its [`source`](std::error::Error::source) chain on one
 /// line, as [`Chain`] displays them.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::cli::{one_line, Access, Spec};
+///
+/// let Err(err) = Spec::parse("redb:/nonexistent/x.redb")?.open(Access::Existing) else {
+///     panic!("a missing file opened");
+/// };
+/// assert_eq!(
+///     one_line(&err),
+///     "redb:/nonexistent/x.redb: no such archive (/nonexistent/x.redb does not exist)"
+/// );
+/// # Ok::<(), session_archive::cli::CliError>(())
+/// ```
 #[doc(hidden)]
 pub fn one_line(err: &dyn std::error::Error) -> String {
     Chain(err).to_string()
@@ -183,10 +198,11 @@ pub fn one_line(err: &dyn std::error::Error) -> String {
 /// (also `rediss://` and `redis+unix://`).
 ///
 /// A Redis URL may end in a fragment naming the archive's
-/// [prefix](crate::archive::redis::RedisArchiveBuilder::prefix): `redis://127.0.0.1/0#prefix=myapp`, or
-/// `#legacy-prefix=myapp:` for data stored in the
-/// [legacy layout](crate::archive::redis::RedisArchiveBuilder::legacy_layout) (`#legacy-prefix=` for the empty
-/// prefix). Without one it is the empty prefix in the current layout.
+/// [prefix](crate::archive::redis::RedisArchiveBuilder::prefix):
+/// `redis://127.0.0.1/0#prefix=myapp`, or `#legacy-prefix=myapp:` for data stored in the
+/// [legacy layout](crate::archive::redis::RedisArchiveBuilder::legacy_layout)
+/// (`#legacy-prefix=` for the empty prefix). Without one it is the empty prefix in the current
+/// layout.
 ///
 /// # Examples
 ///
@@ -869,7 +885,8 @@ pub struct Swept {
 /// let app = Sessions::builder(archive.clone()).idle_timeout(Duration::from_secs(3600)).build();
 /// app.start(None, ())?.save()?;
 ///
-/// let shorter = SweepOptions { idle: Some(Limit(Some(Duration::from_secs(60)))), ..SweepOptions::default() };
+/// let one_minute = Limit(Some(Duration::from_secs(60)));
+/// let shorter = SweepOptions { idle: Some(one_minute), ..SweepOptions::default() };
 /// let refused = cli::sweep(Box::new(archive.clone()), &shorter, &mut |_| {}, &mut |_| {});
 /// assert!(matches!(refused, Err(CliError::Override { .. })));
 ///

@@ -123,7 +123,8 @@ impl fmt::Display for NameProblem {
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A domain or key broke the [name rule](crate::name::validate_name). Nothing was read or written.
+    /// A domain or key broke the [name rule](crate::name::validate_name). Nothing was read or
+    /// written.
     #[error("invalid {kind} name {name:?}: {problem}")]
     InvalidName {
         /// Whether the name was a domain or a key.
@@ -225,7 +226,8 @@ pub enum Error {
     },
 
     /// A user id given to [`Session::set_user`](crate::Session::set_user) or the per-user calls
-    /// is empty or longer than [`MAX_USER_LEN`](crate::session::MAX_USER_LEN) bytes. Nothing was written.
+    /// is empty or longer than [`MAX_USER_LEN`](crate::session::MAX_USER_LEN) bytes. Nothing was
+    /// written.
     #[error(
         "invalid user id: {len} bytes, where 1 to {} are allowed",
         crate::session::MAX_USER_LEN
