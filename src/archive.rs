@@ -1,4 +1,18 @@
-//! The [`Archive`] trait: a two-layer byte store, `domain -> key -> bytes`.
+//! The [`Archive`] trait, a two-layer byte store (`domain -> key -> bytes`), and its backends.
+//!
+//! Each backend lives in a module named after where its data lives, beside its builder and its
+//! `DEFAULT_*` settings:
+//!
+//! | module | archive | feature | where the data lives |
+//! |---|---|---|---|
+//! | [`memory`] | [`MemoryArchive`](memory::MemoryArchive) | always | a map in this process |
+//! | [`redb`] | [`RedbArchive`](redb::RedbArchive) | `archive-redb` | one redb file, the embedded default |
+//! | [`dir`] | [`DirArchive`](dir::DirArchive) | `archive-dir` (Unix) | the original `<root>/<domain>/<key>` tree |
+//! | [`redis`] | [`RedisArchive`](redis::RedisArchive) | `archive-redis` | a Redis or Valkey server shared by many app instances |
+//!
+//! [`ArchiveExt`] walks every domain or key without paging by hand. A backend of your own
+//! implements [`Archive`] (its documentation holds a complete one) and checks itself against the
+//! [`conformance`](crate::conformance) suite.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -52,7 +66,7 @@ impl Page {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::Page;
+    /// use session_archive::archive::Page;
     ///
     /// let full = Page::ordered(vec!["a".into(), "b".into()], 2);
     /// assert_eq!(full.cursor.as_deref(), Some("b"));
@@ -74,9 +88,9 @@ impl Page {
 ///
 /// # Contract
 ///
-/// - **Names.** Every domain and key must pass the [name rule](crate::validate_name). An invalid
-///   name makes every method return [`Error::InvalidName`](crate::Error::InvalidName) before
-///   anything is read or written.
+/// - **Names.** Every domain and key must pass the [name rule](crate::name::validate_name). An
+///   invalid name makes every method return [`Error::InvalidName`](crate::Error::InvalidName)
+///   before anything is read or written.
 /// - **Absence is not an error.** [`get`](Archive::get) returns `Ok(None)` for a missing key;
 ///   [`remove`](Archive::remove) and [`remove_domain`](Archive::remove_domain) return
 ///   `Ok(false)` when there was nothing to remove.
@@ -114,7 +128,9 @@ impl Page {
 /// use std::collections::BTreeMap;
 /// use std::ops::Bound;
 /// use std::sync::Mutex;
-/// use session_archive::{validate_domain, validate_entry, Archive, Page, Result};
+/// use session_archive::archive::{Archive, Page};
+/// use session_archive::name::{validate_domain, validate_entry};
+/// use session_archive::Result;
 ///
 /// #[derive(Default)]
 /// struct Toy(Mutex<BTreeMap<(String, String), Vec<u8>>>);
@@ -334,40 +350,6 @@ pub trait Archive: Send + Sync {
     /// ```
     fn remove_domain(&self, domain: &str) -> Result<bool>;
 
-    /// Atomically replaces the value under `key` with `new` if, and only if, it currently equals
-    /// `expected`. `None` means absent on both sides: `expected: None` asks that the key does not
-    /// exist, and `new: None` removes it. Returns whether the swap happened.
-    ///
-    /// No other write to the same key can come between the comparison and the swap, including
-    /// writes from other processes where the backend is shared between processes. This is the
-    /// primitive behind [`Session::update`](crate::Session::update).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
-    /// backend error, after which the value is unchanged.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::{Archive, MemoryArchive};
-    ///
-    /// let archive = MemoryArchive::new();
-    /// assert!(archive.compare_and_swap("d", "k", None, Some(b"1"))?); // create if absent
-    /// assert!(!archive.compare_and_swap("d", "k", None, Some(b"2"))?); // it exists now
-    /// assert!(archive.compare_and_swap("d", "k", Some(b"1"), Some(b"2"))?);
-    /// assert!(archive.compare_and_swap("d", "k", Some(b"2"), None)?); // remove
-    /// assert!(!archive.has_domain("d")?);
-    /// # Ok::<(), session_archive::Error>(())
-    /// ```
-    fn compare_and_swap(
-        &self,
-        domain: &str,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool>;
-
     /// Lists one page of domain names, starting after `cursor` (`None` for the first page).
     /// `limit` is the page size the caller wants; backends that cannot bound a page exactly
     /// (Redis `SCAN`) treat it as a hint. A `limit` of 0 is treated as 1.
@@ -415,6 +397,40 @@ pub trait Archive: Send + Sync {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page>;
+
+    /// Atomically replaces the value under `key` with `new` if, and only if, it currently equals
+    /// `expected`. `None` means absent on both sides: `expected: None` asks that the key does not
+    /// exist, and `new: None` removes it. Returns whether the swap happened.
+    ///
+    /// No other write to the same key can come between the comparison and the swap, including
+    /// writes from other processes where the backend is shared between processes. This is the
+    /// primitive behind [`Session::update`](crate::Session::update).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; otherwise a
+    /// backend error, after which the value is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// assert!(archive.compare_and_swap("d", "k", None, Some(b"1"))?); // create if absent
+    /// assert!(!archive.compare_and_swap("d", "k", None, Some(b"2"))?); // it exists now
+    /// assert!(archive.compare_and_swap("d", "k", Some(b"1"), Some(b"2"))?);
+    /// assert!(archive.compare_and_swap("d", "k", Some(b"2"), None)?); // remove
+    /// assert!(!archive.has_domain("d")?);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool>;
 
     /// Stores several entries. Every name is checked first, so an invalid name anywhere in the
     /// batch writes nothing. Each entry is then stored atomically, as by [`set`](Archive::set);
@@ -562,7 +578,8 @@ pub trait Archive: Send + Sync {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::{Archive, Blocking, MemoryArchive};
+    /// use session_archive::archive::{Archive, Blocking};
+    /// use session_archive::MemoryArchive;
     ///
     /// assert_eq!(MemoryArchive::new().blocking(), Blocking::Never);
     /// ```
@@ -580,7 +597,7 @@ pub trait Archive: Send + Sync {
 /// # Examples
 ///
 /// ```
-/// use session_archive::Blocking;
+/// use session_archive::archive::Blocking;
 ///
 /// assert!(Blocking::Never < Blocking::Writes && Blocking::Writes < Blocking::Always);
 /// assert!(!Blocking::Writes.reads_block());
@@ -608,7 +625,7 @@ impl Blocking {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::Blocking;
+    /// use session_archive::archive::Blocking;
     ///
     /// assert!(Blocking::Always.reads_block());
     /// assert!(!Blocking::Never.reads_block());
@@ -622,7 +639,7 @@ impl Blocking {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::Blocking;
+    /// use session_archive::archive::Blocking;
     ///
     /// assert!(Blocking::Writes.writes_block());
     /// assert!(!Blocking::Never.writes_block());
@@ -691,7 +708,29 @@ macro_rules! forward_archive {
 
 forward_archive!(Arc, Box);
 
-/// The page size the [`ArchiveExt`] iterators ask for.
+/// The page size the [`ArchiveExt`] iterators ask for, and a sensible `limit` for a caller that
+/// pages with [`list_domains`](Archive::list_domains) or [`list_keys`](Archive::list_keys)
+/// itself.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::archive::{Archive, DEFAULT_PAGE_SIZE};
+/// use session_archive::MemoryArchive;
+///
+/// let archive = MemoryArchive::new();
+/// archive.set("d", "k", b"")?;
+/// let mut cursor = None;
+/// loop {
+///     let page = archive.list_domains(cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
+///     assert!(page.names.len() <= DEFAULT_PAGE_SIZE);
+///     cursor = page.cursor;
+///     if cursor.is_none() {
+///         break;
+///     }
+/// }
+/// # Ok::<(), session_archive::Error>(())
+/// ```
 pub const DEFAULT_PAGE_SIZE: usize = 1024;
 
 /// Conveniences for every [`Archive`], including `dyn Archive`.

@@ -865,20 +865,7 @@ impl IntoResponse for SessionError {
     }
 }
 
-/// Displays an error and its sources, `outer: inner: innermost`.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
-    }
-}
+use crate::error::Chain;
 
 #[cfg(test)]
 mod tests {

@@ -1,36 +1,45 @@
-//! The library side of the `session-archive` command (feature `cli`): naming an archive by a
-//! spec, and the migration, statistics and sweep the command runs.
+//! The library side of the `session-archive` command: naming an archive by a spec, and the
+//! migration, statistics, sweep and per-user calls the command runs.
 //!
-//! The binary only parses arguments and prints; everything here is usable, and tested, without
-//! it.
+//! The command (feature `cli`) only parses its arguments and prints; everything here is usable,
+//! and tested, without it. The module is compiled on Unix whatever the features, so an app can
+//! take the same specs as the command: a spec whose backend is not compiled in gives
+//! [`CliError::NotCompiled`] when opened.
 //!
 //! ```
+//! # #[cfg(all(feature = "archive-dir", feature = "archive-redb"))] {
 //! use session_archive::cli::{self, Access, MigrateOptions, Spec};
 //!
+//! // Move a directory tree in the original framework's layout into one redb file.
 //! let dir = tempfile::tempdir()?;
 //! let from = Spec::parse(&format!("dir:{}", dir.path().join("sessions").display()))?;
 //! let to = Spec::parse(&format!("redb:{}", dir.path().join("sessions.redb").display()))?;
 //! let source = from.open(Access::CreateIfMissing)?;
 //! source.set("0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2", "session.json", b"{}")?;
 //!
-//! let copied = cli::migrate(&*source, &*to.open(Access::CreateIfMissing)?, &MigrateOptions::default(), &mut |_| {})?;
+//! let target = to.open(Access::CreateIfMissing)?;
+//! let copied = cli::migrate(&*source, &*target, &MigrateOptions::default(), &mut |_| {})?;
 //! assert_eq!(copied.keys, 1);
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::archive::{Archive, ArchiveExt};
-use crate::{DirArchive, RedbArchive, RedisArchive, Sessions};
+use crate::error::{Chain, Error};
+use crate::session::{
+    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_SWEEP_GRANULARITY, Sessions,
+    StoredSettings, UserSession,
+};
 
-/// What can go wrong in the command, beyond the archive's own [`Error`](crate::Error)s.
+/// What can go wrong in the command, beyond the archive's own [`Error`]s.
 ///
 /// Each variant names what it is about (the spec, the path, the domain and key) and keeps the
-/// archive error as its [`source`](std::error::Error::source); [`one_line`] prints the whole
+/// archive error as its [`source`](std::error::Error::source); [`Chain`] prints the whole
 /// chain.
 ///
 /// # Examples
@@ -50,6 +59,15 @@ pub enum CliError {
         spec: String,
     },
 
+    /// The spec names a backend whose Cargo feature this build leaves out.
+    #[error("{spec}: not compiled into this build; enable the Cargo feature {feature}")]
+    NotCompiled {
+        /// The spec as given.
+        spec: String,
+        /// The feature that compiles the backend in, such as `"archive-dir"`.
+        feature: &'static str,
+    },
+
     /// An archive that must already exist (anything read, and the source of a migration) does
     /// not.
     #[error("{spec}: no such archive ({} does not exist)", path.display())]
@@ -67,7 +85,7 @@ pub enum CliError {
         spec: String,
         /// Why.
         #[source]
-        source: crate::Error,
+        source: Error,
     },
 
     /// A migration's target already holds data and `merge` was not asked for.
@@ -85,7 +103,7 @@ pub enum CliError {
         key: String,
         /// Why.
         #[source]
-        source: crate::Error,
+        source: Error,
     },
 
     /// Verification read back a different value (or none) from the target.
@@ -113,7 +131,8 @@ pub enum CliError {
         domain: String,
     },
 
-    /// A duration argument is not a number followed by `s`, `m`, `h` or `d`.
+    /// A duration argument is not a number followed by `s`, `m`, `h` or `d`. The command's
+    /// argument parser gives it; nothing in this module does.
     #[error(
         "invalid duration {text:?}: expected a whole number and a unit, such as 90s, 30m, 12h or 7d"
     )]
@@ -150,11 +169,11 @@ pub enum CliError {
 
     /// Any other archive error.
     #[error(transparent)]
-    Archive(#[from] crate::Error),
+    Archive(#[from] Error),
 }
 
 /// Formats `err` and every error in its [`source`](std::error::Error::source) chain on one
-/// line, joined by `": "`, as the command prints them.
+/// line, as [`Chain`] displays them.
 ///
 /// # Examples
 ///
@@ -170,25 +189,20 @@ pub enum CliError {
 /// );
 /// # Ok::<(), session_archive::cli::CliError>(())
 /// ```
+#[doc(hidden)]
 pub fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(err) = source {
-        line.push_str(": ");
-        line.push_str(&err.to_string());
-        source = err.source();
-    }
-    line
+    Chain(err).to_string()
 }
 
 /// An archive named on the command line: `dir:PATH`, `redb:PATH` or `redis://HOST:PORT/DB`
 /// (also `rediss://` and `redis+unix://`).
 ///
 /// A Redis URL may end in a fragment naming the archive's
-/// [prefix](crate::RedisArchiveBuilder::prefix): `redis://127.0.0.1/0#prefix=myapp`, or
-/// `#legacy-prefix=myapp:` for data stored in the
-/// [legacy layout](crate::RedisArchiveBuilder::legacy_layout) (`#legacy-prefix=` for the empty
-/// prefix). Without one it is the empty prefix in the current layout.
+/// [prefix](crate::archive::redis::RedisArchiveBuilder::prefix):
+/// `redis://127.0.0.1/0#prefix=myapp`, or `#legacy-prefix=myapp:` for data stored in the
+/// [legacy layout](crate::archive::redis::RedisArchiveBuilder::legacy_layout)
+/// (`#legacy-prefix=` for the empty prefix). Without one it is the empty prefix in the current
+/// layout.
 ///
 /// # Examples
 ///
@@ -204,11 +218,12 @@ pub fn one_line(err: &dyn std::error::Error) -> String {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Spec {
-    /// A [`DirArchive`] rooted at the path.
+    /// A [`DirArchive`](crate::DirArchive) rooted at the path (feature `archive-dir`).
     Dir(PathBuf),
-    /// A [`RedbArchive`] in the file at the path.
+    /// A [`RedbArchive`](crate::RedbArchive) in the file at the path (feature `archive-redb`).
     Redb(PathBuf),
-    /// A [`RedisArchive`] on the server at the URL.
+    /// A [`RedisArchive`](crate::RedisArchive) on the server at the URL (feature
+    /// `archive-redis`).
     Redis(String),
 }
 
@@ -220,7 +235,7 @@ pub enum Spec {
 /// use session_archive::cli::{Access, Spec};
 ///
 /// let dir = tempfile::tempdir()?;
-/// let spec = Spec::parse(&format!("dir:{}", dir.path().join("new").display()))?;
+/// let spec = Spec::parse(&format!("redb:{}", dir.path().join("new.redb").display()))?;
 /// assert!(spec.open(Access::Existing).is_err());
 /// assert!(spec.open(Access::CreateIfMissing).is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -280,6 +295,7 @@ impl Spec {
     ///
     /// # Errors
     ///
+    /// [`CliError::NotCompiled`] when this build leaves the spec's backend out;
     /// [`CliError::Missing`] for a missing path under [`Access::Existing`]; [`CliError::Open`]
     /// with the backend's error otherwise (a file that is not a redb database, a root that is not
     /// a directory, a redb file already open, a Redis server that does not answer).
@@ -295,28 +311,89 @@ impl Spec {
     /// assert!(matches!(spec.open(Access::Existing), Err(CliError::Open { .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[cfg_attr(
+        not(any(feature = "archive-dir", feature = "archive-redb")),
+        allow(
+            unused_variables,
+            reason = "only the file backends check that the path exists"
+        )
+    )]
+    #[cfg_attr(
+        not(any(
+            feature = "archive-dir",
+            feature = "archive-redb",
+            feature = "archive-redis"
+        )),
+        allow(dead_code, unreachable_code, reason = "no backend to open")
+    )]
     pub fn open(&self, access: Access) -> Result<Box<dyn Archive>, CliError> {
-        if let (Spec::Dir(path) | Spec::Redb(path), Access::Existing) = (self, access) {
-            match std::fs::symlink_metadata(path) {
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(CliError::Missing {
-                        spec: self.to_string(),
-                        path: path.clone(),
-                    });
-                }
-                // Anything else (not a directory, permissions) is the backend's to report.
-                _ => {}
-            }
+        fn boxed(archive: impl Archive + 'static) -> Box<dyn Archive> {
+            Box::new(archive)
         }
-        let opened: crate::Result<Box<dyn Archive>> = match self {
-            Spec::Dir(path) => DirArchive::open(path).map(|a| Box::new(a) as Box<dyn Archive>),
-            Spec::Redb(path) => RedbArchive::open(path).map(|a| Box::new(a) as Box<dyn Archive>),
-            Spec::Redis(url) => open_redis(url).map(|a| Box::new(a) as Box<dyn Archive>),
+        let opened: crate::error::Result<Box<dyn Archive>> = match self {
+            #[cfg(feature = "archive-dir")]
+            Spec::Dir(path) => {
+                self.must_exist(path, access)?;
+                crate::archive::dir::DirArchive::open(path).map(boxed)
+            }
+            #[cfg(feature = "archive-redb")]
+            Spec::Redb(path) => {
+                self.must_exist(path, access)?;
+                crate::archive::redb::RedbArchive::open(path).map(boxed)
+            }
+            #[cfg(feature = "archive-redis")]
+            Spec::Redis(url) => open_redis(url).map(boxed),
+            #[allow(
+                unreachable_patterns,
+                clippy::match_wildcard_for_single_variants,
+                reason = "reached for the backends whose feature is off"
+            )]
+            _ => return Err(self.not_compiled()),
         };
         opened.map_err(|source| CliError::Open {
             spec: self.to_string(),
             source,
         })
+    }
+
+    /// Under [`Access::Existing`], checks that `path` exists, so that opening it does not
+    /// create an empty archive in its place.
+    #[cfg_attr(
+        not(any(feature = "archive-dir", feature = "archive-redb")),
+        allow(dead_code, reason = "only the file backends have a path")
+    )]
+    fn must_exist(&self, path: &Path, access: Access) -> Result<(), CliError> {
+        if access == Access::Existing
+            && let Err(err) = std::fs::symlink_metadata(path)
+            // Anything else (not a directory, permissions) is the backend's to report.
+            && err.kind() == std::io::ErrorKind::NotFound
+        {
+            return Err(CliError::Missing {
+                spec: self.to_string(),
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The error for a spec whose backend this build leaves out.
+    #[cfg_attr(
+        all(
+            feature = "archive-dir",
+            feature = "archive-redb",
+            feature = "archive-redis"
+        ),
+        allow(dead_code, reason = "every backend is compiled in")
+    )]
+    fn not_compiled(&self) -> CliError {
+        CliError::NotCompiled {
+            spec: self.to_string(),
+            feature: match self {
+                Spec::Dir(_) => "archive-dir",
+                Spec::Redb(_) => "archive-redb",
+                Spec::Redis(_) => "archive-redis",
+            },
+        }
     }
 
     /// The archive's size on disk in bytes: the file's size for redb, the sum of every regular
@@ -332,10 +409,12 @@ impl Spec {
     /// ```
     /// use session_archive::cli::{Access, Spec};
     ///
+    /// # #[cfg(feature = "archive-dir")] {
     /// let dir = tempfile::tempdir()?;
     /// let spec = Spec::parse(&format!("dir:{}", dir.path().display()))?;
     /// spec.open(Access::Existing)?.set("d", "k", b"12345")?;
     /// assert_eq!(spec.disk_size()?, Some(5)); // the empty lock file adds nothing
+    /// # }
     /// assert_eq!(Spec::parse("redis://127.0.0.1/")?.disk_size()?, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -424,7 +503,7 @@ pub struct Stats {
 /// assert_eq!(cli::stats(&MemoryArchive::new())?, cli::Stats::default());
 /// # Ok::<(), session_archive::Error>(())
 /// ```
-pub fn stats(archive: &dyn Archive) -> crate::Result<Stats> {
+pub fn stats(archive: &dyn Archive) -> crate::error::Result<Stats> {
     let mut stats = Stats::default();
     for domain in archive.domains() {
         let domain = domain?;
@@ -446,10 +525,19 @@ pub fn stats(archive: &dyn Archive) -> crate::Result<Stats> {
 /// # Examples
 ///
 /// ```
-/// use session_archive::cli::MigrateOptions;
+/// use session_archive::cli::{self, MigrateOptions};
+/// use session_archive::{Archive, MemoryArchive};
 ///
-/// let options = MigrateOptions { merge: true, ..MigrateOptions::default() };
-/// assert_eq!(options.batch_entries, 1000);
+/// let (from, to) = (MemoryArchive::new(), MemoryArchive::new());
+/// for domain in ["a", "b", "c"] {
+///     from.set(domain, "session.json", b"{}")?;
+/// }
+/// // Write at most two entries per batch, and check every value once it is written.
+/// let options = MigrateOptions { batch_entries: 2, verify: true, ..MigrateOptions::default() };
+/// let mut batches = 0;
+/// cli::migrate(&from, &to, &options, &mut |_| batches += 1)?;
+/// assert_eq!(batches, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MigrateOptions {
@@ -486,8 +574,16 @@ impl Default for MigrateOptions {
 /// # Examples
 ///
 /// ```
-/// let done = session_archive::cli::Migrated::default();
-/// assert_eq!(done.keys, 0);
+/// use session_archive::cli::{self, MigrateOptions, Migrated};
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let (from, to) = (MemoryArchive::new(), MemoryArchive::new());
+/// from.set("d", "k", b"12345")?;
+/// let mut seen = Migrated::default();
+/// let done = cli::migrate(&from, &to, &MigrateOptions::default(), &mut |so_far| seen = *so_far)?;
+/// assert_eq!((done.domains, done.keys, done.bytes), (1, 1, 5));
+/// assert_eq!(seen, done); // the last progress report is the whole copy
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Migrated {
@@ -670,50 +766,9 @@ impl Batch {
     }
 }
 
-/// Parses a duration written as a whole number and one unit: `s`, `m`, `h` or `d`
-/// (`90s`, `30m`, `12h`, `7d`).
-///
-/// # Errors
-///
-/// [`CliError::Duration`] for anything else, including a missing unit and an overflow.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use session_archive::cli::parse_duration;
-///
-/// assert_eq!(parse_duration("30m")?, Duration::from_secs(30 * 60));
-/// assert_eq!(parse_duration("7d")?, Duration::from_secs(7 * 86_400));
-/// assert!(parse_duration("30").is_err());
-/// assert!(parse_duration("1.5h").is_err());
-/// # Ok::<(), session_archive::cli::CliError>(())
-/// ```
-pub fn parse_duration(text: &str) -> Result<Duration, CliError> {
-    let invalid = || CliError::Duration {
-        text: text.to_owned(),
-    };
-    let split = text.len().checked_sub(1).ok_or_else(invalid)?;
-    let (number, unit) = (text.get(..split), text.get(split..));
-    let unit = match unit {
-        Some("s") => 1,
-        Some("m") => 60,
-        Some("h") => 60 * 60,
-        Some("d") => 24 * 60 * 60,
-        _ => return Err(invalid()),
-    };
-    let number = number.ok_or_else(invalid)?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid());
-    }
-    let count: u64 = number.parse().map_err(|_| invalid())?;
-    count
-        .checked_mul(unit)
-        .map(Duration::from_secs)
-        .ok_or_else(invalid)
-}
-
-/// A session time limit on the command line: a duration (see [`parse_duration`]) or `off`.
+/// A session time limit: a duration, or `None` for no limit. It displays as the command's
+/// arguments spell it: a whole number in the largest unit that divides it (`90s`, `30m`, `12h`,
+/// `7d`), or `off`.
 ///
 /// # Examples
 ///
@@ -721,54 +776,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, CliError> {
 /// use std::time::Duration;
 /// use session_archive::cli::Limit;
 ///
-/// assert_eq!("1h".parse::<Limit>()?, Limit(Some(Duration::from_secs(3600))));
-/// assert_eq!("off".parse::<Limit>()?, Limit(None));
-/// # Ok::<(), session_archive::cli::CliError>(())
+/// assert_eq!(Limit(Some(Duration::from_secs(2 * 60 * 60))).to_string(), "2h");
+/// assert_eq!(Limit(None).to_string(), "off");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit(pub Option<Duration>);
 
-impl FromStr for Limit {
-    type Err = CliError;
-
-    fn from_str(text: &str) -> Result<Limit, CliError> {
-        if text == "off" {
-            Ok(Limit(None))
-        } else {
-            parse_duration(text).map(|limit| Limit(Some(limit)))
-        }
-    }
-}
-
 impl fmt::Display for Limit {
-    /// Formats as [`parse_duration`] reads it, in the largest unit that divides the duration
-    /// (`90s`, `30m`, `12h`, `7d`), or `off`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::cli::Limit;
-    ///
-    /// assert_eq!("120m".parse::<Limit>()?.to_string(), "2h");
-    /// assert_eq!("off".parse::<Limit>()?.to_string(), "off");
-    /// # Ok::<(), session_archive::cli::CliError>(())
-    /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            None => f.write_str("off"),
-            Some(duration) => f.write_str(&format_duration(duration)),
-        }
+        let Some(duration) = self.0 else {
+            return f.write_str("off");
+        };
+        let secs = duration.as_secs();
+        let (count, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+            .into_iter()
+            .find(|&(unit, _)| secs != 0 && secs.is_multiple_of(unit))
+            .map_or((secs, "s"), |(unit, name)| (secs / unit, name));
+        write!(f, "{count}{unit}")
     }
-}
-
-/// Formats a duration as [`parse_duration`] reads it, in the largest unit that divides it.
-fn format_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    let (count, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
-        .into_iter()
-        .find(|&(unit, _)| secs != 0 && secs.is_multiple_of(unit))
-        .map_or((secs, "s"), |(unit, name)| (secs / unit, name));
-    format!("{count}{unit}")
 }
 
 /// How [`sweep`] sweeps. By default it judges expiry by the settings the application recorded
@@ -777,26 +802,34 @@ fn format_duration(duration: Duration) -> String {
 /// # Examples
 ///
 /// ```
-/// use session_archive::cli::SweepOptions;
+/// use std::time::Duration;
+/// use session_archive::cli::{Limit, SweepOptions};
 ///
-/// let options = SweepOptions::default();
-/// assert_eq!((options.idle, options.absolute, options.granularity), (None, None, None));
-/// assert!(!options.override_stored && !options.scan);
+/// // Judge by a 30-minute idle timeout and no absolute lifetime, whatever the application
+/// // recorded, and first give timestamps to sessions stored without them.
+/// let options = SweepOptions {
+///     idle: Some(Limit(Some(Duration::from_secs(30 * 60)))),
+///     absolute: Some(Limit(None)),
+///     override_stored: true,
+///     scan: true,
+///     ..SweepOptions::default()
+/// };
+/// # let _ = options;
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepOptions {
     /// The idle timeout to judge by, as
-    /// [`SessionsBuilder::idle_timeout`](crate::SessionsBuilder::idle_timeout); `None` for the
-    /// stored one (or, where none is stored, [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT)).
+    /// [`SessionsBuilder::idle_timeout`](crate::session::SessionsBuilder::idle_timeout); `None`
+    /// for the stored one (or, where none is stored, [`DEFAULT_IDLE_TIMEOUT`]).
     pub idle: Option<Limit>,
     /// The absolute lifetime to judge by, as
-    /// [`SessionsBuilder::absolute_lifetime`](crate::SessionsBuilder::absolute_lifetime); `None`
-    /// for the stored one (or [`DEFAULT_ABSOLUTE_LIFETIME`](crate::DEFAULT_ABSOLUTE_LIFETIME)).
+    /// [`SessionsBuilder::absolute_lifetime`](crate::session::SessionsBuilder::absolute_lifetime);
+    /// `None` for the stored one (or [`DEFAULT_ABSOLUTE_LIFETIME`]).
     pub absolute: Option<Limit>,
     /// The index's bucket width, for an archive that has none recorded yet (where `scan` then
     /// records it); a recorded width always wins, as for every
-    /// [`Sessions`](crate::SessionsBuilder::sweep_granularity). `None` for
-    /// [`DEFAULT_SWEEP_GRANULARITY`](crate::DEFAULT_SWEEP_GRANULARITY).
+    /// [`Sessions`](crate::session::SessionsBuilder::sweep_granularity). `None` for
+    /// [`DEFAULT_SWEEP_GRANULARITY`].
     pub granularity: Option<Duration>,
     /// Sweep with an `idle` or `absolute` that differs from the stored one. Without it such a
     /// difference is [`CliError::Override`], since a shorter timeout removes sessions the
@@ -852,7 +885,8 @@ pub struct Swept {
 /// let app = Sessions::builder(archive.clone()).idle_timeout(Duration::from_secs(3600)).build();
 /// app.start(None, ())?.save()?;
 ///
-/// let shorter = SweepOptions { idle: Some("1m".parse()?), ..SweepOptions::default() };
+/// let one_minute = Limit(Some(Duration::from_secs(60)));
+/// let shorter = SweepOptions { idle: Some(one_minute), ..SweepOptions::default() };
 /// let refused = cli::sweep(Box::new(archive.clone()), &shorter, &mut |_| {}, &mut |_| {});
 /// assert!(matches!(refused, Err(CliError::Override { .. })));
 ///
@@ -875,7 +909,7 @@ pub fn sweep(
         "idle timeout",
         options.idle,
         stored.map(|s| Limit(s.idle_timeout)),
-        Limit(Some(crate::DEFAULT_IDLE_TIMEOUT)),
+        Limit(Some(DEFAULT_IDLE_TIMEOUT)),
         options.override_stored,
         notice,
     )?;
@@ -884,39 +918,11 @@ pub fn sweep(
         "absolute lifetime",
         options.absolute,
         stored.map(|s| Limit(s.absolute_lifetime)),
-        Limit(Some(crate::DEFAULT_ABSOLUTE_LIFETIME)),
+        Limit(Some(DEFAULT_ABSOLUTE_LIFETIME)),
         options.override_stored,
         notice,
     )?;
-    let granularity = if let Some(stored) = stored {
-        if let Some(given) = options.granularity
-            && given.as_secs().max(1) != stored.sweep_granularity.as_secs()
-        {
-            notice(&format!(
-                "--granularity {} is ignored: the index of this archive is recorded with {}",
-                format_duration(given),
-                format_duration(stored.sweep_granularity)
-            ));
-        }
-        stored.sweep_granularity
-    } else {
-        let granularity = options
-            .granularity
-            .unwrap_or(crate::DEFAULT_SWEEP_GRANULARITY);
-        notice(&if options.scan {
-            format!(
-                "no sweep settings are stored in this archive yet; the scan records idle \
-                 timeout {idle}, absolute lifetime {absolute} and granularity {}",
-                format_duration(granularity)
-            )
-        } else {
-            "no sweep settings are stored in this archive yet, so nothing is indexed to \
-             sweep: the application records them with its first session write, and --scan \
-             adopts sessions stored without timestamps"
-                .to_owned()
-        });
-        granularity
-    };
+    let granularity = granularity(options, stored, (idle, absolute), notice);
     if idle.0.is_none() && absolute.0.is_none() {
         notice("with no idle timeout and no absolute lifetime no session expires: nothing to do");
         return Ok(Swept::default());
@@ -926,11 +932,10 @@ pub fn sweep(
         .absolute_lifetime(absolute.0)
         .sweep_granularity(granularity)
         .build();
-    let adopted = if options.scan {
-        Some(sessions.adopt_legacy(&mut *progress)?)
-    } else {
-        None
-    };
+    let adopted = options
+        .scan
+        .then(|| sessions.adopt_legacy(&mut *progress))
+        .transpose()?;
     Ok(Swept {
         removed: sessions.sweep()?,
         adopted,
@@ -969,10 +974,51 @@ fn setting(
     }
 }
 
+/// Chooses the expiry index's bucket width for [`sweep`]: the one recorded in the archive,
+/// which always wins (a different one given is announced as ignored), else the one given, else
+/// the default. An archive with no settings recorded is announced too, with what `scan` records
+/// there (`limits`: the idle timeout and absolute lifetime chosen) or why nothing is indexed.
+fn granularity(
+    options: &SweepOptions,
+    stored: Option<StoredSettings>,
+    limits: (Limit, Limit),
+    notice: &mut dyn FnMut(&str),
+) -> Duration {
+    if let Some(stored) = stored {
+        if let Some(given) = options.granularity
+            && given.as_secs().max(1) != stored.sweep_granularity.as_secs()
+        {
+            notice(&format!(
+                "--granularity {} is ignored: the index of this archive is recorded with {}",
+                Limit(Some(given)),
+                Limit(Some(stored.sweep_granularity))
+            ));
+        }
+        return stored.sweep_granularity;
+    }
+    let granularity = options.granularity.unwrap_or(DEFAULT_SWEEP_GRANULARITY);
+    notice(&if options.scan {
+        format!(
+            "no sweep settings are stored in this archive yet; the scan records idle timeout {}, \
+             absolute lifetime {} and granularity {}",
+            limits.0,
+            limits.1,
+            Limit(Some(granularity))
+        )
+    } else {
+        "no sweep settings are stored in this archive yet, so nothing is indexed to sweep: the \
+         application records them with its first session write, and --scan adopts sessions \
+         stored without timestamps"
+            .to_owned()
+    });
+    granularity
+}
+
 /// Opens a Redis spec: the URL, and the prefix its fragment names (see [`Spec`]).
-fn open_redis(spec: &str) -> crate::Result<RedisArchive> {
+#[cfg(feature = "archive-redis")]
+fn open_redis(spec: &str) -> crate::error::Result<crate::archive::redis::RedisArchive> {
     let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
-    let builder = RedisArchive::builder(url);
+    let builder = crate::archive::redis::RedisArchive::builder(url);
     let builder = if let Some(prefix) = fragment.strip_prefix("legacy-prefix=") {
         builder.prefix(prefix).legacy_layout(true)
     } else if let Some(prefix) = fragment.strip_prefix("prefix=") {
@@ -1024,7 +1070,7 @@ fn stored_sessions(archive: Box<dyn Archive>) -> Result<Sessions, CliError> {
 pub fn user_sessions(
     archive: Box<dyn Archive>,
     user: &str,
-    each: &mut dyn FnMut(&crate::UserSession),
+    each: &mut dyn FnMut(&UserSession),
 ) -> Result<usize, CliError> {
     let sessions = stored_sessions(archive)?;
     let mut count = 0;
@@ -1061,7 +1107,7 @@ pub fn revoke_user(archive: Box<dyn Archive>, user: &str) -> Result<usize, CliEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryArchive;
+    use crate::archive::memory::MemoryArchive;
     use crate::conformance::{Call, Hooked};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -1091,7 +1137,7 @@ mod tests {
                     _ => false,
                 };
                 if bad && refusing.load(Ordering::SeqCst) {
-                    return Err(crate::Error::Io {
+                    return Err(Error::Io {
                         path: PathBuf::from("disk"),
                         source: std::io::Error::other("disk full"),
                     });
@@ -1168,7 +1214,7 @@ mod tests {
             other => panic!("expected an entry error, got {other:?}"),
         }
         assert_eq!(
-            one_line(&err),
+            Chain(&err).to_string(),
             "d0033/k1: cannot write it to the target: I/O error on disk: disk full"
         );
         // The batches before the failing one landed; the copy stopped part-way.
@@ -1210,28 +1256,6 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        for bad in [
-            "",
-            "s",
-            "h1",
-            "1w",
-            "-1h",
-            "+1h",
-            "1 h",
-            "1hh",
-            "99999999999999999999d",
-            "1é",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
-        }
-        assert!("never".parse::<Limit>().is_err());
-    }
-
-    #[test]
     fn specs() {
         for bad in ["", "dir", "dir:", "redb:", "file:/x", "/tmp/x", "redis:x"] {
             assert!(
@@ -1243,5 +1267,44 @@ mod tests {
             Spec::parse("dir:a:b").unwrap(),
             Spec::Dir(PathBuf::from("a:b"))
         );
+    }
+
+    #[test]
+    fn limits_are_spelled_as_the_command_takes_them() {
+        let spelled = |secs| Limit(Some(Duration::from_secs(secs))).to_string();
+        assert_eq!(spelled(120 * 60), "2h");
+        assert_eq!(spelled(90), "90s");
+        assert_eq!(spelled(30 * 60), "30m");
+        assert_eq!(spelled(7 * 86_400), "7d");
+        assert_eq!(spelled(0), "0s");
+        assert_eq!(Limit(None).to_string(), "off");
+    }
+
+    #[test]
+    fn a_backend_left_out_is_named_with_its_feature() {
+        for (spec, feature) in [
+            ("dir:/srv/sessions", "archive-dir"),
+            ("redb:/srv/sessions.redb", "archive-redb"),
+            ("redis://127.0.0.1/0", "archive-redis"),
+        ] {
+            let err = Spec::parse(spec).unwrap().not_compiled();
+            assert_eq!(
+                err.to_string(),
+                format!("{spec}: not compiled into this build; enable the Cargo feature {feature}")
+            );
+        }
+    }
+
+    #[cfg(not(feature = "archive-redis"))]
+    #[test]
+    fn opening_a_backend_left_out_says_so() {
+        let spec = Spec::parse("redis://127.0.0.1/0").unwrap();
+        assert!(matches!(
+            spec.open(Access::Existing),
+            Err(CliError::NotCompiled {
+                feature: "archive-redis",
+                ..
+            })
+        ));
     }
 }

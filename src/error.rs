@@ -1,4 +1,5 @@
-//! The crate's one error type.
+//! The crate's one error type, [`Error`], with the kinds of name problem it reports, and
+//! [`Chain`], which shows an error with its causes.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// # Examples
 ///
 /// ```
-/// use session_archive::{Archive, Error, MemoryArchive, NameKind};
+/// use session_archive::error::{Error, NameKind};
+/// use session_archive::{Archive, MemoryArchive};
 ///
 /// let err = MemoryArchive::new().get("..", "k").unwrap_err();
 /// assert!(matches!(err, Error::InvalidName { kind: NameKind::Domain, .. }));
@@ -49,12 +51,13 @@ impl fmt::Display for NameKind {
     }
 }
 
-/// Why a name broke the [name rule](crate::validate_name).
+/// Why a name broke the [name rule](crate::name::validate_name).
 ///
 /// # Examples
 ///
 /// ```
-/// use session_archive::{NameProblem, validate_name, NameKind, Error};
+/// use session_archive::error::{Error, NameKind, NameProblem};
+/// use session_archive::name::validate_name;
 ///
 /// match validate_name(NameKind::Key, "a/b") {
 ///     Err(Error::InvalidName { problem, .. }) => assert_eq!(problem, NameProblem::Separator('/')),
@@ -66,7 +69,7 @@ impl fmt::Display for NameKind {
 pub enum NameProblem {
     /// The name is the empty string.
     Empty,
-    /// The name is longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes; holds its length.
+    /// The name is longer than [`MAX_NAME_LEN`](crate::name::MAX_NAME_LEN) bytes; holds its length.
     TooLong(usize),
     /// The name is `.` or `..`.
     DotName,
@@ -85,7 +88,7 @@ impl fmt::Display for NameProblem {
             NameProblem::TooLong(len) => write!(
                 f,
                 "it is {len} bytes long, over the limit of {}",
-                crate::MAX_NAME_LEN
+                crate::name::MAX_NAME_LEN
             ),
             NameProblem::DotName => f.write_str("`.` and `..` are not names"),
             NameProblem::LeadingDot => f.write_str("it starts with `.`, which is reserved"),
@@ -120,7 +123,8 @@ impl fmt::Display for NameProblem {
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A domain or key broke the [name rule](crate::validate_name). Nothing was read or written.
+    /// A domain or key broke the [name rule](crate::name::validate_name). Nothing was read or
+    /// written.
     #[error("invalid {kind} name {name:?}: {problem}")]
     InvalidName {
         /// Whether the name was a domain or a key.
@@ -222,10 +226,11 @@ pub enum Error {
     },
 
     /// A user id given to [`Session::set_user`](crate::Session::set_user) or the per-user calls
-    /// is empty or longer than [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes. Nothing was written.
+    /// is empty or longer than [`MAX_USER_LEN`](crate::session::MAX_USER_LEN) bytes. Nothing was
+    /// written.
     #[error(
         "invalid user id: {len} bytes, where 1 to {} are allowed",
-        crate::MAX_USER_LEN
+        crate::session::MAX_USER_LEN
     )]
     InvalidUser {
         /// The user id's length in bytes.
@@ -275,21 +280,9 @@ impl fmt::Debug for Error {
                 .debug_struct("InvalidCursor")
                 .field("cursor", cursor)
                 .finish(),
-            Error::Io { path, source } => f
-                .debug_struct("Io")
-                .field("path", &Redacted(path).to_string())
-                .field("source", source)
-                .finish(),
-            Error::AlreadyOpen { path, source } => f
-                .debug_struct("AlreadyOpen")
-                .field("path", &Redacted(path).to_string())
-                .field("source", source)
-                .finish(),
-            Error::Corrupted { path, source } => f
-                .debug_struct("Corrupted")
-                .field("path", &Redacted(path).to_string())
-                .field("source", source)
-                .finish(),
+            Error::Io { path, source } => debug_path(f, "Io", path, source),
+            Error::AlreadyOpen { path, source } => debug_path(f, "AlreadyOpen", path, source),
+            Error::Corrupted { path, source } => debug_path(f, "Corrupted", path, source),
             Error::Backend {
                 backend,
                 operation,
@@ -300,16 +293,8 @@ impl fmt::Debug for Error {
                 .field("operation", operation)
                 .field("source", source)
                 .finish(),
-            Error::CorruptSession { id, source } => f
-                .debug_struct("CorruptSession")
-                .field("id", &fingerprint(id))
-                .field("source", source)
-                .finish(),
-            Error::Serialize { id, source } => f
-                .debug_struct("Serialize")
-                .field("id", &fingerprint(id))
-                .field("source", source)
-                .finish(),
+            Error::CorruptSession { id, source } => debug_id(f, "CorruptSession", id, source),
+            Error::Serialize { id, source } => debug_id(f, "Serialize", id, source),
             Error::StateTooLarge { id, size, limit } => f
                 .debug_struct("StateTooLarge")
                 .field("id", &fingerprint(id))
@@ -322,6 +307,67 @@ impl fmt::Debug for Error {
                 .field("id", &fingerprint(id))
                 .finish(),
         }
+    }
+}
+
+/// The `Debug` of a variant holding a path and a source, with the path [`Redacted`].
+fn debug_path(
+    f: &mut fmt::Formatter<'_>,
+    variant: &str,
+    path: &Path,
+    source: &dyn fmt::Debug,
+) -> fmt::Result {
+    f.debug_struct(variant)
+        .field("path", &Redacted(path).to_string())
+        .field("source", source)
+        .finish()
+}
+
+/// The `Debug` of a variant holding a session id and a source, with the id as its fingerprint.
+fn debug_id(
+    f: &mut fmt::Formatter<'_>,
+    variant: &str,
+    id: &str,
+    source: &dyn fmt::Debug,
+) -> fmt::Result {
+    f.debug_struct(variant)
+        .field("id", &fingerprint(id))
+        .field("source", source)
+        .finish()
+}
+
+/// Displays an error and every error in its [`source`](std::error::Error::source) chain on one
+/// line, joined by `": "`: `outer: inner: innermost`.
+///
+/// An error's own message leaves its causes out (this crate's errors keep the lower error as
+/// their source instead of repeating its text), so a log line or a message to a person shows
+/// the chain. The axum layer logs failures this way, and the `session-archive` command prints
+/// them so.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::error::{Chain, Error};
+///
+/// let err = Error::Io {
+///     path: "/data/sessions.redb".into(),
+///     source: std::io::Error::other("disk full"),
+/// };
+/// assert_eq!(err.to_string(), "I/O error on /data/sessions.redb");
+/// assert_eq!(Chain(&err).to_string(), "I/O error on /data/sessions.redb: disk full");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
     }
 }
 
@@ -349,7 +395,7 @@ impl fmt::Display for Redacted<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::Error;
+    use super::{Chain, Error};
 
     const ID: &str = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
 
@@ -400,5 +446,23 @@ mod tests {
             err.to_string(),
             "I/O error on /data/ab/0d0d0c2f-6bb9/sessions.redb"
         );
+    }
+
+    #[test]
+    fn chain_shows_every_source_in_order() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open the archive")]
+        struct Outer(#[source] Error);
+
+        let err = Outer(Error::Io {
+            path: "/data/sessions.redb".into(),
+            source: std::io::Error::other("disk full"),
+        });
+        assert_eq!(
+            Chain(&err).to_string(),
+            "cannot open the archive: I/O error on /data/sessions.redb: disk full"
+        );
+        let alone = std::io::Error::other("disk full");
+        assert_eq!(Chain(&alone).to_string(), "disk full");
     }
 }

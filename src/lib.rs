@@ -8,9 +8,9 @@
 //! | layer | what it does | read |
 //! |---|---|---|
 //! | web | axum layer and `Session<T>` extractor; tower-sessions store | [`axum`], [`tower_sessions`] |
-//! | typed sessions | start from a cookie, save, load, update, regenerate, destroy; expiry and the sweep; sessions by user | [`Sessions`], [`Session`] |
-//! | archive | six primitives, compare-and-swap, batches, paged listing; one name rule for every backend | [`Archive`], [`validate_name`], [`Error`] |
-//! | backends | where the bytes live, and what each guarantees | [`MemoryArchive`], [`RedbArchive`], [`DirArchive`], [`RedisArchive`] |
+//! | typed sessions | start from a cookie, save, load, update, regenerate, destroy; expiry and the sweep; sessions by user | [`session`] ([`Sessions`], [`Session`]) |
+//! | archive | six primitives, compare-and-swap, batches, paged listing; one name rule for every backend | [`archive`] ([`Archive`]), [`name`], [`error`] |
+//! | backends | where the bytes live, and what each guarantees | [`archive::memory`], [`archive::redb`], [`archive::dir`], [`archive::redis`] |
 //!
 //! Beside them, on the same public API: the [`conformance`] suite that every backend passes, and
 //! the `session-archive` command, whose library side is [`cli`]. Running them in production
@@ -42,7 +42,7 @@
 //! | `archive-redis` | no | [`RedisArchive`]: a Redis or Valkey server shared by many app instances |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
 //! | `tower-sessions` | no | [`tower_sessions::ArchiveStore`]: a tower-sessions 0.15 store over any archive |
-//! | `cli` | no | the `session-archive` command (all three persistent backends) and the [`cli`] module behind it |
+//! | `cli` | no | the `session-archive` command, with all three persistent backends (its library side, [`cli`], needs no feature) |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
 //! | `fuzzing` | no | [`conformance::fuzz`]: the fuzz targets' bodies, shared by `fuzz/` and the seed-replay test |
 
@@ -51,15 +51,15 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod archive;
+pub mod archive;
 #[cfg(feature = "axum")]
 pub mod axum;
-#[cfg(all(feature = "cli", unix))]
+#[cfg(unix)]
 pub mod cli;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-mod error;
-mod name;
+pub mod error;
+pub mod name;
 pub mod session;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
@@ -68,11 +68,25 @@ pub mod tower_sessions;
 pub use crate::archive::dir::DirArchive;
 pub use crate::archive::memory::MemoryArchive;
 #[cfg(feature = "archive-redb")]
-pub use crate::archive::redb::{Durability, RedbArchive, RedbArchiveBuilder};
+pub use crate::archive::redb::RedbArchive;
 #[cfg(feature = "archive-redis")]
-pub use crate::archive::redis::{RedisArchive, RedisArchiveBuilder};
-pub use crate::archive::{Archive, ArchiveExt, Blocking, DEFAULT_PAGE_SIZE, Names, Page};
-pub use crate::error::{BoxError, Error, NameKind, NameProblem, Result};
+pub use crate::archive::redis::RedisArchive;
+pub use crate::archive::{Archive, ArchiveExt};
+pub use crate::error::{Error, Result};
+
+// The root paths these items had before they got a module home; hidden, so the documentation
+// shows each item once, where it lives.
+#[cfg(feature = "archive-redb")]
+#[doc(hidden)]
+pub use crate::archive::redb::{Durability, RedbArchiveBuilder};
+#[cfg(feature = "archive-redis")]
+#[doc(hidden)]
+pub use crate::archive::redis::RedisArchiveBuilder;
+#[doc(hidden)]
+pub use crate::archive::{Blocking, DEFAULT_PAGE_SIZE, Names, Page};
+#[doc(hidden)]
+pub use crate::error::{BoxError, NameKind, NameProblem};
+#[doc(hidden)]
 pub use crate::name::{MAX_NAME_LEN, validate_domain, validate_entry, validate_name};
 #[doc(hidden)]
 pub use crate::session::{

@@ -18,7 +18,8 @@ use crate::error::{Error, NameKind, NameProblem, Result};
 /// # Examples
 ///
 /// ```
-/// use session_archive::{validate_name, NameKind, MAX_NAME_LEN};
+/// use session_archive::error::NameKind;
+/// use session_archive::name::{validate_name, MAX_NAME_LEN};
 ///
 /// assert!(validate_name(NameKind::Key, &"k".repeat(MAX_NAME_LEN)).is_ok());
 /// assert!(validate_name(NameKind::Key, &"k".repeat(MAX_NAME_LEN + 1)).is_err());
@@ -43,7 +44,8 @@ pub const MAX_NAME_LEN: usize = 255;
 /// # Examples
 ///
 /// ```
-/// use session_archive::{validate_name, NameKind};
+/// use session_archive::error::NameKind;
+/// use session_archive::name::validate_name;
 ///
 /// assert!(validate_name(NameKind::Domain, "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2").is_ok());
 /// assert!(validate_name(NameKind::Key, "session.json").is_ok());
@@ -71,8 +73,8 @@ pub fn validate_name(kind: NameKind, name: &str) -> Result<()> {
 /// # Examples
 ///
 /// ```
-/// assert!(session_archive::validate_domain("users").is_ok());
-/// assert!(session_archive::validate_domain("").is_err());
+/// assert!(session_archive::name::validate_domain("users").is_ok());
+/// assert!(session_archive::name::validate_domain("").is_err());
 /// ```
 pub fn validate_domain(domain: &str) -> Result<()> {
     validate_name(NameKind::Domain, domain)
@@ -87,8 +89,8 @@ pub fn validate_domain(domain: &str) -> Result<()> {
 /// # Examples
 ///
 /// ```
-/// assert!(session_archive::validate_entry("users", "alice").is_ok());
-/// assert!(session_archive::validate_entry("users", "a/b").is_err());
+/// assert!(session_archive::name::validate_entry("users", "alice").is_ok());
+/// assert!(session_archive::name::validate_entry("users", "a/b").is_err());
 /// ```
 pub fn validate_entry(domain: &str, key: &str) -> Result<()> {
     validate_domain(domain)?;

@@ -56,7 +56,7 @@ fn dir_flags() -> OFlags {
 ///   domain vanishes at once, then deletes it.
 /// - **Modes.** Files are created with mode 0600 and directories (the root, if missing, and each
 ///   domain) with 0700; the umask can only narrow these.
-/// - **Hostile names and files.** Names pass the [name rule](crate::validate_name) before any path
+/// - **Hostile names and files.** Names pass the [name rule](crate::name::validate_name) before any path
 ///   is built. A domain directory or key file that is a symlink (or not a directory, or not a
 ///   regular file) is treated as absent: reads return nothing, listings skip it, `remove` and
 ///   `remove_domain` leave it alone. Writing to such a domain is refused with an

@@ -1,4 +1,7 @@
 //! [`RedisArchive`]: a Redis (or Valkey) server, shared by every app instance that connects to it.
+//!
+//! Open one with [`RedisArchive::open`], or with [`RedisArchive::builder`] to set the prefix and
+//! the timeouts, whose defaults are [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_RESPONSE_TIMEOUT`].
 
 use std::fmt;
 use std::io;
@@ -12,10 +15,38 @@ use crate::archive::{Archive, Page};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
-/// How long [`RedisArchive::open`] waits for a connection to be set up, by default.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a command waits for each read or write on its socket, by default.
-const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection may take unless
+/// [`RedisArchiveBuilder::connect_timeout`] says otherwise: 5 seconds.
+///
+/// # Examples
+///
+/// ```no_run
+/// use session_archive::archive::redis::{DEFAULT_CONNECT_TIMEOUT, RedisArchive};
+///
+/// // A server across a slow link gets twice the usual time to answer.
+/// let archive = RedisArchive::builder("redis://sessions.internal/0")
+///     .connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT * 2))
+///     .open()?;
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long each socket read or write of a command may block unless
+/// [`RedisArchiveBuilder::response_timeout`] says otherwise: 5 seconds.
+///
+/// # Examples
+///
+/// ```no_run
+/// use session_archive::archive::redis::{DEFAULT_RESPONSE_TIMEOUT, RedisArchive};
+///
+/// // A batch job scanning a large database waits longer for each answer than the app does.
+/// let archive = RedisArchive::builder("redis://127.0.0.1/0")
+///     .response_timeout(Some(DEFAULT_RESPONSE_TIMEOUT * 6))
+///     .open()?;
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The most connections kept open while idle; more are opened when more threads call at once,
 /// and closed again after use.
 const MAX_IDLE_CONNECTIONS: usize = 16;
@@ -122,7 +153,7 @@ return {page[1], names}
 /// The archive is `Send + Sync`. Each call borrows a connection from a small pool, opening a new
 /// one when none is idle, so many threads work at once. A refused connection, a dropped one or a
 /// timeout is an [`Error::Backend`] with `backend: "redis"` whose
-/// [`source`](std::error::Error::source) is the [`redis::RedisError`](::redis::RedisError), which
+/// [`source`](std::error::Error::source) is the [`redis::RedisError`], which
 /// tells them apart (`is_connection_refusal`, `is_connection_dropped`, `is_timeout`). A
 /// connection that failed is closed, and when the server went away all idle ones are closed too,
 /// so after a server restart the first call may fail and the next ones reconnect. After a
@@ -248,7 +279,7 @@ impl RedisArchiveBuilder {
     }
 
     /// Sets how long opening a connection (TCP connect and handshake) may take; `None` waits as
-    /// long as the operating system does. The default is 5 seconds.
+    /// long as the operating system does. The default is [`DEFAULT_CONNECT_TIMEOUT`], 5 seconds.
     ///
     /// # Examples
     ///
@@ -266,7 +297,8 @@ impl RedisArchiveBuilder {
     }
 
     /// Sets how long each socket read or write of a command may block; `None` waits forever.
-    /// The default is 5 seconds. A zero duration is refused by the socket, so `open` fails.
+    /// The default is [`DEFAULT_RESPONSE_TIMEOUT`], 5 seconds. A zero duration is refused by the
+    /// socket, so `open` fails.
     ///
     /// # Examples
     ///
@@ -289,7 +321,7 @@ impl RedisArchiveBuilder {
     ///
     /// [`Error::Backend`] with `backend: "redis"` when the URL is malformed, the connection is
     /// refused or times out, or the server does not answer `PING`; the source is the
-    /// [`redis::RedisError`](::redis::RedisError).
+    /// [`redis::RedisError`].
     ///
     /// # Examples
     ///

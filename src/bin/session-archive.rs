@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use session_archive::cli::{
     self, Access, CliError, Limit, MigrateOptions, Migrated, Spec, SweepOptions,
 };
+use session_archive::error::Chain;
 use session_archive::{Archive, ArchiveExt};
 
 /// Inspect session archives, move them between backends, and sweep expired sessions.
@@ -110,15 +111,15 @@ enum Command {
         spec: String,
         /// Idle timeout: a session unused this long has expired (90s, 30m, 12h, 7d, or off).
         /// Default: the stored one (24h where none is stored).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_limit)]
         idle: Option<Limit>,
         /// Absolute lifetime: a session this old has expired (or off). Default: the stored one
         /// (7d where none is stored).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_limit)]
         absolute: Option<Limit>,
         /// The width of one expiry-index bucket, used only for an archive that has none recorded
         /// yet (with --scan, which records it). Default: 60s.
-        #[arg(long, value_parser = cli::parse_duration)]
+        #[arg(long, value_parser = parse_duration)]
         granularity: Option<Duration>,
         /// Sweep with --idle or --absolute even where they differ from the stored settings.
         #[arg(long = "override")]
@@ -139,7 +140,7 @@ fn main() -> ExitCode {
         Err(Failure::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(failure) => {
             let line = match failure {
-                Failure::Cli(err) => cli::one_line(&err),
+                Failure::Cli(err) => Chain(&err).to_string(),
                 Failure::Io(err) => format!("cannot write the output: {err}"),
             };
             eprintln!("session-archive: {line}");
@@ -179,54 +180,11 @@ fn open(spec: &str, access: Access) -> Result<Box<dyn Archive>, CliError> {
 fn run(command: Command) -> Result<(), Failure> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     match command {
-        Command::Domains { spec } => {
-            let archive = open(&spec, Access::Existing)?;
-            for domain in archive.domains() {
-                writeln!(out, "{}", domain?)?;
-            }
-        }
-        Command::Keys { spec, domain } => {
-            let archive = open(&spec, Access::Existing)?;
-            let mut any = false;
-            for key in archive.keys(&domain) {
-                writeln!(out, "{}", key?)?;
-                any = true;
-            }
-            if !any {
-                return Err(CliError::NoSuchDomain { domain }.into());
-            }
-        }
-        Command::Get { spec, domain, key } => {
-            let archive = open(&spec, Access::Existing)?;
-            let Some(value) = archive.get(&domain, &key)? else {
-                return Err(CliError::NoSuchKey { domain, key }.into());
-            };
-            out.write_all(&value)?;
-        }
-        Command::Rm { spec, domain, key } => {
-            let archive = open(&spec, Access::Existing)?;
-            if let Some(key) = key {
-                if !archive.remove(&domain, &key)? {
-                    return Err(CliError::NoSuchKey { domain, key }.into());
-                }
-                writeln!(out, "removed key {key:?} of domain {domain:?}")?;
-            } else {
-                if !archive.remove_domain(&domain)? {
-                    return Err(CliError::NoSuchDomain { domain }.into());
-                }
-                writeln!(out, "removed domain {domain:?}")?;
-            }
-        }
-        Command::Stats { spec } => {
-            let parsed = Spec::parse(&spec)?;
-            let stats = cli::stats(&*parsed.open(Access::Existing)?)?;
-            writeln!(out, "domains: {}", stats.domains)?;
-            writeln!(out, "keys: {}", stats.keys)?;
-            writeln!(out, "value bytes: {}", stats.value_bytes)?;
-            if let Some(size) = parsed.disk_size()? {
-                writeln!(out, "size on disk: {size}")?;
-            }
-        }
+        Command::Domains { spec } => domains(&mut out, &spec)?,
+        Command::Keys { spec, domain } => keys(&mut out, &spec, domain)?,
+        Command::Get { spec, domain, key } => get(&mut out, &spec, domain, key)?,
+        Command::Rm { spec, domain, key } => rm(&mut out, &spec, domain, key)?,
+        Command::Stats { spec } => stats(&mut out, &spec)?,
         Command::Migrate {
             from,
             to,
@@ -267,6 +225,74 @@ fn run(command: Command) -> Result<(), Failure> {
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Lists the domains on `out`, one per line, as they are fetched.
+fn domains(out: &mut impl Write, spec: &str) -> Result<(), Failure> {
+    let archive = open(spec, Access::Existing)?;
+    for domain in archive.domains() {
+        writeln!(out, "{}", domain?)?;
+    }
+    Ok(())
+}
+
+/// Lists the keys of `domain` on `out`, one per line; a domain with none does not exist.
+fn keys(out: &mut impl Write, spec: &str, domain: String) -> Result<(), Failure> {
+    let archive = open(spec, Access::Existing)?;
+    let mut any = false;
+    for key in archive.keys(&domain) {
+        writeln!(out, "{}", key?)?;
+        any = true;
+    }
+    if !any {
+        return Err(CliError::NoSuchDomain { domain }.into());
+    }
+    Ok(())
+}
+
+/// Writes a value's raw bytes to `out`.
+fn get(out: &mut impl Write, spec: &str, domain: String, key: String) -> Result<(), Failure> {
+    let archive = open(spec, Access::Existing)?;
+    let Some(value) = archive.get(&domain, &key)? else {
+        return Err(CliError::NoSuchKey { domain, key }.into());
+    };
+    out.write_all(&value)?;
+    Ok(())
+}
+
+/// Removes a key, or the whole domain without one, and says so on `out`.
+fn rm(
+    out: &mut impl Write,
+    spec: &str,
+    domain: String,
+    key: Option<String>,
+) -> Result<(), Failure> {
+    let archive = open(spec, Access::Existing)?;
+    if let Some(key) = key {
+        if !archive.remove(&domain, &key)? {
+            return Err(CliError::NoSuchKey { domain, key }.into());
+        }
+        writeln!(out, "removed key {key:?} of domain {domain:?}")?;
+    } else {
+        if !archive.remove_domain(&domain)? {
+            return Err(CliError::NoSuchDomain { domain }.into());
+        }
+        writeln!(out, "removed domain {domain:?}")?;
+    }
+    Ok(())
+}
+
+/// Prints what the archive holds, and its size on disk where it has one.
+fn stats(out: &mut impl Write, spec: &str) -> Result<(), Failure> {
+    let parsed = Spec::parse(spec)?;
+    let stats = cli::stats(&*parsed.open(Access::Existing)?)?;
+    writeln!(out, "domains: {}", stats.domains)?;
+    writeln!(out, "keys: {}", stats.keys)?;
+    writeln!(out, "value bytes: {}", stats.value_bytes)?;
+    if let Some(size) = parsed.disk_size()? {
+        writeln!(out, "size on disk: {size}")?;
+    }
     Ok(())
 }
 
@@ -387,4 +413,84 @@ fn progress_bar(source: &dyn Archive) -> Result<ProgressBar, CliError> {
     bar.set_style(style);
     bar.set_message("0 keys");
     Ok(bar)
+}
+
+/// Parses a duration written as a whole number and one unit: `s`, `m`, `h` or `d`
+/// (`90s`, `30m`, `12h`, `7d`); anything else, an overflow included, is [`CliError::Duration`].
+fn parse_duration(text: &str) -> Result<Duration, CliError> {
+    let invalid = || CliError::Duration {
+        text: text.to_owned(),
+    };
+    let split = text.len().checked_sub(1).ok_or_else(invalid)?;
+    let (number, unit) = (text.get(..split), text.get(split..));
+    let unit = match unit {
+        Some("s") => 1,
+        Some("m") => 60,
+        Some("h") => 60 * 60,
+        Some("d") => 24 * 60 * 60,
+        _ => return Err(invalid()),
+    };
+    let number = number.ok_or_else(invalid)?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let count: u64 = number.parse().map_err(|_| invalid())?;
+    count
+        .checked_mul(unit)
+        .map(Duration::from_secs)
+        .ok_or_else(invalid)
+}
+
+/// Parses a session time limit: a duration (see [`parse_duration`]) or `off`, for none.
+fn parse_limit(text: &str) -> Result<Limit, CliError> {
+    if text == "off" {
+        Ok(Limit(None))
+    } else {
+        parse_duration(text).map(|limit| Limit(Some(limit)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_duration, parse_limit};
+    use session_archive::cli::Limit;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(30 * 60));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        for bad in [
+            "",
+            "s",
+            "30",
+            "1.5h",
+            "h1",
+            "1w",
+            "-1h",
+            "+1h",
+            "1 h",
+            "1hh",
+            "99999999999999999999d",
+            "1é",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(
+            parse_limit("1h").unwrap(),
+            Limit(Some(Duration::from_secs(3600)))
+        );
+        assert_eq!(parse_limit("off").unwrap(), Limit(None));
+        assert!(parse_limit("never").is_err());
+    }
 }
