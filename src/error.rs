@@ -81,22 +81,8 @@ pub enum NameProblem {
     Control(char),
 }
 
-impl fmt::Display for NameProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NameProblem::Empty => f.write_str("it is empty"),
-            NameProblem::TooLong(len) => write!(
-                f,
-                "it is {len} bytes long, over the limit of {}",
-                crate::name::MAX_NAME_LEN
-            ),
-            NameProblem::DotName => f.write_str("`.` and `..` are not names"),
-            NameProblem::LeadingDot => f.write_str("it starts with `.`, which is reserved"),
-            NameProblem::Separator(c) => write!(f, "it contains the path separator {c:?}"),
-            NameProblem::Control(c) => write!(f, "it contains the control character {c:?}"),
-        }
-    }
-}
+// NameProblem's Display, which quotes the length limit, lives with the name rule in `name`, so
+// this module needs nothing from there.
 
 /// Everything that can go wrong in this crate.
 ///

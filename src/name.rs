@@ -11,6 +11,8 @@
 //! migrated between backends without loss, and a name can always be used as a single path
 //! component. The tests in this module check each numbered clause against the code.
 
+use std::fmt;
+
 use crate::error::{Error, NameKind, NameProblem, Result};
 
 /// The longest valid name, in bytes of UTF-8.
@@ -115,6 +117,24 @@ fn name_problem(name: &str) -> Option<NameProblem> {
         c if c.is_control() => Some(NameProblem::Control(c)),
         _ => None,
     })
+}
+
+/// The name rule's own words for each problem, used in [`Error::InvalidName`]'s message.
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameProblem::Empty => f.write_str("it is empty"),
+            NameProblem::TooLong(len) => write!(
+                f,
+                "it is {len} bytes long, over the limit of {}",
+                MAX_NAME_LEN
+            ),
+            NameProblem::DotName => f.write_str("`.` and `..` are not names"),
+            NameProblem::LeadingDot => f.write_str("it starts with `.`, which is reserved"),
+            NameProblem::Separator(c) => write!(f, "it contains the path separator {c:?}"),
+            NameProblem::Control(c) => write!(f, "it contains the control character {c:?}"),
+        }
+    }
 }
 
 #[cfg(test)]
