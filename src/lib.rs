@@ -34,7 +34,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod archive;
+pub mod archive;
 #[cfg(feature = "axum")]
 pub mod axum;
 #[cfg(all(feature = "cli", unix))]
