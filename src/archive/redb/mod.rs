@@ -1,14 +1,14 @@
 //! [`RedbArchive`]: every domain in one [redb](https://www.redb.org) file, the embedded default.
 //!
-//! The backend ([`RedbArchive`], [`RedbArchiveBuilder`], [`Durability`]) is here; what it is
-//! built from lives in modules of its own:
+//! Open it with [`RedbArchive::open`], or with [`RedbArchive::builder`] to set the
+//! [`Durability`], the cache size (default [`DEFAULT_CACHE_SIZE`]) and the integrity check. What
+//! the backend guarantees is on [`RedbArchive`].
 //!
-//! - `layout`: the file's one table and the key range of a domain;
-//! - `ops`: what each write does to the table inside a write transaction;
-//! - `snapshot`: the read snapshot shared between commits, and why sharing it stays
-//!   linearizable;
-//! - `group_commit`: the leader/follower engine that commits concurrent writes together, generic
-//!   over what a commit is.
+//! Inside, for whoever changes this backend, each part has a private module of its own:
+//! `layout` (the file's one table, and the key range of a domain), `ops` (what each write does
+//! inside a write transaction), `snapshot` (the read snapshot shared between commits, and why
+//! sharing it stays linearizable) and `group_commit` (the leader/follower engine that commits
+//! concurrent writes together, generic over what a commit is).
 
 use std::fmt;
 use std::ops::Bound;
@@ -57,7 +57,7 @@ pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 /// # Examples
 ///
 /// ```
-/// use session_archive::{Durability, RedbArchive};
+/// use session_archive::archive::redb::{Durability, RedbArchive};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let archive = RedbArchive::builder()
@@ -99,7 +99,8 @@ impl Durability {
 /// # Examples
 ///
 /// ```
-/// use session_archive::{Archive, Durability, RedbArchive};
+/// use session_archive::Archive;
+/// use session_archive::archive::redb::{Durability, RedbArchive};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let archive = RedbArchive::builder()
@@ -158,7 +159,8 @@ impl RedbArchiveBuilder {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::{Archive, Durability, RedbArchive};
+    /// use session_archive::Archive;
+    /// use session_archive::archive::redb::{Durability, RedbArchive};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let archive = RedbArchive::builder()
@@ -273,7 +275,7 @@ impl RedbArchiveBuilder {
 }
 
 /// An archive in one redb file: the embedded default backend (feature `archive-redb`, on by
-/// default).
+/// default; with `default-features = false`, add `features = ["archive-redb"]` to get it back).
 ///
 /// Open it with [`RedbArchive::open`], or with options through [`RedbArchive::builder`]; share
 /// one handle between threads (it is `Send + Sync`; wrap it in an `Arc` or give it to
@@ -311,7 +313,8 @@ impl RedbArchiveBuilder {
 ///   its own, so one write's error never fails or loses another, and no write is acknowledged
 ///   unless a commit holding it succeeded. A write that changes nothing (a failed swap, removing
 ///   an absent key) is aborted instead of synced. With many writers this multiplies durable
-///   write throughput; a single writer pays one fsync per write and never waits for company.
+///   write throughput (the figures are in the repository's `docs/PERFORMANCE.md`); a single
+///   writer pays one fsync per write and never waits for company.
 ///   (Should redb panic inside a commit, the leader's call panics and the other writers of its
 ///   batch get [`Error::Backend`]: their writes may or may not be stored.)
 /// - **Linearizable reads.** Reads work on a snapshot and never wait for writers. Reads share
@@ -333,7 +336,8 @@ impl RedbArchiveBuilder {
 /// # Examples
 ///
 /// ```
-/// use session_archive::{Archive, Durability, RedbArchive};
+/// use session_archive::Archive;
+/// use session_archive::archive::redb::{Durability, RedbArchive};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join(".gen/sessions.redb");
@@ -390,7 +394,7 @@ impl RedbArchive {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::{Durability, RedbArchive};
+    /// use session_archive::archive::redb::{Durability, RedbArchive};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let archive = RedbArchive::builder()
@@ -423,7 +427,7 @@ impl RedbArchive {
     /// # Examples
     ///
     /// ```
-    /// use session_archive::{Durability, RedbArchive};
+    /// use session_archive::archive::redb::{Durability, RedbArchive};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let archive = RedbArchive::open(dir.path().join("sessions.redb"))?;
