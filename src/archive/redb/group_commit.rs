@@ -6,7 +6,8 @@
 //! runs the commit closure it was given over a [`Batch`]. The closure applies the requests in
 //! order in one transaction; when it has applied every request taken so far, the batch takes the
 //! requests that arrived meanwhile (see [`Batch::next_request`]), and only when it finds none does
-//! the closure commit. The leader then posts every request's answer, wakes exactly the callers it
+//! the closure commit. While fewer requests have joined than the last batch held, the batch first
+//! waits for more, for at most half the last commit's time and never longer than [`MAX_GATHER`]. The leader then posts every request's answer, wakes exactly the callers it
 //! answered, plus the first one still queued, who leads next. The others sleep until woken;
 //! nobody is woken just to find that its answer is not there yet. Each leader commits exactly one
 //! batch, the one holding its own request, so no caller serves others forever.
@@ -138,7 +139,8 @@ impl<R, O, E> GroupCommit<R, O, E> {
     /// [`Batch::next_request`] hands it, in order, in one transaction, then commit it and return
     /// one output per request, in the same order; or return an error, having stored nothing.
     /// A request behaves exactly as if it had been committed alone, after every request queued
-    /// before it. If `commit` panics, the panic unwinds out of this call.
+    /// before it. If `commit` panics while this caller leads, the panic unwinds out of this call,
+    /// and the other callers of the batch get [`Failure::NoAnswer`].
     pub(super) fn submit(
         &self,
         request: R,
