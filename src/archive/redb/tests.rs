@@ -1,0 +1,264 @@
+//! How redb's ops behave in a group commit: each op of a shared transaction answers as if alone,
+//! an op that redb refuses fails alone, and a panic inside redb's commit leaves the archive
+//! usable. The engine itself is tested in `group_commit`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::group_commit::Status;
+use super::*;
+
+/// How many transactions the archive has committed.
+fn commits(archive: &RedbArchive) -> u64 {
+    archive.snapshots.commits()
+}
+
+/// Waits (yielding, not sleeping) until the group commit's status satisfies `ready`.
+fn wait_until(archive: &RedbArchive, ready: impl Fn(Status) -> bool) {
+    while !ready(archive.group.status()) {
+        std::thread::yield_now();
+    }
+}
+
+/// Runs each op through [`RedbArchive::write`] on a thread of its own, so that all of them
+/// meet in one batch, in the order given: a write transaction held here blocks the first
+/// writer, who leads, at `begin_write`, until every other op has queued behind it. Returns each
+/// writer's answer, or its panic.
+fn one_batch(archive: &RedbArchive, ops: Vec<Op>) -> Vec<std::thread::Result<Result<usize>>> {
+    let gate = archive.db.begin_write().unwrap();
+    std::thread::scope(|scope| {
+        let mut writers = Vec::new();
+        for (queued, op) in ops.into_iter().enumerate() {
+            writers.push(scope.spawn(move || archive.write(op)));
+            if queued == 0 {
+                // It has taken its op off the queue to lead, and waits for the gate.
+                wait_until(archive, |status| status.committing && status.queued == 0);
+            } else {
+                wait_until(archive, |status| status.queued == queued);
+            }
+        }
+        drop(gate);
+        writers
+            .into_iter()
+            .map(std::thread::ScopedJoinHandle::join)
+            .collect()
+    })
+}
+
+fn set(key: &str, value: &[u8]) -> Op {
+    Op::Set {
+        domain: "d".to_owned(),
+        key: key.to_owned(),
+        value: value.to_vec(),
+    }
+}
+
+fn swap(key: &str, expected: &[u8], new: &[u8]) -> Op {
+    Op::CompareAndSwap {
+        domain: "d".to_owned(),
+        key: key.to_owned(),
+        expected: Some(expected.to_vec()),
+        new: Some(new.to_vec()),
+    }
+}
+
+fn remove(key: &str) -> Op {
+    Op::Remove {
+        domain: "d".to_owned(),
+        key: key.to_owned(),
+    }
+}
+
+/// Storage in memory whose next `sync_data` panics once armed, as a bug in redb or in a
+/// storage layer below it would.
+#[derive(Debug, Default)]
+struct PanicOnSync {
+    memory: ::redb::backends::InMemoryBackend,
+    armed: Arc<AtomicBool>,
+}
+
+impl ::redb::StorageBackend for PanicOnSync {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.memory.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.memory.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.memory.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        assert!(
+            !self.armed.swap(false, Ordering::AcqRel),
+            "the storage panics in sync_data"
+        );
+        self.memory.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.memory.write(offset, data)
+    }
+}
+
+fn get(archive: &RedbArchive, key: &str) -> Option<Vec<u8>> {
+    archive.get("d", key).unwrap()
+}
+
+/// Writers that queue while a commit is under way share one commit, and each op is answered
+/// as if it had been committed alone, in arrival order.
+#[test]
+fn writers_queued_behind_a_leader_share_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+    archive.set("d", "k", b"0").unwrap();
+    let before = commits(&archive);
+
+    let answers = one_batch(
+        &archive,
+        vec![
+            set("k", b"1"),
+            // Sees the set above, in the same transaction.
+            swap("k", b"1", b"2"),
+            swap("k", b"1", b"3"),
+            remove("absent"),
+            set("x", b"v"),
+            remove("x"),
+        ],
+    );
+
+    let answers: Vec<usize> = answers
+        .into_iter()
+        .map(|answer| answer.unwrap().unwrap())
+        .collect();
+    assert_eq!(answers, [1, 1, 0, 0, 1, 1]);
+    assert_eq!(commits(&archive) - before, 1, "six writers, one commit");
+    assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
+    assert_eq!(get(&archive, "x"), None);
+}
+
+/// When one op fails, the batch's transaction fails as a whole; every op is then retried in
+/// a transaction of its own, so the others are applied and answered as before, in order, and
+/// only the failing one gets the error.
+#[test]
+fn a_failing_op_fails_alone_and_the_rest_of_its_batch_is_retried() {
+    // One byte over redb's limit for a value (3 GiB). `vec!` of zeros maps untouched zero
+    // pages, and redb checks the length before it reads a byte, so this costs no memory.
+    const TOO_LARGE: usize = 3 * 1024 * 1024 * 1024 + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+    archive.set("d", "k", b"0").unwrap();
+    let before = commits(&archive);
+
+    let mut answers = one_batch(
+        &archive,
+        vec![
+            set("k", b"1"),
+            Op::Set {
+                domain: "d".to_owned(),
+                key: "huge".to_owned(),
+                value: vec![0; TOO_LARGE],
+            },
+            swap("k", b"1", b"2"),
+            remove("absent"),
+            set("y", b"v"),
+        ],
+    )
+    .into_iter()
+    .map(std::thread::Result::unwrap);
+
+    assert_eq!(answers.next().unwrap().unwrap(), 1);
+    let err = answers.next().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                backend: "redb",
+                operation: "write a value",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).expect("the redb error is kept");
+    assert!(
+        matches!(
+            source.downcast_ref::<::redb::Error>(),
+            Some(::redb::Error::ValueTooLarge(TOO_LARGE))
+        ),
+        "{source:?}"
+    );
+    let rest: Vec<usize> = answers.map(Result::unwrap).collect();
+    assert_eq!(rest, [1, 0, 1]);
+    // The failed batch committed nothing; the three ops that change the table committed one
+    // by one, and the removal of an absent key not at all.
+    assert_eq!(commits(&archive) - before, 3);
+    assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
+    assert_eq!(get(&archive, "huge"), None);
+    assert_eq!(get(&archive, "y"), Some(b"v".to_vec()));
+}
+
+/// A panic inside redb's commit unwinds through the leader: its own write panics, the other
+/// writers of its batch get an error instead of waiting forever, and leadership is free for
+/// the next writer.
+#[test]
+fn a_panicking_commit_answers_its_batch_with_an_error_and_frees_leadership() {
+    let backend = PanicOnSync::default();
+    let armed = Arc::clone(&backend.armed);
+    let db = ::redb::Builder::new().create_with_backend(backend).unwrap();
+    let archive = RedbArchive::builder()
+        .open_database(db, PathBuf::from("in-memory"))
+        .unwrap();
+    archive.set("d", "k", b"0").unwrap();
+    let before = commits(&archive);
+
+    armed.store(true, Ordering::Release);
+    let mut answers = one_batch(
+        &archive,
+        vec![set("a", b"1"), set("b", b"2"), set("c", b"3")],
+    )
+    .into_iter();
+
+    let leader = answers.next().unwrap().unwrap_err();
+    assert_eq!(
+        leader.downcast_ref::<&str>(),
+        Some(&"the storage panics in sync_data")
+    );
+    for answer in answers {
+        let err = answer.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Backend {
+                    backend: "redb",
+                    operation: "commit a batch of writes",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let source = std::error::Error::source(&err).expect("the cause is kept");
+        assert!(source.to_string().contains("panicked"), "{source}");
+    }
+    assert!(
+        !armed.load(Ordering::Acquire),
+        "the commit reached the sync"
+    );
+    // Nobody is left to collect an answer, so none is kept.
+    let idle = Status {
+        committing: false,
+        queued: 0,
+        unclaimed: 0,
+    };
+    assert_eq!(archive.group.status(), idle);
+    // The commit window closed on the way out: no commit is in flight, and one more was counted.
+    assert!(archive.snapshots.is_stable());
+    assert_eq!(commits(&archive), before + 1);
+
+    // The next writer leads its own commit and returns. (What it returns is redb's business:
+    // this version refuses writes until the database is reopened, as `Corrupted`.)
+    let _ = archive.set("d", "after", b"v");
+    assert_eq!(archive.group.status(), idle);
+}
