@@ -276,28 +276,13 @@
 //! `Sessions` uses are its own: other data may share the archive under other names (the
 //! tower-sessions store's `tower-…` domains do), but not under these.
 //!
-//! # Where the code is
-//!
-//! Data flows one way: web layer (`axum`, `tower_sessions`)
-//! → typed sessions → session store → archive → backend.
-//!
-//! | file | holds | open it to change |
-//! |---|---|---|
-//! | `session/sessions.rs` | `Sessions`, `SessionsBuilder`, `OnCorrupt`, the defaults | configuration, `start`, what `Sessions` offers |
-//! | `session/handle.rs` | `Session<T>`, `CookieAction` | encoding, the handle's phase, which cookie a call asks for |
-//! | `session/cookie.rs` | the cookie's name and attributes | parsing `Cookie`, building `Set-Cookie` |
-//! | `session/store.rs` | the write protocol, in bytes: create, swap, touch, destroy, the regenerate's move, indexing, sweep verdicts, adoption | any write of a session, and its crash ordering |
-//! | `session/users.rs` | listing and revoking a user's sessions | the per-user index's readers |
-//! | `session/expiry.rs` | the expiry index, its record and its sweep, shared with the tower-sessions store | bucket placement, the sweep walk, stored settings |
-//! | `session/layout.rs` | keys, moved-markers, the `meta.json` record, user-index names | what the bytes look like |
-//! | `session/hashed.rs`, `session/id.rs`, `session/clock.rs` | ids hashed at rest, [`SessionId`], [`Clock`] | |
-//!
 //! [sweep granularity]: SessionsBuilder::sweep_granularity
 //! [`Error::SessionGone`]: crate::Error::SessionGone
 //! [`Error::CorruptSession`]: crate::Error::CorruptSession
 //! [`Error::StateTooLarge`]: crate::Error::StateTooLarge
 
-// The modules, in the order data flows: the typed face (`sessions`, `handle`, with `cookie`),
+// Where each part of the protocol lives, and why this order: docs/ARCHITECTURE.md. The modules,
+// in the order data flows: the typed face (`sessions`, `handle`, with `cookie`),
 // the protocol (`store`, with `users` for the per-user listing and revoke), and what the
 // protocol is built from (`expiry`, shared with the tower-sessions store; `layout`; `hashed`;
 // `id`; `clock`). Each uses only modules after it.
