@@ -40,6 +40,18 @@
     reason = "these functions are assertions; panicking is how they report"
 )]
 
+// Where things are: `macros.rs` holds the test-stamping macros and the one list of behaviours;
+// `behaviours.rs` one function per behaviour; `model.rs` the `Op`s, the model, the strategy and
+// `check_step` (with `model/fuzz_input.rs`, how the fuzzers' bytes become an `Op`'s names);
+// `hooked.rs` the `Hooked` wrapper; `fuzz.rs` the fuzz targets' bodies.
+//
+// A new `Archive` method: the compiler points at `forward_archive!` and `Hooked` (both deny
+// `clippy::missing_trait_methods`), and, once the method has its `Op` variant, at every match
+// over `Op` (the model, the archive side, name validity, and `kind` in tests/fuzz_seeds.rs).
+// By hand: its `Call` variant, its `Op` variant and arm in `op_strategy`, and a behaviour
+// function named in `__archive_behaviours!`. A new `Op` variant changes what the committed fuzz
+// seeds decode to; tests/fuzz_seeds.rs says so.
+
 use crate::archive::{Archive, ArchiveExt};
 
 mod behaviours;

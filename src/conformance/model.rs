@@ -19,9 +19,16 @@ pub(super) mod fuzz_input;
 ///
 /// # Examples
 ///
-/// ```
-/// use session_archive::conformance::Persistence;
-/// assert_ne!(Persistence::Volatile, Persistence::Persistent);
+/// A redb file outlives its handle, so its model test reopens it on the same directory:
+///
+/// ```no_run
+/// use session_archive::RedbArchive;
+/// use session_archive::conformance::{model_test, Persistence};
+///
+/// model_test(
+///     |dir| RedbArchive::open(dir.join("archive.redb")).expect("open"),
+///     Persistence::Persistent,
+/// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Persistence {
@@ -35,7 +42,7 @@ pub enum Persistence {
 /// One step of a model-test sequence: one [`Archive`] call (or, for [`Op::Reopen`], a reopen).
 ///
 /// With the `fuzzing` feature it is also what the fuzz targets decode from their input
-/// (`arbitrary`): names come from a small pool most of the time (see
+/// (`arbitrary`): names are often taken from a small pool (see
 /// [`fuzz::FuzzName`](super::fuzz::FuzzName)), so that operations meet each other's data. The
 /// order of the variants is part of that byte encoding, and so of the meaning of the committed
 /// seeds in `fuzz/seeds/`: a new or moved variant changes what the seeds decode to (which
