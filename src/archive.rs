@@ -653,6 +653,7 @@ impl Blocking {
 /// archive silently falls back to a default body.
 macro_rules! forward_archive {
     ($($pointer:ident),+) => {$(
+        #[deny(clippy::missing_trait_methods)]
         impl<A: Archive + ?Sized> Archive for $pointer<A> {
             fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
                 (**self).get(domain, key)

@@ -1,5 +1,6 @@
 //! The bodies of the fuzz targets in `fuzz/` (feature `fuzzing`), and the [`Arbitrary`] inputs
-//! they decode.
+//! they decode: the model test's own [`Op`], whose names are read as [`FuzzName`]s, and the
+//! inputs of the session and redb-file targets.
 //!
 //! Each target is one function taking the raw fuzzer input, so that the cargo-fuzz targets and
 //! the seed-corpus replay test (`tests/fuzz_seeds.rs`) run the same code. Like the rest of
@@ -15,7 +16,6 @@
 //!
 //! [`Session::load`]: crate::Session::load
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,238 +24,53 @@ use arbitrary::{Arbitrary, Unstructured};
 use serde::{Deserialize, Serialize};
 
 use super::{Model, Op, check_step, snapshot};
+use crate::archive::dir::DirArchive;
+use crate::archive::memory::MemoryArchive;
+use crate::archive::redb::{Durability, RedbArchive};
 use crate::archive::{Archive, ArchiveExt};
 use crate::error::Error;
-use crate::name::MAX_NAME_LEN;
+use crate::name::validate_domain;
 use crate::session::clock::ManualClock;
 use crate::session::id::SessionId;
-use crate::session::{META_KEY, STATE_KEY, Sessions};
-use crate::{DirArchive, Durability, MemoryArchive, RedbArchive};
+use crate::session::{META_KEY, STATE_KEY, Session, Sessions};
+
+pub use super::model::fuzz_input::FuzzName;
 
 /// The longest operation sequence one input runs; longer inputs are cut, so that one input stays
 /// fast enough for the fuzzer's timeout.
 pub const MAX_OPS: usize = 64;
 
-/// Names the fuzzer picks by index: valid ones sharing prefixes, the session keys, and one of
-/// each kind of invalid name.
-const NAME_POOL: &[&str] = &[
-    "a",
-    "ab",
-    "a b",
-    "b",
-    "ü",
-    "k",
-    "session.json",
-    "meta.json",
-    "",
-    ".",
-    "..",
-    ".x",
-    "a/b",
-    "a\\b",
-    "a\0b",
-    "\u{7f}",
-    "\u{85}",
-];
-
-/// A domain or key name decoded from fuzzer bytes; [`FuzzName::to_name`] gives the string.
-#[derive(Debug, Clone, Arbitrary)]
-pub enum FuzzName {
-    /// One of a small pool of names, so that operations meet each other's data.
-    Pool(u8),
-    /// Arbitrary text, any Unicode.
-    Text(String),
-    /// Arbitrary bytes, read as UTF-8 with invalid sequences replaced.
-    Bytes(Vec<u8>),
-    /// `n` repeated to a length around [`MAX_NAME_LEN`] (from 4 under to 3 over).
-    Long(u8),
-}
-
-impl FuzzName {
-    /// The name this input stands for.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::conformance::fuzz::FuzzName;
-    ///
-    /// assert_eq!(FuzzName::Pool(0).to_name(), "a");
-    /// assert_eq!(FuzzName::Long(7).to_name().len(), session_archive::MAX_NAME_LEN + 3);
-    /// ```
-    pub fn to_name(&self) -> String {
-        match self {
-            FuzzName::Pool(i) => NAME_POOL[usize::from(*i) % NAME_POOL.len()].to_owned(),
-            FuzzName::Text(text) => text.clone(),
-            FuzzName::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            FuzzName::Long(n) => "n".repeat(MAX_NAME_LEN - 4 + usize::from(n % 8)),
-        }
-    }
-}
-
-/// One operation of [`archive_ops`]: every [`Op`], plus paged listing with a small page size.
-#[derive(Debug, Clone, Arbitrary)]
-#[allow(missing_docs, reason = "the variants mirror Op")]
-pub enum FuzzOp {
-    Get(FuzzName, FuzzName),
-    Set(FuzzName, FuzzName, Vec<u8>),
-    Has(FuzzName, FuzzName),
-    Remove(FuzzName, FuzzName),
-    HasDomain(FuzzName),
-    RemoveDomain(FuzzName),
-    CompareAndSwap(FuzzName, FuzzName, Option<Vec<u8>>, Option<Vec<u8>>),
-    ListDomains,
-    ListKeys(FuzzName),
-    /// Drop and reopen a persistent archive; checked as a no-op on a volatile one.
-    Reopen,
-    /// List domains, or the keys of a domain, page by page with a page size of 1 to 4.
-    ListPaged(Option<FuzzName>, u8),
-    SetMany(Vec<(FuzzName, FuzzName, Vec<u8>)>),
-    RemoveMany(Vec<(FuzzName, FuzzName)>),
-    RemoveDomains(Vec<FuzzName>),
-}
-
-impl FuzzOp {
-    /// The model-test [`Op`] this stands for, or `None` for [`FuzzOp::ListPaged`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::conformance::{Op, fuzz::{FuzzName, FuzzOp}};
-    ///
-    /// let op = FuzzOp::HasDomain(FuzzName::Pool(1)).to_op();
-    /// assert!(matches!(op, Some(Op::HasDomain(d)) if d == "ab"));
-    /// ```
-    pub fn to_op(&self) -> Option<Op> {
-        Some(match self {
-            FuzzOp::Get(d, k) => Op::Get(d.to_name(), k.to_name()),
-            FuzzOp::Set(d, k, v) => Op::Set(d.to_name(), k.to_name(), v.clone()),
-            FuzzOp::Has(d, k) => Op::Has(d.to_name(), k.to_name()),
-            FuzzOp::Remove(d, k) => Op::Remove(d.to_name(), k.to_name()),
-            FuzzOp::HasDomain(d) => Op::HasDomain(d.to_name()),
-            FuzzOp::RemoveDomain(d) => Op::RemoveDomain(d.to_name()),
-            FuzzOp::CompareAndSwap(d, k, e, n) => {
-                Op::CompareAndSwap(d.to_name(), k.to_name(), e.clone(), n.clone())
-            }
-            FuzzOp::ListDomains => Op::ListDomains,
-            FuzzOp::ListKeys(d) => Op::ListKeys(d.to_name()),
-            FuzzOp::Reopen => Op::Reopen,
-            FuzzOp::ListPaged(..) => return None,
-            FuzzOp::SetMany(entries) => Op::SetMany(
-                entries
-                    .iter()
-                    .map(|(d, k, v)| (d.to_name(), k.to_name(), v.clone()))
-                    .collect(),
-            ),
-            FuzzOp::RemoveMany(entries) => Op::RemoveMany(
-                entries
-                    .iter()
-                    .map(|(d, k)| (d.to_name(), k.to_name()))
-                    .collect(),
-            ),
-            FuzzOp::RemoveDomains(domains) => {
-                Op::RemoveDomains(domains.iter().map(FuzzName::to_name).collect())
-            }
-        })
-    }
-}
-
-/// Decodes an operation sequence, at most [`MAX_OPS`] long; `None` if the input is too short.
-fn decode_ops(data: &[u8]) -> Option<Vec<FuzzOp>> {
-    let mut ops = Vec::<FuzzOp>::arbitrary_take_rest(Unstructured::new(data)).ok()?;
+/// Decodes an operation sequence as the `archive_ops` target does: at most [`MAX_OPS`] long, or
+/// `None` if the input is too short.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::{Op, fuzz::decode_ops};
+///
+/// let ops = decode_ops(b"\x01\xff\xff\xff\xff\x00").expect("decodes");
+/// assert!(matches!(ops[..], [Op::RemoveDomains(ref domains)] if domains.is_empty()));
+/// ```
+pub fn decode_ops(data: &[u8]) -> Option<Vec<Op>> {
+    let mut ops = Vec::<Op>::arbitrary_take_rest(Unstructured::new(data)).ok()?;
     ops.truncate(MAX_OPS);
     Some(ops)
 }
 
-/// Pages through domains (`domain` `None`) or one domain's keys with pages of `limit` names, and
-/// checks that the pages together list exactly the model's names, each once.
-fn check_paged_listing(
-    archive: &dyn Archive,
-    model: &Model,
-    domain: Option<&str>,
-    limit: usize,
-) -> Result<(), String> {
-    let list = |cursor: Option<&str>| match domain {
-        None => archive.list_domains(cursor, limit),
-        Some(domain) => archive.list_keys(domain, cursor, limit),
-    };
-    let expected: Vec<&String> = match domain {
-        None => model.keys().collect(),
-        Some(domain) => match crate::validate_domain(domain) {
-            Err(_) => {
-                return match list(None) {
-                    Err(Error::InvalidName { .. }) => Ok(()),
-                    other => Err(format!("paged listing of {domain:?}: got {other:?}")),
-                };
-            }
-            Ok(()) => model
-                .get(domain)
-                .map(|keys| keys.keys().collect())
-                .unwrap_or_default(),
-        },
-    };
-    let mut seen = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    // Every page but the last holds at least one name, so a correct backend ends within this.
-    for _ in 0..=expected.len() {
-        let page = list(cursor.as_deref()).map_err(|e| format!("paged listing: {e:?}"))?;
-        if page.names.len() > limit {
-            return Err(format!(
-                "a page of {} names over the limit {limit}",
-                page.names.len()
-            ));
-        }
-        for name in page.names {
-            if !seen.insert(name.clone()) {
-                return Err(format!("paged listing repeated {name:?}"));
-            }
-        }
-        cursor = page.cursor;
-        if cursor.is_none() {
-            let listed: Vec<&String> = seen.iter().collect();
-            return if listed == expected {
-                Ok(())
-            } else {
-                Err(format!(
-                    "paged listing gave {listed:?}, the model holds {expected:?}"
-                ))
-            };
-        }
-    }
-    Err(format!(
-        "paged listing of {} names does not end",
-        expected.len()
-    ))
-}
-
 /// Runs `ops` on the archive `open` makes in `dir`, checking it against the model after every
-/// step. `open` is called again for [`FuzzOp::Reopen`] when `persistent`.
-fn run_ops<A: Archive>(ops: &[FuzzOp], dir: &Path, persistent: bool, open: impl Fn(&Path) -> A) {
+/// step. `open` is called again for [`Op::Reopen`] when `persistent`.
+fn run_ops<A: Archive>(ops: &[Op], dir: &Path, persistent: bool, open: impl Fn(&Path) -> A) {
     let mut archive = Some(open(dir));
     let mut model = Model::new();
-    for (step, fuzz_op) in ops.iter().enumerate() {
-        if persistent && matches!(fuzz_op, FuzzOp::Reopen) {
+    for (step, op) in ops.iter().enumerate() {
+        if persistent && matches!(op, Op::Reopen) {
             drop(archive.take());
             archive = Some(open(dir));
         }
         let current = archive
             .as_ref()
             .expect("the archive is reopened before use");
-        let outcome = match fuzz_op {
-            FuzzOp::ListPaged(domain, limit) => {
-                let domain = domain.as_ref().map(FuzzName::to_name);
-                check_paged_listing(
-                    current,
-                    &model,
-                    domain.as_deref(),
-                    usize::from(limit % 4) + 1,
-                )
-            }
-            other => {
-                let op = other.to_op().expect("every other FuzzOp maps to an Op");
-                check_step(current, &mut model, &op)
-            }
-        };
-        if let Err(failure) = outcome {
+        if let Err(failure) = check_step(current, &mut model, op) {
             panic!("step {step} of {ops:#?}\n{failure}");
         }
     }
@@ -342,19 +157,25 @@ pub fn session_start(data: &[u8]) {
     }
 }
 
-fn check_sessions<T>(input: &SessionInput)
-where
-    T: Serialize + serde::de::DeserializeOwned + Default + PartialEq + std::fmt::Debug,
-{
+/// Everything [`check_sessions`] knows about one input: the sessions over the planted archive,
+/// and what the planted state decodes to, if anything.
+struct Planted<T> {
+    archive: Arc<MemoryArchive>,
+    sessions: Sessions,
+    decoded: Option<T>,
+}
+
+/// Stores the input's bytes as the session [`STORED_ID`] and, when asked and the id is malformed
+/// but a valid domain, under the input's id too: a session that must never be found. (A
+/// well-formed id would name a genuine stored session.)
+fn plant<T: serde::de::DeserializeOwned>(input: &SessionInput) -> Planted<T> {
     let archive = Arc::new(MemoryArchive::new());
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
     let sessions = Sessions::builder(Arc::clone(&archive)).clock(clock).build();
     let mut planted = vec![STORED_ID];
-    // Bytes under a malformed id: a session that must never be found. (A well-formed id would
-    // name a genuine stored session.)
     if input.plant_under_id
         && SessionId::parse(&input.id).is_none()
-        && crate::validate_domain(&input.id).is_ok()
+        && validate_domain(&input.id).is_ok()
     {
         planted.push(&input.id);
     }
@@ -366,8 +187,23 @@ where
             archive.set(domain, META_KEY, meta).expect("plant meta");
         }
     }
+    let decoded = input
+        .state
+        .as_deref()
+        .and_then(|bytes| serde_json::from_slice(bytes).ok());
+    Planted {
+        archive,
+        sessions,
+        decoded,
+    }
+}
 
-    let from_cookie = sessions.id_from_cookie(&input.header);
+fn check_sessions<T>(input: &SessionInput)
+where
+    T: Serialize + serde::de::DeserializeOwned + Default + PartialEq + std::fmt::Debug,
+{
+    let planted = plant::<T>(input);
+    let from_cookie = planted.sessions.id_from_cookie(&input.header);
     if let Some(id) = &from_cookie {
         assert!(
             well_formed_id(id.as_str()),
@@ -375,86 +211,110 @@ where
             input.header
         );
     }
-    let decoded: Option<T> = input
-        .state
-        .as_deref()
-        .and_then(|bytes| serde_json::from_slice(bytes).ok());
-
     for id in [
         Some(input.id.as_str()),
         from_cookie.as_ref().map(SessionId::as_str),
         Some(STORED_ID),
     ] {
-        let before = snapshot(&*archive).expect("snapshot");
-        let result = sessions.start::<T>(id, T::default());
-        let after = snapshot(&*archive).expect("snapshot");
-        match result {
-            Ok(mut session) if !session.is_new() => {
-                assert_eq!(
-                    session.id().as_str(),
-                    STORED_ID,
-                    "start({id:?}) adopted a session that was not stored"
-                );
-                assert_eq!(id, Some(STORED_ID), "start({id:?}) adopted another id");
-                let decoded = decoded.as_ref().expect("adopted state must decode");
-                assert_eq!(&*session, decoded, "adopted state differs from the stored");
-                assert_eq!(
-                    after.get(STORED_ID).and_then(|keys| keys.get(STATE_KEY)),
-                    input.state.as_ref(),
-                    "start rewrote the stored state"
-                );
-                session.load().expect("load an adopted session");
-                assert_eq!(&*session, decoded, "loaded state differs from the stored");
-            }
-            Ok(session) => {
-                assert!(
-                    id != Some(session.id().as_str()),
-                    "start({id:?}) took the client's id for a new session"
-                );
-                assert!(
-                    !after.contains_key(session.id().as_str()),
-                    "a new session's id is already stored"
-                );
-                // A new session writes nothing; the one change allowed is the removal of the
-                // stored session, asked for by its id, when it has expired.
-                let mut expected = before.clone();
-                if id == Some(STORED_ID) && !after.contains_key(STORED_ID) {
-                    expected.remove(STORED_ID);
-                }
-                assert_eq!(after, expected, "start({id:?}) of a new session wrote");
-                // Without timestamps the stored session cannot have expired: it is adopted, or
-                // its state is corrupt, which is an error rather than a fresh session.
-                assert!(
-                    !(id == Some(STORED_ID) && input.meta.is_none() && input.state.is_some()),
-                    "start({id:?}) ignored a stored session without timestamps"
-                );
-            }
-            Err(Error::CorruptSession { id: corrupt, .. }) => {
-                assert_eq!(corrupt, STORED_ID, "start({id:?}) blamed another session");
-                assert_eq!(
-                    id,
-                    Some(STORED_ID),
-                    "start({id:?}) read a session it must not"
-                );
-                assert_eq!(after, before, "start({id:?}) changed a corrupt session");
-                assert!(
-                    decoded.is_none() || input.meta.is_some(),
-                    "start({id:?}) called decodable state with no timestamps corrupt"
-                );
-            }
-            Err(other) => panic!("start({id:?}) failed: {other:?}"),
-        }
+        check_start(&planted, input, id);
     }
+}
+
+/// Starts a session from `id` and checks the outcome against what was planted.
+fn check_start<T>(planted: &Planted<T>, input: &SessionInput, id: Option<&str>)
+where
+    T: Serialize + serde::de::DeserializeOwned + Default + PartialEq + std::fmt::Debug,
+{
+    let before = snapshot(&*planted.archive).expect("snapshot");
+    let result = planted.sessions.start::<T>(id, T::default());
+    let after = snapshot(&*planted.archive).expect("snapshot");
+    match result {
+        Ok(session) if !session.is_new() => check_adopted(session, planted, input, id, &after),
+        Ok(session) => check_new(&session, input, id, &before, &after),
+        Err(Error::CorruptSession { id: corrupt, .. }) => {
+            assert_eq!(corrupt, STORED_ID, "start({id:?}) blamed another session");
+            assert_eq!(
+                id,
+                Some(STORED_ID),
+                "start({id:?}) read a session it must not"
+            );
+            assert_eq!(after, before, "start({id:?}) changed a corrupt session");
+            assert!(
+                planted.decoded.is_none() || input.meta.is_some(),
+                "start({id:?}) called decodable state with no timestamps corrupt"
+            );
+        }
+        Err(other) => panic!("start({id:?}) failed: {other:?}"),
+    }
+}
+
+/// An adopted session is the stored one, asked for by its id, holding the decoded stored state
+/// before and after `load`, and starting it rewrote nothing.
+fn check_adopted<T>(
+    mut session: Session<T>,
+    planted: &Planted<T>,
+    input: &SessionInput,
+    id: Option<&str>,
+    after: &Model,
+) where
+    T: Serialize + serde::de::DeserializeOwned + Default + PartialEq + std::fmt::Debug,
+{
+    assert_eq!(
+        session.id().as_str(),
+        STORED_ID,
+        "start({id:?}) adopted a session that was not stored"
+    );
+    assert_eq!(id, Some(STORED_ID), "start({id:?}) adopted another id");
+    let decoded = planted.decoded.as_ref().expect("adopted state must decode");
+    assert_eq!(&*session, decoded, "adopted state differs from the stored");
+    assert_eq!(
+        after.get(STORED_ID).and_then(|keys| keys.get(STATE_KEY)),
+        input.state.as_ref(),
+        "start rewrote the stored state"
+    );
+    session.load().expect("load an adopted session");
+    assert_eq!(&*session, decoded, "loaded state differs from the stored");
+}
+
+/// A new session has a fresh id, never the client's, and starting it wrote nothing.
+fn check_new<T>(
+    session: &Session<T>,
+    input: &SessionInput,
+    id: Option<&str>,
+    before: &Model,
+    after: &Model,
+) {
+    assert!(
+        id != Some(session.id().as_str()),
+        "start({id:?}) took the client's id for a new session"
+    );
+    assert!(
+        !after.contains_key(session.id().as_str()),
+        "a new session's id is already stored"
+    );
+    // A new session writes nothing; the one change allowed is the removal of the stored session,
+    // asked for by its id, when it has expired.
+    let mut expected = before.clone();
+    if id == Some(STORED_ID) && !after.contains_key(STORED_ID) {
+        expected.remove(STORED_ID);
+    }
+    assert_eq!(*after, expected, "start({id:?}) of a new session wrote");
+    // Without timestamps the stored session cannot have expired: it is adopted, or its state is
+    // corrupt, which is an error rather than a fresh session.
+    assert!(
+        !(id == Some(STORED_ID) && input.meta.is_none() && input.state.is_some()),
+        "start({id:?}) ignored a stored session without timestamps"
+    );
 }
 
 /// The input of [`redb_file`].
 #[derive(Debug, Clone, Arbitrary)]
 pub enum RedbFileInput {
     /// These bytes are the whole file.
-    Raw(Vec<u8>, Vec<FuzzOp>),
+    Raw(Vec<u8>, Vec<Op>),
     /// A valid archive holding a few sessions, with the byte at each offset (modulo the file's
     /// length) XORed with the mask.
-    Flipped(Vec<(u32, u8)>, Vec<FuzzOp>),
+    Flipped(Vec<(u32, u8)>, Vec<Op>),
 }
 
 /// A valid archive file, made once per process.
@@ -515,19 +375,24 @@ pub fn redb_file(data: &[u8]) {
     };
     for op in ops.iter().take(MAX_OPS) {
         match op {
-            FuzzOp::ListPaged(..) | FuzzOp::ListDomains | FuzzOp::Reopen => {
-                for name in archive.domains() {
-                    let Ok(name) = name else { break };
-                    for key in archive.keys(&name) {
-                        let Ok(key) = key else { break };
-                        let _ = archive.get(&name, &key);
-                    }
-                }
-            }
+            Op::ListDomains | Op::Reopen => walk(&archive),
             other => {
-                let op = other.to_op().expect("every other FuzzOp maps to an Op");
-                let _ = super::apply_to_archive(&archive, &op);
+                let _ = super::model::apply_to_archive(&archive, other, MAX_PAGES);
             }
+        }
+    }
+}
+
+/// The most pages one paged listing of [`redb_file`] reads: a corrupt file may hold a cycle.
+const MAX_PAGES: usize = 1024;
+
+/// Reads every entry of the archive, giving up on a domain or a listing at its first error.
+fn walk(archive: &RedbArchive) {
+    for name in archive.domains() {
+        let Ok(name) = name else { break };
+        for key in archive.keys(&name) {
+            let Ok(key) = key else { break };
+            let _ = archive.get(&name, &key);
         }
     }
 }

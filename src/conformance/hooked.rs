@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::archive::{Archive, Page};
+use crate::archive::{Archive, Blocking, Page};
 use crate::error::Result;
 
 /// One call to an [`Archive`] method, as [`Hooked`] shows it to its hook: the method and its
@@ -193,6 +193,8 @@ impl<A> fmt::Debug for Hooked<A> {
     }
 }
 
+// Every method is written out, so that a call never bypasses the hook through a default body.
+#[deny(clippy::missing_trait_methods)]
 impl<A: Archive> Archive for Hooked<A> {
     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
         (self.hook)(&Call::Get { domain, key })?;
@@ -272,5 +274,11 @@ impl<A: Archive> Archive for Hooked<A> {
     fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
         (self.hook)(&Call::ExpireDomain { domain, at })?;
         self.inner.expire_domain(domain, at)
+    }
+
+    /// Always [`Blocking::Always`], whatever the wrapped archive says: the hook may wait (tests
+    /// use it to stand in for a slow disk or another writer), and it is not a call of its own.
+    fn blocking(&self) -> Blocking {
+        Blocking::Always
     }
 }

@@ -1,0 +1,691 @@
+//! The behaviours of the [`Archive` contract](Archive#contract), one public function each; the
+//! list in [`__archive_behaviours!`](crate::__archive_behaviours) turns each into a test.
+
+use std::collections::BTreeSet;
+
+use crate::archive::{Archive, ArchiveExt};
+use crate::error::{Error, NameKind};
+use crate::name::MAX_NAME_LEN;
+
+fn all_domains(archive: &dyn Archive) -> Vec<String> {
+    archive
+        .domains()
+        .collect::<Result<_, _>>()
+        .expect("list domains")
+}
+
+fn all_keys(archive: &dyn Archive, domain: &str) -> Vec<String> {
+    archive
+        .keys(domain)
+        .collect::<Result<_, _>>()
+        .expect("list keys")
+}
+
+/// `get`, `has` and `remove` on a missing key, and on a missing domain, are not errors.
+pub fn get_absent(archive: &dyn Archive) {
+    assert_eq!(archive.get("d", "k").expect("get"), None);
+    assert!(!archive.has("d", "k").expect("has"));
+    assert!(!archive.has_domain("d").expect("has_domain"));
+    assert!(!archive.remove("d", "k").expect("remove"));
+    assert!(!archive.remove_domain("d").expect("remove_domain"));
+    archive.set("d", "k", b"v").expect("set");
+    assert_eq!(archive.get("d", "other").expect("get"), None);
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+/// A value that was set reads back exactly.
+pub fn set_then_get(archive: &dyn Archive) {
+    archive.set("d", "k", b"value").expect("set");
+    assert_eq!(archive.get("d", "k").expect("get"), Some(b"value".to_vec()));
+    archive.set("d", "k2", b"other").expect("set");
+    assert_eq!(archive.get("d", "k").expect("get"), Some(b"value".to_vec()));
+    assert_eq!(
+        archive.get("d", "k2").expect("get"),
+        Some(b"other".to_vec())
+    );
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+/// `set` on an existing key replaces its value, longer or shorter.
+pub fn overwrite_replaces_value(archive: &dyn Archive) {
+    archive.set("d", "k", b"a long first value").expect("set");
+    archive.set("d", "k", b"short").expect("set");
+    assert_eq!(archive.get("d", "k").expect("get"), Some(b"short".to_vec()));
+    archive
+        .set("d", "k", b"a much longer third value")
+        .expect("set");
+    assert_eq!(
+        archive.get("d", "k").expect("get"),
+        Some(b"a much longer third value".to_vec())
+    );
+    assert_eq!(all_keys(archive, "d"), ["k"]);
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+/// `has` is true exactly for stored keys.
+pub fn has_present_and_absent(archive: &dyn Archive) {
+    archive.set("d", "k", b"v").expect("set");
+    assert!(archive.has("d", "k").expect("has"));
+    assert!(!archive.has("d", "k2").expect("has"));
+    assert!(!archive.has("d2", "k").expect("has"));
+    assert!(archive.remove("d", "k").expect("remove"));
+    assert!(!archive.has("d", "k").expect("has"));
+}
+
+/// `remove` reports whether the key existed and removes only that key.
+pub fn remove_present_and_absent(archive: &dyn Archive) {
+    archive.set("d", "k1", b"1").expect("set");
+    archive.set("d", "k2", b"2").expect("set");
+    assert!(archive.remove("d", "k1").expect("remove"));
+    assert!(!archive.remove("d", "k1").expect("remove again"));
+    assert_eq!(archive.get("d", "k1").expect("get"), None);
+    assert_eq!(archive.get("d", "k2").expect("get"), Some(b"2".to_vec()));
+    assert!(archive.remove("d", "k2").expect("remove"));
+}
+
+/// A domain exists exactly while it holds at least one key.
+pub fn domain_exists_while_it_has_keys(archive: &dyn Archive) {
+    assert!(!archive.has_domain("d").expect("has_domain"));
+    archive.set("d", "k1", b"").expect("set");
+    assert!(archive.has_domain("d").expect("has_domain"));
+    archive.set("d", "k2", b"x").expect("set");
+    assert!(archive.remove("d", "k1").expect("remove"));
+    assert!(archive.has_domain("d").expect("has_domain"));
+    assert!(archive.remove("d", "k2").expect("remove"));
+    assert!(!archive.has_domain("d").expect("has_domain after last key"));
+    assert!(all_domains(archive).is_empty());
+    assert!(
+        !archive
+            .remove_domain("d")
+            .expect("remove_domain of emptied domain")
+    );
+}
+
+/// `remove_domain` removes every key and reports whether the domain existed.
+pub fn remove_domain_present_and_absent(archive: &dyn Archive) {
+    for i in 0..10 {
+        archive.set("d", &format!("k{i}"), b"v").expect("set");
+    }
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+    assert!(!archive.has_domain("d").expect("has_domain"));
+    for i in 0..10 {
+        assert!(!archive.has("d", &format!("k{i}")).expect("has"));
+    }
+    assert!(all_keys(archive, "d").is_empty());
+    assert!(!archive.remove_domain("d").expect("remove_domain again"));
+    archive
+        .set("d", "k0", b"new")
+        .expect("set after remove_domain");
+    assert_eq!(archive.get("d", "k0").expect("get"), Some(b"new".to_vec()));
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+const NEIGHBOURS: [&str; 5] = ["a", "ab", "a b", "b", "a-"];
+
+/// `remove_domain` leaves domains that share a prefix intact.
+pub fn remove_domain_leaves_neighbours(archive: &dyn Archive) {
+    for domain in NEIGHBOURS {
+        archive.set(domain, "k", domain.as_bytes()).expect("set");
+        archive.set(domain, "k2", b"second").expect("set");
+    }
+    assert!(archive.remove_domain("a").expect("remove_domain"));
+    assert!(!archive.has_domain("a").expect("has_domain"));
+    for domain in &NEIGHBOURS[1..] {
+        assert!(archive.has_domain(domain).expect("has_domain"), "{domain}");
+        assert_eq!(
+            archive.get(domain, "k").expect("get"),
+            Some(domain.as_bytes().to_vec()),
+            "{domain}"
+        );
+        assert_eq!(all_keys(archive, domain), ["k", "k2"], "{domain}");
+    }
+    for domain in &NEIGHBOURS[1..] {
+        assert!(archive.remove_domain(domain).expect("remove_domain"));
+    }
+}
+
+/// Keys of one domain never show through another domain that shares a prefix.
+pub fn prefix_sharing_domains_are_isolated(archive: &dyn Archive) {
+    archive.set("a", "k", b"in a").expect("set");
+    assert!(!archive.has("ab", "k").expect("has"));
+    assert!(!archive.has("a b", "k").expect("has"));
+    assert!(!archive.has_domain("ab").expect("has_domain"));
+    archive.set("ab", "k", b"in ab").expect("set");
+    archive.set("a b", "kk", b"in a b").expect("set");
+    assert_eq!(archive.get("a", "k").expect("get"), Some(b"in a".to_vec()));
+    assert_eq!(
+        archive.get("ab", "k").expect("get"),
+        Some(b"in ab".to_vec())
+    );
+    assert_eq!(all_keys(archive, "a"), ["k"]);
+    assert_eq!(all_keys(archive, "a b"), ["kk"]);
+    assert!(archive.remove("ab", "k").expect("remove"));
+    assert_eq!(archive.get("a", "k").expect("get"), Some(b"in a".to_vec()));
+    assert!(archive.remove_domain("a").expect("remove_domain"));
+    assert!(archive.has_domain("a b").expect("has_domain"));
+    assert!(archive.remove_domain("a b").expect("remove_domain"));
+}
+
+/// The empty value is stored, listed and counts for domain existence; it is not absence.
+pub fn empty_value_is_a_value(archive: &dyn Archive) {
+    archive.set("d", "empty", b"").expect("set");
+    assert_eq!(archive.get("d", "empty").expect("get"), Some(Vec::new()));
+    assert!(archive.has("d", "empty").expect("has"));
+    assert!(archive.has_domain("d").expect("has_domain"));
+    assert_eq!(all_keys(archive, "d"), ["empty"]);
+    assert!(archive.remove("d", "empty").expect("remove"));
+}
+
+/// Values of several MiB round-trip exactly.
+pub fn large_value_round_trips(archive: &dyn Archive) {
+    let value: Vec<u8> = (0..(3 << 19)).map(|i: u32| (i % 251) as u8).collect();
+    archive.set("d", "big", &value).expect("set 1.5 MiB");
+    assert_eq!(
+        archive.get("d", "big").expect("get").as_deref(),
+        Some(&value[..])
+    );
+    archive.set("d", "big", b"small").expect("shrink");
+    assert_eq!(
+        archive.get("d", "big").expect("get"),
+        Some(b"small".to_vec())
+    );
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+/// Arbitrary bytes, including NUL, 0xFF and invalid UTF-8, round-trip exactly.
+pub fn binary_values_round_trip(archive: &dyn Archive) {
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    archive.set("d", "bytes", &all_bytes).expect("set");
+    archive
+        .set("d", "invalid-utf8", &[0xC3, 0x28, 0xFF, 0, 0])
+        .expect("set");
+    archive.set("d", "nul", &[0]).expect("set");
+    assert_eq!(archive.get("d", "bytes").expect("get"), Some(all_bytes));
+    assert_eq!(
+        archive.get("d", "invalid-utf8").expect("get"),
+        Some(vec![0xC3, 0x28, 0xFF, 0, 0])
+    );
+    assert_eq!(archive.get("d", "nul").expect("get"), Some(vec![0]));
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+/// Names in any script, with spaces and symbols, work like ASCII names.
+pub fn unicode_names(archive: &dyn Archive) {
+    let names = [
+        "日本語",
+        "ünïcødé",
+        "emoji 🦀",
+        "with space",
+        "a.b",
+        "a..",
+        "~$%&*",
+    ];
+    for domain in names {
+        for key in names {
+            archive.set(domain, key, key.as_bytes()).expect("set");
+        }
+    }
+    for domain in names {
+        for key in names {
+            assert_eq!(
+                archive.get(domain, key).expect("get"),
+                Some(key.as_bytes().to_vec())
+            );
+        }
+    }
+    let mut sorted: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    sorted.sort();
+    let mut listed = all_domains(archive);
+    listed.sort();
+    assert_eq!(listed, sorted);
+    for domain in names {
+        assert!(archive.remove_domain(domain).expect("remove_domain"));
+    }
+}
+
+/// Names of exactly [`MAX_NAME_LEN`] bytes are valid everywhere, including multi-byte ones.
+pub fn longest_names(archive: &dyn Archive) {
+    let ascii = "d".repeat(MAX_NAME_LEN);
+    let multibyte = format!("{}x", "é".repeat((MAX_NAME_LEN - 1) / 2));
+    assert_eq!(multibyte.len(), MAX_NAME_LEN);
+    archive.set(&ascii, &multibyte, b"v").expect("set");
+    archive.set(&multibyte, &ascii, b"w").expect("set");
+    assert_eq!(
+        archive.get(&ascii, &multibyte).expect("get"),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(
+        archive.get(&multibyte, &ascii).expect("get"),
+        Some(b"w".to_vec())
+    );
+    assert_eq!(all_keys(archive, &ascii), std::slice::from_ref(&multibyte));
+    assert!(archive.remove_domain(&ascii).expect("remove_domain"));
+    assert!(archive.remove_domain(&multibyte).expect("remove_domain"));
+}
+
+/// Names that break the rule, one per clause and then some: hostile path pieces included.
+pub const INVALID_NAMES: &[&str] = &[
+    "",
+    ".",
+    "..",
+    ".hidden",
+    "...",
+    ".tmp-123",
+    "/",
+    "a/b",
+    "/etc",
+    "../etc",
+    "../../..",
+    "a\\b",
+    "..\\..",
+    "a\0b",
+    "\0",
+    "a\nb",
+    "tab\there",
+    "\r",
+    "bell\u{7}",
+    "del\u{7f}",
+    "c1\u{85}",
+    "esc\u{1b}[0m",
+];
+
+/// The invalid names: [`INVALID_NAMES`] plus one that is a byte over the length limit.
+fn invalid_names() -> Vec<String> {
+    let mut names: Vec<String> = INVALID_NAMES.iter().map(|n| (*n).to_owned()).collect();
+    names.push("x".repeat(MAX_NAME_LEN + 1));
+    names.push("é".repeat(MAX_NAME_LEN / 2 + 1));
+    names
+}
+
+fn assert_invalid<T: std::fmt::Debug>(
+    result: crate::Result<T>,
+    kind: NameKind,
+    name: &str,
+    op: &str,
+) {
+    match result {
+        Err(Error::InvalidName {
+            kind: got_kind,
+            name: got_name,
+            ..
+        }) => {
+            assert_eq!(got_kind, kind, "{op} with {name:?}: wrong kind");
+            assert_eq!(got_name, name, "{op} with {name:?}: wrong name reported");
+        }
+        other => panic!("{op} with {kind} {name:?} gave {other:?}, not InvalidName"),
+    }
+}
+
+/// Every operation refuses every kind of invalid domain and key with [`Error::InvalidName`], and
+/// nothing is written: not even the valid entries of a `set_many` batch that holds a bad name.
+pub fn invalid_names_are_rejected_and_nothing_is_written(archive: &dyn Archive) {
+    archive.set("valid", "k", b"before").expect("set");
+    for bad in &invalid_names() {
+        single_calls_reject(archive, bad);
+        batches_reject_whole(archive, bad);
+    }
+    assert_eq!(all_domains(archive), ["valid"]);
+    assert_eq!(all_keys(archive, "valid"), ["k"]);
+    assert_eq!(
+        archive.get("valid", "k").expect("get"),
+        Some(b"before".to_vec())
+    );
+    assert!(archive.remove_domain("valid").expect("remove_domain"));
+}
+
+/// Every call on one entry or one domain refuses `bad` as its domain and as its key.
+fn single_calls_reject(archive: &dyn Archive, bad: &str) {
+    use NameKind::{Domain, Key};
+    assert_invalid(archive.get(bad, "k"), Domain, bad, "get");
+    assert_invalid(archive.get("valid", bad), Key, bad, "get");
+    assert_invalid(archive.set(bad, "k", b"x"), Domain, bad, "set");
+    assert_invalid(archive.set("valid", bad, b"x"), Key, bad, "set");
+    assert_invalid(archive.has(bad, "k"), Domain, bad, "has");
+    assert_invalid(archive.has("valid", bad), Key, bad, "has");
+    assert_invalid(archive.remove(bad, "k"), Domain, bad, "remove");
+    assert_invalid(archive.remove("valid", bad), Key, bad, "remove");
+    assert_invalid(archive.has_domain(bad), Domain, bad, "has_domain");
+    assert_invalid(archive.remove_domain(bad), Domain, bad, "remove_domain");
+    assert_invalid(
+        archive.compare_and_swap(bad, "k", None, Some(b"x")),
+        Domain,
+        bad,
+        "compare_and_swap",
+    );
+    assert_invalid(
+        archive.compare_and_swap("valid", bad, None, Some(b"x")),
+        Key,
+        bad,
+        "compare_and_swap",
+    );
+    assert_invalid(archive.list_keys(bad, None, 10), Domain, bad, "list_keys");
+    assert_invalid(
+        archive.expire_domain(bad, std::time::SystemTime::now()),
+        Domain,
+        bad,
+        "expire_domain",
+    );
+}
+
+/// Every batch holding `bad` anywhere fails whole: its valid entries are neither written nor
+/// removed.
+fn batches_reject_whole(archive: &dyn Archive, bad: &str) {
+    use NameKind::{Domain, Key};
+    assert_invalid(
+        archive.set_many(&[("valid", "k", b"changed"), (bad, "k", b"x")]),
+        Domain,
+        bad,
+        "set_many",
+    );
+    assert_invalid(
+        archive.set_many(&[("valid", bad, b"x")]),
+        Key,
+        bad,
+        "set_many",
+    );
+    assert_eq!(
+        archive.get("valid", "k").expect("get"),
+        Some(b"before".to_vec()),
+        "set_many wrote part of a batch holding the invalid name {bad:?}"
+    );
+    assert_invalid(
+        archive.remove_many(&[("valid", "k"), (bad, "k")]),
+        Domain,
+        bad,
+        "remove_many",
+    );
+    assert_invalid(
+        archive.remove_many(&[("valid", "k"), ("valid", bad)]),
+        Key,
+        bad,
+        "remove_many",
+    );
+    assert_invalid(
+        archive.remove_domains(&["valid", bad]),
+        Domain,
+        bad,
+        "remove_domains",
+    );
+    assert!(
+        archive.has("valid", "k").expect("has"),
+        "a batch removal holding the invalid name {bad:?} removed part of it"
+    );
+}
+
+/// Paging through domains with a small page size returns every domain exactly once, whatever
+/// the page size.
+pub fn list_domains_pages_through_everything(archive: &dyn Archive) {
+    let expected: BTreeSet<String> = (0..57).map(|i| format!("domain-{i:03}")).collect();
+    for domain in &expected {
+        archive.set(domain, "k1", b"v").expect("set");
+        archive.set(domain, "k2", b"v").expect("set");
+    }
+    for limit in [1, 2, 7, 57, 1000] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let page = archive
+                .list_domains(cursor.as_deref(), limit)
+                .expect("list_domains");
+            seen.extend(page.names);
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert!(cursor.is_none(), "listing with limit {limit} never ended");
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "duplicates with limit {limit}");
+        assert_eq!(unique, expected, "limit {limit}");
+    }
+    let mut iterated: Vec<String> = all_domains(archive);
+    iterated.sort();
+    assert_eq!(iterated, expected.iter().cloned().collect::<Vec<_>>());
+    for domain in &expected {
+        assert!(archive.remove_domain(domain).expect("remove_domain"));
+    }
+}
+
+/// Paging through one domain's keys returns exactly its keys, never a neighbour's.
+pub fn list_keys_pages_through_one_domain(archive: &dyn Archive) {
+    let expected: BTreeSet<String> = (0..23).map(|i| format!("key-{i:02}")).collect();
+    for key in &expected {
+        archive.set("d", key, key.as_bytes()).expect("set");
+    }
+    archive.set("d2", "neighbour", b"").expect("set");
+    archive.set("c", "neighbour", b"").expect("set");
+    for limit in [1, 5, 23, 100] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let page = archive
+                .list_keys("d", cursor.as_deref(), limit)
+                .expect("list_keys");
+            seen.extend(page.names);
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert!(cursor.is_none(), "listing with limit {limit} never ended");
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "duplicates with limit {limit}");
+        assert_eq!(unique, expected, "limit {limit}");
+    }
+    for domain in ["d", "d2", "c"] {
+        assert!(archive.remove_domain(domain).expect("remove_domain"));
+    }
+}
+
+/// An empty archive lists nothing, and a missing domain has no keys.
+pub fn listing_an_empty_archive(archive: &dyn Archive) {
+    let page = archive.list_domains(None, 10).expect("list_domains");
+    assert!(page.names.is_empty());
+    assert_eq!(page.cursor, None);
+    let page = archive.list_keys("missing", None, 10).expect("list_keys");
+    assert!(page.names.is_empty());
+    assert_eq!(page.cursor, None);
+    archive.set("d", "k", b"").expect("set");
+    assert!(archive.remove("d", "k").expect("remove"));
+    assert!(
+        all_domains(archive).is_empty(),
+        "an emptied domain is still listed"
+    );
+}
+
+/// `compare_and_swap` swaps only on a match, creates and removes, and keeps the domain rules.
+pub fn compare_and_swap_semantics(archive: &dyn Archive) {
+    assert!(
+        archive
+            .compare_and_swap("d", "k", None, Some(b"1"))
+            .expect("create")
+    );
+    assert!(archive.has_domain("d").expect("has_domain"));
+    assert!(
+        !archive
+            .compare_and_swap("d", "k", None, Some(b"2"))
+            .expect("create again")
+    );
+    assert!(
+        !archive
+            .compare_and_swap("d", "k", Some(b"2"), Some(b"3"))
+            .expect("mismatch")
+    );
+    assert_eq!(archive.get("d", "k").expect("get"), Some(b"1".to_vec()));
+    assert!(
+        archive
+            .compare_and_swap("d", "k", Some(b"1"), Some(b""))
+            .expect("match")
+    );
+    assert_eq!(archive.get("d", "k").expect("get"), Some(Vec::new()));
+    assert!(
+        !archive
+            .compare_and_swap("d", "k", None, None)
+            .expect("absent vs empty")
+    );
+    assert!(
+        archive
+            .compare_and_swap("d", "k", Some(b""), None)
+            .expect("remove")
+    );
+    assert!(
+        !archive
+            .has_domain("d")
+            .expect("has_domain after removing last key")
+    );
+    assert!(
+        archive
+            .compare_and_swap("d", "k", None, None)
+            .expect("absent stays absent")
+    );
+    assert!(!archive.has_domain("d").expect("has_domain"));
+}
+
+/// Concurrent read-modify-write loops over `compare_and_swap` lose no update.
+pub fn compare_and_swap_loses_no_update(archive: &dyn Archive) {
+    const THREADS: u64 = 4;
+    const INCREMENTS: u64 = 25;
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let current = archive.get("counter", "n").expect("get");
+                        let n = current.as_deref().map_or(0, |bytes| {
+                            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+                        });
+                        let next = (n + 1).to_le_bytes();
+                        if archive
+                            .compare_and_swap("counter", "n", current.as_deref(), Some(&next))
+                            .expect("compare_and_swap")
+                        {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let total = archive
+        .get("counter", "n")
+        .expect("get")
+        .expect("counter exists");
+    assert_eq!(total, (THREADS * INCREMENTS).to_le_bytes());
+    assert!(archive.remove_domain("counter").expect("remove_domain"));
+}
+
+/// `set_many` stores every entry, across domains, overwriting as `set` does.
+pub fn set_many_stores_every_entry(archive: &dyn Archive) {
+    archive.set("a", "k", b"old").expect("set");
+    archive
+        .set_many(&[("a", "k", b"new"), ("a", "k2", b""), ("b", "k", b"b")])
+        .expect("set_many");
+    archive.set_many(&[]).expect("empty set_many");
+    assert_eq!(archive.get("a", "k").expect("get"), Some(b"new".to_vec()));
+    assert_eq!(archive.get("a", "k2").expect("get"), Some(Vec::new()));
+    assert_eq!(archive.get("b", "k").expect("get"), Some(b"b".to_vec()));
+    assert!(archive.remove_domain("a").expect("remove_domain"));
+    assert!(archive.remove_domain("b").expect("remove_domain"));
+}
+
+/// `remove_many` removes every listed entry, across domains, counts those that existed (an entry
+/// listed twice once), and leaves everything else.
+pub fn remove_many_removes_each_entry_once(archive: &dyn Archive) {
+    archive
+        .set_many(&[
+            ("a", "k", b"1"),
+            ("a", "k2", b"2"),
+            ("b", "k", b"3"),
+            ("c", "k", b"4"),
+        ])
+        .expect("set_many");
+    assert_eq!(archive.remove_many(&[]).expect("empty remove_many"), 0);
+    let removed = archive
+        .remove_many(&[
+            ("a", "k"),
+            ("b", "k"),
+            ("a", "k"),
+            ("b", "absent"),
+            ("absent", "k"),
+        ])
+        .expect("remove_many");
+    assert_eq!(removed, 2, "remove_many counted wrongly");
+    assert!(!archive.has("a", "k").expect("has"));
+    assert!(
+        !archive.has_domain("b").expect("has_domain"),
+        "an emptied domain still exists"
+    );
+    let mut left = all_domains(archive);
+    left.sort();
+    assert_eq!(left, ["a", "c"]);
+    assert_eq!(archive.get("a", "k2").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(
+        archive
+            .remove_many(&[("a", "k2"), ("c", "k")])
+            .expect("remove_many"),
+        2
+    );
+    assert!(all_domains(archive).is_empty());
+}
+
+/// `remove_domains` removes every listed domain with all its keys, counts those that existed (a
+/// domain listed twice once), and leaves neighbours that share a prefix.
+pub fn remove_domains_removes_each_domain_once(archive: &dyn Archive) {
+    archive
+        .set_many(&[
+            ("a", "k", b""),
+            ("a", "k2", b""),
+            ("ab", "k", b""),
+            ("b", "k", b""),
+        ])
+        .expect("set_many");
+    assert_eq!(
+        archive.remove_domains(&[]).expect("empty remove_domains"),
+        0
+    );
+    let removed = archive
+        .remove_domains(&["a", "b", "a", "absent"])
+        .expect("remove_domains");
+    assert_eq!(removed, 2, "remove_domains counted wrongly");
+    assert_eq!(all_domains(archive), ["ab"]);
+    assert_eq!(all_keys(archive, "ab"), ["k"]);
+    assert_eq!(archive.remove_domains(&["ab"]).expect("remove_domains"), 1);
+    assert!(all_domains(archive).is_empty());
+}
+
+/// Many threads writing distinct keys at once all land.
+pub fn concurrent_writers_to_distinct_keys(archive: &dyn Archive) {
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            scope.spawn(move || {
+                for i in 0..20 {
+                    let value = format!("{t}-{i}");
+                    archive
+                        .set(
+                            &format!("d{}", i % 3),
+                            &format!("t{t}-k{i}"),
+                            value.as_bytes(),
+                        )
+                        .expect("set");
+                }
+            });
+        }
+    });
+    for t in 0..4 {
+        for i in 0..20 {
+            assert_eq!(
+                archive
+                    .get(&format!("d{}", i % 3), &format!("t{t}-k{i}"))
+                    .expect("get"),
+                Some(format!("{t}-{i}").into_bytes())
+            );
+        }
+    }
+    for d in 0..3 {
+        assert!(
+            archive
+                .remove_domain(&format!("d{d}"))
+                .expect("remove_domain")
+        );
+    }
+}
