@@ -126,8 +126,7 @@ impl fmt::Display for NameProblem {
             NameProblem::Empty => f.write_str("it is empty"),
             NameProblem::TooLong(len) => write!(
                 f,
-                "it is {len} bytes long, over the limit of {}",
-                MAX_NAME_LEN
+                "it is {len} bytes long, over the limit of {MAX_NAME_LEN}"
             ),
             NameProblem::DotName => f.write_str("`.` and `..` are not names"),
             NameProblem::LeadingDot => f.write_str("it starts with `.`, which is reserved"),
