@@ -94,16 +94,20 @@ async fn welcome(
     if wants_html(&headers) {
         return Ok((vary, Html(page(&name, visits))).into_response());
     }
-    let name = if name.is_empty() { "World" } else { &name };
+    let name = greeted(&name);
     Ok((vary, format!("Hello {name}! Visit #{visits}")).into_response())
+}
+
+/// Whom the greeting names: the visitor's name, or the world until they give one.
+fn greeted(name: &str) -> &str {
+    if name.is_empty() { "World" } else { name }
 }
 
 /// The browser's page: the greeting, the name form and the logout button. Both forms post
 /// cross-origin only without the cookie (it is `SameSite=Lax`), so another site cannot submit
 /// them for the visitor.
 fn page(name: &str, visits: u64) -> String {
-    let value = escape_html(name);
-    let shown = if name.is_empty() { "World" } else { &value };
+    let (shown, value) = (escape_html(greeted(name)), escape_html(name));
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -329,6 +333,10 @@ struct StderrLog;
 impl tracing::Subscriber for StderrLog {
     fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
         *metadata.level() <= tracing::Level::INFO
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
     }
 
     fn event(&self, event: &tracing::Event<'_>) {
