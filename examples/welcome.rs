@@ -103,9 +103,9 @@ fn greeted(name: &str) -> &str {
     if name.is_empty() { "World" } else { name }
 }
 
-/// The browser's page: the greeting, the name form and the logout button. Both forms post
-/// cross-origin only without the cookie (it is `SameSite=Lax`), so another site cannot submit
-/// them for the visitor.
+/// The browser's page: the greeting, the name form and the logout button. The session cookie
+/// is `SameSite=Lax`, so a form on another site that posts here arrives without it and cannot
+/// rename or log out the visitor.
 fn page(name: &str, visits: u64) -> String {
     let (shown, value) = (escape_html(greeted(name)), escape_html(name));
     format!(
@@ -172,8 +172,8 @@ struct Args {
     archive: Spec,
 }
 
-/// The `--archive` value: a spec, or a bare path (no `scheme:` in front) for a redb file, as
-/// the example took before it knew specs.
+/// The `--archive` value: a spec, or a bare path (no `scheme:` in front), which names a redb
+/// file as it always has.
 fn parse_spec(text: &str) -> Result<Spec, String> {
     let scheme = text.split_once(':').map(|(scheme, _)| scheme);
     let bare = scheme.is_none_or(|scheme| scheme.is_empty() || scheme.contains(['/', '.']));
