@@ -1,42 +1,39 @@
-//! The welcome example, end to end: each test runs the real `examples/welcome.rs` binary on an
-//! ephemeral loopback port over a fresh redb file, and drives it over HTTP with reqwest clients
-//! that keep cookie jars.
+//! The welcome app, end to end: each test runs the real `welcome` binary (`examples/welcome.rs`,
+//! built as the `welcome` bin target) on an ephemeral loopback port over a fresh archive, and
+//! drives it over HTTP with reqwest clients that keep cookie jars, as curl would (plain text)
+//! and as a browser would (HTML).
 //!
-//! `cargo test --all-features` builds the example before running tests. Running this file alone
-//! (`--test web`) does not rebuild it: build it first with
-//! `cargo build --example welcome --features axum`.
+//! Cargo builds the binary before running this file's tests. Two instances over one Redis
+//! server (feature `archive-redis`) run when a server can be found or started: see
+//! `support/redis_server.rs`.
 #![cfg(all(feature = "axum", feature = "archive-redb"))]
 
 #[path = "support/http.rs"]
 mod http;
+#[cfg(feature = "archive-redis")]
+#[path = "support/redis_server.rs"]
+#[allow(
+    dead_code,
+    reason = "each test file uses its own part of the shared support module"
+)]
+mod redis_server;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread;
 
 use http::{cookie_value, jar, set_cookies};
 use reqwest::blocking::{Client, Response};
-use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, VARY};
 use session_archive::{ArchiveExt, RedbArchive, SessionId};
 
-/// The example binary, beside this test's own `deps` directory: `target/<profile>/examples/`.
-fn welcome_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("welcome{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --example welcome --features axum` first",
-        binary.display()
-    );
-    binary
-}
+/// The app's binary, which cargo builds for this test.
+const WELCOME: &str = env!("CARGO_BIN_EXE_welcome");
+
+/// What a browser sends in `Accept` for a page.
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 /// A running welcome example; killed when dropped.
 struct App {
@@ -46,8 +43,9 @@ struct App {
 }
 
 impl App {
-    fn start(archive: &Path) -> App {
-        let mut child = Command::new(welcome_binary())
+    /// Starts the app on `archive`: a spec, or a bare path.
+    fn start(archive: impl AsRef<OsStr>) -> App {
+        let mut child = Command::new(WELCOME)
             .args(["--addr", "127.0.0.1:0", "--archive"])
             .arg(archive)
             .stdin(Stdio::null())
@@ -135,7 +133,7 @@ fn archive_path(dir: &tempfile::TempDir) -> PathBuf {
 #[test]
 fn visits_count_up_for_each_client_and_clients_are_separate() {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&archive_path(&dir));
+    let app = App::start(archive_path(&dir));
     let (alice, bob) = (jar(), jar());
 
     let first = alice.get(app.url("/")).send().unwrap();
@@ -156,7 +154,7 @@ fn visits_count_up_for_each_client_and_clients_are_separate() {
 #[test]
 fn the_cookie_is_http_only_lax_path_root_and_not_secure_over_plain_http() {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&archive_path(&dir));
+    let app = App::start(archive_path(&dir));
     let client = jar();
     let first = client.get(app.url("/")).send().unwrap();
     issued_id(&first);
@@ -184,7 +182,7 @@ fn the_cookie_is_http_only_lax_path_root_and_not_secure_over_plain_http() {
 #[test]
 fn post_name_sets_the_name_and_redirects_home() {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&archive_path(&dir));
+    let app = App::start(archive_path(&dir));
     let client = jar();
     assert_eq!(visit(&client, &app), "Hello World! Visit #1");
     let response = post_name(&client, &app, "Ferris");
@@ -270,7 +268,7 @@ fn hostile_cookies_get_a_fresh_id_and_are_never_echoed() {
 #[test]
 fn concurrent_requests_with_one_cookie_count_every_visit() {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&archive_path(&dir));
+    let app = App::start(archive_path(&dir));
     let client = jar();
     assert_eq!(visit(&client, &app), "Hello World! Visit #1");
 
@@ -297,7 +295,7 @@ fn concurrent_requests_with_one_cookie_count_every_visit() {
 #[test]
 fn logout_resets_the_session_and_the_old_cookie_no_longer_works() {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&archive_path(&dir));
+    let app = App::start(archive_path(&dir));
     let client = jar();
     let first = client.get(app.url("/")).send().unwrap();
     let old = issued_id(&first);
@@ -332,7 +330,7 @@ fn a_second_instance_on_a_held_archive_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = archive_path(&dir);
     let _app = App::start(&path);
-    let output = Command::new(welcome_binary())
+    let output = Command::new(WELCOME)
         .args(["--addr", "127.0.0.1:0", "--archive"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -342,4 +340,208 @@ fn a_second_instance_on_a_held_archive_fails_with_a_clear_message() {
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("already open"), "{stderr}");
+}
+
+/// `GET /` as a browser asks for it: `Accept` names `text/html`.
+fn browse(client: &Client, app: &App) -> Response {
+    let response = client
+        .get(app.url("/"))
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .expect("GET / for HTML");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(response.headers()[VARY], "accept");
+    response
+}
+
+/// `POST /name` as a browser submits the page's form: the body URL-encoded, HTML accepted.
+fn submit_name(client: &Client, app: &App, encoded: &str) -> Response {
+    client
+        .post(app.url("/name"))
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("name={encoded}"))
+        .send()
+        .expect("POST /name from the form")
+}
+
+#[test]
+fn curl_gets_the_plain_text_and_a_browser_the_page_with_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(archive_path(&dir));
+    let client = jar();
+
+    // What curl sends: `Accept: */*`.
+    let plain = client
+        .get(app.url("/"))
+        .header(ACCEPT, "*/*")
+        .send()
+        .unwrap();
+    assert_eq!(plain.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+    assert_eq!(plain.headers()[VARY], "accept");
+    assert_eq!(plain.text().unwrap(), "Hello World! Visit #1");
+
+    let page = browse(&client, &app).text().unwrap();
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    assert!(page.contains("<h1>Hello World!</h1>"), "{page}");
+    assert!(page.contains("<p>Visit #2</p>"), "{page}");
+    assert!(
+        page.contains(r#"<form method="post" action="/name">"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"<input name="name" value="""#), "{page}");
+    assert!(
+        page.contains(r#"<form method="post" action="/logout">"#),
+        "{page}"
+    );
+    // One session for both kinds of answer.
+    assert_eq!(visit(&client, &app), "Hello World! Visit #3");
+}
+
+#[test]
+fn the_form_sets_the_name_and_the_page_escapes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(archive_path(&dir));
+    let client = jar();
+    browse(&client, &app);
+
+    // `<b>Ada & "Bob"</b>`, as a browser encodes the form.
+    let response = submit_name(&client, &app, "%3Cb%3EAda+%26+%22Bob%22%3C%2Fb%3E");
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/");
+
+    let page = browse(&client, &app).text().unwrap();
+    let escaped = "&lt;b&gt;Ada &amp; &quot;Bob&quot;&lt;/b&gt;";
+    assert!(
+        page.contains(&format!("<h1>Hello {escaped}!</h1>")),
+        "{page}"
+    );
+    assert!(page.contains(&format!(r#"value="{escaped}""#)), "{page}");
+    assert!(page.contains("<p>Visit #2</p>"), "{page}");
+    assert!(!page.contains("<b>"), "{page}");
+    // Plain text is not HTML: curl sees the name as it was typed.
+    assert_eq!(
+        visit(&client, &app),
+        r#"Hello <b>Ada & "Bob"</b>! Visit #3"#
+    );
+}
+
+#[test]
+fn the_logout_button_expires_the_cookie_and_sends_the_browser_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(archive_path(&dir));
+    let client = jar();
+    let old = issued_id(&browse(&client, &app));
+    submit_name(&client, &app, "Ferris");
+
+    let logout = client
+        .post(app.url("/logout"))
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    assert_eq!(logout.headers()[LOCATION], "/");
+    let cookies = set_cookies(&logout);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
+    assert!(cookies[0].contains("Max-Age=0"), "{}", cookies[0]);
+
+    let home = browse(&client, &app);
+    assert_ne!(issued_id(&home), old);
+    let page = home.text().unwrap();
+    assert!(page.contains("<h1>Hello World!</h1>"), "{page}");
+    assert!(page.contains("<p>Visit #1</p>"), "{page}");
+}
+
+#[test]
+fn archive_takes_a_redb_spec_as_well_as_a_bare_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive_path(&dir);
+    let client = jar();
+    let app = App::start(format!("redb:{}", path.display()));
+    assert_eq!(visit(&client, &app), "Hello World! Visit #1");
+    post_name(&client, &app, "Ferris");
+    drop(app);
+
+    // The same file, named as a bare path.
+    let app = App::start(&path);
+    assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
+}
+
+#[cfg(feature = "archive-dir")]
+#[test]
+fn archive_takes_a_dir_spec_in_the_original_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sessions");
+    let app = App::start(format!("dir:{}", root.display()));
+    let client = jar();
+    let first = client.get(app.url("/")).send().unwrap();
+    let id = issued_id(&first);
+    assert_eq!(first.text().unwrap(), "Hello World! Visit #1");
+    post_name(&client, &app, "Ferris");
+
+    let stored = std::fs::read(root.join(&id).join("session.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(state["Name"], "Ferris");
+    assert_eq!(state["Visits"], 1);
+    assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
+}
+
+#[test]
+fn an_unknown_archive_scheme_is_a_usage_error() {
+    let output = Command::new(WELCOME)
+        .args(["--addr", "127.0.0.1:0", "--archive", "ftp://host/sessions"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ftp://host/sessions"), "{stderr}");
+    assert!(stderr.contains("usage: welcome"), "{stderr}");
+}
+
+/// The multi-machine story: two instances (two machines behind a load balancer, here two ports)
+/// over one Redis serve one set of sessions, so a visitor can land on either.
+#[cfg(feature = "archive-redis")]
+#[test]
+fn two_instances_over_one_redis_share_their_visitors_sessions() {
+    let Some(url) = redis_server::or_skip(redis_server::shared_url()) else {
+        return;
+    };
+    // A prefix of its own keeps this test's sessions apart from other tests on the server.
+    let spec = format!("{url}#prefix={}", redis_server::unique_prefix());
+    let (a, b) = (App::start(&spec), App::start(&spec));
+    assert_ne!(a.url, b.url);
+    let client = jar();
+
+    let first = client.get(a.url("/")).send().unwrap();
+    let id = issued_id(&first);
+    assert_eq!(first.text().unwrap(), "Hello World! Visit #1");
+    assert_eq!(post_name(&client, &a, "Ferris").status(), 303);
+
+    // The same cookie on the other instance: the name is there and the count goes on.
+    let on_b = Client::new()
+        .get(b.url("/"))
+        .header(COOKIE, format!("session-id={id}"))
+        .send()
+        .unwrap();
+    assert!(set_cookies(&on_b).is_empty(), "{:?}", set_cookies(&on_b));
+    assert_eq!(on_b.text().unwrap(), "Hello Ferris! Visit #2");
+    assert_eq!(visit(&client, &a), "Hello Ferris! Visit #3");
+    let page = browse(&client, &b).text().unwrap();
+    assert!(page.contains("<h1>Hello Ferris!</h1>"), "{page}");
+    assert!(page.contains("<p>Visit #4</p>"), "{page}");
+
+    // A logout on one instance ends the session on both.
+    let logout = client.post(b.url("/logout")).send().unwrap();
+    assert_eq!(logout.status(), 200);
+    let replay = Client::new()
+        .get(a.url("/"))
+        .header(COOKIE, format!("session-id={id}"))
+        .send()
+        .unwrap();
+    assert_ne!(issued_id(&replay), id);
+    assert_eq!(replay.text().unwrap(), "Hello World! Visit #1");
 }
