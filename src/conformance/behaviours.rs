@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::archive::{Archive, ArchiveExt};
+use crate::archive::{Archive, ArchiveExt, Page};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
@@ -421,22 +421,9 @@ pub fn list_domains_pages_through_everything(archive: &dyn Archive) {
         archive.set(domain, "k2", b"v").expect("set");
     }
     for limit in [1, 2, 7, 57, 1000] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..10_000 {
-            let page = archive
-                .list_domains(cursor.as_deref(), limit)
-                .expect("list_domains");
-            seen.extend(page.names);
-            cursor = page.cursor;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        assert!(cursor.is_none(), "listing with limit {limit} never ended");
-        let unique: BTreeSet<String> = seen.iter().cloned().collect();
-        assert_eq!(unique.len(), seen.len(), "duplicates with limit {limit}");
-        assert_eq!(unique, expected, "limit {limit}");
+        let pages =
+            |cursor: Option<&str>| archive.list_domains(cursor, limit).expect("list_domains");
+        assert_pages_through(pages, limit, &expected);
     }
     let mut iterated: Vec<String> = all_domains(archive);
     iterated.sort();
@@ -444,6 +431,29 @@ pub fn list_domains_pages_through_everything(archive: &dyn Archive) {
     for domain in &expected {
         assert!(archive.remove_domain(domain).expect("remove_domain"));
     }
+}
+
+/// Follows a listing's cursors page by page and checks that it ends, lists no name twice and
+/// lists exactly `expected`.
+fn assert_pages_through(
+    mut page: impl FnMut(Option<&str>) -> Page,
+    limit: usize,
+    expected: &BTreeSet<String>,
+) {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10_000 {
+        let next = page(cursor.as_deref());
+        seen.extend(next.names);
+        cursor = next.cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "listing with limit {limit} never ended");
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "duplicates with limit {limit}");
+    assert_eq!(&unique, expected, "limit {limit}");
 }
 
 /// Paging through one domain's keys returns exactly its keys, never a neighbour's.
@@ -455,22 +465,9 @@ pub fn list_keys_pages_through_one_domain(archive: &dyn Archive) {
     archive.set("d2", "neighbour", b"").expect("set");
     archive.set("c", "neighbour", b"").expect("set");
     for limit in [1, 5, 23, 100] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..10_000 {
-            let page = archive
-                .list_keys("d", cursor.as_deref(), limit)
-                .expect("list_keys");
-            seen.extend(page.names);
-            cursor = page.cursor;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        assert!(cursor.is_none(), "listing with limit {limit} never ended");
-        let unique: BTreeSet<String> = seen.iter().cloned().collect();
-        assert_eq!(unique.len(), seen.len(), "duplicates with limit {limit}");
-        assert_eq!(unique, expected, "limit {limit}");
+        let pages =
+            |cursor: Option<&str>| archive.list_keys("d", cursor, limit).expect("list_keys");
+        assert_pages_through(pages, limit, &expected);
     }
     for domain in ["d", "d2", "c"] {
         assert!(archive.remove_domain(domain).expect("remove_domain"));

@@ -367,6 +367,16 @@ pub(super) struct Status {
 }
 
 #[cfg(test)]
+impl Status {
+    /// No commit running, nothing queued, no answer left behind.
+    pub(super) const IDLE: Status = Status {
+        committing: false,
+        queued: 0,
+        unclaimed: 0,
+    };
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::Barrier;
     use std::thread::ScopedJoinHandle;
@@ -502,14 +512,7 @@ mod tests {
                 (caller * EACH..(caller + 1) * EACH).collect::<Vec<_>>()
             );
         }
-        assert_eq!(
-            engine.status(),
-            Status {
-                committing: false,
-                queued: 0,
-                unclaimed: 0
-            }
-        );
+        assert_eq!(engine.status(), Status::IDLE);
     }
 
     /// Requests that queue while a commit is under way share one commit, and each is answered
@@ -586,14 +589,7 @@ mod tests {
             assert!(matches!(answer.unwrap(), Err(Failure::NoAnswer)));
         }
         // Nobody is left to collect an answer, so none is kept.
-        assert_eq!(
-            engine.status(),
-            Status {
-                committing: false,
-                queued: 0,
-                unclaimed: 0
-            }
-        );
+        assert_eq!(engine.status(), Status::IDLE);
         assert!(store.log.lock().is_empty());
 
         assert_eq!(store.submit(&engine, Request::Push(4)).unwrap(), (4, 1));

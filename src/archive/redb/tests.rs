@@ -247,12 +247,7 @@ fn a_panicking_commit_answers_its_batch_with_an_error_and_frees_leadership() {
         "the commit reached the sync"
     );
     // Nobody is left to collect an answer, so none is kept.
-    let idle = Status {
-        committing: false,
-        queued: 0,
-        unclaimed: 0,
-    };
-    assert_eq!(archive.group.status(), idle);
+    assert_eq!(archive.group.status(), Status::IDLE);
     // The commit window closed on the way out: no commit is in flight, and one more was counted.
     assert!(archive.snapshots.is_stable());
     assert_eq!(commits(&archive), before + 1);
@@ -260,5 +255,5 @@ fn a_panicking_commit_answers_its_batch_with_an_error_and_frees_leadership() {
     // The next writer leads its own commit and returns. (What it returns is redb's business:
     // this version refuses writes until the database is reopened, as `Corrupted`.)
     let _ = archive.set("d", "after", b"v");
-    assert_eq!(archive.group.status(), idle);
+    assert_eq!(archive.group.status(), Status::IDLE);
 }
