@@ -185,3 +185,64 @@ proptest! {
         run(Arc::new(archive), &ops)?;
     }
 }
+
+/// A login's regenerate that fails after its copy is stored (here the expiry hint, which only
+/// Redis acts on) leaves no copy behind: the new user lists nothing, the handle keeps its id and
+/// its stored binding, and the next regenerate binds the session as asked.
+#[test]
+fn a_regenerate_failing_after_storing_its_copy_leaves_no_copy_and_the_binding_as_stored() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use session_archive::Error;
+    use session_archive::conformance::{Call, Hooked};
+
+    let archive = Arc::new(MemoryArchive::new());
+    let fail = Arc::new(AtomicBool::new(false));
+    let failing = Arc::clone(&fail);
+    let hooked = Hooked::new(Arc::clone(&archive), move |call| match call {
+        // A session's own domain, not an index's: the hint on the stored copy.
+        Call::ExpireDomain { domain, .. }
+            if domain.len() == 36 && failing.load(Ordering::SeqCst) =>
+        {
+            Err(Error::Backend {
+                backend: "test",
+                operation: "expire a domain",
+                source: "injected failure".into(),
+            })
+        }
+        _ => Ok(()),
+    });
+    let sessions = Sessions::new(hooked);
+    let mut session = sessions.start(None, 1_u32).unwrap();
+    session.set_user(Some("alice"));
+    session.save().unwrap();
+    let id = session.id().clone();
+
+    fail.store(true, Ordering::SeqCst);
+    session.set_user(Some("bob"));
+    assert!(session.regenerate().is_err());
+    assert_eq!(session.id(), &id);
+    let bob: Vec<_> = sessions
+        .user_sessions("bob")
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(bob.is_empty(), "a copy no client holds is listed under bob");
+    let domains: Vec<String> = archive
+        .list_domains(None, 1000)
+        .unwrap()
+        .names
+        .into_iter()
+        .filter(|domain| domain.len() == 36)
+        .collect();
+    assert_eq!(domains, [id.to_string()], "a copy was left stored");
+
+    fail.store(false, Ordering::SeqCst);
+    session.regenerate().unwrap();
+    let bob: Vec<_> = sessions
+        .user_sessions("bob")
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(bob.len(), 1);
+    assert_eq!(bob[0].id(), session.id());
+    assert!(sessions.user_sessions("alice").next().is_none());
+}

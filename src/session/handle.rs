@@ -733,11 +733,18 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         else {
             return Err(self.gone());
         };
+        if let Err(err) = self.store.expire_hint(&self.id, meta) {
+            // The id never left this handle, so nobody else can reach what was just stored:
+            // remove it (if that fails too, it is indexed and swept on expiry), and the handle
+            // stays as it was, bound as before, so a later write still writes its binding.
+            self.store.forget(&self.id, self.user.as_deref());
+            return Err(err);
+        }
         self.phase = Phase::Live(Some(stamp));
         self.synced = Some(bytes_hash(bytes));
         self.cookie = CookieAction::Set;
         self.bound.clone_from(&self.user);
-        self.store.expire_hint(&self.id, meta)
+        Ok(())
     }
 
     /// Serializes a state, enforcing the size limit.

@@ -8,9 +8,11 @@
 //! # Invariants
 //!
 //! - **Index first.** A write that moves a session's expiry, or binds it to a user, writes the
-//!   index entry covering it first, then the timestamps, then the state. A failure or crash
-//!   between them leaves at worst a spurious entry (the sweep and the listings re-check every
-//!   entry), never a stored expiry or binding without its entry.
+//!   index entry covering it before the timestamps (`meta.json`) that record it; a create writes
+//!   both before the state. (A save or update swaps the state first and touches after: until the
+//!   touch lands, the entry of the session's previous expiry still covers it.) A failure or
+//!   crash between them leaves at worst a spurious entry (the sweep and the listings re-check
+//!   every entry), never a stored expiry or binding without its entry.
 //! - **One compare-and-swap is the moment.** A create claims its id by a compare-and-swap of the
 //!   timestamps from nothing; a save or update swaps the state from what it read; a destroy or
 //!   revoke swaps the state to nothing; a regenerate swaps the old state for a moved-marker. A
