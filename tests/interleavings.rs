@@ -681,6 +681,49 @@ fn sweep_x_save() {
     }
 }
 
+/// An expired session stays dead when a regenerate through a handle held past the expiry races
+/// the sweep: the regenerate fails as gone, and no copy survives under a new id.
+fn check_sweep_regenerate(w: &World<'_>, swept: &Sweeping, regenerated: &Request) {
+    lost_cleanly(w, regenerated);
+    let ids = [w.id, regenerated.session.id().as_str()];
+    assert!(
+        w.live(&ids).is_empty(),
+        "at {}: an expired session came back",
+        w.at
+    );
+    assert!(swept.removed.expect("swept") <= 1);
+    assert!(
+        w.session_domains().is_empty(),
+        "at {}: {:?}",
+        w.at,
+        w.session_domains()
+    );
+}
+
+#[test]
+fn sweep_x_regenerate() {
+    for (backend, open) in backends() {
+        explore_both(
+            backend,
+            open,
+            &Scenario {
+                name: "sweep then regenerate inside",
+                setup: expired,
+                first: sweep,
+                second: regenerate,
+                check: check_sweep_regenerate,
+            },
+            &Scenario {
+                name: "regenerate then sweep inside",
+                setup: |s, c, a, id| swap(expired(s, c, a, id)),
+                first: regenerate,
+                second: sweep,
+                check: |w, r, s| check_sweep_regenerate(w, s, r),
+            },
+        );
+    }
+}
+
 /// A revoke of the user the session is bound to, racing a request on that session.
 struct Revoking {
     sessions: Sessions,
@@ -795,3 +838,42 @@ revoke_pair!(revoke_user_x_regenerate, regenerate);
 revoke_pair!(revoke_user_x_update, update);
 revoke_pair!(revoke_user_x_set_user_bob, rebind_to_bob);
 revoke_pair!(revoke_user_x_set_user_alice, rebind_to_alice);
+
+/// A revoke and a destroy of the same session: whichever lands first removes it, both return
+/// `Ok`, and nothing of the session is left.
+fn check_revoke_destroy(w: &World<'_>, revoking: &Revoking, destroyed: &Request) {
+    assert!(destroyed.ok(), "at {}: {:?}", w.at, destroyed.outcome);
+    assert!(revoking.revoked.expect("revoked") <= 1, "at {}", w.at);
+    assert!(w.live(&[w.id]).is_empty(), "at {}", w.at);
+    assert_eq!(alice_sessions(w), 0, "at {}", w.at);
+    assert!(
+        w.session_domains().is_empty(),
+        "at {}: {:?}",
+        w.at,
+        w.session_domains()
+    );
+}
+
+#[test]
+fn revoke_user_x_destroy() {
+    for (backend, open) in backends() {
+        explore_both(
+            backend,
+            open,
+            &Scenario {
+                name: "revoke_user then destroy inside",
+                setup: bound,
+                first: revoke_alice,
+                second: destroy,
+                check: check_revoke_destroy,
+            },
+            &Scenario {
+                name: "destroy then revoke_user inside",
+                setup: |s, c, a, id| swap(bound(s, c, a, id)),
+                first: destroy,
+                second: revoke_alice,
+                check: |w, d, v| check_revoke_destroy(w, v, d),
+            },
+        );
+    }
+}
