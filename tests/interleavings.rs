@@ -877,3 +877,78 @@ fn revoke_user_x_destroy() {
         );
     }
 }
+
+/// An operator's `adopt_legacy` run while a request starts the same timestamp-less session.
+struct Adopting {
+    sessions: Sessions,
+    adopted: Option<usize>,
+}
+
+fn adopt(a: &mut Adopting) {
+    a.adopted = Some(a.sessions.adopt_legacy(|_| {}).expect("adopt_legacy"));
+}
+
+fn legacy_and_adopting(
+    sessions: &Sessions,
+    clock: &ManualClock,
+    archive: &dyn Archive,
+    id: &str,
+) -> (Starting, Adopting) {
+    let (starting, _) = legacy(sessions, clock, archive, id);
+    let adopting = Adopting {
+        sessions: sessions.clone(),
+        adopted: None,
+    };
+    (starting, adopting)
+}
+
+/// Whichever adopts the session first, it stays the same live session, keeps its state, and
+/// ends with timestamps and an expiry-index entry covering them: never live and unsweepable.
+fn check_start_adopt(w: &World<'_>, starting: &Starting, adopting: &Adopting) {
+    let started = starting.started.as_ref().expect("started");
+    assert!(
+        !started.is_new(),
+        "at {}: the legacy session was lost",
+        w.at
+    );
+    assert_eq!(started.id().as_str(), w.id, "at {}", w.at);
+    assert_eq!(w.live(&[w.id]).len(), 1, "at {}", w.at);
+    assert!(adopting.adopted.expect("adopted") <= 1, "at {}", w.at);
+    let stored = w.stored(w.id);
+    assert!(
+        w.archive.get(&stored, META_KEY).expect("read").is_some(),
+        "at {}: no timestamps",
+        w.at
+    );
+    let indexed = w
+        .archive
+        .domains()
+        .map(|d| d.expect("list domains"))
+        .filter(|d| d.starts_with("expiry-"))
+        .any(|d| w.archive.has(&d, &stored).expect("has"));
+    assert!(indexed, "at {}: a live session no sweep can find", w.at);
+}
+
+#[test]
+fn adopt_legacy_x_start() {
+    for (backend, open) in backends() {
+        explore_both(
+            backend,
+            open,
+            &Scenario {
+                name: "start (adopting) then adopt_legacy inside",
+                setup: legacy_and_adopting,
+                first: start,
+                second: adopt,
+                check: check_start_adopt,
+            },
+            &Scenario {
+                name: "adopt_legacy then start inside",
+                setup: |s, c, a, id| swap(legacy_and_adopting(s, c, a, id)),
+                first: adopt,
+                second: start,
+                check: |w, a, s| check_start_adopt(w, s, a),
+            },
+        );
+    }
+}
