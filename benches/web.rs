@@ -1,6 +1,7 @@
 //! Web benchmark: the welcome app's `GET /` (a read-modify-write of the visitor's session that
 //! counts the visit) served in-process by axum on loopback, driven by N concurrent keep-alive
-//! HTTP/1.1 clients, for each session backend and for tower-sessions' `MemoryStore` as the peer.
+//! HTTP/1.1 clients, for each session backend and for tower-sessions as the peer, with its
+//! `MemoryStore` and on SQLite (WAL, `synchronous=FULL`).
 //!
 //! ```sh
 //! cargo bench --features axum --bench web                      # about 2 minutes
@@ -10,9 +11,9 @@
 //!
 //! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
 //! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
-//! `--apps memory,redb,tower-memory`, `--only spread` or `--only hot`, and `--serve APP SECS FILE`,
-//! which only serves APP for SECS seconds after writing its pool's cookies to FILE, one a line,
-//! for a cross-check with an outside load generator.
+//! `--apps memory,redb,tower-memory,tower-sqlite`, `--only spread` or `--only hot`, and
+//! `--serve APP SECS FILE`, which only serves APP for SECS seconds after writing its pool's
+//! cookies to FILE, one a line, for a cross-check with an outside load generator.
 //!
 //! For every app: the server gets a runtime of its own (tokio's default, one worker per core)
 //! and a pool of sessions created through its own `GET /`; then, for each connection count, a
@@ -39,6 +40,9 @@ use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::{MemoryArchive, RedbArchive, Sessions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+#[path = "web/sqlite_store.rs"]
+mod sqlite_store;
 
 /// The longest one request may take before the run counts it as failed and moves on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,6 +101,8 @@ enum App {
     Redb,
     /// tower-sessions 0.15 with its `MemoryStore`.
     TowerMemory,
+    /// tower-sessions 0.15 on SQLite (WAL, `synchronous=FULL`): the durable peer.
+    TowerSqlite,
 }
 
 impl App {
@@ -105,11 +111,12 @@ impl App {
             App::Memory => "memory",
             App::Redb => "redb",
             App::TowerMemory => "tower-memory",
+            App::TowerSqlite => "tower-sqlite",
         }
     }
 
     fn parse(name: &str) -> Option<App> {
-        [App::Memory, App::Redb, App::TowerMemory]
+        [App::Memory, App::Redb, App::TowerMemory, App::TowerSqlite]
             .into_iter()
             .find(|app| app.name() == name)
     }
@@ -147,6 +154,16 @@ impl App {
                     None,
                 )
             }
+            App::TowerSqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let store = sqlite_store::SqliteStore::open(&dir.path().join("sessions.sqlite"))
+                    .expect("sqlite");
+                let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
+                (
+                    Router::new().route("/", get(welcome_tower)).layer(layer),
+                    Some(dir),
+                )
+            }
         }
     }
 }
@@ -173,7 +190,7 @@ fn options() -> Options {
         conns: vec![8, 64],
         pool: 1000,
         rounds: 1,
-        apps: vec![App::Memory, App::Redb, App::TowerMemory],
+        apps: vec![App::Memory, App::Redb, App::TowerMemory, App::TowerSqlite],
         spread: true,
         hot: true,
         serve: None,
@@ -613,11 +630,16 @@ fn main() {
         }
     }
 
+    print_table(&rows);
+    print_ratios(&rows, &options.conns);
+}
+
+/// The medians of every run, one row per app, sessions and connection count.
+fn print_table(rows: &[Row]) {
     println!(
         "\n| app | sessions | conns | req/s | CPU µs/req | p50 ms | p99 ms | failed | lost updates |\n|---|---|---|---|---|---|---|---|---|"
     );
-    let metric = |row: &Row, f: fn(&Measured) -> f64| median(row.measured.iter().map(f).collect());
-    for row in &rows {
+    for row in rows {
         let lost = row
             .measured
             .iter()
@@ -641,7 +663,10 @@ fn main() {
             },
         );
     }
+}
 
+/// Ratios against the peers and against the spread run, from the medians.
+fn print_ratios(rows: &[Row], conns: &[usize]) {
     // Ratios against the peer and against the spread run, from the medians above.
     let rate = |app: App, hot: bool, conns: usize| {
         rows.iter()
@@ -671,7 +696,7 @@ fn main() {
         }
     };
     println!("\n| ratio | conns | value |\n|---|---|---|");
-    for &conns in &options.conns {
+    for &conns in conns {
         let peer = rate(App::TowerMemory, false, conns);
         for app in [App::Memory, App::Redb] {
             if let (Some(ours), Some(peer)) = (rate(app, false, conns), peer) {
@@ -689,6 +714,16 @@ fn main() {
                     peer / ours
                 );
             }
+            if let (App::Redb, Some(ours), Some(sqlite)) = (
+                app,
+                rate(app, false, conns),
+                rate(App::TowerSqlite, false, conns),
+            ) {
+                println!(
+                    "| redb ÷ tower-sqlite req/s (spread; medians) | {conns} | {:.2}× |",
+                    ours / sqlite
+                );
+            }
             if let (Some(hot), Some(spread)) = (rate(app, true, conns), rate(app, false, conns)) {
                 println!(
                     "| {} hot ÷ {} spread | {conns} | {:.2}× |",
@@ -699,4 +734,9 @@ fn main() {
             }
         }
     }
+}
+
+/// The median over a row's rounds of one measure.
+fn metric(row: &Row, f: fn(&Measured) -> f64) -> f64 {
+    median(row.measured.iter().map(f).collect())
 }
