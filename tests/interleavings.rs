@@ -432,32 +432,29 @@ fn check_destroy_update(w: &World<'_>, destroyed: &Request, updated: &Request) {
     assert!(w.session_domains().is_empty(), "at {}", w.at);
 }
 
-fn mirror<A, B>(check: fn(&World<'_>, &A, &B)) -> impl Fn(&World<'_>, &B, &A) {
-    move |w, b, a| check(w, a, b)
-}
-
-macro_rules! pair {
-    ($name:ident, $first:expr, $second:expr, $check:expr) => {
+/// A test that runs `$first` with `$second` at every call boundary of it, and the mirror
+/// (`$second` first, `$first` inside it), on every backend, checking `$check` after each.
+macro_rules! race {
+    ($name:ident, $setup:expr, $first:expr, $second:expr, $check:expr) => {
         #[test]
         fn $name() {
             for (backend, open) in backends() {
-                let check: fn(&World<'_>, &Request, &Request) = $check;
                 explore_both(
                     backend,
                     open,
                     &Scenario {
                         name: concat!(stringify!($first), " then ", stringify!($second), " inside"),
-                        setup: two,
+                        setup: $setup,
                         first: $first,
                         second: $second,
-                        check,
+                        check: $check,
                     },
                     &Scenario {
                         name: concat!(stringify!($second), " then ", stringify!($first), " inside"),
-                        setup: |s, c, a, id| swap(two(s, c, a, id)),
+                        setup: |s, c, a, id| swap(($setup)(s, c, a, id)),
                         first: $second,
                         second: $first,
-                        check: |w, b, a| mirror($check)(w, b, a),
+                        check: |w, b, a| ($check)(w, a, b),
                     },
                 );
             }
@@ -485,32 +482,36 @@ fn backends() -> Vec<(&'static str, Open)> {
     ]
 }
 
-pair!(
+race!(
     regenerate_x_update,
+    two,
     regenerate,
     update,
     check_regenerate_update
 );
-pair!(login_x_update, login, update, check_login_update);
-pair!(
+race!(login_x_update, two, login, update, check_login_update);
+race!(
     regenerate_x_save,
+    two,
     regenerate,
     save_bob,
     check_regenerate_save
 );
-pair!(
+race!(
     regenerate_x_destroy,
+    two,
     regenerate,
     destroy,
     check_regenerate_destroy
 );
-pair!(
+race!(
     regenerate_x_regenerate,
+    two,
     regenerate,
     regenerate,
     check_regenerate_regenerate
 );
-pair!(destroy_x_update, destroy, update, check_destroy_update);
+race!(destroy_x_update, two, destroy, update, check_destroy_update);
 
 /// A `start` that reads a session while a `destroy` removes it.
 struct Starting {
@@ -657,29 +658,7 @@ fn check_sweep_save(w: &World<'_>, swept: &Sweeping, saved: &Request) {
     );
 }
 
-#[test]
-fn sweep_x_save() {
-    for (backend, open) in backends() {
-        explore_both(
-            backend,
-            open,
-            &Scenario {
-                name: "sweep then save inside",
-                setup: expired,
-                first: sweep,
-                second: save_bob,
-                check: check_sweep_save,
-            },
-            &Scenario {
-                name: "save then sweep inside",
-                setup: |s, c, a, id| swap(expired(s, c, a, id)),
-                first: save_bob,
-                second: sweep,
-                check: |w, r, s| check_sweep_save(w, s, r),
-            },
-        );
-    }
-}
+race!(sweep_x_save, expired, sweep, save_bob, check_sweep_save);
 
 /// An expired session stays dead when a regenerate through a handle held past the expiry races
 /// the sweep: the regenerate fails as gone, and no copy survives under a new id.
@@ -700,29 +679,13 @@ fn check_sweep_regenerate(w: &World<'_>, swept: &Sweeping, regenerated: &Request
     );
 }
 
-#[test]
-fn sweep_x_regenerate() {
-    for (backend, open) in backends() {
-        explore_both(
-            backend,
-            open,
-            &Scenario {
-                name: "sweep then regenerate inside",
-                setup: expired,
-                first: sweep,
-                second: regenerate,
-                check: check_sweep_regenerate,
-            },
-            &Scenario {
-                name: "regenerate then sweep inside",
-                setup: |s, c, a, id| swap(expired(s, c, a, id)),
-                first: regenerate,
-                second: sweep,
-                check: |w, r, s| check_sweep_regenerate(w, s, r),
-            },
-        );
-    }
-}
+race!(
+    sweep_x_regenerate,
+    expired,
+    sweep,
+    regenerate,
+    check_sweep_regenerate
+);
 
 /// A revoke of the user the session is bound to, racing a request on that session.
 struct Revoking {
@@ -806,38 +769,34 @@ fn check_revoke(w: &World<'_>, revoking: &Revoking, request: &Request) {
     }
 }
 
-macro_rules! revoke_pair {
-    ($name:ident, $request:expr) => {
-        #[test]
-        fn $name() {
-            for (backend, open) in backends() {
-                explore_both(
-                    backend,
-                    open,
-                    &Scenario {
-                        name: concat!("revoke_user then ", stringify!($request), " inside"),
-                        setup: bound,
-                        first: revoke_alice,
-                        second: $request,
-                        check: check_revoke,
-                    },
-                    &Scenario {
-                        name: concat!(stringify!($request), " then revoke_user inside"),
-                        setup: |s, c, a, id| swap(bound(s, c, a, id)),
-                        first: $request,
-                        second: revoke_alice,
-                        check: |w, r, v| check_revoke(w, v, r),
-                    },
-                );
-            }
-        }
-    };
-}
-
-revoke_pair!(revoke_user_x_regenerate, regenerate);
-revoke_pair!(revoke_user_x_update, update);
-revoke_pair!(revoke_user_x_set_user_bob, rebind_to_bob);
-revoke_pair!(revoke_user_x_set_user_alice, rebind_to_alice);
+race!(
+    revoke_user_x_regenerate,
+    bound,
+    revoke_alice,
+    regenerate,
+    check_revoke
+);
+race!(
+    revoke_user_x_update,
+    bound,
+    revoke_alice,
+    update,
+    check_revoke
+);
+race!(
+    revoke_user_x_set_user_bob,
+    bound,
+    revoke_alice,
+    rebind_to_bob,
+    check_revoke
+);
+race!(
+    revoke_user_x_set_user_alice,
+    bound,
+    revoke_alice,
+    rebind_to_alice,
+    check_revoke
+);
 
 /// A revoke and a destroy of the same session: whichever lands first removes it, both return
 /// `Ok`, and nothing of the session is left.
@@ -854,29 +813,13 @@ fn check_revoke_destroy(w: &World<'_>, revoking: &Revoking, destroyed: &Request)
     );
 }
 
-#[test]
-fn revoke_user_x_destroy() {
-    for (backend, open) in backends() {
-        explore_both(
-            backend,
-            open,
-            &Scenario {
-                name: "revoke_user then destroy inside",
-                setup: bound,
-                first: revoke_alice,
-                second: destroy,
-                check: check_revoke_destroy,
-            },
-            &Scenario {
-                name: "destroy then revoke_user inside",
-                setup: |s, c, a, id| swap(bound(s, c, a, id)),
-                first: destroy,
-                second: revoke_alice,
-                check: |w, d, v| check_revoke_destroy(w, v, d),
-            },
-        );
-    }
-}
+race!(
+    revoke_user_x_destroy,
+    bound,
+    revoke_alice,
+    destroy,
+    check_revoke_destroy
+);
 
 /// An operator's `adopt_legacy` run while a request starts the same timestamp-less session.
 struct Adopting {
@@ -929,26 +872,10 @@ fn check_start_adopt(w: &World<'_>, starting: &Starting, adopting: &Adopting) {
     assert!(indexed, "at {}: a live session no sweep can find", w.at);
 }
 
-#[test]
-fn adopt_legacy_x_start() {
-    for (backend, open) in backends() {
-        explore_both(
-            backend,
-            open,
-            &Scenario {
-                name: "start (adopting) then adopt_legacy inside",
-                setup: legacy_and_adopting,
-                first: start,
-                second: adopt,
-                check: check_start_adopt,
-            },
-            &Scenario {
-                name: "adopt_legacy then start inside",
-                setup: |s, c, a, id| swap(legacy_and_adopting(s, c, a, id)),
-                first: adopt,
-                second: start,
-                check: |w, a, s| check_start_adopt(w, s, a),
-            },
-        );
-    }
-}
+race!(
+    adopt_legacy_x_start,
+    legacy_and_adopting,
+    start,
+    adopt,
+    check_start_adopt
+);
