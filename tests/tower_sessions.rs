@@ -689,109 +689,113 @@ fn race_backends() -> Vec<Backend> {
     backends
 }
 
-/// A save racing a delete (a logout, `flush` or `cycle_id` in another request): at every
-/// boundary, the delete is final and the save answers `Ok`.
-#[tokio::test]
-async fn save_racing_delete_never_resurrects_at_any_boundary() {
+/// Runs `race` on every backend with the other call armed before archive call number `at` of
+/// the call under test, for `at` = 0, 1, … until the other call no longer lands inside it (`race`
+/// returns [`Scheduler::finish`]'s answer).
+async fn at_every_boundary(
+    mut race: impl AsyncFnMut(&'static str, fn() -> backend::Fresh, usize) -> bool,
+) {
     for (name, fresh) in race_backends() {
         for at in 0.. {
-            let clock = ManualClock::new(SystemTime::now());
-            let start = clock.now();
-            let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
-            let mut saved = record(after(start, 3600, 0));
-            store.create(&mut saved).await.expect("create");
-            let (deleter, id) = (store.clone(), saved.id);
-            scheduler.arm(at, move || wait(deleter.delete(&id)).expect("delete"));
-            // A new expiry in another bucket, so that the save writes an index entry too.
-            saved.expiry_date = after(start, 7200, 0);
-            saved.data.insert("late".to_owned(), json!(at));
-            let result = store.save(&saved).await;
-            let inside = scheduler.finish();
-            assert!(result.is_ok(), "{name} at {at}: {result:?}");
-            assert_eq!(
-                store.load(&saved.id).await.expect("load"),
-                None,
-                "{name} at {at}"
-            );
-            assert_eq!(record_domains(&*archive), BTreeSet::new(), "{name} at {at}");
-            if !inside {
+            if !race(name, fresh, at).await {
                 assert!(at >= 3, "{name}: only {at} archive calls");
                 break;
             }
         }
     }
+}
+
+/// A save racing a delete (a logout, `flush` or `cycle_id` in another request): at every
+/// boundary, the delete is final and the save answers `Ok`.
+#[tokio::test]
+async fn save_racing_delete_never_resurrects_at_any_boundary() {
+    at_every_boundary(async |name, fresh, at| {
+        let clock = ManualClock::new(SystemTime::now());
+        let start = clock.now();
+        let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
+        let mut saved = record(after(start, 3600, 0));
+        store.create(&mut saved).await.expect("create");
+        let (deleter, id) = (store.clone(), saved.id);
+        scheduler.arm(at, move || wait(deleter.delete(&id)).expect("delete"));
+        // A new expiry in another bucket, so that the save writes an index entry too.
+        saved.expiry_date = after(start, 7200, 0);
+        saved.data.insert("late".to_owned(), json!(at));
+        let result = store.save(&saved).await;
+        let inside = scheduler.finish();
+        assert!(result.is_ok(), "{name} at {at}: {result:?}");
+        assert_eq!(
+            store.load(&saved.id).await.expect("load"),
+            None,
+            "{name} at {at}"
+        );
+        assert_eq!(record_domains(&*archive), BTreeSet::new(), "{name} at {at}");
+        inside
+    })
+    .await;
 }
 
 /// Two saves of one record: whichever order their calls interleave in, both answer `Ok` and one
 /// whole record is stored, indexed, so that it is deleted once it expires.
 #[tokio::test]
 async fn concurrent_saves_leave_one_whole_indexed_record_at_any_boundary() {
-    for (name, fresh) in race_backends() {
-        for at in 0.. {
-            let clock = ManualClock::new(SystemTime::now());
-            let start = clock.now();
-            let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
-            let mut first = record(after(start, 3600, 0));
-            store.create(&mut first).await.expect("create");
-            let mut second = first.clone();
-            first.expiry_date = after(start, 5 * 3600, 0);
-            first.data.insert("who".to_owned(), json!("first"));
-            second.expiry_date = after(start, 9 * 3600, 0);
-            second.data.insert("who".to_owned(), json!("second"));
-            let (other, other_record) = (store.clone(), second.clone());
-            scheduler.arm(at, move || wait(other.save(&other_record)).expect("save"));
-            store.save(&first).await.expect("save");
-            let inside = scheduler.finish();
-            let stored = store.load(&first.id).await.expect("load").expect("stored");
-            assert!(stored == first || stored == second, "{name} at {at}: a mix");
-            // The saves do not lose the index: once expired, the record is deleted.
-            clock.set(start + Duration::from_secs(10 * 3600));
-            store.delete_expired().await.expect("delete_expired");
-            assert_eq!(record_domains(&*archive), BTreeSet::new(), "{name} at {at}");
-            if !inside {
-                assert!(at >= 3, "{name}: only {at} archive calls");
-                break;
-            }
-        }
-    }
+    at_every_boundary(async |name, fresh, at| {
+        let clock = ManualClock::new(SystemTime::now());
+        let start = clock.now();
+        let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
+        let mut first = record(after(start, 3600, 0));
+        store.create(&mut first).await.expect("create");
+        let mut second = first.clone();
+        first.expiry_date = after(start, 5 * 3600, 0);
+        first.data.insert("who".to_owned(), json!("first"));
+        second.expiry_date = after(start, 9 * 3600, 0);
+        second.data.insert("who".to_owned(), json!("second"));
+        let (other, other_record) = (store.clone(), second.clone());
+        scheduler.arm(at, move || wait(other.save(&other_record)).expect("save"));
+        store.save(&first).await.expect("save");
+        let inside = scheduler.finish();
+        let stored = store.load(&first.id).await.expect("load").expect("stored");
+        assert!(stored == first || stored == second, "{name} at {at}: a mix");
+        // The saves do not lose the index: once expired, the record is deleted.
+        clock.set(start + Duration::from_secs(10 * 3600));
+        store.delete_expired().await.expect("delete_expired");
+        assert_eq!(record_domains(&*archive), BTreeSet::new(), "{name} at {at}");
+        inside
+    })
+    .await;
 }
 
 /// Two creates claiming one id: both succeed, under different ids, and neither overwrites.
 #[tokio::test]
 async fn concurrent_creates_of_one_id_both_succeed_apart_at_any_boundary() {
-    for (name, fresh) in race_backends() {
-        for at in 0.. {
-            let clock = ManualClock::new(SystemTime::now());
-            let start = clock.now();
-            let (store, scheduler, _archive, _dir) = scheduled(fresh, &clock);
-            let mut first = record(after(start, 3600, 0));
-            let mut second = record(after(start, 7200, 0));
-            second.id = first.id;
-            let other = store.clone();
-            let created = Arc::new(Mutex::new(None));
-            let out = Arc::clone(&created);
-            scheduler.arm(at, move || {
-                wait(other.create(&mut second)).expect("create");
-                *out.lock() = Some(second);
-            });
-            store.create(&mut first).await.expect("create");
-            let inside = scheduler.finish();
-            let second = created.lock().take().expect("the other create ran");
-            assert_ne!(first.id, second.id, "{name} at {at}");
-            assert_eq!(
-                store.load(&first.id).await.expect("load").as_ref(),
-                Some(&first)
-            );
-            assert_eq!(
-                store.load(&second.id).await.expect("load").as_ref(),
-                Some(&second)
-            );
-            if !inside {
-                assert!(at >= 3, "{name}: only {at} archive calls");
-                break;
-            }
-        }
-    }
+    at_every_boundary(async |name, fresh, at| {
+        let clock = ManualClock::new(SystemTime::now());
+        let start = clock.now();
+        let (store, scheduler, _archive, _dir) = scheduled(fresh, &clock);
+        let mut first = record(after(start, 3600, 0));
+        let mut second = record(after(start, 7200, 0));
+        second.id = first.id;
+        let other = store.clone();
+        let created = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&created);
+        scheduler.arm(at, move || {
+            wait(other.create(&mut second)).expect("create");
+            *out.lock() = Some(second);
+        });
+        store.create(&mut first).await.expect("create");
+        let inside = scheduler.finish();
+        let second = created.lock().take().expect("the other create ran");
+        assert_ne!(first.id, second.id, "{name} at {at}");
+        assert_eq!(
+            store.load(&first.id).await.expect("load").as_ref(),
+            Some(&first)
+        );
+        assert_eq!(
+            store.load(&second.id).await.expect("load").as_ref(),
+            Some(&second)
+        );
+        inside
+    })
+    .await;
 }
 
 /// `delete_expired` racing a save from a process whose clock lags, so that it still saves the
@@ -799,55 +803,51 @@ async fn concurrent_creates_of_one_id_both_succeed_apart_at_any_boundary() {
 /// wrote is never removed afterwards, and what is stored stays indexed.
 #[tokio::test]
 async fn delete_expired_never_removes_a_record_saved_after_its_judgement() {
-    for (name, fresh) in race_backends() {
-        for at in 0.. {
-            let clock = ManualClock::new(SystemTime::now());
-            let start = clock.now();
-            let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
-            let lagging = ManualClock::new(start + Duration::from_secs(59));
-            let lagging_store = ArchiveStore::new(Arc::clone(&archive)).with_clock(lagging.clone());
-            let mut saved = record(after(start, 60, 0));
-            store.create(&mut saved).await.expect("create");
-            saved.expiry_date = after(start, 3600, 0);
-            saved.data.insert("extended".to_owned(), json!(true));
-            let written = Arc::new(AtomicBool::new(false));
-            let (other, other_record, other_archive, flag) = (
-                lagging_store.clone(),
-                saved.clone(),
-                Arc::clone(&archive),
-                Arc::clone(&written),
-            );
-            scheduler.arm(at, move || {
-                wait(other.save(&other_record)).expect("save");
-                let stored = other_archive
-                    .get(&domain(&other_record.id), KEY)
-                    .expect("get");
-                flag.store(stored.is_some(), Ordering::SeqCst);
-            });
-            clock.set(start + Duration::from_secs(61));
-            store.delete_expired().await.expect("delete_expired");
-            let inside = scheduler.finish();
-            let stored = store.load(&saved.id).await.expect("load");
-            if written.load(Ordering::SeqCst) {
-                assert_eq!(
-                    stored.as_ref(),
-                    Some(&saved),
-                    "{name} at {at}: removed after the save"
-                );
-            }
-            clock.set(start + Duration::from_secs(2 * 3600));
-            store.delete_expired().await.expect("delete_expired");
+    at_every_boundary(async |name, fresh, at| {
+        let clock = ManualClock::new(SystemTime::now());
+        let start = clock.now();
+        let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
+        let lagging = ManualClock::new(start + Duration::from_secs(59));
+        let lagging_store = ArchiveStore::new(Arc::clone(&archive)).with_clock(lagging.clone());
+        let mut saved = record(after(start, 60, 0));
+        store.create(&mut saved).await.expect("create");
+        saved.expiry_date = after(start, 3600, 0);
+        saved.data.insert("extended".to_owned(), json!(true));
+        let written = Arc::new(AtomicBool::new(false));
+        let (other, other_record, other_archive, flag) = (
+            lagging_store.clone(),
+            saved.clone(),
+            Arc::clone(&archive),
+            Arc::clone(&written),
+        );
+        scheduler.arm(at, move || {
+            wait(other.save(&other_record)).expect("save");
+            let stored = other_archive
+                .get(&domain(&other_record.id), KEY)
+                .expect("get");
+            flag.store(stored.is_some(), Ordering::SeqCst);
+        });
+        clock.set(start + Duration::from_secs(61));
+        store.delete_expired().await.expect("delete_expired");
+        let inside = scheduler.finish();
+        let stored = store.load(&saved.id).await.expect("load");
+        if written.load(Ordering::SeqCst) {
             assert_eq!(
-                record_domains(&*archive),
-                BTreeSet::new(),
-                "{name} at {at}: unindexed"
+                stored.as_ref(),
+                Some(&saved),
+                "{name} at {at}: removed after the save"
             );
-            if !inside {
-                assert!(at >= 3, "{name}: only {at} archive calls");
-                break;
-            }
         }
-    }
+        clock.set(start + Duration::from_secs(2 * 3600));
+        store.delete_expired().await.expect("delete_expired");
+        assert_eq!(
+            record_domains(&*archive),
+            BTreeSet::new(),
+            "{name} at {at}: unindexed"
+        );
+        inside
+    })
+    .await;
 }
 
 /// A save racing `delete_expired` just as the record expires: the record is either removed (and
@@ -855,40 +855,36 @@ async fn delete_expired_never_removes_a_record_saved_after_its_judgement() {
 /// indexed; never the old record revived, never a record left unindexed.
 #[tokio::test]
 async fn save_racing_delete_expired_keeps_the_index_whole_at_any_boundary() {
-    for (name, fresh) in race_backends() {
-        for at in 0.. {
-            let clock = ManualClock::new(SystemTime::now());
-            let start = clock.now();
-            let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
-            let mut saved = record(after(start, 60, 0));
-            store.create(&mut saved).await.expect("create");
-            clock.set(start + Duration::from_secs(59));
-            let (sweeper, sweep_clock) = (store.clone(), clock.clone());
-            scheduler.arm(at, move || {
-                sweep_clock.set(start + Duration::from_secs(61));
-                wait(sweeper.delete_expired()).expect("delete_expired");
-            });
-            saved.expiry_date = after(start, 3600, 0);
-            saved.data.insert("extended".to_owned(), json!(true));
-            store.save(&saved).await.expect("save");
-            let inside = scheduler.finish();
-            match store.load(&saved.id).await.expect("load") {
-                Some(stored) => assert_eq!(stored, saved, "{name} at {at}"),
-                None => assert_eq!(record_domains(&*archive), BTreeSet::new(), "{name} at {at}"),
-            }
-            clock.set(start + Duration::from_secs(2 * 3600));
-            store.delete_expired().await.expect("delete_expired");
-            assert_eq!(
-                record_domains(&*archive),
-                BTreeSet::new(),
-                "{name} at {at}: unindexed"
-            );
-            if !inside {
-                assert!(at >= 3, "{name}: only {at} archive calls");
-                break;
-            }
+    at_every_boundary(async |name, fresh, at| {
+        let clock = ManualClock::new(SystemTime::now());
+        let start = clock.now();
+        let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
+        let mut saved = record(after(start, 60, 0));
+        store.create(&mut saved).await.expect("create");
+        clock.set(start + Duration::from_secs(59));
+        let (sweeper, sweep_clock) = (store.clone(), clock.clone());
+        scheduler.arm(at, move || {
+            sweep_clock.set(start + Duration::from_secs(61));
+            wait(sweeper.delete_expired()).expect("delete_expired");
+        });
+        saved.expiry_date = after(start, 3600, 0);
+        saved.data.insert("extended".to_owned(), json!(true));
+        store.save(&saved).await.expect("save");
+        let inside = scheduler.finish();
+        match store.load(&saved.id).await.expect("load") {
+            Some(stored) => assert_eq!(stored, saved, "{name} at {at}"),
+            None => assert_eq!(record_domains(&*archive), BTreeSet::new(), "{name} at {at}"),
         }
-    }
+        clock.set(start + Duration::from_secs(2 * 3600));
+        store.delete_expired().await.expect("delete_expired");
+        assert_eq!(
+            record_domains(&*archive),
+            BTreeSet::new(),
+            "{name} at {at}: unindexed"
+        );
+        inside
+    })
+    .await;
 }
 
 /// Every archive call of a save, failed in turn: the save answers a `Backend` error carrying the
