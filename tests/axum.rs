@@ -592,29 +592,7 @@ fn destroy_after_a_cancelled_or_panicked_call_never_leaves_the_session_valid() {
         "the destroy removed the session"
     );
 
-    let client = jar();
-    client.get(server.url("/count")).send().unwrap();
-    let logout = client
-        .post(server.url("/panicked-update-then-logout"))
-        .send()
-        .unwrap();
-    // The handle lost its state with the panic: the destroy says so instead of pretending.
-    assert_eq!(logout.status(), 500);
-    assert!(set_cookies(&logout).is_empty());
-    assert_eq!(
-        live_ids(&store).len(),
-        1,
-        "the session was neither changed nor destroyed"
-    );
-    assert_eq!(
-        client
-            .get(server.url("/peek"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap(),
-        "1"
-    );
+    panicked_update_then_logout_changes_nothing(&server, &store);
 }
 
 /// On an archive that does not block, calls run on the executor's thread; a panic there poisons
@@ -637,19 +615,28 @@ fn a_call_that_panics_in_place_loses_the_handle_and_changes_nothing() {
     );
     let server = Server::start(app.layer(SessionLayer::new(sessions)));
 
+    panicked_update_then_logout_changes_nothing(&server, &store);
+}
+
+/// A visit, then `/panicked-update-then-logout`: the handle lost its state with the panic, so the
+/// destroy says so (500, no cookie) instead of pretending, and the session stays as it was.
+fn panicked_update_then_logout_changes_nothing(server: &Server, store: &MemoryArchive) {
     let client = jar();
-    client.get(server.url("/count")).send().unwrap();
+    client
+        .get(server.url("/count"))
+        .send()
+        .expect("a first visit");
     let logout = client
         .post(server.url("/panicked-update-then-logout"))
         .send()
-        .unwrap();
+        .expect("the logout answers");
     assert_eq!(logout.status(), 500);
     assert!(set_cookies(&logout).is_empty());
     assert_eq!(
-        live_ids(&store).len(),
+        live_ids(store).len(),
         1,
         "the session was neither changed nor destroyed"
     );
-    let peek = client.get(server.url("/peek")).send().unwrap();
-    assert_eq!(peek.text().unwrap(), "1");
+    let peek = client.get(server.url("/peek")).send().expect("a peek");
+    assert_eq!(peek.text().expect("a body"), "1");
 }
