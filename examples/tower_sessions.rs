@@ -30,6 +30,9 @@ use session_archive::RedbArchive;
 use session_archive::tower_sessions::ArchiveStore;
 use tower_sessions::{ExpiredDeletion, Expiry, Session, SessionManagerLayer};
 
+#[path = "common/shutdown.rs"]
+mod shutdown;
+
 const USAGE: &str = "usage: tower_sessions [--addr HOST:PORT] [--archive PATH]
 
   --addr HOST:PORT   where to listen (default 127.0.0.1:3000; port 0 picks a free one)
@@ -122,34 +125,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
 /// Deletes expired records every [`SWEEP_EVERY`], for ever. (`ArchiveStore` runs the archive
 /// calls on tokio's blocking threads itself.)
 async fn sweep(store: ArchiveStore) {
@@ -186,7 +161,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let sweeper = tokio::spawn(sweep(store));
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown::shutdown_signal())
         .await?;
     // The sweeper holds the last store; once it is dropped, the redb file is closed.
     sweeper.abort();

@@ -42,6 +42,9 @@ use session_archive::Sessions;
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::cli::{Access, Spec};
 
+#[path = "common/shutdown.rs"]
+mod shutdown;
+
 const USAGE: &str = "usage: welcome [--addr HOST:PORT] [--archive SPEC]
 
   --addr HOST:PORT   where to listen (default 127.0.0.1:3000; port 0 picks a free one)
@@ -208,34 +211,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
 /// Sweeps expired sessions every [`SWEEP_EVERY`], on a blocking thread, for ever.
 async fn sweep(sessions: Sessions) {
     let mut interval = tokio::time::interval(SWEEP_EVERY);
@@ -273,7 +248,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let sweeper = tokio::spawn(sweep(sessions));
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown::shutdown_signal())
         .await?;
     // The router and its layer are gone with `serve`; the sweeper holds the last `Sessions`.
     // Once it is dropped, the archive is closed (a redb file's lock released).
