@@ -19,12 +19,14 @@
 //! - authenticated state (set before a `regenerate`) is never stored under the old id;
 //! - a handle whose session another request moved or destroyed does not touch the cookie.
 
+#[path = "support/scheduler.rs"]
+mod scheduler;
+use scheduler::Scheduler;
 #[path = "support/sha256.rs"]
 mod sha256;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -73,20 +75,12 @@ impl Request {
     }
 }
 
-/// Runs B inside A's calls: a hook that counts A's calls and, before the chosen one, runs B.
+/// Every write to a session's state during one schedule, as (domain, bytes).
 #[derive(Default)]
-struct Scheduler {
-    armed: AtomicBool,
-    nested: AtomicBool,
-    calls: AtomicUsize,
-    at: AtomicUsize,
-    other: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    /// Every write to a session's state, as (domain, bytes).
-    writes: Mutex<Vec<(String, Vec<u8>)>>,
-}
+struct Writes(Mutex<Vec<(String, Vec<u8>)>>);
 
-impl Scheduler {
-    fn hook(&self, call: &Call<'_>) {
+impl Writes {
+    fn record(&self, call: &Call<'_>) {
         match *call {
             Call::Set {
                 domain, key, value, ..
@@ -97,27 +91,12 @@ impl Scheduler {
                 new: Some(value),
                 ..
             } if key == STATE_KEY => {
-                self.writes
+                self.0
                     .lock()
                     .expect("an unpoisoned lock")
                     .push((domain.to_owned(), value.to_vec()));
             }
             _ => {}
-        }
-        if !self.armed.load(Ordering::SeqCst) || self.nested.load(Ordering::SeqCst) {
-            return;
-        }
-        if self.calls.fetch_add(1, Ordering::SeqCst) == self.at.load(Ordering::SeqCst) {
-            self.run_other();
-        }
-    }
-
-    fn run_other(&self) {
-        let other = self.other.lock().expect("an unpoisoned lock").take();
-        if let Some(other) = other {
-            self.nested.store(true, Ordering::SeqCst);
-            other();
-            self.nested.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -206,9 +185,11 @@ fn explore<A, B: Send + 'static>(backend: &str, open: Open, scenario: &Scenario<
         let dir = tempfile::tempdir().expect("a temporary directory");
         let inner = open(dir.path());
         let scheduler = Arc::new(Scheduler::default());
-        let hook = Arc::clone(&scheduler);
+        let writes = Arc::new(Writes::default());
+        let (hook, record) = (Arc::clone(&scheduler), Arc::clone(&writes));
         let archive: Arc<dyn Archive> = Arc::new(Hooked::new(Arc::clone(&inner), move |call| {
-            hook.hook(call);
+            record.record(call);
+            hook.hook();
             Ok(())
         }));
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
@@ -227,26 +208,21 @@ fn explore<A, B: Send + 'static>(backend: &str, open: Open, scenario: &Scenario<
         let b = Arc::new(Mutex::new(Some(b)));
         let slot = Arc::clone(&b);
         let second = scenario.second;
-        *scheduler.other.lock().expect("an unpoisoned lock") = Some(Box::new(move || {
+        writes.0.lock().expect("an unpoisoned lock").clear();
+        scheduler.arm(at, move || {
             let mut guard = slot.lock().expect("an unpoisoned lock");
             second(guard.as_mut().expect("B runs once"));
-        }));
-        scheduler.writes.lock().expect("an unpoisoned lock").clear();
-        scheduler.at.store(at, Ordering::SeqCst);
-        scheduler.armed.store(true, Ordering::SeqCst);
+        });
         (scenario.first)(&mut a);
-        let calls = scheduler.calls.load(Ordering::SeqCst);
         // B has not run when A made `at` calls or fewer: then it runs after A, the last schedule.
-        let last = at >= calls;
-        scheduler.run_other();
-        scheduler.armed.store(false, Ordering::SeqCst);
+        let last = !scheduler.finish();
 
         let b = b
             .lock()
             .expect("an unpoisoned lock")
             .take()
             .expect("B's request");
-        let writes = scheduler.writes.lock().expect("an unpoisoned lock").clone();
+        let writes = writes.0.lock().expect("an unpoisoned lock").clone();
         let world = World {
             sessions: &sessions,
             archive: &*inner,

@@ -25,10 +25,13 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-#[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 #[allow(dead_code, reason = "only the shared server is used here")]
 mod redis_server;
+#[cfg(feature = "archive-redis")]
+#[path = "support/scheduler.rs"]
+mod scheduler;
+use scheduler::Scheduler;
 
 /// Where the store keeps a record, as its module docs give the layout.
 fn domain(id: &Id) -> String {
@@ -591,53 +594,6 @@ async fn records_survive_reopening_a_redb_file() {
 // ---------------------------------------------------------------------------------------------
 // Races: the other call run whole before each archive call of the call under test.
 
-/// Runs `other` just before the `at`-th archive call made outside it, once armed.
-#[derive(Default)]
-struct Scheduler {
-    armed: AtomicBool,
-    nested: AtomicBool,
-    calls: AtomicUsize,
-    at: AtomicUsize,
-    other: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl Scheduler {
-    fn hook(&self, _call: &Call<'_>) {
-        if !self.armed.load(Ordering::SeqCst) || self.nested.load(Ordering::SeqCst) {
-            return;
-        }
-        if self.calls.fetch_add(1, Ordering::SeqCst) == self.at.load(Ordering::SeqCst) {
-            self.run_other();
-        }
-    }
-
-    fn run_other(&self) {
-        let other = self.other.lock().take();
-        if let Some(other) = other {
-            self.nested.store(true, Ordering::SeqCst);
-            other();
-            self.nested.store(false, Ordering::SeqCst);
-        }
-    }
-
-    /// Arms the scheduler: `other` runs before call number `at`.
-    fn arm(&self, at: usize, other: impl FnOnce() + Send + 'static) {
-        *self.other.lock() = Some(Box::new(other));
-        self.calls.store(0, Ordering::SeqCst);
-        self.at.store(at, Ordering::SeqCst);
-        self.armed.store(true, Ordering::SeqCst);
-    }
-
-    /// Disarms it, running `other` now if the call under test made fewer than `at` calls; says
-    /// whether it ran inside the call.
-    fn finish(&self) -> bool {
-        self.armed.store(false, Ordering::SeqCst);
-        let pending = self.other.lock().is_some();
-        self.run_other();
-        !pending
-    }
-}
-
 /// A store over a fresh archive whose calls go through a [`Scheduler`], with the scheduler, the
 /// archive behind the hook, and what keeps it alive.
 type Scheduled = (
@@ -652,8 +608,8 @@ fn scheduled(fresh: fn() -> backend::Fresh, clock: &ManualClock) -> Scheduled {
     let (archive, dir) = fresh();
     let scheduler = Arc::new(Scheduler::default());
     let hook = Arc::clone(&scheduler);
-    let hooked = Hooked::new(Arc::clone(&archive), move |call| {
-        hook.hook(call);
+    let hooked = Hooked::new(Arc::clone(&archive), move |_| {
+        hook.hook();
         Ok(())
     });
     let store = ArchiveStore::new(hooked).with_clock(clock.clone());
@@ -1055,7 +1011,7 @@ async fn redis_ttl_follows_the_stored_expiry_when_hints_cross() {
         // The other save runs just before this save's first expiry hint: after its write.
         if matches!(call, Call::ExpireDomain { domain, .. } if domain.starts_with("tower-session-"))
         {
-            hook.hook(call);
+            hook.hook();
         }
         Ok(())
     });
