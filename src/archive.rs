@@ -432,6 +432,63 @@ pub trait Archive: Send + Sync {
         new: Option<&[u8]>,
     ) -> Result<bool>;
 
+    /// Reads the value of `key` in `domain`, gives it to `change` (`None` when absent), and
+    /// stores what `change` makes of it, atomically: no other write to the key comes between
+    /// the read and the write. Returns the value stored afterwards (`None` when absent), which
+    /// for [`Update::Keep`] is the value `change` was given.
+    ///
+    /// This is the read-modify-write primitive, and where backends differ is in where `change`
+    /// runs. The default runs it on the calling thread and stores the result with
+    /// [`compare_and_swap`](Archive::compare_and_swap), reading and running `change` again
+    /// whenever another write landed in between. A backend with a single serial writer runs it
+    /// inside its write instead, possibly on another caller's thread: redb applies every update
+    /// queued for a group commit in order, in one transaction, so concurrent updates of one key
+    /// share one commit instead of failing their swaps and taking a commit each.
+    ///
+    /// So `change` must be `Send + 'static`, may run more than once (it should only compute
+    /// from the value it is given), should be quick (it may hold up other writers), and must not
+    /// call this archive. [`Update::Keep`] writes nothing; [`Update::Remove`] of an absent key
+    /// neither.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; the error `change`
+    /// returned, with nothing written; otherwise a backend error, after which the value is
+    /// unchanged. If `change` panics, nothing is written and the panic resumes on the calling
+    /// thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::archive::{Archive, Update};
+    /// use session_archive::MemoryArchive;
+    ///
+    /// let archive = MemoryArchive::new();
+    /// let increment = || {
+    ///     Box::new(|current: Option<&[u8]>| {
+    ///         let n = current.map_or(0, |bytes| bytes[0]);
+    ///         Ok(Update::Set(vec![n + 1]))
+    ///     })
+    /// };
+    /// assert_eq!(archive.update("d", "counter", increment())?, Some(vec![1]));
+    /// assert_eq!(archive.update("d", "counter", increment())?, Some(vec![2]));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn update(&self, domain: &str, key: &str, mut change: Change) -> Result<Option<Vec<u8>>> {
+        loop {
+            let current = self.get(domain, key)?;
+            let new = match change(current.as_deref())? {
+                Update::Keep => return Ok(current),
+                Update::Remove if current.is_none() => return Ok(None),
+                Update::Remove => None,
+                Update::Set(bytes) => Some(bytes),
+            };
+            if self.compare_and_swap(domain, key, current.as_deref(), new.as_deref())? {
+                return Ok(new);
+            }
+        }
+    }
+
     /// Stores several entries. Every name is checked first, so an invalid name anywhere in the
     /// batch writes nothing. Each entry is then stored atomically, as by [`set`](Archive::set);
     /// the batch as a whole is atomic only where the backend says so (redb writes it in one
@@ -588,6 +645,21 @@ pub trait Archive: Send + Sync {
     }
 }
 
+/// What the change of an [`Archive::update`] makes of the value it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Leave the value as it is: the update writes nothing.
+    Keep,
+    /// Store these bytes.
+    Set(Vec<u8>),
+    /// Remove the key.
+    Remove,
+}
+
+/// The change an [`Archive::update`] applies: given the current value (`None` when absent),
+/// what to make of it. It may run on another thread, and more than once.
+pub type Change = Box<dyn FnMut(Option<&[u8]>) -> Result<Update> + Send>;
+
 /// Which of an archive's calls may keep the calling thread waiting (on I/O, a lock held across
 /// I/O, or another thread's commit) for longer than a few microseconds: the answer of
 /// [`Archive::blocking`].
@@ -687,6 +759,9 @@ macro_rules! forward_archive {
             }
             fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
                 (**self).list_keys(domain, cursor, limit)
+            }
+            fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
+                (**self).update(domain, key, change)
             }
             fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
                 (**self).set_many(entries)

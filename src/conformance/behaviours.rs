@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::archive::{Archive, ArchiveExt, Page};
+use crate::archive::{Archive, ArchiveExt, Change, Page, Update};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
@@ -568,6 +568,96 @@ pub fn compare_and_swap_loses_no_update(archive: &dyn Archive) {
         .expect("get")
         .expect("counter exists");
     assert_eq!(total, (THREADS * INCREMENTS).to_le_bytes());
+    assert!(archive.remove_domain("counter").expect("remove_domain"));
+}
+
+/// A change for `update` that stores `value` after checking that it was given `expected`.
+fn change_from(expected: Option<&'static [u8]>, then: Update) -> Change {
+    Box::new(move |current| {
+        assert_eq!(current, expected, "update gave the change the stored value");
+        Ok(then.clone())
+    })
+}
+
+/// `update` gives the change the stored value and stores what it makes of it; `Keep`, and
+/// `Remove` of an absent key, write nothing; every answer is the value stored afterwards.
+pub fn update_semantics(archive: &dyn Archive) {
+    let update = |expected, then| archive.update("d", "k", change_from(expected, then));
+    assert_eq!(update(None, Update::Keep).expect("keep absent"), None);
+    assert_eq!(update(None, Update::Remove).expect("remove absent"), None);
+    assert!(!archive.has_domain("d").expect("has_domain"));
+    let one = Update::Set(b"1".to_vec());
+    assert_eq!(update(None, one).expect("create"), Some(b"1".to_vec()));
+    let empty = Update::Set(Vec::new());
+    assert_eq!(update(Some(b"1"), empty).expect("set"), Some(Vec::new()));
+    assert_eq!(update(Some(b""), Update::Keep).expect("keep"), Some(Vec::new()));
+    assert_eq!(archive.get("d", "k").expect("get"), Some(Vec::new()));
+    assert_eq!(update(Some(b""), Update::Remove).expect("remove"), None);
+    assert!(!archive.has_domain("d").expect("has_domain after removing the last key"));
+    let never = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
+        panic!("the change of an update with an invalid name ran")
+    });
+    assert!(matches!(
+        archive.update("..", "k", never),
+        Err(Error::InvalidName { .. })
+    ));
+}
+
+/// A change that fails, or panics, writes nothing: its error is the update's answer, its panic
+/// resumes in the caller, and the archive goes on working.
+pub fn update_that_fails_writes_nothing(archive: &dyn Archive) {
+    archive.set("d", "k", b"before").expect("set");
+    let refuse = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
+        Err(Error::Backend {
+            backend: "test",
+            operation: "refuse an update",
+            source: "refused".into(),
+        })
+    });
+    let refused = archive.update("d", "k", refuse);
+    assert!(
+        matches!(refused, Err(Error::Backend { backend: "test", .. })),
+        "{refused:?}"
+    );
+    let panicking = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
+        panic!("a change that panics")
+    });
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        archive.update("d", "k", panicking)
+    }));
+    let payload = unwound.expect_err("the change's panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"a change that panics"));
+    assert_eq!(archive.get("d", "k").expect("get"), Some(b"before".to_vec()));
+    let after = archive.update("d", "k", change_from(Some(b"before"), Update::Remove));
+    assert_eq!(after.expect("update after a panic"), None);
+}
+
+/// Concurrent updates of one key lose nothing: each sees the value the one before it stored,
+/// and answers the value it stored itself.
+pub fn update_loses_no_update(archive: &dyn Archive) {
+    const THREADS: u64 = 4;
+    const INCREMENTS: u64 = 25;
+    let answers = std::sync::Mutex::new(BTreeSet::new());
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                for _ in 0..INCREMENTS {
+                    let increment = Box::new(|current: Option<&[u8]>| {
+                        let n = current.map_or(0, |bytes| {
+                            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+                        });
+                        Ok(Update::Set((n + 1).to_le_bytes().to_vec()))
+                    });
+                    let stored = archive.update("counter", "n", increment).expect("update");
+                    let stored = stored.expect("an increment stores a value");
+                    let n = u64::from_le_bytes(stored.try_into().expect("8 bytes"));
+                    assert!(answers.lock().expect("answers").insert(n), "{n} answered twice");
+                }
+            });
+        }
+    });
+    let answers = answers.into_inner().expect("answers");
+    assert_eq!(answers, (1..=THREADS * INCREMENTS).collect::<BTreeSet<_>>());
     assert!(archive.remove_domain("counter").expect("remove_domain"));
 }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::archive::{Archive, Blocking, Page};
+use crate::archive::{Archive, Blocking, Change, Page};
 use crate::error::Result;
 
 /// One call to an [`Archive`] method, as [`Hooked`] shows it to its hook: the method and its
@@ -44,6 +44,11 @@ pub enum Call<'a> {
         key: &'a str,
         expected: Option<&'a [u8]>,
         new: Option<&'a [u8]>,
+    },
+    /// An [`Archive::update`]; the hook sees it once, before the change runs.
+    Update {
+        domain: &'a str,
+        key: &'a str,
     },
     ListDomains {
         cursor: Option<&'a str>,
@@ -240,6 +245,13 @@ impl<A: Archive> Archive for Hooked<A> {
             new,
         })?;
         self.inner.compare_and_swap(domain, key, expected, new)
+    }
+
+    /// Shows the hook one [`Call::Update`], then passes the whole update on: where the change
+    /// runs, and which calls the wrapped archive makes for it, is the wrapped archive's.
+    fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
+        (self.hook)(&Call::Update { domain, key })?;
+        self.inner.update(domain, key, change)
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

@@ -33,6 +33,9 @@ macro_rules! __archive_behaviours {
             listing_an_empty_archive
             compare_and_swap_semantics
             compare_and_swap_loses_no_update
+            update_semantics
+            update_that_fails_writes_nothing
+            update_loses_no_update
             set_many_stores_every_entry
             remove_many_removes_each_entry_once
             remove_domains_removes_each_domain_once

@@ -10,17 +10,18 @@
 //! sharing it stays linearizable) and `group_commit` (the leader/follower engine that commits
 //! concurrent writes together, generic over what a commit is).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use crate::archive::{Archive, Blocking, Page};
+use crate::archive::{Archive, Blocking, Change, Page};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
 use self::group_commit::{Batch, Failure, GroupCommit, MAX_GATHER};
 use self::layout::{ENTRIES, ReadTable, any_in, domain_end};
-use self::ops::Op;
+use self::ops::{Op, Reply};
 use self::snapshot::Snapshots;
 
 mod group_commit;
@@ -361,7 +362,7 @@ pub struct RedbArchive {
     path: PathBuf,
     options: RedbArchiveBuilder,
     /// Every write goes through it; see [`RedbArchive::write`].
-    group: GroupCommit<Op, usize, ::redb::Error>,
+    group: GroupCommit<Op, Reply, ::redb::Error>,
 }
 
 impl RedbArchive {
@@ -454,7 +455,21 @@ impl RedbArchive {
     /// durable unless the archive was opened with [`Durability::None`]. Every write goes through
     /// here.
     fn write(&self, op: Op) -> Result<usize> {
+        Ok(self.submit(op)?.count())
+    }
+
+    /// Applies `op` in a group commit, as [`write`](Self::write) does, and returns its reply.
+    fn submit(&self, op: Op) -> Result<Reply> {
         let operation = op.operation();
+        if ops::in_change() {
+            // This thread is running an update's change inside a commit, which would wait for
+            // this write, which would wait for that commit.
+            return Err(Error::Backend {
+                backend: "redb",
+                operation,
+                source: "an update's change called the archive it is updating".into(),
+            });
+        }
         self.group
             .submit(op, |batch| self.commit(batch))
             .map_err(|failure| match failure {
@@ -471,7 +486,7 @@ impl RedbArchive {
     /// configured durability, returning each op's answer. A transaction that changed nothing is
     /// aborted instead, so a failed swap or the removal of something absent costs no fsync. If
     /// any op fails, nothing is committed.
-    fn commit(&self, batch: &mut Batch<'_, Op>) -> Result<Vec<usize>, ::redb::Error> {
+    fn commit(&self, batch: &mut Batch<'_, Op>) -> Result<Vec<Reply>, ::redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(self.options.durability.to_redb())?;
         txn.set_quick_repair(self.options.quick_repair);
@@ -620,6 +635,28 @@ impl Archive for RedbArchive {
             expected: expected.map(<[u8]>::to_vec),
             new: new.map(<[u8]>::to_vec),
         })? > 0)
+    }
+
+    /// Runs `change` inside the group commit, on the thread of whichever writer leads it:
+    /// concurrent updates, of one key or many, are applied in order in one transaction and
+    /// share its commit, and none of them has to read or try again.
+    fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
+        validate_entry(domain, key)?;
+        let reply = self.submit(Op::Update {
+            domain: domain.to_owned(),
+            key: key.to_owned(),
+            change: RefCell::new(Some(change)),
+        })?;
+        match reply {
+            Reply::Updated(value) => Ok(value),
+            Reply::Refused(error) => Err(error),
+            Reply::Panicked(payload) => std::panic::resume_unwind(payload),
+            Reply::Count(_) => Err(Error::Backend {
+                backend: "redb",
+                operation: "update a value",
+                source: "the commit answered the update with a count".into(),
+            }),
+        }
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

@@ -6,10 +6,15 @@
 //! [`Op::operation`] and its effect in [`Op::apply`]. An op may be applied more than once (a
 //! batch that fails is retried op by op), so applying takes it by reference.
 
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use ::redb::{AccessGuard, ReadableTable};
 
 use super::group_commit::Batch;
 use super::layout::{Table, any_in, domain_end};
+use crate::archive::{Change, Update};
 
 /// One write.
 pub(super) enum Op {
@@ -36,31 +41,70 @@ pub(super) enum Op {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    /// A read-modify-write: the change runs here, in the transaction, on the leader's thread.
+    Update {
+        domain: String,
+        key: String,
+        /// `None` once the change has panicked: it is not run again.
+        change: RefCell<Option<Change>>,
+    },
+}
+
+/// What an op answers its caller.
+pub(super) enum Reply {
+    /// How many of its keys or domains existed (0 or 1 for a single one), 1 if the swap
+    /// happened, 1 for plain writes.
+    Count(usize),
+    /// An update's value afterwards.
+    Updated(Option<Vec<u8>>),
+    /// An update whose change returned an error; nothing was written.
+    Refused(crate::Error),
+    /// An update whose change panicked, with the panic's payload; nothing was written.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl Reply {
+    /// The count of an op that answers one.
+    pub(super) fn count(&self) -> usize {
+        match self {
+            Reply::Count(count) => *count,
+            Reply::Updated(_) | Reply::Refused(_) | Reply::Panicked(_) => 0,
+        }
+    }
+}
+
+std::thread_local! {
+    /// Whether this thread is running an update's change: a write it submitted would wait for
+    /// the commit that is waiting for the change, forever.
+    static IN_CHANGE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is running an update's change, inside a commit.
+pub(super) fn in_change() -> bool {
+    IN_CHANGE.with(Cell::get)
 }
 
 /// What an applied [`Op`] reports.
-#[derive(Clone, Copy)]
 struct Applied {
-    /// The operation's answer: how many of its keys or domains existed (0 or 1 for a single
-    /// one), or 1 if the swap happened; 1 for plain writes.
-    answer: usize,
+    /// The operation's answer.
+    answer: Reply,
     /// Whether the table changed, so that the commit has something to make durable.
     changed: bool,
 }
 
 impl Applied {
-    /// The report of an op that changed the table exactly when its answer is not 0.
-    fn counted(answer: usize) -> Applied {
+    /// The report of an op that changed the table exactly when its count is not 0.
+    fn counted(count: usize) -> Applied {
         Applied {
-            answer,
-            changed: answer > 0,
+            answer: Reply::Count(count),
+            changed: count > 0,
         }
     }
 }
 
 /// What a batch of ops did: each op's answer, in order, and whether any changed the table.
 pub(super) struct Outcome {
-    pub(super) answers: Vec<usize>,
+    pub(super) answers: Vec<Reply>,
     pub(super) changed: bool,
 }
 
@@ -95,6 +139,7 @@ impl Op {
             Op::RemoveDomain { .. } => "remove a domain",
             Op::RemoveDomains(_) => "remove a batch of domains",
             Op::CompareAndSwap { .. } => "compare and swap a value",
+            Op::Update { .. } => "update a value",
         }
     }
 
@@ -112,7 +157,7 @@ impl Op {
                     table.insert((domain.as_str(), key.as_str()), value.as_slice())?;
                 }
                 Applied {
-                    answer: 1,
+                    answer: Reply::Count(1),
                     changed: !entries.is_empty(),
                 }
             }
@@ -143,6 +188,11 @@ impl Op {
                 expected.as_deref(),
                 new.as_deref(),
             )?),
+            Op::Update {
+                domain,
+                key,
+                change,
+            } => update(table, (domain.as_str(), key.as_str()), change)?,
         })
     }
 }
@@ -179,4 +229,51 @@ fn compare_and_swap(
         }
     }
     Ok(usize::from(matches))
+}
+
+/// Runs an update's change on the value of `entry` and stores what it makes of it. An error or
+/// a panic of the change writes nothing and becomes the op's answer, so that it reaches its own
+/// caller instead of failing, or unwinding through, the leader's whole batch.
+fn update(
+    table: &mut Table<'_>,
+    entry: (&str, &str),
+    change: &RefCell<Option<Change>>,
+) -> Result<Applied, ::redb::Error> {
+    let current = table.get(entry)?.map(|value| value.value().to_vec());
+    let mut slot = change.borrow_mut();
+    let Some(run) = slot.as_mut() else {
+        return Ok(refused(Reply::Panicked(Box::new(
+            "the update's change panicked",
+        ))));
+    };
+    IN_CHANGE.with(|flag| flag.set(true));
+    let verdict = catch_unwind(AssertUnwindSafe(|| run(current.as_deref())));
+    IN_CHANGE.with(|flag| flag.set(false));
+    let (answer, changed) = match verdict {
+        Ok(Ok(Update::Keep)) => (current, false),
+        Ok(Ok(Update::Set(value))) => {
+            table.insert(entry, value.as_slice())?;
+            (Some(value), true)
+        }
+        Ok(Ok(Update::Remove)) => (None, table.remove(entry)?.is_some()),
+        Ok(Err(error)) => return Ok(refused(Reply::Refused(error))),
+        Err(payload) => {
+            // A change that panicked is in an unknown state; it is dropped, never run again.
+            let dropped = slot.take();
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(dropped)));
+            return Ok(refused(Reply::Panicked(payload)));
+        }
+    };
+    Ok(Applied {
+        answer: Reply::Updated(answer),
+        changed,
+    })
+}
+
+/// The report of an update that wrote nothing and answers `reply`.
+fn refused(reply: Reply) -> Applied {
+    Applied {
+        answer: reply,
+        changed: false,
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::group_commit::Status;
 use super::*;
+use crate::archive::Update;
 
 /// How many transactions the archive has committed.
 fn commits(archive: &RedbArchive) -> u64 {
@@ -25,11 +26,22 @@ fn wait_until(archive: &RedbArchive, ready: impl Fn(Status) -> bool) {
 /// writer, who leads, at `begin_write`, until every other op has queued behind it. Returns each
 /// writer's answer, or its panic.
 fn one_batch(archive: &RedbArchive, ops: Vec<Op>) -> Vec<std::thread::Result<Result<usize>>> {
+    one_batch_of_replies(archive, ops)
+        .into_iter()
+        .map(|answer| answer.map(|reply| reply.map(|reply| reply.count())))
+        .collect()
+}
+
+/// [`one_batch`], answering each op's whole [`Reply`].
+fn one_batch_of_replies(
+    archive: &RedbArchive,
+    ops: Vec<Op>,
+) -> Vec<std::thread::Result<Result<Reply>>> {
     let gate = archive.db.begin_write().unwrap();
     std::thread::scope(|scope| {
         let mut writers = Vec::new();
         for (queued, op) in ops.into_iter().enumerate() {
-            writers.push(scope.spawn(move || archive.write(op)));
+            writers.push(scope.spawn(move || archive.submit(op)));
             if queued == 0 {
                 // It has taken its op off the queue to lead, and waits for the gate.
                 wait_until(archive, |status| status.committing && status.queued == 0);
@@ -137,6 +149,102 @@ fn writers_queued_behind_a_leader_share_its_commit() {
     assert_eq!(commits(&archive) - before, 1, "six writers, one commit");
     assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
     assert_eq!(get(&archive, "x"), None);
+}
+
+fn update(change: impl FnMut(Option<&[u8]>) -> Result<Update> + Send + 'static) -> Op {
+    Op::Update {
+        domain: "d".to_owned(),
+        key: "k".to_owned(),
+        change: std::cell::RefCell::new(Some(Box::new(change))),
+    }
+}
+
+/// An update adding one to a decimal number (absent is 0).
+fn increment() -> Op {
+    update(|current| {
+        let n: u32 = std::str::from_utf8(current.unwrap_or(b"0"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        Ok(Update::Set((n + 1).to_string().into_bytes()))
+    })
+}
+
+/// Updates queued behind a leader run in its transaction, in order, each on the value the op
+/// before it left, and share its one commit; a change that fails or panics writes nothing and
+/// answers only its own caller.
+#[test]
+fn updates_queued_behind_a_leader_share_its_commit_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+    archive.set("d", "k", b"0").unwrap();
+    let before = commits(&archive);
+
+    let refuse = update(|_| {
+        Err(Error::Backend {
+            backend: "test",
+            operation: "refuse",
+            source: "refused".into(),
+        })
+    });
+    let panic = update(|_| panic!("a change that panics"));
+    let replies = one_batch_of_replies(
+        &archive,
+        vec![
+            increment(),
+            increment(),
+            set("k", b"5"),
+            increment(),
+            refuse,
+            panic,
+            increment(),
+        ],
+    );
+
+    let replies: Vec<String> = replies
+        .into_iter()
+        .map(|reply| match reply.unwrap().unwrap() {
+            Reply::Count(n) => format!("count {n}"),
+            Reply::Updated(value) => format!("{:?}", value.map(String::from_utf8)),
+            Reply::Refused(error) => format!("refused: {error}"),
+            Reply::Panicked(payload) => format!("panicked: {:?}", payload.downcast_ref::<&str>()),
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            r#"Some(Ok("1"))"#,
+            r#"Some(Ok("2"))"#,
+            "count 1",
+            r#"Some(Ok("6"))"#,
+            "refused: test backend failed to refuse",
+            r#"panicked: Some("a change that panics")"#,
+            r#"Some(Ok("7"))"#,
+        ]
+    );
+    assert_eq!(commits(&archive) - before, 1, "seven writers, one commit");
+    assert_eq!(get(&archive, "k"), Some(b"7".to_vec()));
+}
+
+/// A change that writes to the archive it is updating would wait for the commit that waits for
+/// it: the write fails instead, and the update with it, having written nothing.
+#[test]
+fn a_change_that_writes_to_its_archive_fails_instead_of_waiting_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Arc::new(RedbArchive::open(dir.path().join("archive.redb")).unwrap());
+    let inner = Arc::clone(&archive);
+    let change = Box::new(move |_: Option<&[u8]>| {
+        inner.set("d", "other", b"x")?;
+        Ok(Update::Set(b"v".to_vec()))
+    });
+    let error = archive.update("d", "k", change).unwrap_err();
+    assert!(
+        error.to_string().contains("write a value"),
+        "{error}: {:?}",
+        std::error::Error::source(&error)
+    );
+    assert!(!archive.has_domain("d").unwrap());
+    archive.set("d", "k", b"after").unwrap();
 }
 
 /// When one op fails, the batch's transaction fails as a whole; every op is then retried in
