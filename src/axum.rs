@@ -614,8 +614,9 @@ where
     }
 
     /// Atomically applies `change` to the stored state, off the executor, and returns what it
-    /// returned; see [`crate::session::Session::update`]. `change` may run more than once, so it
-    /// should only compute from the state it is given. The response then sets the session cookie.
+    /// returned; see [`crate::session::Session::update_send`]: on redb, concurrent updates of one
+    /// session share a commit. `change` may run more than once, so it should only compute from
+    /// the state it is given. The response then sets the session cookie.
     ///
     /// # Errors
     ///
@@ -638,12 +639,12 @@ where
     /// ```
     pub async fn update<R>(
         &mut self,
-        mut change: impl FnMut(&mut T) -> R + Send + 'static,
+        change: impl FnMut(&mut T) -> R + Send + 'static,
     ) -> Result<R, SessionError>
     where
         R: Send + 'static,
     {
-        self.run(Access::Write, move |core| core.update(&mut change))
+        self.run(Access::Write, move |core| core.update_send(change))
             .await
     }
 

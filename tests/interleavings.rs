@@ -281,6 +281,12 @@ fn update(r: &mut Request) {
     r.record(result);
 }
 
+/// An update whose change the archive may run inside its own write (on redb, in a commit).
+fn update_send(r: &mut Request) {
+    let result = r.session.update_send(|s| s.n += 1);
+    r.record(result);
+}
+
 fn save_bob(r: &mut Request) {
     r.session.name = "bob".into();
     let result = r.session.save();
@@ -488,6 +494,27 @@ race!(
     check_regenerate_regenerate
 );
 race!(destroy_x_update, two, destroy, update, check_destroy_update);
+race!(
+    regenerate_x_update_send,
+    two,
+    regenerate,
+    update_send,
+    check_regenerate_update
+);
+race!(
+    login_x_update_send,
+    two,
+    login,
+    update_send,
+    check_login_update
+);
+race!(
+    destroy_x_update_send,
+    two,
+    destroy,
+    update_send,
+    check_destroy_update
+);
 
 /// A `start` that reads a session while a `destroy` removes it.
 struct Starting {
@@ -734,6 +761,13 @@ race!(
     bound,
     revoke_alice,
     update,
+    check_revoke
+);
+race!(
+    revoke_user_x_update_send,
+    bound,
+    revoke_alice,
+    update_send,
     check_revoke
 );
 race!(

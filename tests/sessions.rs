@@ -64,6 +64,7 @@ macro_rules! session_tests {
                 corrupt_state_can_start_fresh_and_is_set_aside
                 sessions_per_user_are_listed_rebound_and_revoked
                 state_over_the_limit_writes_nothing
+                update_send_that_panics_writes_nothing
                 idle_timeout_expires_unused_sessions
                 absolute_lifetime_expires_active_sessions
                 reads_refresh_last_seen_only_when_it_has_aged
@@ -834,6 +835,36 @@ mod behaviour {
         let id = session.id().to_string();
         let stored = sessions.start(Some(&id), State::default()).unwrap();
         assert_eq!((stored.name.as_str(), stored.n), ("new", 2));
+
+        let mut other = sessions.start(None, State::default()).unwrap();
+        let n = other
+            .update_send(|s| {
+                s.n += 3;
+                s.n
+            })
+            .unwrap();
+        assert_eq!((n, other.n), (3, 3));
+        let stored = sessions.start(Some(other.id().as_str()), State::default());
+        assert_eq!(stored.unwrap().n, 3);
+    }
+
+    /// A change that panics writes nothing, and the panic reaches the caller.
+    pub fn update_send_that_panics_writes_nothing(archive: &Arc<dyn Archive>) {
+        let sessions = Sessions::new(Arc::clone(archive));
+        let id = saved(&sessions, "before");
+        let before = state_bytes(&**archive, &id).unwrap();
+        let mut session = sessions.start(Some(&id), State::default()).unwrap();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session.update_send(|s| {
+                s.name = "never stored".into();
+                panic!("a change that panics")
+            })
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(state_bytes(&**archive, &id).unwrap(), before);
+        let mut again = sessions.start(Some(&id), State::default()).unwrap();
+        assert_eq!(again.update_send(|s| s.n += 1).unwrap(), ());
+        assert_eq!(again.name, "before");
     }
 
     pub fn concurrent_updates_lose_nothing(archive: &Arc<dyn Archive>) {
@@ -841,20 +872,35 @@ mod behaviour {
         const ROUNDS: u64 = 4;
         let sessions = Sessions::new(Arc::clone(archive));
         let id = saved(&sessions, "counter");
+        // Half the threads use `update`, half `update_send`, which on redb runs in the commit:
+        // the two kinds meet on one session. Each update answers the count it stored.
+        let counts = std::sync::Mutex::new(BTreeSet::new());
         std::thread::scope(|scope| {
-            for _ in 0..THREADS {
+            for thread in 0..THREADS {
                 let sessions = sessions.clone();
-                let id = id.clone();
+                let (id, counts) = (id.clone(), &counts);
                 scope.spawn(move || {
                     for _ in 0..ROUNDS {
                         let mut session =
                             sessions.start(Some(&id), State::default()).expect("start");
                         assert_eq!(session.id().as_str(), id);
-                        session.update(|s| s.n += 1).expect("update");
+                        let count = |s: &mut State| {
+                            s.n += 1;
+                            s.n
+                        };
+                        let n = if thread % 2 == 0 {
+                            session.update(count)
+                        } else {
+                            session.update_send(count)
+                        };
+                        let n = n.expect("update");
+                        assert!(counts.lock().expect("counts").insert(n), "{n} twice");
                     }
                 });
             }
         });
+        let counts = counts.into_inner().expect("counts");
+        assert_eq!(counts, (1..=THREADS * ROUNDS).collect::<BTreeSet<_>>());
         let session = sessions.start(Some(&id), State::default()).unwrap();
         assert_eq!(session.n, THREADS * ROUNDS);
         assert_eq!(session.name, "counter");
@@ -901,6 +947,10 @@ mod behaviour {
             );
             assert!(matches!(
                 handle.update(|s| s.n += 1),
+                Err(Error::CorruptSession { .. })
+            ));
+            assert!(matches!(
+                handle.update_send(|s| s.n += 1),
                 Err(Error::CorruptSession { .. })
             ));
             assert_eq!(state_bytes(&**archive, &id).unwrap(), corrupt);
@@ -1045,6 +1095,10 @@ mod behaviour {
         assert!(matches!(session.save(), Err(Error::StateTooLarge { .. })));
         assert!(matches!(
             session.update(|s| s.name = "z".repeat(100)),
+            Err(Error::StateTooLarge { .. })
+        ));
+        assert!(matches!(
+            session.update_send(|s| s.name = "z".repeat(100)),
             Err(Error::StateTooLarge { .. })
         ));
         assert!(matches!(

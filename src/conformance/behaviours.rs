@@ -590,10 +590,17 @@ pub fn update_semantics(archive: &dyn Archive) {
     assert_eq!(update(None, one).expect("create"), Some(b"1".to_vec()));
     let empty = Update::Set(Vec::new());
     assert_eq!(update(Some(b"1"), empty).expect("set"), Some(Vec::new()));
-    assert_eq!(update(Some(b""), Update::Keep).expect("keep"), Some(Vec::new()));
+    assert_eq!(
+        update(Some(b""), Update::Keep).expect("keep"),
+        Some(Vec::new())
+    );
     assert_eq!(archive.get("d", "k").expect("get"), Some(Vec::new()));
     assert_eq!(update(Some(b""), Update::Remove).expect("remove"), None);
-    assert!(!archive.has_domain("d").expect("has_domain after removing the last key"));
+    assert!(
+        !archive
+            .has_domain("d")
+            .expect("has_domain after removing the last key")
+    );
     let never = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
         panic!("the change of an update with an invalid name ran")
     });
@@ -616,18 +623,29 @@ pub fn update_that_fails_writes_nothing(archive: &dyn Archive) {
     });
     let refused = archive.update("d", "k", refuse);
     assert!(
-        matches!(refused, Err(Error::Backend { backend: "test", .. })),
+        matches!(
+            refused,
+            Err(Error::Backend {
+                backend: "test",
+                ..
+            })
+        ),
         "{refused:?}"
     );
-    let panicking = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
-        panic!("a change that panics")
-    });
+    let panicking =
+        Box::new(|_: Option<&[u8]>| -> crate::Result<Update> { panic!("a change that panics") });
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         archive.update("d", "k", panicking)
     }));
     let payload = unwound.expect_err("the change's panic reaches the caller");
-    assert_eq!(payload.downcast_ref::<&str>(), Some(&"a change that panics"));
-    assert_eq!(archive.get("d", "k").expect("get"), Some(b"before".to_vec()));
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"a change that panics")
+    );
+    assert_eq!(
+        archive.get("d", "k").expect("get"),
+        Some(b"before".to_vec())
+    );
     let after = archive.update("d", "k", change_from(Some(b"before"), Update::Remove));
     assert_eq!(after.expect("update after a panic"), None);
 }
@@ -651,7 +669,10 @@ pub fn update_loses_no_update(archive: &dyn Archive) {
                     let stored = archive.update("counter", "n", increment).expect("update");
                     let stored = stored.expect("an increment stores a value");
                     let n = u64::from_le_bytes(stored.try_into().expect("8 bytes"));
-                    assert!(answers.lock().expect("answers").insert(n), "{n} answered twice");
+                    assert!(
+                        answers.lock().expect("answers").insert(n),
+                        "{n} answered twice"
+                    );
                 }
             });
         }

@@ -564,6 +564,78 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn update<R>(&mut self, mut change: impl FnMut(&mut T) -> R) -> Result<R> {
+        self.begin_update()?;
+        let store = Arc::clone(&self.store);
+        let turn = UpdateTurn::take(&store, &self.id);
+        let (id, limit) = (&self.id, self.max_state_size);
+        let swapped = store.swap_state(id, |current| apply(id, limit, current, &mut change))?;
+        drop(turn);
+        self.end_update(swapped)
+    }
+
+    /// [`update`](Self::update) for a `change` that may run on another thread: an archive with a
+    /// serial writer then runs it inside its own write. On [`RedbArchive`](crate::RedbArchive)
+    /// concurrent updates of one session, which `update` makes take turns, one commit each,
+    /// are applied in order in one transaction and share its commit; on other archives the two
+    /// are alike. See [`Archive::update`](crate::archive::Archive::update). The axum layer's
+    /// `update` is this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Self::update). If `change` panics, nothing is written and the panic
+    /// resumes here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use session_archive::{RedbArchive, Sessions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let sessions = Arc::new(Sessions::new(RedbArchive::open(dir.path().join("s.redb"))?));
+    /// let mut first = sessions.start(None, 0_u64)?;
+    /// first.save()?;
+    /// let id = first.id().to_string();
+    ///
+    /// // Eight requests count a visit of one session at once; none is lost.
+    /// std::thread::scope(|scope| {
+    ///     for _ in 0..8 {
+    ///         let (sessions, id) = (&sessions, &id);
+    ///         scope.spawn(move || {
+    ///             let mut session = sessions.start(Some(id), 0_u64)?;
+    ///             session.update_send(|visits| *visits += 1)
+    ///         });
+    ///     }
+    /// });
+    /// assert_eq!(*sessions.start(Some(&id), 0_u64)?, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn update_send<R>(
+        &mut self,
+        mut change: impl FnMut(&mut T) -> R + Send + 'static,
+    ) -> Result<R>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+    {
+        self.begin_update()?;
+        let (id, limit) = (self.id.clone(), self.max_state_size);
+        // The change may run on another thread, more than once; the run whose bytes were stored
+        // is the last one.
+        let last = Arc::new(parking_lot::Mutex::new(None));
+        let applied = Arc::clone(&last);
+        let updated = self.store.update_state(&self.id, move |current| {
+            let (bytes, outcome) = apply(&id, limit, current, &mut change)?;
+            *applied.lock() = Some(outcome);
+            Ok(bytes)
+        })?;
+        let outcome = last.lock().take().filter(|_| updated);
+        self.end_update(outcome)
+    }
+
+    /// What [`update`](Self::update) and [`update_send`](Self::update_send) check first: a new
+    /// session is saved, a gone or expired one is an error, and so is an invalid binding.
+    fn begin_update(&mut self) -> Result<()> {
         if let Phase::New = self.phase {
             self.save()?;
         }
@@ -571,21 +643,21 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             return Err(self.gone());
         }
         self.check_user()?;
-        self.ensure_unexpired()?;
-        let store = Arc::clone(&self.store);
-        let turn = UpdateTurn::take(&store, &self.id);
-        let swapped = store.swap_state(&self.id, |current| {
-            let mut copy: T = decode(&self.id, current)?;
-            let result = change(&mut copy);
-            let bytes = self.encode(&copy)?;
-            let hash = bytes_hash(&bytes);
-            Ok((bytes, (copy, result, hash)))
-        })?;
-        drop(turn);
-        let Some((copy, result, hash)) = swapped else {
+        self.ensure_unexpired()
+    }
+
+    /// Makes an update's result the handle's state, or finds the session gone when there is
+    /// none, and refreshes the timestamps.
+    fn end_update<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
+        let Some(Applied {
+            state,
+            result,
+            hash,
+        }) = applied
+        else {
             return Err(self.gone());
         };
-        self.state = copy;
+        self.state = state;
         self.synced = Some(hash);
         self.after_write()?;
         Ok(result)
@@ -749,18 +821,52 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
 
     /// Serializes a state, enforcing the size limit.
     fn encode(&self, state: &T) -> Result<Vec<u8>> {
-        let bytes = serde_json::to_vec(state).map_err(|source| Error::Serialize {
-            id: self.id.to_string(),
-            source,
-        })?;
-        let limit = self.max_state_size;
-        if bytes.len() > limit {
-            return Err(Error::StateTooLarge {
-                id: self.id.to_string(),
-                size: bytes.len(),
-                limit,
-            });
-        }
-        Ok(bytes)
+        encode(&self.id, self.max_state_size, state)
     }
+}
+
+/// Serializes the state of session `id`, enforcing the size `limit`.
+fn encode<T: Serialize>(id: &SessionId, limit: usize, state: &T) -> Result<Vec<u8>> {
+    let bytes = serde_json::to_vec(state).map_err(|source| Error::Serialize {
+        id: id.to_string(),
+        source,
+    })?;
+    if bytes.len() > limit {
+        return Err(Error::StateTooLarge {
+            id: id.to_string(),
+            size: bytes.len(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// What an update made of the stored state: the new state, what the change returned, and the
+/// hash of the bytes stored.
+struct Applied<T, R> {
+    state: T,
+    result: R,
+    hash: u64,
+}
+
+/// Applies an update's `change` to a copy of the stored state `current` of session `id`, and
+/// returns the bytes to store, the state `limit` allowing, with what they came from.
+fn apply<T: Serialize + DeserializeOwned, R>(
+    id: &SessionId,
+    limit: usize,
+    current: &[u8],
+    change: &mut impl FnMut(&mut T) -> R,
+) -> Result<(Vec<u8>, Applied<T, R>)> {
+    let mut state: T = decode(id, current)?;
+    let result = change(&mut state);
+    let bytes = encode(id, limit, &state)?;
+    let hash = bytes_hash(&bytes);
+    Ok((
+        bytes,
+        Applied {
+            state,
+            result,
+            hash,
+        },
+    ))
 }

@@ -222,19 +222,22 @@ pub(crate) fn moved_marker(target: &str) -> Vec<u8> {
     marker
 }
 
+/// Whether bytes stored under [`STATE_KEY`] are a state, not a moved-marker.
+pub(crate) fn is_state(bytes: &[u8]) -> bool {
+    !bytes.starts_with(MOVED_PREFIX)
+}
+
 /// Reads what `id` holds under [`STATE_KEY`].
 pub(crate) fn read_state(archive: &dyn Archive, id: &SessionId) -> Result<Stored> {
     Ok(match archive.get(id.as_str(), STATE_KEY)? {
         None => Stored::Absent,
-        Some(bytes) => match bytes.strip_prefix(MOVED_PREFIX) {
-            Some(rest) => Stored::Moved(
-                std::str::from_utf8(rest)
-                    .ok()
-                    .and_then(|rest| rest.split_once(':'))
-                    .map(|(_, target)| target.to_owned()),
-            ),
-            None => Stored::State(bytes),
-        },
+        Some(bytes) if is_state(&bytes) => Stored::State(bytes),
+        Some(marker) => Stored::Moved(
+            std::str::from_utf8(&marker[MOVED_PREFIX.len()..])
+                .ok()
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, target)| target.to_owned()),
+        ),
     })
 }
 

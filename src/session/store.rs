@@ -36,9 +36,9 @@ use super::hashed::HashedIds;
 use super::id::{SessionId, hashed_name};
 use super::layout::{
     CORRUPT_DOMAIN, META_KEY, Meta, STATE_KEY, Stamp, Stored, bound_user, decode, encode_meta,
-    moved_marker, read_state, user_domain, validate_user,
+    is_state, moved_marker, read_state, user_domain, validate_user,
 };
-use crate::archive::{Archive, Blocking, DEFAULT_PAGE_SIZE};
+use crate::archive::{Archive, Blocking, DEFAULT_PAGE_SIZE, Update};
 use crate::error::{Error, Result};
 
 /// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
@@ -534,6 +534,24 @@ impl Store {
                 return Ok(Some(result));
             }
         }
+    }
+
+    /// Replaces the state stored under `id` with the bytes `next` makes from it, in one
+    /// [`Archive::update`]: a backend with a serial writer runs `next` inside its commit, so
+    /// that concurrent updates of one session share a commit instead of taking turns; the
+    /// others swap and retry as [`swap_state`](Self::swap_state) does. Returns whether a state
+    /// was there to replace (`false` once the session was destroyed or moved).
+    pub(crate) fn update_state(
+        &self,
+        id: &SessionId,
+        mut next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+    ) -> Result<bool> {
+        let change = Box::new(move |current: Option<&[u8]>| match current {
+            Some(state) if is_state(state) => Ok(Update::Set(next(state)?)),
+            _ => Ok(Update::Keep),
+        });
+        let after = self.archive.update(id.as_str(), STATE_KEY, change)?;
+        Ok(after.as_deref().is_some_and(is_state))
     }
 
     /// Destroys what is stored under `id`: one compare-and-swap of its state to nothing,

@@ -163,9 +163,9 @@ fn update(change: impl FnMut(Option<&[u8]>) -> Result<Update> + Send + 'static) 
 fn increment() -> Op {
     update(|current| {
         let n: u32 = std::str::from_utf8(current.unwrap_or(b"0"))
-            .unwrap()
+            .expect("a decimal number")
             .parse()
-            .unwrap();
+            .expect("a decimal number");
         Ok(Update::Set((n + 1).to_string().into_bytes()))
     })
 }
