@@ -67,9 +67,12 @@ fn kind(op: &Op) -> usize {
         Op::SetMany(..) => 11,
         Op::RemoveMany(..) => 12,
         Op::RemoveDomains(..) => 13,
+        // Skipped by the decoding, so in no seed; the model test runs it.
+        Op::Update(..) => OP_KINDS,
     }
 }
 
+/// The kinds of `Op` the fuzzers decode.
 const OP_KINDS: usize = 14;
 
 /// The seeds still mean what they were found to mean: together the `archive_ops` seeds run every
@@ -81,7 +84,7 @@ fn archive_ops_seeds_run_every_kind_of_op() {
     let mut runs = [0_usize; OP_KINDS];
     for data in seeds("archive_ops").values() {
         for op in fuzz::decode_ops(data).unwrap_or_default() {
-            runs[kind(&op)] += 1;
+            *runs.get_mut(kind(&op)).expect("a kind the fuzzers decode") += 1;
         }
     }
     assert!(

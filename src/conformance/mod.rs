@@ -64,7 +64,7 @@ mod model;
 pub use behaviours::*;
 pub use hooked::{Call, Hooked};
 pub use model::{
-    MODEL_REGRESSIONS, Model, Op, Persistence, check_step, model_test, op_strategy, snapshot,
+    Edit, MODEL_REGRESSIONS, Model, Op, Persistence, check_step, model_test, op_strategy, snapshot,
 };
 
 #[doc(hidden)]

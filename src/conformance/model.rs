@@ -8,7 +8,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
-use crate::archive::{Archive, ArchiveExt};
+use crate::archive::{Archive, ArchiveExt, Update};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
@@ -99,6 +99,35 @@ pub enum Op {
     RemoveDomains(
         #[cfg_attr(feature = "fuzzing", arbitrary(with = fuzz_input::names))] Vec<String>,
     ),
+    /// An [`Archive::update`] whose change does what the [`Edit`] says. Not decoded by the
+    /// fuzzers (a new decodable variant would change what every committed seed means); the
+    /// model test runs it on every backend.
+    #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
+    Update(String, String, Edit),
+}
+
+/// What the change of an [`Op::Update`] does with the value it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Leaves it as it is.
+    Keep,
+    /// Appends these bytes (to nothing, when absent).
+    Append(Vec<u8>),
+    /// Removes it.
+    Remove,
+}
+
+impl Edit {
+    /// What this edit makes of `current`.
+    fn apply(&self, current: Option<&[u8]>) -> Update {
+        match self {
+            Edit::Keep => Update::Keep,
+            Edit::Append(suffix) => {
+                Update::Set([current.unwrap_or_default(), suffix.as_slice()].concat())
+            }
+            Edit::Remove => Update::Remove,
+        }
+    }
 }
 
 /// The model: what the archive should hold.
@@ -165,6 +194,15 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Edits of [`Op::Update`]: mostly appends of the model's values.
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        1 => Just(Edit::Keep),
+        4 => value().prop_map(Edit::Append),
+        1 => Just(Edit::Remove),
+    ]
+}
+
 /// The strategy for one operation of the [`model_test`]; `Reopen` only for persistent archives,
 /// and never [`Op::ListPaged`] (see there why).
 pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
@@ -185,6 +223,7 @@ pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
         2 => proptest::collection::vec((domain(), key(), value()), 0..4).prop_map(Op::SetMany),
         2 => proptest::collection::vec((domain(), key()), 0..4).prop_map(Op::RemoveMany),
         1 => proptest::collection::vec(domain(), 0..3).prop_map(Op::RemoveDomains),
+        3 => (domain(), key(), edit()).prop_map(|(d, k, e)| Op::Update(d, k, e)),
     ];
     match persistence {
         // One reopen in about nineteen operations.
@@ -201,7 +240,8 @@ fn names_are_valid(op: &Op) -> bool {
         | Op::Set(d, k, _)
         | Op::Has(d, k)
         | Op::Remove(d, k)
-        | Op::CompareAndSwap(d, k, ..) => valid(d) && valid(k),
+        | Op::CompareAndSwap(d, k, ..)
+        | Op::Update(d, k, _) => valid(d) && valid(k),
         Op::HasDomain(d) | Op::RemoveDomain(d) | Op::ListKeys(d) => valid(d),
         Op::ListPaged(d, _) => d.iter().all(valid),
         Op::ListDomains | Op::Reopen => true,
@@ -285,6 +325,20 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Option<String> {
             let removed = entries.iter().filter(|(d, k)| model_remove(model, d, k));
             format!("{}", removed.count())
         }
+        Op::Update(d, k, edit) => {
+            let after = match edit.apply(model_get(model, d, k).as_deref()) {
+                Update::Keep => model_get(model, d, k),
+                Update::Set(value) => {
+                    model_set(model, d, k, &value);
+                    Some(value)
+                }
+                Update::Remove => {
+                    model_remove(model, d, k);
+                    None
+                }
+            };
+            format!("{after:?}")
+        }
         Op::RemoveDomains(domains) => {
             let removed = domains.iter().filter(|d| model.remove(*d).is_some());
             format!("{}", removed.count())
@@ -342,6 +396,11 @@ pub(super) fn apply_to_archive(
         Op::RemoveDomains(domains) => {
             let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
             format!("{}", archive.remove_domains(&domains)?)
+        }
+        Op::Update(d, k, edit) => {
+            let edit = edit.clone();
+            let change = Box::new(move |current: Option<&[u8]>| Ok(edit.apply(current)));
+            format!("{:?}", archive.update(d, k, change)?)
         }
     })
 }
