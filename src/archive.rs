@@ -100,7 +100,8 @@ impl Page {
 /// - **Atomicity.** Each call is atomic: a reader sees a value whole or not at all, never a torn
 ///   one. [`remove_domain`](Archive::remove_domain) removes the whole domain at once where the
 ///   backend can (each backend documents this). [`compare_and_swap`](Archive::compare_and_swap) is
-///   the one read-modify-write primitive, and is what loses-no-update guarantees are built on.
+///   what loses-no-update guarantees are built on; [`update`](Archive::update) is the
+///   read-modify-write on top of it, which a backend with a serial writer runs in place.
 /// - **Durability.** When a write returns `Ok`, it is as durable as the backend promises (each
 ///   backend documents this; the persistent ones default to durable).
 /// - **Batches.** [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and

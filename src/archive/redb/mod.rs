@@ -294,7 +294,8 @@ impl RedbArchiveBuilder {
 ///   `migrate` does, feature `cli`): every backend shares one name rule, so nothing is lost.
 /// - **Durability.** With the default [`Durability::Immediate`], every write
 ///   ([`set`](Archive::set), [`remove`](Archive::remove), [`remove_domain`](Archive::remove_domain),
-///   [`compare_and_swap`](Archive::compare_and_swap) and the batches) is committed with an fsync
+///   [`compare_and_swap`](Archive::compare_and_swap), [`update`](Archive::update) and the
+///   batches) is committed with an fsync
 ///   before it returns, and survives a crash whole: the tests kill writer processes with SIGKILL
 ///   and check every acknowledged write. [`Durability::None`] is an opt-in that skips the fsync:
 ///   those writes become durable at the next durable commit or when the archive is dropped, and
@@ -318,6 +319,13 @@ impl RedbArchiveBuilder {
 ///   writer pays one fsync per write and never waits for company.
 ///   (Should redb panic inside a commit, the leader's call panics and the other writers of its
 ///   batch get [`Error::Backend`]: their writes may or may not be stored.)
+/// - **Updates run inside the commit.** An [`update`](Archive::update)'s change runs in the
+///   transaction, on the leader's thread, in its place in the queue: concurrent updates of one
+///   key each see the value the one before left and share one commit, where a
+///   read-then-[`compare_and_swap`](Archive::compare_and_swap) loop would fail all swaps but one
+///   and pay a commit per round. A change that returns an error or panics writes nothing and
+///   answers only its own caller (the panic resumes on the caller's thread); a change that
+///   writes to the archive gets [`Error::Backend`] instead of waiting for itself.
 /// - **Linearizable reads.** Reads work on a snapshot and never wait for writers. Reads share
 ///   one snapshot between commits, yet no read returns less than an earlier read returned or an
 ///   acknowledged write wrote: a read that begins after a write returned sees it.
