@@ -14,6 +14,8 @@
 //! implements [`Archive`] (its documentation holds a complete one) and checks itself against the
 //! [`conformance`](crate::conformance) suite.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -490,6 +492,39 @@ pub trait Archive: Send + Sync {
         }
     }
 
+    /// [`update`](Archive::update), for an async caller: the update is done, or under way, when
+    /// this returns, and the future completes with its answer. The default does the whole
+    /// update right here, blocking as `update` does, and returns a future that is ready. An
+    /// archive that can wait for its write without a thread does better, and says so with
+    /// [`Blocking::Commits`]: [`RedbArchive`](crate::RedbArchive) queues the update for its
+    /// group commit and returns at once, and the commit's leader wakes the future, so that an
+    /// async caller needs no blocking thread for it.
+    ///
+    /// Dropping the future does not withdraw the update: it may still be stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Archive::update), from the future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::archive::{Archive, Update};
+    /// use session_archive::RedbArchive;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let archive = RedbArchive::open(dir.path().join("s.redb"))?;
+    /// let set = Box::new(|_: Option<&[u8]>| Ok(Update::Set(b"v".to_vec())));
+    /// assert_eq!(archive.update_async("d", "k", set).await?, Some(b"v".to_vec()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn update_async(&self, domain: &str, key: &str, change: Change) -> UpdateFuture {
+        Box::pin(std::future::ready(self.update(domain, key, change)))
+    }
+
     /// Stores several entries. Every name is checked first, so an invalid name anywhere in the
     /// batch writes nothing. Each entry is then stored atomically, as by [`set`](Archive::set);
     /// the batch as a whole is atomic only where the backend says so (redb writes it in one
@@ -661,6 +696,9 @@ pub enum Update {
 /// what to make of it. It may run on another thread, and more than once.
 pub type Change = Box<dyn FnMut(Option<&[u8]>) -> Result<Update> + Send>;
 
+/// The future of an [`Archive::update_async`]: the value stored after the update.
+pub type UpdateFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + Send>>;
+
 /// Which of an archive's calls may keep the calling thread waiting (on I/O, a lock held across
 /// I/O, or another thread's commit) for longer than a few microseconds: the answer of
 /// [`Archive::blocking`].
@@ -682,6 +720,11 @@ pub enum Blocking {
     /// No call waits: everything happens in this process's memory, under locks that are only
     /// held for the call's own work ([`MemoryArchive`](crate::MemoryArchive)).
     Never,
+    /// As [`Writes`](Blocking::Writes), except that [`update_async`](Archive::update_async)
+    /// returns at once, its future waiting for the commit without a thread, and
+    /// [`expire_domain`](Archive::expire_domain) does not wait either
+    /// ([`RedbArchive`](crate::RedbArchive)).
+    Commits,
     /// Point reads ([`get`](Archive::get), [`has`](Archive::has),
     /// [`has_domain`](Archive::has_domain)) do not wait; every other call may, writes (including
     /// [`compare_and_swap`](Archive::compare_and_swap)) because they wait for a durable commit.
@@ -719,6 +762,23 @@ impl Blocking {
     /// ```
     pub fn writes_block(self) -> bool {
         self != Blocking::Never
+    }
+
+    /// Whether [`update_async`](Archive::update_async) and
+    /// [`expire_domain`](Archive::expire_domain) may wait before they return: an async caller
+    /// that may call them in place, and await the update's future, needs no blocking thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::archive::Blocking;
+    ///
+    /// assert!(!Blocking::Commits.update_async_blocks());
+    /// assert!(Blocking::Commits.writes_block());
+    /// assert!(Blocking::Writes.update_async_blocks());
+    /// ```
+    pub fn update_async_blocks(self) -> bool {
+        self >= Blocking::Writes
     }
 }
 
@@ -763,6 +823,9 @@ macro_rules! forward_archive {
             }
             fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
                 (**self).update(domain, key, change)
+            }
+            fn update_async(&self, domain: &str, key: &str, change: Change) -> UpdateFuture {
+                (**self).update_async(domain, key, change)
             }
             fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {
                 (**self).set_many(entries)

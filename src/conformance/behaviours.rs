@@ -682,6 +682,94 @@ pub fn update_loses_no_update(archive: &dyn Archive) {
     assert!(archive.remove_domain("counter").expect("remove_domain"));
 }
 
+/// Runs a future to its end on this thread.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    /// Wakes the thread that polls.
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// An update adding one to a little-endian `u64` (absent is 0).
+fn increment() -> Change {
+    Box::new(|current: Option<&[u8]>| {
+        let n = current.map_or(0, |bytes| {
+            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+        });
+        Ok(Update::Set((n + 1).to_le_bytes().to_vec()))
+    })
+}
+
+/// `update_async` answers as `update` does: its errors, and the value stored afterwards. Many
+/// updates in flight at once each answer a value of their own, and an update whose future was
+/// dropped is still applied.
+pub fn update_async_answers_as_update(archive: &dyn Archive) {
+    let never = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
+        panic!("the change of an update with an invalid name ran")
+    });
+    assert!(matches!(
+        block_on(archive.update_async("d", "..", never)),
+        Err(Error::InvalidName { .. })
+    ));
+    let set = change_from(None, Update::Set(b"1".to_vec()));
+    assert_eq!(
+        block_on(archive.update_async("d", "k", set)).expect("set"),
+        Some(b"1".to_vec())
+    );
+    let refuse = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
+        Err(Error::Backend {
+            backend: "test",
+            operation: "refuse an update",
+            source: "refused".into(),
+        })
+    });
+    let refused = block_on(archive.update_async("d", "k", refuse));
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Backend {
+                backend: "test",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let remove = change_from(Some(b"1"), Update::Remove);
+    assert_eq!(
+        block_on(archive.update_async("d", "k", remove)).expect("remove"),
+        None
+    );
+
+    let in_flight: Vec<_> = (0..20)
+        .map(|_| archive.update_async("counter", "n", increment()))
+        .collect();
+    let mut answers: Vec<u64> = in_flight
+        .into_iter()
+        .map(|future| {
+            let stored = block_on(future).expect("update_async").expect("a value");
+            u64::from_le_bytes(stored.try_into().expect("8 bytes"))
+        })
+        .collect();
+    answers.sort_unstable();
+    assert_eq!(answers, (1..=20).collect::<Vec<u64>>());
+    drop(archive.update_async("counter", "n", increment()));
+    let after = archive.update("counter", "n", increment()).expect("update");
+    assert_eq!(after, Some(22_u64.to_le_bytes().to_vec()));
+    assert!(archive.remove_domain("counter").expect("remove_domain"));
+}
+
 /// `set_many` stores every entry, across domains, overwriting as `set` does.
 pub fn set_many_stores_every_entry(archive: &dyn Archive) {
     archive.set("a", "k", b"old").expect("set");

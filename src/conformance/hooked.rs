@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::archive::{Archive, Blocking, Change, Page};
+use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
 use crate::error::Result;
 
 /// One call to an [`Archive`] method, as [`Hooked`] shows it to its hook: the method and its
@@ -252,6 +252,14 @@ impl<A: Archive> Archive for Hooked<A> {
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
         (self.hook)(&Call::Update { domain, key })?;
         self.inner.update(domain, key, change)
+    }
+
+    /// As [`update`](Self::update), the hook seeing the same [`Call::Update`].
+    fn update_async(&self, domain: &str, key: &str, change: Change) -> UpdateFuture {
+        if let Err(refused) = (self.hook)(&Call::Update { domain, key }) {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        self.inner.update_async(domain, key, change)
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

@@ -36,6 +36,7 @@ macro_rules! __archive_behaviours {
             update_semantics
             update_that_fails_writes_nothing
             update_loses_no_update
+            update_async_answers_as_update
             set_many_stores_every_entry
             remove_many_removes_each_entry_once
             remove_domains_removes_each_domain_once

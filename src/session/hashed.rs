@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use super::id::{SessionId, hashed_name};
-use crate::archive::{Archive, Blocking, Change, Page};
+use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
 use crate::error::Result;
 
 /// Wraps the archive of a `Sessions` that hashes ids at rest.
@@ -73,6 +73,11 @@ impl<A: Archive> Archive for HashedIds<A> {
 
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
         self.inner.update(&stored(domain), &stored(key), change)
+    }
+
+    fn update_async(&self, domain: &str, key: &str, change: Change) -> UpdateFuture {
+        self.inner
+            .update_async(&stored(domain), &stored(key), change)
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

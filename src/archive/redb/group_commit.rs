@@ -12,6 +12,11 @@
 //! nobody is woken just to find that its answer is not there yet. Each leader commits exactly one
 //! batch, the one holding its own request, so no caller serves others forever.
 //!
+//! A caller may also queue a request and wait for its answer as a task, without a thread
+//! ([`GroupCommit::enqueue`], then [`GroupCommit::poll_answer`]): it never leads, and is woken by
+//! its waker. Its request joins the next batch whoever leads it; when nobody will, a committer
+//! thread ([`GroupCommit::wait_for_work`], [`GroupCommit::lead_queued`]) leads instead.
+//!
 //! This module knows nothing of the store: a commit is any closure from a [`Batch`] to one output
 //! per request, or one error for the whole transaction.
 //!
@@ -22,7 +27,8 @@
 //!   of its batch get [`Failure::NoAnswer`] instead of waiting forever on a commit that will never
 //!   end, and leadership is free for the next caller: the engine keeps working.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::task::Waker;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -50,6 +56,9 @@ pub(super) struct GroupCommit<R, O, E> {
     state: Mutex<State<R, O, E>>,
     /// Signalled whenever a request is queued, for a leader gathering its batch.
     arrived: Condvar,
+    /// Signalled when a task's request waits and no caller thread will lead it, and on
+    /// [`stop`](Self::stop): for the committer thread.
+    work: Condvar,
     /// The longest a leader waits for company; see [`MAX_GATHER`].
     max_gather: Duration,
 }
@@ -67,13 +76,39 @@ struct State<R, O, E> {
     /// next leader gathers until that many have joined it, for at most half that time.
     last_batch: usize,
     last_commit: Duration,
+    /// The wakers of tasks waiting for an answer, by ticket.
+    wakers: HashMap<u64, Waker>,
+    /// Tickets whose task stopped waiting before its answer came: the answer is dropped.
+    abandoned: HashSet<u64>,
+    /// Set by [`GroupCommit::stop`].
+    stopping: bool,
 }
 
 /// A queued request, and the caller to wake when it is answered.
 struct Queued<R> {
     ticket: u64,
     request: R,
-    caller: Thread,
+    caller: Caller,
+}
+
+/// Who waits for a request's answer.
+#[derive(Clone)]
+enum Caller {
+    /// A thread in [`GroupCommit::submit`]: parked, and may lead.
+    Thread(Thread),
+    /// A task polling [`GroupCommit::poll_answer`], woken by its waker; it never leads.
+    Task,
+}
+
+/// What a committer thread should do next; see [`GroupCommit::wait_for_work`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Work {
+    /// Requests wait and no commit is running: call [`GroupCommit::lead_queued`].
+    Lead,
+    /// Nothing to do for a while; ask again.
+    Idle,
+    /// [`GroupCommit::stop`] was called and nothing is queued: the thread may end.
+    Stop,
 }
 
 /// The requests of one commit, handed to the commit closure one at a time.
@@ -126,8 +161,12 @@ impl<R, O, E> GroupCommit<R, O, E> {
                 next_ticket: 0,
                 last_batch: 0,
                 last_commit: Duration::ZERO,
+                wakers: HashMap::new(),
+                abandoned: HashSet::new(),
+                stopping: false,
             }),
             arrived: Condvar::new(),
+            work: Condvar::new(),
             max_gather,
         }
     }
@@ -147,13 +186,7 @@ impl<R, O, E> GroupCommit<R, O, E> {
         mut commit: impl FnMut(&mut Batch<'_, R>) -> Result<Vec<O>, E>,
     ) -> Answer<O, E> {
         let mut state = self.state.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push(Queued {
-            ticket,
-            request,
-            caller: std::thread::current(),
-        });
+        let ticket = Self::queue(&mut state, request, Caller::Thread(std::thread::current()));
         self.arrived.notify_one();
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
@@ -172,25 +205,121 @@ impl<R, O, E> GroupCommit<R, O, E> {
                 continue;
             }
             // No commit is running and this request is still queued: lead the next one.
-            state.committing = true;
-            let batch = std::mem::take(&mut state.queue);
-            let expected = state.last_batch;
-            let window = (state.last_commit / 2).min(self.max_gather);
+            let (batch, plan) = self.claim(&mut state);
             drop(state);
-            let plan = Plan {
-                expected,
-                deadline: Instant::now() + window,
-            };
-            self.lead(ticket, batch, plan, &mut commit);
+            self.lead(Some(ticket), batch, plan, &mut commit);
             state = self.state.lock();
         }
     }
 
+    /// Queues `request` for a task, which waits for the answer with
+    /// [`poll_answer`](Self::poll_answer) instead of a thread, and returns its ticket. The
+    /// request joins the next batch, led by a caller of [`submit`](Self::submit) or, when none
+    /// leads, by the committer thread, which this wakes.
+    pub(super) fn enqueue(&self, request: R) -> u64 {
+        let mut state = self.state.lock();
+        let ticket = Self::queue(&mut state, request, Caller::Task);
+        self.arrived.notify_one();
+        if !state.committing {
+            self.work.notify_one();
+        }
+        ticket
+    }
+
+    /// The answer to the task's request with `ticket`, once there is one; until then, `waker`
+    /// is woken when it comes.
+    pub(super) fn poll_answer(&self, ticket: u64, waker: &Waker) -> Option<Answer<O, E>> {
+        let mut state = self.state.lock();
+        if let Some(answer) = state.answers.remove(&ticket) {
+            state.wakers.remove(&ticket);
+            return Some(answer);
+        }
+        match state.wakers.get_mut(&ticket) {
+            Some(known) => known.clone_from(waker),
+            None => drop(state.wakers.insert(ticket, waker.clone())),
+        }
+        None
+    }
+
+    /// The task with `ticket` no longer waits: its answer, now or when it comes, is dropped.
+    /// Its request is still committed.
+    pub(super) fn abandon(&self, ticket: u64) {
+        let mut state = self.state.lock();
+        state.wakers.remove(&ticket);
+        if state.answers.remove(&ticket).is_none() {
+            state.abandoned.insert(ticket);
+        }
+    }
+
+    /// For the committer thread: waits, at most `timeout`, until tasks' requests wait for a
+    /// leader, and says what to do.
+    pub(super) fn wait_for_work(&self, timeout: Duration) -> Work {
+        let mut state = self.state.lock();
+        loop {
+            if !state.committing && !state.queue.is_empty() {
+                return Work::Lead;
+            }
+            if state.stopping {
+                return Work::Stop;
+            }
+            if self.work.wait_for(&mut state, timeout).timed_out() {
+                return Work::Idle;
+            }
+        }
+    }
+
+    /// For the committer thread: leads one batch of whatever is queued, if no commit is
+    /// running, as [`submit`](Self::submit)'s leader does. A panic in `commit` unwinds out of
+    /// this call, after every caller of the batch got [`Failure::NoAnswer`].
+    pub(super) fn lead_queued(
+        &self,
+        mut commit: impl FnMut(&mut Batch<'_, R>) -> Result<Vec<O>, E>,
+    ) {
+        let mut state = self.state.lock();
+        if state.committing || state.queue.is_empty() {
+            return;
+        }
+        let (batch, plan) = self.claim(&mut state);
+        drop(state);
+        self.lead(None, batch, plan, &mut commit);
+    }
+
+    /// Tells the committer thread to end once nothing is queued.
+    pub(super) fn stop(&self) {
+        self.state.lock().stopping = true;
+        self.work.notify_all();
+    }
+
+    /// Queues `request` for `caller` and returns its ticket.
+    fn queue(state: &mut State<R, O, E>, request: R, caller: Caller) -> u64 {
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push(Queued {
+            ticket,
+            request,
+            caller,
+        });
+        ticket
+    }
+
+    /// Takes leadership, and the queue as the start of the batch, with the plan for gathering
+    /// the rest.
+    fn claim(&self, state: &mut State<R, O, E>) -> (Vec<Queued<R>>, Plan) {
+        state.committing = true;
+        let batch = std::mem::take(&mut state.queue);
+        let plan = Plan {
+            expected: state.last_batch,
+            deadline: Instant::now() + (state.last_commit / 2).min(self.max_gather),
+        };
+        (batch, plan)
+    }
+
     /// Commits `queued` and the requests that join it, as the leader whose own request has
-    /// ticket `own`, and posts the answers (also when `commit` panics; see [`Leadership`]).
+    /// ticket `own` (`None` for the committer thread), and posts the answers (also when
+    /// `commit` panics; see [`Leadership`]).
     fn lead(
         &self,
-        own: u64,
+        own: Option<u64>,
         queued: Vec<Queued<R>>,
         plan: Plan,
         commit: &mut impl FnMut(&mut Batch<'_, R>) -> Result<Vec<O>, E>,
@@ -214,7 +343,7 @@ impl<R, O, E> GroupCommit<R, O, E> {
         &self,
         queued: Vec<Queued<R>>,
         plan: Plan,
-        callers: &mut Vec<(u64, Thread)>,
+        callers: &mut Vec<(u64, Caller)>,
         commit: &mut impl FnMut(&mut Batch<'_, R>) -> Result<Vec<O>, E>,
     ) -> (Vec<Answer<O, E>>, Duration) {
         let mut requests = Vec::with_capacity(callers.capacity());
@@ -250,7 +379,7 @@ impl<R, O, E> GroupCommit<R, O, E> {
 
     /// Takes the requests queued since the batch's last ones into it, first waiting for some as
     /// `plan` says while none are queued. Returns `false` if there were none to take.
-    fn gather(&self, plan: Plan, requests: &mut Vec<R>, callers: &mut Vec<(u64, Thread)>) -> bool {
+    fn gather(&self, plan: Plan, requests: &mut Vec<R>, callers: &mut Vec<(u64, Caller)>) -> bool {
         let mut state = self.state.lock();
         while state.queue.is_empty()
             && requests.len() < plan.expected
@@ -268,7 +397,7 @@ impl<R, O, E> GroupCommit<R, O, E> {
 }
 
 /// Moves `queued` into a batch: its callers into `callers`, its requests into `requests`.
-fn take<R>(queued: Vec<Queued<R>>, callers: &mut Vec<(u64, Thread)>, requests: &mut Vec<R>) {
+fn take<R>(queued: Vec<Queued<R>>, callers: &mut Vec<(u64, Caller)>, requests: &mut Vec<R>) {
     for queued in queued {
         callers.push((queued.ticket, queued.caller));
         requests.push(queued.request);
@@ -297,10 +426,10 @@ fn alone<R, O, E>(
 /// instead of waiting forever.
 struct Leadership<'a, R, O, E> {
     engine: &'a GroupCommit<R, O, E>,
-    /// The leader's own ticket.
-    own: u64,
+    /// The leader's own ticket; `None` for the committer thread.
+    own: Option<u64>,
     /// The batch's callers by ticket, in the order their requests were applied.
-    callers: Vec<(u64, Thread)>,
+    callers: Vec<(u64, Caller)>,
     /// One per caller, in order; `None` while the commit has not returned.
     answers: Option<Vec<Answer<O, E>>>,
     /// How long the batch took from the end of gathering to its answers.
@@ -311,14 +440,21 @@ impl<R, O, E> Drop for Leadership<'_, R, O, E> {
     fn drop(&mut self) {
         let finished = self.answers.is_some();
         let mut answers = self.answers.take().unwrap_or_default().into_iter();
+        let mut wakers = Vec::new();
         let mut state = self.engine.state.lock();
-        for &(ticket, _) in &self.callers {
+        for (ticket, caller) in &self.callers {
             let answer = answers.next();
+            if let Caller::Task = caller {
+                wakers.extend(state.wakers.remove(ticket));
+                if state.abandoned.remove(ticket) {
+                    continue;
+                }
+            }
             // An unwinding leader never collects its answer.
-            if answer.is_some() || finished || ticket != self.own {
+            if answer.is_some() || finished || Some(*ticket) != self.own {
                 state
                     .answers
-                    .insert(ticket, answer.unwrap_or(Err(Failure::NoAnswer)));
+                    .insert(*ticket, answer.unwrap_or(Err(Failure::NoAnswer)));
             }
         }
         if finished {
@@ -329,15 +465,20 @@ impl<R, O, E> Drop for Leadership<'_, R, O, E> {
         let next_leader = state.queue.first().map(|queued| queued.caller.clone());
         drop(state);
         // The next leader first: the next commit waits for it, while the answered callers only
-        // return.
-        if let Some(caller) = next_leader {
-            caller.unpark();
+        // return. A task cannot lead, so the committer thread leads for it.
+        match next_leader {
+            Some(Caller::Thread(thread)) => thread.unpark(),
+            Some(Caller::Task) => drop(self.engine.work.notify_one()),
+            None => {}
         }
         for (ticket, caller) in &self.callers {
-            if *ticket != self.own {
-                caller.unpark();
+            if let Caller::Thread(thread) = caller
+                && Some(*ticket) != self.own
+            {
+                thread.unpark();
             }
         }
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -615,6 +756,33 @@ mod tests {
         assert_eq!(commits.len(), 1, "{commits:?}");
         assert_eq!(commits[0].len(), 3);
         assert_eq!(engine.state.lock().last_batch, 3);
+    }
+
+    /// Tasks queue beside threads and share their batches, in arrival order; a task that stops
+    /// waiting leaves no answer behind; with only tasks queued, the committer leads.
+    #[test]
+    fn tasks_join_batches_and_the_committer_leads_when_no_thread_does() {
+        let (engine, store) = (Engine::new(MAX_GATHER), Store::default());
+        let waker = Waker::noop();
+        let first = engine.enqueue(Request::Push(1));
+        let dropped = engine.enqueue(Request::Push(2));
+        assert_eq!(engine.wait_for_work(Duration::ZERO), Work::Lead);
+        assert!(engine.poll_answer(first, waker).is_none());
+        engine.abandon(dropped);
+        // A thread's request queued behind the tasks leads their batch.
+        assert_eq!(store.submit(&engine, Request::Push(3)).unwrap(), (3, 3));
+        assert_eq!(engine.poll_answer(first, waker).unwrap().unwrap(), (1, 1));
+        assert_eq!(engine.status(), Status::IDLE);
+        assert_eq!(*store.commits.lock(), [vec![1, 2, 3]]);
+
+        let alone = engine.enqueue(Request::Push(4));
+        assert_eq!(engine.wait_for_work(Duration::ZERO), Work::Lead);
+        engine.lead_queued(|batch| store.commit(batch));
+        assert_eq!(engine.poll_answer(alone, waker).unwrap().unwrap(), (4, 4));
+        assert_eq!(engine.wait_for_work(Duration::ZERO), Work::Idle);
+        engine.stop();
+        assert_eq!(engine.wait_for_work(Duration::ZERO), Work::Stop);
+        assert_eq!(engine.status(), Status::IDLE);
     }
 
     /// Gathering waits no longer than the engine's limit, however large the last batch and

@@ -7,23 +7,27 @@
 //! Inside, for whoever changes this backend, each part has a private module of its own:
 //! `layout` (the file's one table, and the key range of a domain), `ops` (what each write does
 //! inside a write transaction), `snapshot` (the read snapshot shared between commits, and why
-//! sharing it stays linearizable) and `group_commit` (the leader/follower engine that commits
-//! concurrent writes together, generic over what a commit is).
+//! sharing it stays linearizable), `group_commit` (the leader/follower engine that commits
+//! concurrent writes together, generic over what a commit is) and `committer` (waiting for a
+//! commit as a task, without a thread).
 
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
-use crate::archive::{Archive, Blocking, Change, Page};
+use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
+use self::committer::{Committer, Pending};
 use self::group_commit::{Batch, Failure, GroupCommit, MAX_GATHER};
 use self::layout::{ENTRIES, ReadTable, any_in, domain_end};
 use self::ops::{Op, Reply};
 use self::snapshot::Snapshots;
 
+mod committer;
 mod group_commit;
 mod layout;
 mod ops;
@@ -262,11 +266,14 @@ impl RedbArchiveBuilder {
     /// Makes the archive over an open database, whose file is at `path`, and creates the table.
     fn open_database(self, db: ::redb::Database, path: PathBuf) -> Result<RedbArchive> {
         let archive = RedbArchive {
-            snapshots: Snapshots::default(),
-            db,
-            path,
-            options: self,
-            group: GroupCommit::new(MAX_GATHER),
+            db: Arc::new(Database {
+                snapshots: Snapshots::default(),
+                db,
+                path,
+                options: self,
+            }),
+            group: Arc::new(GroupCommit::new(MAX_GATHER)),
+            committer: OnceLock::new(),
         };
         // Opening the table in a write transaction creates it, so that no read transaction ever
         // meets a missing table.
@@ -364,13 +371,26 @@ impl RedbArchiveBuilder {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedbArchive {
+    /// The database, shared with the committer thread.
+    db: Arc<Database>,
+    /// Every write goes through it; see [`RedbArchive::write`]. Shared with the committer
+    /// thread and the futures of [`update_async`](Archive::update_async).
+    group: Arc<Engine>,
+    /// The thread that commits for tasks when no writer thread leads (see `committer`);
+    /// started by the first [`update_async`](Archive::update_async).
+    committer: OnceLock<Option<Committer>>,
+}
+
+/// The group commit engine of a [`RedbArchive`].
+type Engine = GroupCommit<Op, Reply, ::redb::Error>;
+
+/// The database of a [`RedbArchive`] and what its reads and commits need.
+struct Database {
     /// Declared before `db`, so that the shared snapshot is dropped first.
     snapshots: Snapshots,
     db: ::redb::Database,
     path: PathBuf,
     options: RedbArchiveBuilder,
-    /// Every write goes through it; see [`RedbArchive::write`].
-    group: GroupCommit<Op, Reply, ::redb::Error>,
 }
 
 impl RedbArchive {
@@ -428,7 +448,7 @@ impl RedbArchive {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.db.path
     }
 
     /// How this archive commits its writes.
@@ -444,7 +464,7 @@ impl RedbArchive {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn durability(&self) -> Durability {
-        self.options.durability
+        self.db.options.durability
     }
 
     /// Runs `f` on the table in a read snapshot that never waits for writers (see the `snapshot`
@@ -454,9 +474,10 @@ impl RedbArchive {
         operation: &'static str,
         f: impl FnOnce(&ReadTable) -> Result<R, ::redb::Error>,
     ) -> Result<R> {
-        self.snapshots
-            .read(&self.db, f)
-            .map_err(|source| map_error(&self.path, operation, source))
+        let db = &*self.db;
+        db.snapshots
+            .read(&db.db, f)
+            .map_err(|source| map_error(&db.path, operation, source))
     }
 
     /// Applies `op` in a group commit and returns its answer once the commit holding it is done,
@@ -478,18 +499,48 @@ impl RedbArchive {
                 source: "an update's change called the archive it is updating".into(),
             });
         }
-        self.group
-            .submit(op, |batch| self.commit(batch))
-            .map_err(|failure| match failure {
-                Failure::Failed(source) => map_error(&self.path, operation, source),
-                Failure::NoAnswer => Error::Backend {
-                    backend: "redb",
-                    operation: "commit a batch of writes",
-                    source: "the commit panicked; the batch's writes may not be stored".into(),
-                },
-            })
+        let answer = self.group.submit(op, |batch| self.db.commit(batch));
+        answer.map_err(|failure| failed(&self.db.path, operation, failure))
     }
+}
 
+/// The error of a write whose group commit gave no output.
+fn failed(path: &Path, operation: &'static str, failure: Failure<::redb::Error>) -> Error {
+    match failure {
+        Failure::Failed(source) => map_error(path, operation, source),
+        Failure::NoAnswer => Error::Backend {
+            backend: "redb",
+            operation: "commit a batch of writes",
+            source: "the commit panicked; the batch's writes may not be stored".into(),
+        },
+    }
+}
+
+/// The answer to an update: the value afterwards, or the change's error; a change's panic
+/// resumes here, in the update's caller.
+fn updated(reply: Reply) -> Result<Option<Vec<u8>>> {
+    match reply {
+        Reply::Updated(value) => Ok(value),
+        Reply::Refused(error) => Err(error),
+        Reply::Panicked(payload) => std::panic::resume_unwind(payload),
+        Reply::Count(_) => Err(Error::Backend {
+            backend: "redb",
+            operation: "update a value",
+            source: "the commit answered the update with a count".into(),
+        }),
+    }
+}
+
+/// The op of an update.
+fn update_op(domain: &str, key: &str, change: Change) -> Op {
+    Op::Update {
+        domain: domain.to_owned(),
+        key: key.to_owned(),
+        change: RefCell::new(Some(change)),
+    }
+}
+
+impl Database {
     /// Applies the batch's ops in order in one write transaction and commits it with the
     /// configured durability, returning each op's answer. A transaction that changed nothing is
     /// aborted instead, so a failed swap or the removal of something absent costs no fsync. If
@@ -511,11 +562,21 @@ impl RedbArchive {
     }
 }
 
+impl Drop for RedbArchive {
+    /// Stops the committer thread, if one started, once it has committed what tasks queued, so
+    /// that the file is closed when this returns.
+    fn drop(&mut self) {
+        if let Some(Some(committer)) = self.committer.take() {
+            committer.stop(&self.group);
+        }
+    }
+}
+
 impl fmt::Debug for RedbArchive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedbArchive")
-            .field("path", &self.path)
-            .field("durability", &self.options.durability)
+            .field("path", &self.db.path)
+            .field("durability", &self.db.options.durability)
             .finish_non_exhaustive()
     }
 }
@@ -650,21 +711,34 @@ impl Archive for RedbArchive {
     /// share its commit, and none of them has to read or try again.
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
         validate_entry(domain, key)?;
-        let reply = self.submit(Op::Update {
-            domain: domain.to_owned(),
-            key: key.to_owned(),
-            change: RefCell::new(Some(change)),
-        })?;
-        match reply {
-            Reply::Updated(value) => Ok(value),
-            Reply::Refused(error) => Err(error),
-            Reply::Panicked(payload) => std::panic::resume_unwind(payload),
-            Reply::Count(_) => Err(Error::Backend {
-                backend: "redb",
-                operation: "update a value",
-                source: "the commit answered the update with a count".into(),
-            }),
+        updated(self.submit(update_op(domain, key, change))?)
+    }
+
+    /// Queues the update for the next group commit and returns at once; the future completes
+    /// when the commit holding the update does, as [`update`](Archive::update) would return.
+    /// No thread waits meanwhile: the future is woken by whichever writer leads that commit, or
+    /// by the archive's committer thread when no writer thread does. Dropping the future does
+    /// not withdraw the update.
+    fn update_async(&self, domain: &str, key: &str, change: Change) -> UpdateFuture {
+        if let Err(invalid) = validate_entry(domain, key) {
+            return Box::pin(std::future::ready(Err(invalid)));
         }
+        let committer = self.committer.get_or_init(|| {
+            let db = Arc::clone(&self.db);
+            Committer::start(Arc::clone(&self.group), move |batch| db.commit(batch))
+        });
+        if committer.is_none() {
+            // Without a committer thread nobody might lead: wait here instead.
+            return Box::pin(std::future::ready(self.update(domain, key, change)));
+        }
+        let answer = Pending::queue(Arc::clone(&self.group), update_op(domain, key, change));
+        let path = self.db.path.clone();
+        Box::pin(async move {
+            match answer.await {
+                Ok(reply) => updated(reply),
+                Err(failure) => Err(failed(&path, "update a value", failure)),
+            }
+        })
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
@@ -751,6 +825,6 @@ impl Archive for RedbArchive {
     /// commit, with an fsync unless the archive was opened with [`Durability::None`] (and even
     /// then it may wait for the commit of a batch that holds one).
     fn blocking(&self) -> Blocking {
-        Blocking::Writes
+        Blocking::Commits
     }
 }
