@@ -644,8 +644,56 @@ where
     where
         R: Send + 'static,
     {
+        let blocking = self.slot.0.sessions.blocking();
+        let change = if blocking.writes_block() && !blocking.update_async_blocks() {
+            match self.update_without_a_thread(change).await {
+                Ok(outcome) => return outcome,
+                Err(change) => change,
+            }
+        } else {
+            change
+        };
         self.run(Access::Write, move |core| core.update_send(change))
             .await
+    }
+
+    /// An update on an archive that waits for its commits without a thread
+    /// ([`Blocking::Commits`]): the checks and the queueing run here, and the commit is
+    /// awaited, so the request takes no blocking thread at all. `change` comes back when the
+    /// update would write more than the state (see `update_later`): the caller then runs it as
+    /// usual. A panic in `change`, which runs in the commit, poisons the handle as on a
+    /// blocking thread; if this future is dropped while it waits, the update may still be
+    /// stored, and the handle keeps the state it had.
+    async fn update_without_a_thread<R, C>(
+        &mut self,
+        change: C,
+    ) -> Result<Result<R, SessionError>, C>
+    where
+        C: FnMut(&mut T) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        if let Err(err) = self.settle().await {
+            return Ok(Err(err));
+        }
+        let mut later = match self.core.update_later(change) {
+            Ok(later) => later,
+            Err(change) => return Err(change),
+        };
+        let written = std::future::poll_fn(|cx| match in_place(|| later.poll_written(cx)) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(written)) => std::task::Poll::Ready(Ok(written)),
+            Err(panicked) => std::task::Poll::Ready(Err(panicked)),
+        })
+        .await;
+        let outcome = match written {
+            Ok(written) => self.core.finish_update_later(later, written),
+            Err(panicked) => {
+                self.poison();
+                return Ok(Err(panicked));
+            }
+        };
+        self.slot.record(&self.core);
+        Ok(outcome.map_err(SessionError::from))
     }
 
     /// Moves the session to a fresh id, off the executor; see
@@ -721,9 +769,7 @@ where
                     Ok(outcome?)
                 }
                 Err(panicked) => {
-                    // As when a blocking thread panics: the handle's state goes with the call.
-                    self.lost = true;
-                    self.core = self.slot.0.sessions.new_session(T::default());
+                    self.poison();
                     Err(panicked)
                 }
             };
@@ -742,6 +788,13 @@ where
         }));
         self.settle().await?;
         Ok(result.await.map_err(|_| SessionError::Lost)??)
+    }
+
+    /// After a panic in a call: as when a blocking thread panics, the handle's state goes with
+    /// the call, and the handle answers [`SessionError::Lost`] from then on.
+    fn poison(&mut self) {
+        self.lost = true;
+        self.core = self.slot.0.sessions.new_session(T::default());
     }
 
     /// Waits for the call running on a blocking thread, if any, and takes the session back.

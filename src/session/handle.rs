@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
 use super::layout::{Meta, Stamp, Stored, bytes_hash, decode, validate_user};
-use super::store::{Refresh, Store, UpdateTurn};
+use super::store::{Refresh, StateWritten, Store, UpdateTurn};
 use crate::error::{Error, Result};
 
 /// Where a session stands, as far as this handle knows.
@@ -649,6 +649,14 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// Makes an update's result the handle's state, or finds the session gone when there is
     /// none, and refreshes the timestamps.
     fn end_update<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
+        let result = self.take_applied(applied)?;
+        self.after_write()?;
+        Ok(result)
+    }
+
+    /// Makes an update's result the handle's state, or finds the session gone when there is
+    /// none.
+    fn take_applied<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
         let Some(Applied {
             state,
             result,
@@ -659,7 +667,56 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         };
         self.state = state;
         self.synced = Some(hash);
-        self.after_write()?;
+        Ok(result)
+    }
+
+    /// The first half of [`update_send`](Self::update_send), for a caller that awaits the write
+    /// instead of blocking on it: the checks, then the update queued through
+    /// [`Archive::update_async`](crate::archive::Archive::update_async). Only where nothing else
+    /// would write: `change` comes back, for `update_send`, when the session is not stored yet,
+    /// has no timestamps, has a binding to store, or has timestamps that are expired or due for
+    /// a rewrite. Finish with [`finish_update_later`](Self::finish_update_later).
+    pub(crate) fn update_later<R, C>(&mut self, change: C) -> std::result::Result<Later<T, R>, C>
+    where
+        C: FnMut(&mut T) -> R + Send + 'static,
+        T: Send + 'static,
+        R: Send + 'static,
+    {
+        let now = self.store.now();
+        let Phase::Live(Some(stamp)) = &self.phase else {
+            return Err(change);
+        };
+        if self.user != self.bound
+            || self.store.is_expired(stamp.meta, now)
+            || self.store.touch_due(Some(stamp), now)
+        {
+            return Err(change);
+        }
+        let (id, limit, mut change) = (self.id.clone(), self.max_state_size, change);
+        let last = Arc::new(parking_lot::Mutex::new(None));
+        let applied = Arc::clone(&last);
+        let written = self.store.update_state_async(&self.id, move |current| {
+            let (bytes, outcome) = apply(&id, limit, current, &mut change)?;
+            *applied.lock() = Some(outcome);
+            Ok(bytes)
+        });
+        Ok(Later { written, last })
+    }
+
+    /// The second half of an update begun with [`update_later`](Self::update_later), once its
+    /// write is done: as [`update_send`](Self::update_send) ends, without the timestamps'
+    /// rewrite that `update_later` found not due.
+    pub(crate) fn finish_update_later<R>(
+        &mut self,
+        later: Later<T, R>,
+        written: Result<bool>,
+    ) -> Result<R> {
+        let updated = written?;
+        let outcome = later.last.lock().take().filter(|_| updated);
+        let result = self.take_applied(outcome)?;
+        if let Some(meta) = self.stored_meta() {
+            self.store.expire_hint(&self.id, meta)?;
+        }
         Ok(result)
     }
 
@@ -839,6 +896,24 @@ fn encode<T: Serialize>(id: &SessionId, limit: usize, state: &T) -> Result<Vec<u
         });
     }
     Ok(bytes)
+}
+
+/// An update begun by [`Session::update_later`]: poll its write, then hand it to
+/// [`Session::finish_update_later`].
+pub(crate) struct Later<T, R> {
+    written: StateWritten,
+    /// What the change made, from its last run.
+    last: Arc<parking_lot::Mutex<Option<Applied<T, R>>>>,
+}
+
+impl<T, R> Later<T, R> {
+    /// Polls the write: whether a state was there to replace.
+    pub(crate) fn poll_written(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<bool>> {
+        self.written.as_mut().poll(cx)
+    }
 }
 
 /// What an update made of the stored state: the new state, what the change returned, and the

@@ -22,6 +22,8 @@
 //!   timestamps alone (a create cut short, a touch racing a destroy) are indexed, so the sweep
 //!   removes them, and no write recreates a state that a destroy or a move swapped away.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, UNIX_EPOCH};
@@ -38,7 +40,7 @@ use super::layout::{
     CORRUPT_DOMAIN, META_KEY, Meta, STATE_KEY, Stamp, Stored, bound_user, decode, encode_meta,
     is_state, moved_marker, read_state, user_domain, validate_user,
 };
-use crate::archive::{Archive, Blocking, DEFAULT_PAGE_SIZE, Update};
+use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Update};
 use crate::error::{Error, Result};
 
 /// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
@@ -219,6 +221,18 @@ impl Store {
         let index = (hash % self.update_locks.len() as u64) as usize;
         &self.update_locks[index]
     }
+}
+
+/// The future of [`Store::update_state_async`]: whether a state was there to replace.
+pub(crate) type StateWritten = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
+
+/// The change that replaces a stored state with the bytes `next` makes from it, and leaves
+/// anything else (nothing, a moved-marker) as it is.
+fn state_change(mut next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static) -> Change {
+    Box::new(move |current: Option<&[u8]>| match current {
+        Some(state) if is_state(state) => Ok(Update::Set(next(state)?)),
+        _ => Ok(Update::Keep),
+    })
 }
 
 std::thread_local! {
@@ -544,14 +558,26 @@ impl Store {
     pub(crate) fn update_state(
         &self,
         id: &SessionId,
-        mut next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+        next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
     ) -> Result<bool> {
-        let change = Box::new(move |current: Option<&[u8]>| match current {
-            Some(state) if is_state(state) => Ok(Update::Set(next(state)?)),
-            _ => Ok(Update::Keep),
-        });
-        let after = self.archive.update(id.as_str(), STATE_KEY, change)?;
+        let after = self
+            .archive
+            .update(id.as_str(), STATE_KEY, state_change(next))?;
         Ok(after.as_deref().is_some_and(is_state))
+    }
+
+    /// [`update_state`](Self::update_state) through [`Archive::update_async`]: on an archive
+    /// whose blocking is [`Blocking::Commits`] this returns at once, and the future waits for
+    /// the commit without a thread.
+    pub(crate) fn update_state_async(
+        &self,
+        id: &SessionId,
+        next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+    ) -> StateWritten {
+        let written = self
+            .archive
+            .update_async(id.as_str(), STATE_KEY, state_change(next));
+        Box::pin(async move { Ok(written.await?.as_deref().is_some_and(is_state)) })
     }
 
     /// Destroys what is stored under `id`: one compare-and-swap of its state to nothing,
