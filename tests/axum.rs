@@ -78,6 +78,10 @@ impl Server {
             .enable_all()
             .build()
             .expect("a tokio runtime");
+        Server::start_on(runtime, app)
+    }
+
+    fn start_on(runtime: tokio::runtime::Runtime, app: Router) -> Server {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("an ephemeral loopback port");
@@ -105,7 +109,7 @@ fn serve() -> (Arc<MemoryArchive>, Server) {
     (archive, server)
 }
 
-fn domains(archive: &MemoryArchive) -> Vec<String> {
+fn domains(archive: &dyn Archive) -> Vec<String> {
     archive
         .domains()
         .collect::<Result<_, _>>()
@@ -437,14 +441,14 @@ fn serve_gated(gate: &Gate) -> (Arc<MemoryArchive>, ManualClock, Server) {
 }
 
 /// The ids of the live sessions in `archive` (domains named like session ids holding a state).
-fn live_ids(archive: &MemoryArchive) -> Vec<String> {
+fn live_ids(archive: &dyn Archive) -> Vec<String> {
     domains(archive)
         .into_iter()
         .filter(|d| session_archive::SessionId::parse(d).is_some())
         .filter(|d| {
             archive
                 .get(d, STATE_KEY)
-                .expect("a memory archive reads")
+                .expect("the archive reads")
                 .is_some_and(|state| state.first() == Some(&b'{'))
         })
         .collect()
@@ -620,7 +624,7 @@ fn a_call_that_panics_in_place_loses_the_handle_and_changes_nothing() {
 
 /// A visit, then `/panicked-update-then-logout`: the handle lost its state with the panic, so the
 /// destroy says so (500, no cookie) instead of pretending, and the session stays as it was.
-fn panicked_update_then_logout_changes_nothing(server: &Server, store: &MemoryArchive) {
+fn panicked_update_then_logout_changes_nothing(server: &Server, store: &dyn Archive) {
     let client = jar();
     client
         .get(server.url("/count"))
@@ -639,4 +643,113 @@ fn panicked_update_then_logout_changes_nothing(server: &Server, store: &MemoryAr
     );
     let peek = client.get(server.url("/peek")).send().expect("a peek");
     assert_eq!(peek.text().expect("a body"), "1");
+}
+
+/// A session layer over a fresh redb archive in `dir`, without the `Secure` cookie attribute.
+#[cfg(feature = "archive-redb")]
+fn redb_sessions(dir: &std::path::Path) -> (Arc<session_archive::RedbArchive>, Sessions) {
+    let archive = Arc::new(
+        session_archive::RedbArchive::open(dir.join("sessions.redb")).expect("open the archive"),
+    );
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .secure(false)
+        .build();
+    (archive, sessions)
+}
+
+/// On redb an update awaits its commit without taking a blocking thread: with the runtime's
+/// only blocking thread held, concurrent updates of one session still all complete, and none
+/// is lost.
+#[cfg(feature = "archive-redb")]
+#[test]
+fn on_redb_updates_await_their_commit_without_a_blocking_thread() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (_archive, sessions) = redb_sessions(dir.path());
+    assert_eq!(sessions.blocking(), Blocking::Commits);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let hold = runtime.handle().clone();
+    let server = Server::start_on(runtime, routes().layer(SessionLayer::new(sessions)));
+    // Declared after the server, so dropped before it, also when the test fails: the holder
+    // then ends, and the runtime can shut down.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let client = jar();
+    // The first visit creates the session: a write of more than the state, on a blocking
+    // thread. Then that thread is taken.
+    client
+        .get(server.url("/count"))
+        .send()
+        .expect("a first visit");
+    let holder = hold.spawn_blocking(move || held.recv());
+
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                let visit = client.get(server.url("/count")).send().expect("a visit");
+                assert_eq!(visit.status(), 200);
+            });
+        }
+    });
+    let peek = client.get(server.url("/peek")).send().expect("a peek");
+    assert_eq!(peek.text().expect("a body"), "17");
+    release.send(()).expect("the holder waits");
+    drop(holder);
+}
+
+/// On redb a change runs inside the commit, on another thread; its panic still reaches the
+/// request, poisons the handle, and changes nothing stored.
+#[cfg(feature = "archive-redb")]
+#[test]
+fn on_redb_a_change_that_panics_in_the_commit_loses_the_handle_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (archive, sessions) = redb_sessions(dir.path());
+    let app = routes().route(
+        "/panicked-update-then-logout",
+        post(|mut session: Session<Visits>| async move {
+            let panicked = session
+                .update(|_| -> () { panic!("a bug in the handler") })
+                .await;
+            assert!(matches!(panicked, Err(SessionError::Panicked)));
+            session.destroy().await
+        }),
+    );
+    let server = Server::start(app.layer(SessionLayer::new(sessions)));
+
+    panicked_update_then_logout_changes_nothing(&server, &*archive);
+}
+
+/// On redb an update whose request gives up while it waits for the commit may still be stored,
+/// but a destroy after it is final: nothing brings the session back.
+#[cfg(feature = "archive-redb")]
+#[test]
+fn on_redb_a_destroy_after_an_abandoned_update_is_final() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (archive, sessions) = redb_sessions(dir.path());
+    let app = routes().route(
+        "/abandoned-update-then-logout",
+        post(|mut session: Session<Visits>| async move {
+            let update = session.update(|visits| visits.visits += 10);
+            let _ = tokio::time::timeout(Duration::ZERO, update).await;
+            session.destroy().await
+        }),
+    );
+    let server = Server::start(app.layer(SessionLayer::new(sessions)));
+    let client = jar();
+    client
+        .get(server.url("/count"))
+        .send()
+        .expect("a first visit");
+    let logout = client
+        .post(server.url("/abandoned-update-then-logout"))
+        .send()
+        .expect("the logout answers");
+    assert_eq!(logout.status(), 200);
+    assert!(live_ids(&*archive).is_empty(), "the destroy was final");
+    let peek = client.get(server.url("/peek")).send().expect("a peek");
+    assert_eq!(peek.text().expect("a body"), "0");
+    assert!(live_ids(&*archive).is_empty());
 }

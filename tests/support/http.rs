@@ -6,10 +6,13 @@ use reqwest::header::SET_COOKIE;
 use reqwest::redirect::Policy;
 
 /// A client with a cookie jar, like a browser's, that shows redirects instead of following them.
+/// A request that gets no answer within 10 s fails, so that a server that hangs fails its test
+/// instead of stalling the run.
 pub fn jar() -> Client {
     Client::builder()
         .cookie_store(true)
         .redirect(Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
         .build()
         .expect("a reqwest client")
 }
