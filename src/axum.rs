@@ -14,8 +14,12 @@
 //!   the archive says cannot block ([`Archive::blocking`](crate::Archive::blocking): every call
 //!   of [`MemoryArchive`](crate::MemoryArchive), the reads of
 //!   [`RedbArchive`](crate::RedbArchive)) run in place, since a hop to another thread and back
-//!   costs more than they do. So a request over redb that starts its session and updates it
-//!   takes one hop, for the durable write, and one over memory takes none.
+//!   costs more than they do. An [`update`](Session::update) on an archive that waits for its
+//!   commits without a thread ([`Blocking::Commits`](crate::archive::Blocking::Commits): redb)
+//!   queues its write in place and awaits the commit, the commit's leader waking it. So a
+//!   request over redb that starts its session and updates it takes no blocking thread (unless
+//!   it must also rewrite the session's timestamps, once per eighth of the idle timeout, or
+//!   store a new user binding: that update takes one hop), and one over memory takes none.
 //! - Nothing is written, and no cookie is set, for a visitor whose session is never saved.
 //!   The response carries the `Set-Cookie` that the session's calls call for (see
 //!   [`crate::session::Session::cookie_action`]): the cookie after the first save and after a
@@ -38,7 +42,8 @@
 //!
 //! - **Cancellation.** A call whose future is dropped (a `timeout` around it) still finishes on
 //!   its blocking thread, and the handle's next call waits for it first, so a `destroy` after a
-//!   cancelled `save` still destroys. After a call panicked, the handle's state is lost and every
+//!   cancelled `save` still destroys. An update that was awaiting its commit is still
+//!   committed, and the handle keeps the state it had; a `destroy` after it is final. After a call panicked, the handle's state is lost and every
 //!   later call is [`SessionError::Lost`], never a silent success.
 //! - **Attributes.** The cookie's attributes come from the [`Sessions`]: `HttpOnly`,
 //!   `SameSite=Lax`, `Path=/`, and `Secure` unless built with
@@ -346,7 +351,8 @@ impl Slot {
 /// [`save`](Self::save) or [`update`](Self::update).
 ///
 /// Each async call that may block moves the core session to tokio's blocking pool and back (the
-/// others run in place, and cannot be cancelled half-way). If its future is
+/// others run in place, and cannot be cancelled half-way; an `update` on redb awaits its commit
+/// instead, see the [module](self)). If its future is
 /// dropped before it completes (a timeout around it, say), the call still finishes in the
 /// background, and the handle's next call waits for it and takes the session back first, so
 /// nothing is lost or skipped: a [`destroy`](Self::destroy) after a cancelled `save` still

@@ -153,7 +153,7 @@ fn sessions_see_what_their_archive_says_about_blocking() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let redb =
             session_archive::RedbArchive::open(dir.path().join("s.redb")).expect("open redb");
-        assert_eq!(Sessions::new(redb).blocking(), Blocking::Writes);
+        assert_eq!(Sessions::new(redb).blocking(), Blocking::Commits);
     }
     #[cfg(all(feature = "archive-dir", unix))]
     {

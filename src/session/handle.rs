@@ -578,7 +578,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// concurrent updates of one session, which `update` makes take turns, one commit each,
     /// are applied in order in one transaction and share its commit; on other archives the two
     /// are alike. See [`Archive::update`](crate::archive::Archive::update). The axum layer's
-    /// `update` is this one.
+    /// `update` does the same, and on redb awaits the commit instead of blocking a thread on it.
     ///
     /// # Errors
     ///
