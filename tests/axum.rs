@@ -608,32 +608,39 @@ fn a_call_that_panics_in_place_loses_the_handle_and_changes_nothing() {
     assert_eq!(sessions.blocking(), Blocking::Never);
     let app = routes().route(
         "/panicked-update-then-logout",
-        post(|mut session: Session<Visits>| async move {
-            let panicked = session
-                .update(|_| -> () { panic!("a bug in the handler") })
-                .await;
-            assert!(matches!(panicked, Err(SessionError::Panicked)));
-            assert_eq!(session.visits, 0, "the handle's state went with the call");
-            session.destroy().await
-        }),
+        post(panicked_update_then_logout),
     );
     let server = Server::start(app.layer(SessionLayer::new(sessions)));
 
     panicked_update_then_logout_changes_nothing(&server, &store);
 }
 
-/// A visit, then `/panicked-update-then-logout`: the handle lost its state with the panic, so the
-/// destroy says so (500, no cookie) instead of pretending, and the session stays as it was.
-fn panicked_update_then_logout_changes_nothing(server: &Server, store: &dyn Archive) {
+/// An update whose change panics where the call runs in place (or, on redb, in the commit):
+/// [`SessionError::Panicked`], and the handle's state went with the call; then a logout.
+async fn panicked_update_then_logout(mut session: Session<Visits>) -> Result<(), SessionError> {
+    let panicked = session
+        .update(|_| -> () { panic!("a bug in the handler") })
+        .await;
+    assert!(matches!(panicked, Err(SessionError::Panicked)));
+    assert_eq!(session.visits, 0, "the handle's state went with the call");
+    session.destroy().await
+}
+
+/// A new client's first visit (`/count`), then a POST to `path`: the client, and the answer.
+fn visit_then_post(server: &Server, path: &str) -> (Client, reqwest::blocking::Response) {
     let client = jar();
     client
         .get(server.url("/count"))
         .send()
         .expect("a first visit");
-    let logout = client
-        .post(server.url("/panicked-update-then-logout"))
-        .send()
-        .expect("the logout answers");
+    let answer = client.post(server.url(path)).send().expect("an answer");
+    (client, answer)
+}
+
+/// A visit, then `/panicked-update-then-logout`: the handle lost its state with the panic, so the
+/// destroy says so (500, no cookie) instead of pretending, and the session stays as it was.
+fn panicked_update_then_logout_changes_nothing(server: &Server, store: &dyn Archive) {
+    let (client, logout) = visit_then_post(server, "/panicked-update-then-logout");
     assert_eq!(logout.status(), 500);
     assert!(set_cookies(&logout).is_empty());
     assert_eq!(
@@ -672,7 +679,7 @@ fn on_redb_updates_await_their_commit_without_a_blocking_thread() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let hold = runtime.handle().clone();
+    let runtime_handle = runtime.handle().clone();
     let server = Server::start_on(runtime, routes().layer(SessionLayer::new(sessions)));
     // Declared after the server, so dropped before it, also when the test fails: the holder
     // then ends, and the runtime can shut down.
@@ -684,7 +691,7 @@ fn on_redb_updates_await_their_commit_without_a_blocking_thread() {
         .get(server.url("/count"))
         .send()
         .expect("a first visit");
-    let holder = hold.spawn_blocking(move || held.recv());
+    let holder = runtime_handle.spawn_blocking(move || held.recv());
 
     std::thread::scope(|scope| {
         for _ in 0..16 {
@@ -709,13 +716,7 @@ fn on_redb_a_change_that_panics_in_the_commit_loses_the_handle_and_changes_nothi
     let (archive, sessions) = redb_sessions(dir.path());
     let app = routes().route(
         "/panicked-update-then-logout",
-        post(|mut session: Session<Visits>| async move {
-            let panicked = session
-                .update(|_| -> () { panic!("a bug in the handler") })
-                .await;
-            assert!(matches!(panicked, Err(SessionError::Panicked)));
-            session.destroy().await
-        }),
+        post(panicked_update_then_logout),
     );
     let server = Server::start(app.layer(SessionLayer::new(sessions)));
 
@@ -738,15 +739,7 @@ fn on_redb_a_destroy_after_an_abandoned_update_is_final() {
         }),
     );
     let server = Server::start(app.layer(SessionLayer::new(sessions)));
-    let client = jar();
-    client
-        .get(server.url("/count"))
-        .send()
-        .expect("a first visit");
-    let logout = client
-        .post(server.url("/abandoned-update-then-logout"))
-        .send()
-        .expect("the logout answers");
+    let (client, logout) = visit_then_post(&server, "/abandoned-update-then-logout");
     assert_eq!(logout.status(), 200);
     assert!(live_ids(&*archive).is_empty(), "the destroy was final");
     let peek = client.get(server.url("/peek")).send().expect("a peek");

@@ -579,6 +579,31 @@ fn change_from(expected: Option<&'static [u8]>, then: Update) -> Change {
     })
 }
 
+/// A change that refuses: it returns an error.
+fn refuse() -> Change {
+    Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
+        Err(Error::Backend {
+            backend: "test",
+            operation: "refuse an update",
+            source: "refused".into(),
+        })
+    })
+}
+
+/// The answer of an update whose change was [`refuse`]: that error.
+fn assert_refused(answer: &crate::Result<Option<Vec<u8>>>) {
+    assert!(
+        matches!(
+            answer,
+            Err(Error::Backend {
+                backend: "test",
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
+}
+
 /// `update` gives the change the stored value and stores what it makes of it; `Keep`, and
 /// `Remove` of an absent key, write nothing; every answer is the value stored afterwards.
 pub fn update_semantics(archive: &dyn Archive) {
@@ -614,24 +639,7 @@ pub fn update_semantics(archive: &dyn Archive) {
 /// resumes in the caller, and the archive goes on working.
 pub fn update_that_fails_writes_nothing(archive: &dyn Archive) {
     archive.set("d", "k", b"before").expect("set");
-    let refuse = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
-        Err(Error::Backend {
-            backend: "test",
-            operation: "refuse an update",
-            source: "refused".into(),
-        })
-    });
-    let refused = archive.update("d", "k", refuse);
-    assert!(
-        matches!(
-            refused,
-            Err(Error::Backend {
-                backend: "test",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
+    assert_refused(&archive.update("d", "k", refuse()));
     let panicking =
         Box::new(|_: Option<&[u8]>| -> crate::Result<Update> { panic!("a change that panics") });
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -728,24 +736,7 @@ pub fn update_async_answers_as_update(archive: &dyn Archive) {
         block_on(archive.update_async("d", "k", set)).expect("set"),
         Some(b"1".to_vec())
     );
-    let refuse = Box::new(|_: Option<&[u8]>| -> crate::Result<Update> {
-        Err(Error::Backend {
-            backend: "test",
-            operation: "refuse an update",
-            source: "refused".into(),
-        })
-    });
-    let refused = block_on(archive.update_async("d", "k", refuse));
-    assert!(
-        matches!(
-            refused,
-            Err(Error::Backend {
-                backend: "test",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
+    assert_refused(&block_on(archive.update_async("d", "k", refuse())));
     let remove = change_from(Some(b"1"), Update::Remove);
     assert_eq!(
         block_on(archive.update_async("d", "k", remove)).expect("remove"),

@@ -711,8 +711,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         later: Later<T, R>,
         written: Result<bool>,
     ) -> Result<R> {
+        let Later { last, .. } = later;
         let updated = written?;
-        let outcome = later.last.lock().take().filter(|_| updated);
+        let outcome = last.lock().take().filter(|_| updated);
         let result = self.take_applied(outcome)?;
         if let Some(meta) = self.stored_meta() {
             self.store.expire_hint(&self.id, meta)?;

@@ -116,6 +116,19 @@ impl ::redb::StorageBackend for PanicOnSync {
     }
 }
 
+/// An archive in memory whose next `sync_data` panics once the flag returned is set.
+fn panicking_archive() -> (RedbArchive, Arc<AtomicBool>) {
+    let backend = PanicOnSync::default();
+    let armed = Arc::clone(&backend.armed);
+    let db = ::redb::Builder::new()
+        .create_with_backend(backend)
+        .expect("a database in memory");
+    let archive = RedbArchive::builder()
+        .open_database(db, PathBuf::from("in-memory"))
+        .expect("the archive opens");
+    (archive, armed)
+}
+
 fn get(archive: &RedbArchive, key: &str) -> Option<Vec<u8>> {
     archive.get("d", key).unwrap()
 }
@@ -314,12 +327,7 @@ fn a_failing_op_fails_alone_and_the_rest_of_its_batch_is_retried() {
 /// the next writer.
 #[test]
 fn a_panicking_commit_answers_its_batch_with_an_error_and_frees_leadership() {
-    let backend = PanicOnSync::default();
-    let armed = Arc::clone(&backend.armed);
-    let db = ::redb::Builder::new().create_with_backend(backend).unwrap();
-    let archive = RedbArchive::builder()
-        .open_database(db, PathBuf::from("in-memory"))
-        .unwrap();
+    let (archive, armed) = panicking_archive();
     archive.set("d", "k", b"0").unwrap();
     let before = commits(&archive);
 
@@ -371,12 +379,7 @@ fn a_panicking_commit_answers_its_batch_with_an_error_and_frees_leadership() {
 /// and the thread goes on leading: later tasks are answered too, not left waiting.
 #[test]
 fn a_panicking_commit_led_for_tasks_answers_them_and_the_committer_goes_on() {
-    let backend = PanicOnSync::default();
-    let armed = Arc::clone(&backend.armed);
-    let db = ::redb::Builder::new().create_with_backend(backend).unwrap();
-    let archive = RedbArchive::builder()
-        .open_database(db, PathBuf::from("in-memory"))
-        .unwrap();
+    let (archive, armed) = panicking_archive();
     let set = |value: &'static [u8]| -> Change {
         Box::new(move |_: Option<&[u8]>| Ok(Update::Set(value.to_vec())))
     };
