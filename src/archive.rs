@@ -723,7 +723,8 @@ pub enum Blocking {
     /// As [`Writes`](Blocking::Writes), except that [`update_async`](Archive::update_async)
     /// returns at once, its future waiting for the commit without a thread, and
     /// [`expire_domain`](Archive::expire_domain) does not wait either
-    /// ([`RedbArchive`](crate::RedbArchive)).
+    /// ([`RedbArchive`](crate::RedbArchive)). A wrapper that answers this for the archive it
+    /// wraps must pass `update_async` on too: the default body waits.
     Commits,
     /// Point reads ([`get`](Archive::get), [`has`](Archive::has),
     /// [`has_domain`](Archive::has_domain)) do not wait; every other call may, writes (including

@@ -15,7 +15,7 @@
 //!   of [`MemoryArchive`](crate::MemoryArchive), the reads of
 //!   [`RedbArchive`](crate::RedbArchive)) run in place, since a hop to another thread and back
 //!   costs more than they do. An [`update`](Session::update) on an archive that waits for its
-//!   commits without a thread ([`Blocking::Commits`](crate::archive::Blocking::Commits): redb)
+//!   commits without a thread ([`Blocking::Commits`]: redb)
 //!   queues its write in place and awaits the commit, the commit's leader waking it. So a
 //!   request over redb that starts its session and updates it takes no blocking thread (unless
 //!   it must also rewrite the session's timestamps, once per eighth of the idle timeout, or

@@ -21,8 +21,9 @@ use std::time::Duration;
 use super::group_commit::{self, Batch, GroupCommit, Work};
 
 /// How long the committer thread sleeps between checks when nobody wakes it. It is woken
-/// whenever there is work; this only bounds how long a lost wake-up could stall a task.
-const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// whenever there is work (under the engine's lock, so no wake-up is lost); this only keeps an
+/// idle thread from sleeping forever on a bug.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
 
 /// The committer thread of one engine.
 pub(super) struct Committer {
@@ -31,11 +32,15 @@ pub(super) struct Committer {
 
 impl Committer {
     /// Starts the thread, which leads `group`'s commits with `commit` whenever tasks' requests
-    /// wait for a leader; `None` if the system would not start a thread.
+    /// wait for a leader.
+    ///
+    /// # Errors
+    ///
+    /// The system's, if it would not start a thread.
     pub(super) fn start<R, O, E>(
         group: Arc<GroupCommit<R, O, E>>,
         mut commit: impl FnMut(&mut Batch<'_, R>) -> Result<Vec<O>, E> + Send + 'static,
-    ) -> Option<Committer>
+    ) -> std::io::Result<Committer>
     where
         R: Send + 'static,
         O: Send + 'static,
@@ -47,7 +52,10 @@ impl Committer {
                     Work::Lead => {
                         // A commit that panics has answered its batch with `NoAnswer` (see the
                         // engine's `Leadership`); the thread goes on, so later tasks have a leader.
-                        let _ = catch_unwind(AssertUnwindSafe(|| group.lead_queued(&mut commit)));
+                        let led = catch_unwind(AssertUnwindSafe(|| group.lead_queued(&mut commit)));
+                        if let Err(payload) = led {
+                            let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));
+                        }
                     }
                     Work::Idle => {}
                     Work::Stop => return,
@@ -57,15 +65,18 @@ impl Committer {
         std::thread::Builder::new()
             .name("redb-committer".to_owned())
             .spawn(lead)
-            .ok()
             .map(|thread| Committer { thread })
     }
 
-    /// Ends the thread once it has committed everything queued, and waits for it.
+    /// Ends the thread once it has committed everything queued, and waits for it, unless this
+    /// is that thread (dropping a request it committed dropped the last handle on the store):
+    /// it then ends by itself once its batch is done.
     pub(super) fn stop<R, O, E>(self, group: &GroupCommit<R, O, E>) {
         group.stop();
-        // The thread catches every panic of a commit, so it cannot have panicked itself.
-        let _ = self.thread.join();
+        if self.thread.thread().id() != std::thread::current().id() {
+            // The thread catches every panic of a commit, so it cannot have panicked itself.
+            let _ = self.thread.join();
+        }
     }
 }
 

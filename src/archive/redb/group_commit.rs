@@ -343,21 +343,27 @@ impl<R, O, E> GroupCommit<R, O, E> {
             answers: None,
             took: Duration::ZERO,
         };
-        let (answers, took) = self.run(queued, plan, &mut leadership.callers, commit);
+        let (answers, took, requests) = self.run(queued, plan, &mut leadership.callers, commit);
         leadership.answers = Some(answers);
         leadership.took = took;
+        drop(leadership);
+        // Dropping a request drops what it owns (an update's change, and whatever that
+        // captured, which may even be the last handle on the store): only now, once every
+        // caller has its answer, so that nothing it does can take an answer back. A panic in it
+        // is nobody's to report.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(requests)));
     }
 
     /// Runs `commit` over `queued` and the requests that join it, and answers each request in
     /// the order of `callers`, retrying each alone if the batch failed. Also returns how long the
-    /// batch took once gathered.
+    /// batch took once gathered, and the requests, for the caller to drop.
     fn run(
         &self,
         queued: Vec<Queued<R>>,
         plan: Plan,
         callers: &mut Vec<(u64, Caller)>,
         commit: &mut impl FnMut(&mut Batch<'_, R>) -> Result<Vec<O>, E>,
-    ) -> (Vec<Answer<O, E>>, Duration) {
+    ) -> (Vec<Answer<O, E>>, Duration, Vec<R>) {
         let mut requests = Vec::with_capacity(callers.capacity());
         take(queued, callers, &mut requests);
         let mut gathered_at = None;
@@ -374,19 +380,22 @@ impl<R, O, E> GroupCommit<R, O, E> {
             gather: Some(&mut gather),
         };
         let committed = commit(&mut batch);
-        let requests = batch.requests;
+        let mut requests = batch.requests;
         let answers = match committed {
             Ok(outputs) => outputs.into_iter().map(Ok).collect(),
             Err(error) if requests.len() == 1 => vec![Err(Failure::Failed(error))],
-            Err(_) => requests
-                .into_iter()
-                .map(|request| alone(request, commit))
-                .collect(),
+            Err(_) => {
+                let mut answers = Vec::with_capacity(requests.len());
+                for request in std::mem::take(&mut requests) {
+                    let (answer, request) = alone(request, commit);
+                    answers.push(answer);
+                    requests.extend(request);
+                }
+                answers
+            }
         };
-        (
-            answers,
-            gathered_at.map_or(Duration::ZERO, |at| at.elapsed()),
-        )
+        let took = gathered_at.map_or(Duration::ZERO, |at| at.elapsed());
+        (answers, took, requests)
     }
 
     /// Takes the requests queued since the batch's last ones into it, first waiting for some as
@@ -416,20 +425,22 @@ fn take<R>(queued: Vec<Queued<R>>, callers: &mut Vec<(u64, Caller)>, requests: &
     }
 }
 
-/// Commits `request` in a batch of its own, which takes nobody else.
+/// Commits `request` in a batch of its own, which takes nobody else; returns its answer, and the
+/// request back (in the batch's list of requests, which never loses one).
 fn alone<R, O, E>(
     request: R,
     commit: &mut impl FnMut(&mut Batch<'_, R>) -> Result<Vec<O>, E>,
-) -> Answer<O, E> {
+) -> (Answer<O, E>, Vec<R>) {
     let mut batch = Batch {
         requests: vec![request],
         handed: 0,
         gather: None,
     };
-    match commit(&mut batch) {
+    let answer = match commit(&mut batch) {
         Ok(outputs) => outputs.into_iter().next().ok_or(Failure::NoAnswer),
         Err(error) => Err(Failure::Failed(error)),
-    }
+    };
+    (answer, batch.requests)
 }
 
 /// A leader's hold on the engine while its batch commits. Dropped, it posts the batch's answers,
@@ -453,12 +464,16 @@ impl<R, O, E> Drop for Leadership<'_, R, O, E> {
         let finished = self.answers.is_some();
         let mut answers = self.answers.take().unwrap_or_default().into_iter();
         let mut wakers = Vec::new();
+        // The answers of abandoned tickets, dropped after the lock is released: an answer may
+        // hold anything (a panic's payload), whose drop must not run under the engine's lock.
+        let mut unclaimed = Vec::new();
         let mut state = self.engine.state.lock();
         for (ticket, caller) in &self.callers {
             let answer = answers.next();
             if let Caller::Task = caller {
                 wakers.extend(state.wakers.remove(ticket));
                 if state.abandoned.remove(ticket) {
+                    unclaimed.extend(answer);
                     continue;
                 }
             }
@@ -491,6 +506,7 @@ impl<R, O, E> Drop for Leadership<'_, R, O, E> {
             }
         }
         wakers.into_iter().for_each(Waker::wake);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(unclaimed)));
     }
 }
 

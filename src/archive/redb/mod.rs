@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
 use crate::error::{Error, Result};
@@ -273,7 +273,7 @@ impl RedbArchiveBuilder {
                 options: self,
             }),
             group: Arc::new(GroupCommit::new(MAX_GATHER)),
-            committer: OnceLock::new(),
+            committer: parking_lot::Mutex::new(None),
         };
         // Opening the table in a write transaction creates it, so that no read transaction ever
         // meets a missing table.
@@ -378,7 +378,7 @@ pub struct RedbArchive {
     group: Arc<Engine>,
     /// The thread that commits for tasks when no writer thread leads (see `committer`);
     /// started by the first [`update_async`](Archive::update_async).
-    committer: OnceLock<Option<Committer>>,
+    committer: parking_lot::Mutex<Option<Committer>>,
 }
 
 /// The group commit engine of a [`RedbArchive`].
@@ -487,20 +487,41 @@ impl RedbArchive {
         Ok(self.submit(op)?.count())
     }
 
+    /// Starts the committer thread unless it runs. If the system will not start a thread, the
+    /// error says so, and the next call tries again: an async caller must not be made to wait
+    /// for a commit on its own thread instead.
+    fn ensure_committer(&self) -> Result<()> {
+        let mut committer = self.committer.lock();
+        if committer.is_none() {
+            let db = Arc::clone(&self.db);
+            let started = Committer::start(Arc::clone(&self.group), move |batch| db.commit(batch));
+            *committer = Some(started.map_err(|source| Error::Io {
+                path: self.db.path.clone(),
+                source,
+            })?);
+        }
+        Ok(())
+    }
+
     /// Applies `op` in a group commit, as [`write`](Self::write) does, and returns its reply.
     fn submit(&self, op: Op) -> Result<Reply> {
         let operation = op.operation();
         if ops::in_change() {
             // This thread is running an update's change inside a commit, which would wait for
             // this write, which would wait for that commit.
-            return Err(Error::Backend {
-                backend: "redb",
-                operation,
-                source: "an update's change called the archive it is updating".into(),
-            });
+            return Err(called_from_a_change(operation));
         }
         let answer = self.group.submit(op, |batch| self.db.commit(batch));
         answer.map_err(|failure| failed(&self.db.path, operation, failure))
+    }
+}
+
+/// The error of a write made from inside an update's change, which runs inside a commit.
+fn called_from_a_change(operation: &'static str) -> Error {
+    Error::Backend {
+        backend: "redb",
+        operation,
+        source: "an update's change called the archive it is updating".into(),
     }
 }
 
@@ -566,7 +587,7 @@ impl Drop for RedbArchive {
     /// Stops the committer thread, if one started, once it has committed what tasks queued, so
     /// that the file is closed when this returns.
     fn drop(&mut self) {
-        if let Some(Some(committer)) = self.committer.take() {
+        if let Some(committer) = self.committer.get_mut().take() {
             committer.stop(&self.group);
         }
     }
@@ -723,13 +744,14 @@ impl Archive for RedbArchive {
         if let Err(invalid) = validate_entry(domain, key) {
             return Box::pin(std::future::ready(Err(invalid)));
         }
-        let committer = self.committer.get_or_init(|| {
-            let db = Arc::clone(&self.db);
-            Committer::start(Arc::clone(&self.group), move |batch| db.commit(batch))
-        });
-        if committer.is_none() {
-            // Without a committer thread nobody might lead: wait here instead.
-            return Box::pin(std::future::ready(self.update(domain, key, change)));
+        if ops::in_change() {
+            // Awaited inside a change, the future would wait for the commit running the change.
+            return Box::pin(std::future::ready(Err(called_from_a_change(
+                "update a value",
+            ))));
+        }
+        if let Err(refused) = self.ensure_committer() {
+            return Box::pin(std::future::ready(Err(refused)));
         }
         let answer = Pending::queue(Arc::clone(&self.group), update_op(domain, key, change));
         let path = self.db.path.clone();

@@ -420,3 +420,63 @@ fn dropping_the_archive_commits_queued_tasks_and_closes_the_file() {
     let reopened = RedbArchive::open(&path).unwrap();
     assert_eq!(reopened.list_keys("d", None, 100).unwrap().names.len(), 10);
 }
+
+/// A change may own the last handle on its archive. Dropping it, on the committer thread,
+/// closes the archive only after its batch was answered: the other update of that batch is
+/// answered `Ok`, as stored, and the file closes once the thread ends.
+#[test]
+fn a_change_owning_the_last_handle_closes_the_archive_after_its_batch_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.redb");
+    let archive = Arc::new(RedbArchive::open(&path).unwrap());
+    let owner = Arc::clone(&archive);
+    let slow: Change = Box::new(move |_: Option<&[u8]>| {
+        let _owner = &owner;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Ok(Update::Set(b"1".to_vec()))
+    });
+    let set: Change = Box::new(|_: Option<&[u8]>| Ok(Update::Set(b"2".to_vec())));
+    let first = archive.update_async("d", "a", slow);
+    let second = archive.update_async("d", "b", set);
+    drop(first);
+    drop(archive);
+    assert_eq!(block_on(second).unwrap(), Some(b"2".to_vec()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reopened = loop {
+        match RedbArchive::open(&path) {
+            Ok(reopened) => break reopened,
+            Err(Error::AlreadyOpen { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            Err(other) => panic!("reopening: {other:?}"),
+        }
+    };
+    assert_eq!(reopened.get("d", "a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(reopened.get("d", "b").unwrap(), Some(b"2".to_vec()));
+}
+
+/// A change that awaits an update of its own archive would wait for itself: the update's
+/// future answers an error at once instead.
+#[test]
+fn a_change_that_awaits_an_update_of_its_archive_gets_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Arc::new(RedbArchive::open(dir.path().join("archive.redb")).unwrap());
+    let inner = Arc::clone(&archive);
+    let change: Change = Box::new(move |_: Option<&[u8]>| {
+        let nested: Change = Box::new(|_: Option<&[u8]>| Ok(Update::Keep));
+        block_on(inner.update_async("d", "other", nested))?;
+        Ok(Update::Set(b"v".to_vec()))
+    });
+    let error = block_on(archive.update_async("d", "k", change)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Backend {
+                operation: "update a value",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!archive.has_domain("d").unwrap());
+}
