@@ -610,27 +610,39 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// assert_eq!(*sessions.start(Some(&id), 0_u64)?, 8);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn update_send<R>(
-        &mut self,
-        mut change: impl FnMut(&mut T) -> R + Send + 'static,
-    ) -> Result<R>
+    pub fn update_send<R>(&mut self, change: impl FnMut(&mut T) -> R + Send + 'static) -> Result<R>
     where
         T: Send + 'static,
         R: Send + 'static,
     {
         self.begin_update()?;
-        let (id, limit) = (self.id.clone(), self.max_state_size);
-        // The change may run on another thread, more than once; the run whose bytes were stored
-        // is the last one.
-        let last = Arc::new(parking_lot::Mutex::new(None));
-        let applied = Arc::clone(&last);
-        let updated = self.store.update_state(&self.id, move |current| {
-            let (bytes, outcome) = apply(&id, limit, current, &mut change)?;
-            *applied.lock() = Some(outcome);
-            Ok(bytes)
-        })?;
+        let last = Recorded::default();
+        let updated = self
+            .store
+            .update_state(&self.id, self.recorded(change, &last))?;
         let outcome = last.lock().take().filter(|_| updated);
         self.end_update(outcome)
+    }
+
+    /// `change` as the byte-level change of an update that may run on another thread, more than
+    /// once; each run leaves what it made in `last`, so the run whose bytes were stored is the
+    /// last one there.
+    fn recorded<R, C>(
+        &self,
+        mut change: C,
+        last: &Recorded<T, R>,
+    ) -> impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static
+    where
+        C: FnMut(&mut T) -> R + Send + 'static,
+        T: Send + 'static,
+        R: Send + 'static,
+    {
+        let (id, limit, slot) = (self.id.clone(), self.max_state_size, Arc::clone(last));
+        move |current: &[u8]| {
+            let (bytes, outcome) = apply(&id, limit, current, &mut change)?;
+            *slot.lock() = Some(outcome);
+            Ok(bytes)
+        }
     }
 
     /// What [`update`](Self::update) and [`update_send`](Self::update_send) check first: a new
@@ -692,14 +704,10 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         {
             return Err(change);
         }
-        let (id, limit, mut change) = (self.id.clone(), self.max_state_size, change);
-        let last = Arc::new(parking_lot::Mutex::new(None));
-        let applied = Arc::clone(&last);
-        let written = self.store.update_state_async(&self.id, move |current| {
-            let (bytes, outcome) = apply(&id, limit, current, &mut change)?;
-            *applied.lock() = Some(outcome);
-            Ok(bytes)
-        });
+        let last = Recorded::default();
+        let written = self
+            .store
+            .update_state_async(&self.id, self.recorded(change, &last));
         Ok(Later { written, last })
     }
 
@@ -904,8 +912,11 @@ fn encode<T: Serialize>(id: &SessionId, limit: usize, state: &T) -> Result<Vec<u
 pub(crate) struct Later<T, R> {
     written: StateWritten,
     /// What the change made, from its last run.
-    last: Arc<parking_lot::Mutex<Option<Applied<T, R>>>>,
+    last: Recorded<T, R>,
 }
+
+/// Where an update's change, run elsewhere, leaves what its last run made.
+type Recorded<T, R> = Arc<parking_lot::Mutex<Option<Applied<T, R>>>>;
 
 impl<T, R> Later<T, R> {
     /// Polls the write: whether a state was there to replace.
