@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use session_archive::archive::{Change, Update};
+use session_archive::conformance::block_on;
 use session_archive::{Archive, ArchiveExt, RedbArchive};
 
 /// Tells the re-executed child how many writer threads to run, how to open the archive and where
@@ -61,14 +63,24 @@ fn counter_domain(thread: u32) -> String {
 }
 
 /// Writes forever, acknowledging each write on stdout after it returned. Even steps write one
-/// entry with `set`; odd steps write it together with the thread's counter in one `set_many`.
+/// entry: with `set`, or (one step in four) with an `update` whose change runs in the commit, or
+/// (another in four) with an awaited `update_async`, committed for the task by the committer
+/// thread; odd steps write it together with the thread's counter in one `set_many`.
 fn write_forever(archive: &RedbArchive, thread: u32) {
     let started = Instant::now();
     let mut seq = 0u64;
     while started.elapsed() < CHILD_LIFETIME {
         let (d, k) = (domain(thread, seq), key(seq));
         let v = value(thread, seq, &k);
-        if seq.is_multiple_of(2) {
+        let change = || -> Change {
+            let stored = v.clone();
+            Box::new(move |_: Option<&[u8]>| Ok(Update::Set(stored.clone())))
+        };
+        if seq % 8 == 2 {
+            archive.update(&d, &k, change()).expect("update");
+        } else if seq % 8 == 6 {
+            block_on(archive.update_async(&d, &k, change())).expect("update_async");
+        } else if seq.is_multiple_of(2) {
             archive.set(&d, &k, &v).expect("set");
         } else {
             let c = counter_domain(thread);

@@ -690,8 +690,23 @@ pub fn update_loses_no_update(archive: &dyn Archive) {
     assert!(archive.remove_domain("counter").expect("remove_domain"));
 }
 
-/// Runs a future to its end on this thread.
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+/// Runs a future to its end on this thread, parking it while the future waits: how the suite
+/// awaits [`update_async`](Archive::update_async), and a way for a test to do the same without
+/// an async runtime.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::archive::{Archive, Update};
+/// use session_archive::conformance::block_on;
+/// use session_archive::MemoryArchive;
+///
+/// let archive = MemoryArchive::new();
+/// let set = Box::new(|_: Option<&[u8]>| Ok(Update::Set(b"v".to_vec())));
+/// assert_eq!(block_on(archive.update_async("d", "k", set))?, Some(b"v".to_vec()));
+/// # Ok::<(), session_archive::Error>(())
+/// ```
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     /// Wakes the thread that polls.
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {

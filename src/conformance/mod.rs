@@ -61,8 +61,6 @@ mod hooked;
 mod macros;
 mod model;
 
-#[cfg(test)]
-pub(crate) use behaviours::block_on;
 pub use behaviours::*;
 pub use hooked::{Call, Hooked};
 pub use model::{

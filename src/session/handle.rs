@@ -688,6 +688,10 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// would write: `change` comes back, for `update_send`, when the session is not stored yet,
     /// has no timestamps, has a binding to store, or has timestamps that are expired or due for
     /// a rewrite. Finish with [`finish_update_later`](Self::finish_update_later).
+    #[cfg_attr(
+        not(feature = "axum"),
+        allow(dead_code, reason = "the axum layer's update awaits commits with it")
+    )]
     pub(crate) fn update_later<R, C>(&mut self, change: C) -> std::result::Result<Later<T, R>, C>
     where
         C: FnMut(&mut T) -> R + Send + 'static,
@@ -714,6 +718,10 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// The second half of an update begun with [`update_later`](Self::update_later), once its
     /// write is done: as [`update_send`](Self::update_send) ends, without the timestamps'
     /// rewrite that `update_later` found not due.
+    #[cfg_attr(
+        not(feature = "axum"),
+        allow(dead_code, reason = "the axum layer's update awaits commits with it")
+    )]
     pub(crate) fn finish_update_later<R>(
         &mut self,
         later: Later<T, R>,
@@ -909,6 +917,10 @@ fn encode<T: Serialize>(id: &SessionId, limit: usize, state: &T) -> Result<Vec<u
 
 /// An update begun by [`Session::update_later`]: poll its write, then hand it to
 /// [`Session::finish_update_later`].
+#[cfg_attr(
+    not(feature = "axum"),
+    allow(dead_code, reason = "the axum layer's update awaits commits with it")
+)]
 pub(crate) struct Later<T, R> {
     written: StateWritten,
     /// What the change made, from its last run.
@@ -918,6 +930,10 @@ pub(crate) struct Later<T, R> {
 /// Where an update's change, run elsewhere, leaves what its last run made.
 type Recorded<T, R> = Arc<parking_lot::Mutex<Option<Applied<T, R>>>>;
 
+#[cfg_attr(
+    not(feature = "axum"),
+    allow(dead_code, reason = "the axum layer's update awaits commits with it")
+)]
 impl<T, R> Later<T, R> {
     /// Polls the write: whether a state was there to replace.
     pub(crate) fn poll_written(

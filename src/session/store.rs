@@ -224,6 +224,10 @@ impl Store {
 }
 
 /// The future of [`Store::update_state_async`]: whether a state was there to replace.
+#[cfg_attr(
+    not(feature = "axum"),
+    allow(dead_code, reason = "the axum layer's update awaits commits with it")
+)]
 pub(crate) type StateWritten = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
 
 /// The change that replaces a stored state with the bytes `next` makes from it, and leaves
@@ -569,6 +573,10 @@ impl Store {
     /// [`update_state`](Self::update_state) through [`Archive::update_async`]: on an archive
     /// whose blocking is [`Blocking::Commits`] this returns at once, and the future waits for
     /// the commit without a thread.
+    #[cfg_attr(
+        not(feature = "axum"),
+        allow(dead_code, reason = "the axum layer's update awaits commits with it")
+    )]
     pub(crate) fn update_state_async(
         &self,
         id: &SessionId,
