@@ -512,14 +512,18 @@ pub trait Archive: Send + Sync {
     /// use session_archive::archive::{Archive, Update};
     /// use session_archive::RedbArchive;
     ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let dir = tempfile::tempdir()?;
-    /// let archive = RedbArchive::open(dir.path().join("s.redb"))?;
-    /// let set = Box::new(|_: Option<&[u8]>| Ok(Update::Set(b"v".to_vec())));
-    /// assert_eq!(archive.update_async("d", "k", set).await?, Some(b"v".to_vec()));
-    /// # Ok(())
-    /// # }
+    /// // In a request handler: no thread waits for the commit, the task does.
+    /// async fn remember(archive: &RedbArchive, name: &str) -> session_archive::Result<()> {
+    ///     let name = name.as_bytes().to_vec();
+    ///     let set = Box::new(move |_: Option<&[u8]>| Ok(Update::Set(name.clone())));
+    ///     archive.update_async("d", "name", set).await?;
+    ///     Ok(())
+    /// }
+    /// # let dir = tempfile::tempdir()?;
+    /// # let archive = RedbArchive::open(dir.path().join("s.redb"))?;
+    /// # session_archive::conformance::block_on(remember(&archive, "alice"))?;
+    /// # assert_eq!(archive.get("d", "name")?, Some(b"alice".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn update_async(&self, domain: &str, key: &str, change: Change) -> UpdateFuture {
         Box::pin(std::future::ready(self.update(domain, key, change)))
