@@ -434,10 +434,19 @@ impl<T> Session<T> {
         let now = self.store.now();
         if self.touch(now)? {
             self.cookie = CookieAction::Set;
-        } else if let Some(meta) = self.stored_meta() {
-            self.store.expire_hint(&self.id, meta)?;
+            Ok(())
+        } else {
+            self.repeat_expire_hint()
         }
-        Ok(())
+    }
+
+    /// Repeats the expiry hint for the stored timestamps, which a write of the state may have
+    /// cleared on backends with native expiry.
+    fn repeat_expire_hint(&self) -> Result<()> {
+        match self.stored_meta() {
+            Some(meta) => self.store.expire_hint(&self.id, meta),
+            None => Ok(()),
+        }
     }
 }
 
@@ -731,9 +740,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let updated = written?;
         let outcome = last.lock().take().filter(|_| updated);
         let result = self.take_applied(outcome)?;
-        if let Some(meta) = self.stored_meta() {
-            self.store.expire_hint(&self.id, meta)?;
-        }
+        self.repeat_expire_hint()?;
         Ok(result)
     }
 

@@ -269,7 +269,7 @@ impl RedbArchiveBuilder {
             db: Arc::new(Database {
                 snapshots: Snapshots::default(),
                 db,
-                path,
+                path: path.into(),
                 options: self,
             }),
             group: Arc::new(GroupCommit::new(MAX_GATHER)),
@@ -389,7 +389,8 @@ struct Database {
     /// Declared before `db`, so that the shared snapshot is dropped first.
     snapshots: Snapshots,
     db: ::redb::Database,
-    path: PathBuf,
+    /// Shared, so that an update's future can name the file in its errors without copying it.
+    path: Arc<Path>,
     options: RedbArchiveBuilder,
 }
 
@@ -496,7 +497,7 @@ impl RedbArchive {
             let db = Arc::clone(&self.db);
             let started = Committer::start(Arc::clone(&self.group), move |batch| db.commit(batch));
             *committer = Some(started.map_err(|source| Error::Io {
-                path: self.db.path.clone(),
+                path: self.db.path.to_path_buf(),
                 source,
             })?);
         }
@@ -754,7 +755,7 @@ impl Archive for RedbArchive {
             return Box::pin(std::future::ready(Err(refused)));
         }
         let answer = Pending::queue(Arc::clone(&self.group), update_op(domain, key, change));
-        let path = self.db.path.clone();
+        let path = Arc::clone(&self.db.path);
         Box::pin(async move {
             match answer.await {
                 Ok(reply) => updated(reply),
