@@ -794,16 +794,29 @@ async fn delete_expired_never_removes_a_record_saved_after_its_judgement() {
                 "{name} at {at}: removed after the save"
             );
         }
-        clock.set(start + Duration::from_secs(2 * 3600));
-        store.delete_expired().await.expect("delete_expired");
-        assert_eq!(
-            record_domains(&*archive),
-            BTreeSet::new(),
-            "{name} at {at}: unindexed"
-        );
+        all_records_expire_indexed(&store, &clock, start, &*archive, &format!("{name} at {at}"))
+            .await;
         inside
     })
     .await;
+}
+
+/// Two hours after `start`, when every record of the race tests has expired: one
+/// `delete_expired` leaves no record, since every record left behind was indexed.
+async fn all_records_expire_indexed(
+    store: &ArchiveStore,
+    clock: &ManualClock,
+    start: SystemTime,
+    archive: &dyn Archive,
+    case: &str,
+) {
+    clock.set(start + Duration::from_secs(2 * 3600));
+    store.delete_expired().await.expect("delete_expired");
+    assert_eq!(
+        record_domains(archive),
+        BTreeSet::new(),
+        "{case}: unindexed"
+    );
 }
 
 /// A save racing `delete_expired` just as the record expires: the record is either removed (and
@@ -831,13 +844,8 @@ async fn save_racing_delete_expired_keeps_the_index_whole_at_any_boundary() {
             Some(stored) => assert_eq!(stored, saved, "{name} at {at}"),
             None => assert_eq!(record_domains(&*archive), BTreeSet::new(), "{name} at {at}"),
         }
-        clock.set(start + Duration::from_secs(2 * 3600));
-        store.delete_expired().await.expect("delete_expired");
-        assert_eq!(
-            record_domains(&*archive),
-            BTreeSet::new(),
-            "{name} at {at}: unindexed"
-        );
+        all_records_expire_indexed(&store, &clock, start, &*archive, &format!("{name} at {at}"))
+            .await;
         inside
     })
     .await;
