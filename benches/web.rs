@@ -1,19 +1,21 @@
 //! Web benchmark: the welcome app's `GET /` (a read-modify-write of the visitor's session that
 //! counts the visit) served in-process by axum on loopback, driven by N concurrent keep-alive
 //! HTTP/1.1 clients, for each session backend and for tower-sessions as the peer, with its
-//! `MemoryStore` and on SQLite (WAL, `synchronous=FULL`).
+//! `MemoryStore` and on SQLite (WAL, `synchronous=FULL`), and over this crate's `ArchiveStore`.
 //!
 //! ```sh
-//! cargo bench --features axum --bench web                      # about 2 minutes
-//! cargo bench --features axum --bench web -- --rounds 3        # 3 interleaved rounds, medians
-//! cargo bench --features axum --bench web -- --test            # a few requests each, as a check
+//! cargo bench --features axum,tower-sessions --bench web                 # about 3 minutes
+//! cargo bench --features axum,tower-sessions --bench web -- --rounds 3   # interleaved, medians
+//! cargo bench --features axum,tower-sessions --bench web -- --test       # a few requests each
 //! ```
 //!
 //! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
 //! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
-//! `--apps memory,redb,tower-memory,tower-sqlite`, `--only spread` or `--only hot`, and
-//! `--serve APP SECS FILE`, which only serves APP for SECS seconds after writing its pool's
-//! cookies to FILE, one a line, for a cross-check with an outside load generator.
+//! `--apps memory,redb,redb-unsynced,tower-memory,tower-sqlite,tower-redb`, `--only spread` or
+//! `--only hot`, and `--serve APP SECS FILE`, which only serves APP for SECS seconds after
+//! writing its pool's cookies to FILE, one a line, for a cross-check with an outside load
+//! generator. Over redb, each run also reports how many updates shared a commit and how much of
+//! the time the file's one writer was busy (`RedbArchive::commit_stats`).
 //!
 //! For every app: the server gets a runtime of its own (tokio's default, one worker per core)
 //! and a pool of sessions created through its own `GET /`; then, for each connection count, a
@@ -36,7 +38,9 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use session_archive::archive::redb::{CommitStats, Durability};
 use session_archive::axum::{Session, SessionError, SessionLayer};
+use session_archive::tower_sessions::ArchiveStore;
 use session_archive::{MemoryArchive, RedbArchive, Sessions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -99,10 +103,16 @@ enum App {
     Memory,
     /// This crate's layer over `RedbArchive`, durable (one fsync per group commit).
     Redb,
+    /// The same over `RedbArchive` with `Durability::None`: not durable, a reference for what
+    /// the durable app would do if its fsyncs were free.
+    RedbUnsynced,
     /// tower-sessions 0.15 with its `MemoryStore`.
     TowerMemory,
     /// tower-sessions 0.15 on SQLite (WAL, `synchronous=FULL`): the durable peer.
     TowerSqlite,
+    /// tower-sessions 0.15 over this crate's `ArchiveStore` on a durable `RedbArchive`: what a
+    /// tower-sessions app gets by switching its store.
+    TowerRedb,
 }
 
 impl App {
@@ -110,19 +120,20 @@ impl App {
         match self {
             App::Memory => "memory",
             App::Redb => "redb",
+            App::RedbUnsynced => "redb-unsynced",
             App::TowerMemory => "tower-memory",
             App::TowerSqlite => "tower-sqlite",
+            App::TowerRedb => "tower-redb",
         }
     }
 
     fn parse(name: &str) -> Option<App> {
-        [App::Memory, App::Redb, App::TowerMemory, App::TowerSqlite]
-            .into_iter()
-            .find(|app| app.name() == name)
+        ALL_APPS.into_iter().find(|app| app.name() == name)
     }
 
-    /// The router, and what must outlive the server (the redb file's directory).
-    fn router(self) -> (Router, Option<tempfile::TempDir>) {
+    /// The router, what must outlive the server (the redb file's directory), and the redb
+    /// archive, whose commits each run counts.
+    fn router(self) -> (Router, Option<tempfile::TempDir>, Option<Arc<RedbArchive>>) {
         match self {
             App::Memory => {
                 let sessions = Sessions::builder(MemoryArchive::new())
@@ -133,17 +144,24 @@ impl App {
                         .route("/", get(welcome))
                         .layer(SessionLayer::new(sessions)),
                     None,
+                    None,
                 )
             }
-            App::Redb => {
-                let dir = tempfile::tempdir().expect("a temporary directory");
-                let archive = RedbArchive::open(dir.path().join("sessions.redb")).expect("redb");
-                let sessions = Sessions::builder(archive).secure(false).build();
+            App::Redb | App::RedbUnsynced => {
+                let (dir, archive) = redb_archive(if self == App::Redb {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                });
+                let sessions = Sessions::builder(Arc::clone(&archive))
+                    .secure(false)
+                    .build();
                 (
                     Router::new()
                         .route("/", get(welcome))
                         .layer(SessionLayer::new(sessions)),
                     Some(dir),
+                    Some(archive),
                 )
             }
             App::TowerMemory => {
@@ -151,6 +169,7 @@ impl App {
                 let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
                 (
                     Router::new().route("/", get(welcome_tower)).layer(layer),
+                    None,
                     None,
                 )
             }
@@ -162,11 +181,42 @@ impl App {
                 (
                     Router::new().route("/", get(welcome_tower)).layer(layer),
                     Some(dir),
+                    None,
+                )
+            }
+            App::TowerRedb => {
+                let (dir, archive) = redb_archive(Durability::Immediate);
+                let store = ArchiveStore::new(Arc::clone(&archive));
+                let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
+                (
+                    Router::new().route("/", get(welcome_tower)).layer(layer),
+                    Some(dir),
+                    Some(archive),
                 )
             }
         }
     }
 }
+
+/// A fresh `RedbArchive` with `durability`, in a temporary directory that must outlive it.
+fn redb_archive(durability: Durability) -> (tempfile::TempDir, Arc<RedbArchive>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let archive = RedbArchive::builder()
+        .durability(durability)
+        .open(dir.path().join("sessions.redb"))
+        .expect("redb");
+    (dir, Arc::new(archive))
+}
+
+/// Every app, in the order they run.
+const ALL_APPS: [App; 6] = [
+    App::Memory,
+    App::Redb,
+    App::RedbUnsynced,
+    App::TowerMemory,
+    App::TowerSqlite,
+    App::TowerRedb,
+];
 
 struct Options {
     secs: f64,
@@ -190,7 +240,7 @@ fn options() -> Options {
         conns: vec![8, 64],
         pool: 1000,
         rounds: 1,
-        apps: vec![App::Memory, App::Redb, App::TowerMemory, App::TowerSqlite],
+        apps: ALL_APPS.to_vec(),
         spread: true,
         hot: true,
         serve: None,
@@ -355,29 +405,41 @@ struct Measured {
     failed: u64,
     /// Hot runs: acknowledged updates missing from the final count.
     lost: Option<i64>,
+    /// Over redb: how many updates shared each commit, on average.
+    writes_per_commit: Option<f64>,
+    /// Over redb: the share of the measured time the file's one writer spent in transactions
+    /// (fsync included). Near 1, the disk sets the pace.
+    writer_busy: Option<f64>,
 }
 
 /// Drives `conns` connections for `warmup + secs`, each request carrying the cookie
-/// `cookies[(start + i·conns) % len]`, and measures the last `secs`. Returns the measurement and
-/// how many 200 answers came over the whole run (warm-up included).
+/// `cookies[(start + i·conns) % len]`, and measures the last `secs` (and, over redb, what the
+/// `redb` archive committed meanwhile). Returns the measurement and how many 200 answers came
+/// over the whole run (warm-up included).
 async fn drive(
     addr: SocketAddr,
     conns: usize,
     cookies: Arc<Vec<String>>,
-    warmup: Duration,
-    secs: Duration,
+    redb: Option<Arc<RedbArchive>>,
+    (warmup, secs): (Duration, Duration),
 ) -> (Measured, u64) {
     let begin = Instant::now();
     let measure_from = begin + warmup;
     let end = measure_from + secs;
-    // The CPU clock starts when the measured span does, read by a task of its own.
-    let cpu = tokio::spawn(async move {
+    // The CPU clock and the commit counters start when the measured span does, read by a task
+    // of its own.
+    let clocks = tokio::spawn(async move {
+        let commits = || redb.as_ref().map(|archive| archive.commit_stats());
         tokio::time::sleep_until(measure_from.into()).await;
-        let start = cpu_time();
+        let (start, committed) = (cpu_time(), commits());
         tokio::time::sleep_until(end.into()).await;
-        start
+        let cpu = start
             .zip(cpu_time())
-            .map(|(start, stop)| stop.saturating_sub(start))
+            .map(|(start, stop)| stop.saturating_sub(start));
+        let committed = committed
+            .zip(commits())
+            .map(|(before, after): (CommitStats, CommitStats)| after.since(&before));
+        (cpu, committed)
     });
     let mut tasks = Vec::with_capacity(conns);
     for c in 0..conns {
@@ -423,7 +485,7 @@ async fn drive(
         ok += o;
         failed += f;
     }
-    let cpu = cpu.await.expect("CPU clock task");
+    let (cpu, committed) = clocks.await.expect("clock task");
     latencies.sort_unstable();
     let quantile = |q: f64| {
         if latencies.is_empty() {
@@ -452,6 +514,8 @@ async fn drive(
             p99_ms: quantile(0.99),
             failed,
             lost: None,
+            writes_per_commit: committed.map(|span| span.writes_per_commit()),
+            writer_busy: committed.map(|span| span.busy.as_secs_f64() / secs.as_secs_f64()),
         },
         ok,
     )
@@ -504,7 +568,7 @@ struct Row {
 
 /// Runs every measurement of one app, with its server up, and appends them to `rows`.
 fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
-    let (router, dir) = app.router();
+    let (router, dir, redb) = app.router();
     let server = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -527,8 +591,10 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
         .enable_all()
         .build()
         .expect("the clients' runtime");
-    let warmup = Duration::from_secs_f64(options.warmup);
-    let secs = Duration::from_secs_f64(options.secs);
+    let span = (
+        Duration::from_secs_f64(options.warmup),
+        Duration::from_secs_f64(options.secs),
+    );
     clients.block_on(async {
         let cookies = Arc::new(create_sessions(addr, options.pool, 16).await);
         if let Some((_, secs, file)) = &options.serve {
@@ -539,7 +605,8 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
         }
         for &conns in &options.conns {
             if options.spread {
-                let (measured, _) = drive(addr, conns, Arc::clone(&cookies), warmup, secs).await;
+                let (measured, _) =
+                    drive(addr, conns, Arc::clone(&cookies), redb.clone(), span).await;
                 push(rows, app, false, conns, measured);
                 report(app, false, conns, rows);
             }
@@ -549,7 +616,7 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
             let hot = create_sessions(addr, 1, 1).await;
             let before = count(addr, &hot[0]).await;
             let (mut measured, acked) =
-                drive(addr, conns, Arc::new(hot.clone()), warmup, secs).await;
+                drive(addr, conns, Arc::new(hot.clone()), redb.clone(), span).await;
             let after = count(addr, &hot[0]).await;
             #[expect(clippy::cast_possible_wrap, reason = "request counts")]
             let lost = (before + acked + 1) as i64 - after as i64;
@@ -564,6 +631,7 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
         .expect("server task")
         .expect("server");
     drop(server);
+    drop(redb);
     drop(dir);
 }
 
@@ -598,7 +666,7 @@ fn report(app: App, hot: bool, conns: usize, rows: &[Row]) {
         return;
     };
     eprintln!(
-        "  {:<13} {:<6} {:>3} conns: {:>9.0} req/s  {:>5.0} cpu µs/req  p50 {:>6.2} ms  p99 {:>7.2} ms  failed {}{}",
+        "  {:<13} {:<6} {:>3} conns: {:>9.0} req/s  {:>5.0} cpu µs/req  p50 {:>6.2} ms  p99 {:>7.2} ms  failed {}{}{}",
         app.name(),
         sessions_label(hot),
         conns,
@@ -608,7 +676,20 @@ fn report(app: App, hot: bool, conns: usize, rows: &[Row]) {
         m.p99_ms,
         m.failed,
         m.lost.map(|l| format!("  lost {l}")).unwrap_or_default(),
+        commits(m)
+            .map(|commits| format!("  {commits}"))
+            .unwrap_or_default(),
     );
+}
+
+/// Over redb: updates per commit, and the share of the time the writer was busy.
+fn commits(m: &Measured) -> Option<String> {
+    let busy = m.writer_busy?;
+    Some(format!(
+        "{:.1} per commit, writer busy {:.0}%",
+        m.writes_per_commit?,
+        busy * 100.0
+    ))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -637,7 +718,7 @@ fn main() {
 /// The medians of every run, one row per app, sessions and connection count.
 fn print_table(rows: &[Row]) {
     println!(
-        "\n| app | sessions | conns | req/s | CPU µs/req | p50 ms | p99 ms | failed | lost updates |\n|---|---|---|---|---|---|---|---|---|"
+        "\n| app | sessions | conns | req/s | CPU µs/req | p50 ms | p99 ms | failed | lost updates | commits (redb) |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for row in rows {
         let lost = row
@@ -647,7 +728,7 @@ fn print_table(rows: &[Row]) {
             .map(|l| l.to_string())
             .collect::<Vec<_>>();
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
             row.app.name(),
             sessions_label(row.hot),
             row.conns,
@@ -661,8 +742,23 @@ fn print_table(rows: &[Row]) {
             } else {
                 lost.join(", ")
             },
+            commit_medians(row),
         );
     }
+}
+
+/// Over redb, the medians of [`commits`]; `-` for the other apps.
+fn commit_medians(row: &Row) -> String {
+    let median_of = |f: fn(&Measured) -> Option<f64>| {
+        let values: Option<Vec<f64>> = row.measured.iter().map(f).collect();
+        values.filter(|values| !values.is_empty()).map(median)
+    };
+    let medians = Measured {
+        writes_per_commit: median_of(|m| m.writes_per_commit),
+        writer_busy: median_of(|m| m.writer_busy),
+        ..row.measured[0].clone()
+    };
+    commits(&medians).unwrap_or_else(|| "-".to_owned())
 }
 
 /// Ratios against the peers and against the spread run, from the medians.

@@ -9,13 +9,15 @@
 //! inside a write transaction), `snapshot` (the read snapshot shared between commits, and why
 //! sharing it stays linearizable), `group_commit` (the leader/follower engine that commits
 //! concurrent writes together, generic over what a commit is) and `committer` (waiting for a
-//! commit as a task, without a thread).
+//! commit as a task, without a thread); `stats` counts what the commits did, for
+//! [`RedbArchive::commit_stats`].
 
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
 use crate::error::{Error, Result};
@@ -26,12 +28,15 @@ use self::group_commit::{Batch, Failure, GroupCommit, MAX_GATHER};
 use self::layout::{ENTRIES, ReadTable, any_in, domain_end};
 use self::ops::{Op, Reply};
 use self::snapshot::Snapshots;
+pub use self::stats::CommitStats;
+use self::stats::Counters;
 
 mod committer;
 mod group_commit;
 mod layout;
 mod ops;
 mod snapshot;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -268,6 +273,7 @@ impl RedbArchiveBuilder {
         let archive = RedbArchive {
             db: Arc::new(Database {
                 snapshots: Snapshots::default(),
+                stats: Counters::default(),
                 db,
                 path: path.into(),
                 options: self,
@@ -392,6 +398,7 @@ struct Database {
     /// Shared, so that an update's future can name the file in its errors without copying it.
     path: Arc<Path>,
     options: RedbArchiveBuilder,
+    stats: Counters,
 }
 
 impl RedbArchive {
@@ -466,6 +473,12 @@ impl RedbArchive {
     /// ```
     pub fn durability(&self) -> Durability {
         self.db.options.durability
+    }
+
+    /// What this archive's commits have done since it was opened: commits, the writes they
+    /// held, and the time its writer was busy. See [`CommitStats`], whose example shows use.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.db.stats.read()
     }
 
     /// Runs `f` on the table in a read snapshot that never waits for writers (see the `snapshot`
@@ -568,6 +581,18 @@ impl Database {
     /// aborted instead, so a failed swap or the removal of something absent costs no fsync. If
     /// any op fails, nothing is committed.
     fn commit(&self, batch: &mut Batch<'_, Op>) -> Result<Vec<Reply>, ::redb::Error> {
+        let began = Instant::now();
+        let outcome = self.transact(batch);
+        let committed = match &outcome {
+            Ok((answers, true)) => Some(answers.len()),
+            _ => None,
+        };
+        self.stats.record(committed, began.elapsed());
+        outcome.map(|(answers, _)| answers)
+    }
+
+    /// The body of [`commit`](Self::commit), which also says whether it committed.
+    fn transact(&self, batch: &mut Batch<'_, Op>) -> Result<(Vec<Reply>, bool), ::redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(self.options.durability.to_redb())?;
         txn.set_quick_repair(self.options.quick_repair);
@@ -580,7 +605,7 @@ impl Database {
         } else {
             txn.abort()?;
         }
-        Ok(outcome.answers)
+        Ok((outcome.answers, outcome.changed))
     }
 }
 

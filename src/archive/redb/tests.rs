@@ -141,6 +141,7 @@ fn writers_queued_behind_a_leader_share_its_commit() {
     let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
     archive.set("d", "k", b"0").unwrap();
     let before = commits(&archive);
+    let stats = archive.commit_stats();
 
     let answers = one_batch(
         &archive,
@@ -161,6 +162,9 @@ fn writers_queued_behind_a_leader_share_its_commit() {
         .collect();
     assert_eq!(answers, [1, 1, 0, 0, 1, 1]);
     assert_eq!(commits(&archive) - before, 1, "six writers, one commit");
+    let span = archive.commit_stats().since(&stats);
+    assert_eq!((span.commits, span.writes), (1, 6));
+    assert!(span.busy > std::time::Duration::ZERO);
     assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
     assert_eq!(get(&archive, "x"), None);
 }
@@ -273,6 +277,7 @@ fn a_failing_op_fails_alone_and_the_rest_of_its_batch_is_retried() {
     let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
     archive.set("d", "k", b"0").unwrap();
     let before = commits(&archive);
+    let stats = archive.commit_stats();
 
     let mut answers = one_batch(
         &archive,
@@ -317,6 +322,9 @@ fn a_failing_op_fails_alone_and_the_rest_of_its_batch_is_retried() {
     // The failed batch committed nothing; the three ops that change the table committed one
     // by one, and the removal of an absent key not at all.
     assert_eq!(commits(&archive) - before, 3);
+    // Counted the same way: the failed batch and the aborted removal are no commits.
+    let span = archive.commit_stats().since(&stats);
+    assert_eq!((span.commits, span.writes), (3, 3));
     assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
     assert_eq!(get(&archive, "huge"), None);
     assert_eq!(get(&archive, "y"), Some(b"v".to_vec()));
