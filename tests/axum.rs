@@ -236,12 +236,27 @@ fn regenerate_sends_the_new_id_and_the_old_one_stops_working() {
 }
 
 #[test]
-fn regenerate_before_any_save_sets_no_cookie_and_writes_nothing() {
+fn regenerate_before_any_save_stores_the_session_and_sets_its_cookie() {
     let (archive, server) = serve();
-    let response = jar().post(server.url("/login")).send().unwrap();
+    let client = jar();
+    let response = client.post(server.url("/login")).send().unwrap();
     assert_eq!(response.status(), 200);
-    assert!(set_cookies(&response).is_empty());
-    assert!(domains(&archive).is_empty());
+    let cookies = set_cookies(&response);
+    assert_eq!(cookies.len(), 1);
+    let id = cookie_value(&cookies[0]).to_owned();
+    assert_eq!(
+        response.text().unwrap(),
+        id,
+        "the cookie names the session stored"
+    );
+    assert!(
+        domains(&archive).contains(&id),
+        "stored under the cookie's id"
+    );
+    // The login's session is live: the next request continues it.
+    let next = client.get(server.url("/count")).send().unwrap();
+    assert!(set_cookies(&next).is_empty(), "{:?}", set_cookies(&next));
+    assert_eq!(next.text().unwrap(), "1");
 }
 
 #[test]

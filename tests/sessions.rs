@@ -52,7 +52,7 @@ macro_rules! session_tests {
                 destroy_then_save_never_resurrects
                 destroy_is_idempotent_and_works_on_new_sessions
                 regenerate_moves_the_state_to_a_fresh_id
-                regenerate_of_a_new_session_writes_nothing
+                regenerate_of_a_new_session_stores_it_under_a_fresh_id
                 regenerate_of_a_destroyed_session_is_an_error
                 regenerate_failure_leaves_the_old_session_intact
                 regenerate_racing_a_destroy_leaves_the_session_destroyed
@@ -451,7 +451,7 @@ mod behaviour {
     use session_archive::conformance::{Call, Hooked};
     use session_archive::{
         Archive, ArchiveExt, CORRUPT_DOMAIN, Clock, DEFAULT_PAGE_SIZE, Error, META_KEY,
-        ManualClock, OnCorrupt, Result, STATE_KEY, SessionId, Sessions,
+        ManualClock, OnCorrupt, Result, STATE_KEY, SessionId, Sessions, session::CookieAction,
     };
 
     #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -743,14 +743,32 @@ mod behaviour {
         assert_eq!(sessions.start(Some(&new), State::default()).unwrap().n, 8);
     }
 
-    pub fn regenerate_of_a_new_session_writes_nothing(archive: &Arc<dyn Archive>) {
+    pub fn regenerate_of_a_new_session_stores_it_under_a_fresh_id(archive: &Arc<dyn Archive>) {
         let sessions = Sessions::new(Arc::clone(archive));
-        let mut session = sessions.start(None, State::default()).unwrap();
-        let old = session.id().clone();
+        // A first visit that logs in: the client's (unknown) id is never used.
+        let planted = SessionId::generate();
+        let mut session = sessions
+            .start(Some(planted.as_str()), State::default())
+            .unwrap();
+        session.name = "alice".into();
         session.regenerate().unwrap();
-        assert_ne!(session.id(), &old);
-        assert!(session.is_new());
-        assert!(domains(&**archive).is_empty());
+        assert_ne!(session.id(), &planted);
+        assert!(!session.is_new());
+        assert_eq!(session.cookie_action(), CookieAction::Set);
+        let id = session.id().as_str().to_owned();
+        assert_eq!(
+            sessions.start(Some(&id), State::default()).unwrap().name,
+            "alice"
+        );
+        assert_eq!(
+            session_domains(&**archive).len(),
+            1,
+            "one session, under the new id"
+        );
+        let replayed = sessions
+            .start(Some(planted.as_str()), State::default())
+            .unwrap();
+        assert!(replayed.is_new(), "nothing is stored under the planted id");
     }
 
     pub fn regenerate_of_a_destroyed_session_is_an_error(archive: &Arc<dyn Archive>) {

@@ -746,7 +746,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
 
     /// Moves the session to a fresh id; call it on login, so that an id known before login is
     /// worthless after it. The creation time is kept, so the absolute lifetime is not extended.
-    /// On a session that was never saved, it only draws a new id.
+    /// On a session that was never saved (a visitor who logs in on the first request that keeps
+    /// a session), it stores the state under a freshly drawn id, as [`save`](Self::save) does:
+    /// the id the client sent, if any, is never used, and the login is stored all the same.
     ///
     /// **What moves.** When the handle holds changes of its own (its state differs from what it
     /// last read or wrote), those are what the new id gets: the regenerate is a write, and the
@@ -798,7 +800,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             Phase::Gone => return Err(self.gone()),
             Phase::New => {
                 self.id = SessionId::generate();
-                return Ok(());
+                return self.save();
             }
             Phase::Live(stamp) => stamp.as_ref().map(|stamp| stamp.meta.created),
         };
