@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
-use session_archive::{Archive, ManualClock, MemoryArchive, Session, Sessions};
+use session_archive::{Archive, ArchiveExt, ManualClock, MemoryArchive, Session, Sessions};
 
 const USERS: [&str; 3] = ["alice", "bob@example.com", "carol/../x"];
 const IDLE: u64 = 3600;
@@ -245,4 +245,93 @@ fn a_regenerate_failing_after_storing_its_copy_leaves_no_copy_and_the_binding_as
     assert_eq!(bob.len(), 1);
     assert_eq!(bob[0].id(), session.id());
     assert!(sessions.user_sessions("alice").next().is_none());
+}
+
+/// On backends that expire domains themselves (Redis), a user's index outlives every session it
+/// lists: a session kept alive by use far longer than its idle timeout, with no absolute
+/// lifetime, has its user index's expiry moved on with its own at each touch, never behind it.
+#[test]
+fn a_user_index_never_expires_before_a_session_kept_alive_by_use() {
+    use std::sync::Mutex;
+
+    use session_archive::conformance::{Call, Hooked};
+
+    let expiries: Arc<Mutex<Vec<(String, SystemTime)>>> = Arc::default();
+    let seen = Arc::clone(&expiries);
+    let hooked = Hooked::new(MemoryArchive::new(), move |call| {
+        if let Call::ExpireDomain { domain, at } = call {
+            seen.lock().unwrap().push(((*domain).to_owned(), *at));
+        }
+        Ok(())
+    });
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let sessions = Sessions::builder(hooked)
+        .idle_timeout(Duration::from_secs(600))
+        .absolute_lifetime(None)
+        .clock(clock.clone())
+        .build();
+    let mut session = sessions.start(None, 0_u32).unwrap();
+    session.set_user(Some("alice"));
+    session.save().unwrap();
+    let id = session.id().to_string();
+    // 50 visits 300 s apart: 4 hours, far past the 660 s the index was first given.
+    for visit in 0..50 {
+        clock.advance(Duration::from_secs(300));
+        let mut session = sessions.start(Some(&id), 0_u32).unwrap();
+        assert_eq!(
+            session.id().as_str(),
+            id,
+            "visit {visit}: the session expired"
+        );
+        session.update(|n| *n += 1).unwrap();
+        let expiries = expiries.lock().unwrap();
+        let last = |user: bool| {
+            expiries
+                .iter()
+                .rev()
+                .find(|(domain, _)| {
+                    if user {
+                        domain.starts_with("user-")
+                    } else {
+                        *domain == id
+                    }
+                })
+                .map(|(_, at)| *at)
+                .unwrap()
+        };
+        assert!(
+            last(true) >= last(false),
+            "visit {visit}: the user index expires before its session"
+        );
+    }
+    assert_eq!(sessions.user_sessions("alice").count(), 1);
+}
+
+/// A session found expired when started is removed with its entry in its user's index, as a
+/// destroy is: the index stays exact without waiting for a listing to drop the entry.
+#[test]
+fn a_session_found_expired_on_start_leaves_its_user_index() {
+    let archive = Arc::new(MemoryArchive::new());
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .idle_timeout(Duration::from_secs(600))
+        .clock(clock.clone())
+        .build();
+    let mut session = sessions.start(None, 0_u32).unwrap();
+    session.set_user(Some("alice"));
+    session.save().unwrap();
+    let id = session.id().to_string();
+    let user_entries = || {
+        archive
+            .domains()
+            .map(Result::unwrap)
+            .filter(|domain| domain.starts_with("user-"))
+            .map(|domain| archive.keys(&domain).count())
+            .sum::<usize>()
+    };
+    assert_eq!(user_entries(), 1);
+
+    clock.advance(Duration::from_secs(601));
+    assert!(sessions.start(Some(&id), 0_u32).unwrap().is_new());
+    assert_eq!(user_entries(), 0);
 }

@@ -314,16 +314,22 @@ impl Store {
         let now = self.now();
         self.archive
             .set(&domain, id.as_str(), now.to_string().as_bytes())?;
-        // On backends that expire domains themselves (Redis), the index goes when the last of
-        // its sessions can have expired: no session written now outlives now plus the longest
-        // timeout, so each write moves that time forward and never before an entry's session.
+        self.keep_user_index(&domain, now)
+    }
+
+    /// On backends that expire domains themselves (Redis), keeps the user index `domain` until
+    /// the last of its sessions can have expired: no session written or touched at `now`
+    /// outlives now plus the longest timeout. Called on every write that binds a session and on
+    /// every touch of a bound one, so the index never expires before a session it lists, even
+    /// one kept alive by use for longer than any single timeout.
+    fn keep_user_index(&self, domain: &str, now: u64) -> Result<()> {
         let longest = [self.config.idle_timeout, self.config.absolute_lifetime]
             .into_iter()
             .flatten()
             .max();
         if let Some(longest) = longest {
             let at = UNIX_EPOCH + Duration::from_secs(now) + longest + Duration::from_secs(60);
-            self.archive.expire_domain(&domain, at)?;
+            self.archive.expire_domain(domain, at)?;
         }
         Ok(())
     }
@@ -356,6 +362,10 @@ impl Store {
                 return Ok(Opened::MustWrite);
             }
             self.archive.remove_domain(id.as_str())?;
+            // Then its user entry, as a destroy does: the index stays exact.
+            if let Some(user) = stamp.user() {
+                self.remove_user_entry(&user, id)?;
+            }
             return Ok(Opened::Unknown);
         }
         Ok(Opened::Found { bytes, stamp })
@@ -440,6 +450,9 @@ impl Store {
             {
                 *stamp = Some(Stamp { meta: fresh, raw });
                 self.expire_hint(id, fresh)?;
+                if let (Some(user), false) = (user, rebind) {
+                    self.keep_user_index(&user_domain(user), now)?;
+                }
                 if rebind {
                     if let Some(old) = bound.as_deref() {
                         self.remove_user_entry(old, id)?;
