@@ -93,6 +93,5 @@ pub use crate::session::{
     CORRUPT_DOMAIN, Clock, CookieAction, DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE, DEFAULT_SWEEP_GRANULARITY, MAX_USER_LEN,
     META_KEY, ManualClock, OnCorrupt, STATE_KEY, SessionsBuilder, StoredSettings, SystemClock,
-    UserSession,
 };
-pub use crate::session::{Session, SessionId, Sessions};
+pub use crate::session::{Session, SessionId, Sessions, UserSession};

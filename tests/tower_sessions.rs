@@ -25,10 +25,10 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
+#[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 #[allow(dead_code, reason = "only the shared server is used here")]
 mod redis_server;
-#[cfg(feature = "archive-redis")]
 #[path = "support/scheduler.rs"]
 mod scheduler;
 use scheduler::Scheduler;
