@@ -24,10 +24,13 @@
 //!   runtime, on the calling thread).
 //! - **`create` never overwrites.** It claims the id by a compare-and-swap from absent, and on a
 //!   collision draws new ids until one is free.
-//! - **`save` never resurrects.** It replaces the stored record by a compare-and-swap from the
-//!   bytes it read; a record that was deleted meanwhile (a request racing a logout, a `flush` or a
-//!   `cycle_id`), or whose expiry has passed, stays gone, and the save answers `Ok` so that the
-//!   losing request is not turned into an error page.
+//! - **`save` never resurrects.** It replaces the stored record in one atomic
+//!   [`update`](Archive::update) that writes only over a stored, unexpired record; a record that
+//!   was deleted meanwhile (a request racing a logout, a `flush` or a `cycle_id`), or whose
+//!   expiry has passed, stays gone, and the save answers `Ok` so that the losing request is not
+//!   turned into an error page. Concurrent saves of one record all land, the last one winning,
+//!   as tower-sessions' own stores do (on redb in one shared commit), rather than failing
+//!   their compare-and-swap in turn.
 //! - **`load`** returns `None` for a record whose `expiry_date` has passed, and a
 //!   [`Decode`](session_store::Error::Decode) error, never a panic, for bytes that are not a
 //!   record; those bytes are left as they are. A record comes back exactly as saved: id, data
@@ -80,7 +83,7 @@ use time::{OffsetDateTime, UtcOffset};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use crate::archive::Archive;
+use crate::archive::{Archive, Change, Update};
 use crate::error::Error;
 use crate::session::clock::{Clock, SystemClock};
 use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Verdict, place};
@@ -385,9 +388,21 @@ impl Inner {
     }
 
     /// Replaces a stored, unexpired record; does nothing when there is none (see the module docs).
+    ///
+    /// One [`Archive::update`] is the linearization point: its change stores the record unless
+    /// it is gone or expired, so concurrent saves of one record each land (the last one wins)
+    /// instead of failing their compare-and-swap in turn; on redb they share one commit. The
+    /// index entry covering the new expiry is written before (see [`covers`]); should the
+    /// stored record have changed meanwhile so that no entry covers it any more, the change
+    /// writes nothing and the save starts over.
     fn save(&self, id: &Id, bytes: Vec<u8>, expiry: OffsetDateTime) -> session_store::Result<()> {
         let domain = record_domain(id);
         let at = index_secs(expiry);
+        let now = self.now_nanos();
+        let width = self.index_width.load(Ordering::Acquire);
+        let expired = move |stored: Option<OffsetDateTime>| {
+            stored.is_some_and(|stored| stored.unix_timestamp_nanos() <= now)
+        };
         for _ in 0..SAVE_ATTEMPTS {
             let Some(current) = self
                 .archive
@@ -397,32 +412,46 @@ impl Inner {
                 return Ok(());
             };
             let stored = decode_expiry(&current);
-            if stored.is_some_and(|stored| stored.unix_timestamp_nanos() <= self.now_nanos()) {
+            if expired(stored) || current == bytes {
                 return Ok(());
             }
-            if current == bytes {
-                return Ok(());
-            }
-            // The stored record's index entry covers a new expiry in the same bucket or a later
-            // one: the sweep reaches that entry first, judges the record as it is then, and moves
-            // the entry on (`Verdict::Later`), once, however many saves moved the expiry. A
-            // record whose expiry moves earlier gets an entry there first, as in `create`.
-            let width = self.index_width.load(Ordering::Acquire);
-            let covered =
-                width > 0 && stored.is_some_and(|stored| at / width >= index_secs(stored) / width);
-            if !covered {
+            // A record whose expiry moves earlier gets an entry there first, as in `create`.
+            let indexed = !covers(width, stored, at);
+            if indexed {
                 self.index()
                     .index_all(&[(domain.as_str(), at)], false)
                     .map_err(|err| backend(&err))?;
             }
-            let swapped = self
+            let moved = Arc::new(AtomicBool::new(false));
+            let record = bytes.clone();
+            let stale = Arc::clone(&moved);
+            let change: Change = Box::new(move |current| {
+                // The change may run more than once: the flag tells of the run that counted.
+                stale.store(false, Ordering::Relaxed);
+                let Some(current) = current else {
+                    return Ok(Update::Keep);
+                };
+                let stored = decode_expiry(current);
+                if expired(stored) || current == record.as_slice() {
+                    return Ok(Update::Keep);
+                }
+                if !indexed && !covers(width, stored, at) {
+                    stale.store(true, Ordering::Relaxed);
+                    return Ok(Update::Keep);
+                }
+                Ok(Update::Set(record.clone()))
+            });
+            let stored = self
                 .archive
-                .compare_and_swap(&domain, RECORD_KEY, Some(&current), Some(&bytes))
+                .update(&domain, RECORD_KEY, change)
                 .map_err(|err| backend(&err))?;
-            if swapped {
-                self.expire_hint(&domain, bytes, expiry);
-                return Ok(());
+            if moved.load(Ordering::Relaxed) {
+                continue;
             }
+            if stored.as_deref() == Some(bytes.as_slice()) {
+                self.expire_hint(&domain, bytes, expiry);
+            }
+            return Ok(());
         }
         Err(session_store::Error::Backend(format!(
             "session {}: the record kept changing during {SAVE_ATTEMPTS} attempts to save it",
@@ -598,6 +627,14 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
 
 /// The expiry of stored bytes, or `None` when they are not a record. Exactly the bytes that
 /// `load` decodes have one, so that nothing judges a record that `load` reports as undecodable.
+/// Whether the index entry of a record stored with expiry `stored` also covers the expiry `at`
+/// (unix seconds), with index buckets `width` seconds wide: `at` falls in the same bucket or a
+/// later one. The sweep reaches that entry first, judges the record as it is then, and moves
+/// the entry on (`Verdict::Later`), once, however many saves moved the expiry.
+fn covers(width: u64, stored: Option<OffsetDateTime>, at: u64) -> bool {
+    width > 0 && stored.is_some_and(|stored| at / width >= index_secs(stored) / width)
+}
+
 fn decode_expiry(raw: &[u8]) -> Option<OffsetDateTime> {
     serde_json::from_slice::<Stored>(raw).ok()?.expiry.date()
 }

@@ -158,6 +158,7 @@ store_tests!(
     records_round_trip_exactly
     create_with_a_taken_id_picks_another_and_leaves_the_first_untouched
     save_replaces_the_record_and_keeps_its_new_expiry
+    concurrent_saves_of_one_record_all_land
     save_after_delete_does_not_resurrect
     save_of_an_unknown_id_writes_nothing
     expired_records_load_as_none_and_are_not_saved_over
@@ -273,6 +274,43 @@ async fn save_replaces_the_record_and_keeps_its_new_expiry(archive: Arc<dyn Arch
     saved.data.clear();
     store.save(&saved).await.expect("save of empty data");
     assert_eq!(store.load(&saved.id).await.expect("load"), Some(saved));
+}
+
+/// Many requests of one session saving at once (a hot session) each get `Ok`, and the record
+/// ends as one of them saved it: none fails for having lost a race, as tower-sessions' own
+/// stores never do.
+async fn concurrent_saves_of_one_record_all_land(archive: Arc<dyn Archive>) {
+    const WRITERS: usize = 32;
+    const SAVES: usize = 8;
+    let store = ArchiveStore::new(Arc::clone(&archive));
+    let mut created = record(OffsetDateTime::now_utc() + time::Duration::hours(1));
+    store.create(&mut created).await.expect("create");
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, mut saved) = (store.clone(), created.clone());
+        writers.push(tokio::spawn(async move {
+            for n in 0..SAVES {
+                saved
+                    .data
+                    .insert("by".to_owned(), json!(format!("{writer}-{n}")));
+                saved.expiry_date += time::Duration::milliseconds(1);
+                store.save(&saved).await.expect("a save of a live record");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    let stored = store
+        .load(&created.id)
+        .await
+        .expect("load")
+        .expect("stored");
+    let by = stored.data["by"].as_str().expect("saved by a writer");
+    assert!(
+        by.ends_with(&format!("-{}", SAVES - 1)),
+        "{by}: a writer's last save"
+    );
 }
 
 async fn save_after_delete_does_not_resurrect(archive: Arc<dyn Archive>) {
