@@ -32,8 +32,8 @@ use std::time::Duration;
 use crate::archive::{Archive, ArchiveExt};
 use crate::error::{Chain, Error};
 use crate::session::{
-    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_SWEEP_GRANULARITY, Sessions,
-    StoredSettings, UserSession,
+    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_SWEEP_GRANULARITY, SessionId,
+    Sessions, StoredSettings, UserSession,
 };
 
 /// What can go wrong in the command, beyond the archive's own [`Error`]s.
@@ -92,8 +92,9 @@ pub enum CliError {
     #[error("the target is not empty; pass --merge to copy into it anyway")]
     TargetNotEmpty,
 
-    /// Reading or writing one entry failed.
-    #[error("{domain}/{key}: cannot {operation}")]
+    /// Reading or writing one entry failed. The message names a domain that is a session id
+    /// by its [fingerprint](crate::SessionId::fingerprint): ids are bearer tokens.
+    #[error("{}/{key}: cannot {operation}", shown(domain))]
     Entry {
         /// What was being done: `"read it from the source"` or `"write it to the target"`.
         operation: &'static str,
@@ -106,8 +107,12 @@ pub enum CliError {
         source: Error,
     },
 
-    /// Verification read back a different value (or none) from the target.
-    #[error("{domain}/{key}: the target holds a different value after copying")]
+    /// Verification read back a different value (or none) from the target; named as in
+    /// [`Entry`](Self::Entry).
+    #[error(
+        "{}/{key}: the target holds a different value after copying",
+        shown(domain)
+    )]
     Mismatch {
         /// The entry's domain.
         domain: String,
@@ -429,6 +434,14 @@ impl Spec {
             Spec::Dir(path) => tree_size(path).map(Some),
             Spec::Redis(_) => Ok(None),
         }
+    }
+}
+
+/// A domain as a message shows it: a session id by its fingerprint, any other name as it is.
+fn shown(domain: &str) -> String {
+    match SessionId::parse(domain) {
+        Some(id) => id.fingerprint(),
+        None => domain.to_owned(),
     }
 }
 
@@ -1196,6 +1209,21 @@ mod tests {
                 .all(|w| w[0].keys < w[1].keys || w[1].keys == 300)
         );
         assert_eq!(entries(&from), entries(&to));
+    }
+
+    #[test]
+    fn entry_errors_name_a_session_by_its_fingerprint_never_its_id() {
+        let id = SessionId::generate();
+        let err = CliError::Mismatch {
+            domain: id.as_str().to_owned(),
+            key: "session.json".to_owned(),
+        };
+        let message = err.to_string();
+        assert!(!message.contains(id.as_str()), "{message}");
+        assert!(
+            message.starts_with(&format!("{}/session.json", id.fingerprint())),
+            "{message}"
+        );
     }
 
     #[test]
