@@ -31,10 +31,7 @@ use std::time::Duration;
 
 use crate::archive::{Archive, ArchiveExt};
 use crate::error::{Chain, Error};
-use crate::session::{
-    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_SWEEP_GRANULARITY, SessionId,
-    Sessions, StoredSettings, UserSession,
-};
+use crate::session::{DEFAULT_SWEEP_GRANULARITY, SessionId, Sessions, StoredSettings, UserSession};
 
 /// What can go wrong in the command, beyond the archive's own [`Error`]s.
 ///
@@ -161,6 +158,15 @@ pub enum CliError {
         /// The value stored in the archive.
         stored: Limit,
     },
+
+    /// A `sweep --scan` of an archive with no sweep settings stored, without both `--idle` and
+    /// `--absolute`: the scan would judge sessions by this crate's defaults, not the
+    /// application's timeouts, and could remove sessions the application keeps.
+    #[error(
+        "no sweep settings are stored in this archive: pass --idle and --absolute (the \
+         application's idle timeout and absolute lifetime, or \"off\") to scan it"
+    )]
+    NoSettings,
 
     /// Measuring the size on disk failed.
     #[error("cannot measure {}", path.display())]
@@ -883,8 +889,10 @@ pub struct Swept {
 /// # Errors
 ///
 /// [`CliError::Override`] when `options` set an idle timeout or absolute lifetime that differs
-/// from the stored one without `override_stored` (nothing is swept); otherwise the archive's
-/// errors.
+/// from the stored one without `override_stored` (nothing is swept); [`CliError::NoSettings`]
+/// for a `scan` of an archive with no settings stored unless `options` give both; otherwise the
+/// archive's errors. (Without `scan`, such an archive is not swept, with a notice, unless both
+/// are given.)
 ///
 /// # Examples
 ///
@@ -917,12 +925,24 @@ pub fn sweep(
 ) -> Result<Swept, CliError> {
     let archive: Arc<dyn Archive> = Arc::from(archive);
     let stored = Sessions::new(Arc::clone(&archive)).stored_settings()?;
+    if stored.is_none() && (options.idle.is_none() || options.absolute.is_none()) {
+        // Judging sessions by the defaults, or recording them, could remove sessions that the
+        // application's own timeouts keep.
+        if options.scan {
+            return Err(CliError::NoSettings);
+        }
+        notice(
+            "no sweep settings are stored in this archive yet, so nothing is swept: the \
+             application records them with its first session write, and --scan with --idle and \
+             --absolute adopts sessions stored without timestamps",
+        );
+        return Ok(Swept::default());
+    }
     let idle = setting(
         "--idle",
         "idle timeout",
         options.idle,
         stored.map(|s| Limit(s.idle_timeout)),
-        Limit(Some(DEFAULT_IDLE_TIMEOUT)),
         options.override_stored,
         notice,
     )?;
@@ -931,7 +951,6 @@ pub fn sweep(
         "absolute lifetime",
         options.absolute,
         stored.map(|s| Limit(s.absolute_lifetime)),
-        Limit(Some(DEFAULT_ABSOLUTE_LIFETIME)),
         options.override_stored,
         notice,
     )?;
@@ -956,14 +975,13 @@ pub fn sweep(
 }
 
 /// Chooses one timeout for [`sweep`]: the one given, if any (refused when it differs from the
-/// stored one and `overriding` is not set, announced when it is), else the stored one, else the
-/// default.
+/// stored one and `overriding` is not set, announced when it is), else the stored one; with
+/// neither, [`CliError::NoSettings`].
 fn setting(
     flag: &'static str,
     name: &'static str,
     given: Option<Limit>,
     stored: Option<Limit>,
-    default: Limit,
     overriding: bool,
     notice: &mut dyn FnMut(&str),
 ) -> Result<Limit, CliError> {
@@ -983,7 +1001,7 @@ fn setting(
             Ok(given)
         }
         (Some(given), _) => Ok(given),
-        (None, stored) => Ok(stored.unwrap_or(default)),
+        (None, stored) => stored.ok_or(CliError::NoSettings),
     }
 }
 

@@ -357,7 +357,19 @@ fn sweep_scan_adopts_the_sessions_of_an_original_tree() {
         "{stderr}"
     );
 
-    let output = run(&["sweep", &redb, "--scan", "--idle", "30m"]);
+    // Nothing stored says what the application's timeouts are: the scan must be told both,
+    // or it would judge the sessions by this crate's defaults.
+    let err = fails(&["sweep", &redb, "--scan", "--idle", "30m"]);
+    assert!(err.contains("pass --idle and --absolute"), "{err}");
+    let output = run(&[
+        "sweep",
+        &redb,
+        "--scan",
+        "--idle",
+        "30m",
+        "--absolute",
+        "7d",
+    ]);
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),

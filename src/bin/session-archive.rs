@@ -105,16 +105,16 @@ enum Command {
     /// the application still holds live. --scan first visits every session once, which is needed
     /// once for sessions stored without timestamps (the original framework's, or migrated from
     /// its directory tree): they get timestamps from now and expire after the idle timeout unless
-    /// used.
+    /// used. An archive with no settings stored is swept only with both --idle and --absolute.
     Sweep {
         /// The archive.
         spec: String,
         /// Idle timeout: a session unused this long has expired (90s, 30m, 12h, 7d, or off).
-        /// Default: the stored one (24h where none is stored).
+        /// Default: the stored one (required where none is stored).
         #[arg(long, value_parser = parse_limit)]
         idle: Option<Limit>,
         /// Absolute lifetime: a session this old has expired (or off). Default: the stored one
-        /// (7d where none is stored).
+        /// (required where none is stored).
         #[arg(long, value_parser = parse_limit)]
         absolute: Option<Limit>,
         /// The width of one expiry-index bucket, used only for an archive that has none recorded
