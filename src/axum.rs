@@ -32,8 +32,13 @@
 //!   expires the client's cookie nor hands back the dead id, so a slow request that answers
 //!   after the login response cannot log the user out. A cookie that would only refresh the id
 //!   the client sent is sent after checking that the id is still live
-//!   ([`Sessions::is_live`]). Of two concurrent logins (a double-submitted form) one
-//!   regenerate wins and sets the new cookie; the other fails without touching it.
+//!   ([`Sessions::is_live`]). (That check is the last moment the layer can act: a login that
+//!   moves the session after it, while this response is on its way, can still see this refresh
+//!   of the old id reach the browser after its own cookie. The window is the response's time in
+//!   flight, and a refresh is sent at most once per eighth of the idle timeout; the old id is
+//!   dead by then, so the browser's next request simply starts a fresh session.) Of two
+//!   concurrent logins (a double-submitted form) one regenerate wins and sets the new cookie;
+//!   the other fails without touching it.
 //! - Errors are [`SessionError`]s, which become HTTP responses: see its
 //!   `IntoResponse` impl for the status of each kind.
 //!
