@@ -30,6 +30,9 @@ enum Op {
     RevokeExcept(usize, usize),
     /// Let every session expire, and sweep.
     ExpireAll,
+    /// Let half the idle timeout pass, and sweep: the sessions unused for two of these expire,
+    /// the others stay, so a user can have some sessions expired and some live.
+    Age,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..USERS.len()).prop_map(Op::RevokeUser),
         1 => (0..USERS.len(), 0..8_usize).prop_map(|(u, s)| Op::RevokeExcept(u, s)),
         1 => Just(Op::ExpireAll),
+        2 => Just(Op::Age),
     ]
 }
 
@@ -51,7 +55,14 @@ struct Handle {
     session: Session<u32>,
     live: bool,
     user: Option<usize>,
+    /// The clock (seconds since the start) at the handle's last write, which is also the
+    /// session's last-seen time: the clock moves only by [`AGE`], far more than the eighth of the
+    /// idle timeout after which a write rewrites last-seen.
+    used: u64,
 }
+
+/// How far [`Op::Age`] moves the clock: one step leaves a session live, two expire it.
+const AGE: u64 = IDLE / 2 + 1;
 
 fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
     let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
@@ -61,6 +72,7 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
         .clock(clock.clone())
         .build();
     let mut handles: Vec<Handle> = Vec::new();
+    let mut now = 0;
     for (step, op) in ops.iter().enumerate() {
         let pick = |i: usize, handles: &[Handle]| (!handles.is_empty()).then(|| i % handles.len());
         match *op {
@@ -72,6 +84,7 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
                     session,
                     live: true,
                     user,
+                    used: now,
                 });
             }
             Op::Rebind(i, user) | Op::Regenerate(i, user) => {
@@ -86,6 +99,7 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(result.is_ok(), handle.live, "step {}: {:?}", step, op);
                 if handle.live {
                     handle.user = user;
+                    handle.used = now;
                 }
             }
             Op::Update(i) => {
@@ -93,6 +107,9 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
                 let handle = &mut handles[i];
                 let result = handle.session.update(|n| *n += 1);
                 prop_assert_eq!(result.is_ok(), handle.live, "step {}", step);
+                if handle.live {
+                    handle.used = now;
+                }
             }
             Op::Destroy(i) => {
                 let Some(i) = pick(i, &handles) else { continue };
@@ -130,6 +147,17 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
                 for handle in &mut handles {
                     handle.live = false;
                 }
+                now += IDLE + 1;
+            }
+            Op::Age => {
+                clock.advance(Duration::from_secs(AGE));
+                now += AGE;
+                let mut expired = 0;
+                for handle in handles.iter_mut().filter(|h| h.live && now - h.used > IDLE) {
+                    handle.live = false;
+                    expired += 1;
+                }
+                prop_assert_eq!(sessions.sweep().expect("sweep"), expired, "step {}", step);
             }
         }
         for (u, user) in USERS.iter().enumerate() {
@@ -334,4 +362,67 @@ fn a_session_found_expired_on_start_leaves_its_user_index() {
     clock.advance(Duration::from_secs(601));
     assert!(sessions.start(Some(&id), 0_u32).unwrap().is_new());
     assert_eq!(user_entries(), 0);
+}
+
+/// A binding is stored by whichever write comes next: `update` and `update_send` too, not only
+/// `save` and `regenerate`.
+#[test]
+fn set_user_then_update_binds_the_session() {
+    let sessions = Sessions::new(MemoryArchive::new());
+    let listed = |user: &str| -> Vec<String> {
+        sessions
+            .user_sessions(user)
+            .map(|s| s.expect("list").id().to_string())
+            .collect()
+    };
+    let mut one = sessions.start(None, 0_u32).unwrap();
+    one.save().unwrap();
+    one.set_user(Some("alice"));
+    one.update(|n| *n += 1).unwrap();
+    assert_eq!(listed("alice"), [one.id().to_string()]);
+
+    let mut two = sessions.start(None, 0_u32).unwrap();
+    two.save().unwrap();
+    two.set_user(Some("bob"));
+    two.update_send(|n| *n += 1).unwrap();
+    assert_eq!(listed("bob"), [two.id().to_string()]);
+
+    // Rebinding through an update moves the entry.
+    two.set_user(Some("alice"));
+    two.update_send(|n| *n += 1).unwrap();
+    assert!(listed("bob").is_empty());
+    assert_eq!(listed("alice").len(), 2);
+}
+
+/// A user with more sessions than one listing page holds: every one is listed, and a revoke
+/// reaches every one, page after page.
+#[test]
+fn a_user_with_more_sessions_than_a_page_is_listed_and_revoked_whole() {
+    let sessions = Sessions::new(MemoryArchive::new());
+    let count = session_archive::archive::DEFAULT_PAGE_SIZE + 76;
+    let mut ids = BTreeSet::new();
+    for _ in 0..count {
+        let mut session = sessions.start(None, 0_u32).unwrap();
+        session.set_user(Some("alice"));
+        session.save().unwrap();
+        ids.insert(session.id().to_string());
+    }
+    let listed: BTreeSet<String> = sessions
+        .user_sessions("alice")
+        .map(|s| s.unwrap().id().to_string())
+        .collect();
+    assert_eq!(listed, ids);
+
+    let keep = session_archive::SessionId::parse(ids.first().unwrap()).unwrap();
+    assert_eq!(
+        sessions.revoke_user_except("alice", &keep).unwrap(),
+        count - 1
+    );
+    let left: Vec<String> = sessions
+        .user_sessions("alice")
+        .map(|s| s.unwrap().id().to_string())
+        .collect();
+    assert_eq!(left, [keep.to_string()]);
+    assert_eq!(sessions.revoke_user("alice").unwrap(), 1);
+    assert_eq!(sessions.user_sessions("alice").count(), 0);
 }

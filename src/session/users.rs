@@ -40,8 +40,10 @@ const CREATE_GRACE_SECS: u64 = 60 * 60;
 /// How many moved-markers a revoke follows from one entry: one per regenerate that raced it.
 const MAX_HOPS: usize = 16;
 
-/// How many walks of a user's index a revoke makes at most: two when nothing races it, one more
-/// for each wave of regenerates or logins of that user that land during it.
+/// How many walks of a user's index a revoke makes at most. Unraced, a revoke that destroys
+/// nothing makes two, and one that destroys sessions three (the walk that destroys, one that
+/// finds their entries gone, one that finds the index as that one left it); each wave of
+/// regenerates or logins of that user that lands during it adds one.
 const MAX_PASSES: usize = 16;
 
 /// The verdict of `user`'s index entry (in `domain`) on the session stored as `id`. The
