@@ -1,7 +1,8 @@
 //! The axum integration over real HTTP: a test-local router on `SessionLayer`, served on an
 //! ephemeral loopback port, driven by reqwest. The welcome example's own behaviour is tested in
 //! tests/web.rs; these tests cover what the example does not exercise (never-saved visitors,
-//! regenerate, corrupt state, storage failures, a missing layer, a session gone mid-request).
+//! regenerate, signing out other devices, corrupt state, storage failures, a missing layer, a
+//! session gone mid-request).
 #![cfg(feature = "axum")]
 
 #[path = "support/http.rs"]
@@ -56,8 +57,40 @@ async fn destroy_then_save(mut session: Session<Visits>) -> Result<(), SessionEr
     session.save().await
 }
 
+/// Login of the one user these tests know: bind, then regenerate (no save before it).
+async fn login_ada(mut session: Session<Visits>) -> Result<String, SessionError> {
+    session.set_user(Some("ada@example.com"));
+    session.regenerate().await?;
+    Ok(session.user().unwrap_or_default().to_owned())
+}
+
+/// Binds the session to the user through an update, without a regenerate.
+async fn bind_by_update(mut session: Session<Visits>) -> Result<String, SessionError> {
+    session.set_user(Some("ada@example.com"));
+    let visits = session.update(|state| {
+        state.visits += 1;
+        state.visits
+    });
+    Ok(visits.await?.to_string())
+}
+
+/// "Sign out other devices": revokes every session of this session's user but this one.
+async fn sign_out_others(session: Session<Visits>) -> Result<String, SessionError> {
+    let Some(user) = session.user().map(str::to_owned) else {
+        return Ok("not logged in".to_owned());
+    };
+    let (sessions, keep) = (session.sessions().clone(), session.id().clone());
+    let revoked = tokio::task::spawn_blocking(move || sessions.revoke_user_except(&user, &keep))
+        .await
+        .map_err(SessionError::Task)??;
+    Ok(revoked.to_string())
+}
+
 fn routes() -> Router {
     Router::new()
+        .route("/login-ada", post(login_ada))
+        .route("/others", post(sign_out_others))
+        .route("/bind-by-update", post(bind_by_update))
         .route("/count", get(count))
         .route("/peek", get(peek))
         .route("/login", post(login))
@@ -257,6 +290,35 @@ fn regenerate_before_any_save_stores_the_session_and_sets_its_cookie() {
     let next = client.get(server.url("/count")).send().unwrap();
     assert!(set_cookies(&next).is_empty(), "{:?}", set_cookies(&next));
     assert_eq!(next.text().unwrap(), "1");
+}
+
+/// Three devices of one user: two log in, one binds through an update of its stored session.
+/// One signs out the others, which then start afresh, while it stays logged in.
+#[test]
+fn a_user_signs_out_other_devices() {
+    let (_archive, server) = serve();
+    let body = |client: &Client, post: bool, path: &str| {
+        let url = server.url(path);
+        let request = if post {
+            client.post(url)
+        } else {
+            client.get(url)
+        };
+        request.send().unwrap().text().unwrap()
+    };
+    let (laptop, phone, tablet) = (jar(), jar(), jar());
+    for device in [&laptop, &phone] {
+        assert_eq!(body(device, true, "/login-ada"), "ada@example.com");
+        assert_eq!(body(device, false, "/count"), "1");
+    }
+    assert_eq!(body(&tablet, false, "/count"), "1");
+    assert_eq!(body(&tablet, true, "/bind-by-update"), "2");
+
+    assert_eq!(body(&laptop, true, "/others"), "2");
+    assert_eq!(body(&laptop, false, "/count"), "2");
+    assert_eq!(body(&phone, false, "/count"), "1");
+    assert_eq!(body(&tablet, false, "/count"), "1");
+    assert_eq!(body(&phone, true, "/others"), "not logged in");
 }
 
 #[test]
