@@ -118,12 +118,7 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::RevokeUser(u) => {
                 let revoked = sessions.revoke_user(USERS[u]).expect("revoke");
-                let mut expected = 0;
-                for handle in handles.iter_mut().filter(|h| h.live && h.user == Some(u)) {
-                    handle.live = false;
-                    expected += 1;
-                }
-                prop_assert_eq!(revoked, expected, "step {}", step);
+                prop_assert_eq!(revoked, revoke(&mut handles, u, None), "step {}", step);
             }
             Op::RevokeExcept(u, i) => {
                 let Some(i) = pick(i, &handles) else { continue };
@@ -131,14 +126,7 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
                 let revoked = sessions
                     .revoke_user_except(USERS[u], &keep)
                     .expect("revoke");
-                let mut expected = 0;
-                for (j, handle) in handles.iter_mut().enumerate() {
-                    if j != i && handle.live && handle.user == Some(u) {
-                        handle.live = false;
-                        expected += 1;
-                    }
-                }
-                prop_assert_eq!(revoked, expected, "step {}", step);
+                prop_assert_eq!(revoked, revoke(&mut handles, u, Some(i)), "step {}", step);
             }
             Op::ExpireAll => {
                 clock.advance(Duration::from_secs(IDLE + 1));
@@ -160,18 +148,7 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(sessions.sweep().expect("sweep"), expired, "step {}", step);
             }
         }
-        for (u, user) in USERS.iter().enumerate() {
-            let listed: BTreeSet<String> = sessions
-                .user_sessions(user)
-                .map(|s| s.expect("list").id().to_string())
-                .collect();
-            let expected: BTreeSet<String> = handles
-                .iter()
-                .filter(|h| h.live && h.user == Some(u))
-                .map(|h| h.session.id().to_string())
-                .collect();
-            prop_assert_eq!(listed, expected, "step {}: {:?}, user {}", step, op, user);
-        }
+        listings_match(&sessions, &handles, step, op)?;
     }
     // Nothing of a revoked, destroyed or expired session stays in any user's index.
     clock.advance(Duration::from_secs(IDLE + 1));
@@ -182,6 +159,41 @@ fn run(archive: Arc<dyn Archive>, ops: &[Op]) -> Result<(), TestCaseError> {
         .filter(|(_, n)| *n > 0)
         .collect();
     prop_assert!(leftovers.is_empty(), "{:?}", leftovers);
+    Ok(())
+}
+
+/// The model's revoke of user `u`'s sessions, but the handle `except`: marks them dead and
+/// returns how many there were.
+fn revoke(handles: &mut [Handle], u: usize, except: Option<usize>) -> usize {
+    let mut revoked = 0;
+    for (j, handle) in handles.iter_mut().enumerate() {
+        if Some(j) != except && handle.live && handle.user == Some(u) {
+            handle.live = false;
+            revoked += 1;
+        }
+    }
+    revoked
+}
+
+/// After every step: `user_sessions` of each user is exactly the model's live sessions of it.
+fn listings_match(
+    sessions: &Sessions,
+    handles: &[Handle],
+    step: usize,
+    op: &Op,
+) -> Result<(), TestCaseError> {
+    for (u, user) in USERS.iter().enumerate() {
+        let listed: BTreeSet<String> = sessions
+            .user_sessions(user)
+            .map(|s| s.expect("list").id().to_string())
+            .collect();
+        let expected: BTreeSet<String> = handles
+            .iter()
+            .filter(|h| h.live && h.user == Some(u))
+            .map(|h| h.session.id().to_string())
+            .collect();
+        prop_assert_eq!(listed, expected, "step {}: {:?}, user {}", step, op, user);
+    }
     Ok(())
 }
 
