@@ -2059,3 +2059,44 @@ fn ids_hashed_at_rest_never_reach_storage() {
     assert!(!archive.has_domain(&hash).unwrap());
     session.destroy().unwrap();
 }
+
+/// An archive written by an earlier version holds its sweep cursor as a bare bucket number
+/// (`sweep-cursor/bucket`) and no record. The record this version writes then starts the sweep
+/// where that cursor stood, so sessions the earlier version indexed since are still swept.
+#[test]
+fn an_earlier_versions_sweep_cursor_is_followed() {
+    use std::time::{Duration, SystemTime};
+
+    use session_archive::{ManualClock, Sessions};
+
+    const GRANULARITY: u64 = 60;
+    let start = 1_700_000_000;
+    let archive = Arc::new(MemoryArchive::new());
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(start));
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .idle_timeout(Duration::from_secs(600))
+        .sweep_granularity(Duration::from_secs(GRANULARITY))
+        .clock(clock.clone())
+        .build();
+    let mut old = sessions.start(None, 1_u32).unwrap();
+    old.save().unwrap();
+    let old = old.id().to_string();
+    // What the earlier version left: its cursor at the start, no record.
+    archive.remove("sweep-cursor", "index").unwrap();
+    let bucket = (start / GRANULARITY).to_string();
+    archive
+        .set("sweep-cursor", "bucket", bucket.as_bytes())
+        .unwrap();
+
+    // Two hours later this version writes, and so records its own cursor.
+    clock.advance(Duration::from_secs(2 * 3600));
+    let later = Sessions::builder(Arc::clone(&archive))
+        .idle_timeout(Duration::from_secs(600))
+        .sweep_granularity(Duration::from_secs(GRANULARITY))
+        .clock(clock.clone())
+        .build();
+    later.start(None, 2_u32).unwrap().save().unwrap();
+    assert!(archive.has("sweep-cursor", "index").unwrap());
+    assert_eq!(later.sweep().unwrap(), 1, "the old session was swept");
+    assert!(!archive.has_domain(&old).unwrap());
+}
