@@ -359,13 +359,13 @@ fn debug_shows_path_and_durability_not_contents() {
     );
 }
 
-/// Many threads write at once, so their writes share group commits: every acknowledged set is
+/// Many threads write at once, so their writes meet in group commits: every acknowledged set is
 /// there after a reopen, every compare-and-swap increment of the shared counter counted exactly
 /// once, and each remove answered for itself. (That writers do share commits, and how many, is
-/// shown deterministically by the unit tests in `src/archive/redb.rs`, which can hold a commit
-/// back until others have queued behind it.)
+/// shown deterministically by the unit tests in `src/archive/redb/tests.rs`, which hold a
+/// commit back until others have queued behind it.)
 #[test]
-fn concurrent_sets_and_swaps_share_commits_and_are_all_exact() {
+fn concurrent_sets_swaps_and_removes_are_all_exact() {
     const THREADS: u32 = 16;
     const STEPS: u32 = 25;
     let dir = tempfile::tempdir().unwrap();
