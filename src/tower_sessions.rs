@@ -85,9 +85,9 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::archive::{Archive, Change, Update};
 use crate::error::Error;
+use crate::ids::fingerprint;
 use crate::session::clock::{Clock, SystemClock};
 use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Verdict, place};
-use crate::session::id::fingerprint;
 
 /// The prefix of a record's domain; the id follows.
 const RECORD_PREFIX: &str = "tower-session-";
@@ -423,24 +423,8 @@ impl Inner {
                     .map_err(|err| backend(&err))?;
             }
             let moved = Arc::new(AtomicBool::new(false));
-            let record = bytes.clone();
-            let stale = Arc::clone(&moved);
-            let change: Change = Box::new(move |current| {
-                // The change may run more than once: the flag tells of the run that counted.
-                stale.store(false, Ordering::Relaxed);
-                let Some(current) = current else {
-                    return Ok(Update::Keep);
-                };
-                let stored = decode_expiry(current);
-                if expired(stored) || current == record.as_slice() {
-                    return Ok(Update::Keep);
-                }
-                if !indexed && !covers(width, stored, at) {
-                    stale.store(true, Ordering::Relaxed);
-                    return Ok(Update::Keep);
-                }
-                Ok(Update::Set(record.clone()))
-            });
+            let covered = move |stored| indexed || covers(width, stored, at);
+            let change = save_change(bytes.clone(), expired, covered, Arc::clone(&moved));
             let stored = self
                 .archive
                 .update(&domain, RECORD_KEY, change)
@@ -627,6 +611,33 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
 
 /// The expiry of stored bytes, or `None` when they are not a record. Exactly the bytes that
 /// `load` decodes have one, so that nothing judges a record that `load` reports as undecodable.
+/// The change of a `save` of `record`: stores it over the stored record, unless that is gone or
+/// `expired` (never resurrecting), or already equal to it, or its expiry is no longer `covered`
+/// by an index entry, which it reports in `moved` for the save to start over.
+fn save_change(
+    record: Vec<u8>,
+    expired: impl Fn(Option<OffsetDateTime>) -> bool + Send + 'static,
+    covered: impl Fn(Option<OffsetDateTime>) -> bool + Send + 'static,
+    moved: Arc<AtomicBool>,
+) -> Change {
+    Box::new(move |current| {
+        // The change may run more than once: the flag tells of the run that counted.
+        moved.store(false, Ordering::Relaxed);
+        let Some(current) = current else {
+            return Ok(Update::Keep);
+        };
+        let stored = decode_expiry(current);
+        if expired(stored) || current == record.as_slice() {
+            return Ok(Update::Keep);
+        }
+        if !covered(stored) {
+            moved.store(true, Ordering::Relaxed);
+            return Ok(Update::Keep);
+        }
+        Ok(Update::Set(record.clone()))
+    })
+}
+
 /// Whether the index entry of a record stored with expiry `stored` also covers the expiry `at`
 /// (unix seconds), with index buckets `width` seconds wide: `at` falls in the same bucket or a
 /// later one. The sweep reaches that entry first, judges the record as it is then, and moves
