@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Checks two rules of docs/ARCHITECTURE.md over src/:
+"""Checks three rules of docs/ARCHITECTURE.md over src/:
 
 1. no function is longer than 60 lines (signature to closing brace, tests included);
-2. no module imports a module that imports it back.
+2. no module imports a module that imports it back;
+3. the crate's top-level modules (`crate::error`, `crate::session`, ...) depend on each other
+   without cycles of any length, test code aside: data flows one way.
 
 A module is a file (`src/a/b.rs` or `src/a/b/mod.rs` is `crate::a::b`). A path `crate::x::y`,
 `super::y` or `self::y` in code (comments aside) counts as an import of the longest such path that
@@ -61,7 +63,7 @@ def long_functions(path):
             yield start + 1, match.group(7), close - start + 1
 
 
-def imports(mods):
+def imports(mods, tests=True):
     def resolve(path):
         best = ()
         for i in range(len(path) + 1):
@@ -76,6 +78,10 @@ def imports(mods):
         )
         tests_from = code.find("#[cfg(test)]")
         tests_from = len(code) if tests_from < 0 else tests_from
+        if not tests:
+            if module[-1:] == ("tests",):
+                continue
+            code = code[:tests_from]
         for match in PATH.finditer(code):
             base, rest, _, members = match.groups()
             segments = [s for s in rest.split("::") if s]
@@ -101,6 +107,31 @@ def imports(mods):
     return edges
 
 
+def top_level_cycles(mods):
+    """The cycles among top-level modules (the crate root, which re-exports, aside), each as
+    the list of its modules, found by a depth-first walk of the dependencies outside tests."""
+    deps = collections.defaultdict(set)
+    for a, targets in imports(mods, tests=False).items():
+        for b in targets:
+            if a[:1] and b[:1] and a[:1] != b[:1]:
+                deps[a[:1]].add(b[:1])
+    cycles, done = [], set()
+
+    def walk(node, path):
+        if node in path:
+            cycles.append(path[path.index(node):])
+            return
+        if node in done:
+            return
+        for next_node in sorted(deps[node]):
+            walk(next_node, path + [node])
+        done.add(node)
+
+    for node in sorted(deps):
+        walk(node, [])
+    return cycles
+
+
 def main():
     src = sys.argv[1] if len(sys.argv) > 1 else "src"
     mods = modules(src)
@@ -114,6 +145,8 @@ def main():
         for b in sorted(edges[a]):
             if a < b and a in edges.get(b, ()):
                 findings.append(f"{name(a)} and {name(b)} import each other")
+    for cycle in top_level_cycles(mods):
+        findings.append("top-level modules in a cycle: " + " -> ".join(map(name, cycle + cycle[:1])))
     for finding in findings:
         print(finding)
     sys.exit(1 if findings else 0)

@@ -839,11 +839,11 @@ impl fmt::Display for Limit {
 pub struct SweepOptions {
     /// The idle timeout to judge by, as
     /// [`SessionsBuilder::idle_timeout`](crate::session::SessionsBuilder::idle_timeout); `None`
-    /// for the stored one (or, where none is stored, [`DEFAULT_IDLE_TIMEOUT`]).
+    /// for the stored one (where none is stored, a sweep needs both this and `absolute`).
     pub idle: Option<Limit>,
     /// The absolute lifetime to judge by, as
     /// [`SessionsBuilder::absolute_lifetime`](crate::session::SessionsBuilder::absolute_lifetime);
-    /// `None` for the stored one (or [`DEFAULT_ABSOLUTE_LIFETIME`]).
+    /// `None` for the stored one.
     pub absolute: Option<Limit>,
     /// The index's bucket width, for an archive that has none recorded yet (where `scan` then
     /// records it); a recorded width always wins, as for every

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::session::id::{SessionId, fingerprint};
+use crate::ids::{MAX_USER_LEN, fingerprint, is_session_id};
 
 /// A boxed lower-level error, kept as the [`source`](std::error::Error::source) of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -212,11 +212,11 @@ pub enum Error {
     },
 
     /// A user id given to [`Session::set_user`](crate::Session::set_user) or the per-user calls
-    /// is empty or longer than [`MAX_USER_LEN`](crate::session::MAX_USER_LEN) bytes. Nothing was
+    /// is empty or longer than [`session::MAX_USER_LEN`](crate::session::MAX_USER_LEN) bytes. Nothing was
     /// written.
     #[error(
         "invalid user id: {len} bytes, where 1 to {} are allowed",
-        crate::session::MAX_USER_LEN
+        MAX_USER_LEN
     )]
     InvalidUser {
         /// The user id's length in bytes.
@@ -366,9 +366,9 @@ impl fmt::Display for Redacted<'_> {
         let mut shown = 0;
         let mut at = 0;
         while at < text.len() {
-            if let Some(id) = text.get(at..at + 36).and_then(SessionId::parse) {
+            if let Some(id) = text.get(at..at + 36).filter(|id| is_session_id(id)) {
                 f.write_str(&text[shown..at])?;
-                f.write_str(&id.fingerprint())?;
+                f.write_str(&fingerprint(id))?;
                 at += 36;
                 shown = at;
             } else {

@@ -59,6 +59,7 @@ pub mod cli;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod error;
+mod ids;
 pub mod name;
 pub mod session;
 #[cfg(feature = "tower-sessions")]

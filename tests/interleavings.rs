@@ -558,11 +558,15 @@ fn legacy(
     let pair = aged(sessions, clock, archive, id);
     // Under the id, or under its hash where ids are hashed at rest: the other is absent.
     for stored in [id.to_owned(), sha256::sha256_hex(id)] {
-        archive.remove(&stored, META_KEY).expect("drop the timestamps");
+        archive
+            .remove(&stored, META_KEY)
+            .expect("drop the timestamps");
     }
     assert!(
         !archive.has(id, META_KEY).expect("read")
-            && !archive.has(&sha256::sha256_hex(id), META_KEY).expect("read"),
+            && !archive
+                .has(&sha256::sha256_hex(id), META_KEY)
+                .expect("read"),
         "the session has no timestamps"
     );
     pair

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::ids::{fingerprint, is_session_id, sha256_hex};
+
 /// A session id: a lowercase, hyphenated UUID (`8-4-4-4-12` hex digits, 36 characters).
 ///
 /// New ids are UUID v4 from the operating system's secure random generator. Parsing accepts any
@@ -53,12 +55,7 @@ impl SessionId {
     /// }
     /// ```
     pub fn parse(text: &str) -> Option<SessionId> {
-        let well_formed = text.len() == 36
-            && text.bytes().enumerate().all(|(i, b)| match i {
-                8 | 13 | 18 | 23 => b == b'-',
-                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
-            });
-        well_formed.then(|| SessionId(text.to_owned()))
+        is_session_id(text).then(|| SessionId(text.to_owned()))
     }
 
     /// Returns a short fingerprint of the id for logs and error messages: `#` and the first 12
@@ -133,28 +130,6 @@ impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SessionId({})", self.fingerprint())
     }
-}
-
-/// The fingerprint of an id given as text; see [`SessionId::fingerprint`].
-pub(crate) fn fingerprint(id: &str) -> String {
-    format!("#{}", sha256_hex(id, FINGERPRINT_BYTES))
-}
-
-/// How many bytes of the SHA-256 a fingerprint shows: 48 bits tell sessions apart in logs, and
-/// say nothing usable about the 122 random bits of the id.
-const FINGERPRINT_BYTES: usize = 6;
-
-/// The first `bytes` bytes of the SHA-256 of `text`, as lowercase hex.
-pub(crate) fn sha256_hex(text: &str, bytes: usize) -> String {
-    use sha2::{Digest, Sha256};
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(text.as_bytes());
-    let mut hex = String::with_capacity(2 * bytes);
-    for byte in digest.iter().take(bytes) {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    hex
 }
 
 impl AsRef<str> for SessionId {

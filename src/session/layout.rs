@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::id::{SessionId, sha256_hex};
+use super::id::SessionId;
 use crate::archive::Archive;
 use crate::error::{Error, Result};
+use crate::ids::sha256_hex;
 
 /// The key holding a session's state, as compact JSON: `session.json`, the original framework's
 /// layout (`.gen/sessions/<id>/session.json`).
@@ -88,23 +89,7 @@ pub const META_KEY: &str = "meta.json";
 /// ```
 pub const CORRUPT_DOMAIN: &str = "corrupt-sessions";
 
-/// The longest user id [`Session::set_user`](super::Session::set_user) accepts, in bytes.
-///
-/// # Examples
-///
-/// ```
-/// use session_archive::session::{MAX_USER_LEN, Sessions};
-/// use session_archive::{Error, MemoryArchive};
-///
-/// let sessions = Sessions::new(MemoryArchive::new());
-/// let mut session = sessions.start(None, ())?;
-/// session.set_user(Some(&"x".repeat(MAX_USER_LEN + 1)));
-/// assert!(matches!(session.save(), Err(Error::InvalidUser { .. })));
-/// session.set_user(Some(&"x".repeat(MAX_USER_LEN)));
-/// session.save()?;
-/// # Ok::<(), session_archive::Error>(())
-/// ```
-pub const MAX_USER_LEN: usize = 1024;
+pub use crate::ids::MAX_USER_LEN;
 
 /// How a user's index domain is named: this prefix and the hex SHA-256 of the user id.
 const USER_PREFIX: &str = "user-";
