@@ -2100,3 +2100,50 @@ fn an_earlier_versions_sweep_cursor_is_followed() {
     assert_eq!(later.sweep().unwrap(), 1, "the old session was swept");
     assert!(!archive.has_domain(&old).unwrap());
 }
+
+/// Over an archive whose writes wait (here any wrapped archive, which says `Always`), concurrent
+/// `update_send`s of one session in one process take turns, so each swap succeeds the first
+/// time: every change runs exactly once, and none is lost.
+#[test]
+fn concurrent_update_sends_on_a_waiting_archive_take_turns() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use session_archive::conformance::Hooked;
+    use session_archive::{Blocking, Sessions};
+
+    const THREADS: usize = 8;
+    const UPDATES: usize = 50;
+    let archive = Hooked::new(MemoryArchive::new(), |_| Ok(()));
+    assert_eq!(archive.blocking(), Blocking::Always);
+    let sessions = Sessions::new(archive);
+    let mut session = sessions.start(None, 0_usize).unwrap();
+    session.save().unwrap();
+    let id = session.id().to_string();
+    let runs = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            let (sessions, id, runs) = (&sessions, &id, Arc::clone(&runs));
+            scope.spawn(move || {
+                let mut session = sessions.start(Some(id), 0_usize).unwrap();
+                for _ in 0..UPDATES {
+                    let runs = Arc::clone(&runs);
+                    session
+                        .update_send(move |n| {
+                            runs.fetch_add(1, Ordering::Relaxed);
+                            *n += 1;
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        *sessions.start(Some(&id), 0_usize).unwrap(),
+        THREADS * UPDATES
+    );
+    assert_eq!(
+        runs.load(Ordering::Relaxed),
+        THREADS * UPDATES,
+        "a change ran twice"
+    );
+}

@@ -570,13 +570,17 @@ impl Store {
     /// Replaces the state stored under `id` with the bytes `next` makes from it, in one
     /// [`Archive::update`]: a backend with a serial writer runs `next` inside its commit, so
     /// that concurrent updates of one session share a commit instead of taking turns; the
-    /// others swap and retry as [`swap_state`](Self::swap_state) does. Returns whether a state
-    /// was there to replace (`false` once the session was destroyed or moved).
+    /// others swap and retry as [`swap_state`](Self::swap_state) does, and so take their turn
+    /// behind [`update_lock`](Self::update_lock) (those that wait on storage, whose failed
+    /// swaps cost a round trip each). Returns whether a state was there to replace (`false`
+    /// once the session was destroyed or moved).
     pub(crate) fn update_state(
         &self,
         id: &SessionId,
         next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
     ) -> Result<bool> {
+        let _turn = matches!(self.archive.blocking(), Blocking::Writes | Blocking::Always)
+            .then(|| UpdateTurn::take(self, id));
         let after = self
             .archive
             .update(id.as_str(), STATE_KEY, state_change(next))?;
