@@ -137,6 +137,21 @@ async fn sweep(store: ArchiveStore) {
     }
 }
 
+/// The app's routes behind tower-sessions' layer over `store`. (Public for
+/// `tests/tower_sessions_example.rs`, which serves it in-process.)
+pub fn app(store: ArchiveStore) -> Router {
+    // The example serves plain HTTP, where browsers drop `Secure` cookies, so it turns Secure
+    // off. Behind HTTPS keep the default (`Secure` on).
+    let layer = SessionManagerLayer::new(store)
+        .with_secure(false)
+        .with_expiry(Expiry::OnInactivity(IDLE_TIMEOUT));
+    Router::new()
+        .route("/", get(welcome))
+        .route("/name", post(set_name))
+        .route("/logout", post(logout))
+        .layer(layer)
+}
+
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let archive_path = args.archive;
     if let Some(parent) = archive_path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -144,17 +159,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let archive = tokio::task::spawn_blocking(move || RedbArchive::open(&archive_path)).await??;
     let store = ArchiveStore::new(archive);
-
-    // The example serves plain HTTP, where browsers drop `Secure` cookies, so it turns Secure
-    // off. Behind HTTPS keep the default (`Secure` on).
-    let layer = SessionManagerLayer::new(store.clone())
-        .with_secure(false)
-        .with_expiry(Expiry::OnInactivity(IDLE_TIMEOUT));
-    let app = Router::new()
-        .route("/", get(welcome))
-        .route("/name", post(set_name))
-        .route("/logout", post(logout))
-        .layer(layer);
+    let app = app(store.clone());
 
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     println!("Listening on http://{}", listener.local_addr()?);
