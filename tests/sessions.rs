@@ -2147,3 +2147,98 @@ fn concurrent_update_sends_on_a_waiting_archive_take_turns() {
         "a change ran twice"
     );
 }
+
+/// A regenerate whose move fails so that its outcome is unknown (the swap to the moved-marker
+/// happened but answered an error, and reading it back failed too) takes the marker back: the
+/// call fails and the old session is live and unchanged, with no copy left. If taking it back
+/// fails as well, the copy is kept rather than removed, since it may be the session now.
+#[test]
+fn a_regenerate_whose_move_is_unknown_takes_it_back_or_keeps_the_copy() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use session_archive::conformance::{Call, Hooked};
+    use session_archive::{ArchiveExt, Error, STATE_KEY, Sessions};
+
+    fn injected() -> Error {
+        Error::Backend {
+            backend: "test",
+            operation: "write",
+            source: "injected failure".into(),
+        }
+    }
+    for undo_fails in [false, true] {
+        let inner = Arc::new(MemoryArchive::new());
+        let armed = Arc::new(AtomicBool::new(false));
+        // 1 once the move is made, so that the read right after it fails; then 2.
+        let failed_reads = Arc::new(AtomicUsize::new(0));
+        let (hook_inner, hook_armed, hook_reads) = (
+            Arc::clone(&inner),
+            Arc::clone(&armed),
+            Arc::clone(&failed_reads),
+        );
+        let hooked = Hooked::new(Arc::clone(&inner), move |call| {
+            if !hook_armed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            match *call {
+                // The move: done, but answered with an error.
+                Call::CompareAndSwap {
+                    domain,
+                    key: STATE_KEY,
+                    expected,
+                    new: Some(new),
+                } if new.starts_with(b"\0moved:") => {
+                    hook_inner.compare_and_swap(domain, STATE_KEY, expected, Some(new))?;
+                    hook_reads.store(1, Ordering::SeqCst);
+                    Err(injected())
+                }
+                // Reading the marker back.
+                Call::Get { key: STATE_KEY, .. }
+                    if hook_reads
+                        .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok() =>
+                {
+                    Err(injected())
+                }
+                // Taking the marker back.
+                Call::CompareAndSwap {
+                    key: STATE_KEY,
+                    expected: Some(expected),
+                    ..
+                } if undo_fails && expected.starts_with(b"\0moved:") => Err(injected()),
+                _ => Ok(()),
+            }
+        });
+        let sessions = Sessions::new(hooked);
+        let mut session = sessions.start(None, "anonymous".to_owned()).unwrap();
+        session.save().unwrap();
+        let old = session.id().to_string();
+
+        armed.store(true, Ordering::SeqCst);
+        *session = "alice".to_owned();
+        assert!(matches!(session.regenerate(), Err(Error::Backend { .. })));
+        armed.store(false, Ordering::SeqCst);
+        assert_eq!(
+            session.id().as_str(),
+            old,
+            "a failed regenerate keeps the old id"
+        );
+        let states: Vec<String> = inner
+            .domains()
+            .map(Result::unwrap)
+            .filter_map(|domain| inner.get(&domain, STATE_KEY).unwrap().map(|s| (domain, s)))
+            .filter(|(_, state)| !state.starts_with(b"\0moved:"))
+            .map(|(domain, state)| format!("{domain}={}", String::from_utf8_lossy(&state)))
+            .collect();
+        if undo_fails {
+            // The old id holds the marker; the copy, with the new state, is kept.
+            assert_eq!(states.len(), 1, "{states:?}");
+            assert!(states[0].ends_with("=\"alice\""), "{states:?}");
+        } else {
+            assert_eq!(states, [format!("{old}=\"anonymous\"")]);
+            let again = sessions.start(Some(&old), String::new()).unwrap();
+            assert_eq!(again.id().as_str(), old);
+            assert_eq!(*again, "anonymous");
+        }
+    }
+}

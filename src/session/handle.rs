@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
 use super::layout::{Meta, Stamp, Stored, bytes_hash, decode, validate_user};
-use super::store::{Refresh, StateWritten, Store, UpdateTurn};
+use super::store::{MoveFailed, Refresh, StateWritten, Store, UpdateTurn};
 use crate::error::{Error, Result};
 
 /// Where a session stands, as far as this handle knows.
@@ -767,7 +767,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// (or moved by another regenerate) first, the copy is removed again and the call is
     /// [`Error::SessionGone`]: of two concurrent regenerates, exactly one wins. Any other
     /// failure before the move leaves the old session live and unchanged and the handle on the
-    /// old id. After the move the old domain is removed; if that fails, the marker left behind
+    /// old id; so does a failure of the move itself, even one that leaves unknown whether the
+    /// marker was written (it is read back, and taken back if there). Only if storage fails that
+    /// too is the copy kept rather than removed, since it may then be the session. After the move the old domain is removed; if that fails, the marker left behind
     /// is dead to every call and the sweep removes it when the old timestamps expire.
     ///
     /// # Errors
@@ -862,11 +864,18 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 store.forget(&old_id, old_bound.as_deref());
                 Ok(())
             }
-            Err(err) => {
+            Err(failed) => {
                 // The copy was never reachable (its id never left this handle), so removing
                 // it is a plain removal. If that fails, the copy is indexed and swept on expiry.
+                // It is kept when the move's outcome is unknown: it may be the session now.
                 let copy = std::mem::replace(&mut self.id, old_id);
-                store.forget(&copy, self.user.as_deref());
+                let err = match failed {
+                    MoveFailed::NotMoved(err) => {
+                        store.forget(&copy, self.user.as_deref());
+                        err
+                    }
+                    MoveFailed::Unknown(err) => err,
+                };
                 self.bound = old_bound;
                 if let Error::SessionGone { .. } = err {
                     return Err(self.gone());

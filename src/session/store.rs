@@ -650,7 +650,8 @@ impl Store {
     /// as what was moved, and `follow` is given each newer state before the copy takes it.
     ///
     /// [`Error::SessionGone`] (naming `old`) when the session was destroyed or moved by another
-    /// call first, or when the copy changed under this call.
+    /// call first, or when the copy changed under this call; see [`MoveFailed`] for when the
+    /// copy must be kept.
     pub(crate) fn move_session(
         &self,
         old: &SessionId,
@@ -659,7 +660,7 @@ impl Store {
         bytes: &mut Vec<u8>,
         clean: bool,
         mut follow: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), MoveFailed> {
         let archive = &*self.archive;
         let marker = moved_marker(&self.stored_name(new));
         let gone = || Error::SessionGone {
@@ -670,27 +671,54 @@ impl Store {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 // The swap may or may not have happened; the marker is unique to this call, so
-                // reading it back tells.
+                // reading it back tells. If that fails too, the marker is taken back should it
+                // be there, so that the failed call leaves the old session as it was.
                 Err(err) => {
                     return match archive.get(old.as_str(), STATE_KEY) {
                         Ok(Some(stored)) if stored == marker => Ok(()),
-                        _ => Err(err),
+                        Ok(_) => Err(MoveFailed::NotMoved(err)),
+                        Err(_) => match archive.compare_and_swap(
+                            old.as_str(),
+                            STATE_KEY,
+                            Some(&marker),
+                            Some(&current),
+                        ) {
+                            Ok(_) => Err(MoveFailed::NotMoved(err)),
+                            Err(_) => Err(MoveFailed::Unknown(err)),
+                        },
                     };
                 }
             }
             let Stored::State(next) = self.read_state(old)? else {
-                return Err(gone());
+                return Err(gone().into());
             };
             if clean {
                 follow(&next)?;
                 // Only this call knows the copy's id; a copy changed under it is gone.
                 if !archive.compare_and_swap(new.as_str(), STATE_KEY, Some(bytes), Some(&next))? {
-                    return Err(gone());
+                    return Err(gone().into());
                 }
                 bytes.clone_from(&next);
             }
             current = next;
         }
+    }
+}
+
+/// Why [`Store::move_session`] did not move a session.
+pub(crate) enum MoveFailed {
+    /// The session was not moved: the old id holds it as before (or lost it to a destroy or
+    /// another move first, [`Error::SessionGone`]), and the copy is nobody's.
+    NotMoved(Error),
+    /// Storage failed so that whether the move happened is unknown, and taking it back failed
+    /// too. The copy may now be the session: it must be kept (it expires and is swept like any
+    /// session if it is not).
+    Unknown(Error),
+}
+
+impl From<Error> for MoveFailed {
+    fn from(err: Error) -> Self {
+        MoveFailed::NotMoved(err)
     }
 }
 
