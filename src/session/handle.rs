@@ -891,19 +891,14 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// handle's id, or under a fresh one if that id is taken (see [`Store::create`]). On an
     /// error the handle stays new.
     fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
+        // On an error the handle stays as it was, bound as before, so a later write still
+        // writes its binding.
         let Some(stamp) = self
             .store
             .create(&mut self.id, bytes, meta, self.user.as_deref())?
         else {
             return Err(self.gone());
         };
-        if let Err(err) = self.store.expire_hint(&self.id, meta) {
-            // The id never left this handle, so nobody else can reach what was just stored:
-            // remove it (if that fails too, it is indexed and swept on expiry), and the handle
-            // stays as it was, bound as before, so a later write still writes its binding.
-            self.store.forget(&self.id, self.user.as_deref());
-            return Err(err);
-        }
         self.phase = Phase::Live(Some(stamp));
         self.synced = Some(bytes_hash(bytes));
         self.cookie = CookieAction::Set;

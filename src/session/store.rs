@@ -480,7 +480,9 @@ impl Store {
     /// the index entries, then the timestamps (their `compare_and_swap` from nothing claims the
     /// id), then the state. Until the state is written the domain is not a session (a start does
     /// not find it), and a domain holding only timestamps is indexed, so the sweep removes it
-    /// when it expires. On an error what was written is removed, as far as the archive allows.
+    /// when it expires. Last comes the expiry hint (see [`expire_hint`](Self::expire_hint)). On
+    /// an error what was written is removed, as far as the archive allows: the id never left
+    /// the caller, so nobody else can have reached it.
     pub(crate) fn create(
         &self,
         id: &mut SessionId,
@@ -494,6 +496,11 @@ impl Store {
         for _ in 0..CREATE_ATTEMPTS {
             let raw = encode_meta(id, meta, user)?;
             if let Some(raw) = self.create_at(id, bytes, meta, raw, user)? {
+                if let Err(err) = self.expire_hint(id, meta) {
+                    // If the removal fails too, what is left is indexed and swept on expiry.
+                    self.forget(id, user);
+                    return Err(err);
+                }
                 return Ok(Some(Stamp { meta, raw }));
             }
             *id = SessionId::generate();
