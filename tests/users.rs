@@ -287,6 +287,14 @@ fn a_regenerate_failing_after_storing_its_copy_leaves_no_copy_and_the_binding_as
     assert!(sessions.user_sessions("alice").next().is_none());
 }
 
+/// A new session bound to `alice`, saved; returns its id.
+fn saved_for_alice(sessions: &Sessions) -> String {
+    let mut session = sessions.start(None, 0_u32).expect("start");
+    session.set_user(Some("alice"));
+    session.save().expect("save");
+    session.id().to_string()
+}
+
 /// On backends that expire domains themselves (Redis), a user's index outlives every session it
 /// lists: a session kept alive by use far longer than its idle timeout, with no absolute
 /// lifetime, has its user index's expiry moved on with its own at each touch, never behind it.
@@ -310,10 +318,7 @@ fn a_user_index_never_expires_before_a_session_kept_alive_by_use() {
         .absolute_lifetime(None)
         .clock(clock.clone())
         .build();
-    let mut session = sessions.start(None, 0_u32).unwrap();
-    session.set_user(Some("alice"));
-    session.save().unwrap();
-    let id = session.id().to_string();
+    let id = saved_for_alice(&sessions);
     // 50 visits 300 s apart: 4 hours, far past the 660 s the index was first given.
     for visit in 0..50 {
         clock.advance(Duration::from_secs(300));
@@ -357,10 +362,7 @@ fn a_session_found_expired_on_start_leaves_its_user_index() {
         .idle_timeout(Duration::from_secs(600))
         .clock(clock.clone())
         .build();
-    let mut session = sessions.start(None, 0_u32).unwrap();
-    session.set_user(Some("alice"));
-    session.save().unwrap();
-    let id = session.id().to_string();
+    let id = saved_for_alice(&sessions);
     let user_entries = || {
         archive
             .domains()
