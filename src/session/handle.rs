@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
 use super::layout::{Meta, Stamp, Stored, bytes_hash, decode, validate_user};
-use super::store::{MoveFailed, Refresh, StateWritten, Store, UpdateTurn};
+use super::store::{Moving, Refresh, StateWritten, Store, UpdateTurn};
 use crate::error::{Error, Result};
 
 /// Where a session stands, as far as this handle knows.
@@ -827,10 +827,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         self.move_to_fresh_id(current, bytes, clean, meta, moved)
     }
 
-    /// The writes of [`regenerate`](Self::regenerate): stores the state (`bytes`) under a fresh
-    /// id, then moves the session there from `current` under the old id (see
-    /// [`Store::move_session`]). `moved` is the state a clean handle found stored, newer than
-    /// its own.
+    /// The writes of [`regenerate`](Self::regenerate) (see [`Store::regenerate`]), and what the
+    /// handle keeps of them. `moved` is the state a clean handle found stored, newer than its own.
     fn move_to_fresh_id(
         &mut self,
         current: Vec<u8>,
@@ -839,48 +837,37 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         meta: Meta,
         moved: Option<T>,
     ) -> Result<()> {
-        let old_bound = self.bound.clone();
-        let old_id = std::mem::replace(&mut self.id, SessionId::generate());
-        let old_phase = std::mem::replace(&mut self.phase, Phase::New);
-        if let Err(err) = self.create(&bytes, meta) {
-            self.id = old_id;
-            self.phase = old_phase;
-            return Err(err);
-        }
         let store = Arc::clone(&self.store);
+        let old = self.id.clone();
         let mut followed = None;
-        let result = store.move_session(&old_id, &self.id, current, &mut bytes, clean, |next| {
-            followed = Some(decode(&old_id, next)?);
+        let moving = Moving {
+            current,
+            clean,
+            meta,
+        };
+        let users = (self.bound.as_deref(), self.user.as_deref());
+        let result = store.regenerate(&old, users, moving, &mut bytes, |next| {
+            followed = Some(decode(&old, next)?);
             Ok(())
         });
         match result {
-            Ok(()) => {
+            Ok(Some((id, stamp))) => {
+                self.id = id;
+                self.phase = Phase::Live(Some(stamp));
                 if let Some(state) = followed.or(moved) {
                     self.state = state;
                 }
                 self.synced = Some(bytes_hash(&bytes));
                 self.cookie = CookieAction::Set;
-                // The old id is dead from the move on; what is left of it is only clutter.
-                store.forget(&old_id, old_bound.as_deref());
+                self.bound.clone_from(&self.user);
                 Ok(())
             }
-            Err(failed) => {
-                // The copy was never reachable (its id never left this handle), so removing
-                // it is a plain removal. If that fails, the copy is indexed and swept on expiry.
-                // It is kept when the move's outcome is unknown: it may be the session now.
-                let copy = std::mem::replace(&mut self.id, old_id);
-                let err = match failed {
-                    MoveFailed::NotMoved(err) => {
-                        store.forget(&copy, self.user.as_deref());
-                        err
-                    }
-                    MoveFailed::Unknown(err) => err,
-                };
-                self.bound = old_bound;
-                if let Error::SessionGone { .. } = err {
-                    return Err(self.gone());
-                }
-                self.phase = old_phase;
+            // Every fresh id drawn was taken: nothing was written.
+            Ok(None) => Err(Error::SessionGone {
+                id: old.to_string(),
+            }),
+            Err(Error::SessionGone { .. }) => Err(self.gone()),
+            Err(err) => {
                 self.cookie = CookieAction::Keep;
                 Err(err)
             }

@@ -651,6 +651,45 @@ impl Store {
         }
     }
 
+    /// The writes of a regenerate (see [`Session::regenerate`](super::Session::regenerate)):
+    /// stores `bytes` as a new session bound to `users.1` under a fresh id (see
+    /// [`create`](Self::create)), moves the session there from `old` (see
+    /// [`move_session`](Self::move_session)), and removes what is left under `old` (bound to
+    /// `users.0`). Returns the new id and its timestamps, or `None` when every id drawn was
+    /// taken (nothing is written then).
+    ///
+    /// On an error the old session is as it was, or gone ([`Error::SessionGone`]), and the copy
+    /// is removed, unless the move's outcome is unknown ([`MoveFailed::Unknown`]): then the
+    /// copy is kept, as it may be the session.
+    pub(crate) fn regenerate(
+        &self,
+        old: &SessionId,
+        users: (Option<&str>, Option<&str>),
+        moving: Moving,
+        bytes: &mut Vec<u8>,
+        follow: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<(SessionId, Stamp)>> {
+        let (old_user, user) = users;
+        let mut new = SessionId::generate();
+        let Some(stamp) = self.create(&mut new, bytes, moving.meta, user)? else {
+            return Ok(None);
+        };
+        match self.move_session(old, &new, moving.current, bytes, moving.clean, follow) {
+            Ok(()) => {
+                // The old id is dead from the move on; what is left of it is only clutter.
+                self.forget(old, old_user);
+                Ok(Some((new, stamp)))
+            }
+            Err(MoveFailed::NotMoved(err)) => {
+                // The copy was never reachable (its id never left this call), so removing it
+                // is a plain removal. If that fails, the copy is indexed and swept on expiry.
+                self.forget(&new, user);
+                Err(err)
+            }
+            Err(MoveFailed::Unknown(err)) => Err(err),
+        }
+    }
+
     /// The move of a regenerate: swaps the old id's state, `current`, for a moved-marker naming
     /// `new`, following the writes that land meanwhile. With `clean` (the handle holds no
     /// changes of its own) the copy already stored under `new` follows them too: `bytes` ends
@@ -659,7 +698,7 @@ impl Store {
     /// [`Error::SessionGone`] (naming `old`) when the session was destroyed or moved by another
     /// call first, or when the copy changed under this call; see [`MoveFailed`] for when the
     /// copy must be kept.
-    pub(crate) fn move_session(
+    fn move_session(
         &self,
         old: &SessionId,
         new: &SessionId,
@@ -712,8 +751,17 @@ impl Store {
     }
 }
 
+/// What a [`Store::regenerate`] moves: the state stored under the old id (`current`), whether
+/// the handle holds no changes of its own (`clean`: the copy then follows newer states), and the
+/// timestamps of the new id.
+pub(crate) struct Moving {
+    pub(crate) current: Vec<u8>,
+    pub(crate) clean: bool,
+    pub(crate) meta: Meta,
+}
+
 /// Why [`Store::move_session`] did not move a session.
-pub(crate) enum MoveFailed {
+enum MoveFailed {
     /// The session was not moved: the old id holds it as before (or lost it to a destroy or
     /// another move first, [`Error::SessionGone`]), and the copy is nobody's.
     NotMoved(Error),
