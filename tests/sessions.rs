@@ -2148,97 +2148,105 @@ fn concurrent_update_sends_on_a_waiting_archive_take_turns() {
     );
 }
 
-/// A regenerate whose move fails so that its outcome is unknown (the swap to the moved-marker
-/// happened but answered an error, and reading it back failed too) takes the marker back: the
-/// call fails and the old session is live and unchanged, with no copy left. If taking it back
-/// fails as well, the copy is kept rather than removed, since it may be the session now.
+/// A regenerate whose move's outcome is unknown (the swap to the moved-marker happened but
+/// answered an error, and reading it back failed too) fails, stays on the old id, and keeps the
+/// copy, which is the session now; the marker is never taken back, since another call may have
+/// followed it already: a revoke that ran in that moment (and destroyed the copy) stays final.
 #[test]
-fn a_regenerate_whose_move_is_unknown_takes_it_back_or_keeps_the_copy() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+fn a_regenerate_whose_move_is_unknown_keeps_the_copy_and_never_takes_the_move_back() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use session_archive::conformance::{Call, Hooked};
-    use session_archive::{ArchiveExt, Error, STATE_KEY, Sessions};
+    use session_archive::{ArchiveExt, Error, STATE_KEY, SessionId, Sessions};
 
-    fn injected() -> Error {
-        Error::Backend {
-            backend: "test",
-            operation: "write",
-            source: "injected failure".into(),
-        }
-    }
-    for undo_fails in [false, true] {
+    type Other = Box<dyn FnOnce() -> usize + Send>;
+    for revoke_meanwhile in [false, true] {
         let inner = Arc::new(MemoryArchive::new());
-        let armed = Arc::new(AtomicBool::new(false));
-        // 1 once the move is made, so that the read right after it fails; then 2.
-        let failed_reads = Arc::new(AtomicUsize::new(0));
-        let (hook_inner, hook_armed, hook_reads) = (
+        // 0 disarmed, 1 armed, 2 once the move is made, 3 after the read back.
+        let stage = Arc::new(AtomicUsize::new(0));
+        let other: Arc<Mutex<Option<Other>>> = Arc::default();
+        let revoked = Arc::new(AtomicUsize::new(0));
+        let (hook_inner, hook_stage, hook_other, hook_revoked) = (
             Arc::clone(&inner),
-            Arc::clone(&armed),
-            Arc::clone(&failed_reads),
+            Arc::clone(&stage),
+            Arc::clone(&other),
+            Arc::clone(&revoked),
         );
         let hooked = Hooked::new(Arc::clone(&inner), move |call| {
-            if !hook_armed.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            match *call {
-                // The move: done, but answered with an error.
-                Call::CompareAndSwap {
-                    domain,
-                    key: STATE_KEY,
-                    expected,
-                    new: Some(new),
-                } if new.starts_with(b"\0moved:") => {
+            let injected = Err(Error::Backend {
+                backend: "test",
+                operation: "write",
+                source: "injected failure".into(),
+            });
+            match (*call, hook_stage.load(Ordering::SeqCst)) {
+                (
+                    Call::CompareAndSwap {
+                        domain,
+                        key: STATE_KEY,
+                        expected,
+                        new: Some(new),
+                    },
+                    1,
+                ) if new.starts_with(b"\0moved:") => {
                     hook_inner.compare_and_swap(domain, STATE_KEY, expected, Some(new))?;
-                    hook_reads.store(1, Ordering::SeqCst);
-                    Err(injected())
+                    hook_stage.store(2, Ordering::SeqCst);
+                    injected
                 }
-                // Reading the marker back.
-                Call::Get { key: STATE_KEY, .. }
-                    if hook_reads
-                        .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok() =>
-                {
-                    Err(injected())
+                (Call::Get { key: STATE_KEY, .. }, 2) => {
+                    hook_stage.store(3, Ordering::SeqCst);
+                    if let Some(other) = hook_other.lock().unwrap().take() {
+                        hook_revoked.store(other(), Ordering::SeqCst);
+                    }
+                    injected
                 }
-                // Taking the marker back.
-                Call::CompareAndSwap {
-                    key: STATE_KEY,
-                    expected: Some(expected),
-                    ..
-                } if undo_fails && expected.starts_with(b"\0moved:") => Err(injected()),
                 _ => Ok(()),
             }
         });
         let sessions = Sessions::new(hooked);
+        // Another process over the same storage.
+        let plain = Sessions::new(Arc::clone(&inner));
         let mut session = sessions.start(None, "anonymous".to_owned()).unwrap();
+        session.set_user(Some("alice"));
         session.save().unwrap();
-        let old = session.id().to_string();
+        let old = session.id().clone();
+        if revoke_meanwhile {
+            let plain = plain.clone();
+            *other.lock().unwrap() = Some(Box::new(move || plain.revoke_user("alice").unwrap()));
+        }
 
-        armed.store(true, Ordering::SeqCst);
+        stage.store(1, Ordering::SeqCst);
         *session = "alice".to_owned();
         assert!(matches!(session.regenerate(), Err(Error::Backend { .. })));
-        armed.store(false, Ordering::SeqCst);
         assert_eq!(
-            session.id().as_str(),
-            old,
-            "a failed regenerate keeps the old id"
+            stage.swap(0, Ordering::SeqCst),
+            3,
+            "the move was made and read back"
         );
-        let states: Vec<String> = inner
+        assert_eq!(session.id(), &old, "a failed regenerate keeps the old id");
+        assert!(
+            !plain.is_live(&old).unwrap(),
+            "the move is never taken back"
+        );
+        let states: Vec<(String, Vec<u8>)> = inner
             .domains()
             .map(Result::unwrap)
-            .filter_map(|domain| inner.get(&domain, STATE_KEY).unwrap().map(|s| (domain, s)))
+            .filter_map(|domain| Some((domain.clone(), inner.get(&domain, STATE_KEY).unwrap()?)))
             .filter(|(_, state)| !state.starts_with(b"\0moved:"))
-            .map(|(domain, state)| format!("{domain}={}", String::from_utf8_lossy(&state)))
             .collect();
-        if undo_fails {
-            // The old id holds the marker; the copy, with the new state, is kept.
-            assert_eq!(states.len(), 1, "{states:?}");
-            assert!(states[0].ends_with("=\"alice\""), "{states:?}");
+        if revoke_meanwhile {
+            assert_eq!(revoked.load(Ordering::SeqCst), 1);
+            assert!(states.is_empty(), "a revoked session survived: {states:?}");
+            assert_eq!(plain.user_sessions("alice").count(), 0);
         } else {
-            assert_eq!(states, [format!("{old}=\"anonymous\"")]);
-            let again = sessions.start(Some(&old), String::new()).unwrap();
-            assert_eq!(again.id().as_str(), old);
-            assert_eq!(*again, "anonymous");
+            // The copy, with the new state, is kept and live.
+            assert_eq!(states.len(), 1, "{states:?}");
+            assert_eq!(states[0].1, b"\"alice\"");
+            assert!(
+                plain
+                    .is_live(&SessionId::parse(&states[0].0).unwrap())
+                    .unwrap()
+            );
         }
     }
 }

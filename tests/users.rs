@@ -440,3 +440,54 @@ fn a_user_with_more_sessions_than_a_page_is_listed_and_revoked_whole() {
     assert_eq!(sessions.revoke_user("alice").unwrap(), 1);
     assert_eq!(sessions.user_sessions("alice").count(), 0);
 }
+
+/// The user index's expiry moves before the touch it covers: when moving it fails (a Redis
+/// hiccup), the touch is not written either, so the session never outlives its index.
+#[test]
+fn a_failed_user_index_expiry_leaves_the_touch_unwritten() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use session_archive::conformance::{Call, Hooked};
+    use session_archive::{Error, META_KEY};
+
+    let inner = Arc::new(MemoryArchive::new());
+    let user_expiry: Arc<Mutex<Option<SystemTime>>> = Arc::default();
+    let fail = Arc::new(AtomicBool::new(false));
+    let (seen, failing) = (Arc::clone(&user_expiry), Arc::clone(&fail));
+    let hooked = Hooked::new(Arc::clone(&inner), move |call| {
+        if let Call::ExpireDomain { domain, at } = call
+            && domain.starts_with("user-")
+        {
+            if failing.swap(false, Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    backend: "test",
+                    operation: "expire a domain",
+                    source: "injected failure".into(),
+                });
+            }
+            *seen.lock().unwrap() = Some(*at);
+        }
+        Ok(())
+    });
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let sessions = Sessions::builder(hooked)
+        .idle_timeout(Duration::from_secs(600))
+        .absolute_lifetime(None)
+        .clock(clock.clone())
+        .build();
+    let id = saved_for_alice(&sessions);
+    clock.advance(Duration::from_secs(300));
+    fail.store(true, Ordering::SeqCst);
+    // The visit's touch fails, or is written only with the index moved first.
+    let _ = sessions.start(Some(&id), 0_u32);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&inner.get(&id, META_KEY).unwrap().unwrap()).unwrap();
+    let session_expires =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(meta["seen"].as_u64().unwrap() + 600);
+    let index_expires = user_expiry.lock().unwrap().unwrap();
+    assert!(
+        index_expires >= session_expires,
+        "the user index expires at {index_expires:?}, its live session at {session_expires:?}"
+    );
+}

@@ -767,9 +767,10 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// (or moved by another regenerate) first, the copy is removed again and the call is
     /// [`Error::SessionGone`]: of two concurrent regenerates, exactly one wins. Any other
     /// failure before the move leaves the old session live and unchanged and the handle on the
-    /// old id; so does a failure of the move itself, even one that leaves unknown whether the
-    /// marker was written (it is read back, and taken back if there). Only if storage fails that
-    /// too is the copy kept rather than removed, since it may then be the session. After the move the old domain is removed; if that fails, the marker left behind
+    /// old id; so does a failure of the move itself (the marker is read back to tell whether it
+    /// was written). Only if storage fails that read too is the outcome unknown: the call fails,
+    /// the handle stays on the old id, and the copy is kept rather than removed, since it may be
+    /// the session now. After the move the old domain is removed; if that fails, the marker left behind
     /// is dead to every call and the sweep removes it when the old timestamps expire.
     ///
     /// # Errors
@@ -862,9 +863,12 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 self.bound.clone_from(&self.user);
                 Ok(())
             }
-            // Every fresh id drawn was taken: nothing was written.
-            Ok(None) => Err(Error::SessionGone {
-                id: old.to_string(),
+            // Every fresh id drawn was taken (a backend whose swaps never succeed): nothing was
+            // written, and the session is as it was.
+            Ok(None) => Err(Error::Backend {
+                backend: "sessions",
+                operation: "store a session under a fresh id",
+                source: "every fresh id drawn was taken".into(),
             }),
             Err(Error::SessionGone { .. }) => Err(self.gone()),
             Err(err) => {

@@ -362,9 +362,10 @@ impl Store {
                 return Ok(Opened::MustWrite);
             }
             self.archive.remove_domain(id.as_str())?;
-            // Then its user entry, as a destroy does: the index stays exact.
+            // Then its user entry, as a destroy does, best effort: a stale entry is dropped by
+            // the next listing of the user's sessions.
             if let Some(user) = stamp.user() {
-                self.remove_user_entry(&user, id)?;
+                let _ = self.remove_user_entry(&user, id);
             }
             return Ok(Opened::Unknown);
         }
@@ -440,8 +441,12 @@ impl Store {
             };
             let raw = encode_meta(id, fresh, user)?;
             self.index(id, fresh)?;
-            if rebind && let Some(user) = user {
-                self.add_user_entry(user, id)?;
+            // The user's index before the binding it covers, as the expiry index: a new entry,
+            // or a later expiry for the index of a binding that stays.
+            match user {
+                Some(user) if rebind => self.add_user_entry(user, id)?,
+                Some(user) => self.keep_user_index(&user_domain(user), now)?,
+                None => {}
             }
             let expected = stamp.as_ref().map(|stamp| stamp.raw.as_slice());
             if self
@@ -450,9 +455,6 @@ impl Store {
             {
                 *stamp = Some(Stamp { meta: fresh, raw });
                 self.expire_hint(id, fresh)?;
-                if let (Some(user), false) = (user, rebind) {
-                    self.keep_user_index(&user_domain(user), now)?;
-                }
                 if rebind {
                     if let Some(old) = bound.as_deref() {
                         self.remove_user_entry(old, id)?;
@@ -717,21 +719,14 @@ impl Store {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 // The swap may or may not have happened; the marker is unique to this call, so
-                // reading it back tells. If that fails too, the marker is taken back should it
-                // be there, so that the failed call leaves the old session as it was.
+                // reading it back tells. If that fails too, the outcome stays unknown, and the
+                // marker is never taken back: once written it is final to every other call (a
+                // revoke or destroy may already have followed it to the copy).
                 Err(err) => {
                     return match archive.get(old.as_str(), STATE_KEY) {
                         Ok(Some(stored)) if stored == marker => Ok(()),
                         Ok(_) => Err(MoveFailed::NotMoved(err)),
-                        Err(_) => match archive.compare_and_swap(
-                            old.as_str(),
-                            STATE_KEY,
-                            Some(&marker),
-                            Some(&current),
-                        ) {
-                            Ok(_) => Err(MoveFailed::NotMoved(err)),
-                            Err(_) => Err(MoveFailed::Unknown(err)),
-                        },
+                        Err(_) => Err(MoveFailed::Unknown(err)),
                     };
                 }
             }
@@ -765,9 +760,9 @@ enum MoveFailed {
     /// The session was not moved: the old id holds it as before (or lost it to a destroy or
     /// another move first, [`Error::SessionGone`]), and the copy is nobody's.
     NotMoved(Error),
-    /// Storage failed so that whether the move happened is unknown, and taking it back failed
-    /// too. The copy may now be the session: it must be kept (it expires and is swept like any
-    /// session if it is not).
+    /// Storage failed so that whether the move happened is unknown (the swap to the marker and
+    /// reading it back both failed). The copy may now be the session: it must be kept (it
+    /// expires and is swept like any session if it is not).
     Unknown(Error),
 }
 
