@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use crate::archive::{Archive, ArchiveExt};
 use crate::error::{Chain, Error};
-use crate::session::{DEFAULT_SWEEP_GRANULARITY, SessionId, Sessions, StoredSettings, UserSession};
+use crate::ids::redact;
+use crate::session::{DEFAULT_SWEEP_GRANULARITY, Sessions, StoredSettings, UserSession};
 
 /// What can go wrong in the command, beyond the archive's own [`Error`]s.
 ///
@@ -89,9 +90,10 @@ pub enum CliError {
     #[error("the target is not empty; pass --merge to copy into it anyway")]
     TargetNotEmpty,
 
-    /// Reading or writing one entry failed. The message names a domain that is a session id
-    /// by its [fingerprint](crate::SessionId::fingerprint): ids are bearer tokens.
-    #[error("{}/{key}: cannot {operation}", shown(domain))]
+    /// Reading or writing one entry failed. The message shows the session ids in the domain
+    /// and key (a session's domain, an index entry's key) by their
+    /// [fingerprint](crate::SessionId::fingerprint): ids are bearer tokens.
+    #[error("{}/{}: cannot {operation}", redact(domain), redact(key))]
     Entry {
         /// What was being done: `"read it from the source"` or `"write it to the target"`.
         operation: &'static str,
@@ -107,8 +109,9 @@ pub enum CliError {
     /// Verification read back a different value (or none) from the target; named as in
     /// [`Entry`](Self::Entry).
     #[error(
-        "{}/{key}: the target holds a different value after copying",
-        shown(domain)
+        "{}/{}: the target holds a different value after copying",
+        redact(domain),
+        redact(key)
     )]
     Mismatch {
         /// The entry's domain.
@@ -440,14 +443,6 @@ impl Spec {
             Spec::Dir(path) => tree_size(path).map(Some),
             Spec::Redis(_) => Ok(None),
         }
-    }
-}
-
-/// A domain as a message shows it: a session id by its fingerprint, any other name as it is.
-fn shown(domain: &str) -> String {
-    match SessionId::parse(domain) {
-        Some(id) => id.fingerprint(),
-        None => domain.to_owned(),
     }
 }
 
@@ -1230,18 +1225,31 @@ mod tests {
     }
 
     #[test]
-    fn entry_errors_name_a_session_by_its_fingerprint_never_its_id() {
+    fn entry_errors_name_sessions_by_their_fingerprint_never_their_id() {
+        use crate::session::SessionId;
+
         let id = SessionId::generate();
-        let err = CliError::Mismatch {
-            domain: id.as_str().to_owned(),
-            key: "session.json".to_owned(),
-        };
-        let message = err.to_string();
-        assert!(!message.contains(id.as_str()), "{message}");
-        assert!(
-            message.starts_with(&format!("{}/session.json", id.fingerprint())),
-            "{message}"
-        );
+        // A session's own domain, and an index entry whose key is the id.
+        for (domain, key, shown) in [
+            (
+                id.as_str(),
+                "session.json",
+                format!("{}/session.json", id.fingerprint()),
+            ),
+            (
+                "expiry-29000000",
+                id.as_str(),
+                format!("expiry-29000000/{}", id.fingerprint()),
+            ),
+        ] {
+            let err = CliError::Mismatch {
+                domain: domain.to_owned(),
+                key: key.to_owned(),
+            };
+            let message = err.to_string();
+            assert!(!message.contains(id.as_str()), "{message}");
+            assert!(message.starts_with(&shown), "{message}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::ids::{MAX_USER_LEN, fingerprint, is_session_id};
+use crate::ids::{MAX_USER_LEN, fingerprint, redact};
 
 /// A boxed lower-level error, kept as the [`source`](std::error::Error::source) of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -357,25 +357,12 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
-/// Displays a path with each component shaped like a session id replaced by its fingerprint.
+/// Displays a path with every id in it replaced by its fingerprint (see [`redact`]).
 struct Redacted<'a>(&'a Path);
 
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.0.to_string_lossy();
-        let mut shown = 0;
-        let mut at = 0;
-        while at < text.len() {
-            if let Some(id) = text.get(at..at + 36).filter(|id| is_session_id(id)) {
-                f.write_str(&text[shown..at])?;
-                f.write_str(&fingerprint(id))?;
-                at += 36;
-                shown = at;
-            } else {
-                at += text[at..].chars().next().map_or(1, char::len_utf8);
-            }
-        }
-        f.write_str(&text[shown..])
+        f.write_str(&redact(&self.0.to_string_lossy()))
     }
 }
 

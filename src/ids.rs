@@ -1,6 +1,6 @@
 //! Identifiers, below every layer: the text shape of a session id, the fingerprint that names
-//! one in messages, the hex SHA-256 digests that name ids and user ids in storage, and how long
-//! a user id may be. They live beneath [`error`](crate::error), so that the one error type can
+//! one in messages (and [`redact`], which puts fingerprints in place of the ids in a text), the
+//! hex SHA-256 digests that name ids and user ids in storage, and how long a user id may be. They live beneath [`error`](crate::error), so that the one error type can
 //! name sessions and user ids without depending on the session layer above it.
 
 /// The longest user id [`Session::set_user`](crate::Session::set_user) accepts, in bytes.
@@ -50,4 +50,69 @@ pub(crate) fn sha256_hex(text: &str, bytes: usize) -> String {
         hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     hex
+}
+
+/// The prefix of a tower-sessions record's domain, `tower-session-<id>` (see the
+/// `tower_sessions` module), whose 22-character id [`redact`] also hides.
+pub(crate) const TOWER_RECORD_PREFIX: &str = "tower-session-";
+
+/// `text` with every id in it replaced by its [fingerprint]: each session id (a lowercase
+/// hyphenated UUID, wherever it stands, as in a path or a storage name) and each tower-sessions
+/// record id (the 22 characters after [`TOWER_RECORD_PREFIX`]). Ids are bearer tokens: a
+/// message, log line or `Debug` output shows this instead.
+pub(crate) fn redact(text: &str) -> String {
+    const TOWER_ID_LEN: usize = 22;
+    let is_tower_id = |id: &str| {
+        id.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        if let Some(id) = rest.get(..36).filter(|id| is_session_id(id)) {
+            out.push_str(&fingerprint(id));
+            at += 36;
+        } else if let Some(id) = rest
+            .strip_prefix(TOWER_RECORD_PREFIX)
+            .and_then(|after| after.get(..TOWER_ID_LEN))
+            .filter(|id| is_tower_id(id))
+        {
+            out.push_str(TOWER_RECORD_PREFIX);
+            out.push_str(&fingerprint(id));
+            at += TOWER_RECORD_PREFIX.len() + TOWER_ID_LEN;
+        } else {
+            let next = rest.chars().next().map_or(1, char::len_utf8);
+            out.push_str(&rest[..next]);
+            at += next;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_replaces_every_session_and_record_id() {
+        let session = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
+        let record = "AAAAAAAAAAAAAAAAAAAAAA";
+        let text = format!(
+            "/srv/{session}/session.json, expiry-1/{session}, /srv/{TOWER_RECORD_PREFIX}{record}/x \
+             and tower-expiry-1/{TOWER_RECORD_PREFIX}{record}"
+        );
+        let shown = redact(&text);
+        assert!(
+            !shown.contains(session) && !shown.contains(record),
+            "{shown}"
+        );
+        assert_eq!(shown.matches(&fingerprint(session)).count(), 2, "{shown}");
+        assert_eq!(shown.matches(&fingerprint(record)).count(), 2, "{shown}");
+        assert!(shown.ends_with(&format!("{TOWER_RECORD_PREFIX}{}", fingerprint(record))));
+        // Too short to be an id, or not shaped like one: left as it is.
+        for plain in ["tower-session-abc", "0d0d0c2f-6bb9-405f-6a41", "é/ü", ""] {
+            assert_eq!(redact(plain), plain);
+        }
+    }
 }

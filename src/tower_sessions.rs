@@ -85,12 +85,12 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::archive::{Archive, Change, Update};
 use crate::error::Error;
-use crate::ids::fingerprint;
+use crate::ids::{TOWER_RECORD_PREFIX, fingerprint, redact};
 use crate::session::clock::{Clock, SystemClock};
 use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Verdict, place};
 
 /// The prefix of a record's domain; the id follows.
-const RECORD_PREFIX: &str = "tower-session-";
+const RECORD_PREFIX: &str = TOWER_RECORD_PREFIX;
 /// The key holding a record in its domain.
 const RECORD_KEY: &str = "record.json";
 /// The store's expiry index.
@@ -699,50 +699,9 @@ fn backend(err: &Error) -> session_store::Error {
     session_store::Error::Backend(redact(&message))
 }
 
-/// `text` with the id after each [`RECORD_PREFIX`] replaced by its fingerprint.
-fn redact(text: &str) -> String {
-    const ID_LEN: usize = 22;
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(RECORD_PREFIX) {
-        let (before, after) = rest.split_at(at + RECORD_PREFIX.len());
-        out.push_str(before);
-        match after.get(..ID_LEN) {
-            Some(id)
-                if id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-            {
-                out.push_str(&fingerprint(id));
-                rest = &after[ID_LEN..];
-            }
-            _ => rest = after,
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_replaces_every_id_after_the_prefix() {
-        let id = "AAAAAAAAAAAAAAAAAAAAAA";
-        let text = format!(
-            "I/O error on /srv/{RECORD_PREFIX}{id}/record.json: also tower-expiry-1/{RECORD_PREFIX}{id}"
-        );
-        let shown = redact(&text);
-        assert!(!shown.contains(id), "{shown}");
-        assert_eq!(shown.matches(&fingerprint(id)).count(), 2, "{shown}");
-        assert!(shown.ends_with(&format!(
-            "tower-expiry-1/{RECORD_PREFIX}{}",
-            fingerprint(id)
-        )));
-        // Too short to be an id: left as it is.
-        assert_eq!(redact("tower-session-abc"), "tower-session-abc");
-    }
 
     #[test]
     fn expiries_round_trip_and_out_of_range_ones_do_not_decode() {
