@@ -398,11 +398,8 @@ impl Inner {
     fn save(&self, id: &Id, bytes: Vec<u8>, expiry: OffsetDateTime) -> session_store::Result<()> {
         let domain = record_domain(id);
         let at = index_secs(expiry);
-        let now = self.now_nanos();
         let width = self.index_width.load(Ordering::Acquire);
-        let expired = move |stored: Option<OffsetDateTime>| {
-            stored.is_some_and(|stored| stored.unix_timestamp_nanos() <= now)
-        };
+        let expired = expired_by(&self.clock);
         for _ in 0..SAVE_ATTEMPTS {
             let Some(current) = self
                 .archive
@@ -424,7 +421,12 @@ impl Inner {
             }
             let moved = Arc::new(AtomicBool::new(false));
             let covered = move |stored| indexed || covers(width, stored, at);
-            let change = save_change(bytes.clone(), expired, covered, Arc::clone(&moved));
+            let change = save_change(
+                bytes.clone(),
+                expired_by(&self.clock),
+                covered,
+                Arc::clone(&moved),
+            );
             let stored = self
                 .archive
                 .update(&domain, RECORD_KEY, change)
@@ -609,8 +611,15 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
     })
 }
 
-/// The expiry of stored bytes, or `None` when they are not a record. Exactly the bytes that
-/// `load` decodes have one, so that nothing judges a record that `load` reports as undecodable.
+/// Whether a record stored with this expiry has expired, by `clock` at the moment of asking:
+/// a `save`'s change runs later than the save began, inside the commit on redb.
+fn expired_by(clock: &Arc<dyn Clock>) -> impl Fn(Option<OffsetDateTime>) -> bool + Send + 'static {
+    let clock = Arc::clone(clock);
+    move |stored| {
+        stored.is_some_and(|stored| stored.unix_timestamp_nanos() <= unix_nanos(clock.now()))
+    }
+}
+
 /// The change of a `save` of `record`: stores it over the stored record, unless that is gone or
 /// `expired` (never resurrecting), or already equal to it, or its expiry is no longer `covered`
 /// by an index entry, which it reports in `moved` for the save to start over.
@@ -646,6 +655,8 @@ fn covers(width: u64, stored: Option<OffsetDateTime>, at: u64) -> bool {
     width > 0 && stored.is_some_and(|stored| at / width >= index_secs(stored) / width)
 }
 
+/// The expiry of stored bytes, or `None` when they are not a record. Exactly the bytes that
+/// `load` decodes have one, so that nothing judges a record that `load` reports as undecodable.
 fn decode_expiry(raw: &[u8]) -> Option<OffsetDateTime> {
     serde_json::from_slice::<Stored>(raw).ok()?.expiry.date()
 }
