@@ -609,9 +609,10 @@ impl Sessions {
     /// only if it is a well-formed [`SessionId`] naming a stored, unexpired session. Anything else
     /// (missing, malformed, unknown, expired or destroyed) gets a new session with a fresh
     /// server-generated id and the `initial` state; a client-chosen id is never adopted. A new
-    /// session writes nothing until its first [`save`](Session::save). An expired session found
-    /// here is removed. A stored session without timestamps (written by the original framework)
-    /// is adopted: its timestamps are written now, and its lifetime starts now.
+    /// session writes nothing until its first write ([`save`](Session::save),
+    /// [`update`](Session::update) or [`regenerate`](Session::regenerate)). An expired session
+    /// found here is removed. A stored session without timestamps (written by the original
+    /// framework) is adopted: its timestamps are written now, and its lifetime starts now.
     ///
     /// # Errors
     ///
