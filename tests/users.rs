@@ -295,6 +295,18 @@ fn saved_for_alice(sessions: &Sessions) -> String {
     session.id().to_string()
 }
 
+/// Sessions over `archive` with a 600 s idle timeout and no absolute lifetime, so that use keeps
+/// a session alive for ever, on a manual clock.
+fn idle_only(archive: impl Archive + 'static) -> (Sessions, ManualClock) {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let sessions = Sessions::builder(archive)
+        .idle_timeout(Duration::from_secs(600))
+        .absolute_lifetime(None)
+        .clock(clock.clone())
+        .build();
+    (sessions, clock)
+}
+
 /// On backends that expire domains themselves (Redis), a user's index outlives every session it
 /// lists: a session kept alive by use far longer than its idle timeout, with no absolute
 /// lifetime, has its user index's expiry moved on with its own at each touch, never behind it.
@@ -312,12 +324,7 @@ fn a_user_index_never_expires_before_a_session_kept_alive_by_use() {
         }
         Ok(())
     });
-    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-    let sessions = Sessions::builder(hooked)
-        .idle_timeout(Duration::from_secs(600))
-        .absolute_lifetime(None)
-        .clock(clock.clone())
-        .build();
+    let (sessions, clock) = idle_only(hooked);
     let id = saved_for_alice(&sessions);
     // 50 visits 300 s apart: 4 hours, far past the 660 s the index was first given.
     for visit in 0..50 {
@@ -470,12 +477,7 @@ fn a_failed_user_index_expiry_leaves_the_touch_unwritten() {
         }
         Ok(())
     });
-    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-    let sessions = Sessions::builder(hooked)
-        .idle_timeout(Duration::from_secs(600))
-        .absolute_lifetime(None)
-        .clock(clock.clone())
-        .build();
+    let (sessions, clock) = idle_only(hooked);
     let id = saved_for_alice(&sessions);
     clock.advance(Duration::from_secs(300));
     fail.store(true, Ordering::SeqCst);
