@@ -212,8 +212,8 @@ pub enum Error {
     },
 
     /// A user id given to [`Session::set_user`](crate::Session::set_user) or the per-user calls
-    /// is empty or longer than [`session::MAX_USER_LEN`](crate::session::MAX_USER_LEN) bytes. Nothing was
-    /// written.
+    /// is empty or longer than [`session::MAX_USER_LEN`](crate::session::MAX_USER_LEN) bytes.
+    /// Nothing was written.
     #[error(
         "invalid user id: {len} bytes, where 1 to {} are allowed",
         MAX_USER_LEN

@@ -741,6 +741,22 @@ fn redb_sessions(dir: &std::path::Path) -> (Arc<session_archive::RedbArchive>, S
     (archive, sessions)
 }
 
+/// The test routes plus `route` at `path`, behind a session layer over a fresh redb archive in
+/// `dir`, served.
+#[cfg(feature = "archive-redb")]
+fn serve_on_redb(
+    dir: &std::path::Path,
+    path: &str,
+    route: axum::routing::MethodRouter,
+) -> (Arc<session_archive::RedbArchive>, Server) {
+    let (archive, sessions) = redb_sessions(dir);
+    let app = routes().route(path, route);
+    (
+        archive,
+        Server::start(app.layer(SessionLayer::new(sessions))),
+    )
+}
+
 /// On redb an update awaits its commit without taking a blocking thread: with the runtime's
 /// only blocking thread held, concurrent updates of one session still all complete, and none
 /// is lost.
@@ -790,12 +806,11 @@ fn on_redb_updates_await_their_commit_without_a_blocking_thread() {
 #[test]
 fn on_redb_a_change_that_panics_in_the_commit_loses_the_handle_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (archive, sessions) = redb_sessions(dir.path());
-    let app = routes().route(
+    let (archive, server) = serve_on_redb(
+        dir.path(),
         "/panicked-update-then-logout",
         post(panicked_update_then_logout),
     );
-    let server = Server::start(app.layer(SessionLayer::new(sessions)));
 
     panicked_update_then_logout_changes_nothing(&server, &*archive);
 }
@@ -806,8 +821,8 @@ fn on_redb_a_change_that_panics_in_the_commit_loses_the_handle_and_changes_nothi
 #[test]
 fn on_redb_a_destroy_after_an_abandoned_update_is_final() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (archive, sessions) = redb_sessions(dir.path());
-    let app = routes().route(
+    let (archive, server) = serve_on_redb(
+        dir.path(),
         "/abandoned-update-then-logout",
         post(|mut session: Session<Visits>| async move {
             let update = session.update(|visits| visits.visits += 10);
@@ -815,7 +830,6 @@ fn on_redb_a_destroy_after_an_abandoned_update_is_final() {
             session.destroy().await
         }),
     );
-    let server = Server::start(app.layer(SessionLayer::new(sessions)));
     let (client, logout) = visit_then_post(&server, "/abandoned-update-then-logout");
     assert_eq!(logout.status(), 200);
     assert!(live_ids(&*archive).is_empty(), "the destroy was final");

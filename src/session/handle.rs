@@ -770,8 +770,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// old id; so does a failure of the move itself (the marker is read back to tell whether it
     /// was written). Only if storage fails that read too is the outcome unknown: the call fails,
     /// the handle stays on the old id, and the copy is kept rather than removed, since it may be
-    /// the session now. After the move the old domain is removed; if that fails, the marker left behind
-    /// is dead to every call and the sweep removes it when the old timestamps expire.
+    /// the session now. After the move the old domain is removed; if that fails, the marker left
+    /// behind is dead to every call and the sweep removes it when the old timestamps expire.
     ///
     /// # Errors
     ///
@@ -880,10 +880,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
 
     /// Stores a session that is not stored yet, with `meta` as its timestamps, under this
     /// handle's id, or under a fresh one if that id is taken (see [`Store::create`]). On an
-    /// error the handle stays new.
+    /// error the handle stays new, and bound as before, so a later write still writes its
+    /// binding.
     fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
-        // On an error the handle stays as it was, bound as before, so a later write still
-        // writes its binding.
         let Some(stamp) = self
             .store
             .create(&mut self.id, bytes, meta, self.user.as_deref())?
