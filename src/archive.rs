@@ -435,6 +435,61 @@ pub trait Archive: Send + Sync {
         new: Option<&[u8]>,
     ) -> Result<bool>;
 
+    /// Atomically swaps several keys of one domain: if, and only if, every key currently holds
+    /// its `expected` value, stores every `new` value (`None` meaning absent on both sides, as
+    /// in [`compare_and_swap`](Archive::compare_and_swap)). Returns whether the swap happened;
+    /// when it did not, nothing was written. A swap whose `expected` and `new` are equal only
+    /// checks its key. An empty list swaps nothing and returns `true`.
+    ///
+    /// No other write to any of the keys can come between the comparisons and the writes, and
+    /// no reader sees some of the new values without the others. The session store builds on it
+    /// wherever two keys of a session must change together (a state and the user it is bound
+    /// to), or one may change only while another holds what was read.
+    ///
+    /// All the keys are in one domain, so that every backend can make the swap atomic: in one
+    /// lock (memory, the directory tree), one write transaction (redb) or one script on one
+    /// server (Redis). The default, for a backend that has only the single-key swap, handles at
+    /// most one key and answers [`Error::Unsupported`](crate::Error::Unsupported) for more: a
+    /// swap of several keys built from single-key swaps would not be atomic. Backends that can
+    /// should override it; sessions need it to bind users, regenerate and revoke.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name and
+    /// [`Error::DuplicateKey`](crate::Error::DuplicateKey) for a key named twice, before
+    /// anything is read or written; [`Error::Unsupported`](crate::Error::Unsupported) as said
+    /// above; otherwise a backend error, after which every value is unchanged (the directory
+    /// tree: unless the process crashed part-way, see [`DirArchive`](crate::DirArchive)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("d", "state", b"1")?;
+    /// archive.set("d", "owner", b"alice")?;
+    /// // The state changes only while alice still owns it, and both change together.
+    /// let swaps = [
+    ///     ("state", Some(&b"1"[..]), Some(&b"2"[..])),
+    ///     ("owner", Some(&b"alice"[..]), Some(&b"bob"[..])),
+    /// ];
+    /// assert!(archive.compare_and_swap_many("d", &swaps)?);
+    /// assert!(!archive.compare_and_swap_many("d", &swaps)?); // state is 2 now: nothing written
+    /// assert_eq!(archive.get("d", "owner")?, Some(b"bob".to_vec()));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        check_swaps(domain, swaps)?;
+        match swaps {
+            [] => Ok(true),
+            [(key, expected, new)] => self.compare_and_swap(domain, key, *expected, *new),
+            _ => Err(crate::Error::Unsupported {
+                operation: "compare_and_swap_many",
+            }),
+        }
+    }
+
     /// Reads the value of `key` in `domain`, gives it to `change` (`None` when absent), and
     /// stores what `change` makes of it, atomically: no other write to the key comes between
     /// the read and the write. Returns the value stored afterwards (`None` when absent), which
@@ -685,6 +740,41 @@ pub trait Archive: Send + Sync {
     }
 }
 
+/// One key's part in an [`Archive::compare_and_swap_many`]: the key, the value it must hold
+/// (`None`: absent), and the value to store (`None`: remove it).
+pub type Swap<'a> = (&'a str, Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Checks the names of an [`Archive::compare_and_swap_many`] and that no key is named twice, as
+/// every backend must before it reads or writes anything.
+///
+/// # Errors
+///
+/// [`Error::InvalidName`](crate::Error::InvalidName) for the first bad name;
+/// [`Error::DuplicateKey`](crate::Error::DuplicateKey) for the first key named twice.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::archive::check_swaps;
+///
+/// assert!(check_swaps("d", &[("a", None, Some(b"1")), ("b", None, None)]).is_ok());
+/// assert!(check_swaps("d", &[("a", None, Some(b"1")), ("a", None, None)]).is_err());
+/// assert!(check_swaps("..", &[]).is_err());
+/// ```
+pub fn check_swaps(domain: &str, swaps: &[Swap<'_>]) -> Result<()> {
+    crate::name::validate_domain(domain)?;
+    for (index, (key, _, _)) in swaps.iter().enumerate() {
+        crate::name::validate_entry(domain, key)?;
+        if swaps[..index].iter().any(|(earlier, _, _)| earlier == key) {
+            return Err(crate::Error::DuplicateKey {
+                domain: domain.to_owned(),
+                key: (*key).to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What the change of an [`Archive::update`] makes of the value it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
@@ -825,6 +915,9 @@ macro_rules! forward_archive {
             }
             fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
                 (**self).list_keys(domain, cursor, limit)
+            }
+            fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+                (**self).compare_and_swap_many(domain, swaps)
             }
             fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
                 (**self).update(domain, key, change)

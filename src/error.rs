@@ -223,6 +223,30 @@ pub enum Error {
         len: usize,
     },
 
+    /// A batch named one key twice (see
+    /// [`Archive::compare_and_swap_many`](crate::Archive::compare_and_swap_many)). Nothing was
+    /// read or written.
+    #[error(
+        "the key {} of domain {} is named twice in one batch",
+        redact(key),
+        redact(domain)
+    )]
+    DuplicateKey {
+        /// The domain of the batch.
+        domain: String,
+        /// The key named twice.
+        key: String,
+    },
+
+    /// The archive does not implement this operation (see
+    /// [`Archive::compare_and_swap_many`](crate::Archive::compare_and_swap_many)). Nothing was
+    /// written.
+    #[error("this archive does not support {operation}")]
+    Unsupported {
+        /// The operation asked for.
+        operation: &'static str,
+    },
+
     /// The session was destroyed (by this handle or another) or has expired, so it cannot be
     /// written any more.
     #[error(
@@ -288,6 +312,15 @@ impl fmt::Debug for Error {
                 .field("limit", limit)
                 .finish(),
             Error::InvalidUser { len } => f.debug_struct("InvalidUser").field("len", len).finish(),
+            Error::DuplicateKey { domain, key } => f
+                .debug_struct("DuplicateKey")
+                .field("domain", &redact(domain))
+                .field("key", &redact(key))
+                .finish(),
+            Error::Unsupported { operation } => f
+                .debug_struct("Unsupported")
+                .field("operation", operation)
+                .finish(),
             Error::SessionGone { id } => f
                 .debug_struct("SessionGone")
                 .field("id", &fingerprint(id))

@@ -293,6 +293,7 @@ mod handle;
 mod hashed;
 pub(crate) mod id;
 mod layout;
+pub(crate) mod points;
 mod sessions;
 mod store;
 mod users;

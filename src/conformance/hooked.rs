@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
+use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture};
 use crate::error::Result;
 
 /// One call to an [`Archive`] method, as [`Hooked`] shows it to its hook: the method and its
@@ -44,6 +44,11 @@ pub enum Call<'a> {
         key: &'a str,
         expected: Option<&'a [u8]>,
         new: Option<&'a [u8]>,
+    },
+    /// An [`Archive::compare_and_swap_many`]: each swap is (key, expected, new).
+    CompareAndSwapMany {
+        domain: &'a str,
+        swaps: &'a [Swap<'a>],
     },
     /// An [`Archive::update`]; the hook sees it once, before the change runs.
     Update {
@@ -245,6 +250,11 @@ impl<A: Archive> Archive for Hooked<A> {
             new,
         })?;
         self.inner.compare_and_swap(domain, key, expected, new)
+    }
+
+    fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        (self.hook)(&Call::CompareAndSwapMany { domain, swaps })?;
+        self.inner.compare_and_swap_many(domain, swaps)
     }
 
     /// Shows the hook one [`Call::Update`], then passes the whole update on: where the change

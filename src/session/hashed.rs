@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use super::id::{SessionId, hashed_name};
-use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
+use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture};
 use crate::error::Result;
 
 /// Wraps the archive of a `Sessions` that hashes ids at rest.
@@ -69,6 +69,16 @@ impl<A: Archive> Archive for HashedIds<A> {
     ) -> Result<bool> {
         self.inner
             .compare_and_swap(&stored(domain), &stored(key), expected, new)
+    }
+
+    fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        let keys: Vec<Cow<'_, str>> = swaps.iter().map(|(key, _, _)| stored(key)).collect();
+        let swaps: Vec<Swap<'_>> = swaps
+            .iter()
+            .zip(&keys)
+            .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
+            .collect();
+        self.inner.compare_and_swap_many(&stored(domain), &swaps)
     }
 
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {

@@ -36,6 +36,7 @@ use super::expiry::{
 };
 use super::hashed::HashedIds;
 use super::id::{SessionId, hashed_name};
+use super::points::Mutation;
 use super::layout::{
     CORRUPT_DOMAIN, META_KEY, Meta, STATE_KEY, Stamp, Stored, bound_user, decode, encode_meta,
     is_state, moved_marker, read_state, user_domain, validate_user,
@@ -256,7 +257,7 @@ impl<'a> UpdateTurn<'a> {
         if IN_UPDATE.with(std::cell::Cell::get) {
             return UpdateTurn { guard: None };
         }
-        let guard = store.update_lock(id).lock();
+        let guard = super::points::lock(store.update_lock(id));
         IN_UPDATE.with(|held| held.set(true));
         UpdateTurn { guard: Some(guard) }
     }
@@ -627,10 +628,13 @@ impl Store {
             let Stored::State(current) = self.read_state(id)? else {
                 return Ok(false);
             };
-            if self
-                .archive
-                .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)?
-            {
+            let destroyed = if super::points::mutated(Mutation::DestroyPlainRemove) {
+                self.archive.remove(id.as_str(), STATE_KEY)?
+            } else {
+                self.archive
+                    .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)?
+            };
+            if destroyed {
                 // The session is destroyed. What is left is its timestamps and its user entry,
                 // which no write can bring back to life; a failure to remove them leaves the
                 // timestamps indexed, for the sweep, and the entry stale, for the next listing
