@@ -484,7 +484,7 @@ pub trait Archive: Send + Sync {
         match swaps {
             [] => Ok(true),
             [(key, expected, new)] => self.compare_and_swap(domain, key, *expected, *new),
-            _ => Err(crate::Error::Unsupported {
+            _ => Err(crate::error::Error::Unsupported {
                 operation: "compare_and_swap_many",
             }),
         }
@@ -766,7 +766,7 @@ pub fn check_swaps(domain: &str, swaps: &[Swap<'_>]) -> Result<()> {
     for (index, (key, _, _)) in swaps.iter().enumerate() {
         crate::name::validate_entry(domain, key)?;
         if swaps[..index].iter().any(|(earlier, _, _)| earlier == key) {
-            return Err(crate::Error::DuplicateKey {
+            return Err(crate::error::Error::DuplicateKey {
                 domain: domain.to_owned(),
                 key: (*key).to_owned(),
             });

@@ -58,7 +58,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::clock::Clock;
-use super::layout::user_domain;
 use crate::archive::{Archive, DEFAULT_PAGE_SIZE};
 use crate::error::Result;
 
@@ -562,11 +561,9 @@ impl Index<'_> {
             for entry in &page.names {
                 match judge.verdict(entry, bucket, now, width)? {
                     Verdict::Keep => continue,
-                    Verdict::Expired { user } => {
+                    Verdict::Expired { unbind } => {
                         expired.push(entry.as_str());
-                        if let Some(user) = user {
-                            unbound.push((user_domain(&user), entry.as_str()));
-                        }
+                        unbound.extend(unbind);
                     }
                     Verdict::Drop => {}
                     Verdict::Later { at } => {
@@ -588,7 +585,7 @@ impl Index<'_> {
             dropped.extend(
                 unbound
                     .iter()
-                    .map(|(domain, entry)| (domain.as_str(), *entry)),
+                    .map(|(domain, key)| (domain.as_str(), key.as_str())),
             );
             if !dropped.is_empty() {
                 archive.remove_many(&dropped)?;
@@ -608,9 +605,9 @@ pub(crate) enum Verdict {
     /// The session is live and expires in this bucket, which the next sweep visits again: the
     /// entry stays.
     Keep,
-    /// The session expired: it goes, and so does the entry, and its entry in the index of the
-    /// user it was bound to.
-    Expired { user: Option<String> },
+    /// The session expired: it goes, and so does the entry, and its binding's entry in the
+    /// index of the user it was bound to (that index's domain, and the entry's key).
+    Expired { unbind: Option<(String, String)> },
     /// The session is gone, unreadable, or never expires by this sweep's settings: the entry
     /// goes.
     Drop,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
-use super::layout::{Meta, Stamp, Stored, bytes_hash, decode, validate_user};
+use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
 use super::store::{Moving, Refresh, StateWritten, Store, UpdateTurn};
 use crate::error::{Error, Result};
 
@@ -63,16 +63,18 @@ pub struct Session<T> {
     id: SessionId,
     state: T,
     phase: Phase,
-    /// A hash of the state bytes this handle last read or wrote: when the handle's state still
-    /// encodes to them, it holds no changes of its own, and [`regenerate`](Self::regenerate)
-    /// moves whatever is stored rather than what the handle read.
-    synced: Option<u64>,
+    /// Whether the state was borrowed mutably since the handle last read or wrote it: until it
+    /// is, the handle holds no changes of its own, and [`regenerate`](Self::regenerate) moves
+    /// whatever is stored rather than what the handle read. Never decided by encoding the state
+    /// again and comparing bytes: a `HashMap` encodes its keys in another order each time.
+    dirty: bool,
     /// What the client's cookie needs after this handle's calls.
     cookie: CookieAction,
     /// The user the stored session is bound to, as this handle last read or wrote it.
     bound: Option<String>,
-    /// The user the next write binds the session to (see [`Session::set_user`]).
-    user: Option<String>,
+    /// The binding set with [`Session::set_user`] since the handle last wrote (`Some(None)`:
+    /// unbind), which its next write stores with the state.
+    rebind: Option<Rebind>,
 }
 
 /// What a response must do with the client's session cookie after a [`Session`]'s calls; see
@@ -132,6 +134,7 @@ impl<T> Deref for Session<T> {
 
 impl<T> DerefMut for Session<T> {
     fn deref_mut(&mut self) -> &mut T {
+        self.dirty = true;
         &mut self.state
     }
 }
@@ -196,7 +199,7 @@ impl<T> Session<T> {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn set_user(&mut self, user: Option<&str>) {
-        self.user = user.map(str::to_owned);
+        self.rebind = Some(Rebind(user.map(str::to_owned)));
     }
 
     /// Returns the user the session is bound to (as stored when it was started, or as set since
@@ -215,7 +218,10 @@ impl<T> Session<T> {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        match &self.rebind {
+            Some(Rebind(user)) => user.as_deref(),
+            None => self.bound.as_deref(),
+        }
     }
 
     /// Returns the state, leaving the session behind.
@@ -333,10 +339,10 @@ impl<T> Session<T> {
             id: SessionId::generate(),
             state: initial,
             phase: Phase::New,
-            synced: None,
+            dirty: false,
             cookie: CookieAction::Keep,
             bound: None,
-            user: None,
+            rebind: None,
         }
     }
 
@@ -348,15 +354,12 @@ impl<T> Session<T> {
         store: Arc<Store>,
         max_state_size: usize,
         id: SessionId,
-        (state, bytes): (T, &[u8]),
+        state: T,
         mut stamp: Option<Stamp>,
         now: u64,
     ) -> Result<Option<Session<T>>> {
-        let mut bound = stamp.as_ref().and_then(Stamp::user);
-        // The binding as read is the one the handle's writes keep, even if a touch that lost a
-        // race reads another one.
-        let user = bound.clone();
-        let refresh = store.resume_touch(&id, &mut stamp, &mut bound, now)?;
+        let refresh = store.resume_touch(&id, &mut stamp, now)?;
+        let bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
         let cookie = match refresh {
             Refresh::Vanished => return Ok(None),
             Refresh::Moved => CookieAction::Set,
@@ -368,10 +371,10 @@ impl<T> Session<T> {
             id,
             state,
             phase: Phase::Live(stamp),
-            synced: Some(bytes_hash(bytes)),
+            dirty: false,
             cookie,
-            user,
             bound,
+            rebind: None,
         }))
     }
 
@@ -389,9 +392,9 @@ impl<T> Session<T> {
 
     /// Checks the user id the next write binds the session to.
     fn check_user(&self) -> Result<()> {
-        match &self.user {
-            Some(user) => validate_user(user),
-            None => Ok(()),
+        match &self.rebind {
+            Some(Rebind(Some(user))) => validate_user(user),
+            _ => Ok(()),
         }
     }
 
@@ -423,8 +426,9 @@ impl<T> Session<T> {
         let Phase::Live(stamp) = &mut self.phase else {
             return Ok(false);
         };
-        self.store
-            .touch(&self.id, stamp, &mut self.bound, self.user.as_deref(), now)
+        let wrote = self.store.touch(&self.id, stamp, now)?;
+        self.bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
+        Ok(wrote)
     }
 
     /// After a write of the state: refreshes the timestamps (the cookie follows when they
@@ -488,6 +492,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             Phase::Live(_) => {
                 self.check_user()?;
                 self.ensure_unexpired()?;
+                if self.rebind.is_some() {
+                    return self.write_bound(|_| Ok((bytes.clone(), ())));
+                }
                 let store = Arc::clone(&self.store);
                 if store
                     .swap_state(&self.id, |_| Ok((bytes.clone(), ())))?
@@ -495,7 +502,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 {
                     return Err(self.gone());
                 }
-                self.synced = Some(bytes_hash(&bytes));
+                self.dirty = false;
                 self.after_write()
             }
         }
@@ -532,7 +539,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     return Err(self.gone());
                 };
                 self.state = decode(&self.id, &bytes)?;
-                self.synced = Some(bytes_hash(&bytes));
+                self.dirty = false;
                 Ok(())
             }
         }
@@ -574,6 +581,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// ```
     pub fn update<R>(&mut self, mut change: impl FnMut(&mut T) -> R) -> Result<R> {
         self.begin_update()?;
+        if self.rebind.is_some() {
+            return self.update_bound(change);
+        }
         let store = Arc::clone(&self.store);
         let turn = UpdateTurn::take(&store, &self.id);
         let (id, limit) = (&self.id, self.max_state_size);
@@ -625,6 +635,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         R: Send + 'static,
     {
         self.begin_update()?;
+        if self.rebind.is_some() {
+            return self.update_bound(change);
+        }
         let last = Recorded::default();
         let updated = self
             .store
@@ -678,16 +691,12 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// Makes an update's result the handle's state, or finds the session gone when there is
     /// none.
     fn take_applied<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
-        let Some(Applied {
-            state,
-            result,
-            hash,
-        }) = applied
+        let Some(Applied { state, result }) = applied
         else {
             return Err(self.gone());
         };
         self.state = state;
-        self.synced = Some(hash);
+        self.dirty = false;
         Ok(result)
     }
 
@@ -711,7 +720,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let Phase::Live(Some(stamp)) = &self.phase else {
             return Err(change);
         };
-        if self.user != self.bound
+        if self.rebind.is_some()
             || self.store.is_expired(stamp.meta, now)
             || self.store.touch_due(Some(stamp), now)
         {
@@ -807,60 +816,38 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             }
             Phase::Live(stamp) => stamp.as_ref().map(|stamp| stamp.meta.created),
         };
-        let mut bytes = self.encode(&self.state)?;
+        // A clean handle moves what is stored at the moment of the move, which may be newer
+        // than what it read; its own state is not even encoded.
+        let own = if self.dirty {
+            Some(self.encode(&self.state)?)
+        } else {
+            None
+        };
         self.check_user()?;
         self.ensure_unexpired()?;
-        let clean = self.synced == Some(bytes_hash(&bytes));
-        let Stored::State(current) = self.store.read_state(&self.id)? else {
-            return Err(self.gone());
+        let moving = Moving {
+            own,
+            rebind: self.rebind.clone(),
+            created,
         };
-        // A clean handle moves what is stored now, which may be newer than what it read.
-        let mut moved: Option<T> = None;
-        if clean && current != bytes {
-            moved = Some(decode(&self.id, &current)?);
-            bytes.clone_from(&current);
-        }
-        let now = self.store.now();
-        let meta = Meta {
-            created: created.unwrap_or(now),
-            seen: now,
-        };
-        self.move_to_fresh_id(current, bytes, clean, meta, moved)
-    }
-
-    /// The writes of [`regenerate`](Self::regenerate) (see [`Store::regenerate`]), and what the
-    /// handle keeps of them. `moved` is the state a clean handle found stored, newer than its own.
-    fn move_to_fresh_id(
-        &mut self,
-        current: Vec<u8>,
-        mut bytes: Vec<u8>,
-        clean: bool,
-        meta: Meta,
-        moved: Option<T>,
-    ) -> Result<()> {
         let store = Arc::clone(&self.store);
         let old = self.id.clone();
         let mut followed = None;
-        let moving = Moving {
-            current,
-            clean,
-            meta,
-        };
-        let users = (self.bound.as_deref(), self.user.as_deref());
-        let result = store.regenerate(&old, users, moving, &mut bytes, |next| {
+        let result = store.regenerate(&old, &moving, |next| {
             followed = Some(decode(&old, next)?);
             Ok(())
         });
         match result {
-            Ok(Some((id, stamp))) => {
-                self.id = id;
-                self.phase = Phase::Live(Some(stamp));
-                if let Some(state) = followed.or(moved) {
+            Ok(Some(moved)) => {
+                self.id = moved.id;
+                self.bound = moved.stamp.user().map(str::to_owned);
+                self.phase = Phase::Live(Some(moved.stamp));
+                if let Some(state) = followed {
                     self.state = state;
                 }
-                self.synced = Some(bytes_hash(&bytes));
+                self.rebind = None;
+                self.dirty = false;
                 self.cookie = CookieAction::Set;
-                self.bound.clone_from(&self.user);
                 Ok(())
             }
             // Every fresh id drawn was taken (a backend whose swaps never succeed): nothing was
@@ -883,17 +870,46 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// error the handle stays new, and bound as before, so a later write still writes its
     /// binding.
     fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
+        let user = self.user().map(str::to_owned);
         let Some(stamp) = self
             .store
-            .create(&mut self.id, bytes, meta, self.user.as_deref())?
+            .create(&mut self.id, bytes, meta, user.as_deref())?
         else {
             return Err(self.gone());
         };
         self.phase = Phase::Live(Some(stamp));
-        self.synced = Some(bytes_hash(bytes));
+        self.dirty = false;
         self.cookie = CookieAction::Set;
-        self.bound.clone_from(&self.user);
+        self.bound = user;
+        self.rebind = None;
         Ok(())
+    }
+
+    /// Stores the state `next` makes of the stored one together with the binding set by
+    /// [`set_user`](Self::set_user), as one write (see [`Store::write_bound`]), and makes the
+    /// stored record the handle's.
+    fn write_bound<R>(&mut self, next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>) -> Result<R> {
+        let user = self.rebind.clone().and_then(|Rebind(user)| user);
+        let now = self.store.now();
+        let store = Arc::clone(&self.store);
+        let Some((stamp, result)) = store.write_bound(&self.id, user.as_deref(), now, next)? else {
+            return Err(self.gone());
+        };
+        self.phase = Phase::Live(Some(stamp));
+        self.bound = user;
+        self.rebind = None;
+        self.dirty = false;
+        // The write moved `last seen` to now, and so the cookie's expiry.
+        self.cookie = CookieAction::Set;
+        Ok(result)
+    }
+
+    /// An update that also stores the binding set by [`set_user`](Self::set_user): `change`
+    /// runs on this thread, in [`write_bound`](Self::write_bound).
+    fn update_bound<R>(&mut self, mut change: impl FnMut(&mut T) -> R) -> Result<R> {
+        let (id, limit) = (self.id.clone(), self.max_state_size);
+        let applied = self.write_bound(|current| apply(&id, limit, current, &mut change))?;
+        self.take_applied(Some(applied))
     }
 
     /// Serializes a state, enforcing the size limit.
@@ -947,12 +963,10 @@ impl<T, R> Later<T, R> {
     }
 }
 
-/// What an update made of the stored state: the new state, what the change returned, and the
-/// hash of the bytes stored.
+/// What an update made of the stored state: the new state, and what the change returned.
 struct Applied<T, R> {
     state: T,
     result: R,
-    hash: u64,
 }
 
 /// Applies an update's `change` to a copy of the stored state `current` of session `id`, and
@@ -966,13 +980,8 @@ fn apply<T: Serialize + DeserializeOwned, R>(
     let mut state: T = decode(id, current)?;
     let result = change(&mut state);
     let bytes = encode(id, limit, &state)?;
-    let hash = bytes_hash(&bytes);
     Ok((
         bytes,
-        Applied {
-            state,
-            result,
-            hash,
-        },
+        Applied { state, result },
     ))
 }

@@ -797,7 +797,7 @@ impl Sessions {
             return Ok(Resumed::MustWrite);
         }
         let limit = shared.config.max_state_size;
-        let resumed = Session::resumed(Arc::clone(store), limit, id, (state, &bytes), stamp, now)?;
+        let resumed = Session::resumed(Arc::clone(store), limit, id, state, stamp, now)?;
         Ok(resumed.map_or(Resumed::Unknown, Resumed::Found))
     }
 
