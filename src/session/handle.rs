@@ -175,8 +175,10 @@ impl<T> Session<T> {
     /// Binds the session to a user, or unbinds it with `None`: any UTF-8 string of 1 byte to
     /// [`MAX_USER_LEN`](super::MAX_USER_LEN) bytes, such as an email or a database key. The binding
     /// is stored with the session when it is next written ([`save`](Self::save),
-    /// [`update`](Self::update), [`regenerate`](Self::regenerate)); it is not part of the state
-    /// `T`. A bound session is listed by
+    /// [`update`](Self::update), [`regenerate`](Self::regenerate)), together with the state, as
+    /// one write: no reader ever sees the new state with the old binding or the reverse. It is
+    /// not part of the state `T`. A write after no `set_user` keeps whatever binding is stored
+    /// when it lands, also one that another request stored since this handle read it. A bound session is listed by
     /// [`Sessions::user_sessions`](super::Sessions::user_sessions) and destroyed by
     /// [`Sessions::revoke_user`](super::Sessions::revoke_user). A user id that is empty or too
     /// long makes the next write [`Error::InvalidUser`], writing nothing.
@@ -759,10 +761,13 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// a session), it stores the state under a freshly drawn id, as [`save`](Self::save) does:
     /// the id the client sent, if any, is never used, and the login is stored all the same.
     ///
-    /// **What moves.** When the handle holds changes of its own (its state differs from what it
-    /// last read or wrote), those are what the new id gets: the regenerate is a write, and the
-    /// last writer wins. Otherwise the new id gets whatever is stored at the moment of the move,
-    /// so an update that another request made meanwhile is carried over, not lost.
+    /// **What moves.** When the handle holds changes of its own (its state was borrowed mutably
+    /// since it last read or wrote it), those are what the new id gets: the regenerate is a
+    /// write, and the last writer wins. Otherwise the new id gets whatever is stored at the
+    /// moment of the move, so an update that another request made meanwhile is carried over, not
+    /// lost. The binding moves the same way: the one set with [`set_user`](Self::set_user) if
+    /// any, else the one stored at the moment of the move, so a state always moves with the
+    /// binding stored with it.
     ///
     /// **Login without a fixation window.** Change the state, then regenerate, with no save
     /// before it: the authenticated state is then only ever stored under the new id, never under

@@ -1176,9 +1176,12 @@ impl Sessions {
     /// Destroys every session bound to `user` ("sign out everywhere", or after a password
     /// change) and returns how many it destroyed. Its cost is O(that user's sessions).
     ///
-    /// A revoke is final: each session is destroyed by one compare-and-swap of its state, so a
-    /// `save` or `update` racing it lands before (and is destroyed with it) or fails with
-    /// [`Error::SessionGone`]; a session that a concurrent
+    /// Every stored session bound to the user is destroyed, whatever this `Sessions` thinks of
+    /// its expiry: ending an expired session is harmless, and the application that stored it
+    /// may judge it by longer timeouts. A revoke is final: each session is destroyed by one
+    /// compare-and-swap of its state (that also checks its record, so a session rebound to
+    /// another user meanwhile is not destroyed), and a `save` or `update` racing it lands before
+    /// (and is destroyed with it) or fails with [`Error::SessionGone`]; a session that a concurrent
     /// [`regenerate`](crate::Session::regenerate) moved is followed to its new id and destroyed
     /// there, so no copy survives (a session caught between a regenerate's copy and its move
     /// counts twice, with its copy). A session bound to the user after the revoke's last walk

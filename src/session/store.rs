@@ -18,6 +18,11 @@
 //!   revoke swaps the state to nothing; a regenerate swaps the old state for a moved-marker. A
 //!   swap that fails means another write landed: the state is read again, or the session is
 //!   found gone.
+//! - **A state and its binding travel together.** A write that changes the binding swaps the
+//!   state and the record in one [`Archive::compare_and_swap_many`]; a regenerate's move swaps
+//!   the old state for its marker only while the old record is as the copy has it; a revoke's
+//!   swap checks the record too. Every binding's index entry has a key of its own, so the entry
+//!   of a replaced binding is removed without touching any other.
 //! - **What is dead stays dead.** A session's domain is a session only while it holds a state;
 //!   timestamps alone (a create cut short, a touch racing a destroy) are indexed, so the sweep
 //!   removes them, and no write recreates a state that a destroy or a move swapped away.

@@ -4,22 +4,27 @@
 //! [`Sessions::user_sessions`]: super::Sessions::user_sessions
 //! [`Sessions::revoke_user`]: super::Sessions::revoke_user
 //!
-//! A session bound to a user carries the user id in its timestamps record (`meta.json`), so a
-//! start reads it back with no extra read. The index is one domain per user, `user-<h>`, where
-//! `<h>` is the hex SHA-256 of the user id: any string is a valid user id, and none can leave its
-//! domain. Its keys are the user's sessions (by stored name), each valued with the unix time the
-//! entry was written.
+//! A session bound to a user carries the user id in its record (`meta.json`), so a start reads
+//! it back with no extra read; a write that changes the binding stores it with the state in one
+//! compare-and-swap of both keys, so a binding and a state always travel together. The index is
+//! one domain per user, `user-<h>`, where `<h>` is the hex SHA-256 of the user id: any string is
+//! a valid user id, and none can leave its domain. Each binding writes an entry of its own, keyed
+//! `<stored name>.<token>` and valued with the unix time the entry was written, and the record
+//! names that key; an entry written by an earlier version is keyed by the stored name alone.
 //!
-//! **The index never misses a session.** The entry is written before the binding it covers, so a
-//! crash or a failed write leaves at worst a stale entry. Stale entries are filtered out by
-//! readers, and dropped where that is safe: once the session is moved (a moved-marker is final),
-//! or absent for longer than any create takes. Entries of sessions that are merely bound to
-//! another user now are left for the writer that rebound them, which removes them itself: a
-//! reader could otherwise drop the entry of a session whose binding is being written.
+//! **The index is exact.** The entry is written before every try of the write that stores its
+//! binding, so a crash or a failed write leaves at worst a stale entry, never a binding without
+//! its entry. An entry is removed only once its binding was replaced (by the write that replaced
+//! it, after its swap) or its session ended: since each binding has its own key, a removal can
+//! never take the entry of a later binding to the same user, whatever order the writes land in.
+//! Stale entries are filtered out by readers (only the entry the record names counts, so no
+//! session is listed twice), and dropped where that is safe: once the session is moved (a
+//! moved-marker is final), or absent for longer than any create takes.
 //!
-//! **A revoke is final.** Each session is destroyed by one compare-and-swap of its state to
-//! nothing, so a write racing it either lands before (and is destroyed with it) or fails. A
-//! session that a regenerate moved meanwhile is followed through its moved-marker, which names
+//! **A revoke is final.** Each session bound to the user is destroyed, whatever its expiry, by one
+//! compare-and-swap of its state to nothing that also checks its record, so a write racing it
+//! either lands before (and is destroyed with it, or moved it to another user first) or fails.
+//! A session that a regenerate moved meanwhile is followed through its moved-marker, which names
 //! the new stored name, so no copy under a new id survives.
 
 use std::collections::VecDeque;
