@@ -2279,7 +2279,11 @@ fn a_move_applied_after_its_error_is_fenced_off() {
             let owned = swaps
                 .iter()
                 .map(|(key, expected, new)| {
-                    ((*key).to_owned(), expected.map(<[u8]>::to_vec), new.map(<[u8]>::to_vec))
+                    (
+                        (*key).to_owned(),
+                        expected.map(<[u8]>::to_vec),
+                        new.map(<[u8]>::to_vec),
+                    )
                 })
                 .collect();
             *hook_late.lock().unwrap() = Some((domain.to_owned(), owned));
@@ -2317,7 +2321,10 @@ fn a_move_applied_after_its_error_is_fenced_off() {
     assert_eq!(again.id(), &old);
     assert_eq!(*again, "anonymous");
     assert_eq!(again.user(), Some("alice"));
-    let listed: Vec<_> = plain.user_sessions("alice").map(|s| s.unwrap().id().clone()).collect();
+    let listed: Vec<_> = plain
+        .user_sessions("alice")
+        .map(|s| s.unwrap().id().clone())
+        .collect();
     assert_eq!(listed, [old]);
     // Only the old session is left: the copy was removed.
     let sessions_left = inner
@@ -2351,9 +2358,14 @@ fn a_clean_regenerate_moves_the_state_with_its_binding() {
 
     assert_eq!(**second, *"bob");
     assert_eq!(second.user(), Some("bob"));
-    let moved = sessions.start(Some(second.id().as_str()), String::new()).unwrap();
+    let moved = sessions
+        .start(Some(second.id().as_str()), String::new())
+        .unwrap();
     assert_eq!((moved.as_str(), moved.user()), ("bob", Some("bob")));
-    let bobs: Vec<_> = sessions.user_sessions("bob").map(|s| s.unwrap().id().clone()).collect();
+    let bobs: Vec<_> = sessions
+        .user_sessions("bob")
+        .map(|s| s.unwrap().id().clone())
+        .collect();
     assert_eq!(bobs, [second.id().clone()]);
     assert_eq!(sessions.user_sessions("alice").count(), 0);
     assert_eq!(sessions.revoke_user("bob").unwrap(), 1);
@@ -2379,11 +2391,18 @@ fn an_untouched_hashmap_handle_is_clean_and_its_regenerate_keeps_updates() {
 
         let mut idle = sessions.start(Some(&id), State::new()).unwrap();
         let mut busy = sessions.start(Some(&id), State::new()).unwrap();
-        busy.update(|state| state.insert("visits".into(), 1)).unwrap();
+        busy.update(|state| state.insert("visits".into(), 1))
+            .unwrap();
         idle.regenerate().unwrap();
 
-        let moved = sessions.start(Some(idle.id().as_str()), State::new()).unwrap();
-        assert_eq!(moved.get("visits"), Some(&1), "round {round}: the update was lost");
+        let moved = sessions
+            .start(Some(idle.id().as_str()), State::new())
+            .unwrap();
+        assert_eq!(
+            moved.get("visits"),
+            Some(&1),
+            "round {round}: the update was lost"
+        );
         assert_eq!(idle.get("visits"), Some(&1), "round {round}");
     }
 }

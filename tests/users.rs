@@ -534,20 +534,32 @@ fn a_rebind_landing_before_the_replaced_entry_is_removed_keeps_its_own_entry() {
     let mut first = hooked.start(Some(&id), 0_u32).expect("start");
     let (second_sessions, second_id) = (plain.clone(), id.clone());
     *other.lock().expect("lock") = Some(Box::new(move || {
-        let mut second = second_sessions.start(Some(&second_id), 0_u32).expect("start");
+        let mut second = second_sessions
+            .start(Some(&second_id), 0_u32)
+            .expect("start");
         assert_eq!(second.user(), Some("bob"), "request 1's write landed first");
         second.set_user(Some("alice"));
         second.save().expect("request 2 rebinds to alice");
     }));
     first.set_user(Some("bob"));
     first.save().expect("request 1 rebinds to bob");
-    assert!(other.lock().expect("lock").is_none(), "request 2 ran inside");
+    assert!(
+        other.lock().expect("lock").is_none(),
+        "request 2 ran inside"
+    );
 
-    assert_eq!(plain.start(Some(&id), 0_u32).expect("start").user(), Some("alice"));
+    assert_eq!(
+        plain.start(Some(&id), 0_u32).expect("start").user(),
+        Some("alice")
+    );
     assert_eq!(listed(&plain, "alice"), std::slice::from_ref(&id));
     assert!(listed(&plain, "bob").is_empty());
     assert_eq!(plain.revoke_user("alice").expect("revoke"), 1);
-    assert!(!plain.is_live(&session_archive::SessionId::parse(&id).expect("an id")).expect("is_live"));
+    assert!(
+        !plain
+            .is_live(&session_archive::SessionId::parse(&id).expect("an id"))
+            .expect("is_live")
+    );
 }
 
 /// A revoke ends every stored session bound to the user, whatever it thinks of their expiry
@@ -574,7 +586,10 @@ fn a_revoke_ends_sessions_that_look_expired_to_the_revoker() {
         .build();
     assert_eq!(admin.revoke_user("alice").expect("revoke"), 1);
     assert!(!app.is_live(&id).expect("is_live"), "the revoke missed it");
-    assert_ne!(app.start(Some(id.as_str()), 0_u32).expect("start").id(), &id);
+    assert_ne!(
+        app.start(Some(id.as_str()), 0_u32).expect("start").id(),
+        &id
+    );
 }
 
 /// A revoke walks the user's index again until a walk finds it as the one before left it: a
@@ -605,10 +620,17 @@ fn a_revoke_walks_again_after_a_regenerate_adds_an_entry_mid_walk() {
         Ok(())
     }));
     assert_eq!(revoker.revoke_user("alice").expect("revoke"), 2);
-    let copy = regenerated.lock().expect("lock").clone().expect("the regenerate ran mid-walk");
+    let copy = regenerated
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("the regenerate ran mid-walk");
     for id in [a, s, copy] {
         let id = session_archive::SessionId::parse(&id).expect("an id");
-        assert!(!plain.is_live(&id).expect("is_live"), "a session of alice survived");
+        assert!(
+            !plain.is_live(&id).expect("is_live"),
+            "a session of alice survived"
+        );
     }
     assert!(listed(&plain, "alice").is_empty());
 }

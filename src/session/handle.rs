@@ -693,8 +693,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// Makes an update's result the handle's state, or finds the session gone when there is
     /// none.
     fn take_applied<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
-        let Some(Applied { state, result }) = applied
-        else {
+        let Some(Applied { state, result }) = applied else {
             return Err(self.gone());
         };
         self.state = state;
@@ -985,8 +984,5 @@ fn apply<T: Serialize + DeserializeOwned, R>(
     let mut state: T = decode(id, current)?;
     let result = change(&mut state);
     let bytes = encode(id, limit, &state)?;
-    Ok((
-        bytes,
-        Applied { state, result },
-    ))
+    Ok((bytes, Applied { state, result }))
 }

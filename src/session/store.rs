@@ -98,6 +98,25 @@ pub(crate) struct Store {
     update_locks: Box<[Mutex<()>]>,
 }
 
+/// The reads of the archive the session layer makes outside the store; see [`Store::reads`].
+pub(crate) struct Reads<'a>(&'a dyn Archive);
+
+impl Reads<'_> {
+    /// As [`Archive::get`].
+    pub(crate) fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.0.get(domain, key)
+    }
+
+    /// As [`Archive::list_keys`], a page of [`DEFAULT_PAGE_SIZE`].
+    pub(crate) fn list_keys(
+        &self,
+        domain: &str,
+        cursor: Option<&str>,
+    ) -> Result<crate::archive::Page> {
+        self.0.list_keys(domain, cursor, DEFAULT_PAGE_SIZE)
+    }
+}
+
 /// What [`Store::open`] found under an id.
 pub(crate) enum Opened {
     /// A stored, unexpired session: its state bytes, and its timestamps unless it was stored
@@ -140,9 +159,10 @@ impl Store {
         }
     }
 
-    /// The archive as sessions see it (ids hashed at rest when configured).
-    pub(crate) fn archive(&self) -> &dyn Archive {
-        &*self.archive
+    /// The reads the rest of the session layer may make of the archive (as sessions see it:
+    /// ids hashed at rest when configured). Only the store writes.
+    pub(crate) fn reads(&self) -> Reads<'_> {
+        Reads(&*self.archive)
     }
 
     /// Which of the archive's calls may block.
@@ -368,12 +388,51 @@ impl Store {
                     keys.push(key);
                 }
             }
-            let entries: Vec<(&str, &str)> = keys.iter().map(|k| (domain.as_str(), k.as_str())).collect();
+            let entries: Vec<(&str, &str)> =
+                keys.iter().map(|k| (domain.as_str(), k.as_str())).collect();
             self.archive.remove_many(&entries)?;
             return Ok(());
         }
         self.archive
             .remove(&domain, binding_entry(binding, id.as_str()))?;
+        Ok(())
+    }
+}
+
+/// The writes of a revoke and of the listing of a user's sessions (see `users.rs`).
+impl Store {
+    /// Drops the entry `key` of the user index `domain`, whose session is moved or absent for
+    /// good: no binding can need it any more.
+    pub(crate) fn drop_entry(&self, domain: &str, key: &str) -> Result<()> {
+        self.archive.remove(domain, key)?;
+        Ok(())
+    }
+
+    /// Destroys the session `id` as a revoke found it, bound by `stamp` and holding `state`: one
+    /// swap of the state to nothing while the record is as read, so that a session rebound (or
+    /// written) in between is not destroyed but judged again. Whether it destroyed it.
+    pub(crate) fn revoke_swap(&self, id: &SessionId, stamp: &Stamp, state: &[u8]) -> Result<bool> {
+        let swaps = [
+            (STATE_KEY, Some(state), None),
+            (META_KEY, Some(&stamp.raw[..]), Some(&stamp.raw[..])),
+        ];
+        self.archive.compare_and_swap_many(id.as_str(), &swaps)
+    }
+
+    /// Removes what the sessions a revoke destroyed left, each given with its binding's entry
+    /// key in the user index `domain`: their domains first, then the entries, one batch each.
+    pub(crate) fn remove_revoked(
+        &self,
+        domain: &str,
+        revoked: &[(SessionId, String)],
+    ) -> Result<()> {
+        let names: Vec<&str> = revoked.iter().map(|(id, _)| id.as_str()).collect();
+        self.archive.remove_domains(&names)?;
+        let entries: Vec<(&str, &str)> = revoked
+            .iter()
+            .map(|(_, key)| (domain, key.as_str()))
+            .collect();
+        self.archive.remove_many(&entries)?;
         Ok(())
     }
 }
@@ -456,10 +515,21 @@ impl Store {
     /// destroyed the session first) is not an error: the winner's record stands, and is read.
     /// The expiry index entry is written first, and the user index's life is extended first.
     /// Returns whether it wrote.
-    pub(crate) fn touch(&self, id: &SessionId, stamp: &mut Option<Stamp>, now: u64) -> Result<bool> {
+    pub(crate) fn touch(
+        &self,
+        id: &SessionId,
+        stamp: &mut Option<Stamp>,
+        now: u64,
+    ) -> Result<bool> {
         let next = match stamp.as_ref() {
             Some(old) if !self.needs_touch(old.meta, now) => return Ok(false),
-            Some(old) => old.with_meta(id, Meta { seen: now, ..old.meta })?,
+            Some(old) => old.with_meta(
+                id,
+                Meta {
+                    seen: now,
+                    ..old.meta
+                },
+            )?,
             None => Stamp::new(id, Meta::fresh(now), None, 0)?,
         };
         self.index(id, next.meta)?;
@@ -643,14 +713,19 @@ impl Store {
                 return Ok(None);
             };
             let (bytes, result) = next(&current)?;
-            let meta = stamp
-                .as_ref()
-                .map_or(Meta::fresh(now), |old| Meta { seen: now, ..old.meta });
+            let meta = stamp.as_ref().map_or(Meta::fresh(now), |old| Meta {
+                seen: now,
+                ..old.meta
+            });
             let rev = stamp.as_ref().map_or(0, |old| old.rev);
             let fresh = Stamp::new(id, meta, binding.clone(), rev)?;
             self.index(id, meta)?;
             let swaps = [
-                (META_KEY, stamp.as_ref().map(|old| &old.raw[..]), Some(&fresh.raw[..])),
+                (
+                    META_KEY,
+                    stamp.as_ref().map(|old| &old.raw[..]),
+                    Some(&fresh.raw[..]),
+                ),
                 (STATE_KEY, Some(&current[..]), Some(&bytes[..])),
             ];
             if self.archive.compare_and_swap_many(id.as_str(), &swaps)? {

@@ -32,11 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::id::SessionId;
-use super::layout::{
-    META_KEY, STATE_KEY, Stamp, Stored, binding_entry, bytes_hash, entry_session, user_domain,
-};
+use super::layout::{Stamp, Stored, binding_entry, bytes_hash, entry_session, user_domain};
 use super::store::Store;
-use crate::archive::DEFAULT_PAGE_SIZE;
 use crate::error::{Error, Result};
 
 /// How long an index entry may name a session that is not stored yet: the time a create takes
@@ -107,7 +104,7 @@ fn judge(
 /// When the entry `key` of the user index `domain` was written, as its value records it.
 fn archive_time(store: &Store, domain: &str, key: &str) -> Result<Option<u64>> {
     Ok(store
-        .archive()
+        .reads()
         .get(domain, key)?
         .and_then(|value| String::from_utf8(value).ok()?.parse().ok()))
 }
@@ -200,11 +197,9 @@ impl UserSessions {
                 if self.done {
                     return Ok(None);
                 }
-                let page = store.archive().list_keys(
-                    &self.domain,
-                    self.cursor.as_deref(),
-                    DEFAULT_PAGE_SIZE,
-                )?;
+                let page = store
+                    .reads()
+                    .list_keys(&self.domain, self.cursor.as_deref())?;
                 self.done = page.cursor.is_none();
                 self.cursor = page.cursor;
                 self.page.extend(page.names);
@@ -226,7 +221,7 @@ impl UserSessions {
                     }));
                 }
                 Entry::Moved(_) | Entry::Dead => {
-                    store.archive().remove(&self.domain, &name)?;
+                    store.drop_entry(&self.domain, &name)?;
                 }
                 Entry::Other => {}
             }
@@ -294,12 +289,11 @@ fn revoke_pass(
     domain: &str,
     keep: Option<&str>,
 ) -> Result<(usize, (usize, u64))> {
-    let archive = store.archive();
     let mut revoked = 0;
     let mut seen = (0, 0);
     let mut cursor = None;
     loop {
-        let page = archive.list_keys(domain, cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
+        let page = store.reads().list_keys(domain, cursor.as_deref())?;
         // The destroyed sessions' leftovers (records, index entries) go in two batches a page,
         // so a revoke costs one commit per session rather than three.
         let mut destroyed = Vec::new();
@@ -316,11 +310,7 @@ fn revoke_pass(
         }
         if !destroyed.is_empty() {
             revoked += destroyed.len();
-            let names: Vec<&str> = destroyed.iter().map(|(id, _)| id.as_str()).collect();
-            archive.remove_domains(&names)?;
-            let entries: Vec<(&str, &str)> =
-                destroyed.iter().map(|(_, key)| (domain, key.as_str())).collect();
-            archive.remove_many(&entries)?;
+            store.remove_revoked(domain, &destroyed)?;
         }
         match page.cursor {
             Some(next) => cursor = Some(next),
@@ -341,17 +331,12 @@ fn revoke_one(
     key: &str,
     mut id: SessionId,
 ) -> Result<Option<(SessionId, String)>> {
-    let archive = store.archive();
     let mut key = Some(key);
     let mut hops = 0;
     loop {
         match judge(store, user, domain, (key, &id), false)? {
             Entry::Live { stamp, state } => {
-                let swaps = [
-                    (STATE_KEY, Some(&state[..]), None),
-                    (META_KEY, Some(&stamp.raw[..]), Some(&stamp.raw[..])),
-                ];
-                if archive.compare_and_swap_many(id.as_str(), &swaps)? {
+                if store.revoke_swap(&id, &stamp, &state)? {
                     let entry = stamp
                         .binding
                         .as_ref()
@@ -363,7 +348,7 @@ fn revoke_one(
             }
             Entry::Moved(target) => {
                 if let Some(key) = key {
-                    archive.remove(domain, key)?;
+                    store.drop_entry(domain, key)?;
                 }
                 let next = target.as_deref().and_then(SessionId::from_stored);
                 match next {
@@ -377,7 +362,7 @@ fn revoke_one(
             }
             Entry::Dead => {
                 if let Some(key) = key {
-                    archive.remove(domain, key)?;
+                    store.drop_entry(domain, key)?;
                 }
                 return Ok(None);
             }

@@ -171,7 +171,11 @@ impl Store {
                 sides.bytes.clone_from(&next);
             }
             if moving.rebind.is_none() {
-                let stored = sides.old_stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
+                let stored = sides
+                    .old_stamp
+                    .as_ref()
+                    .and_then(Stamp::user)
+                    .map(str::to_owned);
                 if stored.as_deref() != sides.copy.user()
                     && !self.rebind_copy(new, sides, stored.as_deref())?
                 {
@@ -233,7 +237,10 @@ impl Store {
         }
         let record = sides.old_stamp.as_ref().map(|stamp| &stamp.raw[..]);
         let state = Some(&sides.current[..]);
-        let swaps = [(STATE_KEY, state, state), (META_KEY, record, Some(&fenced.raw[..]))];
+        let swaps = [
+            (STATE_KEY, state, state),
+            (META_KEY, record, Some(&fenced.raw[..])),
+        ];
         match self.archive.compare_and_swap_many(old.as_str(), &swaps) {
             Ok(true) => Err(MoveFailed::NotMoved(err)),
             Ok(false) => match self.archive.get(old.as_str(), STATE_KEY) {
