@@ -87,7 +87,9 @@ use crate::archive::{Archive, Change, Update};
 use crate::error::Error;
 use crate::ids::{TOWER_RECORD_PREFIX, fingerprint, redact};
 use crate::session::clock::{Clock, SystemClock};
-use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Verdict, place};
+use crate::session::expiry::{
+    DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Lifetime, Verdict, place,
+};
 
 /// The prefix of a record's domain; the id follows.
 const RECORD_PREFIX: &str = TOWER_RECORD_PREFIX;
@@ -348,8 +350,7 @@ impl Inner {
             names: INDEX,
             clock: &*self.clock,
             granularity: self.granularity,
-            idle: None,
-            absolute: None,
+            lifetime: Lifetime::NONE,
             known_width: &self.index_width,
             settings_recorded: &self.settings_recorded,
         }

@@ -58,6 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::clock::Clock;
+use super::layout::Meta;
 use crate::archive::{Archive, DEFAULT_PAGE_SIZE};
 use crate::error::Result;
 
@@ -218,6 +219,61 @@ pub(crate) trait Judge {
     fn remove_expired(&self, expired: &[&str]) -> Result<usize>;
 }
 
+/// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
+/// reading a session does not write on every request.
+const TOUCH_FRACTION: u64 = 8;
+
+/// The lifetime rules of sessions: the idle timeout and the absolute lifetime, in seconds
+/// (`None` for none), and everything that follows from them for a session's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lifetime {
+    pub(crate) idle: Option<u64>,
+    pub(crate) absolute: Option<u64>,
+}
+
+impl Lifetime {
+    /// No timeouts: nothing expires (the tower-sessions store's index, whose records carry
+    /// their own expiry).
+    pub(crate) const NONE: Lifetime = Lifetime {
+        idle: None,
+        absolute: None,
+    };
+
+    /// The rules of an idle timeout and an absolute lifetime.
+    pub(crate) fn new(idle: Option<Duration>, absolute: Option<Duration>) -> Lifetime {
+        Lifetime {
+            idle: idle.map(|idle| idle.as_secs()),
+            absolute: absolute.map(|life| life.as_secs()),
+        }
+    }
+
+    /// When a session with these timestamps expires, if it ever does.
+    pub(crate) fn expires_at(self, meta: Meta) -> Option<u64> {
+        let idle = self.idle.map(|idle| meta.seen.saturating_add(idle));
+        let absolute = self.absolute.map(|life| meta.created.saturating_add(life));
+        match (idle, absolute) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a session with these timestamps has expired at `now`.
+    pub(crate) fn is_expired(self, meta: Meta, now: u64) -> bool {
+        self.expires_at(meta).is_some_and(|at| now >= at)
+    }
+
+    /// Whether `seen` is old enough to be rewritten (see [`TOUCH_FRACTION`]).
+    pub(crate) fn needs_touch(self, meta: Meta, now: u64) -> bool {
+        self.idle
+            .is_some_and(|idle| now.saturating_sub(meta.seen) > idle / TOUCH_FRACTION)
+    }
+
+    /// The longest a session written or touched now can live, if there is a bound.
+    pub(crate) fn longest(self) -> Option<u64> {
+        [self.idle, self.absolute].into_iter().flatten().max()
+    }
+}
+
 /// One expiry index (see the module docs), with what its owner knows of it: the protocol of its
 /// entries, its record and its sweep, for every owner (`Sessions`, and the tower-sessions store).
 pub(crate) struct Index<'a> {
@@ -227,8 +283,7 @@ pub(crate) struct Index<'a> {
     /// The owner's own width, used until the record has been read.
     pub(crate) granularity: u64,
     /// The owner's idle timeout and absolute lifetime, recorded for tools (see the module docs).
-    pub(crate) idle: Option<u64>,
-    pub(crate) absolute: Option<u64>,
+    pub(crate) lifetime: Lifetime,
     /// The index's width as last read from the record; 0 until then.
     pub(crate) known_width: &'a AtomicU64,
     /// Whether this process has recorded its timeouts in the record.
@@ -308,8 +363,8 @@ impl Index<'_> {
             });
         Ok(Record {
             granularity: width,
-            idle: self.idle,
-            absolute: self.absolute,
+            idle: self.lifetime.idle,
+            absolute: self.lifetime.absolute,
             swept: start,
             claimed: start,
         })
@@ -379,8 +434,8 @@ impl Index<'_> {
         self.remember(&record);
         if record_settings && !self.settings_recorded.load(Ordering::Acquire) {
             let ours = Record {
-                idle: self.idle,
-                absolute: self.absolute,
+                idle: self.lifetime.idle,
+                absolute: self.lifetime.absolute,
                 ..record
             };
             if ours != record

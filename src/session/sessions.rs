@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::clock::{Clock, SystemClock};
 use super::cookie::Cookies;
-use super::expiry::{DEFAULT_SWEEP_GRANULARITY, StoredSettings};
+use super::expiry::{DEFAULT_SWEEP_GRANULARITY, Lifetime, StoredSettings};
 use super::handle::{CookieAction, Session};
 use super::id::SessionId;
 use super::layout::{Meta, Stored, decode, validate_user};
@@ -540,8 +540,7 @@ impl SessionsBuilder {
             self.archive,
             StoreConfig {
                 hash_ids: config.hash_ids,
-                idle_timeout: config.idle_timeout,
-                absolute_lifetime: config.absolute_lifetime,
+                lifetime: Lifetime::new(config.idle_timeout, config.absolute_lifetime),
                 sweep_granularity: config.sweep_granularity,
                 clock: Arc::clone(&config.clock),
             },

@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 
 use super::clock::Clock;
 use super::expiry::{
-    Index, IndexNames, Judge, StoredSettings, Verdict, place, unix_secs, unix_time,
+    Index, IndexNames, Judge, Lifetime, StoredSettings, Verdict, place, unix_secs, unix_time,
 };
 use super::hashed::HashedIds;
 use super::id::{SessionId, hashed_name};
@@ -51,10 +51,6 @@ use crate::error::{Error, Result};
 
 mod regenerate;
 pub(crate) use regenerate::Moving;
-
-/// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
-/// reading a session does not write on every request.
-const TOUCH_FRACTION: u64 = 8;
 
 /// The expiry index of sessions: buckets `expiry-<n>`, and the record in `sweep-cursor`.
 const SESSIONS_INDEX: IndexNames = IndexNames {
@@ -75,8 +71,7 @@ const UPDATE_LOCKS: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct StoreConfig {
     pub(crate) hash_ids: bool,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) absolute_lifetime: Option<Duration>,
+    pub(crate) lifetime: Lifetime,
     /// The index's bucket width, in seconds, for an archive that has none recorded yet.
     pub(crate) sweep_granularity: u64,
     pub(crate) clock: Arc<dyn Clock>,
@@ -174,31 +169,19 @@ impl Store {
         unix_secs(self.config.clock.now())
     }
 
-    /// When a session with these timestamps expires, if it ever does.
+    /// When a session with these timestamps expires, if it ever does (see [`Lifetime`]).
     pub(crate) fn expires_at(&self, meta: Meta) -> Option<u64> {
-        let idle = self
-            .config
-            .idle_timeout
-            .map(|idle| meta.seen.saturating_add(idle.as_secs()));
-        let absolute = self
-            .config
-            .absolute_lifetime
-            .map(|life| meta.created.saturating_add(life.as_secs()));
-        match (idle, absolute) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.config.lifetime.expires_at(meta)
     }
 
+    /// Whether a session with these timestamps has expired at `now` (see [`Lifetime`]).
     pub(crate) fn is_expired(&self, meta: Meta, now: u64) -> bool {
-        self.expires_at(meta).is_some_and(|at| now >= at)
+        self.config.lifetime.is_expired(meta, now)
     }
 
-    /// Whether `seen` is old enough to be rewritten (see [`TOUCH_FRACTION`]).
+    /// Whether `seen` is old enough to be rewritten (see [`Lifetime`]).
     fn needs_touch(&self, meta: Meta, now: u64) -> bool {
-        self.config
-            .idle_timeout
-            .is_some_and(|idle| now.saturating_sub(meta.seen) > idle.as_secs() / TOUCH_FRACTION)
+        self.config.lifetime.needs_touch(meta, now)
     }
 
     /// Whether starting a session with these timestamps (`None`: stored without) writes them.
@@ -328,8 +311,7 @@ impl Store {
             names: SESSIONS_INDEX,
             clock: &*self.config.clock,
             granularity: self.config.sweep_granularity,
-            idle: self.config.idle_timeout.map(|idle| idle.as_secs()),
-            absolute: self.config.absolute_lifetime.map(|life| life.as_secs()),
+            lifetime: self.config.lifetime,
             known_width: &self.index_width,
             settings_recorded: &self.settings_recorded,
         }
@@ -363,12 +345,9 @@ impl Store {
     /// every touch of a bound one, so the index never expires before a session it lists, even
     /// one kept alive by use for longer than any single timeout.
     fn keep_user_index(&self, domain: &str, now: u64) -> Result<()> {
-        let longest = [self.config.idle_timeout, self.config.absolute_lifetime]
-            .into_iter()
-            .flatten()
-            .max();
-        if let Some(longest) = longest {
-            let at = UNIX_EPOCH + Duration::from_secs(now) + longest + Duration::from_secs(60);
+        if let Some(longest) = self.config.lifetime.longest() {
+            let at =
+                UNIX_EPOCH + Duration::from_secs(now.saturating_add(longest).saturating_add(60));
             self.archive.expire_domain(domain, at)?;
         }
         Ok(())
