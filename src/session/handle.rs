@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
 use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
-use super::store::{Moving, Refresh, StateWritten, Store, UpdateTurn};
+use super::store::{Moving, Started, StateWritten, Store, UpdateTurn};
 use crate::error::{Error, Result};
 
 /// Where a session stands, as far as this handle knows.
@@ -348,36 +348,34 @@ impl<T> Session<T> {
         }
     }
 
-    /// A handle on the stored session `id`, found holding `state` (decoded from `bytes`) and
-    /// the timestamps `stamp`. Its last-seen time is refreshed when due, and the timestamps of
-    /// a session stored without them are written; `None` when the session vanished meanwhile
-    /// (see [`Store::resume_touch`]).
+    /// A handle on the stored session `id`, as [`Store::start`] found it.
     pub(crate) fn resumed(
         store: Arc<Store>,
         max_state_size: usize,
         id: SessionId,
-        state: T,
-        mut stamp: Option<Stamp>,
-        now: u64,
-    ) -> Result<Option<Session<T>>> {
-        let refresh = store.resume_touch(&id, &mut stamp, now)?;
+        started: Started<T>,
+    ) -> Session<T> {
+        let Started {
+            state,
+            stamp,
+            refreshed,
+        } = started;
         let bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
-        let cookie = match refresh {
-            Refresh::Vanished => return Ok(None),
-            Refresh::Moved => CookieAction::Set,
-            Refresh::Unchanged => CookieAction::Keep,
-        };
-        Ok(Some(Session {
+        Session {
             store,
             max_state_size,
             id,
             state,
             phase: Phase::Live(stamp),
             dirty: false,
-            cookie,
+            cookie: if refreshed {
+                CookieAction::Set
+            } else {
+                CookieAction::Keep
+            },
             bound,
             rebind: None,
-        }))
+        }
     }
 
     /// Marks the handle gone. Its cookie is left alone from now on, unless this handle itself

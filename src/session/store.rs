@@ -112,29 +112,34 @@ impl Reads<'_> {
     }
 }
 
-/// What [`Store::open`] found under an id.
-pub(crate) enum Opened {
-    /// A stored, unexpired session: its state bytes, and its timestamps unless it was stored
-    /// without (by the original framework).
-    Found {
-        bytes: Vec<u8>,
-        stamp: Option<Stamp>,
-    },
+/// What [`Store::start`] found under an id: a live session (`S`), or why there is none.
+pub(crate) enum Opened<S> {
+    /// A stored, unexpired session.
+    Found(S),
     /// No live session: unknown, moved, destroyed, or expired (and removed).
     Unknown,
-    /// Opening would write, and the caller asked it not to.
+    /// Starting it would write, and the caller asked it not to.
     MustWrite,
 }
 
-/// What [`Store::resume_touch`] did.
-pub(crate) enum Refresh {
-    /// Nothing was due: the timestamps are as they were.
-    Unchanged,
-    /// The timestamps were written: the session's expiry moved.
-    Moved,
-    /// The session was destroyed while its first timestamps were written; they were taken
-    /// back, and the session is unknown.
-    Vanished,
+impl<S> Opened<S> {
+    /// The same answer, with a found session made into another value.
+    pub(crate) fn map<U>(self, found: impl FnOnce(S) -> U) -> Opened<U> {
+        match self {
+            Opened::Found(session) => Opened::Found(found(session)),
+            Opened::Unknown => Opened::Unknown,
+            Opened::MustWrite => Opened::MustWrite,
+        }
+    }
+}
+
+/// A stored session as [`Store::start`] found it: its decoded state, its record (`None` when
+/// stored without, by the original framework), and whether the start rewrote the record (the
+/// session's expiry moved, so the cookie must be sent again).
+pub(crate) struct Started<S> {
+    pub(crate) state: S,
+    pub(crate) stamp: Option<Stamp>,
+    pub(crate) refreshed: bool,
 }
 
 impl Store {
@@ -424,7 +429,12 @@ impl Store {
     /// timestamps after it, so a state read after timestamps found missing proves the session
     /// was stored without timestamps (the original framework's) when they were read, and not
     /// half-way through a destroy. An expired session is removed, unless `may_write` is false.
-    pub(crate) fn open(&self, id: &SessionId, now: u64, may_write: bool) -> Result<Opened> {
+    fn open(
+        &self,
+        id: &SessionId,
+        now: u64,
+        may_write: bool,
+    ) -> Result<Opened<(Vec<u8>, Option<Stamp>)>> {
         let stamp = self.read_meta(id)?;
         let Stored::State(bytes) = self.read_state(id)? else {
             return Ok(Opened::Unknown);
@@ -443,7 +453,7 @@ impl Store {
             }
             return Ok(Opened::Unknown);
         }
-        Ok(Opened::Found { bytes, stamp })
+        Ok(Opened::Found((bytes, stamp)))
     }
 
     /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
@@ -464,28 +474,72 @@ impl Store {
         Ok(true)
     }
 
-    /// The touch of a session being started (see [`touch`](Self::touch)). Adopting a session
-    /// without timestamps writes them from nothing; if a destroy removed the state meanwhile,
-    /// those timestamps would make a dead id look alive (and its cookie would be sent again),
-    /// so they are taken back and the session is [`Refresh::Vanished`].
-    pub(crate) fn resume_touch(
+    /// Starts the stored session `id`: reads it (see [`open`](Self::open)), decodes its state
+    /// with `decode`, and refreshes its record when due (see [`resume_touch`](Self::resume_touch)).
+    /// With `may_write` false it writes nothing, and answers [`Opened::MustWrite`] where it
+    /// would have written. With `set_aside_corrupt`, a state that does not decode is set aside
+    /// (see [`set_aside`](Self::set_aside)) and the session is unknown, instead of the error.
+    pub(crate) fn start<S>(
+        &self,
+        id: &SessionId,
+        may_write: bool,
+        set_aside_corrupt: bool,
+        decode: impl FnOnce(&[u8]) -> Result<S>,
+    ) -> Result<Opened<Started<S>>> {
+        let now = self.now();
+        let (bytes, mut stamp) = match self.open(id, now, may_write)? {
+            Opened::Found(found) => found,
+            Opened::Unknown => return Ok(Opened::Unknown),
+            Opened::MustWrite => return Ok(Opened::MustWrite),
+        };
+        let state = match decode(&bytes) {
+            Ok(state) => state,
+            Err(err) if set_aside_corrupt => {
+                if !may_write {
+                    return Ok(Opened::MustWrite);
+                }
+                if self.set_aside(id, &bytes, now)? {
+                    return Ok(Opened::Unknown);
+                }
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
+        if !may_write && self.touch_due(stamp.as_ref(), now) {
+            return Ok(Opened::MustWrite);
+        }
+        Ok(match self.resume_touch(id, &mut stamp, now)? {
+            Some(refreshed) => Opened::Found(Started {
+                state,
+                stamp,
+                refreshed,
+            }),
+            None => Opened::Unknown,
+        })
+    }
+
+    /// The touch of a session being started (see [`touch`](Self::touch)): whether it wrote.
+    /// Adopting a session without timestamps writes them from nothing; if a destroy removed the
+    /// state meanwhile, those timestamps would make a dead id look alive (and its cookie would be
+    /// sent again), so they are taken back and the session is unknown (`None`).
+    fn resume_touch(
         &self,
         id: &SessionId,
         stamp: &mut Option<Stamp>,
         now: u64,
-    ) -> Result<Refresh> {
+    ) -> Result<Option<bool>> {
         let adopting = stamp.is_none();
         if !self.touch(id, stamp, now)? {
-            return Ok(Refresh::Unchanged);
+            return Ok(Some(false));
         }
         if adopting && !matches!(self.read_state(id)?, Stored::State(_)) {
             if let Some(stamp) = stamp {
                 self.archive
                     .compare_and_swap(id.as_str(), META_KEY, Some(&stamp.raw), None)?;
             }
-            return Ok(Refresh::Vanished);
+            return Ok(None);
         }
-        Ok(Refresh::Moved)
+        Ok(Some(true))
     }
 
     /// Rewrites `last seen` if it is old enough, or writes the first timestamps of a session
