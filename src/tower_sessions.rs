@@ -350,7 +350,11 @@ impl Inner {
             names: INDEX,
             clock: &*self.clock,
             granularity: self.granularity,
-            lifetime: Lifetime::NONE,
+            // No timeouts to record: each record carries its own expiry.
+            lifetime: Lifetime {
+                idle: None,
+                absolute: None,
+            },
             known_width: &self.index_width,
             settings_recorded: &self.settings_recorded,
         }

@@ -232,13 +232,6 @@ pub(crate) struct Lifetime {
 }
 
 impl Lifetime {
-    /// No timeouts: nothing expires (the tower-sessions store's index, whose records carry
-    /// their own expiry).
-    pub(crate) const NONE: Lifetime = Lifetime {
-        idle: None,
-        absolute: None,
-    };
-
     /// The rules of an idle timeout and an absolute lifetime.
     pub(crate) fn new(idle: Option<Duration>, absolute: Option<Duration>) -> Lifetime {
         Lifetime {
