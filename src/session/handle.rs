@@ -10,8 +10,11 @@ use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
 use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
-use super::store::{Moving, Started, StateWritten, Store, UpdateTurn};
+use super::store::{Moving, Started, Store, UpdateTurn};
 use crate::error::{Error, Result};
+
+#[cfg(feature = "axum")]
+mod later;
 
 /// Where a session stands, as far as this handle knows.
 #[derive(Debug)]
@@ -699,59 +702,6 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         Ok(result)
     }
 
-    /// The first half of [`update_send`](Self::update_send), for a caller that awaits the write
-    /// instead of blocking on it: the checks, then the update queued through
-    /// [`Archive::update_async`](crate::archive::Archive::update_async). Only where nothing else
-    /// would write: `change` comes back, for `update_send`, when the session is not stored yet,
-    /// has no timestamps, has a binding to store, or has timestamps that are expired or due for
-    /// a rewrite. Finish with [`finish_update_later`](Self::finish_update_later).
-    #[cfg_attr(
-        not(feature = "axum"),
-        allow(dead_code, reason = "the axum layer's update awaits commits with it")
-    )]
-    pub(crate) fn update_later<R, C>(&mut self, change: C) -> std::result::Result<Later<T, R>, C>
-    where
-        C: FnMut(&mut T) -> R + Send + 'static,
-        T: Send + 'static,
-        R: Send + 'static,
-    {
-        let now = self.store.now();
-        let Phase::Live(Some(stamp)) = &self.phase else {
-            return Err(change);
-        };
-        if self.rebind.is_some()
-            || self.store.is_expired(stamp.meta, now)
-            || self.store.touch_due(Some(stamp), now)
-        {
-            return Err(change);
-        }
-        let last = Recorded::default();
-        let written = self
-            .store
-            .update_state_async(&self.id, self.recorded(change, &last));
-        Ok(Later { written, last })
-    }
-
-    /// The second half of an update begun with [`update_later`](Self::update_later), once its
-    /// write is done: as [`update_send`](Self::update_send) ends, without the timestamps'
-    /// rewrite that `update_later` found not due.
-    #[cfg_attr(
-        not(feature = "axum"),
-        allow(dead_code, reason = "the axum layer's update awaits commits with it")
-    )]
-    pub(crate) fn finish_update_later<R>(
-        &mut self,
-        later: Later<T, R>,
-        written: Result<bool>,
-    ) -> Result<R> {
-        let Later { last, .. } = later;
-        let updated = written?;
-        let outcome = last.lock().take().filter(|_| updated);
-        let result = self.take_applied(outcome)?;
-        self.repeat_expire_hint()?;
-        Ok(result)
-    }
-
     /// Moves the session to a fresh id; call it on login, so that an id known before login is
     /// worthless after it. The creation time is kept, so the absolute lifetime is not extended.
     /// On a session that was never saved (a visitor who logs in on the first request that keeps
@@ -936,34 +886,8 @@ fn encode<T: Serialize>(id: &SessionId, limit: usize, state: &T) -> Result<Vec<u
     Ok(bytes)
 }
 
-/// An update begun by [`Session::update_later`]: poll its write, then hand it to
-/// [`Session::finish_update_later`].
-#[cfg_attr(
-    not(feature = "axum"),
-    allow(dead_code, reason = "the axum layer's update awaits commits with it")
-)]
-pub(crate) struct Later<T, R> {
-    written: StateWritten,
-    /// What the change made, from its last run.
-    last: Recorded<T, R>,
-}
-
 /// Where an update's change, run elsewhere, leaves what its last run made.
 type Recorded<T, R> = Arc<parking_lot::Mutex<Option<Applied<T, R>>>>;
-
-#[cfg_attr(
-    not(feature = "axum"),
-    allow(dead_code, reason = "the axum layer's update awaits commits with it")
-)]
-impl<T, R> Later<T, R> {
-    /// Polls the write: whether a state was there to replace.
-    pub(crate) fn poll_written(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<bool>> {
-        self.written.as_mut().poll(cx)
-    }
-}
 
 /// What an update made of the stored state: the new state, and what the change returned.
 struct Applied<T, R> {

@@ -27,8 +27,6 @@
 //!   timestamps alone (a create cut short, a touch racing a destroy) are indexed, so the sweep
 //!   removes them, and no write recreates a state that a destroy or a move swapped away.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, UNIX_EPOCH};
@@ -49,7 +47,12 @@ use super::points::Mutation;
 use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Update};
 use crate::error::{Error, Result};
 
+#[cfg(feature = "axum")]
+mod later;
 mod regenerate;
+
+#[cfg(feature = "axum")]
+pub(crate) use later::StateWritten;
 pub(crate) use regenerate::Moving;
 
 /// The expiry index of sessions: buckets `expiry-<n>`, and the record in `sweep-cursor`.
@@ -238,13 +241,6 @@ impl Store {
         &self.update_locks[index]
     }
 }
-
-/// The future of [`Store::update_state_async`]: whether a state was there to replace.
-#[cfg_attr(
-    not(feature = "axum"),
-    allow(dead_code, reason = "the axum layer's update awaits commits with it")
-)]
-pub(crate) type StateWritten = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
 
 /// The change that replaces a stored state with the bytes `next` makes from it, and leaves
 /// anything else (nothing, a moved-marker) as it is.
@@ -700,24 +696,6 @@ impl Store {
             .archive
             .update(id.as_str(), STATE_KEY, state_change(next))?;
         Ok(after.as_deref().is_some_and(is_state))
-    }
-
-    /// [`update_state`](Self::update_state) through [`Archive::update_async`]: on an archive
-    /// whose blocking is [`Blocking::Commits`] this returns at once, and the future waits for
-    /// the commit without a thread.
-    #[cfg_attr(
-        not(feature = "axum"),
-        allow(dead_code, reason = "the axum layer's update awaits commits with it")
-    )]
-    pub(crate) fn update_state_async(
-        &self,
-        id: &SessionId,
-        next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
-    ) -> StateWritten {
-        let written = self
-            .archive
-            .update_async(id.as_str(), STATE_KEY, state_change(next));
-        Box::pin(async move { Ok(written.await?.as_deref().is_some_and(is_state)) })
     }
 
     /// Stores the state that `next` makes of the stored one together with a new binding (to
