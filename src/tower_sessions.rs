@@ -90,19 +90,15 @@ use crate::archive::{Archive, Change, DEFAULT_PAGE_SIZE, Update};
 use crate::error::Error;
 use crate::ids::{TOWER_RECORD_PREFIX, fingerprint, redact};
 use crate::session::clock::{Clock, SystemClock};
-use crate::session::expiry::{
-    DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Lifetime, Verdict, place,
-};
+use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, Judge, Lifetime, Verdict, place};
+use crate::session::layout::{IndexNames, TOWER_INDEX, TOWER_RECORD_KEY};
 
 /// The prefix of a record's domain; the id follows.
 const RECORD_PREFIX: &str = TOWER_RECORD_PREFIX;
 /// The key holding a record in its domain.
-const RECORD_KEY: &str = "record.json";
+const RECORD_KEY: &str = TOWER_RECORD_KEY;
 /// The store's expiry index.
-const INDEX: IndexNames = IndexNames {
-    prefix: "tower-expiry-",
-    cursor: "tower-sweep-cursor",
-};
+const INDEX: IndexNames = TOWER_INDEX;
 /// How many ids `create` draws before giving up. Ids have 128 random bits, so a second draw
 /// practically never happens; the bound only keeps a backend whose compare-and-swap never
 /// succeeds from looping forever.

@@ -58,7 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::clock::Clock;
-use super::layout::Meta;
+use super::layout::{IndexNames, Meta};
 use crate::archive::{Archive, DEFAULT_PAGE_SIZE};
 use crate::error::Result;
 
@@ -190,21 +190,6 @@ impl From<Record> for StoredSettings {
             idle_timeout: record.idle.map(Duration::from_secs),
             absolute_lifetime: record.absolute.map(Duration::from_secs),
         }
-    }
-}
-
-/// Where an expiry index lives in the archive: its buckets are the domains `<prefix><n>`, and its
-/// [`Record`] is the key `index` of the domain `cursor`. The names must not be those of anything
-/// else the archive holds.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct IndexNames {
-    pub(crate) prefix: &'static str,
-    pub(crate) cursor: &'static str,
-}
-
-impl IndexNames {
-    fn bucket(self, bucket: u64) -> String {
-        format!("{}{bucket}", self.prefix)
     }
 }
 

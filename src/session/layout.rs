@@ -1,6 +1,28 @@
 //! What a session is in the archive: the keys of its domain, the bytes stored under them, and
-//! the names of the domains beside it (the corrupt-state domain and the per-user index). The
-//! protocol that writes them is the [store](super::store)'s; this module only names and encodes.
+//! the names of the domains beside it. Every name the session layer (and the tower-sessions
+//! store) stores under is here. The protocol that writes them is the [store](super::store)'s;
+//! this module only names and encodes.
+//!
+//! | domain | key | holds |
+//! |---|---|---|
+//! | `<id>`, or its SHA-256 with ids hashed at rest (the *stored name*) | [`STATE_KEY`] | the state as JSON, or a moved-marker: `\0moved:<nonce>:<new stored name>` |
+//! | the stored name | [`META_KEY`] | the record: `created` and `seen` (unix seconds); `user` and `entry` (the key of its index entry) when bound; `rev` once fenced |
+//! | `user-<SHA-256 of the user id>` | `<stored name>.<token>`, or the stored name alone (earlier versions) | one binding's index entry: the unix time it was written |
+//! | `expiry-<n>` ([`SESSIONS_INDEX`]) | the stored name | an expiry index entry (see the expiry module) |
+//! | `sweep-cursor` | `index` (and `bucket`, earlier versions) | the expiry index's record |
+//! | [`CORRUPT_DOMAIN`] | `<unix time>-<fingerprint>` | a state set aside as undecodable |
+//! | `tower-session-<id>` | [`TOWER_RECORD_KEY`] | a tower-sessions record |
+//! | `tower-expiry-<n>`, `tower-sweep-cursor` ([`TOWER_INDEX`]) | as the sessions' index | the tower-sessions store's expiry index |
+//!
+//! What a session's domain means, by what it holds:
+//!
+//! | [`STATE_KEY`] | [`META_KEY`] | the id names |
+//! |---|---|---|
+//! | a state | a record | a session, live until the record says it expired |
+//! | a state | nothing | a session of the original framework, stored without timestamps: given a record on its first start |
+//! | a moved-marker | anything | nothing any more: a regenerate moved the session; a revoke follows the marker |
+//! | nothing | a record | nothing: a create cut short, or what a destroy left; indexed, so the sweep removes it |
+//! | nothing | nothing | nothing |
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +112,46 @@ pub const META_KEY: &str = "meta.json";
 pub const CORRUPT_DOMAIN: &str = "corrupt-sessions";
 
 pub use crate::ids::MAX_USER_LEN;
+
+/// Where an expiry index lives in the archive: its buckets are the domains `<prefix><n>`, and its
+/// record is the key `index` of the domain `cursor`. The names must not be those of anything
+/// else the archive holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexNames {
+    pub(crate) prefix: &'static str,
+    pub(crate) cursor: &'static str,
+}
+
+impl IndexNames {
+    /// The domain of bucket number `bucket`.
+    pub(crate) fn bucket(self, bucket: u64) -> String {
+        format!("{}{bucket}", self.prefix)
+    }
+}
+
+/// The expiry index of sessions: buckets `expiry-<n>`, and the record in `sweep-cursor`.
+pub(crate) const SESSIONS_INDEX: IndexNames = IndexNames {
+    prefix: "expiry-",
+    cursor: "sweep-cursor",
+};
+
+/// The expiry index of the tower-sessions store.
+#[cfg_attr(
+    not(feature = "tower-sessions"),
+    expect(dead_code, reason = "named here with every other stored name")
+)]
+pub(crate) const TOWER_INDEX: IndexNames = IndexNames {
+    prefix: "tower-expiry-",
+    cursor: "tower-sweep-cursor",
+};
+
+/// The key holding a tower-sessions record in its domain, `tower-session-<id>` (the prefix is
+/// `crate::ids::TOWER_RECORD_PREFIX`, which redaction needs below this layer).
+#[cfg_attr(
+    not(feature = "tower-sessions"),
+    expect(dead_code, reason = "named here with every other stored name")
+)]
+pub(crate) const TOWER_RECORD_KEY: &str = "record.json";
 
 /// How a user's index domain is named: this prefix and the hex SHA-256 of the user id.
 const USER_PREFIX: &str = "user-";

@@ -34,14 +34,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::clock::Clock;
-use super::expiry::{
-    Index, IndexNames, Judge, Lifetime, StoredSettings, Verdict, place, unix_secs, unix_time,
-};
+use super::expiry::{Index, Judge, Lifetime, StoredSettings, Verdict, place, unix_secs, unix_time};
 use super::hashed::HashedIds;
 use super::id::{SessionId, hashed_name};
 use super::layout::{
-    Binding, CORRUPT_DOMAIN, META_KEY, Meta, STATE_KEY, Stamp, Stored, binding_entry, entry_key,
-    entry_session, is_state, read_state, user_domain, validate_user,
+    Binding, CORRUPT_DOMAIN, META_KEY, Meta, SESSIONS_INDEX, STATE_KEY, Stamp, Stored,
+    binding_entry, entry_key, entry_session, is_state, read_state, user_domain, validate_user,
 };
 use super::points::Mutation;
 use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Update};
@@ -54,12 +52,6 @@ mod regenerate;
 #[cfg(feature = "axum")]
 pub(crate) use later::StateWritten;
 pub(crate) use regenerate::Moving;
-
-/// The expiry index of sessions: buckets `expiry-<n>`, and the record in `sweep-cursor`.
-const SESSIONS_INDEX: IndexNames = IndexNames {
-    prefix: "expiry-",
-    cursor: "sweep-cursor",
-};
 
 /// How often a fresh id is drawn when the one drawn already exists. With 122 random bits a
 /// collision is practically impossible; the bound only keeps a misbehaving backend (one whose
