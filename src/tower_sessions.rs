@@ -490,7 +490,7 @@ impl Inner {
         else {
             return Ok(None);
         };
-        let stored: Stored = serde_json::from_slice(&raw).map_err(|err| {
+        let stored: TowerRecord = serde_json::from_slice(&raw).map_err(|err| {
             session_store::Error::Decode(format!(
                 "session {}: the stored record does not decode: {err}",
                 id_fingerprint(id)
@@ -670,13 +670,13 @@ impl Judge for Sweep<'_> {
 
 /// A record as stored (see the module docs).
 #[derive(Serialize)]
-struct StoredRef<'a> {
+struct TowerRecordRef<'a> {
     expiry: Expiry,
     data: &'a HashMap<String, Value>,
 }
 
 #[derive(Deserialize)]
-struct Stored {
+struct TowerRecord {
     expiry: Expiry,
     data: HashMap<String, Value>,
 }
@@ -712,7 +712,7 @@ impl Expiry {
 }
 
 fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
-    serde_json::to_vec(&StoredRef {
+    serde_json::to_vec(&TowerRecordRef {
         expiry: Expiry::new(record.expiry_date),
         data: &record.data,
     })
@@ -771,7 +771,10 @@ fn covers(width: u64, stored: Option<OffsetDateTime>, at: u64) -> bool {
 /// The expiry of stored bytes, or `None` when they are not a record. Exactly the bytes that
 /// `load` decodes have one, so that nothing judges a record that `load` reports as undecodable.
 fn decode_expiry(raw: &[u8]) -> Option<OffsetDateTime> {
-    serde_json::from_slice::<Stored>(raw).ok()?.expiry.date()
+    serde_json::from_slice::<TowerRecord>(raw)
+        .ok()?
+        .expiry
+        .date()
 }
 
 /// The time an index entry is filed under: the expiry in whole unix seconds (0 before 1970).

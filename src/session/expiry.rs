@@ -16,7 +16,7 @@
 //!
 //! # The record
 //!
-//! The key `index` of the domain `sweep-cursor` holds a [`Record`], as JSON:
+//! The key `index` of the domain `sweep-cursor` holds a [`IndexRecord`], as JSON:
 //! `{"granularity":60,"idle":86400,"absolute":604800,"swept":…,"claimed":…}`. It says
 //!
 //! - the width every index bucket has. Every `Sessions` over the archive uses it, whatever width
@@ -81,7 +81,7 @@ use crate::error::Result;
 /// ```
 pub const DEFAULT_SWEEP_GRANULARITY: Duration = Duration::from_secs(60);
 
-/// The key of the [`Record`].
+/// The key of the [`IndexRecord`].
 const RECORD_KEY: &str = "index";
 /// The key of the earlier versions' cursor: a bare bucket number.
 const LEGACY_CURSOR_KEY: &str = "bucket";
@@ -98,7 +98,7 @@ const RECORD_ATTEMPTS: usize = 16;
 /// The expiry index's settings and progress, under `sweep-cursor/index` (see the module docs).
 /// Times and durations are in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-struct Record {
+struct IndexRecord {
     granularity: u64,
     idle: Option<u64>,
     absolute: Option<u64>,
@@ -106,7 +106,7 @@ struct Record {
     claimed: u64,
 }
 
-impl Record {
+impl IndexRecord {
     fn encode(&self) -> Vec<u8> {
         fn or_null(value: Option<u64>) -> String {
             value.map_or_else(|| "null".to_owned(), |value| value.to_string())
@@ -123,28 +123,28 @@ impl Record {
     }
 
     /// The record in `raw`, or `None` for bytes that are not one (or claim a zero width).
-    fn decode(raw: &[u8]) -> Option<Record> {
-        serde_json::from_slice::<Record>(raw)
+    fn decode(raw: &[u8]) -> Option<IndexRecord> {
+        serde_json::from_slice::<IndexRecord>(raw)
             .ok()
             .filter(|record| record.granularity > 0)
     }
 }
 
 /// What `sweep-cursor/index` holds.
-enum Stored {
+enum StoredRecord {
     Missing,
     /// Bytes that are not a record; they can only come from outside this crate, and are replaced
     /// as a missing record would be written.
     Unreadable(Vec<u8>),
-    Found(Record, Vec<u8>),
+    Found(IndexRecord, Vec<u8>),
 }
 
-impl Stored {
+impl StoredRecord {
     /// The stored bytes, to compare-and-swap against.
     fn raw(&self) -> Option<&[u8]> {
         match self {
-            Stored::Missing => None,
-            Stored::Unreadable(raw) | Stored::Found(_, raw) => Some(raw),
+            StoredRecord::Missing => None,
+            StoredRecord::Unreadable(raw) | StoredRecord::Found(_, raw) => Some(raw),
         }
     }
 }
@@ -183,8 +183,8 @@ pub struct StoredSettings {
     pub absolute_lifetime: Option<Duration>,
 }
 
-impl From<Record> for StoredSettings {
-    fn from(record: Record) -> Self {
+impl From<IndexRecord> for StoredSettings {
+    fn from(record: IndexRecord) -> Self {
         StoredSettings {
             sweep_granularity: Duration::from_secs(record.granularity),
             idle_timeout: record.idle.map(Duration::from_secs),
@@ -304,7 +304,7 @@ impl Index<'_> {
         }
     }
 
-    fn remember(&self, record: &Record) {
+    fn remember(&self, record: &IndexRecord) {
         self.known_width
             .store(record.granularity, Ordering::Release);
     }
@@ -313,24 +313,24 @@ impl Index<'_> {
     /// readable).
     pub(crate) fn stored_settings(&self) -> Result<Option<StoredSettings>> {
         Ok(match self.read_record()? {
-            Stored::Found(record, _) => Some(record.into()),
-            Stored::Missing | Stored::Unreadable(_) => None,
+            StoredRecord::Found(record, _) => Some(record.into()),
+            StoredRecord::Missing | StoredRecord::Unreadable(_) => None,
         })
     }
 
-    fn read_record(&self) -> Result<Stored> {
+    fn read_record(&self) -> Result<StoredRecord> {
         Ok(match self.archive.get(self.names.cursor, RECORD_KEY)? {
-            None => Stored::Missing,
-            Some(raw) => match Record::decode(&raw) {
-                Some(record) => Stored::Found(record, raw),
-                None => Stored::Unreadable(raw),
+            None => StoredRecord::Missing,
+            Some(raw) => match IndexRecord::decode(&raw) {
+                Some(record) => StoredRecord::Found(record, raw),
+                None => StoredRecord::Unreadable(raw),
             },
         })
     }
 
     /// The record to write where there is none: `width`, this `Sessions`' timeouts, and a sweep
     /// that starts from now, or from where an earlier version's cursor says (read in `width`).
-    fn fresh_record(&self, width: u64, now: u64) -> Result<Record> {
+    fn fresh_record(&self, width: u64, now: u64) -> Result<IndexRecord> {
         let legacy = self.archive.get(self.names.cursor, LEGACY_CURSOR_KEY)?;
         let start = legacy
             .and_then(|raw| std::str::from_utf8(&raw).ok()?.parse::<u64>().ok())
@@ -339,7 +339,7 @@ impl Index<'_> {
                     .saturating_mul(width)
                     .clamp(now.saturating_sub(INDEX_GRACE_SECS), now)
             });
-        Ok(Record {
+        Ok(IndexRecord {
             granularity: width,
             idle: self.lifetime.idle,
             absolute: self.lifetime.absolute,
@@ -391,9 +391,9 @@ impl Index<'_> {
         width: u64,
         now: u64,
         record_settings: bool,
-    ) -> Result<Option<Record>> {
+    ) -> Result<Option<IndexRecord>> {
         let (record, raw) = match self.read_record()? {
-            Stored::Found(record, raw) => (record, raw),
+            StoredRecord::Found(record, raw) => (record, raw),
             missing => {
                 self.settings_recorded.store(false, Ordering::Release);
                 let record = self.fresh_record(width, now)?;
@@ -411,7 +411,7 @@ impl Index<'_> {
         };
         self.remember(&record);
         if record_settings && !self.settings_recorded.load(Ordering::Acquire) {
-            let ours = Record {
+            let ours = IndexRecord {
                 idle: self.lifetime.idle,
                 absolute: self.lifetime.absolute,
                 ..record
@@ -439,7 +439,7 @@ impl Index<'_> {
         entries: &[(&str, u64)],
         stray: &[usize],
         placed: &mut [u64],
-        record: &Record,
+        record: &IndexRecord,
         now: u64,
     ) -> Result<()> {
         let moved: Vec<(&str, u64)> = stray.iter().map(|&i| entries[i]).collect();
@@ -500,10 +500,10 @@ impl Index<'_> {
     /// claimed, or `None` when there is nothing to sweep: no record, and no width known to this
     /// process to write one with; or a record that kept changing under every attempt, which
     /// means other processes are sweeping.
-    fn claim(&self, now: u64) -> Result<Option<Record>> {
+    fn claim(&self, now: u64) -> Result<Option<IndexRecord>> {
         for _ in 0..RECORD_ATTEMPTS {
             let (record, raw) = match self.read_record()? {
-                Stored::Found(record, raw) => (record, raw),
+                StoredRecord::Found(record, raw) => (record, raw),
                 missing => {
                     // A process that has seen the record knows the index's width, and writes the
                     // record again; one that has not could only guess, and a wrong guess would
@@ -526,7 +526,7 @@ impl Index<'_> {
             if record.claimed >= now {
                 return Ok(Some(record));
             }
-            let claimed = Record {
+            let claimed = IndexRecord {
                 claimed: now,
                 ..record
             };
@@ -546,9 +546,9 @@ impl Index<'_> {
     /// `bucket(claimed.swept) - 1` to that of now. A record that was written again meanwhile
     /// (after a removal) is left as it is, as is one that keeps changing: the next sweep then
     /// walks these buckets again, which only costs time.
-    fn finish_sweep(&self, claimed: &Record, now: u64) -> Result<()> {
+    fn finish_sweep(&self, claimed: &IndexRecord, now: u64) -> Result<()> {
         for _ in 0..RECORD_ATTEMPTS {
-            let Stored::Found(record, raw) = self.read_record()? else {
+            let StoredRecord::Found(record, raw) = self.read_record()? else {
                 return Ok(());
             };
             if record.granularity != claimed.granularity
@@ -557,7 +557,7 @@ impl Index<'_> {
             {
                 return Ok(());
             }
-            let swept = Record {
+            let swept = IndexRecord {
                 swept: record.swept.max(now),
                 ..record
             };
@@ -676,18 +676,18 @@ pub(crate) fn unix_secs(time: SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Record;
+    use super::IndexRecord;
 
     #[test]
     fn records_round_trip_and_reject_what_is_not_one() {
-        let record = Record {
+        let record = IndexRecord {
             granularity: 10,
             idle: None,
             absolute: Some(604_800),
             swept: 1_700_000_000,
             claimed: 1_700_000_060,
         };
-        assert_eq!(Record::decode(&record.encode()), Some(record));
+        assert_eq!(IndexRecord::decode(&record.encode()), Some(record));
         for bad in [
             &b"172000000"[..],
             b"",
@@ -696,7 +696,7 @@ mod tests {
             br#"{"granularity":-1,"idle":null,"absolute":null,"swept":0,"claimed":0}"#,
         ] {
             assert_eq!(
-                Record::decode(bad),
+                IndexRecord::decode(bad),
                 None,
                 "{:?}",
                 String::from_utf8_lossy(bad)

@@ -203,7 +203,7 @@ pub(crate) struct Rebind(pub(crate) Option<String>);
 
 /// The record under [`META_KEY`], as stored.
 #[derive(Serialize, Deserialize)]
-struct Record<'a> {
+struct MetaRecord<'a> {
     created: u64,
     seen: u64,
     #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
@@ -230,7 +230,7 @@ impl Stamp {
         binding: Option<Binding>,
         rev: u64,
     ) -> Result<Stamp> {
-        let record = Record {
+        let record = MetaRecord {
             created: meta.created,
             seen: meta.seen,
             user: binding.as_ref().map(|b| b.user.as_str().into()),
@@ -255,7 +255,7 @@ impl Stamp {
     /// Decodes the record stored for session `id`; bytes that do not decode are
     /// [`Error::CorruptSession`].
     pub(crate) fn decode(id: &SessionId, raw: Vec<u8>) -> Result<Stamp> {
-        let record: Record<'_> = decode(id, &raw)?;
+        let record: MetaRecord<'_> = decode(id, &raw)?;
         let binding = record.user.map(|user| Binding {
             user: user.into_owned(),
             entry: record.entry.map(std::borrow::Cow::into_owned),
