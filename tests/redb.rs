@@ -443,7 +443,7 @@ fn concurrent_durable_writers_share_commits() {
     let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
     assert_eq!(archive.durability(), Durability::Immediate);
     let before = archive.commit_stats();
-    let start = std::sync::Barrier::new(THREADS as usize);
+    let start = std::sync::Barrier::new(usize::try_from(THREADS).unwrap());
     std::thread::scope(|scope| {
         for thread in 0..THREADS {
             let (archive, start) = (&archive, &start);
@@ -476,7 +476,7 @@ fn concurrent_durable_writers_share_commits() {
     );
     for thread in 0..THREADS {
         let count = archive.get(&format!("writer-{thread}"), "count").unwrap();
-        assert_eq!(count, Some(vec![(WRITES / 2) as u8]));
+        assert_eq!(count, Some(vec![u8::try_from(WRITES / 2).unwrap()]));
     }
 }
 
