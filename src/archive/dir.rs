@@ -448,17 +448,16 @@ impl DirArchive {
         let mut done = 0;
         let mut removed = false;
         let applied = staged.iter().try_for_each(|(key, temp)| {
-            match temp {
-                Some(temp) => self.rename_staged(&dir, domain, key, temp)?,
-                None => {
-                    if !self.is_regular_file(&dir, domain, key)? {
-                        done += 1;
-                        return Ok(());
-                    }
-                    rustix::fs::unlinkat(&dir, *key, AtFlags::empty())
-                        .map_err(|err| io(self.key_path(domain, key), err.into()))?;
-                    removed = true;
-                }
+            if let Some(temp) = temp {
+                self.rename_staged(&dir, domain, key, temp)?;
+            } else if self.is_regular_file(&dir, domain, key)? {
+                rustix::fs::unlinkat(&dir, *key, AtFlags::empty())
+                    .map_err(|err| io(self.key_path(domain, key), err.into()))?;
+                removed = true;
+            } else {
+                // Compared as present, yet not a regular file now: nothing of ours to remove.
+                done += 1;
+                return Ok(());
             }
             done += 1;
             rustix::fs::fsync(&dir).map_err(|err| io(self.domain_path(domain), err.into()))

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::group_commit::Status;
 use super::*;
-use crate::archive::{Change, Update};
+use crate::archive::{Change, Swap, Update};
 use crate::conformance::block_on;
 
 /// How many transactions the archive has committed.
@@ -170,7 +170,7 @@ fn writers_queued_behind_a_leader_share_its_commit() {
 }
 
 /// A swap of several keys of `d`, each (key, expected, new).
-fn swap_many(swaps: &[(&str, Option<&[u8]>, Option<&[u8]>)]) -> Op {
+fn swap_many(swaps: &[Swap<'_>]) -> Op {
     Op::CompareAndSwapMany {
         domain: "d".to_owned(),
         swaps: swaps
