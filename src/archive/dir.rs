@@ -428,16 +428,28 @@ impl DirArchive {
         if writes {
             self.clean_temps(&dir, domain)?;
         }
+        let staged = self.stage_all(&dir, domain, &changes)?;
+        self.apply_staged(&dir, domain, &staged)?;
+        Ok(true)
+    }
+
+    /// Writes each new value of a swap to a synced temporary file (`None` for a key to remove).
+    /// On a failure nothing has changed: what was staged is dropped, and the domain directory
+    /// if the swap created it (best effort, as in `write_key`). Under the write lock.
+    fn stage_all<'k>(
+        &self,
+        dir: &OwnedFd,
+        domain: &str,
+        changes: &[(&'k str, Option<&[u8]>)],
+    ) -> Result<Vec<(&'k str, Option<String>)>> {
         let mut staged: Vec<(&str, Option<String>)> = Vec::with_capacity(changes.len());
-        for &(key, new) in &changes {
+        for &(key, new) in changes {
             let temp = match new {
-                Some(value) => match self.stage_value(&dir, domain, key, value) {
+                Some(value) => match self.stage_value(dir, domain, key, value) {
                     Ok(temp) => Some(temp),
                     Err(err) => {
-                        // Nothing has changed: drop what was staged, and the domain directory
-                        // if this swap created it (best effort, as in `write_key`).
-                        discard_staged(&dir, &staged);
-                        let _ = self.remove_if_empty(&dir, domain);
+                        discard_staged(dir, &staged);
+                        let _ = self.remove_if_empty(dir, domain);
                         return Err(err);
                     }
                 },
@@ -445,13 +457,25 @@ impl DirArchive {
             };
             staged.push((key, temp));
         }
+        Ok(staged)
+    }
+
+    /// Makes the staged changes of a swap, in order, each renamed into place (or unlinked) and
+    /// the directory synced before the next; a domain emptied by them is removed last. On a
+    /// failure the changes made so far stay, and the rest are dropped. Under the write lock.
+    fn apply_staged(
+        &self,
+        dir: &OwnedFd,
+        domain: &str,
+        staged: &[(&str, Option<String>)],
+    ) -> Result<()> {
         let mut done = 0;
         let mut removed = false;
         let applied = staged.iter().try_for_each(|(key, temp)| {
             if let Some(temp) = temp {
-                self.rename_staged(&dir, domain, key, temp)?;
-            } else if self.is_regular_file(&dir, domain, key)? {
-                rustix::fs::unlinkat(&dir, *key, AtFlags::empty())
+                self.rename_staged(dir, domain, key, temp)?;
+            } else if self.is_regular_file(dir, domain, key)? {
+                rustix::fs::unlinkat(dir, *key, AtFlags::empty())
                     .map_err(|err| io(self.key_path(domain, key), err.into()))?;
                 removed = true;
             } else {
@@ -460,18 +484,17 @@ impl DirArchive {
                 return Ok(());
             }
             done += 1;
-            rustix::fs::fsync(&dir).map_err(|err| io(self.domain_path(domain), err.into()))
+            rustix::fs::fsync(dir).map_err(|err| io(self.domain_path(domain), err.into()))
         });
         if let Err(err) = applied {
-            // The changes made so far stay (see above); the rest never happen.
-            discard_staged(&dir, staged.get(done..).unwrap_or_default());
-            let _ = self.remove_if_empty(&dir, domain);
+            discard_staged(dir, staged.get(done..).unwrap_or_default());
+            let _ = self.remove_if_empty(dir, domain);
             return Err(err);
         }
         if removed {
-            self.remove_if_empty(&dir, domain)?;
+            self.remove_if_empty(dir, domain)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Removes one key if it is a regular file, and the domain with its last key. Under the

@@ -822,16 +822,6 @@ impl Drop for Done<'_> {
 pub fn compare_and_swap_many_is_atomic_under_concurrency(archive: &dyn Archive) {
     const THREADS: u64 = 3;
     const INCREMENTS: u64 = 15;
-    let decode = |bytes: Option<Vec<u8>>| {
-        bytes.map_or(0, |bytes| {
-            u64::from_le_bytes(bytes.as_slice().try_into().expect("8 bytes"))
-        })
-    };
-    let read = || {
-        let x = archive.get("pair", "x").expect("get");
-        let y = archive.get("pair", "y").expect("get");
-        (x, y)
-    };
     let done = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..THREADS {
@@ -839,28 +829,13 @@ pub fn compare_and_swap_many_is_atomic_under_concurrency(archive: &dyn Archive) 
                 // The watcher stops once every writer is done, even one that panicked.
                 let _done = Done(&done);
                 for _ in 0..INCREMENTS {
-                    loop {
-                        let (x, y) = read();
-                        let next_x = (decode(x.clone()) + 1).to_le_bytes();
-                        let next_y = (decode(y.clone()) + 1).to_le_bytes();
-                        let swaps = [
-                            ("x", x.as_deref(), Some(&next_x[..])),
-                            ("y", y.as_deref(), Some(&next_y[..])),
-                        ];
-                        if archive
-                            .compare_and_swap_many("pair", &swaps)
-                            .expect("compare_and_swap_many")
-                        {
-                            assert_eq!(x, y, "a swap succeeded on a torn pair");
-                            break;
-                        }
-                    }
+                    increment_pair(archive);
                 }
             });
         }
         scope.spawn(|| {
             while done.load(Ordering::SeqCst) < THREADS {
-                let (x, y) = read();
+                let (x, y) = read_pair(archive);
                 let check = [
                     ("x", x.as_deref(), x.as_deref()),
                     ("y", y.as_deref(), y.as_deref()),
@@ -877,11 +852,43 @@ pub fn compare_and_swap_many_is_atomic_under_concurrency(archive: &dyn Archive) 
     });
     let total = (THREADS * INCREMENTS).to_le_bytes().to_vec();
     assert_eq!(
-        read(),
+        read_pair(archive),
         (Some(total.clone()), Some(total)),
         "an increment was lost"
     );
     assert!(archive.remove_domain("pair").expect("remove_domain"));
+}
+
+/// The two counters of [`compare_and_swap_many_is_atomic_under_concurrency`], as stored.
+fn read_pair(archive: &dyn Archive) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let x = archive.get("pair", "x").expect("get");
+    let y = archive.get("pair", "y").expect("get");
+    (x, y)
+}
+
+/// Moves both counters on by one in one swap, expecting the values read, until a swap lands.
+fn increment_pair(archive: &dyn Archive) {
+    let decode = |bytes: Option<&[u8]>| {
+        bytes.map_or(0, |bytes| {
+            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+        })
+    };
+    loop {
+        let (x, y) = read_pair(archive);
+        let next_x = (decode(x.as_deref()) + 1).to_le_bytes();
+        let next_y = (decode(y.as_deref()) + 1).to_le_bytes();
+        let swaps = [
+            ("x", x.as_deref(), Some(&next_x[..])),
+            ("y", y.as_deref(), Some(&next_y[..])),
+        ];
+        if archive
+            .compare_and_swap_many("pair", &swaps)
+            .expect("compare_and_swap_many")
+        {
+            assert_eq!(x, y, "a swap succeeded on a torn pair");
+            return;
+        }
+    }
 }
 
 /// A change for `update` that stores `value` after checking that it was given `expected`.

@@ -371,12 +371,7 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Result<String, Refusal> {
         Op::CompareAndSwap(d, k, expected, new) => {
             let swapped = model_get(model, d, k) == *expected;
             if swapped {
-                match new {
-                    Some(v) => model_set(model, d, k, v),
-                    None => {
-                        model_remove(model, d, k);
-                    }
-                }
+                model_put(model, d, k, new.as_deref());
             }
             format!("{swapped}")
         }
@@ -397,38 +392,41 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Result<String, Refusal> {
         Op::Update(d, k, edit) => {
             let after = match edit.apply(model_get(model, d, k).as_deref()) {
                 Update::Keep => model_get(model, d, k),
-                Update::Set(value) => {
-                    model_set(model, d, k, &value);
-                    Some(value)
-                }
-                Update::Remove => {
-                    model_remove(model, d, k);
-                    None
-                }
+                Update::Set(value) => Some(value),
+                Update::Remove => None,
             };
+            model_put(model, d, k, after.as_deref());
             format!("{after:?}")
         }
         Op::RemoveDomains(domains) => {
             let removed = domains.iter().filter(|d| model.remove(*d).is_some());
             format!("{}", removed.count())
         }
-        Op::CompareAndSwapMany(d, swaps) => {
-            let swapped = swaps
-                .iter()
-                .all(|(k, expected, _)| model_get(model, d, k) == *expected);
-            if swapped {
-                for (k, _, new) in swaps {
-                    match new {
-                        Some(v) => model_set(model, d, k, v),
-                        None => {
-                            model_remove(model, d, k);
-                        }
-                    }
-                }
-            }
-            format!("{swapped}")
-        }
+        Op::CompareAndSwapMany(d, swaps) => format!("{}", model_swap_many(model, d, swaps)),
     })
+}
+
+/// A compare-and-swap of several keys of `d` in the model: whether it swapped.
+fn model_swap_many(model: &mut Model, d: &str, swaps: &[OwnedSwap]) -> bool {
+    let swapped = swaps
+        .iter()
+        .all(|(k, expected, _)| model_get(model, d, k) == *expected);
+    if swapped {
+        for (k, _, new) in swaps {
+            model_put(model, d, k, new.as_deref());
+        }
+    }
+    swapped
+}
+
+/// Stores `value` under `d`/`k` in the model, or removes the key for `None`.
+fn model_put(model: &mut Model, d: &str, k: &str, value: Option<&[u8]>) {
+    match value {
+        Some(v) => model_set(model, d, k, v),
+        None => {
+            model_remove(model, d, k);
+        }
+    }
 }
 
 fn sorted(mut names: Vec<String>) -> Vec<String> {
