@@ -58,8 +58,8 @@ pub fn user_sessions(
     Ok(count)
 }
 
-/// Destroys every session of `user` (see [`Sessions::revoke_user`]) and returns how many. This is
-/// `session-archive revoke-user`.
+/// Destroys every stored session of `user`, whatever its expiry (see [`Sessions::revoke_user`]),
+/// and returns how many. This is `session-archive revoke-user`.
 ///
 /// # Errors
 ///
