@@ -246,6 +246,16 @@ impl Lifetime {
             .is_some_and(|idle| now.saturating_sub(meta.seen) > idle / TOUCH_FRACTION)
     }
 
+    /// The rules that keep a session at least as long as either: each timeout the longer of the
+    /// two (none being the longest).
+    pub(crate) fn or_longer(self, other: Lifetime) -> Lifetime {
+        let longer = |a: Option<u64>, b: Option<u64>| Some(a?.max(b?));
+        Lifetime {
+            idle: longer(self.idle, other.idle),
+            absolute: longer(self.absolute, other.absolute),
+        }
+    }
+
     /// The longest a session written or touched now can live, if there is a bound.
     pub(crate) fn longest(self) -> Option<u64> {
         [self.idle, self.absolute].into_iter().flatten().max()

@@ -434,25 +434,27 @@ impl<T> Session<T> {
         Ok(wrote)
     }
 
-    /// After a write of the state: refreshes the timestamps (the cookie follows when they
-    /// moved), and repeats the expiry hint that a write may have cleared on backends with native
-    /// expiry.
-    fn after_write(&mut self) -> Result<()> {
+    /// After a write of the state, which is done and so answered: refreshes the timestamps (the
+    /// cookie follows when they moved), or repeats the expiry hint that a write may have cleared
+    /// on backends with native expiry. Both only tidy, so a failure here is not the write's: it
+    /// leaves `last seen` and the native expiry where they were (the session may expire somewhat
+    /// earlier than its use asks, until the next write moves them), and answering it as an
+    /// error would have a caller apply an update twice.
+    fn after_write(&mut self) {
         let now = self.store.now();
-        if self.touch(now)? {
+        if matches!(self.touch(now), Ok(true)) {
             self.cookie = CookieAction::Set;
-            Ok(())
         } else {
-            self.repeat_expire_hint()
+            self.repeat_expire_hint();
         }
     }
 
     /// Repeats the expiry hint for the stored timestamps, which a write of the state may have
-    /// cleared on backends with native expiry.
-    fn repeat_expire_hint(&self) -> Result<()> {
-        match self.stored_meta() {
-            Some(meta) => self.store.expire_hint(&self.id, meta),
-            None => Ok(()),
+    /// cleared on backends with native expiry; best effort, as [`after_write`](Self::after_write)
+    /// says.
+    fn repeat_expire_hint(&self) {
+        if let Some(meta) = self.stored_meta() {
+            let _ = self.store.expire_hint(&self.id, meta);
         }
     }
 }
@@ -467,9 +469,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// [`Error::SessionGone`] after a destroy (by any handle), a sweep, or a regenerate by
     /// another handle; [`Error::StateTooLarge`] when the JSON is over the
     /// [limit](super::SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`]
-    /// when `T` cannot be serialized; otherwise the archive's errors. An archive error while
-    /// recording the timestamps, after the state was written, is returned too, although the
-    /// state is then stored.
+    /// when `T` cannot be serialized; otherwise the archive's errors, before the state is
+    /// written. Once it is, the save answers `Ok`: refreshing the timestamps after it is best
+    /// effort (see [`cookie_action`](Self::cookie_action)).
     ///
     /// # Examples
     ///
@@ -506,7 +508,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     return Err(self.gone());
                 }
                 self.dirty = false;
-                self.after_write()
+                self.after_write();
+                Ok(())
             }
         }
     }
@@ -687,7 +690,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// none, and refreshes the timestamps.
     fn end_update<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
         let result = self.take_applied(applied)?;
-        self.after_write()?;
+        self.after_write();
         Ok(result)
     }
 

@@ -29,8 +29,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use super::expiry::unix_time;
 use super::id::SessionId;
 use super::layout::{Stamp, Stored, binding_entry, bytes_hash, entry_session, user_domain};
 use super::store::Store;
@@ -62,6 +63,11 @@ fn judge(
     (key, id): (Option<&str>, &SessionId),
     live_only: bool,
 ) -> Result<Entry> {
+    // With ids hashed at rest, an entry naming a plain id was written by a `Sessions` without
+    // hashing, whose session this one cannot reach: not ours to judge, let alone drop.
+    if store.hashes_ids() && SessionId::parse(id.as_str()).is_some() {
+        return Ok(Entry::Other);
+    }
     let stamp = match store.read_meta(id) {
         Ok(stamp) => stamp,
         Err(Error::CorruptSession { .. }) => return Ok(Entry::Other),
@@ -216,8 +222,8 @@ impl UserSessions {
                     let meta = stamp.meta;
                     return Ok(Some(UserSession {
                         id,
-                        created: UNIX_EPOCH + Duration::from_secs(meta.created),
-                        seen: UNIX_EPOCH + Duration::from_secs(meta.seen),
+                        created: unix_time(meta.created),
+                        seen: unix_time(meta.seen),
                     }));
                 }
                 Entry::Moved(_) | Entry::Dead => {
