@@ -262,7 +262,8 @@ impl<T> Session<T> {
     /// # Errors
     ///
     /// The archive's errors; the session is then not destroyed, and the handle still counts as
-    /// live, so the call can be repeated.
+    /// live, so the call can be repeated. (A swap whose answer was lost is read back: if no
+    /// state is left, the destroy landed, and answers `Ok`.)
     ///
     /// # Examples
     ///
@@ -361,9 +362,9 @@ impl<T> Session<T> {
         let Started {
             state,
             stamp,
+            bound,
             refreshed,
         } = started;
-        let bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
         Session {
             store,
             max_state_size,
@@ -429,9 +430,10 @@ impl<T> Session<T> {
         let Phase::Live(stamp) = &mut self.phase else {
             return Ok(false);
         };
-        let wrote = self.store.touch(&self.id, stamp, now)?;
-        self.bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
-        Ok(wrote)
+        // The binding the handle shows is the one stored with the state it holds: a touch never
+        // changes it, and one that lost a race read a record whose binding may go with another
+        // state.
+        self.store.touch(&self.id, stamp, now)
     }
 
     /// After a write of the state, which is done and so answered: refreshes the timestamps (the
@@ -469,9 +471,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// [`Error::SessionGone`] after a destroy (by any handle), a sweep, or a regenerate by
     /// another handle; [`Error::StateTooLarge`] when the JSON is over the
     /// [limit](super::SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`]
-    /// when `T` cannot be serialized; otherwise the archive's errors, before the state is
-    /// written. Once it is, the save answers `Ok`: refreshing the timestamps after it is best
-    /// effort (see [`cookie_action`](Self::cookie_action)).
+    /// when `T` cannot be serialized; otherwise the archive's errors. Once the state is written
+    /// the save answers `Ok`: refreshing the timestamps after it is best effort. The one error
+    /// whose outcome is unknown is storage failing on the write itself in a way that cannot
+    /// tell whether it landed (a reply that timed out): the state is then as before or as
+    /// saved, and reading it (see [`load`](Self::load)) tells which.
     ///
     /// # Examples
     ///
@@ -569,7 +573,12 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// [`Error::SessionGone`] when the session was destroyed or moved; [`Error::CorruptSession`]
     /// when the stored state cannot be decoded; [`Error::StateTooLarge`] or [`Error::Serialize`]
-    /// for the result (nothing is written); otherwise the archive's errors.
+    /// for the result (nothing is written); otherwise the archive's errors. Once the result is
+    /// stored the update answers `Ok` (refreshing the timestamps after it is best effort), so an
+    /// error means it was not stored, except when storage fails on the write itself in a way
+    /// that cannot tell whether it landed (a reply that timed out): then the change may be
+    /// stored. Before repeating a non-idempotent change, read the session (see
+    /// [`load`](Self::load)).
     ///
     /// # Examples
     ///
@@ -813,10 +822,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 source: "every fresh id drawn was taken".into(),
             }),
             Err(Error::SessionGone { .. }) => Err(self.gone()),
-            Err(err) => {
-                self.cookie = CookieAction::Keep;
-                Err(err)
-            }
+            // The session is as it was (or, the move's outcome unknown, possibly moved): the
+            // cookie this handle already owes (a save's, say) still stands.
+            Err(err) => Err(err),
         }
     }
 

@@ -90,6 +90,9 @@ pub(crate) struct Store {
     /// Serializes this process's updates of one session (by a hash of its id, so unrelated
     /// sessions rarely share one): see [`UpdateTurn`].
     update_locks: Box<[Mutex<()>]>,
+    /// With ids hashed at rest, a store over the same archive that does not hash: see
+    /// [`for_stored`](Self::for_stored).
+    plain: std::sync::OnceLock<Box<Store>>,
 }
 
 /// The reads of the archive the session layer makes outside the store; see [`Store::reads`].
@@ -138,6 +141,9 @@ impl<S> Opened<S> {
 pub(crate) struct Started<S> {
     pub(crate) state: S,
     pub(crate) stamp: Option<Stamp>,
+    /// The user the state was stored bound to: read with it, as one pair (the record in `stamp`
+    /// may be newer, when the start's touch lost a race and read it again).
+    pub(crate) bound: Option<String>,
     pub(crate) refreshed: bool,
 }
 
@@ -155,6 +161,7 @@ impl Store {
             index_width: AtomicU64::new(0),
             settings_recorded: AtomicBool::new(false),
             update_locks: (0..UPDATE_LOCKS).map(|_| Mutex::new(())).collect(),
+            plain: std::sync::OnceLock::new(),
         }
     }
 
@@ -164,9 +171,21 @@ impl Store {
         Reads(&*self.archive)
     }
 
-    /// Whether ids are hashed at rest.
-    pub(crate) fn hashes_ids(&self) -> bool {
-        self.config.hash_ids
+    /// The store that reaches the session stored as `stored`: this one, or, with ids hashed at
+    /// rest and `stored` a plain id (stored before hashing was turned on, or by an application
+    /// without it), one over the same archive that does not hash. A listing, a revoke and a sweep
+    /// go through it, so that they reach every session an index names, whoever stored it.
+    pub(crate) fn for_stored(&self, stored: &str) -> &Store {
+        if !self.config.hash_ids || SessionId::parse(stored).is_none() {
+            return self;
+        }
+        self.plain.get_or_init(|| {
+            let config = StoreConfig {
+                hash_ids: false,
+                ..self.config.clone()
+            };
+            Box::new(Store::new(Arc::clone(&self.raw), config))
+        })
     }
 
     /// Which of the archive's calls may block.
@@ -535,10 +554,12 @@ impl Store {
         if !may_write && self.touch_due(stamp.as_ref(), now) {
             return Ok(Opened::MustWrite);
         }
+        let bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
         Ok(match self.resume_touch(id, &mut stamp, now)? {
             Some(refreshed) => Opened::Found(Started {
                 state,
                 stamp,
+                bound,
                 refreshed,
             }),
             None => Opened::Unknown,
@@ -722,13 +743,23 @@ impl Store {
                 return Ok(None);
             };
             let (bytes, result) = next(&current)?;
-            if self.archive.compare_and_swap(
+            match self.archive.compare_and_swap(
                 id.as_str(),
                 STATE_KEY,
                 Some(&current),
                 Some(&bytes),
-            )? {
-                return Ok(Some(result));
+            ) {
+                Ok(true) => return Ok(Some(result)),
+                Ok(false) => {}
+                // The swap may have landed and its answer been lost: the new bytes found there
+                // tell that it did (or that the state is as this write would leave it, which
+                // answers the caller the same).
+                Err(err) => {
+                    return match self.read_state(id) {
+                        Ok(Stored::State(stored)) if stored == bytes => Ok(Some(result)),
+                        _ => Err(err),
+                    };
+                }
             }
         }
     }
@@ -774,8 +805,11 @@ impl Store {
             }
             let stamp = self.read_meta(id)?;
             let Stored::State(current) = self.read_state(id)? else {
-                // Dead for good: the entry just written leads nowhere.
-                self.forget(id, binding.as_ref());
+                // Dead for good: the entry just written leads nowhere. Only that entry goes:
+                // what the domain holds (a moved-marker, say) is not this call's to remove.
+                if let Some(binding) = &binding {
+                    let _ = self.remove_user_entry(id, binding);
+                }
                 return Ok(None);
             };
             // An expired session is dead, even before a sweep removes it; the swap below expects
@@ -826,8 +860,18 @@ impl Store {
             let destroyed = if super::points::mutated(Mutation::DestroyPlainRemove) {
                 self.archive.remove(id.as_str(), STATE_KEY)?
             } else {
-                self.archive
-                    .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)?
+                match self
+                    .archive
+                    .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)
+                {
+                    Ok(destroyed) => destroyed,
+                    // The swap may have landed and its answer been lost: no state left means
+                    // the session is destroyed, which is what was asked.
+                    Err(err) => match self.read_state(id) {
+                        Ok(Stored::Absent) => true,
+                        _ => return Err(err),
+                    },
+                }
             };
             if destroyed {
                 // The session is destroyed. No write binds it any more (each swaps the state it
@@ -870,6 +914,11 @@ impl Store {
         let lifetime = recorded.map_or(self.config.lifetime, |recorded| {
             self.config.lifetime.or_longer(recorded)
         });
+        if lifetime.longest().is_none() {
+            // Nothing expires by these timeouts: nothing to remove, and no entry to drop that
+            // an application with timeouts still needs.
+            return Ok(0);
+        }
         index.sweep(&Sweeping {
             store: self,
             lifetime,
@@ -962,7 +1011,7 @@ struct Sweeping<'a> {
 impl Sweeping<'_> {
     /// Judges one index entry of `bucket` by the session's timestamps.
     fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
-        let stamp = match self.store.read_meta(id) {
+        let stamp = match self.store.for_stored(id.as_str()).read_meta(id) {
             Ok(Some(stamp)) => stamp,
             Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
             Err(err) => return Err(err),
@@ -991,6 +1040,19 @@ impl Judge for Sweeping<'_> {
     }
 
     fn remove_expired(&self, expired: &[&str]) -> Result<usize> {
-        self.store.archive.remove_domains(expired)
+        // Sessions under plain ids, in an archive whose ids are hashed, through a store that
+        // does not hash their names again.
+        let (plain, ours): (Vec<&str>, Vec<&str>) = expired
+            .iter()
+            .partition(|name| !std::ptr::eq(self.store.for_stored(name), self.store));
+        let mut removed = self.store.archive.remove_domains(&ours)?;
+        if let Some(first) = plain.first() {
+            removed += self
+                .store
+                .for_stored(first)
+                .archive
+                .remove_domains(&plain)?;
+        }
+        Ok(removed)
     }
 }

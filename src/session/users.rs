@@ -63,11 +63,8 @@ fn judge(
     (key, id): (Option<&str>, &SessionId),
     live_only: bool,
 ) -> Result<Entry> {
-    // With ids hashed at rest, an entry naming a plain id was written by a `Sessions` without
-    // hashing, whose session this one cannot reach: not ours to judge, let alone drop.
-    if store.hashes_ids() && SessionId::parse(id.as_str()).is_some() {
-        return Ok(Entry::Other);
-    }
+    // With ids hashed at rest, a session stored under a plain id is reached without hashing.
+    let store = store.for_stored(id.as_str());
     let stamp = match store.read_meta(id) {
         Ok(stamp) => stamp,
         Err(Error::CorruptSession { .. }) => return Ok(Entry::Other),
@@ -227,7 +224,9 @@ impl UserSessions {
                     }));
                 }
                 Entry::Moved(_) | Entry::Dead => {
-                    store.drop_entry(&self.domain, &name)?;
+                    store
+                        .for_stored(id.as_str())
+                        .drop_entry(&self.domain, &name)?;
                 }
                 Entry::Other => {}
             }
@@ -316,7 +315,16 @@ fn revoke_pass(
         }
         if !destroyed.is_empty() {
             revoked += destroyed.len();
-            store.remove_revoked(domain, &destroyed)?;
+            // Each through the store that reaches it (see `Store::for_stored`).
+            let (ours, plain): (Vec<_>, Vec<_>) = destroyed
+                .into_iter()
+                .partition(|(id, _)| std::ptr::eq(store.for_stored(id.as_str()), store));
+            store.remove_revoked(domain, &ours)?;
+            if let Some((first, _)) = plain.first() {
+                store
+                    .for_stored(first.as_str())
+                    .remove_revoked(domain, &plain)?;
+            }
         }
         match page.cursor {
             Some(next) => cursor = Some(next),
@@ -342,7 +350,10 @@ fn revoke_one(
     loop {
         match judge(store, user, domain, (key, &id), false)? {
             Entry::Live { stamp, state } => {
-                if store.revoke_swap(&id, &stamp, &state)? {
+                if store
+                    .for_stored(id.as_str())
+                    .revoke_swap(&id, &stamp, &state)?
+                {
                     let entry = stamp
                         .binding
                         .as_ref()
@@ -354,7 +365,7 @@ fn revoke_one(
             }
             Entry::Moved(target) => {
                 if let Some(key) = key {
-                    store.drop_entry(domain, key)?;
+                    store.for_stored(id.as_str()).drop_entry(domain, key)?;
                 }
                 let next = target.as_deref().and_then(SessionId::from_stored);
                 match next {
@@ -368,7 +379,7 @@ fn revoke_one(
             }
             Entry::Dead => {
                 if let Some(key) = key {
-                    store.drop_entry(domain, key)?;
+                    store.for_stored(id.as_str()).drop_entry(domain, key)?;
                 }
                 return Ok(None);
             }

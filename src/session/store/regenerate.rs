@@ -94,6 +94,16 @@ impl Store {
                 return Ok(None);
             };
             match self.move_session(old, &new, moving, &mut sides, &mut follow) {
+                // A move that landed only once the session had expired (its record as read
+                // says so by the clock now) moved a dead session: it ends, under both ids.
+                Ok(()) if self.expired_meanwhile(sides.old_stamp.as_ref()) => {
+                    let binding = sides.old_stamp.and_then(|stamp| stamp.binding);
+                    self.forget(old, binding.as_ref());
+                    self.forget(&new, sides.copy.binding.as_ref());
+                    return Err(Error::SessionGone {
+                        id: old.to_string(),
+                    });
+                }
                 Ok(()) => {
                     // The old id is dead from the move on; what is left of it is only clutter.
                     let binding = sides.old_stamp.and_then(|stamp| stamp.binding);
@@ -124,6 +134,11 @@ impl Store {
         Err(Error::SessionGone {
             id: old.to_string(),
         })
+    }
+
+    /// Whether a session with this record has expired by now.
+    fn expired_meanwhile(&self, stamp: Option<&Stamp>) -> bool {
+        stamp.is_some_and(|stamp| self.is_expired(stamp.meta, self.now()))
     }
 
     /// Reads the session stored under `old` and stores its copy under a fresh id, bound as the
@@ -186,6 +201,13 @@ impl Store {
             id: old.to_string(),
         };
         loop {
+            // An expired session is dead, even before a sweep removes it: the move expects the
+            // record judged here, so it never lands on one that has expired.
+            if let Some(stamp) = &sides.old_stamp
+                && self.is_expired(stamp.meta, self.now())
+            {
+                return Err(gone().into());
+            }
             let record = sides.old_stamp.as_ref().map(|stamp| &stamp.raw[..]);
             let swaps = [
                 (STATE_KEY, Some(&sides.current[..]), Some(&marker[..])),
@@ -200,32 +222,46 @@ impl Store {
             let Stored::State(next) = self.read_state(old)? else {
                 return Err(gone().into());
             };
-            if moving.own.is_none() && next != sides.bytes {
-                follow(&next)?;
-                if !self.archive.compare_and_swap(
-                    new.as_str(),
-                    STATE_KEY,
-                    Some(&sides.bytes),
-                    Some(&next),
-                )? {
-                    return Err(MoveFailed::CopyLost);
-                }
-                sides.bytes.clone_from(&next);
-            }
-            if moving.rebind.is_none() {
-                let stored = sides
-                    .old_stamp
-                    .as_ref()
-                    .and_then(Stamp::user)
-                    .map(str::to_owned);
-                if stored.as_deref() != sides.copy.user()
-                    && !self.rebind_copy(new, sides, stored.as_deref())?
-                {
-                    return Err(MoveFailed::CopyLost);
-                }
-            }
+            self.follow_copy(new, moving, sides, &next, follow)?;
             sides.current = next;
         }
+    }
+
+    /// Makes the copy follow what the old id holds now: a clean handle's copy takes the state
+    /// `next` (given to `follow` first), and a copy whose binding is not the handle's own takes
+    /// the old id's binding. [`MoveFailed::CopyLost`] when the copy changed under this call.
+    fn follow_copy(
+        &self,
+        new: &SessionId,
+        moving: &Moving,
+        sides: &mut Sides,
+        next: &[u8],
+        follow: &mut impl FnMut(&[u8]) -> Result<()>,
+    ) -> std::result::Result<(), MoveFailed> {
+        if moving.own.is_none() && next != sides.bytes {
+            follow(next)?;
+            let copied = Some(&sides.bytes[..]);
+            if !self
+                .archive
+                .compare_and_swap(new.as_str(), STATE_KEY, copied, Some(next))?
+            {
+                return Err(MoveFailed::CopyLost);
+            }
+            sides.bytes = next.to_vec();
+        }
+        if moving.rebind.is_none() {
+            let stored = sides
+                .old_stamp
+                .as_ref()
+                .and_then(Stamp::user)
+                .map(str::to_owned);
+            if stored.as_deref() != sides.copy.user()
+                && !self.rebind_copy(new, sides, stored.as_deref())?
+            {
+                return Err(MoveFailed::CopyLost);
+            }
+        }
+        Ok(())
     }
 
     /// Binds the copy to `user` as the old id now is: the new binding's entry first, then the
@@ -296,7 +332,12 @@ impl Store {
     /// whether it landed.
     fn fence_once(&self, old: &SessionId, stamp: Option<&Stamp>, state: &[u8]) -> Result<bool> {
         let fenced = if let Some(stamp) = stamp {
-            Stamp::new(old, stamp.meta, stamp.binding.clone(), stamp.rev + 1)?
+            let rev = stamp.rev.checked_add(1).ok_or_else(|| Error::Backend {
+                backend: "sessions",
+                operation: "fence a move",
+                source: "the record's revision is at its largest".into(),
+            })?;
+            Stamp::new(old, stamp.meta, stamp.binding.clone(), rev)?
         } else {
             // A session stored without timestamps gets them from the fence: indexed first.
             let fenced = Stamp::new(old, Meta::fresh(self.now()), None, 1)?;
