@@ -892,8 +892,11 @@ impl Store {
     /// next listing of the user's sessions), never a domain that the user's index does not lead
     /// to. Best effort: what a failure leaves is indexed, and goes with the sweep.
     pub(crate) fn forget(&self, id: &SessionId, binding: Option<&Binding>) {
-        let _ = self.archive.remove_domain(id.as_str());
-        if let Some(binding) = binding {
+        // The entry goes only once the domain is gone: a domain left by a failed removal keeps
+        // the entry that leads to it.
+        if self.archive.remove_domain(id.as_str()).is_ok()
+            && let Some(binding) = binding
+        {
             let _ = self.remove_user_entry(id, binding);
         }
     }
