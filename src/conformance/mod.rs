@@ -55,14 +55,15 @@
 use crate::archive::{Archive, ArchiveExt};
 
 mod behaviours;
+pub mod explore;
 #[cfg(all(feature = "fuzzing", unix))]
 pub mod fuzz;
 mod hooked;
 mod macros;
 mod model;
 
-pub use behaviours::*;
 pub use crate::session::points::{LockWait, Mutation, set_lock_wait_hook, set_mutations};
+pub use behaviours::*;
 pub use hooked::{Call, Hooked};
 pub use model::{
     Edit, MODEL_REGRESSIONS, Model, Op, Persistence, check_step, model_test, op_strategy, snapshot,

@@ -1,0 +1,376 @@
+//! The alphabet: every session operation that writes or judges a session, with its variants, as
+//! a value ([`Op`]), and how each runs for real on a thread of its own.
+//!
+//! A request operation starts the session on its own thread (so its start is interleaved too),
+//! then writes; its tag (its index in the schedule, plus one) marks its write in the state. The
+//! world holds two sessions bound to alice: `S`, which every request targets, and `K`, another
+//! device of hers.
+
+use std::fmt;
+
+use super::states::{Tagged, Tags};
+use super::world::{Settings, World};
+use crate::error::Error;
+use crate::session::{CookieAction, Session, SessionId, Sessions};
+
+/// A user of the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum User {
+    /// Both sessions of the world are bound to her at the start.
+    Alice,
+    /// Nobody's session is bound to him at the start.
+    Bob,
+}
+
+impl User {
+    /// Both users.
+    pub const ALL: [User; 2] = [User::Alice, User::Bob];
+
+    /// The user id.
+    pub fn name(self) -> &'static str {
+        match self {
+            User::Alice => "alice",
+            User::Bob => "bob",
+        }
+    }
+
+    pub(super) fn from_name(name: &str) -> Option<User> {
+        User::ALL.into_iter().find(|user| user.name() == name)
+    }
+}
+
+/// Which `Sessions` runs an operation: the application's, or a second one over the same archive
+/// with other settings (other timeouts and sweep granularity; with ids hashed at rest, no
+/// timeouts at all, so it records no settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Via {
+    /// The application's `Sessions`.
+    App,
+    /// The second `Sessions`.
+    Other,
+}
+
+impl Via {
+    /// Both.
+    pub const ALL: [Via; 2] = [Via::App, Via::Other];
+
+    pub(super) fn index(self) -> usize {
+        match self {
+            Via::App => 0,
+            Via::Other => 1,
+        }
+    }
+}
+
+/// What an operation does. Requests (`Save…`, `Update…`, `Regenerate…`, `Destroy`) first start
+/// session `S` on their own thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `start(None)`, bind to alice, `save`: a login on a new device.
+    StartNew,
+    /// `start(S)`, when no write is due.
+    Resume,
+    /// `start(S)` once the touch interval has passed (the clock moves first), so it writes.
+    ResumeTouch,
+    /// `start(S)` once `S` has expired by this `Sessions`' settings (the clock moves first).
+    ResumeExpired,
+    /// A plain `save`.
+    Save,
+    /// `set_user(user)` then `save`: a binding, or a rebinding when `S` was bound to another.
+    SaveAs(User),
+    /// `set_user(None)` then `save`.
+    SaveUnbound,
+    /// `update`.
+    Update,
+    /// `update_send`.
+    UpdateSend,
+    /// `regenerate` of a handle never changed since it was started.
+    RegenerateClean,
+    /// `regenerate` of a handle whose state changed.
+    RegenerateChanged,
+    /// A change, `set_user(bob)`, `regenerate`: a login as bob.
+    RegenerateRebind,
+    /// `destroy`.
+    Destroy,
+    /// `revoke_user(alice)`.
+    Revoke,
+    /// `revoke_user_except(alice, S)`.
+    RevokeExcept,
+    /// `sweep`, once `S` and `K` have expired by this `Sessions`' settings (the clock moves).
+    Sweep,
+    /// `is_live(S)`.
+    IsLive,
+    /// `user_sessions(alice)`.
+    UserSessions,
+}
+
+impl Kind {
+    /// Every kind: a new kind joins every pair by being added here.
+    pub const ALL: [Kind; 19] = [
+        Kind::StartNew,
+        Kind::Resume,
+        Kind::ResumeTouch,
+        Kind::ResumeExpired,
+        Kind::Save,
+        Kind::SaveAs(User::Bob),
+        Kind::SaveAs(User::Alice),
+        Kind::SaveUnbound,
+        Kind::Update,
+        Kind::UpdateSend,
+        Kind::RegenerateClean,
+        Kind::RegenerateChanged,
+        Kind::RegenerateRebind,
+        Kind::Destroy,
+        Kind::Revoke,
+        Kind::RevokeExcept,
+        Kind::Sweep,
+        Kind::IsLive,
+        Kind::UserSessions,
+    ];
+
+    /// Whether the operation starts `S` and then writes through the handle.
+    pub(super) fn is_request(self) -> bool {
+        matches!(
+            self,
+            Kind::Save
+                | Kind::SaveAs(_)
+                | Kind::SaveUnbound
+                | Kind::Update
+                | Kind::UpdateSend
+                | Kind::RegenerateClean
+                | Kind::RegenerateChanged
+                | Kind::RegenerateRebind
+                | Kind::Destroy
+        )
+    }
+
+    /// The user a request binds `S` to, when it calls `set_user`.
+    pub(super) fn binds(self) -> Option<Option<User>> {
+        match self {
+            Kind::SaveAs(user) => Some(Some(user)),
+            Kind::SaveUnbound => Some(None),
+            Kind::RegenerateRebind => Some(Some(User::Bob)),
+            Kind::StartNew => Some(Some(User::Alice)),
+            _ => None,
+        }
+    }
+}
+
+/// One operation of the alphabet: what it does, through which `Sessions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Op {
+    /// What it does.
+    pub kind: Kind,
+    /// Through which `Sessions`.
+    pub via: Via,
+}
+
+impl Op {
+    /// The whole alphabet: every kind through either `Sessions`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::conformance::explore::Op;
+    ///
+    /// assert_eq!(Op::alphabet().len(), 38);
+    /// ```
+    pub fn alphabet() -> Vec<Op> {
+        Via::ALL
+            .into_iter()
+            .flat_map(|via| Kind::ALL.into_iter().map(move |kind| Op { kind, via }))
+            .collect()
+    }
+
+    /// The time the operation moves the clock to before it starts, if any.
+    pub(super) fn tick(self, settings: &Settings, t0: u64) -> Option<u64> {
+        match self.kind {
+            Kind::ResumeTouch => settings.touch_time(t0),
+            Kind::ResumeExpired | Kind::Sweep => settings.late_time(t0),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::StartNew => "start new + bind alice + save".to_owned(),
+            Kind::Resume => "resume".to_owned(),
+            Kind::ResumeTouch => "resume after the touch interval".to_owned(),
+            Kind::ResumeExpired => "resume once expired".to_owned(),
+            Kind::Save => "save".to_owned(),
+            Kind::SaveAs(user) => format!("set_user({}) + save", user.name()),
+            Kind::SaveUnbound => "set_user(None) + save".to_owned(),
+            Kind::Update => "update".to_owned(),
+            Kind::UpdateSend => "update_send".to_owned(),
+            Kind::RegenerateClean => "regenerate (clean)".to_owned(),
+            Kind::RegenerateChanged => "change + regenerate".to_owned(),
+            Kind::RegenerateRebind => "change + set_user(bob) + regenerate".to_owned(),
+            Kind::Destroy => "destroy".to_owned(),
+            Kind::Revoke => "revoke_user(alice)".to_owned(),
+            Kind::RevokeExcept => "revoke_user_except(alice, S)".to_owned(),
+            Kind::Sweep => "sweep once expired".to_owned(),
+            Kind::IsLive => "is_live(S)".to_owned(),
+            Kind::UserSessions => "user_sessions(alice)".to_owned(),
+        };
+        match self.via {
+            Via::App => write!(f, "{kind}"),
+            Via::Other => write!(f, "{kind} [other Sessions]"),
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Failed {
+    /// [`Error::SessionGone`].
+    Gone,
+    /// Any other error.
+    Error(String),
+}
+
+impl From<Error> for Failed {
+    fn from(err: Error) -> Failed {
+        match err {
+            Error::SessionGone { .. } => Failed::Gone,
+            other => Failed::Error(other.to_string()),
+        }
+    }
+}
+
+/// What a start found: the state's tags and the binding, or `None` for a new session.
+pub(super) type Found = Option<(Tags, Option<String>)>;
+
+/// What a write through a handle returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Wrote {
+    /// The handle's state after the call (an update's result, what a regenerate moved).
+    pub(super) tags: Tags,
+    /// For a destroy: whether it removed the session (the cookie is removed).
+    pub(super) removed: bool,
+    /// The stored name of the handle's id after the call.
+    pub(super) id: String,
+}
+
+/// What an operation returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Returned {
+    /// A start.
+    Start(Result<Found, Failed>),
+    /// A request: its start, then its write (none when the start failed).
+    Request {
+        start: Result<Found, Failed>,
+        write: Option<Result<Wrote, Failed>>,
+    },
+    /// A revoke or a sweep: how many sessions it ended.
+    Count(Result<usize, Failed>),
+    /// `is_live`.
+    Live(Result<bool, Failed>),
+    /// A listing: the stored names listed.
+    Listed(Result<Vec<String>, Failed>),
+    /// The operation panicked.
+    Panicked(String),
+}
+
+impl Op {
+    /// Runs the operation as operation number `me` of the schedule.
+    pub(super) fn run<T: Tagged>(self, world: &World<T>, me: usize) -> Returned {
+        let via = world.sessions(self.via);
+        if let Some(at) = self.tick(world.settings(self.via), world.t0) {
+            world.clock_to(at);
+        }
+        let s = &world.s;
+        match self.kind {
+            Kind::StartNew => {
+                let mut session = via.new_session(T::initial());
+                let write = write(self.kind, &mut session, me, world);
+                Returned::Request {
+                    start: Ok(None),
+                    write: Some(write),
+                }
+            }
+            Kind::Resume | Kind::ResumeTouch | Kind::ResumeExpired => {
+                Returned::Start(start::<T>(via, s).map(|(found, _)| found))
+            }
+            kind if kind.is_request() => match start::<T>(via, s) {
+                Ok((found, mut session)) => Returned::Request {
+                    start: Ok(found),
+                    write: Some(write(kind, &mut session, me, world)),
+                },
+                Err(failed) => Returned::Request {
+                    start: Err(failed),
+                    write: None,
+                },
+            },
+            Kind::Revoke => Returned::Count(via.revoke_user("alice").map_err(Failed::from)),
+            Kind::RevokeExcept => {
+                Returned::Count(via.revoke_user_except("alice", s).map_err(Failed::from))
+            }
+            Kind::Sweep => Returned::Count(via.sweep().map_err(Failed::from)),
+            Kind::IsLive => Returned::Live(via.is_live(s).map_err(Failed::from)),
+            _ => Returned::Listed(
+                via.user_sessions("alice")
+                    .map(|listed| listed.map(|session| session.id().as_str().to_owned()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(Failed::from),
+            ),
+        }
+    }
+}
+
+/// Starts `S`; what it found, and the handle.
+fn start<T: Tagged>(via: &Sessions, s: &SessionId) -> Result<(Found, Session<T>), Failed> {
+    let session = via.start(Some(s.as_str()), T::initial())?;
+    let found = (!session.is_new()).then(|| {
+        let user = session.user().map(str::to_owned);
+        (session.tags(), user)
+    });
+    Ok((found, session))
+}
+
+/// The tag of operation number `me`'s write.
+pub(super) fn tag_of(me: usize) -> u32 {
+    u32::try_from(me).map_or(u32::MAX, |me| me + 1)
+}
+
+/// A request's write through its handle.
+fn write<T: Tagged>(
+    kind: Kind,
+    session: &mut Session<T>,
+    me: usize,
+    world: &World<T>,
+) -> Result<Wrote, Failed> {
+    let tag = tag_of(me);
+    if !matches!(
+        kind,
+        Kind::RegenerateClean | Kind::Destroy | Kind::Update | Kind::UpdateSend
+    ) {
+        session.tag(tag);
+    }
+    if let Some(user) = kind.binds() {
+        session.set_user(user.map(User::name));
+    }
+    let mut removed = false;
+    match kind {
+        Kind::Update => {
+            session.update(|state| state.tag(tag))?;
+        }
+        Kind::UpdateSend => {
+            session.update_send(move |state| state.tag(tag))?;
+        }
+        Kind::RegenerateClean | Kind::RegenerateChanged | Kind::RegenerateRebind => {
+            session.regenerate()?;
+        }
+        Kind::Destroy => {
+            session.destroy()?;
+            removed = session.cookie_action() == CookieAction::Remove;
+        }
+        _ => session.save()?,
+    }
+    Ok(Wrote {
+        tags: session.tags(),
+        removed,
+        id: world.stored_name(session.id()),
+    })
+}
