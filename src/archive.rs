@@ -104,6 +104,8 @@ impl Page {
 ///   backend can (each backend documents this). [`compare_and_swap`](Archive::compare_and_swap) is
 ///   what loses-no-update guarantees are built on; [`update`](Archive::update) is the
 ///   read-modify-write on top of it, which a backend with a serial writer runs in place.
+///   [`compare_and_swap_many`](Archive::compare_and_swap_many) swaps several keys of one domain
+///   all together or not at all.
 /// - **Durability.** When a write returns `Ok`, it is as durable as the backend promises (each
 ///   backend documents this; the persistent ones default to durable).
 /// - **Batches.** [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and
@@ -131,7 +133,7 @@ impl Page {
 /// use std::collections::BTreeMap;
 /// use std::ops::Bound;
 /// use std::sync::Mutex;
-/// use session_archive::archive::{Archive, Page};
+/// use session_archive::archive::{Archive, Page, Swap, check_swaps};
 /// use session_archive::name::{validate_domain, validate_entry};
 /// use session_archive::Result;
 ///
@@ -195,6 +197,24 @@ impl Page {
 ///         };
 ///         Ok(true)
 ///     }
+///     // Every key is compared, then every one written, under one hold of the lock: all or none.
+///     fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+///         check_swaps(domain, swaps)?; // names and duplicates, before anything is read
+///         let mut map = self.map();
+///         let matches = |map: &BTreeMap<_, Vec<u8>>, &(key, expected, _): &Swap<'_>| {
+///             map.get(&entry(domain, key)).map(Vec::as_slice) == expected
+///         };
+///         if !swaps.iter().all(|swap| matches(&map, swap)) {
+///             return Ok(false);
+///         }
+///         for &(key, _, new) in swaps {
+///             match new {
+///                 Some(value) => map.insert(entry(domain, key), value.to_vec()),
+///                 None => map.remove(&entry(domain, key)),
+///             };
+///         }
+///         Ok(true)
+///     }
 ///     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
 ///         let mut names: Vec<String> = self.map().keys().map(|(d, _)| d.clone()).collect();
 ///         names.dedup();
@@ -222,6 +242,8 @@ impl Page {
 /// let toy = Toy::default();
 /// toy.set("d", "k", b"v")?;
 /// assert_eq!(toy.get("d", "k")?.as_deref(), Some(&b"v"[..]));
+/// assert!(toy.compare_and_swap_many("d", &[("k", Some(b"v"), None), ("j", None, Some(b"w"))])?);
+/// assert_eq!(toy.get("d", "j")?.as_deref(), Some(&b"w"[..]));
 /// # #[cfg(feature = "conformance")]
 /// session_archive::conformance::run_all(&Toy::default());
 /// # Ok::<(), session_archive::Error>(())
@@ -442,9 +464,11 @@ pub trait Archive: Send + Sync {
     /// checks its key. An empty list swaps nothing and returns `true`.
     ///
     /// No other write to any of the keys can come between the comparisons and the writes, and
-    /// no reader sees some of the new values without the others. The session store builds on it
-    /// wherever two keys of a session must change together (a state and the user it is bound
-    /// to), or one may change only while another holds what was read.
+    /// no reader sees some of the new values without the others (except on the directory tree,
+    /// whose readers take no lock: there a reader sees each key whole, old or new, but may see
+    /// one key changed before another; see [`DirArchive`](crate::DirArchive)). The session store
+    /// builds on it wherever two keys of a session must change together (a state and the user it
+    /// is bound to), or one may change only while another holds what was read.
     ///
     /// All the keys are in one domain, so that every backend can make the swap atomic: in one
     /// lock (memory, the directory tree), one write transaction (redb) or one script on one
@@ -459,7 +483,8 @@ pub trait Archive: Send + Sync {
     /// [`Error::DuplicateKey`](crate::Error::DuplicateKey) for a key named twice, before
     /// anything is read or written; [`Error::Unsupported`](crate::Error::Unsupported) as said
     /// above; otherwise a backend error, after which every value is unchanged (the directory
-    /// tree: unless the process crashed part-way, see [`DirArchive`](crate::DirArchive)).
+    /// tree: unless the process crashed, or the file system failed, part-way through changing
+    /// the keys; see [`DirArchive`](crate::DirArchive)).
     ///
     /// # Examples
     ///
@@ -484,7 +509,7 @@ pub trait Archive: Send + Sync {
         match swaps {
             [] => Ok(true),
             [(key, expected, new)] => self.compare_and_swap(domain, key, *expected, *new),
-            _ => Err(crate::Error::Unsupported {
+            _ => Err(crate::error::Error::Unsupported {
                 operation: "compare_and_swap_many",
             }),
         }
@@ -766,7 +791,7 @@ pub fn check_swaps(domain: &str, swaps: &[Swap<'_>]) -> Result<()> {
     for (index, (key, _, _)) in swaps.iter().enumerate() {
         crate::name::validate_entry(domain, key)?;
         if swaps[..index].iter().any(|(earlier, _, _)| earlier == key) {
-            return Err(crate::Error::DuplicateKey {
+            return Err(crate::error::Error::DuplicateKey {
                 domain: domain.to_owned(),
                 key: (*key).to_owned(),
             });

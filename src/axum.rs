@@ -47,9 +47,11 @@
 //!
 //! - **Cancellation.** A call whose future is dropped (a `timeout` around it) still finishes on
 //!   its blocking thread, and the handle's next call waits for it first, so a `destroy` after a
-//!   cancelled `save` still destroys. An update that was awaiting its commit is still
-//!   committed, and the handle keeps the state it had; a `destroy` after it is final. After a call panicked, the handle's state is lost and every
-//!   later call is [`SessionError::Lost`], never a silent success.
+//!   cancelled `save` still destroys; [`Session::settle`] waits for it alone. Until then the
+//!   handle answers the session's id, user and state as they were when the call began, never a
+//!   stand-in. An update that was awaiting its commit is still committed, and the handle keeps
+//!   the state it had; a `destroy` after it is final. After a call panicked, the session is
+//!   lost with it and every later call is [`SessionError::Lost`], never a silent success.
 //! - **Attributes.** The cookie's attributes come from the [`Sessions`]: `HttpOnly`,
 //!   `SameSite=Lax`, `Path=/`, and `Secure` unless built with
 //!   [`.secure(false)`](crate::session::SessionsBuilder::secure) (plain-HTTP development only).
@@ -361,10 +363,24 @@ impl Slot {
 /// dropped before it completes (a timeout around it, say), the call still finishes in the
 /// background, and the handle's next call waits for it and takes the session back first, so
 /// nothing is lost or skipped: a [`destroy`](Self::destroy) after a cancelled `save` still
-/// destroys. Until then the handle dereferences to `T::default()`. If a call panics (an
-/// `update` closure, or `T`'s `Serialize`), the handle's state is lost with the thread, and
-/// every later call on the handle fails with [`SessionError::Lost`]; the stored session is as
-/// the panicked call left it. A call run in place is caught the same way.
+/// destroys. [`settle`](Self::settle) waits for it alone.
+///
+/// Until then the handle answers from what it knew when the call began: [`id`](Self::id),
+/// [`user`](Self::user), [`is_new`](Self::is_new) and the state it dereferences to are the
+/// session's as they were then. (For that, a call that goes to a blocking thread first copies
+/// the state through its serde form, the one it is stored in; a state that does not come back
+/// from that form, and so could not be read back from the archive either, shows as
+/// `T::default()`.) So "sign out other devices" with [`id`](Self::id) after a cancelled
+/// `update` keeps this device. What the call itself changes (an `update`'s or `load`'s new
+/// state, a `regenerate`'s new id) shows once it has settled: `settle` first where that
+/// matters. Changes made through the handle meanwhile (through `DerefMut` or
+/// [`set_user`](Self::set_user)) are the handle's own, as if made after the call: they replace
+/// the call's state, or binding, when it settles, and the next write stores them.
+///
+/// If a call panics (an `update` closure, or `T`'s `Serialize`), the session goes with it: the
+/// handle keeps answering what it knew before that call, and every later call on it fails with
+/// [`SessionError::Lost`]; the stored session is as the panicked call left it. A call run in
+/// place is caught the same way.
 ///
 /// # Examples
 ///
@@ -394,19 +410,112 @@ impl Slot {
 /// # let _: axum::routing::MethodRouter = axum::routing::post(set_name);
 /// ```
 pub struct Session<T> {
-    /// The session; while a call runs on a blocking thread, an unsaved stand-in.
-    core: CoreSession<T>,
-    /// The call running on a blocking thread, which gives the session back when it ends.
-    running: Option<tokio::task::JoinHandle<CoreSession<T>>>,
-    /// Set once a call panicked and took the session with it.
-    lost: bool,
+    handle: Handle<T>,
     slot: Slot,
+}
+
+/// Where a handle's session is.
+enum Handle<T> {
+    /// In the handle: calls run on it.
+    Ready(CoreSession<T>),
+    /// Away on a blocking thread, in a call that gives it back when it ends (also when the call's
+    /// future was dropped); the handle answers from `last` meanwhile.
+    Running {
+        call: tokio::task::JoinHandle<CoreSession<T>>,
+        last: Known<T>,
+    },
+    /// Gone with a call that panicked; the handle answers from what it knew before that call.
+    Lost(Known<T>),
+}
+
+/// What a handle knows of its session while the session is not in it: the id, whether it was
+/// stored, the user binding and the state, as they were when the session left, with the changes
+/// made through the handle since.
+struct Known<T> {
+    id: SessionId,
+    is_new: bool,
+    user: Option<String>,
+    state: T,
+    /// Whether the state was changed through the handle since the session left.
+    state_changed: bool,
+    /// Whether the binding was changed through the handle since the session left.
+    user_changed: bool,
+}
+
+impl<T: Serialize + DeserializeOwned + Default> Known<T> {
+    /// What `core` shows now, its state copied through its serde form, the one it is stored in.
+    /// A state that does not come back from that form (then it could not be read back from the
+    /// archive either) is shown as `T::default()`.
+    fn copy(core: &CoreSession<T>) -> Known<T> {
+        let state = serde_json::to_vec(&**core)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        Known::with_state(core, state)
+    }
+
+    /// What `core` shows now, its state taken out of it (the core is left `T::default()`).
+    fn taken(core: &mut CoreSession<T>) -> Known<T> {
+        let state = std::mem::take(&mut **core);
+        Known::with_state(core, state)
+    }
+
+    fn with_state(core: &CoreSession<T>, state: T) -> Known<T> {
+        Known {
+            id: core.id().clone(),
+            is_new: core.is_new(),
+            user: core.user().map(str::to_owned),
+            state,
+            state_changed: false,
+            user_changed: false,
+        }
+    }
+
+    /// Moves out what this holds, leaving `T::default()` as its state.
+    fn take(&mut self) -> Known<T> {
+        Known {
+            id: self.id.clone(),
+            is_new: self.is_new,
+            user: self.user.take(),
+            state: std::mem::take(&mut self.state),
+            state_changed: self.state_changed,
+            user_changed: self.user_changed,
+        }
+    }
+
+    /// Gives `core`, back from a call, the changes made through the handle while it was away.
+    fn give_changes(&mut self, core: &mut CoreSession<T>) {
+        if self.state_changed {
+            **core = std::mem::take(&mut self.state);
+        }
+        if self.user_changed {
+            core.set_user(self.user.as_deref());
+        }
+    }
+}
+
+impl<T> Handle<T> {
+    /// The session, when it is in the handle: always so after a `settle` that returned `Ok`.
+    fn ready(&mut self) -> Result<&mut CoreSession<T>, SessionError> {
+        match self {
+            Handle::Ready(core) => Ok(core),
+            Handle::Running { .. } | Handle::Lost(_) => Err(SessionError::Lost),
+        }
+    }
 }
 
 impl<T> fmt::Debug for Session<T> {
     /// Shows what the core session shows: the id and whether it is stored, not the state.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.core.fmt(f)
+        let (last, phase) = match &self.handle {
+            Handle::Ready(core) => return core.fmt(f),
+            Handle::Running { last, .. } => (last, "settling"),
+            Handle::Lost(last) => (last, "lost"),
+        };
+        f.debug_struct("Session")
+            .field("id", &last.id)
+            .field("phase", &phase)
+            .finish_non_exhaustive()
     }
 }
 
@@ -414,13 +523,22 @@ impl<T> Deref for Session<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        &self.core
+        match &self.handle {
+            Handle::Ready(core) => core,
+            Handle::Running { last, .. } | Handle::Lost(last) => &last.state,
+        }
     }
 }
 
 impl<T> DerefMut for Session<T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.core
+        match &mut self.handle {
+            Handle::Ready(core) => core,
+            Handle::Running { last, .. } | Handle::Lost(last) => {
+                last.state_changed = true;
+                &mut last.state
+            }
+        }
     }
 }
 
@@ -467,9 +585,7 @@ where
         // or the browser would drop it while the server still holds the session.
         slot.record(&core);
         Ok(Session {
-            core,
-            running: None,
-            lost: false,
+            handle: Handle::Ready(core),
             slot,
         })
     }
@@ -479,7 +595,9 @@ impl<T> Session<T>
 where
     T: Default + Serialize + DeserializeOwned + Send + 'static,
 {
-    /// Returns the session's id.
+    /// Returns the session's id. While a cancelled call settles (see [`Session`]), the id the
+    /// session had when that call began: a cancelled [`regenerate`](Self::regenerate) may have
+    /// moved it since, which [`settle`](Self::settle) finds out.
     ///
     /// # Examples
     ///
@@ -492,10 +610,14 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::get(whoami);
     /// ```
     pub fn id(&self) -> &SessionId {
-        self.core.id()
+        match &self.handle {
+            Handle::Ready(core) => core.id(),
+            Handle::Running { last, .. } | Handle::Lost(last) => &last.id,
+        }
     }
 
-    /// Returns whether the session has never been saved (nothing of it is stored).
+    /// Returns whether the session has never been saved (nothing of it is stored); while a
+    /// cancelled call settles, whether it had been when that call began.
     ///
     /// # Examples
     ///
@@ -508,7 +630,10 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::get(greet);
     /// ```
     pub fn is_new(&self) -> bool {
-        self.core.is_new()
+        match &self.handle {
+            Handle::Ready(core) => core.is_new(),
+            Handle::Running { last, .. } | Handle::Lost(last) => last.is_new,
+        }
     }
 
     /// Binds the session to a user, or unbinds it; stored with the next write. See
@@ -528,10 +653,17 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
     /// ```
     pub fn set_user(&mut self, user: Option<&str>) {
-        self.core.set_user(user);
+        match &mut self.handle {
+            Handle::Ready(core) => core.set_user(user),
+            Handle::Running { last, .. } | Handle::Lost(last) => {
+                last.user = user.map(str::to_owned);
+                last.user_changed = true;
+            }
+        }
     }
 
-    /// Returns the user the session is bound to; see [`crate::session::Session::user`].
+    /// Returns the user the session is bound to; see [`crate::session::Session::user`]. While a
+    /// cancelled call settles, the binding as it was when that call began (or as set since).
     ///
     /// # Examples
     ///
@@ -544,7 +676,10 @@ where
     /// # let _: axum::routing::MethodRouter = axum::routing::get(whoami);
     /// ```
     pub fn user(&self) -> Option<&str> {
-        self.core.user()
+        match &self.handle {
+            Handle::Ready(core) => core.user(),
+            Handle::Running { last, .. } | Handle::Lost(last) => last.user.as_deref(),
+        }
     }
 
     /// Returns the layer's [`Sessions`], for what goes beyond this one session: listing and
@@ -686,7 +821,11 @@ where
         if let Err(err) = self.settle().await {
             return Ok(Err(err));
         }
-        let mut later = match self.core.update_later(change) {
+        let core = match self.handle.ready() {
+            Ok(core) => core,
+            Err(err) => return Ok(Err(err)),
+        };
+        let mut later = match core.update_later(change) {
             Ok(later) => later,
             Err(change) => return Err(change),
         };
@@ -697,13 +836,13 @@ where
         })
         .await;
         let outcome = match written {
-            Ok(written) => self.core.finish_update_later(later, written),
+            Ok(written) => core.finish_update_later(later, written),
             Err(panicked) => {
                 self.poison();
                 return Ok(Err(panicked));
             }
         };
-        self.slot.record(&self.core);
+        self.slot.record(core);
         Ok(outcome.map_err(SessionError::from))
     }
 
@@ -755,6 +894,60 @@ where
         self.run(Access::Write, CoreSession::destroy).await
     }
 
+    /// Waits for a call whose future was dropped before it completed (a timeout around it, say)
+    /// to finish on its blocking thread, and takes the session back from it; does nothing when
+    /// no such call is running. Afterwards [`id`](Self::id), [`user`](Self::user) and the state
+    /// are the session's as that call left them, with the changes made through the handle
+    /// meanwhile (see [`Session`]). Every call does this first; call it yourself before reading
+    /// the id after a cancelled [`regenerate`](Self::regenerate), which may have moved the
+    /// session to a new one.
+    ///
+    /// If this future is dropped in turn, the call keeps running, and the next `settle` (or
+    /// call) waits for it again. Settling reports neither the outcome nor the error of the
+    /// cancelled call, whose caller gave up on it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Task`] if the cancelled call panicked; [`SessionError::Lost`] if an
+    /// earlier one did.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_archive::axum::{Session, SessionError};
+    ///
+    /// async fn login(mut session: Session<String>) -> Result<String, SessionError> {
+    ///     *session = "alice".into();
+    ///     let login = session.regenerate();
+    ///     if tokio::time::timeout(Duration::from_secs(2), login).await.is_err() {
+    ///         // The regenerate still runs; wait for it to know which id the session has.
+    ///         session.settle().await?;
+    ///     }
+    ///     Ok(session.id().to_string())
+    /// }
+    /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
+    /// ```
+    pub async fn settle(&mut self) -> Result<(), SessionError> {
+        let (call, last) = match &mut self.handle {
+            Handle::Ready(_) => return Ok(()),
+            Handle::Lost(_) => return Err(SessionError::Lost),
+            Handle::Running { call, last } => (call, last),
+        };
+        // If this future is dropped here, the call stays, and the next settle waits again.
+        match call.await {
+            Ok(mut core) => {
+                last.give_changes(&mut core);
+                self.handle = Handle::Ready(core);
+                Ok(())
+            }
+            Err(err) => {
+                self.handle = Handle::Lost(last.take());
+                Err(SessionError::Task(err))
+            }
+        }
+    }
+
     /// Runs `op` on the core session, and records the cookie the call calls for.
     ///
     /// If `op`'s archive calls cannot block (see [`Archive::blocking`](crate::Archive::blocking)),
@@ -771,12 +964,13 @@ where
     where
         R: Send + 'static,
     {
+        let blocks = access.blocks(self.slot.0.sessions.blocking());
         self.settle().await?;
-        if !access.blocks(self.slot.0.sessions.blocking()) {
-            let core = &mut self.core;
+        let core = self.handle.ready()?;
+        if !blocks {
             return match in_place(|| op(core)) {
                 Ok(outcome) => {
-                    self.slot.record(&self.core);
+                    self.slot.record(core);
                     Ok(outcome?)
                 }
                 Err(panicked) => {
@@ -785,47 +979,53 @@ where
                 }
             };
         }
-        let stand_in = self.slot.0.sessions.new_session(T::default());
-        let mut core = std::mem::replace(&mut self.core, stand_in);
-        let slot = self.slot.clone();
+        let last = match in_place(|| Known::copy(core)) {
+            Ok(last) => last,
+            Err(panicked) => {
+                self.poison();
+                return Err(panicked);
+            }
+        };
         let (answer, result) = tokio::sync::oneshot::channel();
-        self.running = Some(tokio::task::spawn_blocking(move || {
+        self.send_away(last, move |mut core, slot| {
             let outcome = op(&mut core);
             slot.record(&core);
             // The receiver is gone only if this call's future was dropped; the outcome is then
             // nobody's to read, but the session still goes back to the handle.
             let _ = answer.send(outcome);
             core
-        }));
+        });
         self.settle().await?;
         Ok(result.await.map_err(|_| SessionError::Lost)??)
     }
 
-    /// After a panic in a call: as when a blocking thread panics, the handle's state goes with
-    /// the call, and the handle answers [`SessionError::Lost`] from then on.
-    fn poison(&mut self) {
-        self.lost = true;
-        self.core = self.slot.0.sessions.new_session(T::default());
+    /// Moves the session, which is in the handle, to a blocking thread that runs `call` on it and
+    /// gives it back; the handle answers from `last` until then.
+    fn send_away(
+        &mut self,
+        last: Known<T>,
+        call: impl FnOnce(CoreSession<T>, Slot) -> CoreSession<T> + Send + 'static,
+    ) {
+        // The handle is `Lost(last)` only until the call is spawned, with no await in between.
+        let Handle::Ready(core) = std::mem::replace(&mut self.handle, Handle::Lost(last)) else {
+            return;
+        };
+        let slot = self.slot.clone();
+        let call = tokio::task::spawn_blocking(move || call(core, slot));
+        if let Handle::Lost(last) = &mut self.handle {
+            self.handle = Handle::Running {
+                call,
+                last: last.take(),
+            };
+        }
     }
 
-    /// Waits for the call running on a blocking thread, if any, and takes the session back.
-    async fn settle(&mut self) -> Result<(), SessionError> {
-        if self.lost {
-            return Err(SessionError::Lost);
+    /// After a panic in a call run in place: as when a blocking thread panics, the session goes
+    /// with the call, and the handle answers [`SessionError::Lost`] from then on.
+    fn poison(&mut self) {
+        if let Handle::Ready(core) = &mut self.handle {
+            self.handle = Handle::Lost(Known::taken(core));
         }
-        if let Some(running) = self.running.as_mut() {
-            // If this future is dropped here, `running` stays, and the next call waits again.
-            let outcome = running.await;
-            self.running = None;
-            match outcome {
-                Ok(core) => self.core = core,
-                Err(err) => {
-                    self.lost = true;
-                    return Err(SessionError::Task(err));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -901,8 +1101,9 @@ pub enum SessionError {
     /// [`Task`](Self::Task).
     #[error("a session call panicked")]
     Panicked,
-    /// An earlier call on this handle panicked and its state was lost with it (see
-    /// [`Session`]); the handle can do nothing more. The stored session is as that call left it.
+    /// An earlier call on this handle panicked and its session was lost with it (see
+    /// [`Session`]); the handle can make no more calls, and only answers what it knew before.
+    /// The stored session is as that call left it.
     #[error("an earlier call on this session handle panicked; the handle's state is lost")]
     Lost,
 }

@@ -292,7 +292,7 @@ pub(crate) mod expiry;
 mod handle;
 mod hashed;
 pub(crate) mod id;
-mod layout;
+pub(crate) mod layout;
 pub(crate) mod points;
 mod sessions;
 mod store;

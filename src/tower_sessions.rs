@@ -41,8 +41,10 @@
 //!   are the records whose expiry saves pushed later: a save that extends the expiry writes no
 //!   index entry, and the sweep moves the old one on when it comes to it, once per record however
 //!   many saves there were. Each expired record goes by a compare-and-swap of the bytes the sweep
-//!   judged, so a record saved after that judgement survives. Run it periodically (see
-//!   [`ArchiveStore`]); on Redis the records also expire natively.
+//!   judged, so a record saved after that judgement survives. An entry found without a record
+//!   (deleted) is removed, and the record read again after the removal: a `create` writes its
+//!   entry before its record, and checks the entry after, so one racing the sweep keeps it. Run
+//!   it periodically (see [`ArchiveStore`]); on Redis the records also expire natively.
 //! - **A failed call leaves the records as they were.** Errors map onto
 //!   [`session_store::Error`]: `Backend` for the archive's, `Encode`/`Decode` for serialization,
 //!   each with the whole chain of messages. Session ids are bearer tokens: messages name a
@@ -70,6 +72,7 @@
 //! [tower-sessions]: https://docs.rs/tower-sessions/0.15
 //! [`Sessions`]: crate::session::Sessions
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -83,21 +86,19 @@ use time::{OffsetDateTime, UtcOffset};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use crate::archive::{Archive, Change, Update};
+use crate::archive::{Archive, Change, DEFAULT_PAGE_SIZE, Update};
 use crate::error::Error;
 use crate::ids::{TOWER_RECORD_PREFIX, fingerprint, redact};
 use crate::session::clock::{Clock, SystemClock};
-use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, IndexNames, Judge, Verdict, place};
+use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, Judge, Lifetime, Verdict, place};
+use crate::session::layout::{IndexNames, TOWER_INDEX, TOWER_RECORD_KEY};
 
 /// The prefix of a record's domain; the id follows.
 const RECORD_PREFIX: &str = TOWER_RECORD_PREFIX;
 /// The key holding a record in its domain.
-const RECORD_KEY: &str = "record.json";
+const RECORD_KEY: &str = TOWER_RECORD_KEY;
 /// The store's expiry index.
-const INDEX: IndexNames = IndexNames {
-    prefix: "tower-expiry-",
-    cursor: "tower-sweep-cursor",
-};
+const INDEX: IndexNames = TOWER_INDEX;
 /// How many ids `create` draws before giving up. Ids have 128 random bits, so a second draw
 /// practically never happens; the bound only keeps a backend whose compare-and-swap never
 /// succeeds from looping forever.
@@ -331,10 +332,7 @@ impl SessionStore for ArchiveStore {
 impl ExpiredDeletion for ArchiveStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
         self.blocking(|inner| {
-            inner
-                .index()
-                .sweep(&Sweep { inner })
-                .map_err(|err| backend(&err))?;
+            Sweep::new(inner).run().map_err(|err| backend(&err))?;
             Ok(())
         })
         .await
@@ -348,8 +346,11 @@ impl Inner {
             names: INDEX,
             clock: &*self.clock,
             granularity: self.granularity,
-            idle: None,
-            absolute: None,
+            // No timeouts to record: each record carries its own expiry.
+            lifetime: Lifetime {
+                idle: None,
+                absolute: None,
+            },
             known_width: &self.index_width,
             settings_recorded: &self.settings_recorded,
         }
@@ -362,20 +363,32 @@ impl Inner {
 
     /// Stores a new record, claiming `first` or, when it is taken, fresh ids until one is free;
     /// returns the id it claimed.
+    ///
+    /// The index entry goes first, so that no stored expiry is ever without one; after a failure
+    /// or a collision it is spurious, and the sweep drops it. A sweep may find the entry before
+    /// the record is claimed and remove it as stale; so after the claim the create makes sure
+    /// the entry is still there (see [`ensure_indexed`](Self::ensure_indexed)).
     fn create(&self, first: Id, bytes: &[u8], expiry: OffsetDateTime) -> session_store::Result<Id> {
         let mut id = first;
+        let at = index_secs(expiry);
         for _ in 0..CREATE_ATTEMPTS {
             let domain = record_domain(&id);
-            // The index entry goes first, so that no stored expiry is ever without one; after a
-            // failure or a collision it is spurious, and the sweep drops it.
             self.index()
-                .index_all(&[(domain.as_str(), index_secs(expiry))], false)
+                .index_all(&[(domain.as_str(), at)], false)
                 .map_err(|err| backend(&err))?;
             let claimed = self
                 .archive
                 .compare_and_swap(&domain, RECORD_KEY, None, Some(bytes))
                 .map_err(|err| backend(&err))?;
             if claimed {
+                if let Err(err) = self.ensure_indexed(&domain, at) {
+                    // The id never left this call, so nobody else can have reached the record;
+                    // removing it keeps a record that may be unindexed from staying forever.
+                    let _ = self
+                        .archive
+                        .compare_and_swap(&domain, RECORD_KEY, Some(bytes), None);
+                    return Err(backend(&err));
+                }
                 self.expire_hint(&domain, bytes.to_vec(), expiry);
                 return Ok(id);
             }
@@ -385,6 +398,29 @@ impl Inner {
             "no free session id after {CREATE_ATTEMPTS} attempts: the archive's \
              compare-and-swap never succeeds"
         )))
+    }
+
+    /// After `create` claimed the record `domain` (expiring at `at`, unix seconds): writes its
+    /// index entry again unless it is still where `create` wrote it.
+    ///
+    /// A sweep that found the entry before the claim, with no record behind it, removes the
+    /// entry and then reads the record again, indexing it if it is there by then (see
+    /// [`Sweep::forget_vanished`]). Checking here, after the claim, closes the other order: if
+    /// the sweep's removal comes before this check, the check writes the entry again; if it
+    /// comes after, the sweep's read that follows it finds the record. An entry that
+    /// `index_all` had to move elsewhere is not found here and is written once more, which
+    /// only costs a write.
+    fn ensure_indexed(&self, domain: &str, at: u64) -> crate::error::Result<()> {
+        let index = self.index();
+        let width = match self.index_width.load(Ordering::Acquire) {
+            0 => self.granularity,
+            width => width,
+        };
+        let bucket = bucket_domain(place(at, index.now(), width, 0));
+        if !self.archive.has(&bucket, domain)? {
+            index.index_all(&[(domain, at)], false)?;
+        }
+        Ok(())
     }
 
     /// Replaces a stored, unexpired record; does nothing when there is none (see the module docs).
@@ -454,7 +490,7 @@ impl Inner {
         else {
             return Ok(None);
         };
-        let stored: Stored = serde_json::from_slice(&raw).map_err(|err| {
+        let stored: TowerRecord = serde_json::from_slice(&raw).map_err(|err| {
             session_store::Error::Decode(format!(
                 "session {}: the stored record does not decode: {err}",
                 id_fingerprint(id)
@@ -504,8 +540,82 @@ impl Inner {
 }
 
 /// A run of `delete_expired`: judges the index entries (record domains) by the records' expiry.
+///
+/// An entry whose record is missing is usually stale (the record was deleted), but it may also
+/// be the entry of a `create` that has not claimed its record yet. Removing it then would leave
+/// that record unindexed, and never deleted. So such an entry is not dropped with the rest of its
+/// page: the sweep keeps it in `vanished`, removes it itself, and then reads the record again,
+/// indexing it if it appeared meanwhile (see [`forget_vanished`](Self::forget_vanished) and
+/// [`Inner::ensure_indexed`], the create's half).
 struct Sweep<'a> {
     inner: &'a Inner,
+    /// Entries found without a record, as (bucket, entry), not yet removed.
+    vanished: RefCell<Vec<(u64, String)>>,
+}
+
+impl<'a> Sweep<'a> {
+    fn new(inner: &'a Inner) -> Sweep<'a> {
+        Sweep {
+            inner,
+            vanished: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Runs the sweep, then removes the entries found without a record.
+    fn run(&self) -> crate::error::Result<usize> {
+        let removed = self.inner.index().sweep(self)?;
+        self.forget_vanished()?;
+        Ok(removed)
+    }
+
+    /// Notes an entry of `bucket` found without a record. Entries are removed a bucket, or a
+    /// listing page, at a time, so that a sweep costs a few commits per page, as the index's own
+    /// removals do, and so that an error or a crash leaves unremoved at most the entries of the
+    /// bucket at hand: entries too many (spurious, with no record), never a record without one.
+    fn vanished(&self, bucket: u64, entry: &str) -> crate::error::Result<()> {
+        let other_bucket = self
+            .vanished
+            .borrow()
+            .last()
+            .is_some_and(|&(last, _)| last != bucket);
+        if other_bucket || self.vanished.borrow().len() >= DEFAULT_PAGE_SIZE {
+            self.forget_vanished()?;
+        }
+        self.vanished.borrow_mut().push((bucket, entry.to_owned()));
+        Ok(())
+    }
+
+    /// Removes the entries found without a record, then reads those records again and indexes
+    /// any that a `create` claimed since: the removal proves an entry stale only for a record
+    /// still missing after it. (A create claims first and checks its entry after, so whichever
+    /// of the two comes second sees the other.)
+    fn forget_vanished(&self) -> crate::error::Result<()> {
+        let vanished = std::mem::take(&mut *self.vanished.borrow_mut());
+        if vanished.is_empty() {
+            return Ok(());
+        }
+        let buckets: Vec<(String, &str)> = vanished
+            .iter()
+            .map(|(bucket, entry)| (bucket_domain(*bucket), entry.as_str()))
+            .collect();
+        let removals: Vec<(&str, &str)> = buckets.iter().map(|(b, e)| (b.as_str(), *e)).collect();
+        let archive = &*self.inner.archive;
+        archive.remove_many(&removals)?;
+        let mut appeared = Vec::new();
+        for (_, entry) in &vanished {
+            let expiry = archive
+                .get(entry, RECORD_KEY)?
+                .as_deref()
+                .and_then(decode_expiry);
+            if let Some(expiry) = expiry {
+                appeared.push((entry.as_str(), index_secs(expiry)));
+            }
+        }
+        if !appeared.is_empty() {
+            self.inner.index().index_all(&appeared, false)?;
+        }
+        Ok(())
+    }
 }
 
 impl Judge for Sweep<'_> {
@@ -523,7 +633,9 @@ impl Judge for Sweep<'_> {
         let mut at = 0;
         for _ in 0..SAVE_ATTEMPTS {
             let Some(raw) = archive.get(entry, RECORD_KEY)? else {
-                return Ok(Verdict::Drop);
+                // Not dropped with the page: see `forget_vanished`.
+                self.vanished(bucket, entry)?;
+                return Ok(Verdict::Keep);
             };
             // Bytes that are not a record are left in place, as `load` reports them.
             let Some(expiry) = decode_expiry(&raw) else {
@@ -538,7 +650,8 @@ impl Judge for Sweep<'_> {
                 });
             }
             // Removing only the bytes judged keeps a record that a save replaced meanwhile; that
-            // record is then judged again, here.
+            // record is then judged again, here. The entry goes with the page, after the record:
+            // no create can claim this id again, since ids are drawn fresh.
             if archive.compare_and_swap(entry, RECORD_KEY, Some(&raw), None)? {
                 return Ok(Verdict::Drop);
             }
@@ -557,13 +670,13 @@ impl Judge for Sweep<'_> {
 
 /// A record as stored (see the module docs).
 #[derive(Serialize)]
-struct StoredRef<'a> {
+struct TowerRecordRef<'a> {
     expiry: Expiry,
     data: &'a HashMap<String, Value>,
 }
 
 #[derive(Deserialize)]
-struct Stored {
+struct TowerRecord {
     expiry: Expiry,
     data: HashMap<String, Value>,
 }
@@ -599,7 +712,7 @@ impl Expiry {
 }
 
 fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
-    serde_json::to_vec(&StoredRef {
+    serde_json::to_vec(&TowerRecordRef {
         expiry: Expiry::new(record.expiry_date),
         data: &record.data,
     })
@@ -658,7 +771,10 @@ fn covers(width: u64, stored: Option<OffsetDateTime>, at: u64) -> bool {
 /// The expiry of stored bytes, or `None` when they are not a record. Exactly the bytes that
 /// `load` decodes have one, so that nothing judges a record that `load` reports as undecodable.
 fn decode_expiry(raw: &[u8]) -> Option<OffsetDateTime> {
-    serde_json::from_slice::<Stored>(raw).ok()?.expiry.date()
+    serde_json::from_slice::<TowerRecord>(raw)
+        .ok()?
+        .expiry
+        .date()
 }
 
 /// The time an index entry is filed under: the expiry in whole unix seconds (0 before 1970).
@@ -687,6 +803,11 @@ fn system_time(expiry: OffsetDateTime) -> SystemTime {
         UNIX_EPOCH.checked_sub(magnitude)
     }
     .unwrap_or(UNIX_EPOCH)
+}
+
+/// The domain of the store's index bucket number `bucket`.
+fn bucket_domain(bucket: u64) -> String {
+    format!("{}{bucket}", INDEX.prefix)
 }
 
 fn record_domain(id: &Id) -> String {

@@ -676,6 +676,150 @@ fn destroy_after_a_cancelled_or_panicked_call_never_leaves_the_session_valid() {
     panicked_update_then_logout_changes_nothing(&server, &store);
 }
 
+/// Runs `call` under a timeout it outlasts (a write on the sluggish archive takes 200 ms), so
+/// that it is cancelled and settles in the background.
+async fn cancelled<R>(call: impl std::future::Future<Output = R>) {
+    let cancelled = tokio::time::timeout(Duration::from_millis(1), call).await;
+    assert!(cancelled.is_err(), "the call outlasts its timeout");
+}
+
+/// While a cancelled update settles, "sign out other devices" for the user the handler read
+/// before it: the handle answers the session's own id, user and state, so the revoke keeps this
+/// device.
+async fn cancelled_update_then_sign_out_others(
+    mut session: Session<Visits>,
+) -> Result<String, SessionError> {
+    let user = session.user().unwrap_or("nobody").to_owned();
+    cancelled(session.update(|state| state.visits += 1)).await;
+    let seen = format!(
+        "{} {} {}",
+        session.id(),
+        session.user().unwrap_or("nobody"),
+        session.visits
+    );
+    let (sessions, keep) = (session.sessions().clone(), session.id().clone());
+    let revoked = tokio::task::spawn_blocking(move || sessions.revoke_user_except(&user, &keep))
+        .await
+        .map_err(SessionError::Task)??;
+    Ok(format!("{seen} {revoked}"))
+}
+
+/// A cancelled save, then a change and another save: the change is made to the state the
+/// handle showed, and is the one stored.
+async fn cancelled_save_then_change_and_save(
+    mut session: Session<Visits>,
+) -> Result<String, SessionError> {
+    session.visits += 10;
+    cancelled(session.save()).await;
+    let seen = session.visits;
+    session.visits += 1;
+    session.save().await?;
+    Ok(seen.to_string())
+}
+
+/// A cancelled login: until it settles the handle answers the id it had; `settle` waits for
+/// it, and the id is then the new one.
+async fn cancelled_login_then_settle(mut session: Session<Visits>) -> Result<String, SessionError> {
+    session.set_user(Some("ada@example.com"));
+    cancelled(session.regenerate()).await;
+    let before = session.id().to_string();
+    session.settle().await?;
+    Ok(format!("{before} {}", session.id()))
+}
+
+/// A server over the sluggish memory archive with the test routes and the cancelling ones.
+fn serve_sluggish(slow: &Arc<AtomicBool>) -> (Arc<MemoryArchive>, Server) {
+    let archive = sluggish(slow);
+    let store = Arc::clone(archive.inner());
+    let sessions = Sessions::builder(archive).secure(false).build();
+    let app = routes()
+        .route(
+            "/cancelled-update-then-others",
+            post(cancelled_update_then_sign_out_others),
+        )
+        .route(
+            "/cancelled-save-then-save",
+            post(cancelled_save_then_change_and_save),
+        )
+        .route("/cancelled-login", post(cancelled_login_then_settle))
+        .route(
+            "/id",
+            get(|session: Session<Visits>| async move { session.id().to_string() }),
+        );
+    (store, Server::start(app.layer(SessionLayer::new(sessions))))
+}
+
+/// Posts to `path` while the archive is slow, and returns the answer's body.
+fn post_slowly(slow: &AtomicBool, client: &Client, url: String) -> String {
+    slow.store(true, Ordering::SeqCst);
+    let answer = client.post(url).send().expect("an answer");
+    slow.store(false, Ordering::SeqCst);
+    assert_eq!(answer.status(), 200);
+    answer.text().expect("a body")
+}
+
+/// The id of the session the client's cookie names (a fresh one if none).
+fn logged_in_id(client: &Client, server: &Server) -> String {
+    let answer = client.get(server.url("/id")).send().expect("an answer");
+    answer.text().expect("a body")
+}
+
+#[test]
+fn while_a_cancelled_update_settles_the_handle_answers_its_own_session() {
+    let slow = Arc::new(AtomicBool::new(false));
+    let (store, server) = serve_sluggish(&slow);
+    let (this, other) = (jar(), jar());
+    for client in [&this, &other] {
+        client.get(server.url("/count")).send().expect("a visit");
+        let login = client
+            .post(server.url("/login-ada"))
+            .send()
+            .expect("a login");
+        assert_eq!(login.text().expect("a body"), "ada@example.com");
+    }
+    let id = logged_in_id(&this, &server);
+
+    let answer = post_slowly(&slow, &this, server.url("/cancelled-update-then-others"));
+    assert_eq!(
+        live_ids(&store),
+        std::slice::from_ref(&id),
+        "only the other device is signed out"
+    );
+    let peek = this.get(server.url("/peek")).send().expect("a peek");
+    assert_eq!(peek.text().expect("a body"), "2", "the update landed");
+    assert_eq!(answer, format!("{id} ada@example.com 1 1"));
+}
+
+#[test]
+fn a_change_made_while_a_cancelled_save_settles_is_kept() {
+    let slow = Arc::new(AtomicBool::new(false));
+    let (_store, server) = serve_sluggish(&slow);
+    let client = jar();
+    client.get(server.url("/count")).send().expect("a visit");
+    let answer = post_slowly(&slow, &client, server.url("/cancelled-save-then-save"));
+    assert_eq!(
+        answer, "11",
+        "the handle shows the state the save was given"
+    );
+    let peek = client.get(server.url("/peek")).send().expect("a peek");
+    assert_eq!(peek.text().expect("a body"), "12");
+}
+
+#[test]
+fn settle_waits_for_a_cancelled_regenerate_and_then_answers_the_new_id() {
+    let slow = Arc::new(AtomicBool::new(false));
+    let (store, server) = serve_sluggish(&slow);
+    let client = jar();
+    client.get(server.url("/count")).send().expect("a visit");
+    let old = logged_in_id(&client, &server);
+    let answer = post_slowly(&slow, &client, server.url("/cancelled-login"));
+    let (before, after) = answer.split_once(' ').expect("two ids");
+    assert_eq!(before, old);
+    assert_ne!(after, old);
+    assert_eq!(live_ids(&store), [after.to_owned()]);
+    assert_eq!(logged_in_id(&client, &server), after);
+}
+
 /// On an archive that does not block, calls run on the executor's thread; a panic there poisons
 /// the handle just as on a blocking thread, and leaves the stored session as it was.
 #[test]
@@ -693,13 +837,17 @@ fn a_call_that_panics_in_place_loses_the_handle_and_changes_nothing() {
 }
 
 /// An update whose change panics where the call runs in place (or, on redb, in the commit):
-/// [`SessionError::Panicked`], and the handle's state went with the call; then a logout.
+/// [`SessionError::Panicked`], and the session went with the call, the handle still answering
+/// what it knew before; then a logout.
 async fn panicked_update_then_logout(mut session: Session<Visits>) -> Result<(), SessionError> {
+    let id = session.id().clone();
     let panicked = session
         .update(|_| -> () { panic!("a bug in the handler") })
         .await;
     assert!(matches!(panicked, Err(SessionError::Panicked)));
-    assert_eq!(session.visits, 0, "the handle's state went with the call");
+    assert_eq!(session.visits, 1, "the handle answers the state it had");
+    assert_eq!(session.id(), &id);
+    assert!(matches!(session.settle().await, Err(SessionError::Lost)));
     session.destroy().await
 }
 

@@ -566,3 +566,37 @@ fn user_sessions_lists_fingerprints_and_revoke_user_signs_out_everywhere() {
     let err = fails(&["revoke-user", &redb, ""]);
     assert!(err.contains("invalid user id"), "{err}");
 }
+
+/// `revoke-user` ends every stored session of the user, whatever it thinks of their expiry
+/// (issue 24, defect 2): an application without an idle timeout records no settings, so the
+/// command has only its defaults to judge by, by which an 8-day-old session looks expired; the
+/// application still resumes it, so the revoke must end it.
+#[test]
+fn revoke_user_ends_a_session_that_looks_expired_to_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.redb");
+    let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    let app = |clock: ManualClock| {
+        Sessions::builder(RedbArchive::open(&file).unwrap())
+            .idle_timeout(None)
+            .absolute_lifetime(None)
+            .clock(clock)
+            .build()
+    };
+    let id = {
+        let sessions = app(ManualClock::new(eight_days_ago));
+        let mut session = sessions.start(None, ()).unwrap();
+        session.set_user(Some("alice"));
+        session.save().unwrap();
+        session.id().clone()
+    };
+    assert_eq!(
+        String::from_utf8(ok(&["revoke-user", &spec("redb", &file), "alice"])).unwrap(),
+        "revoked 1 sessions\n"
+    );
+    let sessions = app(ManualClock::new(SystemTime::now()));
+    assert!(
+        !sessions.is_live(&id).unwrap(),
+        "the revoke missed a live session"
+    );
+}

@@ -137,6 +137,18 @@ fn removing_the_last_key_removes_the_directory() {
     archive.set("e", "k", b"1").unwrap();
     assert!(archive.remove_domain("e").unwrap());
     assert_eq!(entries(dir.path()), [".lock"]);
+
+    // A swap of several keys that removes the last ones removes the directory too, and one
+    // that moves the last key to another keeps it, holding only the new key.
+    archive
+        .set_many(&[("f", "a", b"1"), ("f", "b", b"2")])
+        .unwrap();
+    let swaps = [("a", Some(&b"1"[..]), None), ("c", None, Some(&b"3"[..]))];
+    assert!(archive.compare_and_swap_many("f", &swaps).unwrap());
+    assert_eq!(entries(&dir.path().join("f")), ["b", "c"]);
+    let swaps = [("b", Some(&b"2"[..]), None), ("c", Some(&b"3"[..]), None)];
+    assert!(archive.compare_and_swap_many("f", &swaps).unwrap());
+    assert_eq!(entries(dir.path()), [".lock"]);
 }
 
 #[test]
@@ -766,6 +778,62 @@ fn compare_and_swap_loses_no_update_across_processes() {
     );
 }
 
+const CAS_MANY_ROOT: &str = "DIR_ARCHIVE_TEST_CAS_MANY_ROOT";
+
+/// Child of the cross-process multi-key test: `CAS_INCREMENTS` increments of two counters that
+/// move together, each by one `compare_and_swap_many` expecting the values read. A swap that
+/// succeeds on unequal values would mean another process's swap was seen half done.
+#[test]
+fn cas_many_child() {
+    let Ok(root) = std::env::var(CAS_MANY_ROOT) else {
+        return;
+    };
+    let archive = DirArchive::open(&root).unwrap();
+    let count = |value: &Option<Vec<u8>>| {
+        value
+            .as_deref()
+            .map_or(0, |bytes| u64::from_le_bytes(bytes.try_into().unwrap()))
+    };
+    for _ in 0..CAS_INCREMENTS {
+        loop {
+            let x = archive.get("pair", "x").unwrap();
+            let y = archive.get("pair", "y").unwrap();
+            let (next_x, next_y) = ((count(&x) + 1).to_le_bytes(), (count(&y) + 1).to_le_bytes());
+            let swaps = [
+                ("x", x.as_deref(), Some(&next_x[..])),
+                ("y", y.as_deref(), Some(&next_y[..])),
+            ];
+            if archive.compare_and_swap_many("pair", &swaps).unwrap() {
+                assert_eq!(x, y, "a swap succeeded on a torn pair");
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn compare_and_swap_many_is_atomic_across_processes() {
+    const PROCESSES: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sessions");
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            child("cas_many_child", &[(CAS_MANY_ROOT, root.to_str().unwrap())])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut process in children {
+        assert!(process.wait().unwrap().success(), "a CAS child failed");
+    }
+    let archive = DirArchive::open(&root).unwrap();
+    let total = Some((PROCESSES * CAS_INCREMENTS).to_le_bytes().to_vec());
+    assert_eq!(archive.get("pair", "x").unwrap(), total);
+    assert_eq!(archive.get("pair", "y").unwrap(), total);
+    assert_eq!(entries(&root.join("pair")), ["x", "y"]);
+}
+
 /// Child of the failed-write test: runs with a file size limit of 4 KiB and SIGXFSZ ignored, so a
 /// large write fails part-way with `EFBIG`, as it would on a full disk.
 #[test]
@@ -787,6 +855,30 @@ fn failed_write_child() {
     assert_eq!(entries(&root.join("d")), ["k"]);
     // A new domain whose first write fails leaves no domain behind.
     assert!(archive.set("new", "k", &vec![7; 64 * 1024]).is_err());
+    assert!(!archive.has_domain("new").unwrap());
+    assert_eq!(entries(&root), [".lock", "d"]);
+
+    // A swap of several keys writes every new value before it changes any key, so one value
+    // that cannot be written changes none of them, whatever its place.
+    let big = vec![7; 64 * 1024];
+    let swaps = [
+        ("k", Some(&b"old"[..]), Some(&b"new"[..])),
+        ("k2", None, Some(&big[..])),
+    ];
+    match archive.compare_and_swap_many("d", &swaps) {
+        Err(Error::Io { path, source }) => {
+            assert_eq!(path, root.join("d/k2"));
+            assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge, "{source}");
+        }
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+    assert_eq!(archive.get("d", "k").unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(entries(&root.join("d")), ["k"]);
+    let swaps = [
+        ("a", None, Some(&b"small"[..])),
+        ("b", None, Some(&big[..])),
+    ];
+    assert!(archive.compare_and_swap_many("new", &swaps).is_err());
     assert!(!archive.has_domain("new").unwrap());
     assert_eq!(entries(&root), [".lock", "d"]);
 }

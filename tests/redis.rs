@@ -118,6 +118,101 @@ fn compare_and_swap_is_atomic_across_connections() {
     assert_eq!(first.get("counter", "n").unwrap(), Some(total.into_bytes()));
 }
 
+/// Threads on connections of their own move two fields together with `compare_and_swap_many`,
+/// each swap expecting what it read: none succeeds on a torn pair, and none is lost.
+#[test]
+fn compare_and_swap_many_is_atomic_across_connections() {
+    const THREADS: usize = 6;
+    const INCREMENTS: usize = 25;
+    let Some((url, first)) = fresh() else { return };
+    let prefix = first.prefix().to_owned();
+    let barrier = Barrier::new(THREADS);
+    let count = |value: &Option<Vec<u8>>| -> usize {
+        value
+            .as_deref()
+            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
+    };
+    thread::scope(|scope| {
+        for _ in 0..THREADS {
+            let archive = open(&url, &prefix);
+            let barrier = &barrier;
+            scope.spawn(move || {
+                barrier.wait();
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let x = archive.get("pair", "x").unwrap();
+                        let y = archive.get("pair", "y").unwrap();
+                        let next_x = (count(&x) + 1).to_string();
+                        let next_y = (count(&y) + 1).to_string();
+                        let swaps = [
+                            ("x", x.as_deref(), Some(next_x.as_bytes())),
+                            ("y", y.as_deref(), Some(next_y.as_bytes())),
+                        ];
+                        if archive.compare_and_swap_many("pair", &swaps).unwrap() {
+                            assert_eq!(x, y, "a swap succeeded on a torn pair");
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let total = Some((THREADS * INCREMENTS).to_string().into_bytes());
+    assert_eq!(first.get("pair", "x").unwrap(), total);
+    assert_eq!(first.get("pair", "y").unwrap(), total);
+}
+
+/// `compare_and_swap_many` stores as `compare_and_swap` does: writing fields keeps the hash's
+/// TTL, removing the last ones deletes the hash, TTL and all, and a domain that expired is
+/// absent to its comparisons.
+#[test]
+fn compare_and_swap_many_keeps_the_ttl_and_sees_an_expired_domain_as_absent() {
+    let Some((url, archive)) = fresh() else {
+        return;
+    };
+    let mut conn = control(&url);
+    let hash = format!("{}/d", archive.prefix());
+    let ttl = |conn: &mut redis::Connection| -> i64 {
+        redis::cmd("PTTL").arg(&hash).query(conn).unwrap()
+    };
+
+    archive.set("d", "k", b"v").unwrap();
+    assert!(
+        archive
+            .expire_domain("d", SystemTime::now() + Duration::from_secs(60))
+            .unwrap()
+    );
+    let swaps = [
+        ("k", Some(&b"v"[..]), Some(&b"w"[..])),
+        ("k2", None, Some(&b"x"[..])),
+    ];
+    assert!(archive.compare_and_swap_many("d", &swaps).unwrap());
+    assert!(ttl(&mut conn) > 0, "writing fields keeps the TTL");
+    let swaps = [("k", Some(&b"w"[..]), None), ("k2", Some(&b"x"[..]), None)];
+    assert!(archive.compare_and_swap_many("d", &swaps).unwrap());
+    assert_eq!(
+        ttl(&mut conn),
+        -2,
+        "removing the last fields deletes the hash"
+    );
+    let swaps = [("k", None, Some(&b"v"[..]))];
+    assert!(archive.compare_and_swap_many("d", &swaps).unwrap());
+    assert_eq!(ttl(&mut conn), -1, "a hash made anew has no TTL");
+
+    let soon = SystemTime::now() + Duration::from_millis(200);
+    assert!(archive.expire_domain("d", soon).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while archive.has_domain("d").unwrap() {
+        assert!(Instant::now() < deadline, "the domain never expired");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let stale = [("k", Some(&b"v"[..]), Some(&b"w"[..]))];
+    assert!(!archive.compare_and_swap_many("d", &stale).unwrap());
+    let fresh = [("k", None, Some(&b"w"[..])), ("k2", None, None)];
+    assert!(archive.compare_and_swap_many("d", &fresh).unwrap());
+    assert_eq!(archive.get("d", "k").unwrap(), Some(b"w".to_vec()));
+}
+
 #[test]
 fn a_domain_is_one_hash_named_prefix_slash_domain() {
     let Some((url, archive)) = fresh() else {

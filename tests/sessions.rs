@@ -2149,9 +2149,10 @@ fn concurrent_update_sends_on_a_waiting_archive_take_turns() {
 }
 
 /// A regenerate whose move's outcome is unknown (the swap to the moved-marker happened but
-/// answered an error, and reading it back failed too) fails, stays on the old id, and keeps the
-/// copy, which is the session now; the marker is never taken back, since another call may have
-/// followed it already: a revoke that ran in that moment (and destroyed the copy) stays final.
+/// answered an error, and the fence that would settle it failed too) fails, stays on the old
+/// id, and keeps the copy, which is the session now; the marker is never taken back, since
+/// another call may have followed it already: a revoke that ran in that moment (and destroyed
+/// the copy) stays final.
 #[test]
 fn a_regenerate_whose_move_is_unknown_keeps_the_copy_and_never_takes_the_move_back() {
     use std::sync::Mutex;
@@ -2163,7 +2164,7 @@ fn a_regenerate_whose_move_is_unknown_keeps_the_copy_and_never_takes_the_move_ba
     type Other = Box<dyn FnOnce() -> usize + Send>;
     for revoke_meanwhile in [false, true] {
         let inner = Arc::new(MemoryArchive::new());
-        // 0 disarmed, 1 armed, 2 once the move is made, 3 after the read back.
+        // 0 disarmed, 1 armed, 2 once the move is made, 3 after the fence.
         let stage = Arc::new(AtomicUsize::new(0));
         let other: Arc<Mutex<Option<Other>>> = Arc::default();
         let revoked = Arc::new(AtomicUsize::new(0));
@@ -2179,21 +2180,19 @@ fn a_regenerate_whose_move_is_unknown_keeps_the_copy_and_never_takes_the_move_ba
                 operation: "write",
                 source: "injected failure".into(),
             });
-            match (*call, hook_stage.load(Ordering::SeqCst)) {
-                (
-                    Call::CompareAndSwap {
-                        domain,
-                        key: STATE_KEY,
-                        expected,
-                        new: Some(new),
-                    },
-                    1,
-                ) if new.starts_with(b"\0moved:") => {
-                    hook_inner.compare_and_swap(domain, STATE_KEY, expected, Some(new))?;
+            let Call::CompareAndSwapMany { domain, swaps } = *call else {
+                return Ok(());
+            };
+            let state_swap = swaps.iter().find(|(key, _, _)| *key == STATE_KEY);
+            match (state_swap, hook_stage.load(Ordering::SeqCst)) {
+                // The move: made, but answered with an error.
+                (Some((_, _, Some(new))), 1) if new.starts_with(b"\0moved:") => {
+                    hook_inner.compare_and_swap_many(domain, swaps)?;
                     hook_stage.store(2, Ordering::SeqCst);
                     injected
                 }
-                (Call::Get { key: STATE_KEY, .. }, 2) => {
+                // The fence: fails too, after another process acted.
+                (Some(_), 2) => {
                     hook_stage.store(3, Ordering::SeqCst);
                     if let Some(other) = hook_other.lock().unwrap().take() {
                         hook_revoked.store(other(), Ordering::SeqCst);
@@ -2221,7 +2220,7 @@ fn a_regenerate_whose_move_is_unknown_keeps_the_copy_and_never_takes_the_move_ba
         assert_eq!(
             stage.swap(0, Ordering::SeqCst),
             3,
-            "the move was made and read back"
+            "the move was made and the fence tried"
         );
         assert_eq!(session.id(), &old, "a failed regenerate keeps the old id");
         assert!(
@@ -2248,5 +2247,162 @@ fn a_regenerate_whose_move_is_unknown_keeps_the_copy_and_never_takes_the_move_ba
                     .unwrap()
             );
         }
+    }
+}
+
+/// A move whose swap answered an error without being applied yet, and that the storage applies
+/// later (a Redis command whose reply timed out, run after another connection's read): the
+/// regenerate fences the old id before it decides, so the late move can no longer land. The
+/// regenerate fails, the copy is removed, and the old session is live and whole, after the
+/// late move too. (Reading the marker back instead would find none, remove the copy, and the
+/// late move would then turn the old id into a marker naming a removed copy: the session lost.)
+#[test]
+fn a_move_applied_after_its_error_is_fenced_off() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use session_archive::conformance::{Call, Hooked};
+    use session_archive::{ArchiveExt, Error, STATE_KEY, Sessions};
+
+    type Late = (String, Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)>);
+    let inner = Arc::new(MemoryArchive::new());
+    let armed = Arc::new(AtomicBool::new(false));
+    let late: Arc<Mutex<Option<Late>>> = Arc::default();
+    let (hook_armed, hook_late) = (Arc::clone(&armed), Arc::clone(&late));
+    let hooked = Hooked::new(Arc::clone(&inner), move |call| {
+        if let Call::CompareAndSwapMany { domain, swaps } = *call
+            && swaps.iter().any(|(key, _, new)| {
+                *key == STATE_KEY && new.is_some_and(|new| new.starts_with(b"\0moved:"))
+            })
+            && hook_armed.swap(false, Ordering::SeqCst)
+        {
+            let owned = swaps
+                .iter()
+                .map(|(key, expected, new)| {
+                    (
+                        (*key).to_owned(),
+                        expected.map(<[u8]>::to_vec),
+                        new.map(<[u8]>::to_vec),
+                    )
+                })
+                .collect();
+            *hook_late.lock().unwrap() = Some((domain.to_owned(), owned));
+            return Err(Error::Backend {
+                backend: "test",
+                operation: "write",
+                source: "reply timed out".into(),
+            });
+        }
+        Ok(())
+    });
+    let sessions = Sessions::new(hooked);
+    let plain = Sessions::new(Arc::clone(&inner));
+    let mut session = sessions.start(None, "anonymous".to_owned()).unwrap();
+    session.set_user(Some("alice"));
+    session.save().unwrap();
+    let old = session.id().clone();
+
+    armed.store(true, Ordering::SeqCst);
+    assert!(matches!(session.regenerate(), Err(Error::Backend { .. })));
+    assert_eq!(session.id(), &old, "a failed regenerate keeps the old id");
+
+    // Now the storage runs the move it answered with an error.
+    let (domain, swaps) = late.lock().unwrap().take().expect("the move was held back");
+    let swaps: Vec<session_archive::archive::Swap<'_>> = swaps
+        .iter()
+        .map(|(key, expected, new)| (key.as_str(), expected.as_deref(), new.as_deref()))
+        .collect();
+    assert!(
+        !inner.compare_and_swap_many(&domain, &swaps).unwrap(),
+        "the fence keeps the late move from landing"
+    );
+    assert!(plain.is_live(&old).unwrap(), "the session was lost");
+    let again = plain.start(Some(old.as_str()), String::new()).unwrap();
+    assert_eq!(again.id(), &old);
+    assert_eq!(*again, "anonymous");
+    assert_eq!(again.user(), Some("alice"));
+    let listed: Vec<_> = plain
+        .user_sessions("alice")
+        .map(|s| s.unwrap().id().clone())
+        .collect();
+    assert_eq!(listed, [old]);
+    // Only the old session is left: the copy was removed.
+    let sessions_left = inner
+        .domains()
+        .map(Result::unwrap)
+        .filter(|domain| inner.has(domain, STATE_KEY).unwrap())
+        .count();
+    assert_eq!(sessions_left, 1);
+}
+
+/// A clean regenerate moves a pair that one write stored (issue 24, defect 3): request 2 starts
+/// the session (state "alice", bound to alice); request 1 then stores state "bob" bound to bob;
+/// request 2's id rotation moves "bob" with bob's binding, not with the binding it read, so the
+/// new id is listed and revoked as bob's.
+#[test]
+fn a_clean_regenerate_moves_the_state_with_its_binding() {
+    use session_archive::Sessions;
+
+    let sessions = Sessions::new(MemoryArchive::new());
+    let mut first = sessions.start(None, "alice".to_owned()).unwrap();
+    first.set_user(Some("alice"));
+    first.save().unwrap();
+    let id = first.id().to_string();
+
+    let mut second = sessions.start(Some(&id), String::new()).unwrap();
+    let mut first = sessions.start(Some(&id), String::new()).unwrap();
+    *first = "bob".to_owned();
+    first.set_user(Some("bob"));
+    first.save().unwrap();
+    second.regenerate().unwrap();
+
+    assert_eq!(**second, *"bob");
+    assert_eq!(second.user(), Some("bob"));
+    let moved = sessions
+        .start(Some(second.id().as_str()), String::new())
+        .unwrap();
+    assert_eq!((moved.as_str(), moved.user()), ("bob", Some("bob")));
+    let bobs: Vec<_> = sessions
+        .user_sessions("bob")
+        .map(|s| s.unwrap().id().clone())
+        .collect();
+    assert_eq!(bobs, [second.id().clone()]);
+    assert_eq!(sessions.user_sessions("alice").count(), 0);
+    assert_eq!(sessions.revoke_user("bob").unwrap(), 1);
+    assert!(!sessions.is_live(second.id()).unwrap());
+}
+
+/// Whether a handle has changes of its own is never decided by encoding its state again (issue
+/// 24, defect 4): a `HashMap` encodes its keys in another order each time, and an untouched
+/// handle over one must still move, on regenerate, the update another request made meanwhile.
+#[test]
+fn an_untouched_hashmap_handle_is_clean_and_its_regenerate_keeps_updates() {
+    use std::collections::HashMap;
+
+    use session_archive::Sessions;
+
+    type State = HashMap<String, u32>;
+    let sessions = Sessions::new(MemoryArchive::new());
+    for round in 0..50 {
+        let state: State = (0..8).map(|k| (format!("key{k}"), k)).collect();
+        let mut seed = sessions.start(None, state).unwrap();
+        seed.save().unwrap();
+        let id = seed.id().to_string();
+
+        let mut idle = sessions.start(Some(&id), State::new()).unwrap();
+        let mut busy = sessions.start(Some(&id), State::new()).unwrap();
+        busy.update(|state| state.insert("visits".into(), 1))
+            .unwrap();
+        idle.regenerate().unwrap();
+
+        let moved = sessions
+            .start(Some(idle.id().as_str()), State::new())
+            .unwrap();
+        assert_eq!(
+            moved.get("visits"),
+            Some(&1),
+            "round {round}: the update was lost"
+        );
+        assert_eq!(idle.get("visits"), Some(&1), "round {round}");
     }
 }

@@ -889,6 +889,83 @@ async fn save_racing_delete_expired_keeps_the_index_whole_at_any_boundary() {
     .await;
 }
 
+/// `delete_expired` racing a `create` whose record expires in the bucket the sweep walks (a short
+/// inactivity expiry): at every boundary of the create, the record it stored stays indexed, so
+/// that a sweep after its expiry deletes it. The sweep finds the create's index entry before the
+/// record is there; judging it stale then would leave a record that no sweep ever deletes.
+#[tokio::test]
+async fn create_racing_delete_expired_keeps_the_record_indexed_at_any_boundary() {
+    at_every_boundary(async |name, fresh, at| {
+        // 20 seconds into a bucket of the default 60-second index: the record's expiry, 30
+        // seconds on, falls in the bucket of now, which the sweep walks.
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let start = clock.now();
+        let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
+        // Another record first, so that the index exists before the race.
+        store
+            .create(&mut record(after(start, 3600, 0)))
+            .await
+            .expect("create");
+        let sweeper = store.clone();
+        scheduler.arm(at, move || {
+            wait(sweeper.delete_expired()).expect("delete_expired");
+        });
+        let mut created = record(after(start, 30, 0));
+        store.create(&mut created).await.expect("create");
+        let inside = scheduler.finish();
+        assert_eq!(
+            store.load(&created.id).await.expect("load").as_ref(),
+            Some(&created),
+            "{name} at {at}"
+        );
+        all_records_expire_indexed(&store, &clock, start, &*archive, &format!("{name} at {at}"))
+            .await;
+        inside
+    })
+    .await;
+}
+
+/// The other order: a `create` that had written its index entry before `delete_expired` began,
+/// and claims its record at any boundary of the sweep, between the sweep's finding the entry
+/// without a record and its removing the entry. The record stays indexed all the same.
+#[tokio::test]
+async fn delete_expired_racing_a_create_it_found_unclaimed_keeps_the_record_indexed() {
+    at_every_boundary(async |name, fresh, at| {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let start = clock.now();
+        let (store, scheduler, archive, _dir) = scheduled(fresh, &clock);
+        store
+            .create(&mut record(after(start, 3600, 0)))
+            .await
+            .expect("create");
+        // What a create writes first (see the module docs' layout): the entry, in the bucket of
+        // the record's expiry.
+        let mut created = record(after(start, 30, 0));
+        let bucket = format!("tower-expiry-{}", (1_700_000_000 + 30) / 60);
+        archive
+            .set(&bucket, &domain(&created.id), b"")
+            .expect("the entry");
+        let (creator, claimed) = (store.clone(), Arc::new(Mutex::new(None)));
+        let (mut other_record, out) = (created.clone(), Arc::clone(&claimed));
+        scheduler.arm(at, move || {
+            wait(creator.create(&mut other_record)).expect("create");
+            *out.lock() = Some(other_record);
+        });
+        store.delete_expired().await.expect("delete_expired");
+        let inside = scheduler.finish();
+        created = claimed.lock().take().expect("the create ran");
+        assert_eq!(
+            store.load(&created.id).await.expect("load").as_ref(),
+            Some(&created),
+            "{name} at {at}"
+        );
+        all_records_expire_indexed(&store, &clock, start, &*archive, &format!("{name} at {at}"))
+            .await;
+        inside
+    })
+    .await;
+}
+
 /// Every archive call of a save, failed in turn: the save answers a `Backend` error carrying the
 /// archive's message, and the stored record is the old one (or, when only the expiry hint after
 /// the write failed, the new one, and the save answers `Ok`).

@@ -493,3 +493,144 @@ fn a_failed_user_index_expiry_leaves_the_touch_unwritten() {
         "the user index expires at {index_expires:?}, its live session at {session_expires:?}"
     );
 }
+
+/// Another request, run inside one of the first's archive calls.
+type Other = Box<dyn FnOnce() + Send>;
+
+/// Lists the ids `sessions` lists for `user`.
+fn listed(sessions: &Sessions, user: &str) -> Vec<String> {
+    sessions
+        .user_sessions(user)
+        .map(|s| s.expect("list").id().to_string())
+        .collect()
+}
+
+/// Two rebinds (issue 24, defect 1): request 1 rebinds alice's session to bob; after its write
+/// lands and before it removes alice's entry, request 2 starts the session (bound to bob),
+/// rebinds it to alice and saves. Request 1's removal of the entry of the binding it replaced
+/// must not remove the entry of request 2's binding: the session is bound to alice, listed and
+/// revoked as hers.
+#[test]
+fn a_rebind_landing_before_the_replaced_entry_is_removed_keeps_its_own_entry() {
+    use session_archive::conformance::{Call, Hooked};
+    use std::sync::Mutex;
+
+    let inner = Arc::new(MemoryArchive::new());
+    let plain = Sessions::new(Arc::clone(&inner));
+    let id = saved_for_alice(&plain);
+    let other: Arc<Mutex<Option<Other>>> = Arc::default();
+    let hook_other = Arc::clone(&other);
+    let hooked = Sessions::new(Hooked::new(Arc::clone(&inner), move |call| {
+        let removal = match *call {
+            Call::Remove { domain, .. } => domain.starts_with("user-"),
+            Call::RemoveMany { entries } => entries.iter().any(|(d, _)| d.starts_with("user-")),
+            _ => false,
+        };
+        if removal && let Some(other) = hook_other.lock().expect("lock").take() {
+            other();
+        }
+        Ok(())
+    }));
+    let mut first = hooked.start(Some(&id), 0_u32).expect("start");
+    let (second_sessions, second_id) = (plain.clone(), id.clone());
+    *other.lock().expect("lock") = Some(Box::new(move || {
+        let mut second = second_sessions
+            .start(Some(&second_id), 0_u32)
+            .expect("start");
+        assert_eq!(second.user(), Some("bob"), "request 1's write landed first");
+        second.set_user(Some("alice"));
+        second.save().expect("request 2 rebinds to alice");
+    }));
+    first.set_user(Some("bob"));
+    first.save().expect("request 1 rebinds to bob");
+    assert!(
+        other.lock().expect("lock").is_none(),
+        "request 2 ran inside"
+    );
+
+    assert_eq!(
+        plain.start(Some(&id), 0_u32).expect("start").user(),
+        Some("alice")
+    );
+    assert_eq!(listed(&plain, "alice"), std::slice::from_ref(&id));
+    assert!(listed(&plain, "bob").is_empty());
+    assert_eq!(plain.revoke_user("alice").expect("revoke"), 1);
+    assert!(
+        !plain
+            .is_live(&session_archive::SessionId::parse(&id).expect("an id"))
+            .expect("is_live")
+    );
+}
+
+/// A revoke ends every stored session bound to the user, whatever it thinks of their expiry
+/// (issue 24, defect 2): an app without an idle timeout keeps an 8-day-old session live; an
+/// admin `Sessions` with the default timeouts (and the command, which has no settings recorded
+/// to go by) must still end it.
+#[test]
+fn a_revoke_ends_sessions_that_look_expired_to_the_revoker() {
+    let archive = Arc::new(MemoryArchive::new());
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let app = Sessions::builder(Arc::clone(&archive))
+        .idle_timeout(None)
+        .absolute_lifetime(None)
+        .clock(clock.clone())
+        .build();
+    let id = saved_for_alice(&app);
+    let id = session_archive::SessionId::parse(&id).expect("an id");
+    clock.advance(Duration::from_secs(8 * 24 * 3600));
+    assert!(app.is_live(&id).expect("is_live"), "live to the app");
+
+    let admin = Sessions::builder(Arc::clone(&archive))
+        .idle_timeout(Duration::from_secs(3600))
+        .clock(clock.clone())
+        .build();
+    assert_eq!(admin.revoke_user("alice").expect("revoke"), 1);
+    assert!(!app.is_live(&id).expect("is_live"), "the revoke missed it");
+    assert_ne!(
+        app.start(Some(id.as_str()), 0_u32).expect("start").id(),
+        &id
+    );
+}
+
+/// A revoke walks the user's index again until a walk finds it as the one before left it: a
+/// regenerate that runs whole just after the first walk listed the index (so the walk never
+/// sees the copy's new entry) is caught by the next walk, and the copy is revoked too.
+#[test]
+fn a_revoke_walks_again_after_a_regenerate_adds_an_entry_mid_walk() {
+    use session_archive::conformance::{Call, Hooked};
+    use std::sync::Mutex;
+
+    let inner = Arc::new(MemoryArchive::new());
+    let plain = Sessions::new(Arc::clone(&inner));
+    let (a, s) = (saved_for_alice(&plain), saved_for_alice(&plain));
+    let regenerated: Arc<Mutex<Option<String>>> = Arc::default();
+    let (listed_once, hook_regenerated) = (Arc::new(Mutex::new(false)), Arc::clone(&regenerated));
+    let (hook_plain, hook_s) = (plain.clone(), s.clone());
+    let revoker = Sessions::new(Hooked::new(Arc::clone(&inner), move |call| {
+        let mut listed = listed_once.lock().expect("lock");
+        match *call {
+            Call::ListKeys { domain, .. } if domain.starts_with("user-") => *listed = true,
+            _ if *listed && hook_regenerated.lock().expect("lock").is_none() => {
+                let mut session = hook_plain.start(Some(&hook_s), 0_u32).expect("start");
+                session.regenerate().expect("regenerate mid-walk");
+                *hook_regenerated.lock().expect("lock") = Some(session.id().to_string());
+            }
+            _ => {}
+        }
+        Ok(())
+    }));
+    assert_eq!(revoker.revoke_user("alice").expect("revoke"), 2);
+    let copy = regenerated
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("the regenerate ran mid-walk");
+    for id in [a, s, copy] {
+        let id = session_archive::SessionId::parse(&id).expect("an id");
+        assert!(
+            !plain.is_live(&id).expect("is_live"),
+            "a session of alice survived"
+        );
+    }
+    assert!(listed(&plain, "alice").is_empty());
+}

@@ -18,7 +18,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::archive::{Archive, Page};
+use crate::archive::{Archive, Page, Swap, check_swaps};
 use crate::error::{NameKind, Result, io};
 use crate::name::{validate_domain, validate_entry, validate_name};
 
@@ -81,6 +81,17 @@ fn dir_flags() -> OFlags {
 /// the lock for all its entries, but a crash part-way leaves the entries written so far. The
 /// lock is only as good as `flock` on the filesystem: keep the root on a local filesystem (`flock`
 /// over NFS is not reliable).
+///
+/// [`compare_and_swap_many`](Archive::compare_and_swap_many) compares every key and makes every
+/// change under the lock, so it is atomic against every other writer, in any process: no write
+/// comes between its comparisons and its changes, and no other swap sees half of it. Readers
+/// take no lock, so it is reader-consistent per key only: a read sees each key's old value or
+/// its new one, whole, but reads of several keys during the swap may see some keys changed and
+/// others not yet. Every new value is first written to its temporary file and synced, so a
+/// failure there (a full disk) changes nothing; then the keys change one at a time in the order
+/// given, each durable before the next, so a crash part-way (or a rename, unlink or directory
+/// sync that fails) leaves the keys changed so far, like `set_many`. Removing a domain's last
+/// keys removes its directory.
 ///
 /// # Cost
 ///
@@ -333,9 +344,26 @@ impl DirArchive {
     fn write_key(&self, domain: &str, key: &str, value: &[u8]) -> Result<()> {
         let dir = self.create_domain(domain)?;
         self.clean_temps(&dir, domain)?;
+        let renamed = self
+            .stage_value(&dir, domain, key, value)
+            .and_then(|temp| self.rename_staged(&dir, domain, key, &temp));
+        if let Err(err) = renamed {
+            // The previous value is untouched and the temporary file gone. Drop the domain
+            // directory if this write created it (best effort: leftovers are invisible, and
+            // deleted by the next write to this domain).
+            let _ = self.remove_if_empty(&dir, domain);
+            return Err(err);
+        }
+        rustix::fs::fsync(&dir).map_err(|err| io(self.domain_path(domain), err.into()))
+    }
+
+    /// Writes `value` to a new dot-named temporary file in the domain directory (created
+    /// exclusively, mode 0600) and fsyncs it, returning its name. On error the temporary file is
+    /// gone and the error names the key being written. Under the write lock.
+    fn stage_value(&self, dir: &OwnedFd, domain: &str, key: &str, value: &[u8]) -> Result<String> {
         let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let written = rustix::fs::openat(
-            &dir,
+            dir,
             temp.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
@@ -345,18 +373,128 @@ impl DirArchive {
             let mut file = File::from(fd);
             file.write_all(value)?;
             file.sync_all()
-        })
-        .and_then(|()| Ok(rustix::fs::renameat(&dir, temp.as_str(), &dir, key)?));
+        });
         if let Err(err) = written {
-            // The previous value is untouched. Drop the partial temporary file, and the domain
-            // directory if this write created it (best effort: leftovers are invisible, and
-            // deleted by the next write to this domain).
-            let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
-            let _ = self.remove_if_empty(&dir, domain);
-            // The temporary file is gone, so the error names the key being written.
+            let _ = rustix::fs::unlinkat(dir, temp.as_str(), AtFlags::empty());
             return Err(io(self.key_path(domain, key), err));
         }
-        rustix::fs::fsync(&dir).map_err(|err| io(self.domain_path(domain), err.into()))
+        Ok(temp)
+    }
+
+    /// Renames the staged temporary file `temp` over the key, atomically replacing its value.
+    /// On error the temporary file is gone (best effort) and the key is as it was; the caller
+    /// syncs the directory. Under the write lock.
+    fn rename_staged(&self, dir: &OwnedFd, domain: &str, key: &str, temp: &str) -> Result<()> {
+        if let Err(err) = rustix::fs::renameat(dir, temp, dir, key) {
+            let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+            return Err(io(self.key_path(domain, key), err.into()));
+        }
+        Ok(())
+    }
+
+    /// The swap of [`compare_and_swap_many`](Archive::compare_and_swap_many), once the names are
+    /// checked. Under the write lock.
+    ///
+    /// Every key is compared first. Then every new value is written to a temporary file and
+    /// synced, before any key changes, so that failing to write one (a full disk) changes
+    /// nothing. Then the keys change in the order given, each renamed into place (or unlinked)
+    /// and the directory synced before the next, so that a crash, or a failed rename, unlink or
+    /// sync, part-way leaves exactly the changes made so far. A domain emptied by the swap is
+    /// removed last.
+    fn swap_keys(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        let stored = self.open_domain(domain)?;
+        for &(key, expected, _) in swaps {
+            let current = match &stored {
+                Some(dir) => self.read_key(dir, domain, key)?,
+                None => None,
+            };
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+        }
+        let changes: Vec<(&str, Option<&[u8]>)> = swaps
+            .iter()
+            .filter(|&&(_, expected, new)| expected != new)
+            .map(|&(key, _, new)| (key, new))
+            .collect();
+        let writes = changes.iter().any(|(_, new)| new.is_some());
+        let dir = match stored {
+            _ if writes => self.create_domain(domain)?,
+            Some(dir) if !changes.is_empty() => dir,
+            // Nothing to change: every swap only checks, or removes a key that (with no domain
+            // directory) every comparison found absent.
+            _ => return Ok(true),
+        };
+        if writes {
+            self.clean_temps(&dir, domain)?;
+        }
+        let staged = self.stage_all(&dir, domain, &changes)?;
+        self.apply_staged(&dir, domain, &staged)?;
+        Ok(true)
+    }
+
+    /// Writes each new value of a swap to a synced temporary file (`None` for a key to remove).
+    /// On a failure nothing has changed: what was staged is dropped, and the domain directory
+    /// if the swap created it (best effort, as in `write_key`). Under the write lock.
+    fn stage_all<'k>(
+        &self,
+        dir: &OwnedFd,
+        domain: &str,
+        changes: &[(&'k str, Option<&[u8]>)],
+    ) -> Result<Vec<(&'k str, Option<String>)>> {
+        let mut staged: Vec<(&str, Option<String>)> = Vec::with_capacity(changes.len());
+        for &(key, new) in changes {
+            let temp = match new {
+                Some(value) => match self.stage_value(dir, domain, key, value) {
+                    Ok(temp) => Some(temp),
+                    Err(err) => {
+                        discard_staged(dir, &staged);
+                        let _ = self.remove_if_empty(dir, domain);
+                        return Err(err);
+                    }
+                },
+                None => None,
+            };
+            staged.push((key, temp));
+        }
+        Ok(staged)
+    }
+
+    /// Makes the staged changes of a swap, in order, each renamed into place (or unlinked) and
+    /// the directory synced before the next; a domain emptied by them is removed last. On a
+    /// failure the changes made so far stay, and the rest are dropped. Under the write lock.
+    fn apply_staged(
+        &self,
+        dir: &OwnedFd,
+        domain: &str,
+        staged: &[(&str, Option<String>)],
+    ) -> Result<()> {
+        let mut done = 0;
+        let mut removed = false;
+        let applied = staged.iter().try_for_each(|(key, temp)| {
+            if let Some(temp) = temp {
+                self.rename_staged(dir, domain, key, temp)?;
+            } else if self.is_regular_file(dir, domain, key)? {
+                rustix::fs::unlinkat(dir, *key, AtFlags::empty())
+                    .map_err(|err| io(self.key_path(domain, key), err.into()))?;
+                removed = true;
+            } else {
+                // Compared as present, yet not a regular file now: nothing of ours to remove.
+                done += 1;
+                return Ok(());
+            }
+            done += 1;
+            rustix::fs::fsync(dir).map_err(|err| io(self.domain_path(domain), err.into()))
+        });
+        if let Err(err) = applied {
+            discard_staged(dir, staged.get(done..).unwrap_or_default());
+            let _ = self.remove_if_empty(dir, domain);
+            return Err(err);
+        }
+        if removed {
+            self.remove_if_empty(dir, domain)?;
+        }
+        Ok(())
     }
 
     /// Removes one key if it is a regular file, and the domain with its last key. Under the
@@ -409,6 +547,14 @@ impl DirArchive {
     /// lock.
     fn remove_trash(&self, name: &str) -> Result<()> {
         remove_tree(&self.root_fd, name).map_err(|(path, err)| io(self.root.join(path), err.into()))
+    }
+}
+
+/// Deletes the temporary files of `staged` values that were never renamed into place (best
+/// effort: a leftover is invisible, and deleted by the next write to its domain).
+fn discard_staged(dir: &OwnedFd, staged: &[(&str, Option<String>)]) {
+    for temp in staged.iter().filter_map(|(_, temp)| temp.as_deref()) {
+        let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
     }
 }
 
@@ -654,6 +800,17 @@ impl Archive for DirArchive {
             }
         }
         Ok(true)
+    }
+
+    /// Compares every key, then changes each in order, under the write lock; see
+    /// [the type's documentation](DirArchive#concurrency) for what a reader or a crash can see.
+    fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        check_swaps(domain, swaps)?;
+        if swaps.is_empty() {
+            return Ok(true);
+        }
+        let _guard = self.lock()?;
+        self.swap_keys(domain, swaps)
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

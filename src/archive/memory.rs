@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::archive::{Archive, Blocking, Page};
+use crate::archive::{Archive, Blocking, Page, Swap, check_swaps};
 use crate::error::Result;
 use crate::name::{validate_domain, validate_entry};
 
@@ -23,6 +23,9 @@ type Domains = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 /// - Each single-item call holds the lock for its whole work, so it is atomic against every other
 ///   thread of this process, [`compare_and_swap`](Archive::compare_and_swap) included. Nothing is
 ///   shared with other processes.
+/// - [`compare_and_swap_many`](Archive::compare_and_swap_many) compares every key and writes
+///   every change under one hold of the lock, so no other thread sees some of its keys changed
+///   and others not.
 /// - Batches ([`set_many`](Archive::set_many) and the others) are the trait's default bodies, one
 ///   call per item, so another thread may see a batch half applied.
 /// - No call waits on I/O ([`blocking`](Archive::blocking) is [`Never`](Blocking::Never)), so
@@ -160,6 +163,37 @@ impl Archive for MemoryArchive {
             }
             None => {
                 remove_key(&mut domains, domain, key);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Compares every key, then writes every change, under one hold of the write lock.
+    fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        check_swaps(domain, swaps)?;
+        let mut domains = self.domains.write();
+        let keys = domains.get(domain);
+        let current = |key: &str| keys.and_then(|keys| keys.get(key)).map(Vec::as_slice);
+        if swaps
+            .iter()
+            .any(|&(key, expected, _)| current(key) != expected)
+        {
+            return Ok(false);
+        }
+        for &(key, expected, new) in swaps {
+            if expected == new {
+                continue;
+            }
+            match new {
+                Some(value) => {
+                    domains
+                        .entry(domain.to_owned())
+                        .or_default()
+                        .insert(key.to_owned(), value.to_vec());
+                }
+                None => {
+                    remove_key(&mut domains, domain, key);
+                }
             }
         }
         Ok(true)

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Script};
 use parking_lot::Mutex;
 
-use crate::archive::{Archive, Page};
+use crate::archive::{Archive, Page, Swap, check_swaps};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
@@ -71,6 +71,34 @@ if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
+";
+
+/// Compare-and-swap of several fields of one hash, all or none, run on the server so that no
+/// other client's command comes between the comparisons and the writes. `KEYS[1]` is the hash;
+/// each swap is five arguments, from `ARGV[5i + 1]` on: the field; `1` when the expected value
+/// is present, else `0`; the expected value (empty when absent); what to do, `s` to store the
+/// new value, `d` to delete the field, `c` only to compare; and the new value (empty unless
+/// stored). Lua strings are byte strings, so `~=` compares values exactly. Every field is
+/// compared before anything is written, so a mismatch writes nothing. Stored as
+/// [`COMPARE_AND_SWAP`] stores: `HSET` keeps the hash's TTL, and `HDEL` of the last field
+/// deletes the hash, TTL and all; an expired hash reads as absent.
+const COMPARE_AND_SWAP_MANY: &str = r"
+for i = 1, #ARGV, 5 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if ARGV[i + 1] == '1' then
+    if current ~= ARGV[i + 2] then return 0 end
+  elseif current then
+    return 0
+  end
+end
+for i = 1, #ARGV, 5 do
+  if ARGV[i + 3] == 's' then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 4])
+  elseif ARGV[i + 3] == 'd' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
 end
 return 1
 ";
@@ -136,6 +164,9 @@ return {page[1], names}
 ///   transaction), so it is atomic on the server.
 /// - [`compare_and_swap`](Archive::compare_and_swap) runs as a Lua script (`EVALSHA`), so it is
 ///   atomic against every other client of the server, in this process or any other.
+///   [`compare_and_swap_many`](Archive::compare_and_swap_many) is one script over the domain's
+///   hash too: it compares every field before it writes any, and no client, reader or writer,
+///   sees some of its fields changed and others not.
 /// - [`remove_domain`](Archive::remove_domain) removes the whole domain at once.
 /// - [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and
 ///   [`remove_domains`](Archive::remove_domains) apply their whole batch in one `MULTI`/`EXEC`
@@ -201,6 +232,7 @@ pub struct RedisArchive {
     response_timeout: Option<Duration>,
     idle: Mutex<Vec<Connection>>,
     compare_and_swap: Script,
+    compare_and_swap_many: Script,
     scan_fields: Script,
     migrate_legacy: Script,
 }
@@ -358,6 +390,7 @@ impl RedisArchiveBuilder {
             response_timeout: self.response_timeout,
             idle: Mutex::new(Vec::new()),
             compare_and_swap: Script::new(COMPARE_AND_SWAP),
+            compare_and_swap_many: Script::new(COMPARE_AND_SWAP_MANY),
             scan_fields: Script::new(SCAN_FIELDS),
             migrate_legacy: Script::new(MIGRATE_LEGACY),
         })
@@ -750,6 +783,34 @@ impl Archive for RedisArchive {
         Ok(swapped == 1)
     }
 
+    /// One Lua script over the domain's hash, like
+    /// [`compare_and_swap`](Archive::compare_and_swap)'s: one round trip, atomic against every
+    /// other client of the server.
+    fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        check_swaps(domain, swaps)?;
+        if swaps.is_empty() {
+            return Ok(true);
+        }
+        let mut invocation = self.compare_and_swap_many.key(self.hash(domain));
+        for &(key, expected, new) in swaps {
+            let action = match new {
+                _ if expected == new => "c",
+                Some(_) => "s",
+                None => "d",
+            };
+            invocation
+                .arg(key)
+                .arg(u8::from(expected.is_some()))
+                .arg(expected.unwrap_or_default())
+                .arg(action)
+                .arg(new.unwrap_or_default());
+        }
+        let swapped: u8 = self.run("compare and swap several values", |conn| {
+            invocation.invoke(conn)
+        })?;
+        Ok(swapped == 1)
+    }
+
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
         self.scan_page(
             "list domains",
@@ -964,8 +1025,12 @@ mod tests {
     #[test]
     fn a_write_whose_reply_was_interrupted_is_not_sent_again() {
         type Write = fn(&RedisArchive) -> Result<()>;
-        let writes: [(&str, Write); 8] = [
+        let writes: [(&str, Write); 9] = [
             ("HSET", |a| a.set("d", "k", b"v")),
+            ("EVALSHA", |a| {
+                let swaps = [("k", None, Some(&b"v"[..])), ("l", Some(&b"w"[..]), None)];
+                a.compare_and_swap_many("d", &swaps).map(drop)
+            }),
             ("EXEC", |a| {
                 a.set_many(&[("d", "k", b"v"), ("e", "k", b"w")])
             }),

@@ -2,8 +2,9 @@
 //! list in [`__archive_behaviours!`](crate::__archive_behaviours) turns each into a test.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::archive::{Archive, ArchiveExt, Change, Page, Update};
+use crate::archive::{Archive, ArchiveExt, Change, Page, Swap, Update};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
@@ -569,6 +570,325 @@ pub fn compare_and_swap_loses_no_update(archive: &dyn Archive) {
         .expect("counter exists");
     assert_eq!(total, (THREADS * INCREMENTS).to_le_bytes());
     assert!(archive.remove_domain("counter").expect("remove_domain"));
+}
+
+/// The values of `keys` in domain `d`.
+fn values(archive: &dyn Archive, d: &str, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
+    keys.iter()
+        .map(|key| archive.get(d, key).expect("get"))
+        .collect()
+}
+
+/// `compare_and_swap_many` writes every key when every one matches, and nothing when any one
+/// does not (a value, an absent key, a present key expected absent), whichever its place; it
+/// sees only its own domain.
+pub fn compare_and_swap_many_is_all_or_nothing(archive: &dyn Archive) {
+    archive
+        .set_many(&[("d", "a", b"1"), ("d", "b", b"2"), ("da", "c", b"x")])
+        .expect("set_many");
+    let swapped = archive
+        .compare_and_swap_many(
+            "d",
+            &[
+                ("a", Some(b"1"), Some(b"10")),
+                ("b", Some(b"2"), Some(b"20")),
+            ],
+        )
+        .expect("matching swap");
+    assert!(swapped, "a swap whose every key matches");
+    let both = [Some(b"10".to_vec()), Some(b"20".to_vec())];
+    assert_eq!(values(archive, "d", &["a", "b"]), both);
+
+    let mismatches: [&[Swap<'_>]; 5] = [
+        // The last key holds another value.
+        &[
+            ("a", Some(b"10"), Some(b"11")),
+            ("b", Some(b"2"), Some(b"21")),
+        ],
+        // The first key does.
+        &[
+            ("a", Some(b"1"), Some(b"11")),
+            ("b", Some(b"20"), Some(b"21")),
+        ],
+        // A key expected present is absent.
+        &[("a", Some(b"10"), None), ("c", Some(b"x"), Some(b"y"))],
+        // A key expected absent is present.
+        &[("a", Some(b"10"), Some(b"11")), ("b", None, Some(b"21"))],
+        // The empty value is not absence.
+        &[("c", None, Some(b"y")), ("a", Some(b""), Some(b"11"))],
+    ];
+    for swaps in mismatches {
+        let swapped = archive.compare_and_swap_many("d", swaps).expect("mismatch");
+        assert!(!swapped, "{swaps:?} swapped");
+        assert_eq!(values(archive, "d", &["a", "b"]), both, "{swaps:?} wrote");
+        assert!(!archive.has("d", "c").expect("has"), "{swaps:?} wrote");
+    }
+    // `c` lives in the domain `da`, not in `d`.
+    let swapped = archive
+        .compare_and_swap_many("d", &[("c", Some(b"x"), None)])
+        .expect("swap in a neighbour");
+    assert!(!swapped, "a swap saw a key of a domain sharing its prefix");
+    assert_eq!(archive.get("da", "c").expect("get"), Some(b"x".to_vec()));
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+    assert!(archive.remove_domain("da").expect("remove_domain"));
+}
+
+/// `compare_and_swap_many` creates keys expected absent, and removes keys whose new value is
+/// absent, in any mix; it creates a domain, and removing a domain's last keys removes it.
+pub fn compare_and_swap_many_creates_and_removes(archive: &dyn Archive) {
+    let create = [("a", None, Some(&b"1"[..])), ("b", None, Some(&b""[..]))];
+    assert!(archive.compare_and_swap_many("d", &create).expect("create"));
+    assert!(archive.has_domain("d").expect("has_domain"));
+    assert_eq!(all_keys(archive, "d"), ["a", "b"]);
+    assert_eq!(archive.get("d", "b").expect("get"), Some(Vec::new()));
+
+    // One key goes and another comes, even when the one going was the last.
+    let replace = [("a", Some(&b"1"[..]), None), ("c", None, Some(&b"3"[..]))];
+    assert!(
+        archive
+            .compare_and_swap_many("d", &replace)
+            .expect("replace")
+    );
+    assert_eq!(all_keys(archive, "d"), ["b", "c"]);
+    let move_last = [
+        ("b", Some(&b""[..]), None),
+        ("c", Some(&b"3"[..]), None),
+        ("a", None, Some(&b"4"[..])),
+    ];
+    assert!(
+        archive
+            .compare_and_swap_many("d", &move_last)
+            .expect("move")
+    );
+    assert_eq!(all_keys(archive, "d"), ["a"]);
+    assert_eq!(all_domains(archive), ["d"]);
+
+    // Removing some keys keeps the domain; removing the last ones removes it.
+    archive.set("d", "b", b"2").expect("set");
+    let some = [("a", Some(&b"4"[..]), None)];
+    assert!(
+        archive
+            .compare_and_swap_many("d", &some)
+            .expect("remove some")
+    );
+    assert!(archive.has_domain("d").expect("has_domain"));
+    archive.set("d", "a", b"1").expect("set");
+    let all = [("b", Some(&b"2"[..]), None), ("a", Some(&b"1"[..]), None)];
+    assert!(
+        archive
+            .compare_and_swap_many("d", &all)
+            .expect("remove all")
+    );
+    assert!(
+        !archive.has_domain("d").expect("has_domain"),
+        "removing the last keys left the domain"
+    );
+    assert!(all_domains(archive).is_empty());
+    assert!(all_keys(archive, "d").is_empty());
+}
+
+/// A swap whose expected and new values are equal only checks its key: it writes nothing to it,
+/// creates no domain, yet fails the whole swap when it does not match.
+pub fn compare_and_swap_many_equal_values_only_check(archive: &dyn Archive) {
+    let absent = [("a", None, None), ("b", None, None)];
+    assert!(
+        archive
+            .compare_and_swap_many("d", &absent)
+            .expect("check absent")
+    );
+    assert!(
+        !archive.has_domain("d").expect("has_domain"),
+        "a swap that only checks absent keys created the domain"
+    );
+
+    archive.set("d", "a", b"1").expect("set");
+    let guarded = [
+        ("a", Some(&b"1"[..]), Some(&b"1"[..])),
+        ("b", None, None),
+        ("c", None, Some(&b"x"[..])),
+    ];
+    assert!(
+        archive
+            .compare_and_swap_many("d", &guarded)
+            .expect("guarded")
+    );
+    assert_eq!(all_keys(archive, "d"), ["a", "c"]);
+    assert_eq!(archive.get("d", "a").expect("get"), Some(b"1".to_vec()));
+
+    // The guard no longer matches, so `c` is not removed.
+    let stale = [
+        ("a", Some(&b"2"[..]), Some(&b"2"[..])),
+        ("c", Some(&b"x"[..]), None),
+    ];
+    assert!(
+        !archive
+            .compare_and_swap_many("d", &stale)
+            .expect("stale guard")
+    );
+    assert_eq!(archive.get("d", "a").expect("get"), Some(b"1".to_vec()));
+    assert_eq!(archive.get("d", "c").expect("get"), Some(b"x".to_vec()));
+    let absent_guard = [
+        ("b", Some(&b""[..]), Some(&b""[..])),
+        ("c", Some(&b"x"[..]), None),
+    ];
+    assert!(
+        !archive
+            .compare_and_swap_many("d", &absent_guard)
+            .expect("absent guard")
+    );
+    assert!(archive.has("d", "c").expect("has"));
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+/// An empty list of swaps swaps nothing and succeeds, on a present or a missing domain; its
+/// domain name is still checked.
+pub fn compare_and_swap_many_of_nothing_succeeds(archive: &dyn Archive) {
+    assert!(
+        archive
+            .compare_and_swap_many("d", &[])
+            .expect("empty, no domain")
+    );
+    assert!(!archive.has_domain("d").expect("has_domain"));
+    archive.set("d", "k", b"v").expect("set");
+    assert!(archive.compare_and_swap_many("d", &[]).expect("empty"));
+    assert_eq!(archive.get("d", "k").expect("get"), Some(b"v".to_vec()));
+    assert_invalid(
+        archive.compare_and_swap_many("..", &[]),
+        NameKind::Domain,
+        "..",
+        "compare_and_swap_many",
+    );
+    assert!(archive.remove_domain("d").expect("remove_domain"));
+}
+
+/// `compare_and_swap_many` refuses an invalid domain or key, and a key named twice, before
+/// it reads or writes anything: the valid, matching swaps beside them are not written.
+pub fn compare_and_swap_many_refuses_bad_names_and_duplicates_before_writing(
+    archive: &dyn Archive,
+) {
+    archive.set("valid", "k", b"before").expect("set");
+    let change = ("k", Some(&b"before"[..]), Some(&b"changed"[..]));
+    for bad in &invalid_names() {
+        assert_invalid(
+            archive.compare_and_swap_many(bad, &[change]),
+            NameKind::Domain,
+            bad,
+            "compare_and_swap_many",
+        );
+        assert_invalid(
+            archive.compare_and_swap_many("valid", &[change, (bad, None, Some(b"x"))]),
+            NameKind::Key,
+            bad,
+            "compare_and_swap_many",
+        );
+    }
+    let twice: [&[Swap<'_>]; 3] = [
+        &[change, ("k", Some(b"before"), Some(b"other"))],
+        &[change, ("new", None, Some(b"x")), ("new", None, None)],
+        // A duplicate is refused even where a comparison would fail first.
+        &[("k", Some(b"stale"), None), ("k", Some(b"stale"), None)],
+    ];
+    for swaps in twice {
+        match archive.compare_and_swap_many("valid", swaps) {
+            Err(Error::DuplicateKey { domain, key }) => {
+                assert_eq!(domain, "valid");
+                assert_eq!(key, swaps[swaps.len() - 1].0, "{swaps:?}");
+            }
+            other => panic!("{swaps:?} gave {other:?}, not DuplicateKey"),
+        }
+    }
+    assert_eq!(all_domains(archive), ["valid"]);
+    assert_eq!(all_keys(archive, "valid"), ["k"]);
+    assert_eq!(
+        archive.get("valid", "k").expect("get"),
+        Some(b"before".to_vec())
+    );
+    assert!(archive.remove_domain("valid").expect("remove_domain"));
+}
+
+/// Counts a thread as done when it is dropped, as the thread ends by returning or by panicking.
+struct Done<'a>(&'a AtomicU64);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Concurrent multi-key swaps are atomic: threads move two counters together, each swap
+/// expecting the values it read. A swap that succeeds proves the two were equal at that
+/// instant, so none may succeed on unequal values (which a torn swap would leave), and no
+/// increment is lost. A watcher checks the pair meanwhile with swaps that only compare.
+pub fn compare_and_swap_many_is_atomic_under_concurrency(archive: &dyn Archive) {
+    const THREADS: u64 = 3;
+    const INCREMENTS: u64 = 15;
+    let done = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                // The watcher stops once every writer is done, even one that panicked.
+                let _done = Done(&done);
+                for _ in 0..INCREMENTS {
+                    increment_pair(archive);
+                }
+            });
+        }
+        scope.spawn(|| {
+            while done.load(Ordering::SeqCst) < THREADS {
+                let (x, y) = read_pair(archive);
+                let check = [
+                    ("x", x.as_deref(), x.as_deref()),
+                    ("y", y.as_deref(), y.as_deref()),
+                ];
+                if archive
+                    .compare_and_swap_many("pair", &check)
+                    .expect("a swap that only checks")
+                {
+                    assert_eq!(x, y, "a check saw a torn pair");
+                }
+                std::thread::yield_now();
+            }
+        });
+    });
+    let total = (THREADS * INCREMENTS).to_le_bytes().to_vec();
+    assert_eq!(
+        read_pair(archive),
+        (Some(total.clone()), Some(total)),
+        "an increment was lost"
+    );
+    assert!(archive.remove_domain("pair").expect("remove_domain"));
+}
+
+/// The two counters of [`compare_and_swap_many_is_atomic_under_concurrency`], as stored.
+fn read_pair(archive: &dyn Archive) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let x = archive.get("pair", "x").expect("get");
+    let y = archive.get("pair", "y").expect("get");
+    (x, y)
+}
+
+/// Moves both counters on by one in one swap, expecting the values read, until a swap lands.
+fn increment_pair(archive: &dyn Archive) {
+    let decode = |bytes: Option<&[u8]>| {
+        bytes.map_or(0, |bytes| {
+            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+        })
+    };
+    loop {
+        let (x, y) = read_pair(archive);
+        let next_x = (decode(x.as_deref()) + 1).to_le_bytes();
+        let next_y = (decode(y.as_deref()) + 1).to_le_bytes();
+        let swaps = [
+            ("x", x.as_deref(), Some(&next_x[..])),
+            ("y", y.as_deref(), Some(&next_y[..])),
+        ];
+        if archive
+            .compare_and_swap_many("pair", &swaps)
+            .expect("compare_and_swap_many")
+        {
+            assert_eq!(x, y, "a swap succeeded on a torn pair");
+            return;
+        }
+    }
 }
 
 /// A change for `update` that stores `value` after checking that it was given `expected`.

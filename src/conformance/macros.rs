@@ -33,6 +33,12 @@ macro_rules! __archive_behaviours {
             listing_an_empty_archive
             compare_and_swap_semantics
             compare_and_swap_loses_no_update
+            compare_and_swap_many_is_all_or_nothing
+            compare_and_swap_many_creates_and_removes
+            compare_and_swap_many_equal_values_only_check
+            compare_and_swap_many_of_nothing_succeeds
+            compare_and_swap_many_refuses_bad_names_and_duplicates_before_writing
+            compare_and_swap_many_is_atomic_under_concurrency
             update_semantics
             update_that_fails_writes_nothing
             update_loses_no_update

@@ -66,7 +66,8 @@ pub use crate::session::points::{LockWait, Mutation, set_lock_wait_hook, set_mut
 pub use behaviours::*;
 pub use hooked::{Call, Hooked};
 pub use model::{
-    Edit, MODEL_REGRESSIONS, Model, Op, Persistence, check_step, model_test, op_strategy, snapshot,
+    Edit, MODEL_REGRESSIONS, Model, Op, OwnedSwap, Persistence, check_step, model_test,
+    op_strategy, snapshot,
 };
 
 #[doc(hidden)]

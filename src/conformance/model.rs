@@ -8,7 +8,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
-use crate::archive::{Archive, ArchiveExt, Update};
+use crate::archive::{Archive, ArchiveExt, Swap, Update};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
@@ -104,7 +104,16 @@ pub enum Op {
     /// model test runs it on every backend.
     #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
     Update(String, String, Edit),
+    /// An [`Archive::compare_and_swap_many`] on one domain: each swap is (key, expected, new).
+    /// Not decoded by the fuzzers, for the reason [`Op::Update`] is not; the model test runs it
+    /// on every backend.
+    #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
+    CompareAndSwapMany(String, Vec<OwnedSwap>),
 }
+
+/// One swap of an [`Op::CompareAndSwapMany`]: the key, the value it must hold (`None`: absent)
+/// and the value to store (`None`: remove it).
+pub type OwnedSwap = (String, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// What the change of an [`Op::Update`] does with the value it is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +212,20 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
+/// One swap of an [`Op::CompareAndSwapMany`] on `key`: the expected value absent half of the
+/// time (so that swaps creating keys succeed often), and a third of the time the new value equal
+/// to it (a swap that only checks).
+fn swap(key: impl Strategy<Value = String>) -> impl Strategy<Value = OwnedSwap> {
+    let expected = || prop_oneof![1 => Just(None), 1 => value().prop_map(Some)];
+    let new = proptest::option::of(value());
+    (key, expected(), new, proptest::bool::weighted(1.0 / 3.0)).prop_map(
+        |(key, expected, new, only_check)| {
+            let new = if only_check { expected.clone() } else { new };
+            (key, expected, new)
+        },
+    )
+}
+
 /// The strategy for one operation of the [`model_test`]; `Reopen` only for persistent archives,
 /// and never [`Op::ListPaged`] (see there why).
 pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
@@ -224,6 +247,8 @@ pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
         2 => proptest::collection::vec((domain(), key()), 0..4).prop_map(Op::RemoveMany),
         1 => proptest::collection::vec(domain(), 0..3).prop_map(Op::RemoveDomains),
         3 => (domain(), key(), edit()).prop_map(|(d, k, e)| Op::Update(d, k, e)),
+        3 => (domain(), proptest::collection::vec(swap(key()), 0..4))
+            .prop_map(|(d, swaps)| Op::CompareAndSwapMany(d, swaps)),
     ];
     match persistence {
         // One reopen in about nineteen operations.
@@ -248,6 +273,50 @@ fn names_are_valid(op: &Op) -> bool {
         Op::SetMany(entries) => entries.iter().all(|(d, k, _)| valid(d) && valid(k)),
         Op::RemoveMany(entries) => entries.iter().all(|(d, k)| valid(d) && valid(k)),
         Op::RemoveDomains(domains) => domains.iter().all(valid),
+        Op::CompareAndSwapMany(d, swaps) => valid(d) && swaps.iter().all(|(k, ..)| valid(k)),
+    }
+}
+
+/// Whether `op` names one key twice where that is refused ([`Op::CompareAndSwapMany`]).
+fn names_a_key_twice(op: &Op) -> bool {
+    match op {
+        Op::CompareAndSwapMany(_, swaps) => {
+            let keys: BTreeSet<&String> = swaps.iter().map(|(k, ..)| k).collect();
+            keys.len() != swaps.len()
+        }
+        _ => false,
+    }
+}
+
+/// How the archive must refuse an op, changing nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// With [`Error::InvalidName`].
+    InvalidName,
+    /// With [`Error::DuplicateKey`].
+    DuplicateKey,
+    /// With either: the op breaks both rules, and which the archive checks first is its own.
+    InvalidNameOrDuplicateKey,
+}
+
+impl Refusal {
+    /// The refusal `op` must meet, if any.
+    fn of(op: &Op) -> Option<Refusal> {
+        match (names_are_valid(op), names_a_key_twice(op)) {
+            (true, false) => None,
+            (false, false) => Some(Refusal::InvalidName),
+            (true, true) => Some(Refusal::DuplicateKey),
+            (false, true) => Some(Refusal::InvalidNameOrDuplicateKey),
+        }
+    }
+
+    /// Whether `error` is this refusal.
+    fn accepts(self, error: &Error) -> bool {
+        match error {
+            Error::InvalidName { .. } => self != Refusal::DuplicateKey,
+            Error::DuplicateKey { .. } => self != Refusal::InvalidName,
+            _ => false,
+        }
     }
 }
 
@@ -283,13 +352,13 @@ fn model_names<'a>(model: &'a Model, domain: Option<&str>) -> Vec<&'a String> {
 }
 
 /// Applies `op` to the model, returning what the archive must answer, rendered for comparison;
-/// `None` when the op must fail with `InvalidName` (and the model is unchanged: a batch with one
-/// bad name anywhere fails whole).
-fn apply_to_model(model: &mut Model, op: &Op) -> Option<String> {
-    if !names_are_valid(op) {
-        return None;
+/// or how it must refuse the op (and the model is unchanged: a batch with one bad name anywhere
+/// fails whole).
+fn apply_to_model(model: &mut Model, op: &Op) -> Result<String, Refusal> {
+    if let Some(refusal) = Refusal::of(op) {
+        return Err(refusal);
     }
-    Some(match op {
+    Ok(match op {
         Op::Get(d, k) => format!("{:?}", model_get(model, d, k)),
         Op::Set(d, k, v) => {
             model_set(model, d, k, v);
@@ -302,12 +371,7 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Option<String> {
         Op::CompareAndSwap(d, k, expected, new) => {
             let swapped = model_get(model, d, k) == *expected;
             if swapped {
-                match new {
-                    Some(v) => model_set(model, d, k, v),
-                    None => {
-                        model_remove(model, d, k);
-                    }
-                }
+                model_put(model, d, k, new.as_deref());
             }
             format!("{swapped}")
         }
@@ -328,22 +392,41 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Option<String> {
         Op::Update(d, k, edit) => {
             let after = match edit.apply(model_get(model, d, k).as_deref()) {
                 Update::Keep => model_get(model, d, k),
-                Update::Set(value) => {
-                    model_set(model, d, k, &value);
-                    Some(value)
-                }
-                Update::Remove => {
-                    model_remove(model, d, k);
-                    None
-                }
+                Update::Set(value) => Some(value),
+                Update::Remove => None,
             };
+            model_put(model, d, k, after.as_deref());
             format!("{after:?}")
         }
         Op::RemoveDomains(domains) => {
             let removed = domains.iter().filter(|d| model.remove(*d).is_some());
             format!("{}", removed.count())
         }
+        Op::CompareAndSwapMany(d, swaps) => format!("{}", model_swap_many(model, d, swaps)),
     })
+}
+
+/// A compare-and-swap of several keys of `d` in the model: whether it swapped.
+fn model_swap_many(model: &mut Model, d: &str, swaps: &[OwnedSwap]) -> bool {
+    let swapped = swaps
+        .iter()
+        .all(|(k, expected, _)| model_get(model, d, k) == *expected);
+    if swapped {
+        for (k, _, new) in swaps {
+            model_put(model, d, k, new.as_deref());
+        }
+    }
+    swapped
+}
+
+/// Stores `value` under `d`/`k` in the model, or removes the key for `None`.
+fn model_put(model: &mut Model, d: &str, k: &str, value: Option<&[u8]>) {
+    match value {
+        Some(v) => model_set(model, d, k, v),
+        None => {
+            model_remove(model, d, k);
+        }
+    }
 }
 
 fn sorted(mut names: Vec<String>) -> Vec<String> {
@@ -402,6 +485,13 @@ pub(super) fn apply_to_archive(
             let change = Box::new(move |current: Option<&[u8]>| Ok(edit.apply(current)));
             format!("{:?}", archive.update(d, k, change)?)
         }
+        Op::CompareAndSwapMany(d, swaps) => {
+            let swaps: Vec<Swap<'_>> = swaps
+                .iter()
+                .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
+                .collect();
+            format!("{}", archive.compare_and_swap_many(d, &swaps)?)
+        }
     })
 }
 
@@ -444,7 +534,8 @@ fn list_paged(
 
 /// Applies `op` to both `archive` and `model`, and checks that the archive answered as the model
 /// did and now holds exactly the model's data. An op with an invalid name must fail with
-/// [`Error::InvalidName`] and change nothing. [`Op::Reopen`] is only checked here; reopening is
+/// [`Error::InvalidName`], and a swap naming a key twice with [`Error::DuplicateKey`], changing
+/// nothing. [`Op::Reopen`] is only checked here; reopening is
 /// the caller's job, before the call.
 ///
 /// This is the one step of both the [`model_test`] and the fuzzers.
@@ -477,8 +568,8 @@ pub fn check_step(archive: &dyn Archive, model: &mut Model, op: &Op) -> Result<(
     let expected = apply_to_model(model, op);
     let got = apply_to_archive(archive, op, max_pages);
     match (expected, got) {
-        (Some(expected), Ok(got)) if expected == got => {}
-        (None, Err(Error::InvalidName { .. })) => {}
+        (Ok(expected), Ok(got)) if expected == got => {}
+        (Err(refusal), Err(error)) if refusal.accepts(&error) => {}
         (expected, got) => {
             return Err(format!("{op:?}: expected {expected:?}, got {got:?}"));
         }

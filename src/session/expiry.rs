@@ -16,7 +16,7 @@
 //!
 //! # The record
 //!
-//! The key `index` of the domain `sweep-cursor` holds a [`Record`], as JSON:
+//! The key `index` of the domain `sweep-cursor` holds a [`IndexRecord`], as JSON:
 //! `{"granularity":60,"idle":86400,"absolute":604800,"swept":…,"claimed":…}`. It says
 //!
 //! - the width every index bucket has. Every `Sessions` over the archive uses it, whatever width
@@ -58,7 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::clock::Clock;
-use super::layout::user_domain;
+use super::layout::{IndexNames, Meta};
 use crate::archive::{Archive, DEFAULT_PAGE_SIZE};
 use crate::error::Result;
 
@@ -81,7 +81,7 @@ use crate::error::Result;
 /// ```
 pub const DEFAULT_SWEEP_GRANULARITY: Duration = Duration::from_secs(60);
 
-/// The key of the [`Record`].
+/// The key of the [`IndexRecord`].
 const RECORD_KEY: &str = "index";
 /// The key of the earlier versions' cursor: a bare bucket number.
 const LEGACY_CURSOR_KEY: &str = "bucket";
@@ -98,7 +98,7 @@ const RECORD_ATTEMPTS: usize = 16;
 /// The expiry index's settings and progress, under `sweep-cursor/index` (see the module docs).
 /// Times and durations are in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-struct Record {
+struct IndexRecord {
     granularity: u64,
     idle: Option<u64>,
     absolute: Option<u64>,
@@ -106,7 +106,7 @@ struct Record {
     claimed: u64,
 }
 
-impl Record {
+impl IndexRecord {
     fn encode(&self) -> Vec<u8> {
         fn or_null(value: Option<u64>) -> String {
             value.map_or_else(|| "null".to_owned(), |value| value.to_string())
@@ -123,28 +123,28 @@ impl Record {
     }
 
     /// The record in `raw`, or `None` for bytes that are not one (or claim a zero width).
-    fn decode(raw: &[u8]) -> Option<Record> {
-        serde_json::from_slice::<Record>(raw)
+    fn decode(raw: &[u8]) -> Option<IndexRecord> {
+        serde_json::from_slice::<IndexRecord>(raw)
             .ok()
             .filter(|record| record.granularity > 0)
     }
 }
 
 /// What `sweep-cursor/index` holds.
-enum Stored {
+enum StoredRecord {
     Missing,
     /// Bytes that are not a record; they can only come from outside this crate, and are replaced
     /// as a missing record would be written.
     Unreadable(Vec<u8>),
-    Found(Record, Vec<u8>),
+    Found(IndexRecord, Vec<u8>),
 }
 
-impl Stored {
+impl StoredRecord {
     /// The stored bytes, to compare-and-swap against.
     fn raw(&self) -> Option<&[u8]> {
         match self {
-            Stored::Missing => None,
-            Stored::Unreadable(raw) | Stored::Found(_, raw) => Some(raw),
+            StoredRecord::Missing => None,
+            StoredRecord::Unreadable(raw) | StoredRecord::Found(_, raw) => Some(raw),
         }
     }
 }
@@ -183,28 +183,13 @@ pub struct StoredSettings {
     pub absolute_lifetime: Option<Duration>,
 }
 
-impl From<Record> for StoredSettings {
-    fn from(record: Record) -> Self {
+impl From<IndexRecord> for StoredSettings {
+    fn from(record: IndexRecord) -> Self {
         StoredSettings {
             sweep_granularity: Duration::from_secs(record.granularity),
             idle_timeout: record.idle.map(Duration::from_secs),
             absolute_lifetime: record.absolute.map(Duration::from_secs),
         }
-    }
-}
-
-/// Where an expiry index lives in the archive: its buckets are the domains `<prefix><n>`, and its
-/// [`Record`] is the key `index` of the domain `cursor`. The names must not be those of anything
-/// else the archive holds.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct IndexNames {
-    pub(crate) prefix: &'static str,
-    pub(crate) cursor: &'static str,
-}
-
-impl IndexNames {
-    fn bucket(self, bucket: u64) -> String {
-        format!("{}{bucket}", self.prefix)
     }
 }
 
@@ -219,6 +204,54 @@ pub(crate) trait Judge {
     fn remove_expired(&self, expired: &[&str]) -> Result<usize>;
 }
 
+/// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
+/// reading a session does not write on every request.
+const TOUCH_FRACTION: u64 = 8;
+
+/// The lifetime rules of sessions: the idle timeout and the absolute lifetime, in seconds
+/// (`None` for none), and everything that follows from them for a session's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lifetime {
+    pub(crate) idle: Option<u64>,
+    pub(crate) absolute: Option<u64>,
+}
+
+impl Lifetime {
+    /// The rules of an idle timeout and an absolute lifetime.
+    pub(crate) fn new(idle: Option<Duration>, absolute: Option<Duration>) -> Lifetime {
+        Lifetime {
+            idle: idle.map(|idle| idle.as_secs()),
+            absolute: absolute.map(|life| life.as_secs()),
+        }
+    }
+
+    /// When a session with these timestamps expires, if it ever does.
+    pub(crate) fn expires_at(self, meta: Meta) -> Option<u64> {
+        let idle = self.idle.map(|idle| meta.seen.saturating_add(idle));
+        let absolute = self.absolute.map(|life| meta.created.saturating_add(life));
+        match (idle, absolute) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a session with these timestamps has expired at `now`.
+    pub(crate) fn is_expired(self, meta: Meta, now: u64) -> bool {
+        self.expires_at(meta).is_some_and(|at| now >= at)
+    }
+
+    /// Whether `seen` is old enough to be rewritten (see [`TOUCH_FRACTION`]).
+    pub(crate) fn needs_touch(self, meta: Meta, now: u64) -> bool {
+        self.idle
+            .is_some_and(|idle| now.saturating_sub(meta.seen) > idle / TOUCH_FRACTION)
+    }
+
+    /// The longest a session written or touched now can live, if there is a bound.
+    pub(crate) fn longest(self) -> Option<u64> {
+        [self.idle, self.absolute].into_iter().flatten().max()
+    }
+}
+
 /// One expiry index (see the module docs), with what its owner knows of it: the protocol of its
 /// entries, its record and its sweep, for every owner (`Sessions`, and the tower-sessions store).
 pub(crate) struct Index<'a> {
@@ -228,8 +261,7 @@ pub(crate) struct Index<'a> {
     /// The owner's own width, used until the record has been read.
     pub(crate) granularity: u64,
     /// The owner's idle timeout and absolute lifetime, recorded for tools (see the module docs).
-    pub(crate) idle: Option<u64>,
-    pub(crate) absolute: Option<u64>,
+    pub(crate) lifetime: Lifetime,
     /// The index's width as last read from the record; 0 until then.
     pub(crate) known_width: &'a AtomicU64,
     /// Whether this process has recorded its timeouts in the record.
@@ -272,7 +304,7 @@ impl Index<'_> {
         }
     }
 
-    fn remember(&self, record: &Record) {
+    fn remember(&self, record: &IndexRecord) {
         self.known_width
             .store(record.granularity, Ordering::Release);
     }
@@ -281,24 +313,24 @@ impl Index<'_> {
     /// readable).
     pub(crate) fn stored_settings(&self) -> Result<Option<StoredSettings>> {
         Ok(match self.read_record()? {
-            Stored::Found(record, _) => Some(record.into()),
-            Stored::Missing | Stored::Unreadable(_) => None,
+            StoredRecord::Found(record, _) => Some(record.into()),
+            StoredRecord::Missing | StoredRecord::Unreadable(_) => None,
         })
     }
 
-    fn read_record(&self) -> Result<Stored> {
+    fn read_record(&self) -> Result<StoredRecord> {
         Ok(match self.archive.get(self.names.cursor, RECORD_KEY)? {
-            None => Stored::Missing,
-            Some(raw) => match Record::decode(&raw) {
-                Some(record) => Stored::Found(record, raw),
-                None => Stored::Unreadable(raw),
+            None => StoredRecord::Missing,
+            Some(raw) => match IndexRecord::decode(&raw) {
+                Some(record) => StoredRecord::Found(record, raw),
+                None => StoredRecord::Unreadable(raw),
             },
         })
     }
 
     /// The record to write where there is none: `width`, this `Sessions`' timeouts, and a sweep
     /// that starts from now, or from where an earlier version's cursor says (read in `width`).
-    fn fresh_record(&self, width: u64, now: u64) -> Result<Record> {
+    fn fresh_record(&self, width: u64, now: u64) -> Result<IndexRecord> {
         let legacy = self.archive.get(self.names.cursor, LEGACY_CURSOR_KEY)?;
         let start = legacy
             .and_then(|raw| std::str::from_utf8(&raw).ok()?.parse::<u64>().ok())
@@ -307,10 +339,10 @@ impl Index<'_> {
                     .saturating_mul(width)
                     .clamp(now.saturating_sub(INDEX_GRACE_SECS), now)
             });
-        Ok(Record {
+        Ok(IndexRecord {
             granularity: width,
-            idle: self.idle,
-            absolute: self.absolute,
+            idle: self.lifetime.idle,
+            absolute: self.lifetime.absolute,
             swept: start,
             claimed: start,
         })
@@ -359,9 +391,9 @@ impl Index<'_> {
         width: u64,
         now: u64,
         record_settings: bool,
-    ) -> Result<Option<Record>> {
+    ) -> Result<Option<IndexRecord>> {
         let (record, raw) = match self.read_record()? {
-            Stored::Found(record, raw) => (record, raw),
+            StoredRecord::Found(record, raw) => (record, raw),
             missing => {
                 self.settings_recorded.store(false, Ordering::Release);
                 let record = self.fresh_record(width, now)?;
@@ -379,9 +411,9 @@ impl Index<'_> {
         };
         self.remember(&record);
         if record_settings && !self.settings_recorded.load(Ordering::Acquire) {
-            let ours = Record {
-                idle: self.idle,
-                absolute: self.absolute,
+            let ours = IndexRecord {
+                idle: self.lifetime.idle,
+                absolute: self.lifetime.absolute,
                 ..record
             };
             if ours != record
@@ -407,7 +439,7 @@ impl Index<'_> {
         entries: &[(&str, u64)],
         stray: &[usize],
         placed: &mut [u64],
-        record: &Record,
+        record: &IndexRecord,
         now: u64,
     ) -> Result<()> {
         let moved: Vec<(&str, u64)> = stray.iter().map(|&i| entries[i]).collect();
@@ -468,10 +500,10 @@ impl Index<'_> {
     /// claimed, or `None` when there is nothing to sweep: no record, and no width known to this
     /// process to write one with; or a record that kept changing under every attempt, which
     /// means other processes are sweeping.
-    fn claim(&self, now: u64) -> Result<Option<Record>> {
+    fn claim(&self, now: u64) -> Result<Option<IndexRecord>> {
         for _ in 0..RECORD_ATTEMPTS {
             let (record, raw) = match self.read_record()? {
-                Stored::Found(record, raw) => (record, raw),
+                StoredRecord::Found(record, raw) => (record, raw),
                 missing => {
                     // A process that has seen the record knows the index's width, and writes the
                     // record again; one that has not could only guess, and a wrong guess would
@@ -494,7 +526,7 @@ impl Index<'_> {
             if record.claimed >= now {
                 return Ok(Some(record));
             }
-            let claimed = Record {
+            let claimed = IndexRecord {
                 claimed: now,
                 ..record
             };
@@ -514,9 +546,9 @@ impl Index<'_> {
     /// `bucket(claimed.swept) - 1` to that of now. A record that was written again meanwhile
     /// (after a removal) is left as it is, as is one that keeps changing: the next sweep then
     /// walks these buckets again, which only costs time.
-    fn finish_sweep(&self, claimed: &Record, now: u64) -> Result<()> {
+    fn finish_sweep(&self, claimed: &IndexRecord, now: u64) -> Result<()> {
         for _ in 0..RECORD_ATTEMPTS {
-            let Stored::Found(record, raw) = self.read_record()? else {
+            let StoredRecord::Found(record, raw) = self.read_record()? else {
                 return Ok(());
             };
             if record.granularity != claimed.granularity
@@ -525,7 +557,7 @@ impl Index<'_> {
             {
                 return Ok(());
             }
-            let swept = Record {
+            let swept = IndexRecord {
                 swept: record.swept.max(now),
                 ..record
             };
@@ -562,11 +594,9 @@ impl Index<'_> {
             for entry in &page.names {
                 match judge.verdict(entry, bucket, now, width)? {
                     Verdict::Keep => continue,
-                    Verdict::Expired { user } => {
+                    Verdict::Expired { unbind } => {
                         expired.push(entry.as_str());
-                        if let Some(user) = user {
-                            unbound.push((user_domain(&user), entry.as_str()));
-                        }
+                        unbound.extend(unbind);
                     }
                     Verdict::Drop => {}
                     Verdict::Later { at } => {
@@ -588,7 +618,7 @@ impl Index<'_> {
             dropped.extend(
                 unbound
                     .iter()
-                    .map(|(domain, entry)| (domain.as_str(), *entry)),
+                    .map(|(domain, key)| (domain.as_str(), key.as_str())),
             );
             if !dropped.is_empty() {
                 archive.remove_many(&dropped)?;
@@ -608,9 +638,9 @@ pub(crate) enum Verdict {
     /// The session is live and expires in this bucket, which the next sweep visits again: the
     /// entry stays.
     Keep,
-    /// The session expired: it goes, and so does the entry, and its entry in the index of the
-    /// user it was bound to.
-    Expired { user: Option<String> },
+    /// The session expired: it goes, and so does the entry, and its binding's entry in the
+    /// index of the user it was bound to (that index's domain, and the entry's key).
+    Expired { unbind: Option<(String, String)> },
     /// The session is gone, unreadable, or never expires by this sweep's settings: the entry
     /// goes.
     Drop,
@@ -646,18 +676,18 @@ pub(crate) fn unix_secs(time: SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Record;
+    use super::IndexRecord;
 
     #[test]
     fn records_round_trip_and_reject_what_is_not_one() {
-        let record = Record {
+        let record = IndexRecord {
             granularity: 10,
             idle: None,
             absolute: Some(604_800),
             swept: 1_700_000_000,
             claimed: 1_700_000_060,
         };
-        assert_eq!(Record::decode(&record.encode()), Some(record));
+        assert_eq!(IndexRecord::decode(&record.encode()), Some(record));
         for bad in [
             &b"172000000"[..],
             b"",
@@ -666,7 +696,7 @@ mod tests {
             br#"{"granularity":-1,"idle":null,"absolute":null,"swept":0,"claimed":0}"#,
         ] {
             assert_eq!(
-                Record::decode(bad),
+                IndexRecord::decode(bad),
                 None,
                 "{:?}",
                 String::from_utf8_lossy(bad)

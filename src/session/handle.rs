@@ -9,9 +9,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
-use super::layout::{Meta, Stamp, Stored, bytes_hash, decode, validate_user};
-use super::store::{Moving, Refresh, StateWritten, Store, UpdateTurn};
+use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
+use super::store::{Moving, Started, Store, UpdateTurn};
 use crate::error::{Error, Result};
+
+#[cfg(feature = "axum")]
+mod later;
 
 /// Where a session stands, as far as this handle knows.
 #[derive(Debug)]
@@ -63,16 +66,18 @@ pub struct Session<T> {
     id: SessionId,
     state: T,
     phase: Phase,
-    /// A hash of the state bytes this handle last read or wrote: when the handle's state still
-    /// encodes to them, it holds no changes of its own, and [`regenerate`](Self::regenerate)
-    /// moves whatever is stored rather than what the handle read.
-    synced: Option<u64>,
+    /// Whether the state was borrowed mutably since the handle last read or wrote it: until it
+    /// is, the handle holds no changes of its own, and [`regenerate`](Self::regenerate) moves
+    /// whatever is stored rather than what the handle read. Never decided by encoding the state
+    /// again and comparing bytes: a `HashMap` encodes its keys in another order each time.
+    dirty: bool,
     /// What the client's cookie needs after this handle's calls.
     cookie: CookieAction,
     /// The user the stored session is bound to, as this handle last read or wrote it.
     bound: Option<String>,
-    /// The user the next write binds the session to (see [`Session::set_user`]).
-    user: Option<String>,
+    /// The binding set with [`Session::set_user`] since the handle last wrote (`Some(None)`:
+    /// unbind), which its next write stores with the state.
+    rebind: Option<Rebind>,
 }
 
 /// What a response must do with the client's session cookie after a [`Session`]'s calls; see
@@ -132,6 +137,7 @@ impl<T> Deref for Session<T> {
 
 impl<T> DerefMut for Session<T> {
     fn deref_mut(&mut self) -> &mut T {
+        self.dirty = true;
         &mut self.state
     }
 }
@@ -172,8 +178,10 @@ impl<T> Session<T> {
     /// Binds the session to a user, or unbinds it with `None`: any UTF-8 string of 1 byte to
     /// [`MAX_USER_LEN`](super::MAX_USER_LEN) bytes, such as an email or a database key. The binding
     /// is stored with the session when it is next written ([`save`](Self::save),
-    /// [`update`](Self::update), [`regenerate`](Self::regenerate)); it is not part of the state
-    /// `T`. A bound session is listed by
+    /// [`update`](Self::update), [`regenerate`](Self::regenerate)), together with the state, as
+    /// one write: no reader ever sees the new state with the old binding or the reverse. It is
+    /// not part of the state `T`. A write after no `set_user` keeps whatever binding is stored
+    /// when it lands, also one that another request stored since this handle read it. A bound session is listed by
     /// [`Sessions::user_sessions`](super::Sessions::user_sessions) and destroyed by
     /// [`Sessions::revoke_user`](super::Sessions::revoke_user). A user id that is empty or too
     /// long makes the next write [`Error::InvalidUser`], writing nothing.
@@ -196,7 +204,7 @@ impl<T> Session<T> {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn set_user(&mut self, user: Option<&str>) {
-        self.user = user.map(str::to_owned);
+        self.rebind = Some(Rebind(user.map(str::to_owned)));
     }
 
     /// Returns the user the session is bound to (as stored when it was started, or as set since
@@ -215,7 +223,10 @@ impl<T> Session<T> {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        match &self.rebind {
+            Some(Rebind(user)) => user.as_deref(),
+            None => self.bound.as_deref(),
+        }
     }
 
     /// Returns the state, leaving the session behind.
@@ -333,46 +344,41 @@ impl<T> Session<T> {
             id: SessionId::generate(),
             state: initial,
             phase: Phase::New,
-            synced: None,
+            dirty: false,
             cookie: CookieAction::Keep,
             bound: None,
-            user: None,
+            rebind: None,
         }
     }
 
-    /// A handle on the stored session `id`, found holding `state` (decoded from `bytes`) and
-    /// the timestamps `stamp`. Its last-seen time is refreshed when due, and the timestamps of
-    /// a session stored without them are written; `None` when the session vanished meanwhile
-    /// (see [`Store::resume_touch`]).
+    /// A handle on the stored session `id`, as [`Store::start`] found it.
     pub(crate) fn resumed(
         store: Arc<Store>,
         max_state_size: usize,
         id: SessionId,
-        (state, bytes): (T, &[u8]),
-        mut stamp: Option<Stamp>,
-        now: u64,
-    ) -> Result<Option<Session<T>>> {
-        let mut bound = stamp.as_ref().and_then(Stamp::user);
-        // The binding as read is the one the handle's writes keep, even if a touch that lost a
-        // race reads another one.
-        let user = bound.clone();
-        let refresh = store.resume_touch(&id, &mut stamp, &mut bound, now)?;
-        let cookie = match refresh {
-            Refresh::Vanished => return Ok(None),
-            Refresh::Moved => CookieAction::Set,
-            Refresh::Unchanged => CookieAction::Keep,
-        };
-        Ok(Some(Session {
+        started: Started<T>,
+    ) -> Session<T> {
+        let Started {
+            state,
+            stamp,
+            refreshed,
+        } = started;
+        let bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
+        Session {
             store,
             max_state_size,
             id,
             state,
             phase: Phase::Live(stamp),
-            synced: Some(bytes_hash(bytes)),
-            cookie,
-            user,
+            dirty: false,
+            cookie: if refreshed {
+                CookieAction::Set
+            } else {
+                CookieAction::Keep
+            },
             bound,
-        }))
+            rebind: None,
+        }
     }
 
     /// Marks the handle gone. Its cookie is left alone from now on, unless this handle itself
@@ -389,9 +395,9 @@ impl<T> Session<T> {
 
     /// Checks the user id the next write binds the session to.
     fn check_user(&self) -> Result<()> {
-        match &self.user {
-            Some(user) => validate_user(user),
-            None => Ok(()),
+        match &self.rebind {
+            Some(Rebind(Some(user))) => validate_user(user),
+            _ => Ok(()),
         }
     }
 
@@ -423,8 +429,9 @@ impl<T> Session<T> {
         let Phase::Live(stamp) = &mut self.phase else {
             return Ok(false);
         };
-        self.store
-            .touch(&self.id, stamp, &mut self.bound, self.user.as_deref(), now)
+        let wrote = self.store.touch(&self.id, stamp, now)?;
+        self.bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
+        Ok(wrote)
     }
 
     /// After a write of the state: refreshes the timestamps (the cookie follows when they
@@ -488,6 +495,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             Phase::Live(_) => {
                 self.check_user()?;
                 self.ensure_unexpired()?;
+                if self.rebind.is_some() {
+                    return self.write_bound(|_| Ok((bytes.clone(), ())));
+                }
                 let store = Arc::clone(&self.store);
                 if store
                     .swap_state(&self.id, |_| Ok((bytes.clone(), ())))?
@@ -495,7 +505,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 {
                     return Err(self.gone());
                 }
-                self.synced = Some(bytes_hash(&bytes));
+                self.dirty = false;
                 self.after_write()
             }
         }
@@ -532,7 +542,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     return Err(self.gone());
                 };
                 self.state = decode(&self.id, &bytes)?;
-                self.synced = Some(bytes_hash(&bytes));
+                self.dirty = false;
                 Ok(())
             }
         }
@@ -574,6 +584,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// ```
     pub fn update<R>(&mut self, mut change: impl FnMut(&mut T) -> R) -> Result<R> {
         self.begin_update()?;
+        if self.rebind.is_some() {
+            return self.update_bound(change);
+        }
         let store = Arc::clone(&self.store);
         let turn = UpdateTurn::take(&store, &self.id);
         let (id, limit) = (&self.id, self.max_state_size);
@@ -625,6 +638,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         R: Send + 'static,
     {
         self.begin_update()?;
+        if self.rebind.is_some() {
+            return self.update_bound(change);
+        }
         let last = Recorded::default();
         let updated = self
             .store
@@ -678,69 +694,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// Makes an update's result the handle's state, or finds the session gone when there is
     /// none.
     fn take_applied<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
-        let Some(Applied {
-            state,
-            result,
-            hash,
-        }) = applied
-        else {
+        let Some(Applied { state, result }) = applied else {
             return Err(self.gone());
         };
         self.state = state;
-        self.synced = Some(hash);
-        Ok(result)
-    }
-
-    /// The first half of [`update_send`](Self::update_send), for a caller that awaits the write
-    /// instead of blocking on it: the checks, then the update queued through
-    /// [`Archive::update_async`](crate::archive::Archive::update_async). Only where nothing else
-    /// would write: `change` comes back, for `update_send`, when the session is not stored yet,
-    /// has no timestamps, has a binding to store, or has timestamps that are expired or due for
-    /// a rewrite. Finish with [`finish_update_later`](Self::finish_update_later).
-    #[cfg_attr(
-        not(feature = "axum"),
-        allow(dead_code, reason = "the axum layer's update awaits commits with it")
-    )]
-    pub(crate) fn update_later<R, C>(&mut self, change: C) -> std::result::Result<Later<T, R>, C>
-    where
-        C: FnMut(&mut T) -> R + Send + 'static,
-        T: Send + 'static,
-        R: Send + 'static,
-    {
-        let now = self.store.now();
-        let Phase::Live(Some(stamp)) = &self.phase else {
-            return Err(change);
-        };
-        if self.user != self.bound
-            || self.store.is_expired(stamp.meta, now)
-            || self.store.touch_due(Some(stamp), now)
-        {
-            return Err(change);
-        }
-        let last = Recorded::default();
-        let written = self
-            .store
-            .update_state_async(&self.id, self.recorded(change, &last));
-        Ok(Later { written, last })
-    }
-
-    /// The second half of an update begun with [`update_later`](Self::update_later), once its
-    /// write is done: as [`update_send`](Self::update_send) ends, without the timestamps'
-    /// rewrite that `update_later` found not due.
-    #[cfg_attr(
-        not(feature = "axum"),
-        allow(dead_code, reason = "the axum layer's update awaits commits with it")
-    )]
-    pub(crate) fn finish_update_later<R>(
-        &mut self,
-        later: Later<T, R>,
-        written: Result<bool>,
-    ) -> Result<R> {
-        let Later { last, .. } = later;
-        let updated = written?;
-        let outcome = last.lock().take().filter(|_| updated);
-        let result = self.take_applied(outcome)?;
-        self.repeat_expire_hint()?;
+        self.dirty = false;
         Ok(result)
     }
 
@@ -750,10 +708,13 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// a session), it stores the state under a freshly drawn id, as [`save`](Self::save) does:
     /// the id the client sent, if any, is never used, and the login is stored all the same.
     ///
-    /// **What moves.** When the handle holds changes of its own (its state differs from what it
-    /// last read or wrote), those are what the new id gets: the regenerate is a write, and the
-    /// last writer wins. Otherwise the new id gets whatever is stored at the moment of the move,
-    /// so an update that another request made meanwhile is carried over, not lost.
+    /// **What moves.** When the handle holds changes of its own (its state was borrowed mutably
+    /// since it last read or wrote it), those are what the new id gets: the regenerate is a
+    /// write, and the last writer wins. Otherwise the new id gets whatever is stored at the
+    /// moment of the move, so an update that another request made meanwhile is carried over, not
+    /// lost. The binding moves the same way: the one set with [`set_user`](Self::set_user) if
+    /// any, else the one stored at the moment of the move, so a state always moves with the
+    /// binding stored with it.
     ///
     /// **Login without a fixation window.** Change the state, then regenerate, with no save
     /// before it: the authenticated state is then only ever stored under the new id, never under
@@ -807,60 +768,38 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             }
             Phase::Live(stamp) => stamp.as_ref().map(|stamp| stamp.meta.created),
         };
-        let mut bytes = self.encode(&self.state)?;
+        // A clean handle moves what is stored at the moment of the move, which may be newer
+        // than what it read; its own state is not even encoded.
+        let own = if self.dirty {
+            Some(self.encode(&self.state)?)
+        } else {
+            None
+        };
         self.check_user()?;
         self.ensure_unexpired()?;
-        let clean = self.synced == Some(bytes_hash(&bytes));
-        let Stored::State(current) = self.store.read_state(&self.id)? else {
-            return Err(self.gone());
+        let moving = Moving {
+            own,
+            rebind: self.rebind.clone(),
+            created,
         };
-        // A clean handle moves what is stored now, which may be newer than what it read.
-        let mut moved: Option<T> = None;
-        if clean && current != bytes {
-            moved = Some(decode(&self.id, &current)?);
-            bytes.clone_from(&current);
-        }
-        let now = self.store.now();
-        let meta = Meta {
-            created: created.unwrap_or(now),
-            seen: now,
-        };
-        self.move_to_fresh_id(current, bytes, clean, meta, moved)
-    }
-
-    /// The writes of [`regenerate`](Self::regenerate) (see [`Store::regenerate`]), and what the
-    /// handle keeps of them. `moved` is the state a clean handle found stored, newer than its own.
-    fn move_to_fresh_id(
-        &mut self,
-        current: Vec<u8>,
-        mut bytes: Vec<u8>,
-        clean: bool,
-        meta: Meta,
-        moved: Option<T>,
-    ) -> Result<()> {
         let store = Arc::clone(&self.store);
         let old = self.id.clone();
         let mut followed = None;
-        let moving = Moving {
-            current,
-            clean,
-            meta,
-        };
-        let users = (self.bound.as_deref(), self.user.as_deref());
-        let result = store.regenerate(&old, users, moving, &mut bytes, |next| {
+        let result = store.regenerate(&old, &moving, |next| {
             followed = Some(decode(&old, next)?);
             Ok(())
         });
         match result {
-            Ok(Some((id, stamp))) => {
-                self.id = id;
-                self.phase = Phase::Live(Some(stamp));
-                if let Some(state) = followed.or(moved) {
+            Ok(Some(moved)) => {
+                self.id = moved.id;
+                self.bound = moved.stamp.user().map(str::to_owned);
+                self.phase = Phase::Live(Some(moved.stamp));
+                if let Some(state) = followed {
                     self.state = state;
                 }
-                self.synced = Some(bytes_hash(&bytes));
+                self.rebind = None;
+                self.dirty = false;
                 self.cookie = CookieAction::Set;
-                self.bound.clone_from(&self.user);
                 Ok(())
             }
             // Every fresh id drawn was taken (a backend whose swaps never succeed): nothing was
@@ -883,17 +822,46 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// error the handle stays new, and bound as before, so a later write still writes its
     /// binding.
     fn create(&mut self, bytes: &[u8], meta: Meta) -> Result<()> {
+        let user = self.user().map(str::to_owned);
         let Some(stamp) = self
             .store
-            .create(&mut self.id, bytes, meta, self.user.as_deref())?
+            .create(&mut self.id, bytes, meta, user.as_deref())?
         else {
             return Err(self.gone());
         };
         self.phase = Phase::Live(Some(stamp));
-        self.synced = Some(bytes_hash(bytes));
+        self.dirty = false;
         self.cookie = CookieAction::Set;
-        self.bound.clone_from(&self.user);
+        self.bound = user;
+        self.rebind = None;
         Ok(())
+    }
+
+    /// Stores the state `next` makes of the stored one together with the binding set by
+    /// [`set_user`](Self::set_user), as one write (see [`Store::write_bound`]), and makes the
+    /// stored record the handle's.
+    fn write_bound<R>(&mut self, next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>) -> Result<R> {
+        let user = self.rebind.clone().and_then(|Rebind(user)| user);
+        let now = self.store.now();
+        let store = Arc::clone(&self.store);
+        let Some((stamp, result)) = store.write_bound(&self.id, user.as_deref(), now, next)? else {
+            return Err(self.gone());
+        };
+        self.phase = Phase::Live(Some(stamp));
+        self.bound = user;
+        self.rebind = None;
+        self.dirty = false;
+        // The write moved `last seen` to now, and so the cookie's expiry.
+        self.cookie = CookieAction::Set;
+        Ok(result)
+    }
+
+    /// An update that also stores the binding set by [`set_user`](Self::set_user): `change`
+    /// runs on this thread, in [`write_bound`](Self::write_bound).
+    fn update_bound<R>(&mut self, mut change: impl FnMut(&mut T) -> R) -> Result<R> {
+        let (id, limit) = (self.id.clone(), self.max_state_size);
+        let applied = self.write_bound(|current| apply(&id, limit, current, &mut change))?;
+        self.take_applied(Some(applied))
     }
 
     /// Serializes a state, enforcing the size limit.
@@ -918,41 +886,13 @@ fn encode<T: Serialize>(id: &SessionId, limit: usize, state: &T) -> Result<Vec<u
     Ok(bytes)
 }
 
-/// An update begun by [`Session::update_later`]: poll its write, then hand it to
-/// [`Session::finish_update_later`].
-#[cfg_attr(
-    not(feature = "axum"),
-    allow(dead_code, reason = "the axum layer's update awaits commits with it")
-)]
-pub(crate) struct Later<T, R> {
-    written: StateWritten,
-    /// What the change made, from its last run.
-    last: Recorded<T, R>,
-}
-
 /// Where an update's change, run elsewhere, leaves what its last run made.
 type Recorded<T, R> = Arc<parking_lot::Mutex<Option<Applied<T, R>>>>;
 
-#[cfg_attr(
-    not(feature = "axum"),
-    allow(dead_code, reason = "the axum layer's update awaits commits with it")
-)]
-impl<T, R> Later<T, R> {
-    /// Polls the write: whether a state was there to replace.
-    pub(crate) fn poll_written(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<bool>> {
-        self.written.as_mut().poll(cx)
-    }
-}
-
-/// What an update made of the stored state: the new state, what the change returned, and the
-/// hash of the bytes stored.
+/// What an update made of the stored state: the new state, and what the change returned.
 struct Applied<T, R> {
     state: T,
     result: R,
-    hash: u64,
 }
 
 /// Applies an update's `change` to a copy of the stored state `current` of session `id`, and
@@ -966,13 +906,5 @@ fn apply<T: Serialize + DeserializeOwned, R>(
     let mut state: T = decode(id, current)?;
     let result = change(&mut state);
     let bytes = encode(id, limit, &state)?;
-    let hash = bytes_hash(&bytes);
-    Ok((
-        bytes,
-        Applied {
-            state,
-            result,
-            hash,
-        },
-    ))
+    Ok((bytes, Applied { state, result }))
 }

@@ -1,6 +1,28 @@
 //! What a session is in the archive: the keys of its domain, the bytes stored under them, and
-//! the names of the domains beside it (the corrupt-state domain and the per-user index). The
-//! protocol that writes them is the [store](super::store)'s; this module only names and encodes.
+//! the names of the domains beside it. Every name the session layer (and the tower-sessions
+//! store) stores under is here. The protocol that writes them is the [store](super::store)'s;
+//! this module only names and encodes.
+//!
+//! | domain | key | holds |
+//! |---|---|---|
+//! | `<id>`, or its SHA-256 with ids hashed at rest (the *stored name*) | [`STATE_KEY`] | the state as JSON, or a moved-marker: `\0moved:<nonce>:<new stored name>` |
+//! | the stored name | [`META_KEY`] | the record: `created` and `seen` (unix seconds); `user` and `entry` (the key of its index entry) when bound; `rev` once fenced |
+//! | `user-<SHA-256 of the user id>` | `<stored name>.<token>`, or the stored name alone (earlier versions) | one binding's index entry: the unix time it was written |
+//! | `expiry-<n>` ([`SESSIONS_INDEX`]) | the stored name | an expiry index entry (see the expiry module) |
+//! | `sweep-cursor` | `index` (and `bucket`, earlier versions) | the expiry index's record |
+//! | [`CORRUPT_DOMAIN`] | `<unix time>-<fingerprint>` | a state set aside as undecodable |
+//! | `tower-session-<id>` | [`TOWER_RECORD_KEY`] | a tower-sessions record |
+//! | `tower-expiry-<n>`, `tower-sweep-cursor` ([`TOWER_INDEX`]) | as the sessions' index | the tower-sessions store's expiry index |
+//!
+//! What a session's domain means, by what it holds:
+//!
+//! | [`STATE_KEY`] | [`META_KEY`] | the id names |
+//! |---|---|---|
+//! | a state | a record | a session, live until the record says it expired |
+//! | a state | nothing | a session of the original framework, stored without timestamps: given a record on its first start |
+//! | a moved-marker | anything | nothing any more: a regenerate moved the session; a revoke follows the marker |
+//! | nothing | a record | nothing: a create cut short, or what a destroy left; indexed, so the sweep removes it |
+//! | nothing | nothing | nothing |
 
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +113,46 @@ pub const CORRUPT_DOMAIN: &str = "corrupt-sessions";
 
 pub use crate::ids::MAX_USER_LEN;
 
+/// Where an expiry index lives in the archive: its buckets are the domains `<prefix><n>`, and its
+/// record is the key `index` of the domain `cursor`. The names must not be those of anything
+/// else the archive holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexNames {
+    pub(crate) prefix: &'static str,
+    pub(crate) cursor: &'static str,
+}
+
+impl IndexNames {
+    /// The domain of bucket number `bucket`.
+    pub(crate) fn bucket(self, bucket: u64) -> String {
+        format!("{}{bucket}", self.prefix)
+    }
+}
+
+/// The expiry index of sessions: buckets `expiry-<n>`, and the record in `sweep-cursor`.
+pub(crate) const SESSIONS_INDEX: IndexNames = IndexNames {
+    prefix: "expiry-",
+    cursor: "sweep-cursor",
+};
+
+/// The expiry index of the tower-sessions store.
+#[cfg_attr(
+    not(feature = "tower-sessions"),
+    expect(dead_code, reason = "named here with every other stored name")
+)]
+pub(crate) const TOWER_INDEX: IndexNames = IndexNames {
+    prefix: "tower-expiry-",
+    cursor: "tower-sweep-cursor",
+};
+
+/// The key holding a tower-sessions record in its domain, `tower-session-<id>` (the prefix is
+/// `crate::ids::TOWER_RECORD_PREFIX`, which redaction needs below this layer).
+#[cfg_attr(
+    not(feature = "tower-sessions"),
+    expect(dead_code, reason = "named here with every other stored name")
+)]
+pub(crate) const TOWER_RECORD_KEY: &str = "record.json";
+
 /// How a user's index domain is named: this prefix and the hex SHA-256 of the user id.
 const USER_PREFIX: &str = "user-";
 
@@ -111,61 +173,145 @@ impl Meta {
     }
 }
 
-/// A session's timestamps as a handle last read or wrote them: decoded, and the raw bytes to
-/// compare-and-swap against.
+/// A session's record under [`META_KEY`] as a handle last read or wrote it: the timestamps, the
+/// user binding, and the raw bytes to compare-and-swap against.
 #[derive(Debug, Clone)]
 pub(crate) struct Stamp {
     pub(crate) meta: Meta,
+    /// The user the session is bound to, with the index entry that binding wrote.
+    pub(crate) binding: Option<Binding>,
+    /// Bumped by a write that must make an earlier, still pending swap of the record fail (see
+    /// `Store::fence`); 0 when never bumped.
+    pub(crate) rev: u64,
     pub(crate) raw: Vec<u8>,
 }
 
-impl Stamp {
-    /// The user this record binds the session to, if any.
-    pub(crate) fn user(&self) -> Option<String> {
-        bound_user(&self.raw)
-    }
+/// A session's binding to a user, as its record stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub(crate) user: String,
+    /// The key of the user's index entry that this binding wrote (see [`entry_key`]); `None`
+    /// for a binding stored by an earlier version, whose entry is keyed by the session's stored
+    /// name alone.
+    pub(crate) entry: Option<String>,
 }
 
-/// Encodes the record under [`META_KEY`]: the timestamps, and the user binding if any.
-pub(crate) fn encode_meta(id: &SessionId, meta: Meta, user: Option<&str>) -> Result<Vec<u8>> {
-    /// The record under [`META_KEY`]: the timestamps, and the user binding when there is one.
-    #[derive(Serialize)]
-    struct Record<'a> {
-        created: u64,
-        seen: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        user: Option<&'a str>,
+/// The binding a handle stores with its next write, as set with
+/// [`Session::set_user`](super::Session::set_user): to a user, or (`None`) to none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rebind(pub(crate) Option<String>);
+
+/// The record under [`META_KEY`], as stored.
+#[derive(Serialize, Deserialize)]
+struct MetaRecord<'a> {
+    created: u64,
+    seen: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    user: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    entry: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rev: u64,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Stamp {
+    /// The record of session `id` with these timestamps, binding and revision.
+    pub(crate) fn new(
+        id: &SessionId,
+        meta: Meta,
+        binding: Option<Binding>,
+        rev: u64,
+    ) -> Result<Stamp> {
+        let record = MetaRecord {
+            created: meta.created,
+            seen: meta.seen,
+            user: binding.as_ref().map(|b| b.user.as_str().into()),
+            entry: binding
+                .as_ref()
+                .and_then(|b| b.entry.as_deref())
+                .map(Into::into),
+            rev,
+        };
+        let raw = serde_json::to_vec(&record).map_err(|source| Error::Serialize {
+            id: id.to_string(),
+            source,
+        })?;
+        Ok(Stamp {
+            meta,
+            binding,
+            rev,
+            raw,
+        })
     }
-    let record = Record {
-        created: meta.created,
-        seen: meta.seen,
-        user,
-    };
-    serde_json::to_vec(&record).map_err(|source| Error::Serialize {
-        id: id.to_string(),
-        source,
-    })
+
+    /// Decodes the record stored for session `id`; bytes that do not decode are
+    /// [`Error::CorruptSession`].
+    pub(crate) fn decode(id: &SessionId, raw: Vec<u8>) -> Result<Stamp> {
+        let record: MetaRecord<'_> = decode(id, &raw)?;
+        let binding = record.user.map(|user| Binding {
+            user: user.into_owned(),
+            entry: record.entry.map(std::borrow::Cow::into_owned),
+        });
+        let (meta, rev) = (
+            Meta {
+                created: record.created,
+                seen: record.seen,
+            },
+            record.rev,
+        );
+        Ok(Stamp {
+            meta,
+            binding,
+            rev,
+            raw,
+        })
+    }
+
+    /// The user this record binds the session to, if any.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.binding.as_ref().map(|b| b.user.as_str())
+    }
+
+    /// The same record with other timestamps (the binding and revision kept).
+    pub(crate) fn with_meta(&self, id: &SessionId, meta: Meta) -> Result<Stamp> {
+        Stamp::new(id, meta, self.binding.clone(), self.rev)
+    }
 }
 
 /// Decodes JSON stored for session `id` (its state or its timestamps); bytes that do not decode
 /// are [`Error::CorruptSession`], naming the session by its fingerprint.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(id: &SessionId, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(id: &SessionId, bytes: &'a [u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| Error::CorruptSession {
         id: id.to_string(),
         source,
     })
 }
 
-/// The user a session's timestamps record binds it to, if any.
-pub(crate) fn bound_user(meta_raw: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Binding {
-        #[serde(default)]
-        user: Option<String>,
-    }
-    serde_json::from_slice::<Binding>(meta_raw)
-        .ok()
-        .and_then(|binding| binding.user)
+/// The key of a session's entry in a user's index, for the binding that writes it: the
+/// session's stored name, `.`, and a random token. Each binding writes an entry of its own, so
+/// removing the entry of a binding that was replaced never removes the entry of a later
+/// binding to the same user, whatever the order in which their writes land.
+pub(crate) fn entry_key(stored: &str) -> String {
+    format!("{stored}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The stored name of the session an index entry's key names: the key up to its `.` (the
+/// whole key for an entry written by an earlier version).
+pub(crate) fn entry_session(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(stored, _)| stored)
+}
+
+/// The key of the index entry `binding` wrote for the session stored as `stored`.
+pub(crate) fn binding_entry<'a>(binding: &'a Binding, stored: &'a str) -> &'a str {
+    binding.entry.as_deref().unwrap_or(stored)
 }
 
 /// Checks a user id: 1 to [`MAX_USER_LEN`] bytes.

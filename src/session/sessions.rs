@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::clock::{Clock, SystemClock};
 use super::cookie::Cookies;
-use super::expiry::{DEFAULT_SWEEP_GRANULARITY, StoredSettings};
+use super::expiry::{DEFAULT_SWEEP_GRANULARITY, Lifetime, StoredSettings};
 use super::handle::{CookieAction, Session};
 use super::id::SessionId;
 use super::layout::{Meta, Stored, decode, validate_user};
@@ -540,8 +540,7 @@ impl SessionsBuilder {
             self.archive,
             StoreConfig {
                 hash_ids: config.hash_ids,
-                idle_timeout: config.idle_timeout,
-                absolute_lifetime: config.absolute_lifetime,
+                lifetime: Lifetime::new(config.idle_timeout, config.absolute_lifetime),
                 sweep_granularity: config.sweep_granularity,
                 clock: Arc::clone(&config.clock),
             },
@@ -640,7 +639,7 @@ impl Sessions {
         T: Serialize + DeserializeOwned,
     {
         if let Some(id) = id.and_then(SessionId::parse)
-            && let Resumed::Found(session) = self.resume(id, true)?
+            && let Opened::Found(session) = self.resume(id, true)?
         {
             return Ok(session);
         }
@@ -688,9 +687,9 @@ impl Sessions {
     {
         if let Some(id) = id.and_then(SessionId::parse) {
             match self.resume(id, false)? {
-                Resumed::Found(session) => return Ok(Ok(session)),
-                Resumed::MustWrite => return Ok(Err(initial)),
-                Resumed::Unknown => {}
+                Opened::Found(session) => return Ok(Ok(session)),
+                Opened::MustWrite => return Ok(Err(initial)),
+                Opened::Unknown => {}
             }
         }
         Ok(Ok(self.new_session(initial)))
@@ -767,38 +766,19 @@ impl Sessions {
         Ok(stamp.is_none_or(|stamp| !store.is_expired(stamp.meta, now)))
     }
 
-    /// Returns the stored session `id`, or `None` when it is unknown, moved or expired (see
-    /// [`Store::open`]). With `may_write` false it writes nothing, and answers
-    /// [`Resumed::MustWrite`] where it would have written.
-    fn resume<T: DeserializeOwned>(&self, id: SessionId, may_write: bool) -> Result<Resumed<T>> {
+    /// Starts the stored session `id` (see [`Store::start`]): a handle on it, or why there is
+    /// none.
+    fn resume<T: DeserializeOwned>(
+        &self,
+        id: SessionId,
+        may_write: bool,
+    ) -> Result<Opened<Session<T>>> {
         let shared = &*self.inner;
         let store = &shared.store;
-        let now = store.now();
-        let (bytes, stamp) = match store.open(&id, now, may_write)? {
-            Opened::Found { bytes, stamp } => (bytes, stamp),
-            Opened::Unknown => return Ok(Resumed::Unknown),
-            Opened::MustWrite => return Ok(Resumed::MustWrite),
-        };
-        let state: T = match decode(&id, &bytes) {
-            Ok(state) => state,
-            Err(err) => {
-                if shared.config.on_corrupt == OnCorrupt::StartFresh {
-                    if !may_write {
-                        return Ok(Resumed::MustWrite);
-                    }
-                    if store.set_aside(&id, &bytes, now)? {
-                        return Ok(Resumed::Unknown);
-                    }
-                }
-                return Err(err);
-            }
-        };
-        if !may_write && store.touch_due(stamp.as_ref(), now) {
-            return Ok(Resumed::MustWrite);
-        }
+        let set_aside = shared.config.on_corrupt == OnCorrupt::StartFresh;
+        let opened = store.start(&id, may_write, set_aside, |bytes| decode(&id, bytes))?;
         let limit = shared.config.max_state_size;
-        let resumed = Session::resumed(Arc::clone(store), limit, id, (state, &bytes), stamp, now)?;
-        Ok(resumed.map_or(Resumed::Unknown, Resumed::Found))
+        Ok(opened.map(|started| Session::resumed(Arc::clone(store), limit, id, started)))
     }
 
     /// Returns the session cookie's name.
@@ -820,16 +800,6 @@ impl Sessions {
             secure: self.inner.config.secure,
         }
     }
-}
-
-/// What [`Sessions::resume`] found under an id.
-enum Resumed<T> {
-    /// A live session.
-    Found(Session<T>),
-    /// No live session: unknown, moved, destroyed, or expired (and removed).
-    Unknown,
-    /// Resuming would write, and the caller asked it not to.
-    MustWrite,
 }
 
 /// Cookie helpers: the session id from a `Cookie` header, and the `Set-Cookie` values.
@@ -1176,9 +1146,12 @@ impl Sessions {
     /// Destroys every session bound to `user` ("sign out everywhere", or after a password
     /// change) and returns how many it destroyed. Its cost is O(that user's sessions).
     ///
-    /// A revoke is final: each session is destroyed by one compare-and-swap of its state, so a
-    /// `save` or `update` racing it lands before (and is destroyed with it) or fails with
-    /// [`Error::SessionGone`]; a session that a concurrent
+    /// Every stored session bound to the user is destroyed, whatever this `Sessions` thinks of
+    /// its expiry: ending an expired session is harmless, and the application that stored it
+    /// may judge it by longer timeouts. A revoke is final: each session is destroyed by one
+    /// compare-and-swap of its state (that also checks its record, so a session rebound to
+    /// another user meanwhile is not destroyed), and a `save` or `update` racing it lands before
+    /// (and is destroyed with it) or fails with [`Error::SessionGone`]; a session that a concurrent
     /// [`regenerate`](crate::Session::regenerate) moved is followed to its new id and destroyed
     /// there, so no copy survives (a session caught between a regenerate's copy and its move
     /// counts twice, with its copy). A session bound to the user after the revoke's last walk

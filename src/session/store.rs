@@ -18,12 +18,15 @@
 //!   revoke swaps the state to nothing; a regenerate swaps the old state for a moved-marker. A
 //!   swap that fails means another write landed: the state is read again, or the session is
 //!   found gone.
+//! - **A state and its binding travel together.** A write that changes the binding swaps the
+//!   state and the record in one [`Archive::compare_and_swap_many`]; a regenerate's move swaps
+//!   the old state for its marker only while the old record is as the copy has it; a revoke's
+//!   swap checks the record too. Every binding's index entry has a key of its own, so the entry
+//!   of a replaced binding is removed without touching any other.
 //! - **What is dead stays dead.** A session's domain is a session only while it holds a state;
 //!   timestamps alone (a create cut short, a touch racing a destroy) are indexed, so the sweep
 //!   removes them, and no write recreates a state that a destroy or a move swapped away.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, UNIX_EPOCH};
@@ -31,28 +34,24 @@ use std::time::{Duration, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::clock::Clock;
-use super::expiry::{
-    Index, IndexNames, Judge, StoredSettings, Verdict, place, unix_secs, unix_time,
-};
+use super::expiry::{Index, Judge, Lifetime, StoredSettings, Verdict, place, unix_secs, unix_time};
 use super::hashed::HashedIds;
 use super::id::{SessionId, hashed_name};
-use super::points::Mutation;
 use super::layout::{
-    CORRUPT_DOMAIN, META_KEY, Meta, STATE_KEY, Stamp, Stored, bound_user, decode, encode_meta,
-    is_state, moved_marker, read_state, user_domain, validate_user,
+    Binding, CORRUPT_DOMAIN, META_KEY, Meta, SESSIONS_INDEX, STATE_KEY, Stamp, Stored,
+    binding_entry, entry_key, entry_session, is_state, read_state, user_domain, validate_user,
 };
+use super::points::Mutation;
 use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Update};
 use crate::error::{Error, Result};
 
-/// `last seen` is rewritten only once it is older than `idle timeout / TOUCH_FRACTION`, so that
-/// reading a session does not write on every request.
-const TOUCH_FRACTION: u64 = 8;
+#[cfg(feature = "axum")]
+mod later;
+mod regenerate;
 
-/// The expiry index of sessions: buckets `expiry-<n>`, and the record in `sweep-cursor`.
-const SESSIONS_INDEX: IndexNames = IndexNames {
-    prefix: "expiry-",
-    cursor: "sweep-cursor",
-};
+#[cfg(feature = "axum")]
+pub(crate) use later::StateWritten;
+pub(crate) use regenerate::Moving;
 
 /// How often a fresh id is drawn when the one drawn already exists. With 122 random bits a
 /// collision is practically impossible; the bound only keeps a misbehaving backend (one whose
@@ -67,8 +66,7 @@ const UPDATE_LOCKS: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct StoreConfig {
     pub(crate) hash_ids: bool,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) absolute_lifetime: Option<Duration>,
+    pub(crate) lifetime: Lifetime,
     /// The index's bucket width, in seconds, for an archive that has none recorded yet.
     pub(crate) sweep_granularity: u64,
     pub(crate) clock: Arc<dyn Clock>,
@@ -90,29 +88,53 @@ pub(crate) struct Store {
     update_locks: Box<[Mutex<()>]>,
 }
 
-/// What [`Store::open`] found under an id.
-pub(crate) enum Opened {
-    /// A stored, unexpired session: its state bytes, and its timestamps unless it was stored
-    /// without (by the original framework).
-    Found {
-        bytes: Vec<u8>,
-        stamp: Option<Stamp>,
-    },
+/// The reads of the archive the session layer makes outside the store; see [`Store::reads`].
+pub(crate) struct Reads<'a>(&'a dyn Archive);
+
+impl Reads<'_> {
+    /// As [`Archive::get`].
+    pub(crate) fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.0.get(domain, key)
+    }
+
+    /// As [`Archive::list_keys`], a page of [`DEFAULT_PAGE_SIZE`].
+    pub(crate) fn list_keys(
+        &self,
+        domain: &str,
+        cursor: Option<&str>,
+    ) -> Result<crate::archive::Page> {
+        self.0.list_keys(domain, cursor, DEFAULT_PAGE_SIZE)
+    }
+}
+
+/// What [`Store::start`] found under an id: a live session (`S`), or why there is none.
+pub(crate) enum Opened<S> {
+    /// A stored, unexpired session.
+    Found(S),
     /// No live session: unknown, moved, destroyed, or expired (and removed).
     Unknown,
-    /// Opening would write, and the caller asked it not to.
+    /// Starting it would write, and the caller asked it not to.
     MustWrite,
 }
 
-/// What [`Store::resume_touch`] did.
-pub(crate) enum Refresh {
-    /// Nothing was due: the timestamps are as they were.
-    Unchanged,
-    /// The timestamps were written: the session's expiry moved.
-    Moved,
-    /// The session was destroyed while its first timestamps were written; they were taken
-    /// back, and the session is unknown.
-    Vanished,
+impl<S> Opened<S> {
+    /// The same answer, with a found session made into another value.
+    pub(crate) fn map<U>(self, found: impl FnOnce(S) -> U) -> Opened<U> {
+        match self {
+            Opened::Found(session) => Opened::Found(found(session)),
+            Opened::Unknown => Opened::Unknown,
+            Opened::MustWrite => Opened::MustWrite,
+        }
+    }
+}
+
+/// A stored session as [`Store::start`] found it: its decoded state, its record (`None` when
+/// stored without, by the original framework), and whether the start rewrote the record (the
+/// session's expiry moved, so the cookie must be sent again).
+pub(crate) struct Started<S> {
+    pub(crate) state: S,
+    pub(crate) stamp: Option<Stamp>,
+    pub(crate) refreshed: bool,
 }
 
 impl Store {
@@ -132,9 +154,10 @@ impl Store {
         }
     }
 
-    /// The archive as sessions see it (ids hashed at rest when configured).
-    pub(crate) fn archive(&self) -> &dyn Archive {
-        &*self.archive
+    /// The reads the rest of the session layer may make of the archive (as sessions see it:
+    /// ids hashed at rest when configured). Only the store writes.
+    pub(crate) fn reads(&self) -> Reads<'_> {
+        Reads(&*self.archive)
     }
 
     /// Which of the archive's calls may block.
@@ -146,31 +169,19 @@ impl Store {
         unix_secs(self.config.clock.now())
     }
 
-    /// When a session with these timestamps expires, if it ever does.
+    /// When a session with these timestamps expires, if it ever does (see [`Lifetime`]).
     pub(crate) fn expires_at(&self, meta: Meta) -> Option<u64> {
-        let idle = self
-            .config
-            .idle_timeout
-            .map(|idle| meta.seen.saturating_add(idle.as_secs()));
-        let absolute = self
-            .config
-            .absolute_lifetime
-            .map(|life| meta.created.saturating_add(life.as_secs()));
-        match (idle, absolute) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.config.lifetime.expires_at(meta)
     }
 
+    /// Whether a session with these timestamps has expired at `now` (see [`Lifetime`]).
     pub(crate) fn is_expired(&self, meta: Meta, now: u64) -> bool {
-        self.expires_at(meta).is_some_and(|at| now >= at)
+        self.config.lifetime.is_expired(meta, now)
     }
 
-    /// Whether `seen` is old enough to be rewritten (see [`TOUCH_FRACTION`]).
+    /// Whether `seen` is old enough to be rewritten (see [`Lifetime`]).
     fn needs_touch(&self, meta: Meta, now: u64) -> bool {
-        self.config
-            .idle_timeout
-            .is_some_and(|idle| now.saturating_sub(meta.seen) > idle.as_secs() / TOUCH_FRACTION)
+        self.config.lifetime.needs_touch(meta, now)
     }
 
     /// Whether starting a session with these timestamps (`None`: stored without) writes them.
@@ -183,8 +194,7 @@ impl Store {
         let Some(raw) = self.archive.get(id.as_str(), META_KEY)? else {
             return Ok(None);
         };
-        let meta = decode(id, &raw)?;
-        Ok(Some(Stamp { meta, raw }))
+        Stamp::decode(id, raw).map(Some)
     }
 
     /// Reads what `id` holds under the state key.
@@ -223,13 +233,6 @@ impl Store {
         &self.update_locks[index]
     }
 }
-
-/// The future of [`Store::update_state_async`]: whether a state was there to replace.
-#[cfg_attr(
-    not(feature = "axum"),
-    allow(dead_code, reason = "the axum layer's update awaits commits with it")
-)]
-pub(crate) type StateWritten = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
 
 /// The change that replaces a stored state with the bytes `next` makes from it, and leaves
 /// anything else (nothing, a moved-marker) as it is.
@@ -301,20 +304,31 @@ impl Store {
             names: SESSIONS_INDEX,
             clock: &*self.config.clock,
             granularity: self.config.sweep_granularity,
-            idle: self.config.idle_timeout.map(|idle| idle.as_secs()),
-            absolute: self.config.absolute_lifetime.map(|life| life.as_secs()),
+            lifetime: self.config.lifetime,
             known_width: &self.index_width,
             settings_recorded: &self.settings_recorded,
         }
     }
 
-    /// Writes `id`'s entry in `user`'s index, valued with the time it was written. Called
-    /// BEFORE the write that binds the session.
-    fn add_user_entry(&self, user: &str, id: &SessionId) -> Result<()> {
-        let domain = user_domain(user);
+    /// A new binding of `id` to `user`, with an index entry of its own (see
+    /// [`entry_key`]), not written yet: see [`add_user_entry`](Self::add_user_entry).
+    fn new_binding(&self, id: &SessionId, user: &str) -> Result<Binding> {
+        validate_user(user)?;
+        Ok(Binding {
+            user: user.to_owned(),
+            entry: Some(entry_key(&self.stored_name(id))),
+        })
+    }
+
+    /// Writes the index entry of `binding` (of session `id`), valued with the time it was
+    /// written. Called BEFORE every write that stores the binding (again before each retry,
+    /// which costs nothing when the entry is there), so that no stored binding is ever without
+    /// its entry.
+    fn add_user_entry(&self, id: &SessionId, binding: &Binding) -> Result<()> {
+        let domain = user_domain(&binding.user);
         let now = self.now();
-        self.archive
-            .set(&domain, id.as_str(), now.to_string().as_bytes())?;
+        let key = binding_entry(binding, id.as_str());
+        self.archive.set(&domain, key, now.to_string().as_bytes())?;
         self.keep_user_index(&domain, now)
     }
 
@@ -324,21 +338,73 @@ impl Store {
     /// every touch of a bound one, so the index never expires before a session it lists, even
     /// one kept alive by use for longer than any single timeout.
     fn keep_user_index(&self, domain: &str, now: u64) -> Result<()> {
-        let longest = [self.config.idle_timeout, self.config.absolute_lifetime]
-            .into_iter()
-            .flatten()
-            .max();
-        if let Some(longest) = longest {
-            let at = UNIX_EPOCH + Duration::from_secs(now) + longest + Duration::from_secs(60);
+        if let Some(longest) = self.config.lifetime.longest() {
+            let at =
+                UNIX_EPOCH + Duration::from_secs(now.saturating_add(longest).saturating_add(60));
             self.archive.expire_domain(domain, at)?;
         }
         Ok(())
     }
 
-    /// Removes `id`'s entry from `user`'s index. Called AFTER the session stopped being bound
-    /// to `user` (destroyed, moved, expired or rebound).
-    fn remove_user_entry(&self, user: &str, id: &SessionId) -> Result<()> {
-        self.archive.remove(&user_domain(user), id.as_str())?;
+    /// Removes the index entry that `binding` of session `id` wrote. Called AFTER the binding
+    /// was replaced or the session ended. Every binding has an entry of its own, so this never
+    /// removes the entry of another binding, even one to the same user that lands meanwhile.
+    fn remove_user_entry(&self, id: &SessionId, binding: &Binding) -> Result<()> {
+        let domain = user_domain(&binding.user);
+        if super::points::mutated(Mutation::UnconditionalIndexRemoval) {
+            // The defect the explorer must catch: every entry of the session under that user.
+            let mut keys = Vec::new();
+            for key in crate::archive::ArchiveExt::keys(&*self.archive, &domain) {
+                let key = key?;
+                if entry_session(&key) == self.stored_name(id) {
+                    keys.push(key);
+                }
+            }
+            let entries: Vec<(&str, &str)> =
+                keys.iter().map(|k| (domain.as_str(), k.as_str())).collect();
+            self.archive.remove_many(&entries)?;
+            return Ok(());
+        }
+        self.archive
+            .remove(&domain, binding_entry(binding, id.as_str()))?;
+        Ok(())
+    }
+}
+
+/// The writes of a revoke and of the listing of a user's sessions (see `users.rs`).
+impl Store {
+    /// Drops the entry `key` of the user index `domain`, whose session is moved or absent for
+    /// good: no binding can need it any more.
+    pub(crate) fn drop_entry(&self, domain: &str, key: &str) -> Result<()> {
+        self.archive.remove(domain, key)?;
+        Ok(())
+    }
+
+    /// Destroys the session `id` as a revoke found it, bound by `stamp` and holding `state`: one
+    /// swap of the state to nothing while the record is as read, so that a session rebound (or
+    /// written) in between is not destroyed but judged again. Whether it destroyed it.
+    pub(crate) fn revoke_swap(&self, id: &SessionId, stamp: &Stamp, state: &[u8]) -> Result<bool> {
+        let swaps = [
+            (STATE_KEY, Some(state), None),
+            (META_KEY, Some(&stamp.raw[..]), Some(&stamp.raw[..])),
+        ];
+        self.archive.compare_and_swap_many(id.as_str(), &swaps)
+    }
+
+    /// Removes what the sessions a revoke destroyed left, each given with its binding's entry
+    /// key in the user index `domain`: their domains first, then the entries, one batch each.
+    pub(crate) fn remove_revoked(
+        &self,
+        domain: &str,
+        revoked: &[(SessionId, String)],
+    ) -> Result<()> {
+        let names: Vec<&str> = revoked.iter().map(|(id, _)| id.as_str()).collect();
+        self.archive.remove_domains(&names)?;
+        let entries: Vec<(&str, &str)> = revoked
+            .iter()
+            .map(|(_, key)| (domain, key.as_str()))
+            .collect();
+        self.archive.remove_many(&entries)?;
         Ok(())
     }
 }
@@ -351,7 +417,12 @@ impl Store {
     /// timestamps after it, so a state read after timestamps found missing proves the session
     /// was stored without timestamps (the original framework's) when they were read, and not
     /// half-way through a destroy. An expired session is removed, unless `may_write` is false.
-    pub(crate) fn open(&self, id: &SessionId, now: u64, may_write: bool) -> Result<Opened> {
+    fn open(
+        &self,
+        id: &SessionId,
+        now: u64,
+        may_write: bool,
+    ) -> Result<Opened<(Vec<u8>, Option<Stamp>)>> {
         let stamp = self.read_meta(id)?;
         let Stored::State(bytes) = self.read_state(id)? else {
             return Ok(Opened::Unknown);
@@ -365,12 +436,12 @@ impl Store {
             self.archive.remove_domain(id.as_str())?;
             // Then its user entry, as a destroy does, best effort: a stale entry is dropped by
             // the next listing of the user's sessions.
-            if let Some(user) = stamp.user() {
-                let _ = self.remove_user_entry(&user, id);
+            if let Some(binding) = &stamp.binding {
+                let _ = self.remove_user_entry(id, binding);
             }
             return Ok(Opened::Unknown);
         }
-        Ok(Opened::Found { bytes, stamp })
+        Ok(Opened::Found((bytes, stamp)))
     }
 
     /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
@@ -391,85 +462,112 @@ impl Store {
         Ok(true)
     }
 
-    /// The touch of a session being started (see [`touch`](Self::touch)). Adopting a session
-    /// without timestamps writes them from nothing; if a destroy removed the state meanwhile,
-    /// those timestamps would make a dead id look alive (and its cookie would be sent again),
-    /// so they are taken back and the session is [`Refresh::Vanished`].
-    pub(crate) fn resume_touch(
+    /// Starts the stored session `id`: reads it (see [`open`](Self::open)), decodes its state
+    /// with `decode`, and refreshes its record when due (see [`resume_touch`](Self::resume_touch)).
+    /// With `may_write` false it writes nothing, and answers [`Opened::MustWrite`] where it
+    /// would have written. With `set_aside_corrupt`, a state that does not decode is set aside
+    /// (see [`set_aside`](Self::set_aside)) and the session is unknown, instead of the error.
+    pub(crate) fn start<S>(
+        &self,
+        id: &SessionId,
+        may_write: bool,
+        set_aside_corrupt: bool,
+        decode: impl FnOnce(&[u8]) -> Result<S>,
+    ) -> Result<Opened<Started<S>>> {
+        let now = self.now();
+        let (bytes, mut stamp) = match self.open(id, now, may_write)? {
+            Opened::Found(found) => found,
+            Opened::Unknown => return Ok(Opened::Unknown),
+            Opened::MustWrite => return Ok(Opened::MustWrite),
+        };
+        let state = match decode(&bytes) {
+            Ok(state) => state,
+            Err(err) if set_aside_corrupt => {
+                if !may_write {
+                    return Ok(Opened::MustWrite);
+                }
+                if self.set_aside(id, &bytes, now)? {
+                    return Ok(Opened::Unknown);
+                }
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
+        if !may_write && self.touch_due(stamp.as_ref(), now) {
+            return Ok(Opened::MustWrite);
+        }
+        Ok(match self.resume_touch(id, &mut stamp, now)? {
+            Some(refreshed) => Opened::Found(Started {
+                state,
+                stamp,
+                refreshed,
+            }),
+            None => Opened::Unknown,
+        })
+    }
+
+    /// The touch of a session being started (see [`touch`](Self::touch)): whether it wrote.
+    /// Adopting a session without timestamps writes them from nothing; if a destroy removed the
+    /// state meanwhile, those timestamps would make a dead id look alive (and its cookie would be
+    /// sent again), so they are taken back and the session is unknown (`None`).
+    fn resume_touch(
         &self,
         id: &SessionId,
         stamp: &mut Option<Stamp>,
-        bound: &mut Option<String>,
         now: u64,
-    ) -> Result<Refresh> {
+    ) -> Result<Option<bool>> {
         let adopting = stamp.is_none();
-        let user = bound.clone();
-        if !self.touch(id, stamp, bound, user.as_deref(), now)? {
-            return Ok(Refresh::Unchanged);
+        if !self.touch(id, stamp, now)? {
+            return Ok(Some(false));
         }
         if adopting && !matches!(self.read_state(id)?, Stored::State(_)) {
             if let Some(stamp) = stamp {
                 self.archive
                     .compare_and_swap(id.as_str(), META_KEY, Some(&stamp.raw), None)?;
             }
-            return Ok(Refresh::Vanished);
+            return Ok(None);
         }
-        Ok(Refresh::Moved)
+        Ok(Some(true))
     }
 
     /// Rewrites `last seen` if it is old enough, or writes the first timestamps of a session
-    /// stored without them, and stores the binding to `user` when it differs from `bound`.
-    /// `stamp` and `bound` are the timestamps and binding as the caller last read or wrote them,
-    /// and are updated. A lost race (another handle touched or destroyed the session first) is
-    /// not an error: the winner's timestamps stand, and a destroyed session stays destroyed; a
-    /// changed binding is tried again on the winner's timestamps. The expiry index entry, and
-    /// the new user's entry, are written first; the old user's entry is removed after. Returns
-    /// whether it wrote.
+    /// stored without them, keeping the binding as it is. `stamp` is the record as the caller
+    /// last read or wrote it, and is updated. A lost race (another handle touched, rebound or
+    /// destroyed the session first) is not an error: the winner's record stands, and is read.
+    /// The expiry index entry is written first, and the user index's life is extended first.
+    /// Returns whether it wrote.
     pub(crate) fn touch(
         &self,
         id: &SessionId,
         stamp: &mut Option<Stamp>,
-        bound: &mut Option<String>,
-        user: Option<&str>,
         now: u64,
     ) -> Result<bool> {
-        loop {
-            let rebind = user != bound.as_deref();
-            let fresh = match stamp.as_ref().map(|stamp| stamp.meta) {
-                Some(old) if !rebind && !self.needs_touch(old, now) => return Ok(false),
-                Some(old) => Meta { seen: now, ..old },
-                None => Meta::fresh(now),
-            };
-            let raw = encode_meta(id, fresh, user)?;
-            self.index(id, fresh)?;
-            // The user's index before the binding it covers, as the expiry index: a new entry,
-            // or a later expiry for the index of a binding that stays.
-            match user {
-                Some(user) if rebind => self.add_user_entry(user, id)?,
-                Some(user) => self.keep_user_index(&user_domain(user), now)?,
-                None => {}
-            }
-            let expected = stamp.as_ref().map(|stamp| stamp.raw.as_slice());
-            if self
-                .archive
-                .compare_and_swap(id.as_str(), META_KEY, expected, Some(&raw))?
-            {
-                *stamp = Some(Stamp { meta: fresh, raw });
-                self.expire_hint(id, fresh)?;
-                if rebind {
-                    if let Some(old) = bound.as_deref() {
-                        self.remove_user_entry(old, id)?;
-                    }
-                    *bound = user.map(str::to_owned);
-                }
-                return Ok(true);
-            }
-            *stamp = self.read_meta(id)?;
-            *bound = stamp.as_ref().and_then(Stamp::user);
-            if !rebind || stamp.is_none() {
-                return Ok(false);
-            }
+        let next = match stamp.as_ref() {
+            Some(old) if !self.needs_touch(old.meta, now) => return Ok(false),
+            Some(old) => old.with_meta(
+                id,
+                Meta {
+                    seen: now,
+                    ..old.meta
+                },
+            )?,
+            None => Stamp::new(id, Meta::fresh(now), None, 0)?,
+        };
+        self.index(id, next.meta)?;
+        if let Some(user) = next.user() {
+            self.keep_user_index(&user_domain(user), now)?;
         }
+        let expected = stamp.as_ref().map(|stamp| stamp.raw.as_slice());
+        if self
+            .archive
+            .compare_and_swap(id.as_str(), META_KEY, expected, Some(&next.raw))?
+        {
+            self.expire_hint(id, next.meta)?;
+            *stamp = Some(next);
+            return Ok(true);
+        }
+        *stamp = self.read_meta(id)?;
+        Ok(false)
     }
 }
 
@@ -497,46 +595,41 @@ impl Store {
             validate_user(user)?;
         }
         for _ in 0..CREATE_ATTEMPTS {
-            let raw = encode_meta(id, meta, user)?;
-            if let Some(raw) = self.create_at(id, bytes, meta, raw, user)? {
+            let binding = user.map(|user| self.new_binding(id, user)).transpose()?;
+            let stamp = Stamp::new(id, meta, binding, 0)?;
+            if self.create_at(id, bytes, &stamp)? {
                 if let Err(err) = self.expire_hint(id, meta) {
                     // If the removal fails too, what is left is indexed and swept on expiry.
-                    self.forget(id, user);
+                    self.forget(id, stamp.binding.as_ref());
                     return Err(err);
                 }
-                return Ok(Some(Stamp { meta, raw }));
+                return Ok(Some(stamp));
             }
             *id = SessionId::generate();
         }
         Ok(None)
     }
 
-    /// One attempt of [`create`](Self::create) under `id`: returns the stored timestamps, or
-    /// `None` when the id is taken.
-    fn create_at(
-        &self,
-        id: &SessionId,
-        bytes: &[u8],
-        meta: Meta,
-        raw: Vec<u8>,
-        user: Option<&str>,
-    ) -> Result<Option<Vec<u8>>> {
+    /// One attempt of [`create`](Self::create) under `id`: whether it stored the session (not
+    /// when the id is taken).
+    fn create_at(&self, id: &SessionId, bytes: &[u8], stamp: &Stamp) -> Result<bool> {
         let archive = &*self.archive;
-        self.index(id, meta)?;
-        if let Some(user) = user {
-            self.add_user_entry(user, id)?;
+        self.index(id, stamp.meta)?;
+        if let Some(binding) = &stamp.binding {
+            self.add_user_entry(id, binding)?;
         }
+        let raw = &stamp.raw;
         let id = id.as_str();
-        if !archive.compare_and_swap(id, META_KEY, None, Some(&raw))? {
-            return Ok(None);
+        if !archive.compare_and_swap(id, META_KEY, None, Some(raw))? {
+            return Ok(false);
         }
         match archive.compare_and_swap(id, STATE_KEY, None, Some(bytes)) {
-            Ok(true) => Ok(Some(raw)),
+            Ok(true) => Ok(true),
             // A state without timestamps: a session of the original framework's owns this id.
             // Its timestamps stay unwritten, as they were.
             Ok(false) => {
-                archive.compare_and_swap(id, META_KEY, Some(&raw), None)?;
-                Ok(None)
+                archive.compare_and_swap(id, META_KEY, Some(raw), None)?;
+                Ok(false)
             }
             Err(err) => {
                 // The state may or may not have been written. Best effort, and removing only what
@@ -546,7 +639,7 @@ impl Store {
                     .compare_and_swap(id, STATE_KEY, Some(bytes), None)
                     .is_ok()
                 {
-                    let _ = archive.compare_and_swap(id, META_KEY, Some(&raw), None);
+                    let _ = archive.compare_and_swap(id, META_KEY, Some(raw), None);
                 }
                 Err(err)
             }
@@ -597,22 +690,55 @@ impl Store {
         Ok(after.as_deref().is_some_and(is_state))
     }
 
-    /// [`update_state`](Self::update_state) through [`Archive::update_async`]: on an archive
-    /// whose blocking is [`Blocking::Commits`] this returns at once, and the future waits for
-    /// the commit without a thread.
-    #[cfg_attr(
-        not(feature = "axum"),
-        allow(dead_code, reason = "the axum layer's update awaits commits with it")
-    )]
-    pub(crate) fn update_state_async(
+    /// Stores the state that `next` makes of the stored one together with a new binding (to
+    /// `user`, or to none), with `last seen` at `now`: one compare-and-swap of both the state
+    /// and the record, so that no reader ever sees the new state with the old binding or the
+    /// reverse, retried while other writes land. The new binding's index entry is written
+    /// before each try; the replaced binding's entry is removed after. Returns the record
+    /// stored and what `next` returned, or `None` once no state is stored (the session was
+    /// destroyed or moved).
+    pub(crate) fn write_bound<R>(
         &self,
         id: &SessionId,
-        next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
-    ) -> StateWritten {
-        let written = self
-            .archive
-            .update_async(id.as_str(), STATE_KEY, state_change(next));
-        Box::pin(async move { Ok(written.await?.as_deref().is_some_and(is_state)) })
+        user: Option<&str>,
+        now: u64,
+        mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
+    ) -> Result<Option<(Stamp, R)>> {
+        let binding = user.map(|user| self.new_binding(id, user)).transpose()?;
+        loop {
+            if let Some(binding) = &binding {
+                self.add_user_entry(id, binding)?;
+            }
+            let stamp = self.read_meta(id)?;
+            let Stored::State(current) = self.read_state(id)? else {
+                // Dead for good: the entry just written leads nowhere.
+                self.forget(id, binding.as_ref());
+                return Ok(None);
+            };
+            let (bytes, result) = next(&current)?;
+            let meta = stamp.as_ref().map_or(Meta::fresh(now), |old| Meta {
+                seen: now,
+                ..old.meta
+            });
+            let rev = stamp.as_ref().map_or(0, |old| old.rev);
+            let fresh = Stamp::new(id, meta, binding.clone(), rev)?;
+            self.index(id, meta)?;
+            let swaps = [
+                (
+                    META_KEY,
+                    stamp.as_ref().map(|old| &old.raw[..]),
+                    Some(&fresh.raw[..]),
+                ),
+                (STATE_KEY, Some(&current[..]), Some(&bytes[..])),
+            ];
+            if self.archive.compare_and_swap_many(id.as_str(), &swaps)? {
+                if let Some(old) = stamp.and_then(|old| old.binding) {
+                    self.remove_user_entry(id, &old)?;
+                }
+                self.expire_hint(id, meta)?;
+                return Ok(Some((fresh, result)));
+            }
+        }
     }
 
     /// Destroys what is stored under `id`: one compare-and-swap of its state to nothing,
@@ -620,11 +746,6 @@ impl Store {
     /// not already destroyed, or moved by a regenerate, whose writer removes it).
     pub(crate) fn destroy(&self, id: &SessionId) -> Result<bool> {
         loop {
-            let bound = self
-                .archive
-                .get(id.as_str(), META_KEY)?
-                .as_deref()
-                .and_then(bound_user);
             let Stored::State(current) = self.read_state(id)? else {
                 return Ok(false);
             };
@@ -635,144 +756,28 @@ impl Store {
                     .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)?
             };
             if destroyed {
-                // The session is destroyed. What is left is its timestamps and its user entry,
-                // which no write can bring back to life; a failure to remove them leaves the
-                // timestamps indexed, for the sweep, and the entry stale, for the next listing
-                // of the user's sessions.
-                self.forget(id, bound.as_deref());
+                // The session is destroyed. No write binds it any more (each swaps the state it
+                // read), so the record read now holds its last binding. What is left is the
+                // record and the binding's entry, which no write can bring back to life; a
+                // failure to remove them leaves the record indexed, for the sweep, and the
+                // entry stale, for the next listing of the user's sessions.
+                let binding = self.read_meta(id).ok().flatten().and_then(|s| s.binding);
+                self.forget(id, binding.as_ref());
                 return Ok(true);
             }
         }
     }
 
     /// Removes what is left of a session no one can reach any more (destroyed, moved away from,
-    /// or a regenerate's copy that was never handed out): its domain, then its entry in the
-    /// index of `user`. In that order, so a failure between leaves a stale entry (dropped by the
+    /// or a regenerate's copy that was never handed out): its domain, then the index entry of
+    /// its `binding`. In that order, so a failure between leaves a stale entry (dropped by the
     /// next listing of the user's sessions), never a domain that the user's index does not lead
     /// to. Best effort: what a failure leaves is indexed, and goes with the sweep.
-    pub(crate) fn forget(&self, id: &SessionId, user: Option<&str>) {
+    pub(crate) fn forget(&self, id: &SessionId, binding: Option<&Binding>) {
         let _ = self.archive.remove_domain(id.as_str());
-        if let Some(user) = user {
-            let _ = self.remove_user_entry(user, id);
+        if let Some(binding) = binding {
+            let _ = self.remove_user_entry(id, binding);
         }
-    }
-
-    /// The writes of a regenerate (see [`Session::regenerate`](super::Session::regenerate)):
-    /// stores `bytes` as a new session bound to `users.1` under a fresh id (see
-    /// [`create`](Self::create)), moves the session there from `old` (see
-    /// [`move_session`](Self::move_session)), and removes what is left under `old` (bound to
-    /// `users.0`). Returns the new id and its timestamps, or `None` when every id drawn was
-    /// taken (nothing is written then).
-    ///
-    /// On an error the old session is as it was, or gone ([`Error::SessionGone`]), and the copy
-    /// is removed, unless the move's outcome is unknown ([`MoveFailed::Unknown`]): then the
-    /// copy is kept, as it may be the session.
-    pub(crate) fn regenerate(
-        &self,
-        old: &SessionId,
-        users: (Option<&str>, Option<&str>),
-        moving: Moving,
-        bytes: &mut Vec<u8>,
-        follow: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<Option<(SessionId, Stamp)>> {
-        let (old_user, user) = users;
-        let mut new = SessionId::generate();
-        let Some(stamp) = self.create(&mut new, bytes, moving.meta, user)? else {
-            return Ok(None);
-        };
-        match self.move_session(old, &new, moving.current, bytes, moving.clean, follow) {
-            Ok(()) => {
-                // The old id is dead from the move on; what is left of it is only clutter.
-                self.forget(old, old_user);
-                Ok(Some((new, stamp)))
-            }
-            Err(MoveFailed::NotMoved(err)) => {
-                // The copy was never reachable (its id never left this call), so removing it
-                // is a plain removal. If that fails, the copy is indexed and swept on expiry.
-                self.forget(&new, user);
-                Err(err)
-            }
-            Err(MoveFailed::Unknown(err)) => Err(err),
-        }
-    }
-
-    /// The move of a regenerate: swaps the old id's state, `current`, for a moved-marker naming
-    /// `new`, following the writes that land meanwhile. With `clean` (the handle holds no
-    /// changes of its own) the copy already stored under `new` follows them too: `bytes` ends
-    /// as what was moved, and `follow` is given each newer state before the copy takes it.
-    ///
-    /// [`Error::SessionGone`] (naming `old`) when the session was destroyed or moved by another
-    /// call first, or when the copy changed under this call; see [`MoveFailed`] for when the
-    /// copy must be kept.
-    fn move_session(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        mut current: Vec<u8>,
-        bytes: &mut Vec<u8>,
-        clean: bool,
-        mut follow: impl FnMut(&[u8]) -> Result<()>,
-    ) -> std::result::Result<(), MoveFailed> {
-        let archive = &*self.archive;
-        let marker = moved_marker(&self.stored_name(new));
-        let gone = || Error::SessionGone {
-            id: old.to_string(),
-        };
-        loop {
-            match archive.compare_and_swap(old.as_str(), STATE_KEY, Some(&current), Some(&marker)) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                // The swap may or may not have happened; the marker is unique to this call, so
-                // reading it back tells. If that fails too, the outcome stays unknown, and the
-                // marker is never taken back: once written it is final to every other call (a
-                // revoke or destroy may already have followed it to the copy).
-                Err(err) => {
-                    return match archive.get(old.as_str(), STATE_KEY) {
-                        Ok(Some(stored)) if stored == marker => Ok(()),
-                        Ok(_) => Err(MoveFailed::NotMoved(err)),
-                        Err(_) => Err(MoveFailed::Unknown(err)),
-                    };
-                }
-            }
-            let Stored::State(next) = self.read_state(old)? else {
-                return Err(gone().into());
-            };
-            if clean {
-                follow(&next)?;
-                // Only this call knows the copy's id; a copy changed under it is gone.
-                if !archive.compare_and_swap(new.as_str(), STATE_KEY, Some(bytes), Some(&next))? {
-                    return Err(gone().into());
-                }
-                bytes.clone_from(&next);
-            }
-            current = next;
-        }
-    }
-}
-
-/// What a [`Store::regenerate`] moves: the state stored under the old id (`current`), whether
-/// the handle holds no changes of its own (`clean`: the copy then follows newer states), and the
-/// timestamps of the new id.
-pub(crate) struct Moving {
-    pub(crate) current: Vec<u8>,
-    pub(crate) clean: bool,
-    pub(crate) meta: Meta,
-}
-
-/// Why [`Store::move_session`] did not move a session.
-enum MoveFailed {
-    /// The session was not moved: the old id holds it as before (or lost it to a destroy or
-    /// another move first, [`Error::SessionGone`]), and the copy is nobody's.
-    NotMoved(Error),
-    /// Storage failed so that whether the move happened is unknown (the swap to the marker and
-    /// reading it back both failed). The copy may now be the session: it must be kept (it
-    /// expires and is swept like any session if it is not).
-    Unknown(Error),
-}
-
-impl From<Error> for MoveFailed {
-    fn from(err: Error) -> Self {
-        MoveFailed::NotMoved(err)
     }
 }
 
@@ -844,7 +849,7 @@ impl Store {
         self.expiry_index().index_all(&entries, false)?;
         let mut adopted = 0;
         for id in &unstamped {
-            let raw = encode_meta(id, fresh, None)?;
+            let raw = Stamp::new(id, fresh, None, 0)?.raw;
             if self
                 .archive
                 .compare_and_swap(id.as_str(), META_KEY, None, Some(&raw))?
@@ -867,7 +872,11 @@ impl Store {
             Err(err) => return Err(err),
         };
         if self.is_expired(stamp.meta, now) {
-            return Ok(Verdict::Expired { user: stamp.user() });
+            let unbind = stamp.binding.map(|binding| {
+                let key = binding_entry(&binding, id.as_str()).to_owned();
+                (user_domain(&binding.user), key)
+            });
+            return Ok(Verdict::Expired { unbind });
         }
         Ok(match self.expires_at(stamp.meta) {
             None => Verdict::Drop,

@@ -4,22 +4,27 @@
 //! [`Sessions::user_sessions`]: super::Sessions::user_sessions
 //! [`Sessions::revoke_user`]: super::Sessions::revoke_user
 //!
-//! A session bound to a user carries the user id in its timestamps record (`meta.json`), so a
-//! start reads it back with no extra read. The index is one domain per user, `user-<h>`, where
-//! `<h>` is the hex SHA-256 of the user id: any string is a valid user id, and none can leave its
-//! domain. Its keys are the user's sessions (by stored name), each valued with the unix time the
-//! entry was written.
+//! A session bound to a user carries the user id in its record (`meta.json`), so a start reads
+//! it back with no extra read; a write that changes the binding stores it with the state in one
+//! compare-and-swap of both keys, so a binding and a state always travel together. The index is
+//! one domain per user, `user-<h>`, where `<h>` is the hex SHA-256 of the user id: any string is
+//! a valid user id, and none can leave its domain. Each binding writes an entry of its own, keyed
+//! `<stored name>.<token>` and valued with the unix time the entry was written, and the record
+//! names that key; an entry written by an earlier version is keyed by the stored name alone.
 //!
-//! **The index never misses a session.** The entry is written before the binding it covers, so a
-//! crash or a failed write leaves at worst a stale entry. Stale entries are filtered out by
-//! readers, and dropped where that is safe: once the session is moved (a moved-marker is final),
-//! or absent for longer than any create takes. Entries of sessions that are merely bound to
-//! another user now are left for the writer that rebound them, which removes them itself: a
-//! reader could otherwise drop the entry of a session whose binding is being written.
+//! **The index is exact.** The entry is written before every try of the write that stores its
+//! binding, so a crash or a failed write leaves at worst a stale entry, never a binding without
+//! its entry. An entry is removed only once its binding was replaced (by the write that replaced
+//! it, after its swap) or its session ended: since each binding has its own key, a removal can
+//! never take the entry of a later binding to the same user, whatever order the writes land in.
+//! Stale entries are filtered out by readers (only the entry the record names counts, so no
+//! session is listed twice), and dropped where that is safe: once the session is moved (a
+//! moved-marker is final), or absent for longer than any create takes.
 //!
-//! **A revoke is final.** Each session is destroyed by one compare-and-swap of its state to
-//! nothing, so a write racing it either lands before (and is destroyed with it) or fails. A
-//! session that a regenerate moved meanwhile is followed through its moved-marker, which names
+//! **A revoke is final.** Each session bound to the user is destroyed, whatever its expiry, by one
+//! compare-and-swap of its state to nothing that also checks its record, so a write racing it
+//! either lands before (and is destroyed with it, or moved it to another user first) or fails.
+//! A session that a regenerate moved meanwhile is followed through its moved-marker, which names
 //! the new stored name, so no copy under a new id survives.
 
 use std::collections::VecDeque;
@@ -27,10 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::id::SessionId;
-use super::layout::{META_KEY, Meta, STATE_KEY, Stored, bound_user, bytes_hash, user_domain};
+use super::layout::{Stamp, Stored, binding_entry, bytes_hash, entry_session, user_domain};
 use super::store::Store;
-use crate::archive::DEFAULT_PAGE_SIZE;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How long an index entry may name a session that is not stored yet: the time a create takes
 /// between writing the entry and the session's state, with room for clock lag between
@@ -46,47 +50,75 @@ const MAX_HOPS: usize = 16;
 /// regenerates or logins of that user that lands during it adds one.
 const MAX_PASSES: usize = 16;
 
-/// The verdict of `user`'s index entry (in `domain`) on the session stored as `id`. The
+/// The verdict of `user`'s index entry (in `domain`, under `key`; `None` for a session reached
+/// through a moved-marker) on the session stored as `id`. With `live_only`, a session expired
+/// by this store's timeouts is [`Entry::Other`]; a revoke asks without, since ending an expired
+/// session is harmless and missing one that the application still finds live is not. The
 /// entry's value, when it was written, is read only for a session found absent.
-fn judge(store: &Store, user: &str, domain: &str, id: &SessionId, now: u64) -> Result<Entry> {
-    let archive = store.archive();
-    let meta_raw = archive.get(id.as_str(), META_KEY)?;
+fn judge(
+    store: &Store,
+    user: &str,
+    domain: &str,
+    (key, id): (Option<&str>, &SessionId),
+    live_only: bool,
+) -> Result<Entry> {
+    let stamp = match store.read_meta(id) {
+        Ok(stamp) => stamp,
+        Err(Error::CorruptSession { .. }) => return Ok(Entry::Other),
+        Err(err) => return Err(err),
+    };
     Ok(match store.read_state(id)? {
         Stored::Moved(target) => Entry::Moved(target),
         Stored::Absent => {
-            let written: Option<u64> = archive
-                .get(domain, id.as_str())?
-                .and_then(|value| String::from_utf8(value).ok()?.parse().ok());
-            let old = written.is_none_or(|at| now.saturating_sub(at) > CREATE_GRACE_SECS);
-            if old && meta_raw.is_none() {
+            let written: Option<u64> = match key {
+                Some(key) => archive_time(store, domain, key)?,
+                None => None,
+            };
+            let old = written.is_none_or(|at| store.now().saturating_sub(at) > CREATE_GRACE_SECS);
+            if old && stamp.is_none() {
                 Entry::Dead
             } else {
                 Entry::Other
             }
         }
         Stored::State(state) => {
-            let Some(raw) = meta_raw else {
+            let Some(stamp) = stamp else {
                 return Ok(Entry::Other);
             };
-            if bound_user(&raw).as_deref() != Some(user) {
+            let Some(binding) = stamp.binding.as_ref().filter(|b| b.user == user) else {
+                return Ok(Entry::Other);
+            };
+            // Of the session's entries under the user, only its binding's own counts: others are
+            // left by writes that failed or lost a race, and are not listed twice.
+            if key.is_some_and(|key| key != binding_entry(binding, id.as_str())) {
                 return Ok(Entry::Other);
             }
-            match serde_json::from_slice::<Meta>(&raw) {
-                Ok(meta) if !store.is_expired(meta, now) => Entry::Live { meta, state },
-                _ => Entry::Other,
+            if live_only && store.is_expired(stamp.meta, store.now()) {
+                return Ok(Entry::Other);
             }
+            Entry::Live { stamp, state }
         }
     })
 }
+
+/// When the entry `key` of the user index `domain` was written, as its value records it.
+fn archive_time(store: &Store, domain: &str, key: &str) -> Result<Option<u64>> {
+    Ok(store
+        .reads()
+        .get(domain, key)?
+        .and_then(|value| String::from_utf8(value).ok()?.parse().ok()))
+}
+
 /// What an index entry names.
 enum Entry {
-    /// A live session bound to the user, with its timestamps and state.
-    Live { meta: Meta, state: Vec<u8> },
+    /// A live session bound to the user, with its record and state.
+    Live { stamp: Stamp, state: Vec<u8> },
     /// A session moved by a regenerate, to the stored name given (if the marker names one).
     Moved(Option<String>),
     /// Nothing, for longer than a create takes: the entry is stale for good.
     Dead,
-    /// Anything else: expired, bound to another user, unreadable, or a create in progress.
+    /// Anything else: expired (when asked), bound to another user or by another entry,
+    /// unreadable, or a create in progress.
     Other,
 }
 
@@ -165,11 +197,9 @@ impl UserSessions {
                 if self.done {
                     return Ok(None);
                 }
-                let page = store.archive().list_keys(
-                    &self.domain,
-                    self.cursor.as_deref(),
-                    DEFAULT_PAGE_SIZE,
-                )?;
+                let page = store
+                    .reads()
+                    .list_keys(&self.domain, self.cursor.as_deref())?;
                 self.done = page.cursor.is_none();
                 self.cursor = page.cursor;
                 self.page.extend(page.names);
@@ -178,11 +208,12 @@ impl UserSessions {
             let Some(name) = self.page.pop_front() else {
                 continue;
             };
-            let Some(id) = SessionId::from_stored(&name) else {
+            let Some(id) = SessionId::from_stored(entry_session(&name)) else {
                 continue;
             };
-            match judge(store, &self.user, &self.domain, &id, store.now())? {
-                Entry::Live { meta, .. } => {
+            match judge(store, &self.user, &self.domain, (Some(&name), &id), true)? {
+                Entry::Live { stamp, .. } => {
+                    let meta = stamp.meta;
                     return Ok(Some(UserSession {
                         id,
                         created: UNIX_EPOCH + Duration::from_secs(meta.created),
@@ -190,7 +221,7 @@ impl UserSessions {
                     }));
                 }
                 Entry::Moved(_) | Entry::Dead => {
-                    store.archive().remove(&self.domain, id.as_str())?;
+                    store.drop_entry(&self.domain, &name)?;
                 }
                 Entry::Other => {}
             }
@@ -258,31 +289,28 @@ fn revoke_pass(
     domain: &str,
     keep: Option<&str>,
 ) -> Result<(usize, (usize, u64))> {
-    let archive = store.archive();
     let mut revoked = 0;
     let mut seen = (0, 0);
     let mut cursor = None;
     loop {
-        let page = archive.list_keys(domain, cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
-        // The destroyed sessions' leftovers (timestamps, index entries) go in two batches a
-        // page, so a revoke costs one commit per session rather than three.
+        let page = store.reads().list_keys(domain, cursor.as_deref())?;
+        // The destroyed sessions' leftovers (records, index entries) go in two batches a page,
+        // so a revoke costs one commit per session rather than three.
         let mut destroyed = Vec::new();
         for name in &page.names {
             seen.0 += 1;
             seen.1 ^= bytes_hash(name.as_bytes());
-            if keep == Some(name.as_str()) {
+            let stored = entry_session(name);
+            if keep == Some(stored) {
                 continue;
             }
-            if let Some(id) = SessionId::from_stored(name) {
-                destroyed.extend(revoke_one(store, user, domain, id)?);
+            if let Some(id) = SessionId::from_stored(stored) {
+                destroyed.extend(revoke_one(store, user, domain, name, id)?);
             }
         }
         if !destroyed.is_empty() {
             revoked += destroyed.len();
-            let names: Vec<&str> = destroyed.iter().map(SessionId::as_str).collect();
-            archive.remove_domains(&names)?;
-            let entries: Vec<(&str, &str)> = names.iter().map(|name| (domain, *name)).collect();
-            archive.remove_many(&entries)?;
+            store.remove_revoked(domain, &destroyed)?;
         }
         match page.cursor {
             Some(next) => cursor = Some(next),
@@ -291,37 +319,51 @@ fn revoke_pass(
     }
 }
 
-/// Destroys the session stored as `id` if it is bound to `user`, following moved-markers;
-/// returns the session it destroyed, whose leftovers the caller removes.
+/// Destroys the session whose entry `key` names, stored as `id`, if it is bound to `user`
+/// (whatever its expiry), following moved-markers. The destroy is one compare-and-swap of the
+/// state to nothing while the record is as read, so a session rebound to someone else in
+/// between is not destroyed. Returns the session it destroyed and its binding's entry key,
+/// which the caller removes.
 fn revoke_one(
     store: &Store,
     user: &str,
     domain: &str,
+    key: &str,
     mut id: SessionId,
-) -> Result<Option<SessionId>> {
-    let archive = store.archive();
+) -> Result<Option<(SessionId, String)>> {
+    let mut key = Some(key);
     let mut hops = 0;
     loop {
-        match judge(store, user, domain, &id, store.now())? {
-            Entry::Live { state, .. } => {
-                if archive.compare_and_swap(id.as_str(), STATE_KEY, Some(&state), None)? {
-                    return Ok(Some(id));
+        match judge(store, user, domain, (key, &id), false)? {
+            Entry::Live { stamp, state } => {
+                if store.revoke_swap(&id, &stamp, &state)? {
+                    let entry = stamp
+                        .binding
+                        .as_ref()
+                        .map_or(id.as_str(), |binding| binding_entry(binding, id.as_str()))
+                        .to_owned();
+                    return Ok(Some((id, entry)));
                 }
                 // A write landed in between: judge the session again.
             }
             Entry::Moved(target) => {
-                archive.remove(domain, id.as_str())?;
+                if let Some(key) = key {
+                    store.drop_entry(domain, key)?;
+                }
                 let next = target.as_deref().and_then(SessionId::from_stored);
                 match next {
                     Some(next) if hops < MAX_HOPS => {
                         hops += 1;
                         id = next;
+                        key = None;
                     }
                     _ => return Ok(None),
                 }
             }
             Entry::Dead => {
-                archive.remove(domain, id.as_str())?;
+                if let Some(key) = key {
+                    store.drop_entry(domain, key)?;
+                }
                 return Ok(None);
             }
             Entry::Other => return Ok(None),

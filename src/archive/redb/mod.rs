@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::archive::{Archive, Blocking, Change, Page, UpdateFuture};
+use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture, check_swaps};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
@@ -307,8 +307,9 @@ impl RedbArchiveBuilder {
 ///   `migrate` does, feature `cli`): every backend shares one name rule, so nothing is lost.
 /// - **Durability.** With the default [`Durability::Immediate`], every write
 ///   ([`set`](Archive::set), [`remove`](Archive::remove), [`remove_domain`](Archive::remove_domain),
-///   [`compare_and_swap`](Archive::compare_and_swap), [`update`](Archive::update) and the
-///   batches) is committed with an fsync
+///   [`compare_and_swap`](Archive::compare_and_swap),
+///   [`compare_and_swap_many`](Archive::compare_and_swap_many), [`update`](Archive::update) and
+///   the batches) is committed with an fsync
 ///   before it returns, and survives a crash whole: the tests kill writer processes with SIGKILL
 ///   and check every acknowledged write. [`Durability::None`] is an opt-in that skips the fsync:
 ///   those writes become durable at the next durable commit or when the archive is dropped, and
@@ -316,13 +317,17 @@ impl RedbArchiveBuilder {
 /// - **Atomicity.** Every method is one transaction. [`set_many`](Archive::set_many),
 ///   [`remove_many`](Archive::remove_many) and [`remove_domains`](Archive::remove_domains) apply
 ///   their whole batch in one transaction (one fsync), so a batch is applied whole or not at all.
+///   [`compare_and_swap_many`](Archive::compare_and_swap_many) compares and writes all its keys
+///   in one transaction too: no reader, in this process or after a crash, sees some of its keys
+///   changed and others not.
 /// - **Group commit.** Writers that arrive while a commit is running do not each pay an fsync:
 ///   they queue, and when the commit ends one of them (the leader; there is no extra thread)
 ///   applies the queue in arrival order in one transaction, keeps applying the writes that
 ///   arrive meanwhile (until as many as in the last batch have joined, or half a commit's time,
 ///   at most 5 ms, has passed), and commits them all with one fsync. Every write still returns
 ///   only after the commit that holds it is durable, and behaves exactly as if committed alone:
-///   a [`compare_and_swap`](Archive::compare_and_swap) sees every write queued before it,
+///   a [`compare_and_swap`](Archive::compare_and_swap) (or
+///   [`compare_and_swap_many`](Archive::compare_and_swap_many)) sees every write queued before it,
 ///   [`remove`](Archive::remove) and [`remove_domain`](Archive::remove_domain) answer for
 ///   themselves, and if the shared transaction fails, each write is retried in a transaction of
 ///   its own, so one write's error never fails or loses another, and no write is acknowledged
@@ -750,6 +755,29 @@ impl Archive for RedbArchive {
             key: key.to_owned(),
             expected: expected.map(<[u8]>::to_vec),
             new: new.map(<[u8]>::to_vec),
+        })? > 0)
+    }
+
+    /// One op of the group commit, like [`compare_and_swap`](Archive::compare_and_swap): it sees
+    /// every write queued before it, compares and writes all its keys in the one transaction,
+    /// and is durable, whole, when it returns `true`.
+    fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
+        check_swaps(domain, swaps)?;
+        if swaps.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.write(Op::CompareAndSwapMany {
+            domain: domain.to_owned(),
+            swaps: swaps
+                .iter()
+                .map(|&(key, expected, new)| {
+                    (
+                        key.to_owned(),
+                        expected.map(<[u8]>::to_vec),
+                        new.map(<[u8]>::to_vec),
+                    )
+                })
+                .collect(),
         })? > 0)
     }
 

@@ -41,6 +41,11 @@ pub(super) enum Op {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    /// Several keys of one domain, each (key, expected, new), all swapped or none.
+    CompareAndSwapMany {
+        domain: String,
+        swaps: Vec<OwnedSwap>,
+    },
     /// A read-modify-write: the change runs here, in the transaction, on the leader's thread.
     Update {
         domain: String,
@@ -49,6 +54,10 @@ pub(super) enum Op {
         change: RefCell<Option<Change>>,
     },
 }
+
+/// One key's part in an [`Op::CompareAndSwapMany`]: the key, the value it must hold (`None`:
+/// absent) and the value to store (`None`: remove it).
+pub(super) type OwnedSwap = (String, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// What an op answers its caller.
 pub(super) enum Reply {
@@ -139,6 +148,7 @@ impl Op {
             Op::RemoveDomain { .. } => "remove a domain",
             Op::RemoveDomains(_) => "remove a batch of domains",
             Op::CompareAndSwap { .. } => "compare and swap a value",
+            Op::CompareAndSwapMany { .. } => "compare and swap several values",
             Op::Update { .. } => "update a value",
         }
     }
@@ -188,6 +198,9 @@ impl Op {
                 expected.as_deref(),
                 new.as_deref(),
             )?),
+            Op::CompareAndSwapMany { domain, swaps } => {
+                compare_and_swap_many(table, domain, swaps)?
+            }
             Op::Update {
                 domain,
                 key,
@@ -229,6 +242,40 @@ fn compare_and_swap(
         }
     }
     Ok(usize::from(matches))
+}
+
+/// Swaps every key of `swaps` in `domain` if each holds its expected value, and none
+/// otherwise; answers 1 if they were swapped. Every key is compared before anything is written,
+/// so a mismatch leaves the table as it was; a swap whose expected and new values are equal only
+/// compares, so a swap made only of those changes nothing and needs no commit.
+fn compare_and_swap_many(
+    table: &mut Table<'_>,
+    domain: &str,
+    swaps: &[OwnedSwap],
+) -> Result<Applied, ::redb::Error> {
+    // The transaction is the only writer, so the reads and the writes below are one atomic step.
+    for (key, expected, _) in swaps {
+        let current = table.get((domain, key.as_str()))?;
+        if current.as_ref().map(AccessGuard::value) != expected.as_deref() {
+            return Ok(Applied::counted(0));
+        }
+    }
+    let mut changed = false;
+    for (key, expected, new) in swaps {
+        if expected == new {
+            continue;
+        }
+        let entry = (domain, key.as_str());
+        match new {
+            Some(value) => drop(table.insert(entry, value.as_slice())?),
+            None => drop(table.remove(entry)?),
+        }
+        changed = true;
+    }
+    Ok(Applied {
+        answer: Reply::Count(1),
+        changed,
+    })
 }
 
 /// Runs an update's change on the value of `entry` and stores what it makes of it. An error or

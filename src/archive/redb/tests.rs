@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::group_commit::Status;
 use super::*;
-use crate::archive::{Change, Update};
+use crate::archive::{Change, Swap, Update};
 use crate::conformance::block_on;
 
 /// How many transactions the archive has committed.
@@ -167,6 +167,75 @@ fn writers_queued_behind_a_leader_share_its_commit() {
     assert!(span.busy > std::time::Duration::ZERO);
     assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
     assert_eq!(get(&archive, "x"), None);
+}
+
+/// A swap of several keys of `d`, each (key, expected, new).
+fn swap_many(swaps: &[Swap<'_>]) -> Op {
+    Op::CompareAndSwapMany {
+        domain: "d".to_owned(),
+        swaps: swaps
+            .iter()
+            .map(|&(key, expected, new)| {
+                (
+                    key.to_owned(),
+                    expected.map(<[u8]>::to_vec),
+                    new.map(<[u8]>::to_vec),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Swaps of several keys queued behind a leader share its commit and each sees the writes
+/// queued before it: one that matches writes all its keys, one that does not writes none, and
+/// each counts as one write of the commit, as a single swap does.
+#[test]
+fn swaps_of_several_keys_queued_behind_a_leader_share_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+    archive.set("d", "k", b"0").unwrap();
+    let before = commits(&archive);
+    let stats = archive.commit_stats();
+
+    let answers = one_batch(
+        &archive,
+        vec![
+            set("k", b"1"),
+            // Sees the set above: both keys change together.
+            swap_many(&[("k", Some(b"1"), Some(b"2")), ("owner", None, Some(b"a"))]),
+            // `owner` no longer matches, so `k` is not written either.
+            swap_many(&[("k", Some(b"2"), Some(b"3")), ("owner", None, Some(b"b"))]),
+            // Removes `owner` while `k` holds 2, which it only checks.
+            swap_many(&[("k", Some(b"2"), Some(b"2")), ("owner", Some(b"a"), None)]),
+        ],
+    );
+
+    let answers: Vec<usize> = answers
+        .into_iter()
+        .map(|answer| answer.unwrap().unwrap())
+        .collect();
+    assert_eq!(answers, [1, 1, 0, 1]);
+    assert_eq!(commits(&archive) - before, 1, "four writers, one commit");
+    let span = archive.commit_stats().since(&stats);
+    assert_eq!((span.commits, span.writes), (1, 4));
+    assert_eq!(get(&archive, "k"), Some(b"2".to_vec()));
+    assert_eq!(get(&archive, "owner"), None);
+}
+
+/// A swap of several keys that fails, or only checks, changes nothing: alone, its transaction
+/// is aborted, not committed.
+#[test]
+fn a_swap_of_several_keys_that_writes_nothing_is_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = RedbArchive::open(dir.path().join("archive.redb")).unwrap();
+    archive.set("d", "k", b"1").unwrap();
+    let stats = archive.commit_stats();
+    let check = [("k", Some(&b"1"[..]), Some(&b"1"[..])), ("x", None, None)];
+    assert!(archive.compare_and_swap_many("d", &check).unwrap());
+    let mismatch = [("k", Some(&b"1"[..]), None), ("x", Some(&b""[..]), None)];
+    assert!(!archive.compare_and_swap_many("d", &mismatch).unwrap());
+    assert_eq!(archive.commit_stats().since(&stats).commits, 0);
+    assert_eq!(get(&archive, "k"), Some(b"1".to_vec()));
 }
 
 fn update(change: impl FnMut(Option<&[u8]>) -> Result<Update> + Send + 'static) -> Op {
