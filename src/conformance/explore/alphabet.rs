@@ -8,10 +8,8 @@
 
 use std::fmt;
 
-use super::states::{Tagged, Tags};
-use super::world::{Settings, World};
+use super::states::Tags;
 use crate::error::Error;
-use crate::session::{CookieAction, Session, SessionId, Sessions};
 
 /// A user of the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,10 +30,6 @@ impl User {
             User::Alice => "alice",
             User::Bob => "bob",
         }
-    }
-
-    pub(super) fn from_name(name: &str) -> Option<User> {
-        User::ALL.into_iter().find(|user| user.name() == name)
     }
 }
 
@@ -144,7 +138,11 @@ impl Kind {
         )
     }
 
-    /// The user a request binds `S` to, when it calls `set_user`.
+    /// The user a request binds `S` to, when it calls `set_user` (`Some(None)`: it unbinds).
+    #[expect(
+        clippy::option_option,
+        reason = "no set_user call, set_user(None), and set_user(Some(user)) differ"
+    )]
     pub(super) fn binds(self) -> Option<Option<User>> {
         match self {
             Kind::SaveAs(user) => Some(Some(user)),
@@ -180,15 +178,6 @@ impl Op {
             .into_iter()
             .flat_map(|via| Kind::ALL.into_iter().map(move |kind| Op { kind, via }))
             .collect()
-    }
-
-    /// The time the operation moves the clock to before it starts, if any.
-    pub(super) fn tick(self, settings: &Settings, t0: u64) -> Option<u64> {
-        match self.kind {
-            Kind::ResumeTouch => settings.touch_time(t0),
-            Kind::ResumeExpired | Kind::Sweep => settings.late_time(t0),
-            _ => None,
-        }
     }
 }
 
@@ -273,104 +262,7 @@ pub(super) enum Returned {
     Panicked(String),
 }
 
-impl Op {
-    /// Runs the operation as operation number `me` of the schedule.
-    pub(super) fn run<T: Tagged>(self, world: &World<T>, me: usize) -> Returned {
-        let via = world.sessions(self.via);
-        if let Some(at) = self.tick(world.settings(self.via), world.t0) {
-            world.clock_to(at);
-        }
-        let s = &world.s;
-        match self.kind {
-            Kind::StartNew => {
-                let mut session = via.new_session(T::initial());
-                let write = write(self.kind, &mut session, me, world);
-                Returned::Request {
-                    start: Ok(None),
-                    write: Some(write),
-                }
-            }
-            Kind::Resume | Kind::ResumeTouch | Kind::ResumeExpired => {
-                Returned::Start(start::<T>(via, s).map(|(found, _)| found))
-            }
-            kind if kind.is_request() => match start::<T>(via, s) {
-                Ok((found, mut session)) => Returned::Request {
-                    start: Ok(found),
-                    write: Some(write(kind, &mut session, me, world)),
-                },
-                Err(failed) => Returned::Request {
-                    start: Err(failed),
-                    write: None,
-                },
-            },
-            Kind::Revoke => Returned::Count(via.revoke_user("alice").map_err(Failed::from)),
-            Kind::RevokeExcept => {
-                Returned::Count(via.revoke_user_except("alice", s).map_err(Failed::from))
-            }
-            Kind::Sweep => Returned::Count(via.sweep().map_err(Failed::from)),
-            Kind::IsLive => Returned::Live(via.is_live(s).map_err(Failed::from)),
-            _ => Returned::Listed(
-                via.user_sessions("alice")
-                    .map(|listed| listed.map(|session| session.id().as_str().to_owned()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(Failed::from),
-            ),
-        }
-    }
-}
-
-/// Starts `S`; what it found, and the handle.
-fn start<T: Tagged>(via: &Sessions, s: &SessionId) -> Result<(Found, Session<T>), Failed> {
-    let session = via.start(Some(s.as_str()), T::initial())?;
-    let found = (!session.is_new()).then(|| {
-        let user = session.user().map(str::to_owned);
-        (session.tags(), user)
-    });
-    Ok((found, session))
-}
-
 /// The tag of operation number `me`'s write.
 pub(super) fn tag_of(me: usize) -> u32 {
     u32::try_from(me).map_or(u32::MAX, |me| me + 1)
-}
-
-/// A request's write through its handle.
-fn write<T: Tagged>(
-    kind: Kind,
-    session: &mut Session<T>,
-    me: usize,
-    world: &World<T>,
-) -> Result<Wrote, Failed> {
-    let tag = tag_of(me);
-    if !matches!(
-        kind,
-        Kind::RegenerateClean | Kind::Destroy | Kind::Update | Kind::UpdateSend
-    ) {
-        session.tag(tag);
-    }
-    if let Some(user) = kind.binds() {
-        session.set_user(user.map(User::name));
-    }
-    let mut removed = false;
-    match kind {
-        Kind::Update => {
-            session.update(|state| state.tag(tag))?;
-        }
-        Kind::UpdateSend => {
-            session.update_send(move |state| state.tag(tag))?;
-        }
-        Kind::RegenerateClean | Kind::RegenerateChanged | Kind::RegenerateRebind => {
-            session.regenerate()?;
-        }
-        Kind::Destroy => {
-            session.destroy()?;
-            removed = session.cookie_action() == CookieAction::Remove;
-        }
-        _ => session.save()?,
-    }
-    Ok(Wrote {
-        tags: session.tags(),
-        removed,
-        id: world.stored_name(session.id()),
-    })
 }

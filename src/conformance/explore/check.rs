@@ -3,13 +3,14 @@
 //! under which the reference model returns what the operations returned and leaves what the
 //! archive holds. When there is none, the order that breaks the fewest invariants is reported.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::alphabet::{Failed, Found, Kind, Op, Returned, User, Wrote};
 use super::invariants::{Final, Invariant, Violation, final_violations, user_index_exact};
 use super::model::{
-    Expect, Stage, State, Step, Sym, Vias, may_apply_when_failed, partial_sweeps, steps,
+    Expect, Stage, State, Step, Sym, Vias, may_apply_when_failed, op_time, partial_sweeps, steps,
 };
+use super::states::Tags;
 use super::world::Observed;
 
 /// Stored names and model sessions.
@@ -78,9 +79,9 @@ fn real_at<'a>(returned: &'a Returned, stage: &Stage) -> Real<'a> {
         },
         (
             Returned::Count(count),
-            Stage::Single | Stage::Revoking { .. } | Stage::Judge | Stage::SweepRemove(_),
+            Stage::Single | Stage::Revoking { .. } | Stage::Judge | Stage::SweepRemove { .. },
         ) => match count {
-            Ok(count) if matches!(stage, Stage::Revoking { .. } | Stage::SweepRemove(_)) => {
+            Ok(count) if matches!(stage, Stage::Revoking { .. } | Stage::SweepRemove { .. }) => {
                 Real::Count(*count)
             }
             Ok(_) => Real::Nothing,
@@ -112,42 +113,14 @@ pub(super) struct History<'a> {
 fn compare(history: &History<'_>, op: Op, expect: &Expect, real: &Real<'_>) -> Option<Violation> {
     let mismatch = |detail: String| Some(Violation::new(Invariant::Linearizable, detail));
     match (expect, real) {
-        (_, Real::Failed | Real::Nothing) | (Expect::Nothing, _) => None,
-        (Expect::Found(want), Real::Found(found)) => {
-            let want = want
-                .as_ref()
-                .map(|(tags, user)| (tags.clone(), user.map(|u| u.name().to_owned())));
-            (want != **found).then(|| {
-                let invariant = if want.is_none() || found.is_none() {
-                    Invariant::ExpiryRespected
-                } else {
-                    Invariant::StateAndBindingTogether
-                };
-                Violation::new(invariant, format!("{op} found {found:?}, not {want:?}"))
-            })
+        (_, Real::Failed | Real::Nothing) | (Expect::Nothing, _) | (Expect::Gone, Real::Gone) => {
+            None
         }
-        (Expect::Gone, Real::Gone) => None,
+        (Expect::Found(want), Real::Found(found)) => compare_found(op, want.as_ref(), found),
         (Expect::Gone, Real::Wrote(_)) => mismatch(format!("{op} succeeded; it should be gone")),
         (Expect::Wrote { .. }, Real::Gone) => mismatch(format!("{op} was gone; it should succeed")),
         (Expect::Wrote { tags, id, removed }, Real::Wrote(wrote)) => {
-            let at = history.names.sym(&wrote.id);
-            let same = match op.kind {
-                Kind::Destroy => *removed == wrote.removed,
-                Kind::Update | Kind::UpdateSend | Kind::RegenerateClean => {
-                    *tags == wrote.tags && at == Some(*id)
-                }
-                _ => at == Some(*id),
-            };
-            (!same).then(|| {
-                Violation::new(
-                    Invariant::Linearizable,
-                    format!(
-                        "{op} left its handle at {at:?} holding {:?} (removed: {}), not at {id:?} \
-                         holding {tags:?} (removed: {removed})",
-                        wrote.tags, wrote.removed
-                    ),
-                )
-            })
+            compare_wrote(history, op, (tags, *id, *removed), wrote)
         }
         (Expect::Revoked(ended), Real::Count(count)) => {
             (*count < *ended || *count > ended + history.regenerates).then(|| {
@@ -170,27 +143,78 @@ fn compare(history: &History<'_>, op: Op, expect: &Expect, real: &Real<'_>) -> O
             )
         }),
         (Expect::Listed { must, may }, Real::Listed(listed)) => {
-            let listed: Vec<Option<Sym>> = listed.iter().map(|n| history.names.sym(n)).collect();
-            let missing: Vec<&Sym> = must
-                .iter()
-                .filter(|s| !listed.contains(&Some(**s)))
-                .collect();
-            let extra: Vec<&Option<Sym>> = listed
-                .iter()
-                .filter(|s| s.is_none_or(|s| !may.contains(&s)))
-                .collect();
-            (!missing.is_empty() || !extra.is_empty()).then(|| {
-                Violation::new(
-                    Invariant::UserIndexExact,
-                    format!("{op} missed {missing:?} and listed {extra:?} beside {must:?}"),
-                )
-            })
+            compare_listed(history, op, (must, may), listed)
         }
         _ => mismatch(format!(
             "{op} returned {}, the model {expect:?}",
             describe(real)
         )),
     }
+}
+
+/// A start: a new session where the model has none (or an expired one), or the pair stored.
+fn compare_found(op: Op, want: Option<&(Tags, Option<User>)>, found: &Found) -> Option<Violation> {
+    let want = want.map(|(tags, user)| (tags.clone(), user.map(|u| u.name().to_owned())));
+    (want != *found).then(|| {
+        let invariant = if want.is_none() || found.is_none() {
+            Invariant::ExpiryRespected
+        } else {
+            Invariant::StateAndBindingTogether
+        };
+        Violation::new(invariant, format!("{op} found {found:?}, not {want:?}"))
+    })
+}
+
+/// A write that succeeded: where its handle is, and what it holds (for an update, what the
+/// change made; for a clean regenerate, what it moved), or whether a destroy removed anything.
+fn compare_wrote(
+    history: &History<'_>,
+    op: Op,
+    (tags, id, removed): (&Tags, Sym, bool),
+    wrote: &Wrote,
+) -> Option<Violation> {
+    let at = history.names.sym(&wrote.id);
+    let same = match op.kind {
+        Kind::Destroy => removed == wrote.removed,
+        Kind::Update | Kind::UpdateSend | Kind::RegenerateClean => {
+            *tags == wrote.tags && at == Some(id)
+        }
+        _ => at == Some(id),
+    };
+    (!same).then(|| {
+        Violation::new(
+            Invariant::Linearizable,
+            format!(
+                "{op} left its handle at {at:?} holding {:?} (removed: {}), not at {id:?} \
+                 holding {tags:?} (removed: {removed})",
+                wrote.tags, wrote.removed
+            ),
+        )
+    })
+}
+
+/// A listing: every session live and bound all along, nothing never live and bound.
+fn compare_listed(
+    history: &History<'_>,
+    op: Op,
+    (must, may): (&BTreeSet<Sym>, &BTreeSet<Sym>),
+    listed: &[String],
+) -> Option<Violation> {
+    let listed: Vec<Option<Sym>> = listed.iter().map(|n| history.names.sym(n)).collect();
+    let missing: Vec<&Sym> = must
+        .iter()
+        .filter(|s| !listed.contains(&Some(**s)))
+        .collect();
+    let extra: Vec<&Option<Sym>> = listed
+        .iter()
+        .filter(|s| s.is_none_or(|s| !may.contains(&s)))
+        .collect();
+    (!missing.is_empty() || !extra.is_empty()).then(|| {
+        Violation::new(
+            Invariant::UserIndexExact,
+            format!("{op} missed {missing:?} and listed {extra:?} beside {must:?}"),
+        )
+    })
 }
 
 fn describe(real: &Real<'_>) -> String {
@@ -230,28 +254,28 @@ impl Search<'_> {
     /// Every way `op` number `me` can go on from `node`, with what each breaks.
     fn moves(&self, node: &Node, me: usize) -> Vec<(Node, Vec<Violation>, String)> {
         let history = self.history;
-        let (state, stages) = node;
+        let (model, stages) = node;
         let op = history.ops[me];
-        let stage = &stages[me];
-        let real = real_at(&history.returned[me], stage);
+        let at = &stages[me];
+        let real = real_at(&history.returned[me], at);
         let mut out = Vec::new();
         let is_failed = matches!(real, Real::Failed);
-        if is_failed && !matches!(stage, Stage::Tick(_)) {
+        if is_failed {
             let mut next = stages.clone();
             next[me] = Stage::Abandoned;
-            out.push(((state.clone(), next), Vec::new(), format!("{op} stops")));
+            out.push(((model.clone(), next), Vec::new(), format!("{op} stops")));
         }
-        if is_failed && matches!(stage, Stage::Write(_)) && history.returned_write_missing(me) {
+        if is_failed && matches!(at, Stage::Write(_)) && history.returned_write_missing(me) {
             return out;
         }
-        for step in self.expand(op, me, stage, state, is_failed) {
+        for step in self.expand((op, me), at, model, is_failed) {
             let mut violations: Vec<Violation> = compare(history, op, &step.expect, &real)
                 .into_iter()
                 .collect();
             if is_failed
-                && matches!(stage, Stage::Write(_))
+                && matches!(at, Stage::Write(_))
                 && !may_apply_when_failed(op.kind)
-                && step.state.contents() != state.contents()
+                && step.state.contents() != model.contents()
             {
                 violations.push(Violation::new(
                     Invariant::FailuresDocumented,
@@ -271,11 +295,14 @@ impl Search<'_> {
     }
 
     /// The steps of an event, and for a failed revoke or sweep every partial outcome.
-    fn expand(&self, op: Op, me: usize, stage: &Stage, state: &State, failed: bool) -> Vec<Step> {
-        let mut all = steps(op, me, stage, state, self.history.vias);
+    fn expand(&self, (op, me): (Op, usize), at: &Stage, model: &State, failed: bool) -> Vec<Step> {
+        let now = self.history.time(op);
+        let mut all = steps((op, me, now), at, model, self.history.vias);
         if failed {
-            let partial = match (op.kind, stage) {
-                (_, Stage::SweepRemove(judged)) => partial_sweeps(judged, state),
+            let partial = match at {
+                Stage::SweepRemove { must, may } => {
+                    partial_sweeps(&must.union(may).copied().collect(), model)
+                }
                 _ => Vec::new(),
             };
             all.extend(partial.into_iter().map(|state| Step {
@@ -291,7 +318,7 @@ impl Search<'_> {
     /// Searches on from `node`; `true` once an order with no violation is found (strict).
     fn search(
         &mut self,
-        node: Node,
+        node: &Node,
         events: &mut Vec<String>,
         violations: &mut Vec<Violation>,
     ) -> bool {
@@ -299,7 +326,7 @@ impl Search<'_> {
             return false;
         }
         self.budget -= 1;
-        match self.visited.get(&node) {
+        match self.visited.get(node) {
             Some(&before) if before <= violations.len() => return false,
             _ => {}
         }
@@ -311,14 +338,14 @@ impl Search<'_> {
             if node.1[me].is_over() {
                 continue;
             }
-            for (next, found, event) in self.moves(&node, me) {
+            for (next, found, event) in self.moves(node, me) {
                 if self.strict && !found.is_empty() {
                     continue;
                 }
                 let mark = violations.len();
                 violations.extend(found);
                 events.push(event);
-                if self.search(next, events, violations) {
+                if self.search(&next, events, violations) {
                     return true;
                 }
                 events.pop();
@@ -331,7 +358,7 @@ impl Search<'_> {
     fn finish(&mut self, model: &State, events: &[String], violations: &[Violation]) -> bool {
         let app = &self.history.vias[0];
         let mut all = violations.to_vec();
-        all.extend(final_violations(model, self.seen, app));
+        all.extend(final_violations(model, self.seen, app, self.history.end()));
         let done = all.is_empty();
         if self
             .best
@@ -348,6 +375,19 @@ impl Search<'_> {
 }
 
 impl History<'_> {
+    /// The time `op` runs at.
+    pub(super) fn time(&self, op: Op) -> u64 {
+        op_time(op, &self.vias[op.via.index()], self.t0)
+    }
+
+    /// The time of the observation: the latest of all.
+    fn end(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| self.time(*op))
+            .fold(self.t0, u64::max)
+    }
+
     /// Whether operation `me` never got to its write (its start failed).
     fn returned_write_missing(&self, me: usize) -> bool {
         matches!(self.returned[me], Returned::Request { write: None, .. })
@@ -361,8 +401,9 @@ fn follow_listings(history: &History<'_>, stages: &mut [Stage], me: usize, state
             continue;
         }
         if let Stage::Listing { must, may } = stage {
-            let settings = &history.vias[history.ops[other].via.index()];
-            let now = state.listed(User::Alice, settings);
+            let op = history.ops[other];
+            let settings = &history.vias[op.via.index()];
+            let now = state.listed(User::Alice, settings, history.time(op));
             must.retain(|sym| now.contains(sym));
             may.extend(now);
         }
@@ -385,11 +426,7 @@ pub(super) fn by_sym(names: &Names, observed: &Observed) -> (Final, Vec<Violatio
         stored.insert(sym, (session.tags.clone(), session.user.clone()));
         live.insert(sym, observed.live.get(name).copied().unwrap_or(false));
     }
-    let seen = Final {
-        stored,
-        live,
-        now: observed.now,
-    };
+    let seen = Final { stored, live };
     (seen, unknown)
 }
 
@@ -409,11 +446,7 @@ pub(super) fn check(history: &History<'_>, observed: &Observed) -> Result<(), Ex
             ));
         }
     }
-    let first: Vec<Stage> = history
-        .ops
-        .iter()
-        .map(|op| Stage::first(*op, &history.vias[op.via.index()], history.t0))
-        .collect();
+    let first: Vec<Stage> = history.ops.iter().map(|op| Stage::first(*op)).collect();
     let root: Node = (State::initial(history.t0), first);
     let mut search = Search {
         history,
@@ -423,7 +456,7 @@ pub(super) fn check(history: &History<'_>, observed: &Observed) -> Result<(), Ex
         best: None,
         budget: SEARCH_BUDGET,
     };
-    let explained = search.search(root.clone(), &mut Vec::new(), &mut Vec::new());
+    let explained = search.search(&root, &mut Vec::new(), &mut Vec::new());
     if explained && direct.is_empty() {
         return Ok(());
     }
@@ -432,7 +465,7 @@ pub(super) fn check(history: &History<'_>, observed: &Observed) -> Result<(), Ex
         search.visited.clear();
         search.best = None;
         search.budget = SEARCH_BUDGET;
-        search.search(root, &mut Vec::new(), &mut Vec::new());
+        search.search(&root, &mut Vec::new(), &mut Vec::new());
     }
     let mut explanation = search.best.unwrap_or_default();
     let known: HashSet<Violation> = explanation.violations.iter().cloned().collect();

@@ -8,8 +8,9 @@ use std::fmt;
 
 use super::alphabet::User;
 use super::model::{State, Sym};
+use super::settings::Settings;
 use super::states::Tags;
-use super::world::{Observed, Settings};
+use super::world::Observed;
 
 /// An invariant of the session protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,8 +90,6 @@ pub(super) struct Final {
     pub(super) stored: BTreeMap<Sym, (Tags, Option<String>)>,
     /// Whether the application's `Sessions` finds each live.
     pub(super) live: BTreeMap<Sym, bool>,
-    /// The time of the observation.
-    pub(super) now: u64,
 }
 
 /// (1): the model's sessions are stored, with exactly the model's writes.
@@ -145,8 +144,13 @@ pub(super) fn state_and_binding_together(model: &State, seen: &Final) -> Vec<Vio
 }
 
 /// (6), at the end: `is_live` of the application agrees with the stored timestamps.
-pub(super) fn expiry_respected(model: &State, seen: &Final, app: &Settings) -> Vec<Violation> {
-    let live = model.live(app);
+pub(super) fn expiry_respected(
+    model: &State,
+    seen: &Final,
+    app: &Settings,
+    now: u64,
+) -> Vec<Violation> {
+    let live = model.live(app, now);
     seen.live
         .iter()
         .filter(|(sym, observed)| {
@@ -162,11 +166,16 @@ pub(super) fn expiry_respected(model: &State, seen: &Final, app: &Settings) -> V
 }
 
 /// Every invariant that compares the final store with the model's.
-pub(super) fn final_violations(model: &State, seen: &Final, app: &Settings) -> Vec<Violation> {
+pub(super) fn final_violations(
+    model: &State,
+    seen: &Final,
+    app: &Settings,
+    now: u64,
+) -> Vec<Violation> {
     let mut violations = acked_writes_kept(model, seen);
     violations.extend(ends_are_final(model, seen));
     violations.extend(state_and_binding_together(model, seen));
-    violations.extend(expiry_respected(model, seen, app));
+    violations.extend(expiry_respected(model, seen, app, now));
     violations
 }
 

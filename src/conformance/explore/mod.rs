@@ -1,6 +1,64 @@
-//! The interleaving explorer (in progress).
-
-#![allow(dead_code, missing_docs)]
+//! The interleaving explorer: every ordered pair of session operations, at every schedule with
+//! up to two preemptions, with faults, on any backend, checked against a sequential model.
+//!
+//! **The alphabet.** [`Op`] is every operation that writes or judges a session, as a value: the
+//! starts (new, resume, resume once a touch is due, resume once expired), the saves (plain,
+//! binding, rebinding, unbinding), `update` and `update_send`, the regenerates (clean, changed,
+//! rebinding), `destroy`, `revoke_user`, `revoke_user_except`, `sweep`, `is_live` and
+//! `user_sessions`, each through the application's `Sessions` or a second one over the same
+//! archive with other settings ([`Via`]). A new [`Kind`] joins every pair by being added to
+//! [`Kind::ALL`]. The tower-sessions store's operations form a family of their own
+//! ([`TowerOp`], with the `tower-sessions` feature).
+//!
+//! **The world.** Each schedule runs on a fresh archive holding two sessions of alice, `S` (the
+//! one every request targets) and `K`; the state is a struct, a `HashMap<String, Value>` or a
+//! struct of floats ([`StateKind`]); ids are plain or hashed at rest ([`Ids`]). Every write of
+//! operation `i` adds the tag `i + 1` to the state, so the checker tells the writes apart.
+//!
+//! **Schedules.** Each operation runs on a thread of its own. The archive every `Sessions` of
+//! the world uses parks the calling thread before each call, and the protocol's update lock
+//! calls a hook while another thread holds it ([`set_lock_wait_hook`]); a controller lets one
+//! thread run at a time, from one such point to its next. A [`Budget`] bounds the preemptions
+//! (switching away from a thread that could go on) and the faults (a call that fails, or one
+//! applied that then reports an error, as a timeout does) per schedule; every schedule within
+//! it is run (depth first, each from a fresh world). Calls that commute with every other call (a
+//! hint such as `expire_domain`; the expiry index's calls when no operation sweeps) are no
+//! places to switch. Seeded random schedules of three operations ([`run_seed`]) go beyond the
+//! bound.
+//!
+//! **Checks.** After each schedule the archive is read back (each stored session's state and
+//! binding), `is_live`, `user_sessions` and finally `revoke_user` of each user run, and the
+//! [`Invariant`]s are checked: a search for an order of the operations' events under which the
+//! sequential reference model returns what every operation returned and leaves what the
+//! archive holds (a failed operation may have stopped anywhere, and applied its write where its
+//! documentation says the outcome is unknown). A failing schedule is reported in full
+//! ([`Failure`]): the calls in order, the faults, what each operation returned, and the closest
+//! order of the model's events; [`replay`] runs it again.
+//!
+//! [`session_explorer!`](crate::session_explorer) stamps out the tests for a backend; see
+//! [`Suite`] for what each runs and [`Depth`] for how deep.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::path::Path;
+//! use std::sync::Arc;
+//! use session_archive::conformance::explore::{Kind, Op, Plan, Via, explore};
+//! use session_archive::{Archive, MemoryArchive};
+//!
+//! let open = |_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+//! let save = Op { kind: Kind::Save, via: Via::App };
+//! let update = Op { kind: Kind::Update, via: Via::App };
+//! let mut plan = Plan::new();
+//! plan.budget.preemptions = 1;
+//! let explored = explore(&open, &plan, &[save, update]);
+//! assert!(explored.schedules > 2);
+//! for failure in &explored.failures {
+//!     println!("{failure}");
+//! }
+//! ```
+//!
+//! [`set_lock_wait_hook`]: crate::conformance::set_lock_wait_hook
 
 mod alphabet;
 mod check;
@@ -8,7 +66,9 @@ mod invariants;
 mod model;
 mod random;
 mod report;
+mod run;
 mod scheduler;
+mod settings;
 mod states;
 mod suite;
 #[cfg(feature = "tower-sessions")]

@@ -7,11 +7,16 @@
 //! and end. [`super::check`] searches for an order of all events that explains what the
 //! operations returned and what the archive holds.
 
+#![expect(
+    clippy::similar_names,
+    reason = "an event goes from a stage and a state to the next stage and state"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::alphabet::{Kind, Op, User, Via, tag_of};
+use super::settings::Settings;
 use super::states::Tags;
-use super::world::Settings;
 
 /// A session of the model: the world's `S` and `K`, or the one operation `i` created (a new
 /// session, or the copy its regenerate moved to).
@@ -31,13 +36,22 @@ pub(super) struct Session {
     pub(super) user: Option<User>,
     pub(super) created: u64,
     pub(super) seen: u64,
+    /// Whether the expiry index has an entry for it: a `Sessions` without timeouts writes none.
+    pub(super) indexed: bool,
 }
 
-/// The model's archive: the time, and the stored sessions.
+/// The model's archive: the stored sessions. (Each operation runs at a time of its own: see
+/// [`op_time`].)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct State {
-    pub(super) now: u64,
     pub(super) stored: BTreeMap<Sym, Session>,
+}
+
+/// The time an operation runs at: its `Sessions`' clock stands still there (an operation that
+/// needs a later time, to find a session due a touch or expired, has a `Sessions` of its own, as
+/// a process whose clock is ahead would).
+pub(super) fn op_time(op: Op, settings: &Settings, t0: u64) -> u64 {
+    settings.later_time(op, t0).unwrap_or(t0)
 }
 
 impl State {
@@ -49,9 +63,9 @@ impl State {
             user: Some(User::Alice),
             created: t0,
             seen: t0,
+            indexed: true,
         };
         State {
-            now: t0,
             stored: BTreeMap::from([
                 (Sym::S, session(Sym::S, 100)),
                 (Sym::K, session(Sym::K, 200)),
@@ -59,18 +73,18 @@ impl State {
         }
     }
 
-    /// The sessions live by `settings` now.
-    pub(super) fn live(&self, settings: &Settings) -> BTreeSet<Sym> {
+    /// The sessions live by `settings` at `now`.
+    pub(super) fn live(&self, settings: &Settings, now: u64) -> BTreeSet<Sym> {
         self.stored
             .iter()
-            .filter(|(_, s)| !settings.expired(s.created, s.seen, self.now))
+            .filter(|(_, s)| !settings.expired(s.created, s.seen, now))
             .map(|(sym, _)| *sym)
             .collect()
     }
 
-    /// The sessions bound to `user` and live by `settings` now.
-    pub(super) fn listed(&self, user: User, settings: &Settings) -> BTreeSet<Sym> {
-        self.live(settings)
+    /// The sessions bound to `user` and live by `settings` at `now`.
+    pub(super) fn listed(&self, user: User, settings: &Settings, now: u64) -> BTreeSet<Sym> {
+        self.live(settings, now)
             .into_iter()
             .filter(|sym| self.stored[sym].user == Some(user))
             .collect()
@@ -92,19 +106,12 @@ pub(super) enum Handle {
     /// A new session: nothing found.
     New,
     /// The stored session `id`, as read.
-    Live {
-        id: Sym,
-        tags: Tags,
-        user: Option<User>,
-        seen: u64,
-    },
+    Live { id: Sym, tags: Tags, seen: u64 },
 }
 
 /// Where an operation is in its program.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Stage {
-    /// Its clock move comes first.
-    Tick(u64),
     /// Its start of `S` comes next.
     Start,
     /// Its start judged `S` expired: the removal comes next, then `then`.
@@ -119,7 +126,10 @@ pub(super) enum Stage {
     /// A sweep's judgement comes next.
     Judge,
     /// A sweep judged these expired; the removal comes next.
-    SweepRemove(BTreeSet<Sym>),
+    SweepRemove {
+        must: BTreeSet<Sym>,
+        may: BTreeSet<Sym>,
+    },
     /// A listing is under way: the sessions listed at every event since it began (`must`),
     /// and at any event (`may`).
     Listing {
@@ -134,23 +144,11 @@ pub(super) enum Stage {
 
 impl Stage {
     /// Where `op` begins.
-    pub(super) fn first(op: Op, settings: &Settings, t0: u64) -> Stage {
-        let after_tick = match op.kind {
+    pub(super) fn first(op: Op) -> Stage {
+        match op.kind {
             Kind::StartNew => Stage::Write(Handle::New),
             Kind::Sweep => Stage::Judge,
             Kind::Revoke | Kind::RevokeExcept | Kind::IsLive | Kind::UserSessions => Stage::Single,
-            _ => Stage::Start,
-        };
-        match op.tick(settings, t0) {
-            Some(at) => Stage::Tick(at),
-            None => after_tick,
-        }
-    }
-
-    /// Where `op` goes after its tick.
-    pub(super) fn after_tick(op: Op) -> Stage {
-        match op.kind {
-            Kind::Sweep => Stage::Judge,
             _ => Stage::Start,
         }
     }
@@ -163,7 +161,7 @@ impl Stage {
 /// What an event returned in the model, to compare with what the operation really returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Expect {
-    /// Nothing to compare (a tick, a judgement, a listing's beginning).
+    /// Nothing to compare (a judgement, a listing's beginning).
     Nothing,
     /// A start: the tags and binding found, or `None` for a new session.
     Found(Option<(Tags, Option<User>)>),
@@ -199,21 +197,16 @@ pub(super) struct Step {
 /// The world's settings, by [`Via`].
 pub(super) type Vias = [Settings; 2];
 
-/// Every way the next event of operation `me` can go from `state`.
-pub(super) fn steps(op: Op, me: usize, stage: &Stage, state: &State, vias: &Vias) -> Vec<Step> {
+/// Every way the next event of operation `me`, running at `now`, can go from `state`.
+pub(super) fn steps(
+    (op, me, now): (Op, usize, u64),
+    stage: &Stage,
+    state: &State,
+    vias: &Vias,
+) -> Vec<Step> {
     let settings = &vias[op.via.index()];
     match stage {
-        Stage::Tick(at) => {
-            let mut next = state.clone();
-            next.now = next.now.max(*at);
-            vec![step(
-                Stage::after_tick(op),
-                next,
-                Expect::Nothing,
-                "moves the clock",
-            )]
-        }
-        Stage::Start => start(op, state, settings),
+        Stage::Start => start(op, state, settings, now),
         Stage::Remove(then) => {
             let mut next = state.clone();
             next.stored.remove(&Sym::S);
@@ -224,32 +217,28 @@ pub(super) fn steps(op: Op, me: usize, stage: &Stage, state: &State, vias: &Vias
                 "removes expired S",
             )]
         }
-        Stage::Write(handle) => write(op, me, handle, state, settings),
-        Stage::Single => single(op, state, settings),
+        Stage::Write(handle) => write((op, me, now), handle, state, settings),
+        Stage::Single => single(op, state, settings, now),
         Stage::Revoking { bound, ended } => revoke_steps(op, bound, *ended, state),
-        Stage::Judge => {
-            let judged: BTreeSet<Sym> = state
-                .stored
-                .keys()
-                .copied()
-                .filter(|sym| !state.live(settings).contains(sym))
-                .collect();
-            let note = format!("sweep judges {judged:?} expired");
-            vec![step(
-                Stage::SweepRemove(judged),
-                state.clone(),
-                Expect::Nothing,
-                &note,
-            )]
-        }
-        Stage::SweepRemove(judged) => {
-            let mut next = state.clone();
-            let removed = judged
-                .iter()
-                .filter(|sym| next.stored.remove(sym).is_some())
-                .count();
-            let note = format!("sweep removes {judged:?}");
-            vec![step(Stage::Done, next, Expect::Swept(removed), &note)]
+        Stage::Judge => vec![judge(op, state, settings, now)],
+        Stage::SweepRemove { must, may } => {
+            let may: Vec<Sym> = may.iter().copied().collect();
+            (0..1_usize << may.len())
+                .map(|mask| {
+                    let mut next = state.clone();
+                    let removed = must
+                        .iter()
+                        .filter(|sym| next.stored.remove(sym).is_some())
+                        .count();
+                    for (i, sym) in may.iter().enumerate() {
+                        if mask & (1 << i) != 0 {
+                            next.stored.remove(sym);
+                        }
+                    }
+                    let note = format!("sweep removes {must:?} and {mask:b} of {may:?}");
+                    step(Stage::Done, next, Expect::Swept(removed), &note)
+                })
+                .collect()
         }
         Stage::Listing { must, may } => {
             let expect = Expect::Listed {
@@ -260,6 +249,28 @@ pub(super) fn steps(op: Op, me: usize, stage: &Stage, state: &State, vias: &Vias
         }
         Stage::Done | Stage::Abandoned => Vec::new(),
     }
+}
+
+/// A sweep's judgement: the sessions expired by its settings. The index holds each at its
+/// expiry by the settings that last wrote its timestamps, and the application's are the longest,
+/// so the application's sweep must end every one the index has; any other sweep may end them,
+/// as may any sweep a session no index entry covers (written by a `Sessions` without timeouts).
+fn judge(op: Op, state: &State, settings: &Settings, now: u64) -> Step {
+    let live = state.live(settings, now);
+    let (must, may): (Vec<(&Sym, &Session)>, Vec<_>) = state
+        .stored
+        .iter()
+        .filter(|(sym, _)| !live.contains(sym))
+        .partition(|(_, s)| op.via == Via::App && s.indexed);
+    let must: BTreeSet<Sym> = must.into_iter().map(|(sym, _)| *sym).collect();
+    let may: BTreeSet<Sym> = may.into_iter().map(|(sym, _)| *sym).collect();
+    let note = format!("sweep judges {must:?} (and maybe {may:?}) expired");
+    step(
+        Stage::SweepRemove { must, may },
+        state.clone(),
+        Expect::Nothing,
+        &note,
+    )
 }
 
 fn step(stage: Stage, state: State, expect: Expect, note: &str) -> Step {
@@ -283,7 +294,7 @@ fn after_start(op: Op, handle: Handle) -> Stage {
 /// A start of `S`: a new session when it is not stored, or expired by `settings` (then removed
 /// in a later event); otherwise the session as stored, touched or not when a touch is due (a
 /// touch may lose to a concurrent write of the timestamps).
-fn start(op: Op, state: &State, settings: &Settings) -> Vec<Step> {
+fn start(op: Op, state: &State, settings: &Settings, now: u64) -> Vec<Step> {
     let Some(stored) = state.stored.get(&Sym::S) else {
         return vec![step(
             after_start(op, Handle::New),
@@ -292,7 +303,7 @@ fn start(op: Op, state: &State, settings: &Settings) -> Vec<Step> {
             "start finds no S",
         )];
     };
-    if settings.expired(stored.created, stored.seen, state.now) {
+    if settings.expired(stored.created, stored.seen, now) {
         let then = after_start(op, Handle::New);
         return vec![step(
             Stage::Remove(Box::new(then)),
@@ -303,19 +314,19 @@ fn start(op: Op, state: &State, settings: &Settings) -> Vec<Step> {
     }
     let found = Expect::Found(Some((stored.tags.clone(), stored.user)));
     let mut seen = vec![stored.seen];
-    if settings.touch_due(stored.seen, state.now) {
-        seen.push(state.now);
+    if settings.touch_due(stored.seen, now) {
+        seen.push(now);
     }
     seen.into_iter()
         .map(|seen| {
             let mut next = state.clone();
             if let Some(s) = next.stored.get_mut(&Sym::S) {
+                s.indexed |= seen != s.seen && settings.expires();
                 s.seen = seen;
             }
             let handle = Handle::Live {
                 id: Sym::S,
                 tags: stored.tags.clone(),
-                user: stored.user,
                 seen,
             };
             let note = format!("start finds S {:?} {:?}", stored.tags, stored.user);
@@ -325,7 +336,7 @@ fn start(op: Op, state: &State, settings: &Settings) -> Vec<Step> {
 }
 
 /// A revoke, `is_live`, or a listing's beginning.
-fn single(op: Op, state: &State, settings: &Settings) -> Vec<Step> {
+fn single(op: Op, state: &State, settings: &Settings, now: u64) -> Vec<Step> {
     match op.kind {
         Kind::Revoke | Kind::RevokeExcept => {
             let keep = revoke_keeps(op);
@@ -340,12 +351,12 @@ fn single(op: Op, state: &State, settings: &Settings) -> Vec<Step> {
             vec![step(stage, state.clone(), Expect::Nothing, &note)]
         }
         Kind::IsLive => {
-            let live = state.live(settings).contains(&Sym::S);
+            let live = state.live(settings, now).contains(&Sym::S);
             let note = format!("is_live(S) = {live}");
             vec![step(Stage::Done, state.clone(), Expect::Live(live), &note)]
         }
         _ => {
-            let listed = state.listed(User::Alice, settings);
+            let listed = state.listed(User::Alice, settings, now);
             let stage = Stage::Listing {
                 must: listed.clone(),
                 may: listed,
@@ -434,16 +445,16 @@ pub(super) fn partial_sweeps(judged: &BTreeSet<Sym>, state: &State) -> Vec<State
 }
 
 /// A request's write through `handle`.
-fn write(op: Op, me: usize, handle: &Handle, state: &State, settings: &Settings) -> Vec<Step> {
+fn write(
+    (op, me, now): (Op, usize, u64),
+    handle: &Handle,
+    state: &State,
+    settings: &Settings,
+) -> Vec<Step> {
     let tag = tag_of(me);
     match handle {
-        Handle::New => vec![create(op.kind, me, tag, state)],
-        Handle::Live {
-            id,
-            tags,
-            user,
-            seen,
-        } => {
+        Handle::New => vec![create((op.kind, me, now), tag, state, settings)],
+        Handle::Live { id, tags, seen } => {
             let Some(stored) = state.stored.get(id) else {
                 return vec![gone(op.kind, state, "finds S gone")];
             };
@@ -457,16 +468,15 @@ fn write(op: Op, me: usize, handle: &Handle, state: &State, settings: &Settings)
                 };
                 return vec![step(Stage::Done, next, expect, "destroys S")];
             }
-            if settings.expired(stored.created, stored.seen, state.now) {
+            if settings.expired(stored.created, stored.seen, now) {
                 return vec![gone(op.kind, state, "finds S expired")];
             }
             let read = Read {
                 id: *id,
                 tags,
-                user: *user,
                 seen: *seen,
             };
-            live_write(op.kind, me, tag, &read, state, settings)
+            live_write((op.kind, me, now), tag, &read, state, settings)
         }
     }
 }
@@ -486,7 +496,12 @@ fn gone(kind: Kind, state: &State, note: &str) -> Step {
 }
 
 /// A write through a new handle: it creates a session of its own (a destroy does nothing).
-fn create(kind: Kind, me: usize, tag: u32, state: &State) -> Step {
+fn create(
+    (kind, me, now): (Kind, usize, u64),
+    tag: u32,
+    state: &State,
+    settings: &Settings,
+) -> Step {
     if kind == Kind::Destroy {
         let expect = Expect::Wrote {
             tags: Tags::new(),
@@ -508,8 +523,9 @@ fn create(kind: Kind, me: usize, tag: u32, state: &State) -> Step {
             origin: Sym::Fresh(me),
             tags: tags.clone(),
             user,
-            created: state.now,
-            seen: state.now,
+            created: now,
+            seen: now,
+            indexed: settings.expires(),
         },
     );
     let expect = Expect::Wrote {
@@ -520,18 +536,45 @@ fn create(kind: Kind, me: usize, tag: u32, state: &State) -> Step {
     step(Stage::Done, next, expect, "creates a new session")
 }
 
+/// A regenerate's move of `id` to a fresh id, holding `tags` bound to `user`; the creation time
+/// is kept.
+fn regenerate(
+    (me, now): (usize, u64),
+    id: Sym,
+    (tags, user): (Tags, Option<User>),
+    state: &State,
+    settings: &Settings,
+) -> Step {
+    let stored = &state.stored[&id];
+    let mut next = state.clone();
+    next.stored.remove(&id);
+    let moved = Session {
+        origin: stored.origin,
+        tags: tags.clone(),
+        user,
+        created: stored.created,
+        seen: now,
+        indexed: settings.expires(),
+    };
+    next.stored.insert(Sym::Fresh(me), moved);
+    let expect = Expect::Wrote {
+        tags,
+        id: Sym::Fresh(me),
+        removed: false,
+    };
+    step(Stage::Done, next, expect, "regenerates S")
+}
+
 /// What a live handle read at its start.
 struct Read<'a> {
     id: Sym,
     tags: &'a Tags,
-    user: Option<User>,
     seen: u64,
 }
 
 /// A save, update or regenerate of a live, unexpired session.
 fn live_write(
-    kind: Kind,
-    me: usize,
+    (kind, me, now): (Kind, usize, u64),
     tag: u32,
     read: &Read<'_>,
     state: &State,
@@ -540,8 +583,8 @@ fn live_write(
     let stored = &state.stored[&read.id];
     let mut changed = read.tags.clone();
     changed.insert(tag);
-    // `set_user` to the user the handle read is no change of binding.
-    let rebind = kind.binds().filter(|user| *user != read.user);
+    // A write after `set_user` stores its binding with its state, whatever the handle read.
+    let rebind = kind.binds();
     match kind {
         Kind::RegenerateClean | Kind::RegenerateChanged | Kind::RegenerateRebind => {
             let tags = if kind == Kind::RegenerateClean {
@@ -549,22 +592,14 @@ fn live_write(
             } else {
                 changed
             };
-            let mut next = state.clone();
-            next.stored.remove(&read.id);
-            let moved = Session {
-                origin: stored.origin,
-                tags: tags.clone(),
-                user: rebind.unwrap_or(stored.user),
-                created: stored.created,
-                seen: state.now,
-            };
-            next.stored.insert(Sym::Fresh(me), moved);
-            let expect = Expect::Wrote {
-                tags,
-                id: Sym::Fresh(me),
-                removed: false,
-            };
-            vec![step(Stage::Done, next, expect, "regenerates S")]
+            let user = rebind.unwrap_or(stored.user);
+            vec![regenerate(
+                (me, now),
+                read.id,
+                (tags, user),
+                state,
+                settings,
+            )]
         }
         _ => {
             let tags = if matches!(kind, Kind::Update | Kind::UpdateSend) {
@@ -575,8 +610,8 @@ fn live_write(
                 changed
             };
             let mut seen = vec![stored.seen];
-            if rebind.is_some() || settings.touch_due(read.seen, state.now) {
-                seen.push(state.now);
+            if rebind.is_some() || settings.touch_due(read.seen, now) {
+                seen.push(now);
             }
             seen.into_iter()
                 .map(|seen| {
@@ -584,6 +619,7 @@ fn live_write(
                     if let Some(s) = next.stored.get_mut(&read.id) {
                         s.tags.clone_from(&tags);
                         s.user = rebind.unwrap_or(s.user);
+                        s.indexed |= seen != s.seen && settings.expires();
                         s.seen = seen;
                     }
                     let expect = Expect::Wrote {
@@ -602,33 +638,25 @@ fn live_write(
 /// says the outcome is unknown. Elsewhere a failed operation must leave the sessions as they
 /// were.
 pub(super) fn may_apply_when_failed(kind: Kind) -> bool {
-    match kind {
-        // save: "An archive error while recording the timestamps, after the state was written,
-        // is returned too, although the state is then stored." A new session's first save is
-        // a save.
-        Kind::StartNew | Kind::Save | Kind::SaveAs(_) | Kind::SaveUnbound => true,
-        // revoke: "the sessions destroyed before stay destroyed"; the sweep likewise removes a
-        // page at a time. A start may have touched, or removed an expired session.
-        Kind::Revoke
-        | Kind::RevokeExcept
-        | Kind::Sweep
-        | Kind::Resume
-        | Kind::ResumeTouch
-        | Kind::ResumeExpired => true,
-        // update: no documented unknown outcome. regenerate: "Any other failure before the
-        // move leaves the old session live and unchanged ...; so does a failure of the move
-        // itself". destroy: "the session is then not destroyed".
-        Kind::Update
-        | Kind::UpdateSend
-        | Kind::RegenerateClean
-        | Kind::RegenerateChanged
-        | Kind::RegenerateRebind
-        | Kind::Destroy => false,
-        Kind::IsLive | Kind::UserSessions => false,
-    }
-}
-
-/// The via of an operation, for settings lookups.
-pub(super) fn via_settings(vias: &Vias, via: Via) -> &Settings {
-    &vias[via.index()]
+    // save: "An archive error while recording the timestamps, after the state was written, is
+    // returned too, although the state is then stored." A new session's first save is a save.
+    // revoke: "the sessions destroyed before stay destroyed"; the sweep likewise removes a
+    // page at a time. A start may have touched, or removed an expired session.
+    //
+    // Not so: update (no documented unknown outcome); regenerate ("Any other failure before
+    // the move leaves the old session live and unchanged ...; so does a failure of the move
+    // itself"); destroy ("the session is then not destroyed"); and the reads.
+    matches!(
+        kind,
+        Kind::StartNew
+            | Kind::Save
+            | Kind::SaveAs(_)
+            | Kind::SaveUnbound
+            | Kind::Revoke
+            | Kind::RevokeExcept
+            | Kind::Sweep
+            | Kind::Resume
+            | Kind::ResumeTouch
+            | Kind::ResumeExpired
+    )
 }

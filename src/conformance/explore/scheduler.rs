@@ -147,6 +147,8 @@ const MAX_DECISIONS: usize = 4000;
 
 struct Control {
     status: Vec<Status>,
+    /// How many archive calls each thread has been let make.
+    calls: Vec<usize>,
     /// The thread allowed to run.
     current: Option<usize>,
     /// The thread that ran last: switching away from it while it can go on is a preemption.
@@ -186,6 +188,7 @@ impl Shared {
         Arc::new(Shared {
             control: Mutex::new(Control {
                 status: vec![Status::Arriving; threads],
+                calls: vec![0; threads],
                 current: None,
                 last: None,
                 fault: None,
@@ -291,6 +294,12 @@ impl Control {
                 *status = Status::Parked(Point::Retry);
             }
         }
+        if matches!(
+            self.status[alt.choice.thread],
+            Status::Parked(Point::Call { .. })
+        ) {
+            self.calls[alt.choice.thread] += 1;
+        }
         self.current = Some(alt.choice.thread);
         self.fault = alt.choice.fault;
     }
@@ -308,13 +317,16 @@ impl Control {
     fn alternatives(&self, enabled: &[usize]) -> Vec<Alt> {
         let going_on = self.last.filter(|last| enabled.contains(last));
         let mut order: Vec<usize> = going_on.into_iter().collect();
-        let commutes = going_on.is_some_and(|g| {
-            matches!(
-                self.status[g],
-                Status::Parked(Point::Call { commutes: true, .. })
-            )
+        // No switch where the thread going on has made no call yet: switching there runs the
+        // same calls as starting the other thread first, which costs no preemption.
+        let stays = going_on.is_some_and(|g| {
+            self.calls[g] == 0
+                || matches!(
+                    self.status[g],
+                    Status::Parked(Point::Call { commutes: true, .. })
+                )
         });
-        if !commutes {
+        if !stays {
             order.extend(enabled.iter().copied().filter(|&t| Some(t) != going_on));
         }
         let mut alts = Vec::new();

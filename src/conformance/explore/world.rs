@@ -12,6 +12,8 @@ use parking_lot::Mutex;
 
 use super::alphabet::{Kind, Op, User, Via};
 use super::scheduler::Scheduled;
+pub use super::settings::Ids;
+use super::settings::Settings;
 use super::states::{Tagged, Tags};
 use crate::archive::{Archive, ArchiveExt};
 use crate::conformance::hooked::Call;
@@ -20,72 +22,6 @@ use crate::session::{META_KEY, ManualClock, STATE_KEY, Sessions};
 
 /// Opens a fresh, empty archive in a directory of its own.
 pub type Open = dyn Fn(&Path) -> Arc<dyn Archive> + Send + Sync;
-
-/// Whether the world stores session ids as they are or hashed at rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Ids {
-    /// Plain ids; the second `Sessions` has shorter timeouts and a finer sweep granularity.
-    Plain,
-    /// Ids hashed at rest; the second `Sessions` has no timeouts, so it records no settings.
-    Hashed,
-}
-
-/// The expiry settings of one `Sessions` of the world, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Settings {
-    pub(super) idle: Option<u64>,
-    pub(super) absolute: Option<u64>,
-    pub(super) granularity: u64,
-}
-
-impl Settings {
-    pub(super) fn of(ids: Ids, via: Via) -> Settings {
-        match (via, ids) {
-            (Via::App, _) => Settings {
-                idle: Some(3600),
-                absolute: Some(8 * 3600),
-                granularity: 60,
-            },
-            (Via::Other, Ids::Plain) => Settings {
-                idle: Some(600),
-                absolute: Some(2 * 3600),
-                granularity: 10,
-            },
-            (Via::Other, Ids::Hashed) => Settings {
-                idle: None,
-                absolute: None,
-                granularity: 600,
-            },
-        }
-    }
-
-    /// Whether a session of these timestamps has expired at `now`.
-    pub(super) fn expired(&self, created: u64, seen: u64, now: u64) -> bool {
-        let idle = self.idle.map(|idle| seen.saturating_add(idle));
-        let absolute = self.absolute.map(|life| created.saturating_add(life));
-        let at = match (idle, absolute) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        at.is_some_and(|at| now >= at)
-    }
-
-    /// Whether a write at `now` rewrites a last-seen time of `seen`.
-    pub(super) fn touch_due(&self, seen: u64, now: u64) -> bool {
-        self.idle
-            .is_some_and(|idle| now.saturating_sub(seen) > idle / 8)
-    }
-
-    /// A time at which a session last seen at `t0` is due a touch, and not expired.
-    pub(super) fn touch_time(&self, t0: u64) -> Option<u64> {
-        self.idle.map(|idle| t0 + idle / 8 + 5)
-    }
-
-    /// A time at which a session last seen at `t0` (or a few seconds later) has expired.
-    pub(super) fn late_time(&self, t0: u64) -> Option<u64> {
-        self.idle.map(|idle| t0 + idle + 10)
-    }
-}
 
 /// When the world starts: a whole day in the future (so that backends with native expiry, which
 /// follow the real clock, keep everything), the same for every schedule of a run.
@@ -122,9 +58,18 @@ type Created = Arc<Mutex<Vec<(usize, String)>>>;
 /// One schedule's world.
 pub(super) struct World<T> {
     pub(super) raw: Arc<dyn Archive>,
-    sessions: [Sessions; 2],
+    scheduled: Arc<dyn Archive>,
+    /// The application's `Sessions` at `t0`.
+    app: Sessions,
+    /// The other one at `t0`, where an operation uses it.
+    other: Option<Sessions>,
+    /// For each operation that runs at a later time, a `Sessions` of its own whose clock stands
+    /// there (as in a process whose clock is ahead).
+    own: Vec<Option<Sessions>>,
     settings: [Settings; 2],
-    clock: ManualClock,
+    ids: Ids,
+    /// When the observation happens: the latest time an operation runs at.
+    end: u64,
     pub(super) t0: u64,
     pub(super) s: SessionId,
     pub(super) k: SessionId,
@@ -172,6 +117,17 @@ fn record(created: &Created, me: usize, call: &Call<'_>) {
     }
 }
 
+/// A `Sessions` over `archive` with `settings`, whose clock stands at `at`.
+fn build(archive: &Arc<dyn Archive>, ids: Ids, settings: Settings, at: u64) -> Sessions {
+    Sessions::builder(Arc::clone(archive))
+        .idle_timeout(settings.idle.map(Duration::from_secs))
+        .absolute_lifetime(settings.absolute.map(Duration::from_secs))
+        .sweep_granularity(Duration::from_secs(settings.granularity))
+        .hash_ids_at_rest(ids == Ids::Hashed)
+        .clock(ManualClock::new(UNIX_EPOCH + Duration::from_secs(at)))
+        .build()
+}
+
 impl<T: Tagged> World<T> {
     /// A fresh world for `ops`: `S` and `K` saved at `t0`, both bound to alice.
     pub(super) fn new(open: &Open, ids: Ids, ops: &[Op]) -> World<T> {
@@ -188,19 +144,27 @@ impl<T: Tagged> World<T> {
             ops.iter().any(|op| op.kind == Kind::Sweep),
         ));
         let t0 = t0();
-        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(t0));
         let settings = [Settings::of(ids, Via::App), Settings::of(ids, Via::Other)];
-        let sessions = settings.map(|settings| {
-            Sessions::builder(Arc::clone(&scheduled))
-                .idle_timeout(settings.idle.map(Duration::from_secs))
-                .absolute_lifetime(settings.absolute.map(Duration::from_secs))
-                .sweep_granularity(Duration::from_secs(settings.granularity))
-                .hash_ids_at_rest(ids == Ids::Hashed)
-                .clock(clock.clone())
-                .build()
-        });
+        // The second `Sessions` only where an operation uses it: building one is not free.
+        let app = build(&scheduled, ids, settings[0], t0);
+        let other = ops
+            .iter()
+            .any(|op| op.via == Via::Other)
+            .then(|| build(&scheduled, ids, settings[1], t0));
+        let own = ops
+            .iter()
+            .map(|op| {
+                let settings = settings[op.via.index()];
+                let at = settings.later_time(*op, t0)?;
+                Some(build(&scheduled, ids, settings, at))
+            })
+            .collect();
+        let end = ops
+            .iter()
+            .filter_map(|op| settings[op.via.index()].later_time(*op, t0))
+            .fold(t0, u64::max);
         let [s, k] = [100, 200].map(|tag| {
-            let mut session = sessions[0].new_session(T::initial());
+            let mut session = app.new_session(T::initial());
             session.tag(tag);
             session.set_user(Some("alice"));
             session.save().expect("save a session of the world");
@@ -208,9 +172,13 @@ impl<T: Tagged> World<T> {
         });
         World {
             raw,
-            sessions,
+            scheduled,
+            app,
+            other,
+            own,
             settings,
-            clock,
+            ids,
+            end,
             t0,
             s,
             k,
@@ -221,27 +189,20 @@ impl<T: Tagged> World<T> {
         }
     }
 
-    pub(super) fn sessions(&self, via: Via) -> &Sessions {
-        &self.sessions[via.index()]
+    /// The `Sessions` operation number `me` runs through.
+    pub(super) fn sessions(&self, me: usize, via: Via) -> &Sessions {
+        let at_start = match via {
+            Via::App => &self.app,
+            Via::Other => self.other.as_ref().unwrap_or(&self.app),
+        };
+        self.own
+            .get(me)
+            .and_then(Option::as_ref)
+            .unwrap_or(at_start)
     }
 
     pub(super) fn settings(&self, via: Via) -> &Settings {
         &self.settings[via.index()]
-    }
-
-    /// Moves the clock forward to `at` (never back).
-    pub(super) fn clock_to(&self, at: u64) {
-        let at = UNIX_EPOCH + Duration::from_secs(at);
-        if crate::session::Clock::now(&self.clock) < at {
-            self.clock.set(at);
-        }
-    }
-
-    /// The time now, in unix seconds.
-    pub(super) fn now(&self) -> u64 {
-        crate::session::Clock::now(&self.clock)
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs())
     }
 
     /// The name `id` is stored under.
@@ -280,8 +241,6 @@ pub(super) struct Observed {
     /// What `revoke_user(U)` of the application's `Sessions` returned, by user, revoking alice
     /// first, and the stored sessions still bound to U after it.
     pub(super) revoked: BTreeMap<User, (Result<usize, String>, BTreeSet<String>)>,
-    /// The time of the observation.
-    pub(super) now: u64,
 }
 
 /// Reads every stored session of the archive, by stored name.
@@ -323,7 +282,13 @@ impl<T: Tagged> World<T> {
     /// Observes the world once every operation is done: stored sessions, liveness and listings
     /// by the application's `Sessions`, then revokes each user and reads what is left.
     pub(super) fn observe(&self) -> Observed {
-        let app = &self.sessions[0];
+        let later;
+        let app = if self.end == self.t0 {
+            &self.app
+        } else {
+            later = build(&self.scheduled, self.ids, self.settings[0], self.end);
+            &later
+        };
         let stored = stored_sessions::<T>(&*self.raw);
         let live = stored
             .keys()
@@ -359,7 +324,6 @@ impl<T: Tagged> World<T> {
             live,
             listed,
             revoked,
-            now: self.now(),
         }
     }
 }
