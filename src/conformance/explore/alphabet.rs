@@ -11,7 +11,7 @@ use std::fmt;
 use super::states::Tags;
 use crate::error::Error;
 
-/// A user of the world.
+/// A user of the world; see [`User::name`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum User {
     /// Both sessions of the world are bound to her at the start.
@@ -25,6 +25,14 @@ impl User {
     pub const ALL: [User; 2] = [User::Alice, User::Bob];
 
     /// The user id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::conformance::explore::User;
+    ///
+    /// assert_eq!(User::Alice.name(), "alice");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             User::Alice => "alice",
@@ -33,7 +41,7 @@ impl User {
     }
 }
 
-/// Which `Sessions` runs an operation: the application's, or a second one over the same archive
+/// Which `Sessions` runs an operation; see [`Op`] for an example: the application's, or a second one over the same archive
 /// with other settings (other timeouts and sweep granularity; with ids hashed at rest, no
 /// timeouts at all, so it records no settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +66,14 @@ impl Via {
 
 /// What an operation does. Requests (`Save…`, `Update…`, `Regenerate…`, `Destroy`) first start
 /// session `S` on their own thread.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::Kind;
+///
+/// assert!(Kind::ALL.contains(&Kind::RegenerateClean));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// `start(None)`, bind to alice, `save`: a login on a new device.
@@ -155,6 +171,15 @@ impl Kind {
 }
 
 /// One operation of the alphabet: what it does, through which `Sessions`.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::{Kind, Op, User, Via};
+///
+/// let rebind = Op { kind: Kind::SaveAs(User::Bob), via: Via::Other };
+/// assert_eq!(rebind.to_string(), "set_user(bob) + save [other Sessions]");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Op {
     /// What it does.

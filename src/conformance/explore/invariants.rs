@@ -13,6 +13,14 @@ use super::states::Tags;
 use super::world::Observed;
 
 /// An invariant of the session protocol.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::Invariant;
+///
+/// assert_eq!(Invariant::UserIndexExact.to_string(), "(3) the user index is exact");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Invariant {
     /// Every operation returned what the sequential reference model returns when the
@@ -59,7 +67,7 @@ impl fmt::Display for Invariant {
     }
 }
 
-/// A broken invariant, and how.
+/// A broken invariant, and how; see [`Failure::kinds`](super::Failure::kinds) for an example.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Violation {
     /// Which invariant.

@@ -97,7 +97,7 @@ pub use world::{Ids, Open};
 use crate::conformance::Mutation;
 
 /// What to explore: the world, the state type, the budget per schedule, and the protocol's
-/// deliberate defects, if any.
+/// deliberate defects, if any; see [`Plan::new`] for an example.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Plain or hashed ids.
@@ -119,6 +119,18 @@ pub struct Plan {
 
 impl Plan {
     /// Plain ids, the struct state, up to two preemptions, no faults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::conformance::explore::{Ids, Plan, StateKind};
+    ///
+    /// let mut plan = Plan::new();
+    /// plan.ids = Ids::Hashed;
+    /// plan.state = StateKind::Map;
+    /// plan.budget.faults = 1;
+    /// assert_eq!(plan.budget.preemptions, 2);
+    /// ```
     pub fn new() -> Plan {
         Plan {
             ids: Ids::Plain,
@@ -309,7 +321,25 @@ fn passes_unmutated<T: Tagged>(open: &Open, plan: &Plan, ops: &[Op], failure: &F
         .is_ok()
 }
 
-/// Explores one sequence of operations (a pair, usually) with `plan`'s state type.
+/// Explores one sequence of operations (a pair, usually) with `plan`'s state type: every
+/// schedule within its budget, keeping up to `plan.failures_per_pair` failures.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use session_archive::conformance::explore::{Kind, Op, Plan, Via, explore};
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let open = |_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+/// let mut plan = Plan::new();
+/// plan.budget.preemptions = 0;
+/// let live = Op { kind: Kind::IsLive, via: Via::App };
+/// let explored = explore(&open, &plan, &[live, live]);
+/// assert_eq!(explored.schedules, 2); // one thread first, or the other
+/// assert!(explored.failures.is_empty());
+/// ```
 pub fn explore(open: &Open, plan: &Plan, ops: &[Op]) -> Explored {
     match plan.state {
         StateKind::Struct => explore_ops::<Plain>(open, plan, ops),
@@ -318,7 +348,23 @@ pub fn explore(open: &Open, plan: &Plan, ops: &[Op]) -> Explored {
     }
 }
 
-/// Explores every ordered pair of `ops`, collecting the first failure of each pair.
+/// Explores each of `pairs` in turn (see [`explore`]), timing the whole.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use session_archive::conformance::explore::{Plan, all_pairs, explore_pairs};
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let open = |_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+/// let report = explore_pairs(&open, &Plan::new(), &all_pairs());
+/// println!("{report}"); // one line per pair: its schedules
+/// for failure in report.failures() {
+///     println!("{failure}");
+/// }
+/// ```
 pub fn explore_pairs(open: &Open, plan: &Plan, pairs: &[[Op; 2]]) -> Report {
     let started = Instant::now();
     let mut report = Report::default();
@@ -330,6 +376,14 @@ pub fn explore_pairs(open: &Open, plan: &Plan, pairs: &[[Op; 2]]) -> Report {
 }
 
 /// Every ordered pair of the alphabet.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::{Op, all_pairs};
+///
+/// assert_eq!(all_pairs().len(), Op::alphabet().len().pow(2));
+/// ```
 pub fn all_pairs() -> Vec<[Op; 2]> {
     let alphabet = Op::alphabet();
     alphabet
@@ -338,11 +392,26 @@ pub fn all_pairs() -> Vec<[Op; 2]> {
         .collect()
 }
 
-/// Runs one schedule given as its choices, and checks it.
+/// Runs one schedule given as its choices (a [`Failure`]'s `schedule`, or
+/// [`parse_schedule`] of its text), and checks it.
 ///
 /// # Errors
 ///
 /// The failure, when the schedule breaks an invariant.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use session_archive::conformance::explore::{Kind, Op, Plan, Via, parse_schedule, replay};
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let open = |_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+/// let live = Op { kind: Kind::IsLive, via: Via::App };
+/// let schedule = parse_schedule("1 1 0").expect("a schedule");
+/// assert!(replay(&open, &Plan::new(), &[live, live], schedule).is_ok());
+/// ```
 pub fn replay(
     open: &Open,
     plan: &Plan,
@@ -361,6 +430,19 @@ pub fn replay(
 
 /// Runs the random schedule of `seed` (its three operations, world, state type, faults and
 /// choices all come from the seed) and checks it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use session_archive::conformance::explore::run_seed;
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let open = |_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+/// let explored = run_seed(&open, 8_956_202_608_887_779_881);
+/// assert_eq!(explored.ops.len(), 3);
+/// ```
 pub fn run_seed(open: &Open, seed: u64) -> Explored {
     let (ops, plan, chooser) = suite::random_case(seed);
     let ran = match plan.state {
@@ -369,4 +451,36 @@ pub fn run_seed(open: &Open, seed: u64) -> Explored {
         StateKind::Floats => run_one::<Floats>(open, &plan, &ops, chooser),
     };
     Explored::random(&ops, seed, ran.verdict.err().map(|failure| *failure))
+}
+
+/// Reads a schedule as [`Failure::schedule_text`] writes it (`0 0 1f 1 0l`: each choice's
+/// thread, with `f` for a call made to fail and `l` for one applied, then failed), for
+/// [`replay`]; `None` for text that is not one.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::{Choice, Fault, parse_schedule};
+///
+/// let schedule = parse_schedule("0 1f 1l").expect("a schedule");
+/// assert_eq!(schedule[1], Choice { thread: 1, fault: Some(Fault::Fail) });
+/// assert_eq!(schedule[2].fault, Some(Fault::Lost));
+/// assert!(parse_schedule("0 x").is_none());
+/// ```
+pub fn parse_schedule(text: &str) -> Option<Vec<Choice>> {
+    text.split_whitespace()
+        .map(|choice| {
+            let (thread, fault) = match choice.strip_suffix('f') {
+                Some(thread) => (thread, Some(Fault::Fail)),
+                None => match choice.strip_suffix('l') {
+                    Some(thread) => (thread, Some(Fault::Lost)),
+                    None => (choice, None),
+                },
+            };
+            Some(Choice {
+                thread: thread.parse().ok()?,
+                fault,
+            })
+        })
+        .collect()
 }

@@ -11,7 +11,8 @@ use super::states::StateKind;
 use super::world::Ids;
 
 /// A schedule under which the protocol broke an invariant, with everything needed to run it
-/// again ([`replay`](super::replay)) and to read what happened.
+/// again ([`replay`](super::replay)) and to read what happened (its `Display`); see
+/// [`Failure::kinds`] for an example.
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// The operations, thread 0 first.
@@ -81,6 +82,21 @@ impl Failure {
     }
 
     /// The invariants it breaks.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::path::Path;
+    /// # use std::sync::Arc;
+    /// # use session_archive::{Archive, MemoryArchive};
+    /// use session_archive::conformance::Mutation;
+    /// use session_archive::conformance::explore::{Invariant, catches};
+    ///
+    /// # let open = |_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+    /// let failure = catches(&open, Mutation::DestroyPlainRemove).expect("caught");
+    /// assert!(!failure.kinds().is_empty());
+    /// println!("replay with {}", failure.schedule_text());
+    /// ```
     pub fn kinds(&self) -> Vec<super::invariants::Invariant> {
         let mut kinds: Vec<_> = self.violations.iter().map(|v| v.invariant).collect();
         kinds.dedup();
@@ -88,7 +104,8 @@ impl Failure {
     }
 
     /// The schedule as text that [`parse_schedule`](super::parse_schedule) reads back: each
-    /// choice as its thread, with `f` (fails) or `l` (applied, then fails) for a fault.
+    /// choice as its thread, with `f` (fails) or `l` (applied, then fails) for a fault; see
+    /// [`kinds`](Self::kinds) for an example.
     pub fn schedule_text(&self) -> String {
         schedule_text(&self.schedule)
     }
@@ -177,7 +194,8 @@ impl fmt::Display for Failure {
     }
 }
 
-/// How many schedules one ordered pair (or triple) ran.
+/// How many schedules one ordered pair (or triple) ran, and its failures; see
+/// [`explore`](super::explore) for an example.
 #[derive(Debug, Clone)]
 pub struct Explored {
     /// The operations.
@@ -193,7 +211,8 @@ pub struct Explored {
     pub failures: Vec<Failure>,
 }
 
-/// What [`explore_pairs`](super::explore_pairs) ran and found.
+/// What [`explore_pairs`](super::explore_pairs) ran and found; its `Display` has a line per
+/// pair (see [`Report::schedules`] for an example).
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     /// Every pair explored, with its count and failures.
@@ -204,11 +223,21 @@ pub struct Report {
 
 impl Report {
     /// How many schedules ran in all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::conformance::explore::Report;
+    ///
+    /// let report = Report::default();
+    /// assert_eq!(report.schedules(), 0);
+    /// assert_eq!(report.failures().count(), 0);
+    /// ```
     pub fn schedules(&self) -> usize {
         self.explored.iter().map(|e| e.schedules).sum()
     }
 
-    /// Every failure found.
+    /// Every failure found; see [`schedules`](Self::schedules) for an example.
     pub fn failures(&self) -> impl Iterator<Item = &Failure> {
         self.explored.iter().flat_map(|e| &e.failures)
     }

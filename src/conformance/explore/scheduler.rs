@@ -20,7 +20,8 @@ use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture};
 use crate::conformance::hooked::Call;
 use crate::error::{Error, Result};
 
-/// A fault injected into one archive call.
+/// A fault injected into one archive call; see [`parse_schedule`](super::parse_schedule) for
+/// an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// The call fails and is not applied (a refused write, a dropped connection).
@@ -30,7 +31,8 @@ pub enum Fault {
 }
 
 /// One decision at a scheduling point: the thread that runs next, and the fault injected into
-/// its pending archive call, if any.
+/// its pending archive call, if any; see [`parse_schedule`](super::parse_schedule) for an
+/// example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Choice {
     /// The index of the operation whose thread runs.
@@ -654,6 +656,15 @@ impl Archive for Scheduled {
 }
 
 /// How many preemptions and faults a schedule may have.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::{Budget, Plan};
+///
+/// let mut plan = Plan::new();
+/// plan.budget = Budget { preemptions: 0, faults: 1 }; // each call of each order, made to fail
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     /// Switches away from a thread that could go on.

@@ -3,7 +3,8 @@
 
 use super::alphabet::{Kind, Op, Via};
 
-/// Whether the world stores session ids as they are or hashed at rest.
+/// Whether the world stores session ids as they are or hashed at rest; see
+/// [`Plan::new`](super::Plan::new) for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ids {
     /// Plain ids; the second `Sessions` has shorter timeouts and a finer sweep granularity.

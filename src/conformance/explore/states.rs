@@ -10,7 +10,8 @@ use serde_json::Value;
 /// The tags a state holds: which writes made it.
 pub(super) type Tags = BTreeSet<u32>;
 
-/// Which state type the alphabet runs with.
+/// Which state type the alphabet runs with; see [`Plan::new`](super::Plan::new) for an
+/// example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StateKind {
     /// A struct: its JSON encoding is canonical.

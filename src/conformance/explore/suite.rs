@@ -15,7 +15,7 @@ use super::world::Open;
 use super::{Plan, all_pairs, explore, explore_pairs, run_seed};
 use crate::conformance::Mutation;
 
-/// A part of the exploration: one test each.
+/// A part of the exploration: one test each; see [`run_suite`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Suite {
@@ -38,7 +38,7 @@ pub enum Suite {
     Catches(Mutation),
 }
 
-/// How deep a backend explores in `cargo test`.
+/// How deep a backend explores in `cargo test`; see [`run_suite`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
     /// Every pair, as the suite says: for a fast, in-memory backend.
@@ -49,6 +49,16 @@ pub enum Depth {
 }
 
 /// Whether `EXPLORE_FULL=1` asks for the whole exploration, on every backend.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::whole;
+///
+/// if whole() {
+///     println!("exploring everything");
+/// }
+/// ```
 pub fn whole() -> bool {
     std::env::var("EXPLORE_FULL").is_ok_and(|v| v == "1")
 }
@@ -177,8 +187,8 @@ fn random_report(open: &Open, depth: Depth) -> Report {
         });
     let count = match (whole(), depth) {
         (true, _) => 5000,
-        (false, Depth::Full) => 400,
-        (false, Depth::Sample) => 30,
+        (false, Depth::Full) => 1500,
+        (false, Depth::Sample) => 100,
     };
     println!("random schedules from EXPLORE_SEED={base}");
     let mut report = Report::default();

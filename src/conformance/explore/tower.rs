@@ -26,7 +26,7 @@ use crate::archive::{Archive, ArchiveExt};
 use crate::session::ManualClock;
 use crate::tower_sessions::ArchiveStore;
 
-/// An operation of the tower-sessions family.
+/// An operation of the tower-sessions family; see [`explore_tower`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TowerOp {
     /// `create` of a new record expiring with R.
@@ -81,6 +81,11 @@ fn created_id(me: usize) -> i128 {
 const EXPIRES: u64 = 600;
 const SAVED_EXPIRES: u64 = 1200;
 const SWEEP_AT: u64 = 700;
+/// When the final `delete_expired` runs: past every expiry.
+const FINAL_SWEEP_AT: u64 = 2 * SAVED_EXPIRES;
+/// The index's bucket width (the second store's is 60 s): coarse, so that a sweep walks a few
+/// buckets, each a scheduling point.
+const GRANULARITY: u64 = 300;
 
 /// Runs a store future to its end: outside a tokio runtime the store runs each call on the
 /// calling thread, so the future is ready at once; it is polled until it is.
@@ -129,14 +134,14 @@ fn store(archive: &Arc<dyn Archive>, at: u64, granularity: u64) -> ArchiveStore 
 /// A store at the start: operations other than `delete_expired` share none, as requests of
 /// one process share nothing but the archive.
 fn stores_first(archive: &Arc<dyn Archive>, t0: u64) -> ArchiveStore {
-    store(archive, t0, 60)
+    store(archive, t0, GRANULARITY)
 }
 
 /// One schedule's world.
 struct TowerWorld {
     raw: Arc<dyn Archive>,
     scheduled: Arc<dyn Archive>,
-    /// The store at the start, and for each `delete_expired` one of its own whose clock stands
+    /// The store at the start, and one for each operation: a `delete_expired`'s clock stands
     /// past R's expiry, with the second store's granularity where it asks for it.
     stores: Vec<ArchiveStore>,
     t0: u64,
@@ -169,14 +174,16 @@ impl TowerWorld {
             true,
         ));
         let t0 = t0();
-        let main = store(&scheduled, t0, 60);
+        let main = store(&scheduled, t0, GRANULARITY);
         let mut first = record(R, &[100], EXPIRES, t0);
         block_on(main.create(&mut first)).expect("create R");
         let mut stores = vec![main];
         stores.extend(ops.iter().map(|op| match op {
-            TowerOp::DeleteExpired { second } => {
-                store(&scheduled, t0 + SWEEP_AT, if *second { 10 } else { 60 })
-            }
+            TowerOp::DeleteExpired { second } => store(
+                &scheduled,
+                t0 + SWEEP_AT,
+                if *second { 60 } else { GRANULARITY },
+            ),
             _ => stores_first(&scheduled, t0),
         }));
         TowerWorld {
@@ -237,7 +244,7 @@ impl TowerWorld {
 
     /// The records left once every record has expired and `delete_expired` ran again.
     fn left_after_final_sweep(&self) -> BTreeSet<String> {
-        let sweeper = store(&self.scheduled, self.t0 + 100_000, 60);
+        let sweeper = store(&self.scheduled, self.t0 + FINAL_SWEEP_AT, GRANULARITY);
         let swept = block_on(sweeper.delete_expired());
         let mut left: BTreeSet<String> = self.records().into_keys().collect();
         if let Err(err) = swept {
@@ -457,6 +464,14 @@ fn run_one(
 }
 
 /// Every ordered pair of the family.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::conformance::explore::{TowerOp, tower_pairs};
+///
+/// assert_eq!(tower_pairs().len(), TowerOp::ALL.len().pow(2));
+/// ```
 pub fn tower_pairs() -> Vec<[TowerOp; 2]> {
     TowerOp::ALL
         .iter()
@@ -465,6 +480,20 @@ pub fn tower_pairs() -> Vec<[TowerOp; 2]> {
 }
 
 /// Explores every schedule of `ops` within `budget`; stops at the first failure.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use session_archive::conformance::explore::{Budget, TowerOp, explore_tower};
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let open = |_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+/// let budget = Budget { preemptions: 1, faults: 0 };
+/// let explored = explore_tower(&open, budget, &[TowerOp::Load, TowerOp::Delete]);
+/// assert!(explored.failures.is_empty(), "{}", explored.failures[0]);
+/// ```
 pub fn explore_tower(open: &Open, budget: Budget, ops: &[TowerOp]) -> Explored {
     let mut dfs = Dfs::new(budget);
     let mut explored = Explored {

@@ -20,7 +20,19 @@ use crate::conformance::hooked::Call;
 use crate::session::id::{SessionId, hashed_name, is_hashed};
 use crate::session::{META_KEY, ManualClock, STATE_KEY, Sessions};
 
-/// Opens a fresh, empty archive in a directory of its own.
+/// Opens a fresh, empty archive in a directory of its own: what every exploration runs on.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use session_archive::conformance::explore::Open;
+/// use session_archive::{Archive, MemoryArchive};
+///
+/// let open: &Open = &|_: &Path| Arc::new(MemoryArchive::new()) as Arc<dyn Archive>;
+/// # let _ = open;
+/// ```
 pub type Open = dyn Fn(&Path) -> Arc<dyn Archive> + Send + Sync;
 
 /// When the world starts: a whole day in the future (so that backends with native expiry, which
