@@ -770,3 +770,100 @@ fn archive_is_send_sync_and_debug_shows_no_data() {
     assert!(debug.contains(archive.prefix()), "{debug}");
     assert!(!debug.contains("secret"), "{debug}");
 }
+
+#[path = "support/holding_proxy.rs"]
+mod holding_proxy;
+
+/// Issue 24, suspected defect 5, end to end on a real redis-server: a regenerate whose move
+/// timed out, while the server runs that move later, never loses the session.
+///
+/// A proxy in front of the test's own server holds back the first command carrying a
+/// moved-marker (`\0moved:`), which is the move's `EVALSHA`, until `regenerate` has returned;
+/// the archive, with a 500 ms response timeout, gives up on it and discards the connection.
+/// The regenerate then fences the old id on another connection (a swap that bumps the record's
+/// `rev`, the state unchanged), fails with the timeout, removes the copy and keeps the old id.
+/// Only then does the proxy forward the held move. (redis-server runs commands that reached it
+/// on a connection the client has since closed with a FIN, even when it reads them only after
+/// the close, which is how the archive drops a connection; the proxy keeps the server side open
+/// until the reply anyway, and records it.) The move expects the record as it was before the fence, so the
+/// server answers `:0`: it did not land. The old session is live, with its state and its user,
+/// listed under that user alone, and no other session holds a state.
+///
+/// With the behaviour before the fence, this fails: after the error the regenerate read the old
+/// id's state back, on another connection, while the move was still held; it found no marker,
+/// decided the move had not happened and removed the copy. The held move, which expects the
+/// record as it still was, then landed (the server answers `:1`), turning the old id into a
+/// marker that names a removed copy: `is_live(old)` is false, and the session is lost. (Checked
+/// once with that read-back in place of the fence, in a scratch copy: the late reply is `:1`,
+/// and `is_live(old)` is false.)
+#[test]
+fn a_move_run_by_redis_after_its_reply_timed_out_is_fenced_off() {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use session_archive::{STATE_KEY, Sessions};
+
+    use self::holding_proxy::HoldingProxy;
+
+    let Some(server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let url = server.url();
+    let upstream: SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches("/0")
+        .parse()
+        .expect("the local server's address");
+    let direct = Arc::new(open(&url, "app"));
+    // Loads the swap script, so the held `EVALSHA` is the move itself, not a `NOSCRIPT` miss
+    // (this swap only compares, and writes nothing).
+    assert!(
+        direct
+            .compare_and_swap_many("warm-up", &[("k", None, None)])
+            .unwrap()
+    );
+
+    let proxy = HoldingProxy::start(upstream, b"\0moved:", Duration::from_secs(10));
+    let proxied = RedisArchive::builder(format!("redis://{}/0", proxy.addr()))
+        .prefix("app")
+        .connect_timeout(Some(Duration::from_secs(5)))
+        .response_timeout(Some(Duration::from_millis(500)))
+        .open()
+        .unwrap();
+    let sessions = Sessions::new(proxied);
+    let mut session = sessions.start(None, "anonymous".to_owned()).unwrap();
+    session.set_user(Some("alice"));
+    session.save().unwrap();
+    let old = session.id().clone();
+
+    let err = session.regenerate().unwrap_err();
+    assert!(redis_source(&err).is_timeout(), "{err:?}");
+    assert!(proxy.caught(), "the move was held back");
+    assert_eq!(session.id(), &old, "a failed regenerate keeps the old id");
+
+    // Now the server runs the move whose reply the archive gave up on.
+    proxy.release();
+    let reply = proxy
+        .late_reply(Duration::from_secs(10))
+        .expect("the held move reached the server and was answered");
+    assert_eq!(reply, b":0\r\n", "the late move ran and did not land");
+
+    let plain = Sessions::new(Arc::clone(&direct));
+    assert!(plain.is_live(&old).unwrap(), "the session was lost");
+    let again = plain.start(Some(old.as_str()), String::new()).unwrap();
+    assert_eq!(again.id(), &old);
+    assert_eq!(*again, "anonymous");
+    assert_eq!(again.user(), Some("alice"));
+    let listed: Vec<_> = plain
+        .user_sessions("alice")
+        .map(|s| s.unwrap().id().clone())
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&old));
+    // Only the old session holds a state: the copy was removed.
+    let with_state: Vec<String> = direct
+        .domains()
+        .map(Result::unwrap)
+        .filter(|domain| direct.has(domain, STATE_KEY).unwrap())
+        .collect();
+    assert_eq!(with_state, [old.as_str()]);
+}

@@ -2050,11 +2050,18 @@ fn ids_hashed_at_rest_never_reach_storage() {
     assert_eq!(archive.get(&hash, "session.json").unwrap().unwrap(), b"8");
 
     // The plain session is unreachable now; adoption removes it, and the sweep finds the
-    // hashed one through its index.
+    // hashed one through its index, once it has expired by the longer of this `Sessions`'
+    // timeouts and those the archive records (the plain application's, 24 h idle).
     assert!(sessions.start(Some(&before), 0_u32).unwrap().is_new());
     sessions.adopt_legacy(|_| {}).unwrap();
     assert!(!archive.has_domain(&before).unwrap());
     clock.advance(Duration::from_secs(601));
+    assert_eq!(
+        sessions.sweep().unwrap(),
+        0,
+        "live to the plain application"
+    );
+    clock.advance(Duration::from_secs(24 * 3600));
     assert_eq!(sessions.sweep().unwrap(), 1);
     assert!(!archive.has_domain(&hash).unwrap());
     session.destroy().unwrap();

@@ -98,9 +98,15 @@ fn check(archive: &RedbArchive) -> usize {
         let Some(user) = meta.get("user").and_then(serde_json::Value::as_str) else {
             continue;
         };
+        // The binding's own entry: the key its record names (the stored name alone for a
+        // binding written by an earlier version).
+        let entry = meta
+            .get("entry")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&domain);
         let index = format!("user-{}", sha256::sha256_hex(user));
         assert!(
-            archive.has(&index, &domain).expect("read the index"),
+            archive.has(&index, entry).expect("read the index"),
             "a session bound to {user} is missing from its index"
         );
         bound += 1;

@@ -23,8 +23,11 @@
 //!   it was built with, so the index has one width and every sweep finds every entry. The first
 //!   `Sessions` to write the record chooses it (a compare-and-swap from nothing: exactly one
 //!   wins);
-//! - the idle timeout and absolute lifetime (`null` for none) of the application that recorded
-//!   them last, for tools that sweep on its behalf;
+//! - the idle timeout and absolute lifetime (`null` for none), for tools that sweep on the
+//!   applications' behalf: each the longest any `Sessions` over the archive has recorded, so
+//!   that no sweep by them (or by a `Sessions` with shorter timeouts, which judges by the longer
+//!   of its own and these) ends a session some application still resumes. They only grow: an
+//!   application that shortens its timeouts leaves its sessions to the sweep a while longer;
 //! - `swept`, a time: every bucket before `bucket(swept) - 1` has been swept;
 //! - `claimed`, a time: how far a sweep has walked, or is walking. A sweep moves it up to now
 //!   before it lists any bucket, and moves `swept` up to now once it has walked every bucket from
@@ -154,8 +157,9 @@ impl StoredRecord {
 ///
 /// Every [`Sessions`](super::Sessions) over the archive indexes and sweeps with the recorded
 /// [`sweep_granularity`](Self::sweep_granularity). The idle timeout and absolute lifetime are
-/// those of the application that recorded them last (each `Sessions` records its own with its
-/// first session write); tools such as `session-archive sweep` judge expiry by them.
+/// each the longest any `Sessions` over the archive has recorded (each records its own with its
+/// first session write, never shortening what is there); tools such as `session-archive sweep`
+/// judge expiry by them, so they never end a session some application still resumes.
 ///
 /// # Examples
 ///
@@ -244,6 +248,16 @@ impl Lifetime {
     pub(crate) fn needs_touch(self, meta: Meta, now: u64) -> bool {
         self.idle
             .is_some_and(|idle| now.saturating_sub(meta.seen) > idle / TOUCH_FRACTION)
+    }
+
+    /// The rules that keep a session at least as long as either: each timeout the longer of the
+    /// two (none being the longest).
+    pub(crate) fn or_longer(self, other: Lifetime) -> Lifetime {
+        let longer = |a: Option<u64>, b: Option<u64>| Some(a?.max(b?));
+        Lifetime {
+            idle: longer(self.idle, other.idle),
+            absolute: longer(self.absolute, other.absolute),
+        }
     }
 
     /// The longest a session written or touched now can live, if there is a bound.
@@ -411,9 +425,17 @@ impl Index<'_> {
         };
         self.remember(&record);
         if record_settings && !self.settings_recorded.load(Ordering::Acquire) {
+            // The recorded timeouts only grow: each the longer of what is recorded and this
+            // owner's, so that no sweep by them ends a session that some application sharing
+            // the archive still resumes (a tool with shorter timeouts records nothing shorter).
+            let recorded = Lifetime {
+                idle: record.idle,
+                absolute: record.absolute,
+            };
+            let merged = recorded.or_longer(self.lifetime);
             let ours = IndexRecord {
-                idle: self.lifetime.idle,
-                absolute: self.lifetime.absolute,
+                idle: merged.idle,
+                absolute: merged.absolute,
                 ..record
             };
             if ours != record

@@ -262,7 +262,8 @@ impl<T> Session<T> {
     /// # Errors
     ///
     /// The archive's errors; the session is then not destroyed, and the handle still counts as
-    /// live, so the call can be repeated.
+    /// live, so the call can be repeated. (A swap whose answer was lost is read back: if no
+    /// state is left, the destroy landed, and answers `Ok`.)
     ///
     /// # Examples
     ///
@@ -361,9 +362,9 @@ impl<T> Session<T> {
         let Started {
             state,
             stamp,
+            bound,
             refreshed,
         } = started;
-        let bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
         Session {
             store,
             max_state_size,
@@ -429,30 +430,33 @@ impl<T> Session<T> {
         let Phase::Live(stamp) = &mut self.phase else {
             return Ok(false);
         };
-        let wrote = self.store.touch(&self.id, stamp, now)?;
-        self.bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
-        Ok(wrote)
+        // The binding the handle shows is the one stored with the state it holds: a touch never
+        // changes it, and one that lost a race read a record whose binding may go with another
+        // state.
+        self.store.touch(&self.id, stamp, now)
     }
 
-    /// After a write of the state: refreshes the timestamps (the cookie follows when they
-    /// moved), and repeats the expiry hint that a write may have cleared on backends with native
-    /// expiry.
-    fn after_write(&mut self) -> Result<()> {
+    /// After a write of the state, which is done and so answered: refreshes the timestamps (the
+    /// cookie follows when they moved), or repeats the expiry hint that a write may have cleared
+    /// on backends with native expiry. Both only tidy, so a failure here is not the write's: it
+    /// leaves `last seen` and the native expiry where they were (the session may expire somewhat
+    /// earlier than its use asks, until the next write moves them), and answering it as an
+    /// error would have a caller apply an update twice.
+    fn after_write(&mut self) {
         let now = self.store.now();
-        if self.touch(now)? {
+        if matches!(self.touch(now), Ok(true)) {
             self.cookie = CookieAction::Set;
-            Ok(())
         } else {
-            self.repeat_expire_hint()
+            self.repeat_expire_hint();
         }
     }
 
     /// Repeats the expiry hint for the stored timestamps, which a write of the state may have
-    /// cleared on backends with native expiry.
-    fn repeat_expire_hint(&self) -> Result<()> {
-        match self.stored_meta() {
-            Some(meta) => self.store.expire_hint(&self.id, meta),
-            None => Ok(()),
+    /// cleared on backends with native expiry; best effort, as [`after_write`](Self::after_write)
+    /// says.
+    fn repeat_expire_hint(&self) {
+        if let Some(meta) = self.stored_meta() {
+            let _ = self.store.expire_hint(&self.id, meta);
         }
     }
 }
@@ -467,9 +471,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// [`Error::SessionGone`] after a destroy (by any handle), a sweep, or a regenerate by
     /// another handle; [`Error::StateTooLarge`] when the JSON is over the
     /// [limit](super::SessionsBuilder::max_state_size) (nothing is written); [`Error::Serialize`]
-    /// when `T` cannot be serialized; otherwise the archive's errors. An archive error while
-    /// recording the timestamps, after the state was written, is returned too, although the
-    /// state is then stored.
+    /// when `T` cannot be serialized; otherwise the archive's errors. Once the state is written
+    /// the save answers `Ok`: refreshing the timestamps after it is best effort. The one error
+    /// whose outcome is unknown is storage failing on the write itself in a way that cannot
+    /// tell whether it landed (a reply that timed out): the state is then as before or as
+    /// saved, and reading it (see [`load`](Self::load)) tells which.
     ///
     /// # Examples
     ///
@@ -506,7 +512,8 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     return Err(self.gone());
                 }
                 self.dirty = false;
-                self.after_write()
+                self.after_write();
+                Ok(())
             }
         }
     }
@@ -566,7 +573,12 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     ///
     /// [`Error::SessionGone`] when the session was destroyed or moved; [`Error::CorruptSession`]
     /// when the stored state cannot be decoded; [`Error::StateTooLarge`] or [`Error::Serialize`]
-    /// for the result (nothing is written); otherwise the archive's errors.
+    /// for the result (nothing is written); otherwise the archive's errors. Once the result is
+    /// stored the update answers `Ok` (refreshing the timestamps after it is best effort), so an
+    /// error means it was not stored, except when storage fails on the write itself in a way
+    /// that cannot tell whether it landed (a reply that timed out): then the change may be
+    /// stored. Before repeating a non-idempotent change, read the session (see
+    /// [`load`](Self::load)).
     ///
     /// # Examples
     ///
@@ -687,7 +699,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
     /// none, and refreshes the timestamps.
     fn end_update<R>(&mut self, applied: Option<Applied<T, R>>) -> Result<R> {
         let result = self.take_applied(applied)?;
-        self.after_write()?;
+        self.after_write();
         Ok(result)
     }
 
@@ -810,10 +822,9 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                 source: "every fresh id drawn was taken".into(),
             }),
             Err(Error::SessionGone { .. }) => Err(self.gone()),
-            Err(err) => {
-                self.cookie = CookieAction::Keep;
-                Err(err)
-            }
+            // The session is as it was (or, the move's outcome unknown, possibly moved): the
+            // cookie this handle already owes (a save's, say) still stands.
+            Err(err) => Err(err),
         }
     }
 

@@ -969,7 +969,10 @@ impl Sessions {
     /// that raced a destroy, or a create cut short before its state) are removed when they
     /// expire.
     ///
-    /// **Settings.** Expiry is judged by this `Sessions`' idle timeout and absolute lifetime. The
+    /// **Settings.** A session is removed only once it has expired by this `Sessions`' idle
+    /// timeout and absolute lifetime AND by those recorded in the archive (the application's,
+    /// see [`stored_settings`](Self::stored_settings)): a `Sessions` built with shorter timeouts,
+    /// such as an admin tool's, never ends a session the application still resumes. The
     /// index's bucket width, and where the previous sweep stopped, are recorded in the archive
     /// (see [`stored_settings`](Self::stored_settings)), so sweeps from processes built with
     /// other settings, such as the `session-archive sweep` tool, share one index and one cursor:

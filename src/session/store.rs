@@ -29,7 +29,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::time::{Duration, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -57,6 +56,11 @@ pub(crate) use regenerate::Moving;
 /// collision is practically impossible; the bound only keeps a misbehaving backend (one whose
 /// `compare_and_swap` never succeeds) from looping forever.
 const CREATE_ATTEMPTS: usize = 4;
+
+/// How many times [`Store::read_pair`] reads a session's record and state before it gives up: each
+/// retry means another write of the record landed in the moment between two reads, so a few
+/// are plenty; the bound only keeps a storm of writes from holding a start for ever.
+const PAIR_ATTEMPTS: usize = 16;
 
 /// How many locks [`Store::update_locks`] holds: enough that the few dozen sessions a server
 /// updates at once rarely share one, at one byte each.
@@ -86,6 +90,9 @@ pub(crate) struct Store {
     /// Serializes this process's updates of one session (by a hash of its id, so unrelated
     /// sessions rarely share one): see [`UpdateTurn`].
     update_locks: Box<[Mutex<()>]>,
+    /// With ids hashed at rest, a store over the same archive that does not hash: see
+    /// [`for_stored`](Self::for_stored).
+    plain: std::sync::OnceLock<Box<Store>>,
 }
 
 /// The reads of the archive the session layer makes outside the store; see [`Store::reads`].
@@ -134,6 +141,9 @@ impl<S> Opened<S> {
 pub(crate) struct Started<S> {
     pub(crate) state: S,
     pub(crate) stamp: Option<Stamp>,
+    /// The user the state was stored bound to: read with it, as one pair (the record in `stamp`
+    /// may be newer, when the start's touch lost a race and read it again).
+    pub(crate) bound: Option<String>,
     pub(crate) refreshed: bool,
 }
 
@@ -151,6 +161,7 @@ impl Store {
             index_width: AtomicU64::new(0),
             settings_recorded: AtomicBool::new(false),
             update_locks: (0..UPDATE_LOCKS).map(|_| Mutex::new(())).collect(),
+            plain: std::sync::OnceLock::new(),
         }
     }
 
@@ -158,6 +169,23 @@ impl Store {
     /// ids hashed at rest when configured). Only the store writes.
     pub(crate) fn reads(&self) -> Reads<'_> {
         Reads(&*self.archive)
+    }
+
+    /// The store that reaches the session stored as `stored`: this one, or, with ids hashed at
+    /// rest and `stored` a plain id (stored before hashing was turned on, or by an application
+    /// without it), one over the same archive that does not hash. A listing, a revoke and a sweep
+    /// go through it, so that they reach every session an index names, whoever stored it.
+    pub(crate) fn for_stored(&self, stored: &str) -> &Store {
+        if !self.config.hash_ids || SessionId::parse(stored).is_none() {
+            return self;
+        }
+        self.plain.get_or_init(|| {
+            let config = StoreConfig {
+                hash_ids: false,
+                ..self.config.clone()
+            };
+            Box::new(Store::new(Arc::clone(&self.raw), config))
+        })
     }
 
     /// Which of the archive's calls may block.
@@ -339,8 +367,7 @@ impl Store {
     /// one kept alive by use for longer than any single timeout.
     fn keep_user_index(&self, domain: &str, now: u64) -> Result<()> {
         if let Some(longest) = self.config.lifetime.longest() {
-            let at =
-                UNIX_EPOCH + Duration::from_secs(now.saturating_add(longest).saturating_add(60));
+            let at = unix_time(now.saturating_add(longest).saturating_add(60));
             self.archive.expire_domain(domain, at)?;
         }
         Ok(())
@@ -423,8 +450,8 @@ impl Store {
         now: u64,
         may_write: bool,
     ) -> Result<Opened<(Vec<u8>, Option<Stamp>)>> {
-        let stamp = self.read_meta(id)?;
-        let Stored::State(bytes) = self.read_state(id)? else {
+        let (stamp, state) = self.read_pair(id)?;
+        let Stored::State(bytes) = state else {
             return Ok(Opened::Unknown);
         };
         if let Some(stamp) = &stamp
@@ -442,6 +469,31 @@ impl Store {
             return Ok(Opened::Unknown);
         }
         Ok(Opened::Found((bytes, stamp)))
+    }
+
+    /// Reads a session's record and state as one pair: the record, the state, then the record
+    /// again, until the two reads of the record agree. A write that changes the binding swaps
+    /// the record and the state at once, and every write of the record changes its bytes, so a
+    /// state read between two equal records was stored with that record's binding (or, by a
+    /// write of the state alone, kept it). The record is read first: a destroy removes the state
+    /// before the record, so a state found with no record around it is one stored without (the
+    /// original framework's), not one half-way through a destroy.
+    fn read_pair(&self, id: &SessionId) -> Result<(Option<Stamp>, Stored)> {
+        let mut record = self.archive.get(id.as_str(), META_KEY)?;
+        for _ in 0..PAIR_ATTEMPTS {
+            let state = self.read_state(id)?;
+            let again = self.archive.get(id.as_str(), META_KEY)?;
+            if again == record {
+                let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose()?;
+                return Ok((stamp, state));
+            }
+            record = again;
+        }
+        Err(Error::Backend {
+            backend: "sessions",
+            operation: "read a session's record and state together",
+            source: "the record changed between every two reads".into(),
+        })
     }
 
     /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
@@ -475,7 +527,13 @@ impl Store {
         decode: impl FnOnce(&[u8]) -> Result<S>,
     ) -> Result<Opened<Started<S>>> {
         let now = self.now();
-        let (bytes, mut stamp) = match self.open(id, now, may_write)? {
+        let opened = match self.open(id, now, may_write) {
+            Err(err @ Error::CorruptSession { .. }) if set_aside_corrupt => {
+                return self.retire_corrupt(id, may_write, now, err);
+            }
+            opened => opened?,
+        };
+        let (bytes, mut stamp) = match opened {
             Opened::Found(found) => found,
             Opened::Unknown => return Ok(Opened::Unknown),
             Opened::MustWrite => return Ok(Opened::MustWrite),
@@ -496,14 +554,37 @@ impl Store {
         if !may_write && self.touch_due(stamp.as_ref(), now) {
             return Ok(Opened::MustWrite);
         }
+        let bound = stamp.as_ref().and_then(Stamp::user).map(str::to_owned);
         Ok(match self.resume_touch(id, &mut stamp, now)? {
             Some(refreshed) => Opened::Found(Started {
                 state,
                 stamp,
+                bound,
                 refreshed,
             }),
             None => Opened::Unknown,
         })
+    }
+
+    /// A session whose record does not decode, started with `set_aside_corrupt`: its state is
+    /// set aside (see [`set_aside`](Self::set_aside)) and the id retired, as for a state that does
+    /// not decode, so that its cookie does not fail every request until a sweep (which cannot
+    /// judge it either). `err` is the answer when the state changed meanwhile.
+    fn retire_corrupt<S>(
+        &self,
+        id: &SessionId,
+        may_write: bool,
+        now: u64,
+        err: Error,
+    ) -> Result<Opened<Started<S>>> {
+        if !may_write {
+            return Ok(Opened::MustWrite);
+        }
+        match self.read_state(id)? {
+            Stored::State(bytes) if self.set_aside(id, &bytes, now)? => Ok(Opened::Unknown),
+            Stored::State(_) => Err(err),
+            Stored::Absent | Stored::Moved(_) => Ok(Opened::Unknown),
+        }
     }
 
     /// The touch of a session being started (see [`touch`](Self::touch)): whether it wrote.
@@ -543,6 +624,9 @@ impl Store {
         now: u64,
     ) -> Result<bool> {
         let next = match stamp.as_ref() {
+            // An expired session is dead: a touch must not bring it back (the swap expects the
+            // record judged here).
+            Some(old) if self.is_expired(old.meta, now) => return Ok(false),
             Some(old) if !self.needs_touch(old.meta, now) => return Ok(false),
             Some(old) => old.with_meta(
                 id,
@@ -659,13 +743,23 @@ impl Store {
                 return Ok(None);
             };
             let (bytes, result) = next(&current)?;
-            if self.archive.compare_and_swap(
+            match self.archive.compare_and_swap(
                 id.as_str(),
                 STATE_KEY,
                 Some(&current),
                 Some(&bytes),
-            )? {
-                return Ok(Some(result));
+            ) {
+                Ok(true) => return Ok(Some(result)),
+                Ok(false) => {}
+                // The swap may have landed and its answer been lost: the new bytes found there
+                // tell that it did (or that the state is as this write would leave it, which
+                // answers the caller the same).
+                Err(err) => {
+                    return match self.read_state(id) {
+                        Ok(Stored::State(stored)) if stored == bytes => Ok(Some(result)),
+                        _ => Err(err),
+                    };
+                }
             }
         }
     }
@@ -711,10 +805,21 @@ impl Store {
             }
             let stamp = self.read_meta(id)?;
             let Stored::State(current) = self.read_state(id)? else {
-                // Dead for good: the entry just written leads nowhere.
-                self.forget(id, binding.as_ref());
+                // Dead for good: the entry just written leads nowhere. Only that entry goes:
+                // what the domain holds (a moved-marker, say) is not this call's to remove.
+                if let Some(binding) = &binding {
+                    let _ = self.remove_user_entry(id, binding);
+                }
                 return Ok(None);
             };
+            // An expired session is dead, even before a sweep removes it; the swap below expects
+            // the record judged here, so this is no check followed by a write.
+            if stamp
+                .as_ref()
+                .is_some_and(|old| self.is_expired(old.meta, now))
+            {
+                return Ok(None);
+            }
             let (bytes, result) = next(&current)?;
             let meta = stamp.as_ref().map_or(Meta::fresh(now), |old| Meta {
                 seen: now,
@@ -732,10 +837,13 @@ impl Store {
                 (STATE_KEY, Some(&current[..]), Some(&bytes[..])),
             ];
             if self.archive.compare_and_swap_many(id.as_str(), &swaps)? {
+                // The write is done and answered as done. What follows only tidies: a replaced
+                // entry left behind is stale (readers skip it), and a hint not moved leaves the
+                // native expiry where it was (the expiry index still covers the session).
                 if let Some(old) = stamp.and_then(|old| old.binding) {
-                    self.remove_user_entry(id, &old)?;
+                    let _ = self.remove_user_entry(id, &old);
                 }
-                self.expire_hint(id, meta)?;
+                let _ = self.expire_hint(id, meta);
                 return Ok(Some((fresh, result)));
             }
         }
@@ -752,8 +860,18 @@ impl Store {
             let destroyed = if super::points::mutated(Mutation::DestroyPlainRemove) {
                 self.archive.remove(id.as_str(), STATE_KEY)?
             } else {
-                self.archive
-                    .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)?
+                match self
+                    .archive
+                    .compare_and_swap(id.as_str(), STATE_KEY, Some(&current), None)
+                {
+                    Ok(destroyed) => destroyed,
+                    // The swap may have landed and its answer been lost: no state left means
+                    // the session is destroyed, which is what was asked.
+                    Err(err) => match self.read_state(id) {
+                        Ok(Stored::Absent) => true,
+                        _ => return Err(err),
+                    },
+                }
             };
             if destroyed {
                 // The session is destroyed. No write binds it any more (each swaps the state it
@@ -784,8 +902,27 @@ impl Store {
 /// The sweep, the record of settings, and the adoption of sessions stored without timestamps.
 impl Store {
     /// Removes every session that has expired; see [`Sessions::sweep`](super::Sessions::sweep).
+    ///
+    /// A session is removed only when it has expired by this store's timeouts AND by those the
+    /// archive's record holds (the application's): an admin `Sessions` with shorter timeouts
+    /// never ends a session that the application still resumes.
     pub(crate) fn sweep(&self) -> Result<usize> {
-        self.expiry_index().sweep(self)
+        let index = self.expiry_index();
+        let recorded = index
+            .stored_settings()?
+            .map(|settings| Lifetime::new(settings.idle_timeout, settings.absolute_lifetime));
+        let lifetime = recorded.map_or(self.config.lifetime, |recorded| {
+            self.config.lifetime.or_longer(recorded)
+        });
+        if lifetime.longest().is_none() {
+            // Nothing expires by these timeouts: nothing to remove, and no entry to drop that
+            // an application with timeouts still needs.
+            return Ok(0);
+        }
+        index.sweep(&Sweeping {
+            store: self,
+            lifetime,
+        })
     }
 
     /// The expiry settings recorded in the archive, if any.
@@ -863,22 +1000,30 @@ impl Store {
         }
         Ok(adopted)
     }
+}
 
+/// A sweep of the sessions' expiry index: the store, and the lifetime it judges by.
+struct Sweeping<'a> {
+    store: &'a Store,
+    lifetime: Lifetime,
+}
+
+impl Sweeping<'_> {
     /// Judges one index entry of `bucket` by the session's timestamps.
     fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
-        let stamp = match self.read_meta(id) {
+        let stamp = match self.store.for_stored(id.as_str()).read_meta(id) {
             Ok(Some(stamp)) => stamp,
             Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
             Err(err) => return Err(err),
         };
-        if self.is_expired(stamp.meta, now) {
+        if self.lifetime.is_expired(stamp.meta, now) {
             let unbind = stamp.binding.map(|binding| {
                 let key = binding_entry(&binding, id.as_str()).to_owned();
                 (user_domain(&binding.user), key)
             });
             return Ok(Verdict::Expired { unbind });
         }
-        Ok(match self.expires_at(stamp.meta) {
+        Ok(match self.lifetime.expires_at(stamp.meta) {
             None => Verdict::Drop,
             Some(at) if place(at, now, width, 0) == bucket => Verdict::Keep,
             Some(at) => Verdict::Later { at },
@@ -886,7 +1031,7 @@ impl Store {
     }
 }
 
-impl Judge for Store {
+impl Judge for Sweeping<'_> {
     fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
         match SessionId::from_stored(entry) {
             Some(id) => self.sweep_verdict(&id, bucket, now, width),
@@ -895,6 +1040,19 @@ impl Judge for Store {
     }
 
     fn remove_expired(&self, expired: &[&str]) -> Result<usize> {
-        self.archive.remove_domains(expired)
+        // Sessions under plain ids, in an archive whose ids are hashed, through a store that
+        // does not hash their names again.
+        let (plain, ours): (Vec<&str>, Vec<&str>) = expired
+            .iter()
+            .partition(|name| !std::ptr::eq(self.store.for_stored(name), self.store));
+        let mut removed = self.store.archive.remove_domains(&ours)?;
+        if let Some(first) = plain.first() {
+            removed += self
+                .store
+                .for_stored(first)
+                .archive
+                .remove_domains(&plain)?;
+        }
+        Ok(removed)
     }
 }

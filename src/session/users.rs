@@ -29,8 +29,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use super::expiry::unix_time;
 use super::id::SessionId;
 use super::layout::{Stamp, Stored, binding_entry, bytes_hash, entry_session, user_domain};
 use super::store::Store;
@@ -62,6 +63,8 @@ fn judge(
     (key, id): (Option<&str>, &SessionId),
     live_only: bool,
 ) -> Result<Entry> {
+    // With ids hashed at rest, a session stored under a plain id is reached without hashing.
+    let store = store.for_stored(id.as_str());
     let stamp = match store.read_meta(id) {
         Ok(stamp) => stamp,
         Err(Error::CorruptSession { .. }) => return Ok(Entry::Other),
@@ -216,12 +219,14 @@ impl UserSessions {
                     let meta = stamp.meta;
                     return Ok(Some(UserSession {
                         id,
-                        created: UNIX_EPOCH + Duration::from_secs(meta.created),
-                        seen: UNIX_EPOCH + Duration::from_secs(meta.seen),
+                        created: unix_time(meta.created),
+                        seen: unix_time(meta.seen),
                     }));
                 }
                 Entry::Moved(_) | Entry::Dead => {
-                    store.drop_entry(&self.domain, &name)?;
+                    store
+                        .for_stored(id.as_str())
+                        .drop_entry(&self.domain, &name)?;
                 }
                 Entry::Other => {}
             }
@@ -310,7 +315,16 @@ fn revoke_pass(
         }
         if !destroyed.is_empty() {
             revoked += destroyed.len();
-            store.remove_revoked(domain, &destroyed)?;
+            // Each through the store that reaches it (see `Store::for_stored`).
+            let (ours, plain): (Vec<_>, Vec<_>) = destroyed
+                .into_iter()
+                .partition(|(id, _)| std::ptr::eq(store.for_stored(id.as_str()), store));
+            store.remove_revoked(domain, &ours)?;
+            if let Some((first, _)) = plain.first() {
+                store
+                    .for_stored(first.as_str())
+                    .remove_revoked(domain, &plain)?;
+            }
         }
         match page.cursor {
             Some(next) => cursor = Some(next),
@@ -336,7 +350,10 @@ fn revoke_one(
     loop {
         match judge(store, user, domain, (key, &id), false)? {
             Entry::Live { stamp, state } => {
-                if store.revoke_swap(&id, &stamp, &state)? {
+                if store
+                    .for_stored(id.as_str())
+                    .revoke_swap(&id, &stamp, &state)?
+                {
                     let entry = stamp
                         .binding
                         .as_ref()
@@ -348,7 +365,7 @@ fn revoke_one(
             }
             Entry::Moved(target) => {
                 if let Some(key) = key {
-                    store.drop_entry(domain, key)?;
+                    store.for_stored(id.as_str()).drop_entry(domain, key)?;
                 }
                 let next = target.as_deref().and_then(SessionId::from_stored);
                 match next {
@@ -362,7 +379,7 @@ fn revoke_one(
             }
             Entry::Dead => {
                 if let Some(key) = key {
-                    store.drop_entry(domain, key)?;
+                    store.for_stored(id.as_str()).drop_entry(domain, key)?;
                 }
                 return Ok(None);
             }

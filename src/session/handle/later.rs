@@ -51,7 +51,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let updated = written?;
         let outcome = last.lock().take().filter(|_| updated);
         let result = self.take_applied(outcome)?;
-        self.repeat_expire_hint()?;
+        self.repeat_expire_hint();
         Ok(result)
     }
 }
