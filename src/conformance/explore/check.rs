@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::alphabet::{Failed, Found, Kind, Op, Returned, User, Wrote};
 use super::invariants::{Final, Invariant, Violation, final_violations, user_index_exact};
-use super::model::{
-    Expect, Stage, State, Step, Sym, Vias, may_apply_when_failed, op_time, partial_sweeps, steps,
-};
+use super::model::{Expect, Stage, State, Step, Sym, Vias, may_apply_when_failed, op_time, steps};
 use super::states::Tags;
 use super::world::Observed;
 
@@ -268,7 +266,7 @@ impl Search<'_> {
         if is_failed && matches!(at, Stage::Write(_)) && history.returned_write_missing(me) {
             return out;
         }
-        for step in self.expand((op, me), at, model, is_failed) {
+        for step in self.expand((op, me), at, model) {
             let mut violations: Vec<Violation> = compare(history, op, &step.expect, &real)
                 .into_iter()
                 .collect();
@@ -294,25 +292,10 @@ impl Search<'_> {
         out
     }
 
-    /// The steps of an event, and for a failed revoke or sweep every partial outcome.
-    fn expand(&self, (op, me): (Op, usize), at: &Stage, model: &State, failed: bool) -> Vec<Step> {
+    /// The steps of an event.
+    fn expand(&self, (op, me): (Op, usize), at: &Stage, model: &State) -> Vec<Step> {
         let now = self.history.time(op);
-        let mut all = steps((op, me, now), at, model, self.history.vias);
-        if failed {
-            let partial = match at {
-                Stage::SweepRemove { must, may } => {
-                    partial_sweeps(&must.union(may).copied().collect(), model)
-                }
-                _ => Vec::new(),
-            };
-            all.extend(partial.into_iter().map(|state| Step {
-                stage: Stage::Done,
-                state,
-                expect: Expect::Nothing,
-                note: "ends part of what it meant to".to_owned(),
-            }));
-        }
-        all
+        steps((op, me, now), at, model, self.history.vias)
     }
 
     /// Searches on from `node`; `true` once an order with no violation is found (strict).

@@ -129,6 +129,7 @@ pub(super) enum Stage {
     SweepRemove {
         must: BTreeSet<Sym>,
         may: BTreeSet<Sym>,
+        removed: usize,
     },
     /// A listing is under way: the sessions listed at every event since it began (`must`),
     /// and at any event (`may`).
@@ -221,25 +222,7 @@ pub(super) fn steps(
         Stage::Single => single(op, state, settings, now),
         Stage::Revoking { bound, ended } => revoke_steps(op, bound, *ended, state),
         Stage::Judge => vec![judge(op, state, settings, now)],
-        Stage::SweepRemove { must, may } => {
-            let may: Vec<Sym> = may.iter().copied().collect();
-            (0..1_usize << may.len())
-                .map(|mask| {
-                    let mut next = state.clone();
-                    let removed = must
-                        .iter()
-                        .filter(|sym| next.stored.remove(sym).is_some())
-                        .count();
-                    for (i, sym) in may.iter().enumerate() {
-                        if mask & (1 << i) != 0 {
-                            next.stored.remove(sym);
-                        }
-                    }
-                    let note = format!("sweep removes {must:?} and {mask:b} of {may:?}");
-                    step(Stage::Done, next, Expect::Swept(removed), &note)
-                })
-                .collect()
-        }
+        Stage::SweepRemove { must, may, removed } => sweep_steps((must, may), *removed, state),
         Stage::Listing { must, may } => {
             let expect = Expect::Listed {
                 must: must.clone(),
@@ -266,11 +249,53 @@ fn judge(op: Op, state: &State, settings: &Settings, now: u64) -> Step {
     let may: BTreeSet<Sym> = may.into_iter().map(|(sym, _)| *sym).collect();
     let note = format!("sweep judges {must:?} (and maybe {may:?}) expired");
     step(
-        Stage::SweepRemove { must, may },
+        Stage::SweepRemove {
+            must,
+            may,
+            removed: 0,
+        },
         state.clone(),
         Expect::Nothing,
         &note,
     )
+}
+
+/// A sweep's removals, one session at a time (two sweeps may share the work): it is done once
+/// none it must end is left.
+fn sweep_steps(
+    (must, may): (&BTreeSet<Sym>, &BTreeSet<Sym>),
+    removed: usize,
+    state: &State,
+) -> Vec<Step> {
+    let mut out: Vec<Step> = must
+        .union(may)
+        .filter(|sym| state.stored.contains_key(sym))
+        .map(|sym| {
+            let mut next = state.clone();
+            next.stored.remove(sym);
+            let stage = Stage::SweepRemove {
+                must: must.clone(),
+                may: may.clone(),
+                removed: removed + 1,
+            };
+            step(
+                stage,
+                next,
+                Expect::Nothing,
+                &format!("sweep removes {sym:?}"),
+            )
+        })
+        .collect();
+    if !must.iter().any(|sym| state.stored.contains_key(sym)) {
+        let note = format!("sweep is done, having removed {removed}");
+        out.push(step(
+            Stage::Done,
+            state.clone(),
+            Expect::Swept(removed),
+            &note,
+        ));
+    }
+    out
 }
 
 fn step(stage: Stage, state: State, expect: Expect, note: &str) -> Step {
@@ -428,22 +453,6 @@ fn revoke_steps(op: Op, bound: &BTreeSet<Sym>, ended: usize, state: &State) -> V
     out
 }
 
-/// The failed sweep's possible outcomes: any subset of what it judged expired, removed.
-pub(super) fn partial_sweeps(judged: &BTreeSet<Sym>, state: &State) -> Vec<State> {
-    let targets: Vec<Sym> = judged.iter().copied().collect();
-    (0..1_usize << targets.len())
-        .map(|mask| {
-            let mut next = state.clone();
-            for (i, sym) in targets.iter().enumerate() {
-                if mask & (1 << i) != 0 {
-                    next.stored.remove(sym);
-                }
-            }
-            next
-        })
-        .collect()
-}
-
 /// A request's write through `handle`.
 fn write(
     (op, me, now): (Op, usize, u64),
@@ -510,7 +519,9 @@ fn create(
         };
         return step(Stage::Done, state.clone(), expect, "destroys a new session");
     }
-    let tags = if kind == Kind::RegenerateClean {
+    // An update of a session never saved saves the handle's state first, then updates it.
+    let first_save = matches!(kind, Kind::Update | Kind::UpdateSend);
+    let tags = if kind == Kind::RegenerateClean || first_save {
         Tags::new()
     } else {
         Tags::from([tag])
@@ -528,6 +539,19 @@ fn create(
             indexed: settings.expires(),
         },
     );
+    if first_save {
+        let handle = Handle::Live {
+            id: Sym::Fresh(me),
+            tags,
+            seen: now,
+        };
+        return step(
+            Stage::Write(handle),
+            next,
+            Expect::Nothing,
+            "saves a new session",
+        );
+    }
     let expect = Expect::Wrote {
         tags,
         id: Sym::Fresh(me),
@@ -638,25 +662,22 @@ fn live_write(
 /// says the outcome is unknown. Elsewhere a failed operation must leave the sessions as they
 /// were.
 pub(super) fn may_apply_when_failed(kind: Kind) -> bool {
-    // save: "An archive error while recording the timestamps, after the state was written, is
-    // returned too, although the state is then stored." A new session's first save is a save.
+    // save: "The one error whose outcome is unknown is storage failing on the write itself in a
+    // way that cannot tell whether it landed (a reply that timed out)"; update: "then the
+    // change may be stored" (update_send: "As update"). A new session's first save is a save.
     // revoke: "the sessions destroyed before stay destroyed"; the sweep likewise removes a
     // page at a time. A start may have touched, or removed an expired session.
     //
-    // Not so: update (no documented unknown outcome); regenerate ("Any other failure before
-    // the move leaves the old session live and unchanged ...; so does a failure of the move
-    // itself"); destroy ("the session is then not destroyed"); and the reads.
-    matches!(
+    // Not so: regenerate ("Any other failure before the move leaves the old session live and
+    // unchanged ...; so does a failure of the move itself", with one fault a schedule);
+    // destroy ("the session is then not destroyed"); and the reads.
+    !matches!(
         kind,
-        Kind::StartNew
-            | Kind::Save
-            | Kind::SaveAs(_)
-            | Kind::SaveUnbound
-            | Kind::Revoke
-            | Kind::RevokeExcept
-            | Kind::Sweep
-            | Kind::Resume
-            | Kind::ResumeTouch
-            | Kind::ResumeExpired
+        Kind::RegenerateClean
+            | Kind::RegenerateChanged
+            | Kind::RegenerateRebind
+            | Kind::Destroy
+            | Kind::IsLive
+            | Kind::UserSessions
     )
 }
