@@ -209,6 +209,9 @@ pub struct Explored {
     pub capped: bool,
     /// The first failing schedule of each kind found.
     pub failures: Vec<Failure>,
+    /// How many times, in all its schedules, a thread waited for the update lock another held
+    /// (a scheduling point of its own).
+    pub lock_waits: usize,
 }
 
 /// What [`explore_pairs`](super::explore_pairs) ran and found; its `Display` has a line per
@@ -248,6 +251,16 @@ impl fmt::Display for Report {
         for explored in &self.explored {
             let ops = &explored.ops;
             let capped = if explored.capped { " (capped)" } else { "" };
+            let waits = if explored.lock_waits == 0 {
+                String::new()
+            } else {
+                format!(", {} lock waits", explored.lock_waits)
+            };
+            let diverged = if explored.diverged == 0 {
+                String::new()
+            } else {
+                format!(", {} replays took another path", explored.diverged)
+            };
             let failed = if explored.failures.is_empty() {
                 String::new()
             } else {
@@ -255,7 +268,7 @@ impl fmt::Display for Report {
             };
             writeln!(
                 f,
-                "{}: {} schedules{capped}{failed}",
+                "{}: {} schedules{waits}{diverged}{capped}{failed}",
                 ops.join(" | "),
                 explored.schedules
             )?;

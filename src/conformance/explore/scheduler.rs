@@ -161,6 +161,8 @@ struct Control {
     trace: Vec<Decision>,
     /// Set once the schedule ran away; every call fails from then on.
     stopped: bool,
+    /// How many times a thread waited for an in-process lock another held.
+    lock_waits: usize,
 }
 
 /// What the threads of one schedule share.
@@ -197,6 +199,7 @@ impl Shared {
                 chooser,
                 trace: Vec::new(),
                 stopped: false,
+                lock_waits: 0,
             }),
             turn: Condvar::new(),
             running: AtomicUsize::new(NOBODY),
@@ -206,6 +209,7 @@ impl Shared {
     /// Parks thread `me` at `point` until it is chosen; returns the fault its pending call gets.
     fn park(&self, me: usize, point: Point) -> Option<Fault> {
         let mut control = self.control.lock();
+        control.lock_waits += usize::from(point == Point::Blocked);
         // The first decision is free: no thread has run yet.
         if point != Point::Begin {
             control.last = Some(me);
@@ -248,10 +252,12 @@ impl Shared {
         self.turn.notify_all();
     }
 
-    /// The decisions made, once every thread is done; and whether the schedule ran away.
-    pub(super) fn take_trace(&self) -> (Vec<Decision>, bool) {
+    /// The decisions made, once every thread is done; whether the schedule ran away; and how
+    /// many lock waits there were.
+    pub(super) fn take_trace(&self) -> (Vec<Decision>, bool, usize) {
         let mut control = self.control.lock();
-        (std::mem::take(&mut control.trace), control.stopped)
+        let trace = std::mem::take(&mut control.trace);
+        (trace, control.stopped, control.lock_waits)
     }
 }
 

@@ -317,6 +317,7 @@ impl Explored {
             schedules: 1,
             diverged: 0,
             capped: false,
+            lock_waits: 0,
             failures: failure
                 .map(|mut failure| {
                     failure.seed = Some(seed);

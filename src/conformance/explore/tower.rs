@@ -502,6 +502,7 @@ pub fn explore_tower(open: &Open, budget: Budget, ops: &[TowerOp]) -> Explored {
         diverged: 0,
         capped: false,
         failures: Vec::new(),
+        lock_waits: 0,
     };
     while let Some(prefix) = dfs.next_prefix() {
         let (trace, verdict) = run_one(open, ops, Chooser::Replay { prefix });
