@@ -82,6 +82,16 @@ impl State {
             .collect()
     }
 
+    /// The sessions expired by `settings` at `now`.
+    pub(super) fn expired(&self, settings: &Settings, now: u64) -> BTreeSet<Sym> {
+        let live = self.live(settings, now);
+        self.stored
+            .keys()
+            .filter(|sym| !live.contains(sym))
+            .copied()
+            .collect()
+    }
+
     /// The sessions bound to `user` and live by `settings` at `now`.
     pub(super) fn listed(&self, user: User, settings: &Settings, now: u64) -> BTreeSet<Sym> {
         self.live(settings, now)
@@ -222,7 +232,9 @@ pub(super) fn steps(
         Stage::Single => single(op, state, settings, now),
         Stage::Revoking { bound, ended } => revoke_steps(op, bound, *ended, state),
         Stage::Judge => vec![judge(op, state, settings, now)],
-        Stage::SweepRemove { must, may, removed } => sweep_steps((must, may), *removed, state),
+        Stage::SweepRemove { must, may, removed } => {
+            sweep_steps((must, may), *removed, state, state.expired(settings, now))
+        }
         Stage::Listing { must, may } => {
             let expect = Expect::Listed {
                 must: must.clone(),
@@ -260,15 +272,19 @@ fn judge(op: Op, state: &State, settings: &Settings, now: u64) -> Step {
     )
 }
 
-/// A sweep's removals, one session at a time (two sweeps may share the work): it is done once
-/// none it must end is left.
+/// A sweep's removals, one session at a time (two sweeps may share the work): what it judged
+/// expired (a save landing since does not save it: "removed all the same"), and what has expired
+/// by its settings since it judged (it judges a bucket at a time); it is done once none it must
+/// end is left.
 fn sweep_steps(
     (must, may): (&BTreeSet<Sym>, &BTreeSet<Sym>),
     removed: usize,
     state: &State,
+    expired: BTreeSet<Sym>,
 ) -> Vec<Step> {
-    let mut out: Vec<Step> = must
-        .union(may)
+    let judged: BTreeSet<Sym> = must.union(may).copied().collect();
+    let mut out: Vec<Step> = judged
+        .union(&expired)
         .filter(|sym| state.stored.contains_key(sym))
         .map(|sym| {
             let mut next = state.clone();

@@ -618,7 +618,14 @@ impl Archive for Scheduled {
     fn update_async(&self, domain: &str, key: &str, change: Change) -> UpdateFuture {
         match point(&Call::Update { domain, key }, false) {
             None => self.inner.update_async(domain, key, change),
-            Some(fault) => Box::pin(std::future::ready(Err(injected(fault)))),
+            Some(Fault::Fail) => Box::pin(std::future::ready(Err(injected(Fault::Fail)))),
+            Some(Fault::Lost) => {
+                let applied = self.inner.update_async(domain, key, change);
+                Box::pin(async move {
+                    let _applied = applied.await;
+                    Err(injected(Fault::Lost))
+                })
+            }
         }
     }
 

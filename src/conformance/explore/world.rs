@@ -85,7 +85,6 @@ pub(super) struct World<T> {
     pub(super) t0: u64,
     pub(super) s: SessionId,
     pub(super) k: SessionId,
-    hashed: bool,
     created: Created,
     _dir: tempfile::TempDir,
     _state: PhantomData<fn() -> T>,
@@ -126,6 +125,15 @@ fn record(created: &Created, me: usize, call: &Call<'_>) {
         if session_shaped(domain) && !created.iter().any(|(_, d)| d == domain) {
             created.push((me, domain.to_owned()));
         }
+    }
+}
+
+/// The name `id` is stored under with `ids`.
+fn stored_name(ids: Ids, id: &SessionId) -> String {
+    if ids == Ids::Hashed && SessionId::parse(id.as_str()).is_some() {
+        hashed_name(id.as_str())
+    } else {
+        id.as_str().to_owned()
     }
 }
 
@@ -175,8 +183,13 @@ impl<T: Tagged> World<T> {
             .iter()
             .filter_map(|op| settings[op.via.index()].later_time(*op, t0))
             .fold(t0, u64::max);
+        // S is stored under the lesser name, so that listings meet S and K in one order and a
+        // schedule runs the same calls however the ids fall.
+        let mut handles = [app.new_session(T::initial()), app.new_session(T::initial())];
+        handles.sort_by_key(|session| stored_name(ids, session.id()));
         let [s, k] = [100, 200].map(|tag| {
-            let mut session = app.new_session(T::initial());
+            let index = usize::from(tag == 200);
+            let session = &mut handles[index];
             session.tag(tag);
             session.set_user(Some("alice"));
             session.save().expect("save a session of the world");
@@ -194,7 +207,6 @@ impl<T: Tagged> World<T> {
             t0,
             s,
             k,
-            hashed: ids == Ids::Hashed,
             created,
             _dir: dir,
             _state: PhantomData,
@@ -219,11 +231,7 @@ impl<T: Tagged> World<T> {
 
     /// The name `id` is stored under.
     pub(super) fn stored_name(&self, id: &SessionId) -> String {
-        if self.hashed && SessionId::parse(id.as_str()).is_some() {
-            hashed_name(id.as_str())
-        } else {
-            id.as_str().to_owned()
-        }
+        stored_name(self.ids, id)
     }
 
     /// The session domains each operation created, in order.
