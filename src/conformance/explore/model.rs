@@ -233,7 +233,7 @@ pub(super) fn steps(
         Stage::Revoking { bound, ended } => revoke_steps(op, bound, *ended, state),
         Stage::Judge => vec![judge(op, state, settings, now)],
         Stage::SweepRemove { must, may, removed } => {
-            sweep_steps((must, may), *removed, state, state.expired(settings, now))
+            sweep_steps((must, may), *removed, state, &state.expired(settings, now))
         }
         Stage::Listing { must, may } => {
             let expect = Expect::Listed {
@@ -280,11 +280,11 @@ fn sweep_steps(
     (must, may): (&BTreeSet<Sym>, &BTreeSet<Sym>),
     removed: usize,
     state: &State,
-    expired: BTreeSet<Sym>,
+    expired: &BTreeSet<Sym>,
 ) -> Vec<Step> {
     let judged: BTreeSet<Sym> = must.union(may).copied().collect();
     let mut out: Vec<Step> = judged
-        .union(&expired)
+        .union(expired)
         .filter(|sym| state.stored.contains_key(sym))
         .map(|sym| {
             let mut next = state.clone();

@@ -137,6 +137,22 @@ fn stored_name(ids: Ids, id: &SessionId) -> String {
     }
 }
 
+/// Saves the world's two sessions of alice, `S` (tagged 100) and `K` (200). `S` is stored
+/// under the lesser name, so that listings meet `S` and `K` in one order and a schedule runs the
+/// same calls however the ids fall.
+fn save_s_and_k<T: Tagged>(app: &Sessions, ids: Ids) -> (SessionId, SessionId) {
+    let mut handles = [app.new_session(T::initial()), app.new_session(T::initial())];
+    handles.sort_by_key(|session| stored_name(ids, session.id()));
+    let [s, k] = [100, 200].map(|tag| {
+        let session = &mut handles[usize::from(tag == 200)];
+        session.tag(tag);
+        session.set_user(Some("alice"));
+        session.save().expect("save a session of the world");
+        session.id().clone()
+    });
+    (s, k)
+}
+
 /// A `Sessions` over `archive` with `settings`, whose clock stands at `at`.
 fn build(archive: &Arc<dyn Archive>, ids: Ids, settings: Settings, at: u64) -> Sessions {
     Sessions::builder(Arc::clone(archive))
@@ -183,18 +199,7 @@ impl<T: Tagged> World<T> {
             .iter()
             .filter_map(|op| settings[op.via.index()].later_time(*op, t0))
             .fold(t0, u64::max);
-        // S is stored under the lesser name, so that listings meet S and K in one order and a
-        // schedule runs the same calls however the ids fall.
-        let mut handles = [app.new_session(T::initial()), app.new_session(T::initial())];
-        handles.sort_by_key(|session| stored_name(ids, session.id()));
-        let [s, k] = [100, 200].map(|tag| {
-            let index = usize::from(tag == 200);
-            let session = &mut handles[index];
-            session.tag(tag);
-            session.set_user(Some("alice"));
-            session.save().expect("save a session of the world");
-            session.id().clone()
-        });
+        let (s, k) = save_s_and_k::<T>(&app, ids);
         World {
             raw,
             scheduled,
