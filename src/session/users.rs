@@ -17,8 +17,9 @@
 //! its entry. An entry is removed only once its binding was replaced (by the write that replaced
 //! it, after its swap) or its session ended: since each binding has its own key, a removal can
 //! never take the entry of a later binding to the same user, whatever order the writes land in.
-//! Stale entries are filtered out by readers (only the entry the record names counts, so no
-//! session is listed twice), and dropped where that is safe: once the session is moved (a
+//! Stale entries are filtered out by readers (a session is listed when its record binds it to
+//! the user, by whichever of its entries the listing meets first, and once), and dropped where
+//! that is safe: once the session is moved (a
 //! moved-marker is final), or absent for longer than any create takes.
 //!
 //! **A revoke is final.** Each session bound to the user is destroyed, whatever its expiry, by one
@@ -88,12 +89,10 @@ fn judge(
             let Some(stamp) = stamp else {
                 return Ok(Entry::Other);
             };
-            let Some(binding) = stamp.binding.as_ref().filter(|b| b.user == user) else {
-                return Ok(Entry::Other);
-            };
-            // Of the session's entries under the user, only its binding's own counts: others are
-            // left by writes that failed or lost a race, and are not listed twice.
-            if key.is_some_and(|key| key != binding_entry(binding, id.as_str())) {
+            // Any of the session's entries under the user leads to it: a rebind to the same user
+            // writes its own entry and removes the one it replaced, and a listing that read only
+            // the old one must still find the session. (The listing lists each session once.)
+            if stamp.user() != Some(user) {
                 return Ok(Entry::Other);
             }
             if live_only && store.is_expired(stamp.meta, store.now()) {
@@ -190,6 +189,9 @@ pub(crate) struct UserSessions {
     page: VecDeque<String>,
     cursor: Option<String>,
     done: bool,
+    /// The sessions listed so far: one may have two entries (a rebind to the same user in
+    /// progress, or a stale one), and is listed once.
+    listed: std::collections::HashSet<SessionId>,
 }
 
 impl UserSessions {
@@ -216,6 +218,9 @@ impl UserSessions {
             };
             match judge(store, &self.user, &self.domain, (Some(&name), &id), true)? {
                 Entry::Live { stamp, .. } => {
+                    if !self.listed.insert(id.clone()) {
+                        continue;
+                    }
                     let meta = stamp.meta;
                     return Ok(Some(UserSession {
                         id,
@@ -260,6 +265,7 @@ impl UserSessions {
             page: VecDeque::new(),
             cursor: None,
             done: false,
+            listed: std::collections::HashSet::new(),
         }
     }
 }
