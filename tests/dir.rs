@@ -23,6 +23,12 @@ session_archive::archive_conformance!(
     persistent
 );
 
+session_archive::session_explorer!(
+    dir_explorer,
+    |dir: &Path| DirArchive::open(dir.join("sessions")).expect("open"),
+    seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/explore_seeds.txt")
+);
+
 const SESSION_ID: &str = "0d0d0c2f-6bb9-405f-6a41-d4fe9acf3dd2";
 const SESSION_JSON: &[u8] = br#"{"Name":"world"}"#;
 

@@ -1,5 +1,5 @@
 //! The conformance suite and model test for `MemoryArchive`, directly and behind `Arc<dyn
-//! Archive>` and `Box<dyn Archive>`.
+//! Archive>` and `Box<dyn Archive>`; and the interleaving explorer, every pair exhaustively.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,13 @@ session_archive::archive_conformance!(memory, |_dir: &Path| MemoryArchive::new()
 
 session_archive::archive_conformance!(arc_dyn, |_dir: &Path| Arc::new(MemoryArchive::new())
     as Arc<dyn Archive>);
+
+session_archive::session_explorer!(
+    memory_explorer,
+    |_dir: &Path| MemoryArchive::new(),
+    depth = full,
+    seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/explore_seeds.txt")
+);
 
 session_archive::archive_conformance!(box_dyn, |_dir: &Path| Box::new(MemoryArchive::new())
     as Box<dyn Archive>);

@@ -13,6 +13,12 @@ session_archive::archive_conformance!(
     persistent
 );
 
+session_archive::session_explorer!(
+    redb_explorer,
+    |dir: &Path| RedbArchive::open(dir.join("archive.redb")).expect("open"),
+    seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/explore_seeds.txt")
+);
+
 session_archive::archive_conformance!(
     redb_non_durable,
     |dir: &Path| RedbArchive::builder()

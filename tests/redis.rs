@@ -52,6 +52,13 @@ session_archive::archive_conformance!(
     when = server_ready
 );
 
+session_archive::session_explorer!(
+    redis_explorer,
+    conformance_archive,
+    seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/explore_seeds.txt"),
+    when = server_ready
+);
+
 /// The `redis::RedisError` kept as the source of a backend error.
 fn redis_source(err: &Error) -> &redis::RedisError {
     assert!(

@@ -167,3 +167,119 @@ macro_rules! archive_conformance {
         }
     };
 }
+
+/// Stamps out the interleaving explorer's tests for one backend: a module named `$module`
+/// holding one `#[test]` per [`Suite`](crate::conformance::explore::Suite) (pairs through each
+/// `Sessions`, faults, the other state types, hashed ids, random triples, the saved seeds, the
+/// tower-sessions family) and one per deliberate defect it must catch.
+///
+/// `$factory` is called as `$factory(dir: &Path)` with a fresh temporary directory for every
+/// schedule and must return an empty archive. `depth = full` explores every pair exhaustively
+/// (for an in-memory backend), `depth = sample` (the default) a deterministic sample;
+/// `EXPLORE_FULL=1` at run time makes every backend explore everything. `seeds = path` names
+/// the file of saved random seeds to replay (read at run time; a missing file is empty).
+/// `when = ready` works as in [`archive_conformance!`](crate::archive_conformance).
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use session_archive::MemoryArchive;
+///
+/// session_archive::session_explorer!(memory, |_dir: &Path| MemoryArchive::new(), depth = full);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! session_explorer {
+    ($module:ident, $factory:expr $(, depth = $depth:ident)? $(, seeds = $seeds:expr)?
+        $(, when = $ready:expr)? $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::conformance::explore::{Depth, Suite, run_suite};
+            use $crate::conformance::explore::{StateKind, Via};
+            use $crate::conformance::Mutation;
+
+            fn __open(dir: &::std::path::Path) -> ::std::sync::Arc<dyn $crate::Archive> {
+                ::std::sync::Arc::new(($factory)(dir))
+            }
+            fn __ready() -> bool {
+                $crate::__explorer_ready!($($ready)?)
+            }
+            fn __depth() -> Depth {
+                $crate::__explorer_depth!($($depth)?)
+            }
+            fn __seeds() -> ::std::option::Option<::std::path::PathBuf> {
+                $crate::__explorer_seeds!($($seeds)?)
+            }
+            fn __run(suite: Suite) {
+                if __ready() {
+                    run_suite(&__open, suite, __depth(), __seeds().as_deref());
+                }
+            }
+            $crate::__explorer_tests! {
+                pairs_through_app: Suite::Pairs(Via::App),
+                pairs_through_other: Suite::Pairs(Via::Other),
+                faults: Suite::Faults,
+                map_state: Suite::State(StateKind::Map),
+                float_state: Suite::State(StateKind::Floats),
+                hashed_ids: Suite::Hashed,
+                random_triples: Suite::Random,
+                saved_seeds: Suite::Seeds,
+                tower_sessions: Suite::Tower,
+                catches_destroy_plain_remove: Suite::Catches(Mutation::DestroyPlainRemove),
+                catches_unconditional_index_removal:
+                    Suite::Catches(Mutation::UnconditionalIndexRemoval),
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __explorer_tests {
+    ($($name:ident: $suite:expr),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                __run($suite);
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __explorer_ready {
+    () => {
+        true
+    };
+    ($ready:expr) => {
+        ($ready)()
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __explorer_depth {
+    () => {
+        $crate::conformance::explore::Depth::Sample
+    };
+    (full) => {
+        $crate::conformance::explore::Depth::Full
+    };
+    (sample) => {
+        $crate::conformance::explore::Depth::Sample
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __explorer_seeds {
+    () => {
+        ::std::option::Option::None
+    };
+    ($seeds:expr) => {
+        ::std::option::Option::Some(::std::path::PathBuf::from($seeds))
+    };
+}

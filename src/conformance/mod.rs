@@ -55,6 +55,7 @@
 use crate::archive::{Archive, ArchiveExt};
 
 mod behaviours;
+pub mod explore;
 #[cfg(all(feature = "fuzzing", unix))]
 pub mod fuzz;
 mod hooked;
