@@ -438,14 +438,19 @@ fn a_failed_regenerate_keeps_the_cookie_of_the_session_just_created() {
     let armed = Arc::new(AtomicBool::new(false));
     let hook_armed = Arc::clone(&armed);
     let sessions = Sessions::new(Hooked::new(Arc::clone(&inner), move |call| {
-        if let Call::CompareAndSwap {
-            key,
-            expected: None,
-            ..
-        } = *call
-            && key == META_KEY
-            && hook_armed.swap(false, Ordering::SeqCst)
-        {
+        // The copy's first write: its record from nothing (alone, or with its state).
+        let creates_record = match *call {
+            Call::CompareAndSwap {
+                key,
+                expected: None,
+                ..
+            } => key == META_KEY,
+            Call::CompareAndSwapMany { swaps, .. } => swaps
+                .iter()
+                .any(|(key, expected, _)| *key == META_KEY && expected.is_none()),
+            _ => false,
+        };
+        if creates_record && hook_armed.swap(false, Ordering::SeqCst) {
             return Err(Error::Backend {
                 backend: "test",
                 operation: "write",

@@ -1968,21 +1968,19 @@ mod behaviour {
                 {
                     return injected("index a session");
                 }
+                // A session's state created: alone, or with its record in one swap.
                 Call::CompareAndSwap {
                     domain,
                     key: STATE_KEY,
                     expected: None,
                     ..
-                } => {
-                    if self.fail_creates.load(Ordering::SeqCst) {
-                        return injected("create a session");
-                    }
-                    let mut victim = self.destroy_on_create.lock().expect("spy lock");
-                    if victim.as_deref().is_some_and(|victim| victim != domain)
-                        && let Some(victim) = victim.take()
-                    {
-                        inner.remove_domain(&victim)?;
-                    }
+                } => self.creating(inner, domain)?,
+                Call::CompareAndSwapMany { domain, swaps }
+                    if swaps.iter().any(|(key, expected, new)| {
+                        *key == STATE_KEY && expected.is_none() && new.is_some()
+                    }) =>
+                {
+                    self.creating(inner, domain)?;
                 }
                 Call::ExpireDomain { domain, at } => self
                     .expiries
@@ -1990,6 +1988,25 @@ mod behaviour {
                     .expect("spy lock")
                     .push((domain.to_owned(), at)),
                 _ => {}
+            }
+            Ok(())
+        }
+
+        /// A session's state is being created in `domain`: fails when asked to, or first runs
+        /// the destroy asked for.
+        fn creating(&self, inner: &dyn Archive, domain: &str) -> Result<()> {
+            if self.fail_creates.load(Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    backend: "spy",
+                    operation: "create a session",
+                    source: "injected failure".into(),
+                });
+            }
+            let mut victim = self.destroy_on_create.lock().expect("spy lock");
+            if victim.as_deref().is_some_and(|victim| victim != domain)
+                && let Some(victim) = victim.take()
+            {
+                inner.remove_domain(&victim)?;
             }
             Ok(())
         }

@@ -662,10 +662,10 @@ impl Store {
     /// timestamps stored, or `None` when every id drawn was taken.
     ///
     /// The writes go in the order that keeps every failure, or crash, between them recoverable:
-    /// the index entries, then the timestamps (their `compare_and_swap` from nothing claims the
-    /// id), then the state. Until the state is written the domain is not a session (a start does
-    /// not find it), and a domain holding only timestamps is indexed, so the sweep removes it
-    /// when it expires. Last comes the expiry hint (see [`expire_hint`](Self::expire_hint)). On
+    /// the index entries, then the record and the state together, in one
+    /// [`Archive::compare_and_swap_many`] from nothing that claims the id (on the directory
+    /// tree a crash part-way may leave the record alone: indexed, so the sweep removes it when
+    /// it expires). Last comes the expiry hint (see [`expire_hint`](Self::expire_hint)). On
     /// an error what was written is removed, as far as the archive allows: the id never left
     /// the caller, so nobody else can have reached it.
     pub(crate) fn create(
@@ -702,29 +702,20 @@ impl Store {
         if let Some(binding) = &stamp.binding {
             self.add_user_entry(id, binding)?;
         }
-        let raw = &stamp.raw;
+        let raw = &stamp.raw[..];
         let id = id.as_str();
-        if !archive.compare_and_swap(id, META_KEY, None, Some(raw))? {
-            return Ok(false);
-        }
-        match archive.compare_and_swap(id, STATE_KEY, None, Some(bytes)) {
-            Ok(true) => Ok(true),
-            // A state without timestamps: a session of the original framework's owns this id.
-            // Its timestamps stay unwritten, as they were.
-            Ok(false) => {
-                archive.compare_and_swap(id, META_KEY, Some(raw), None)?;
-                Ok(false)
-            }
+        // The record and the state from nothing, in one swap: a sweep or a revoke never finds
+        // one without the other, and an id holding either (a state of the original framework's,
+        // stored without a record, say) is taken.
+        let create = [(META_KEY, None, Some(raw)), (STATE_KEY, None, Some(bytes))];
+        match archive.compare_and_swap_many(id, &create) {
+            Ok(created) => Ok(created),
             Err(err) => {
-                // The state may or may not have been written. Best effort, and removing only what
-                // this call wrote: if the removal fails too, the timestamps left are indexed, so
-                // the sweep removes the domain when it expires.
-                if archive
-                    .compare_and_swap(id, STATE_KEY, Some(bytes), None)
-                    .is_ok()
-                {
-                    let _ = archive.compare_and_swap(id, META_KEY, Some(raw), None);
-                }
+                // The swap may or may not have landed. Best effort, and removing only what this
+                // call wrote: if the removal fails too, the record left is indexed, so the sweep
+                // removes the domain when it expires.
+                let undo = [(META_KEY, Some(raw), None), (STATE_KEY, Some(bytes), None)];
+                let _ = archive.compare_and_swap_many(id, &undo);
                 Err(err)
             }
         }
