@@ -45,7 +45,10 @@
 //!   (deleted) is removed, and the record read again after the removal: a `create` writes its
 //!   entry before its record, and checks the entry after, so one racing the sweep keeps it. Run
 //!   it periodically (see [`ArchiveStore`]); on Redis the records also expire natively.
-//! - **A failed call leaves the records as they were.** Errors map onto
+//! - **A failed call leaves the records as they were**, but for a write that storage failed in a
+//!   way that cannot tell whether it landed (a reply that timed out): that write may be stored
+//!   (a record a failed `create` stored under an id it never handed out expires and is swept
+//!   like any other). Errors map onto
 //!   [`session_store::Error`]: `Backend` for the archive's, `Encode`/`Decode` for serialization,
 //!   each with the whole chain of messages. Session ids are bearer tokens: messages name a
 //!   record by a fingerprint (`#` and 12 hex digits of the SHA-256 of the id), never by its id.
