@@ -97,9 +97,9 @@ impl Store {
                 // A move that landed only once the session had expired (its record as read
                 // says so by the clock now) moved a dead session: it ends, under both ids.
                 Ok(()) if self.expired_meanwhile(sides.old_stamp.as_ref()) => {
+                    self.discard(&new, &sides);
                     let binding = sides.old_stamp.and_then(|stamp| stamp.binding);
                     self.forget(old, binding.as_ref());
-                    self.forget(&new, sides.copy.binding.as_ref());
                     return Err(Error::SessionGone {
                         id: old.to_string(),
                     });
@@ -123,7 +123,7 @@ impl Store {
                     // it is a plain removal; if that fails, it is indexed and swept on expiry.
                     // Unless the move's outcome is unknown: then it may be the session.
                     if !keep {
-                        self.forget(&new, sides.copy.binding.as_ref());
+                        self.discard(&new, &sides);
                     }
                     if let Some(err) = err {
                         return Err(err);
@@ -134,6 +134,17 @@ impl Store {
         Err(Error::SessionGone {
             id: old.to_string(),
         })
+    }
+
+    /// Removes a copy the move did not hand out: its state first, by a swap from what this call
+    /// left there, then its domain, then (only once the domain is gone) its index entry. A
+    /// failure of either removal alone leaves no live copy: without its state the domain is no
+    /// session (and its record is indexed, so the sweep removes it).
+    fn discard(&self, new: &SessionId, sides: &Sides) {
+        let _ = self
+            .archive
+            .compare_and_swap(new.as_str(), STATE_KEY, Some(&sides.bytes), None);
+        self.forget(new, sides.copy.binding.as_ref());
     }
 
     /// Whether a session with this record has expired by now.
