@@ -141,6 +141,7 @@ impl Archive for MemoryArchive {
         Ok(self.domains.write().remove(domain).is_some())
     }
 
+    /// One key's [`compare_and_swap_many`](Archive::compare_and_swap_many).
     fn compare_and_swap(
         &self,
         domain: &str,
@@ -148,24 +149,7 @@ impl Archive for MemoryArchive {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool> {
-        validate_entry(domain, key)?;
-        let mut domains = self.domains.write();
-        let current = domains.get(domain).and_then(|keys| keys.get(key));
-        if current.map(Vec::as_slice) != expected {
-            return Ok(false);
-        }
-        match new {
-            Some(value) => {
-                domains
-                    .entry(domain.to_owned())
-                    .or_default()
-                    .insert(key.to_owned(), value.to_vec());
-            }
-            None => {
-                remove_key(&mut domains, domain, key);
-            }
-        }
-        Ok(true)
+        self.compare_and_swap_many(domain, &[(key, expected, new)])
     }
 
     /// Compares every key, then writes every change, under one hold of the write lock.
