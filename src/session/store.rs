@@ -176,7 +176,7 @@ impl Store {
     /// without it), one over the same archive that does not hash. A listing, a revoke and a sweep
     /// go through it, so that they reach every session an index names, whoever stored it.
     pub(crate) fn for_stored(&self, stored: &str) -> &Store {
-        if !self.config.hash_ids || SessionId::parse(stored).is_none() {
+        if !self.would_hash(stored) {
             return self;
         }
         self.plain.get_or_init(|| {
@@ -186,6 +186,13 @@ impl Store {
             };
             Box::new(Store::new(Arc::clone(&self.raw), config))
         })
+    }
+
+    /// Whether this store hashes `name` before it names storage: ids are hashed at rest, and
+    /// `name` is a plain id. A name found in storage that it would hash is a session stored under
+    /// its plain id, which [`for_stored`](Self::for_stored) reaches through the plain store.
+    pub(crate) fn would_hash(&self, name: &str) -> bool {
+        self.config.hash_ids && SessionId::parse(name).is_some()
     }
 
     /// Which of the archive's calls may block.
@@ -232,7 +239,7 @@ impl Store {
 
     /// The name `id` is stored under: the id, or its hash when ids are hashed at rest.
     pub(crate) fn stored_name(&self, id: &SessionId) -> String {
-        if self.config.hash_ids && SessionId::parse(id.as_str()).is_some() {
+        if self.would_hash(id.as_str()) {
             hashed_name(id.as_str())
         } else {
             id.as_str().to_owned()
@@ -959,7 +966,7 @@ impl Store {
         for domain in domains {
             // With ids hashed at rest, a domain named by a plain id was stored before
             // hashing was turned on: no cookie reaches it any more.
-            if self.config.hash_ids && SessionId::parse(domain).is_some() {
+            if self.would_hash(domain) {
                 unreachable.push(domain.as_str());
                 continue;
             }
@@ -1036,9 +1043,8 @@ impl Judge for Sweeping<'_> {
     fn remove_expired(&self, expired: &[&str]) -> Result<usize> {
         // Sessions under plain ids, in an archive whose ids are hashed, through a store that
         // does not hash their names again.
-        let (plain, ours): (Vec<&str>, Vec<&str>) = expired
-            .iter()
-            .partition(|name| !std::ptr::eq(self.store.for_stored(name), self.store));
+        let (plain, ours): (Vec<&str>, Vec<&str>) =
+            expired.iter().partition(|name| self.store.would_hash(name));
         let mut removed = self.store.archive.remove_domains(&ours)?;
         if let Some(first) = plain.first() {
             removed += self

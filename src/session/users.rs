@@ -19,8 +19,8 @@
 //! never take the entry of a later binding to the same user, whatever order the writes land in.
 //! Stale entries are filtered out by readers (a session is listed when its record binds it to
 //! the user, by whichever of its entries the listing meets first, and once), and dropped where
-//! that is safe: once the session is moved (a
-//! moved-marker is final), or absent for longer than any create takes.
+//! that is safe: once the session is moved (a moved-marker is final), or absent for longer than
+//! any create takes.
 //!
 //! **A revoke is final.** Each session bound to the user is destroyed, whatever its expiry, by one
 //! compare-and-swap of its state to nothing that also checks its record, so a write racing it
@@ -119,8 +119,8 @@ enum Entry {
     Moved(Option<String>),
     /// Nothing, for longer than a create takes: the entry is stale for good.
     Dead,
-    /// Anything else: expired (when asked), bound to another user or by another entry,
-    /// unreadable, or a create in progress.
+    /// Anything else: expired (when asked), bound to another user or to none, unreadable, or a
+    /// create in progress.
     Other,
 }
 
@@ -324,7 +324,7 @@ fn revoke_pass(
             // Each through the store that reaches it (see `Store::for_stored`).
             let (ours, plain): (Vec<_>, Vec<_>) = destroyed
                 .into_iter()
-                .partition(|(id, _)| std::ptr::eq(store.for_stored(id.as_str()), store));
+                .partition(|(id, _)| !store.would_hash(id.as_str()));
             store.remove_revoked(domain, &ours)?;
             if let Some((first, _)) = plain.first() {
                 store
