@@ -515,6 +515,65 @@ pub trait Archive: Send + Sync {
         }
     }
 
+    /// Reads several keys of one domain as they stood at one moment: the value of each of
+    /// `keys`, in order (`None` when absent). No write comes between the reads of two keys, so
+    /// a [`compare_and_swap_many`](Archive::compare_and_swap_many) is seen whole or not at all.
+    /// A key may be named more than once; an empty list reads nothing.
+    ///
+    /// It is one step on every backend of this crate, so that a caller who needs several keys
+    /// (the session store reads a session's state and its record together) waits once: under
+    /// one lock (memory, the directory tree), in one read transaction (redb), in one command
+    /// (`HMGET` on Redis). The default, for a backend that reads one key at a time, reads every
+    /// key, then all of them again, until two rounds agree: at the last read of the first such
+    /// round every key held the value both rounds saw, unless a key changed and changed back
+    /// between its two reads (which writers that never store one value twice rule out, as the
+    /// session store's records do). After many disagreeing rounds it gives up with a backend
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name, before anything is
+    /// read; otherwise a backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("d", "state", b"1")?;
+    /// archive.set("d", "owner", b"alice")?;
+    /// let [state, owner, other] = archive
+    ///     .get_many("d", &["state", "owner", "other"])?
+    ///     .try_into()
+    ///     .expect("one value per key");
+    /// assert_eq!((state.as_deref(), owner.as_deref()), (Some(&b"1"[..]), Some(&b"alice"[..])));
+    /// assert_eq!(other, None);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        check_keys(domain, keys)?;
+        let read = || -> Result<Vec<Option<Vec<u8>>>> {
+            keys.iter().map(|key| self.get(domain, key)).collect()
+        };
+        let mut last = read()?;
+        if keys.len() < 2 {
+            return Ok(last);
+        }
+        for _ in 0..GET_MANY_ROUNDS {
+            let again = read()?;
+            if again == last {
+                return Ok(last);
+            }
+            last = again;
+        }
+        Err(crate::error::Error::Backend {
+            backend: "archive",
+            operation: "read several keys at one moment",
+            source: "the values changed between every two rounds of reads".into(),
+        })
+    }
+
     /// Reads the value of `key` in `domain`, gives it to `change` (`None` when absent), and
     /// stores what `change` makes of it, atomically: no other write to the key comes between
     /// the read and the write. Returns the value stored afterwards (`None` when absent), which
@@ -711,8 +770,12 @@ pub trait Archive: Send + Sync {
 
     /// Asks the backend to remove `domain` on its own at or after `at`, and returns whether it
     /// will. Backends with native expiry (Redis) set a TTL and return `true`; the others return
-    /// `false`, and the caller removes the domain itself (as [`Sessions::sweep`](crate::Sessions::sweep) does). Writing to
-    /// the domain later may clear the TTL, so callers ask again after writing.
+    /// `false`, and the caller removes the domain itself (as [`Sessions::sweep`](crate::Sessions::sweep) does).
+    ///
+    /// "At or after": a backend may keep a later expiry asked for before (Redis does, so that a
+    /// writer holding older timestamps never cuts short what a newer one asked for). Writes to
+    /// a domain that exists keep its expiry, so a caller asks again only when the time moves;
+    /// a domain removed and written again has none.
     ///
     /// A missing domain is not an error: nothing expires, and the result says whether expiry is
     /// supported.
@@ -763,6 +826,31 @@ pub trait Archive: Send + Sync {
     fn blocking(&self) -> Blocking {
         Blocking::Always
     }
+}
+
+/// How many rounds of reads the default [`Archive::get_many`] makes before it gives up on two
+/// that agree: writers of one session take turns within a few rounds, and a domain rewritten
+/// without pause is better answered with an error than with a loop.
+const GET_MANY_ROUNDS: usize = 16;
+
+/// Checks the names of an [`Archive::get_many`], as every backend must before it reads.
+///
+/// # Errors
+///
+/// [`Error::InvalidName`](crate::Error::InvalidName) for the first bad name.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::archive::check_keys;
+///
+/// assert!(check_keys("d", &["a", "b", "a"]).is_ok());
+/// assert!(check_keys("d", &["a", "../b"]).is_err());
+/// ```
+pub fn check_keys(domain: &str, keys: &[&str]) -> Result<()> {
+    crate::name::validate_domain(domain)?;
+    keys.iter()
+        .try_for_each(|key| crate::name::validate_entry(domain, key))
 }
 
 /// One key's part in an [`Archive::compare_and_swap_many`]: the key, the value it must hold
@@ -943,6 +1031,9 @@ macro_rules! forward_archive {
             }
             fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
                 (**self).compare_and_swap_many(domain, swaps)
+            }
+            fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+                (**self).get_many(domain, keys)
             }
             fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
                 (**self).update(domain, key, change)

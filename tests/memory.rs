@@ -6,7 +6,17 @@ use std::sync::Arc;
 
 use session_archive::{Archive, MemoryArchive};
 
+#[path = "support/one_key_at_a_time.rs"]
+mod one_key_at_a_time;
+
+use self::one_key_at_a_time::OneKeyAtATime;
+
 session_archive::archive_conformance!(memory, |_dir: &Path| MemoryArchive::new());
+
+// The trait's default bodies, over memory's required calls.
+session_archive::archive_conformance!(default_bodies, |_dir: &Path| OneKeyAtATime(
+    MemoryArchive::new()
+));
 
 session_archive::archive_conformance!(arc_dyn, |_dir: &Path| Arc::new(MemoryArchive::new())
     as Arc<dyn Archive>);

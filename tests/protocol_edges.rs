@@ -12,6 +12,11 @@ use session_archive::conformance::{Call, Hooked};
 use session_archive::session::{CookieAction, META_KEY, STATE_KEY};
 use session_archive::{Archive, Error, ManualClock, MemoryArchive, SessionId, Sessions};
 
+#[path = "support/one_key_at_a_time.rs"]
+mod one_key_at_a_time;
+
+use self::one_key_at_a_time::OneKeyAtATime;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 fn injected() -> Error {
@@ -418,10 +423,12 @@ fn a_sweep_with_other_timeouts_does_not_end_a_session_live_to_the_app() {
 /// **Invariant 4, as `set_user` documents it ("no reader ever sees the new state with the old
 /// binding or the reverse"): `start` reads the record and the state in two reads.**
 ///
-/// `Store::open` reads `meta.json`, then `session.json`; a rebinding write landing between the
-/// two hands the request a handle whose `user()` is the old binding and whose state is the
+/// `Store::open` read `meta.json`, then `session.json`; a rebinding write landing between the
+/// two handed the request a handle whose `user()` is the old binding and whose state is the
 /// new one: a pair no write stored. (The touch that would read the record again runs only when
-/// due.) The compare-and-swap of both keys keeps the stored pair together; the read does not.
+/// due.) The compare-and-swap of both keys keeps the stored pair together; the read did not.
+/// It is one `get_many` now; this runs it on an archive whose `get_many` is the trait's default,
+/// which reads one key at a time, so that a write can still land between two reads.
 ///
 /// Schedule: S holds "alice's", bound to alice. R3 starts S: it reads the record (alice); before
 /// it reads the state, R2 starts S, `set_user(Some("bob"))`, sets the state to "bob's", saves
@@ -433,15 +440,18 @@ fn a_start_never_pairs_the_new_state_with_the_old_binding() {
     let s = saved_for(&plain, "alice", "alice's");
     let between: Arc<Mutex<Option<Job>>> = Arc::default();
     let hook_between = Arc::clone(&between);
-    let hooked = Sessions::new(Hooked::new(Arc::clone(&inner), move |call| {
-        if let Call::Get { key, .. } = *call
-            && key == STATE_KEY
-            && let Some(job) = hook_between.lock().unwrap().take()
-        {
-            job();
-        }
-        Ok(())
-    }));
+    let hooked = Sessions::new(OneKeyAtATime(Hooked::new(
+        Arc::clone(&inner),
+        move |call| {
+            if let Call::Get { key, .. } = *call
+                && key == STATE_KEY
+                && let Some(job) = hook_between.lock().unwrap().take()
+            {
+                job();
+            }
+            Ok(())
+        },
+    )));
     let (r2_sessions, r2_id) = (plain.clone(), s.clone());
     *between.lock().unwrap() = Some(Box::new(move || {
         let mut r2 = r2_sessions

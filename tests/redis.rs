@@ -11,6 +11,7 @@
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
+use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::net::TcpListener;
 use std::path::Path;
@@ -18,7 +19,7 @@ use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use session_archive::{Archive, ArchiveExt, Error, RedisArchive};
+use session_archive::{Archive, ArchiveExt, Error, RedisArchive, Sessions};
 
 use self::redis_server::{
     LocalServer, control, free_port, open, or_skip, server_ready, shared_url, unique_prefix,
@@ -589,7 +590,16 @@ fn expire_domain_sets_a_ttl_that_redis_enforces() {
     archive.set("d", "k2", b"w").unwrap();
     assert!(ttl(&mut conn) > 0, "writing a field keeps the TTL");
 
-    // A time in the past removes the domain at once.
+    // An earlier time leaves the later expiry: an expiry only ever moves later.
+    let soon = SystemTime::now() + Duration::from_secs(5);
+    assert!(archive.expire_domain("d", soon).unwrap());
+    assert!(
+        ttl(&mut conn) > 50_000,
+        "an earlier expiry cut the TTL short"
+    );
+    // A time in the past removes a domain without expiry at once.
+    archive.remove_domain("d").unwrap();
+    archive.set("d", "k", b"v").unwrap();
     assert!(archive.expire_domain("d", UNIX_EPOCH).unwrap());
     assert!(!archive.has_domain("d").unwrap());
 
@@ -866,4 +876,84 @@ fn a_move_run_by_redis_after_its_reply_timed_out_is_fenced_off() {
         .filter(|domain| direct.has(domain, STATE_KEY).unwrap())
         .collect();
     assert_eq!(with_state, [old.as_str()]);
+}
+
+/// The calls of each command the server has run, from `INFO commandstats` (commands run inside
+/// a script are counted too, under their own names).
+fn command_calls(url: &str) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut control(url))
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What ran between two readings of [`command_calls`], without the `INFO` of the readings.
+fn calls_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(name, calls)| *calls > 0 && name != "info")
+        .collect()
+}
+
+/// A read-modify-write request of a stored session, as the welcome app makes one (start from the
+/// cookie, then an atomic update), costs two round trips: one `HMGET` of the state and the
+/// record, and one script that compares and swaps the state. Inside the script the server runs
+/// an `HGET` and an `HSET`. No timestamps are due for a rewrite here (that write comes at most
+/// once per eighth of the idle timeout, and adds its own round trips). Both ways to update are
+/// counted: `update`, and `update_send`, which the axum layer uses.
+#[test]
+fn a_read_modify_write_request_costs_two_round_trips() {
+    const REQUESTS: u64 = 10;
+    let Some(server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let url = server.url();
+    let sessions = Sessions::new(open(&url, "count"));
+    let mut first = sessions.start(None, 0_u64).unwrap();
+    first.save().unwrap();
+    let id = first.id().to_string();
+    // The first request of a connection loads the scripts.
+    sessions
+        .start(Some(&id), 0_u64)
+        .unwrap()
+        .update(|n| *n += 1)
+        .unwrap();
+    let expected: Vec<(String, u64)> = [("evalsha", 1), ("hget", 1), ("hmget", 1), ("hset", 1)]
+        .into_iter()
+        .map(|(name, calls)| (name.to_owned(), calls * REQUESTS))
+        .collect();
+
+    let before = command_calls(&url);
+    for _ in 0..REQUESTS {
+        let mut session = sessions.start(Some(&id), 0_u64).unwrap();
+        session.update(|n| *n += 1).unwrap();
+    }
+    assert_eq!(
+        calls_between(&before, &command_calls(&url)),
+        expected,
+        "update"
+    );
+
+    let before = command_calls(&url);
+    for _ in 0..REQUESTS {
+        let mut session = sessions.start(Some(&id), 0_u64).unwrap();
+        session.update_send(|n| *n += 1).unwrap();
+    }
+    assert_eq!(
+        calls_between(&before, &command_calls(&url)),
+        expected,
+        "update_send"
+    );
+    assert_eq!(*sessions.start(Some(&id), 0_u64).unwrap(), 2 * REQUESTS + 1);
 }

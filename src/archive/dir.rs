@@ -18,7 +18,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::archive::{Archive, Page, Swap, check_swaps};
+use crate::archive::{Archive, Page, Swap, check_keys, check_swaps};
 use crate::error::{NameKind, Result, io};
 use crate::name::{validate_domain, validate_entry, validate_name};
 
@@ -811,6 +811,22 @@ impl Archive for DirArchive {
         }
         let _guard = self.lock()?;
         self.swap_keys(domain, swaps)
+    }
+
+    /// Reads every key under the writers' lock, so that no write lands between two of the
+    /// reads (lone reads take no lock).
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        check_keys(domain, keys)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = self.lock()?;
+        let Some(dir) = self.open_domain(domain)? else {
+            return Ok(vec![None; keys.len()]);
+        };
+        keys.iter()
+            .map(|key| self.read_key(&dir, domain, key))
+            .collect()
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::archive::{Archive, Blocking, Page, Swap, check_swaps};
+use crate::archive::{Archive, Blocking, Page, Swap, check_keys, check_swaps};
 use crate::error::Result;
 use crate::name::{validate_domain, validate_entry};
 
@@ -181,6 +181,17 @@ impl Archive for MemoryArchive {
             }
         }
         Ok(true)
+    }
+
+    /// Reads every key under one hold of the read lock.
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        check_keys(domain, keys)?;
+        let domains = self.domains.read();
+        let values = domains.get(domain);
+        Ok(keys
+            .iter()
+            .map(|key| values.and_then(|values| values.get(*key)).cloned())
+            .collect())
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Script};
 use parking_lot::Mutex;
 
-use crate::archive::{Archive, Page, Swap, check_swaps};
+use crate::archive::{Archive, Page, Swap, check_keys, check_swaps};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
@@ -103,6 +103,21 @@ end
 return 1
 ";
 
+/// Moves the hash `KEYS[1]`'s expiry to the Unix time `ARGV[1]`, in milliseconds, unless it
+/// expires later already (or is missing): an expiry only ever moves later, so that a writer
+/// holding older timestamps never cuts short what a newer one asked for. The server's clock
+/// measures the time left, as it does when it expires the hash. Answers 1 if the hash exists.
+const EXPIRE_LATER: &str = r"
+local left = redis.call('PTTL', KEYS[1])
+if left == -2 then return 0 end
+if left >= 0 then
+  local now = redis.call('TIME')
+  if now[1] * 1000 + math.floor(now[2] / 1000) + left >= tonumber(ARGV[1]) then return 1 end
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+";
+
 /// Moves the hash `KEYS[1]` to the name `KEYS[2]` unless that is taken; anything else under
 /// `KEYS[1]` is not a domain and stays. Answers 1 if it moved.
 const MIGRATE_LEGACY: &str = r"
@@ -171,8 +186,10 @@ return {page[1], names}
 /// - [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and
 ///   [`remove_domains`](Archive::remove_domains) apply their whole batch in one `MULTI`/`EXEC`
 ///   transaction, so no other client sees part of it.
-/// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`), so Redis
-///   removes expired domains itself. Writing to the hash keeps the TTL.
+/// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`, in a
+///   script that only ever moves it later), so Redis removes expired domains itself. Writing
+///   to the hash keeps the TTL.
+/// - [`get_many`](Archive::get_many) is one `HMGET`, so it reads its keys at one moment.
 /// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
 ///   an `Ok` means the server applied the write in memory.
 /// - Listing follows Redis `SCAN`: a page may hold more or fewer names than `limit`, and names
@@ -233,6 +250,7 @@ pub struct RedisArchive {
     idle: Mutex<Vec<Connection>>,
     compare_and_swap: Script,
     compare_and_swap_many: Script,
+    expire_later: Script,
     scan_fields: Script,
     migrate_legacy: Script,
 }
@@ -391,6 +409,7 @@ impl RedisArchiveBuilder {
             idle: Mutex::new(Vec::new()),
             compare_and_swap: Script::new(COMPARE_AND_SWAP),
             compare_and_swap_many: Script::new(COMPARE_AND_SWAP_MANY),
+            expire_later: Script::new(EXPIRE_LATER),
             scan_fields: Script::new(SCAN_FIELDS),
             migrate_legacy: Script::new(MIGRATE_LEGACY),
         })
@@ -811,6 +830,18 @@ impl Archive for RedisArchive {
         Ok(swapped == 1)
     }
 
+    /// One `HMGET`, which the server answers at one moment.
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        check_keys(domain, keys)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hash = self.hash(domain);
+        self.run_read("get several values", |conn| {
+            ::redis::cmd("HMGET").arg(&hash).arg(keys).query(conn)
+        })
+    }
+
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
         self.scan_page(
             "list domains",
@@ -900,11 +931,10 @@ impl Archive for RedisArchive {
         validate_domain(domain)?;
         let hash = self.hash(domain);
         let millis = unix_millis_ceil(at);
+        let mut invocation = self.expire_later.key(&hash);
+        invocation.arg(millis);
         self.run("set a domain's expiry", |conn| {
-            ::redis::cmd("PEXPIREAT")
-                .arg(&hash)
-                .arg(millis)
-                .query::<()>(conn)
+            invocation.invoke::<u8>(conn)
         })?;
         Ok(true)
     }
@@ -1037,7 +1067,7 @@ mod tests {
             ("EVALSHA", |a| {
                 a.compare_and_swap("d", "k", None, Some(b"v")).map(drop)
             }),
-            ("PEXPIREAT", |a| a.expire_domain("d", UNIX_EPOCH).map(drop)),
+            ("EVALSHA", |a| a.expire_domain("d", UNIX_EPOCH).map(drop)),
             ("HDEL", |a| a.remove("d", "k").map(drop)),
             ("DEL", |a| a.remove_domain("d").map(drop)),
             ("EXEC", |a| a.remove_many(&[("d", "k")]).map(drop)),

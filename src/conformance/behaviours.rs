@@ -859,6 +859,80 @@ pub fn compare_and_swap_many_is_atomic_under_concurrency(archive: &dyn Archive) 
     assert!(archive.remove_domain("pair").expect("remove_domain"));
 }
 
+/// `get_many` answers each key's value in the order asked, `None` for an absent key or domain,
+/// the same value for a key named twice, nothing for no keys; and it reads only its own domain.
+/// A bad name is an error.
+pub fn get_many_reads_each_key(archive: &dyn Archive) {
+    archive
+        .set_many(&[("d", "a", b"1"), ("d", "b", b""), ("da", "c", b"x")])
+        .expect("set_many");
+    assert_eq!(
+        archive
+            .get_many("d", &["b", "c", "a", "b"])
+            .expect("get_many"),
+        [
+            Some(b"".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"".to_vec())
+        ]
+    );
+    assert_eq!(
+        archive.get_many("d", &[]).expect("get_many"),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    assert_eq!(
+        archive.get_many("missing", &["a", "b"]).expect("get_many"),
+        [None, None]
+    );
+    for (domain, keys) in [("..", &["a"][..]), ("d", &["a", "../a"][..])] {
+        assert!(
+            matches!(
+                archive.get_many(domain, keys),
+                Err(Error::InvalidName { .. })
+            ),
+            "{domain} {keys:?}"
+        );
+    }
+    assert_eq!(
+        archive
+            .remove_domains(&["d", "da"])
+            .expect("remove_domains"),
+        2
+    );
+}
+
+/// `get_many` reads its keys at one moment: while threads move two counters together with
+/// `compare_and_swap_many`, a reader never sees them differ.
+pub fn get_many_sees_a_swap_whole(archive: &dyn Archive) {
+    const THREADS: u64 = 3;
+    const INCREMENTS: u64 = 15;
+    let done = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                let _done = Done(&done);
+                for _ in 0..INCREMENTS {
+                    increment_pair(archive);
+                }
+            });
+        }
+        scope.spawn(|| {
+            while done.load(Ordering::SeqCst) < THREADS {
+                let pair = archive.get_many("pair", &["x", "y"]).expect("get_many");
+                assert_eq!(pair[0], pair[1], "get_many saw a torn pair");
+                std::thread::yield_now();
+            }
+        });
+    });
+    let total = Some((THREADS * INCREMENTS).to_le_bytes().to_vec());
+    assert_eq!(
+        archive.get_many("pair", &["x", "y"]).expect("get_many"),
+        [total.clone(), total]
+    );
+    assert!(archive.remove_domain("pair").expect("remove_domain"));
+}
+
 /// The two counters of [`compare_and_swap_many_is_atomic_under_concurrency`], as stored.
 fn read_pair(archive: &dyn Archive) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let x = archive.get("pair", "x").expect("get");

@@ -50,6 +50,11 @@ pub enum Call<'a> {
         domain: &'a str,
         swaps: &'a [Swap<'a>],
     },
+    /// An [`Archive::get_many`].
+    GetMany {
+        domain: &'a str,
+        keys: &'a [&'a str],
+    },
     /// An [`Archive::update`]; the hook sees it once, before the change runs.
     Update {
         domain: &'a str,
@@ -95,6 +100,7 @@ impl Call<'_> {
         !matches!(
             self,
             Call::Get { .. }
+                | Call::GetMany { .. }
                 | Call::Has { .. }
                 | Call::HasDomain { .. }
                 | Call::ListDomains { .. }
@@ -255,6 +261,11 @@ impl<A: Archive> Archive for Hooked<A> {
     fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
         (self.hook)(&Call::CompareAndSwapMany { domain, swaps })?;
         self.inner.compare_and_swap_many(domain, swaps)
+    }
+
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        (self.hook)(&Call::GetMany { domain, keys })?;
+        self.inner.get_many(domain, keys)
     }
 
     /// Shows the hook one [`Call::Update`], then passes the whole update on: where the change

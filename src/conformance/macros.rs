@@ -39,6 +39,8 @@ macro_rules! __archive_behaviours {
             compare_and_swap_many_of_nothing_succeeds
             compare_and_swap_many_refuses_bad_names_and_duplicates_before_writing
             compare_and_swap_many_is_atomic_under_concurrency
+            get_many_reads_each_key
+            get_many_sees_a_swap_whole
             update_semantics
             update_that_fails_writes_nothing
             update_loses_no_update

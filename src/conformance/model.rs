@@ -109,6 +109,10 @@ pub enum Op {
     /// on every backend.
     #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
     CompareAndSwapMany(String, Vec<OwnedSwap>),
+    /// An [`Archive::get_many`] of these keys of one domain. Not decoded by the fuzzers, for the
+    /// reason [`Op::Update`] is not; the model test runs it on every backend.
+    #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
+    GetMany(String, Vec<String>),
 }
 
 /// One swap of an [`Op::CompareAndSwapMany`]: the key, the value it must hold (`None`: absent)
@@ -249,6 +253,8 @@ pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
         3 => (domain(), key(), edit()).prop_map(|(d, k, e)| Op::Update(d, k, e)),
         3 => (domain(), proptest::collection::vec(swap(key()), 0..4))
             .prop_map(|(d, swaps)| Op::CompareAndSwapMany(d, swaps)),
+        3 => (domain(), proptest::collection::vec(key(), 0..4))
+            .prop_map(|(d, keys)| Op::GetMany(d, keys)),
     ];
     match persistence {
         // One reopen in about nineteen operations.
@@ -274,6 +280,7 @@ fn names_are_valid(op: &Op) -> bool {
         Op::RemoveMany(entries) => entries.iter().all(|(d, k)| valid(d) && valid(k)),
         Op::RemoveDomains(domains) => domains.iter().all(valid),
         Op::CompareAndSwapMany(d, swaps) => valid(d) && swaps.iter().all(|(k, ..)| valid(k)),
+        Op::GetMany(d, keys) => valid(d) && keys.iter().all(valid),
     }
 }
 
@@ -403,6 +410,11 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Result<String, Refusal> {
             format!("{}", removed.count())
         }
         Op::CompareAndSwapMany(d, swaps) => format!("{}", model_swap_many(model, d, swaps)),
+        Op::GetMany(d, keys) => {
+            let values: Vec<Option<Vec<u8>>> =
+                keys.iter().map(|k| model_get(model, d, k)).collect();
+            format!("{values:?}")
+        }
     })
 }
 
@@ -491,6 +503,10 @@ pub(super) fn apply_to_archive(
                 .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
                 .collect();
             format!("{}", archive.compare_and_swap_many(d, &swaps)?)
+        }
+        Op::GetMany(d, keys) => {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            format!("{:?}", archive.get_many(d, &keys)?)
         }
     })
 }

@@ -71,6 +71,10 @@ pub struct Session<T> {
     /// whatever is stored rather than what the handle read. Never decided by encoding the state
     /// again and comparing bytes: a `HashMap` encodes its keys in another order each time.
     dirty: bool,
+    /// The state's bytes as this handle last read or wrote them, which its next swap of the
+    /// state expects first (see [`Store::swap_state`]). Never trusted: a stale guess only
+    /// fails that swap, which then reads.
+    stored: Option<Vec<u8>>,
     /// What the client's cookie needs after this handle's calls.
     cookie: CookieAction,
     /// The user the stored session is bound to, as this handle last read or wrote it.
@@ -346,6 +350,7 @@ impl<T> Session<T> {
             state: initial,
             phase: Phase::New,
             dirty: false,
+            stored: None,
             cookie: CookieAction::Keep,
             bound: None,
             rebind: None,
@@ -361,6 +366,7 @@ impl<T> Session<T> {
     ) -> Session<T> {
         let Started {
             state,
+            bytes,
             stamp,
             bound,
             refreshed,
@@ -372,6 +378,7 @@ impl<T> Session<T> {
             state,
             phase: Phase::Live(stamp),
             dirty: false,
+            stored: Some(bytes),
             cookie: if refreshed {
                 CookieAction::Set
             } else {
@@ -436,27 +443,17 @@ impl<T> Session<T> {
         self.store.touch(&self.id, stamp, now)
     }
 
-    /// After a write of the state, which is done and so answered: refreshes the timestamps (the
-    /// cookie follows when they moved), or repeats the expiry hint that a write may have cleared
-    /// on backends with native expiry. Both only tidy, so a failure here is not the write's: it
-    /// leaves `last seen` and the native expiry where they were (the session may expire somewhat
-    /// earlier than its use asks, until the next write moves them), and answering it as an
-    /// error would have a caller apply an update twice.
+    /// After a write of the state, which is done and so answered: refreshes the timestamps when
+    /// due (the cookie follows when they moved). The write kept the domain's native expiry (see
+    /// [`Archive::expire_domain`](crate::archive::Archive::expire_domain)), which only a touch
+    /// moves. The touch only tidies, so a failure here is not the write's: it leaves `last seen`
+    /// and the native expiry where they were (the session may expire somewhat earlier than its
+    /// use asks, until a later touch moves them), and answering it as an error would have a
+    /// caller apply an update twice.
     fn after_write(&mut self) {
         let now = self.store.now();
         if matches!(self.touch(now), Ok(true)) {
             self.cookie = CookieAction::Set;
-        } else {
-            self.repeat_expire_hint();
-        }
-    }
-
-    /// Repeats the expiry hint for the stored timestamps, which a write of the state may have
-    /// cleared on backends with native expiry; best effort, as [`after_write`](Self::after_write)
-    /// says.
-    fn repeat_expire_hint(&self) {
-        if let Some(meta) = self.stored_meta() {
-            let _ = self.store.expire_hint(&self.id, meta);
         }
     }
 }
@@ -505,12 +502,13 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     return self.write_bound(|_| Ok((bytes.clone(), ())));
                 }
                 let store = Arc::clone(&self.store);
-                if store
-                    .swap_state(&self.id, |_| Ok((bytes.clone(), ())))?
-                    .is_none()
-                {
+                let guess = self.stored.take();
+                let Some((stored, ())) =
+                    store.swap_state(&self.id, guess, |_| Ok((bytes.clone(), ())))?
+                else {
                     return Err(self.gone());
-                }
+                };
+                self.stored = Some(stored);
                 self.dirty = false;
                 self.after_write();
                 Ok(())
@@ -549,6 +547,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     return Err(self.gone());
                 };
                 self.state = decode(&self.id, &bytes)?;
+                self.stored = Some(bytes);
                 self.dirty = false;
                 Ok(())
             }
@@ -601,10 +600,15 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         }
         let store = Arc::clone(&self.store);
         let turn = UpdateTurn::take(&store, &self.id);
-        let (id, limit) = (&self.id, self.max_state_size);
-        let swapped = store.swap_state(id, |current| apply(id, limit, current, &mut change))?;
+        let (id, limit, guess) = (&self.id, self.max_state_size, self.stored.take());
+        let swapped =
+            store.swap_state(id, guess, |current| apply(id, limit, current, &mut change))?;
         drop(turn);
-        self.end_update(swapped)
+        let applied = swapped.map(|(stored, applied)| {
+            self.stored = Some(stored);
+            applied
+        });
+        self.end_update(applied)
     }
 
     /// [`update`](Self::update) for a `change` that may run on another thread: an archive with a
@@ -654,10 +658,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             return self.update_bound(change);
         }
         let last = Recorded::default();
-        let updated = self
+        let guess = self.stored.take();
+        self.stored = self
             .store
-            .update_state(&self.id, self.recorded(change, &last))?;
-        let outcome = last.lock().take().filter(|_| updated);
+            .update_state(&self.id, guess, self.recorded(change, &last))?;
+        let outcome = last.lock().take().filter(|_| self.stored.is_some());
         self.end_update(outcome)
     }
 
@@ -810,6 +815,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     self.state = state;
                 }
                 self.rebind = None;
+                self.stored = None;
                 self.dirty = false;
                 self.cookie = CookieAction::Set;
                 Ok(())
@@ -841,6 +847,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             return Err(self.gone());
         };
         self.phase = Phase::Live(Some(stamp));
+        self.stored = Some(bytes.to_vec());
         self.dirty = false;
         self.cookie = CookieAction::Set;
         self.bound = user;
@@ -855,6 +862,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let user = self.rebind.clone().and_then(|Rebind(user)| user);
         let now = self.store.now();
         let store = Arc::clone(&self.store);
+        self.stored = None;
         let Some((stamp, result)) = store.write_bound(&self.id, user.as_deref(), now, next)? else {
             return Err(self.gone());
         };

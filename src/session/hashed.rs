@@ -81,6 +81,12 @@ impl<A: Archive> Archive for HashedIds<A> {
         self.inner.compare_and_swap_many(&stored(domain), &swaps)
     }
 
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<Cow<'_, str>> = keys.iter().map(|key| stored(key)).collect();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        self.inner.get_many(&stored(domain), &keys)
+    }
+
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
         self.inner.update(&stored(domain), &stored(key), change)
     }

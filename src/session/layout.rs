@@ -360,16 +360,23 @@ pub(crate) fn is_state(bytes: &[u8]) -> bool {
 
 /// Reads what `id` holds under [`STATE_KEY`].
 pub(crate) fn read_state(archive: &dyn Archive, id: &SessionId) -> Result<Stored> {
-    Ok(match archive.get(id.as_str(), STATE_KEY)? {
-        None => Stored::Absent,
-        Some(bytes) if is_state(&bytes) => Stored::State(bytes),
-        Some(marker) => Stored::Moved(
-            std::str::from_utf8(&marker[MOVED_PREFIX.len()..])
-                .ok()
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, target)| target.to_owned()),
-        ),
-    })
+    Ok(Stored::from(archive.get(id.as_str(), STATE_KEY)?))
+}
+
+impl From<Option<Vec<u8>>> for Stored {
+    /// What a value read under [`STATE_KEY`] is.
+    fn from(value: Option<Vec<u8>>) -> Stored {
+        match value {
+            None => Stored::Absent,
+            Some(bytes) if is_state(&bytes) => Stored::State(bytes),
+            Some(marker) => Stored::Moved(
+                std::str::from_utf8(&marker[MOVED_PREFIX.len()..])
+                    .ok()
+                    .and_then(|rest| rest.split_once(':'))
+                    .map(|(_, target)| target.to_owned()),
+            ),
+        }
+    }
 }
 
 /// A hash of stored bytes, to tell whether they are still what was last read or written.

@@ -57,11 +57,6 @@ pub(crate) use regenerate::Moving;
 /// `compare_and_swap` never succeeds) from looping forever.
 const CREATE_ATTEMPTS: usize = 4;
 
-/// How many times [`Store::read_pair`] reads a session's record and state before it gives up: each
-/// retry means another write of the record landed in the moment between two reads, so a few
-/// are plenty; the bound only keeps a storm of writes from holding a start for ever.
-const PAIR_ATTEMPTS: usize = 16;
-
 /// How many locks [`Store::update_locks`] holds: enough that the few dozen sessions a server
 /// updates at once rarely share one, at one byte each.
 const UPDATE_LOCKS: usize = 4096;
@@ -140,6 +135,8 @@ impl<S> Opened<S> {
 /// session's expiry moved, so the cookie must be sent again).
 pub(crate) struct Started<S> {
     pub(crate) state: S,
+    /// The stored bytes `state` was decoded from.
+    pub(crate) bytes: Vec<u8>,
     pub(crate) stamp: Option<Stamp>,
     /// The user the state was stored bound to: read with it, as one pair (the record in `stamp`
     /// may be newer, when the start's touch lost a race and read it again).
@@ -478,29 +475,27 @@ impl Store {
         Ok(Opened::Found((bytes, stamp)))
     }
 
-    /// Reads a session's record and state as one pair: the record, the state, then the record
-    /// again, until the two reads of the record agree. A write that changes the binding swaps
-    /// the record and the state at once, and every write of the record changes its bytes, so a
-    /// state read between two equal records was stored with that record's binding (or, by a
-    /// write of the state alone, kept it). The record is read first: a destroy removes the state
-    /// before the record, so a state found with no record around it is one stored without (the
-    /// original framework's), not one half-way through a destroy.
+    /// Reads a session's record and state as one pair, in one
+    /// [`Archive::get_many`] (one round trip, on a server): a write that changes the binding
+    /// swaps the record and the state at once, so the state read was stored with the record's
+    /// binding (or, by a write of the state alone, kept it). A destroy removes the state before
+    /// the record, so a state found with no record is one stored without (the original
+    /// framework's), not one half-way through a destroy.
     fn read_pair(&self, id: &SessionId) -> Result<(Option<Stamp>, Stored)> {
-        let mut record = self.archive.get(id.as_str(), META_KEY)?;
-        for _ in 0..PAIR_ATTEMPTS {
-            let state = self.read_state(id)?;
-            let again = self.archive.get(id.as_str(), META_KEY)?;
-            if again == record {
-                let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose()?;
-                return Ok((stamp, state));
-            }
-            record = again;
-        }
-        Err(Error::Backend {
-            backend: "sessions",
-            operation: "read a session's record and state together",
-            source: "the record changed between every two reads".into(),
-        })
+        let mut values = self
+            .archive
+            .get_many(id.as_str(), &[META_KEY, STATE_KEY])?
+            .into_iter();
+        let (Some(record), Some(state), None) = (values.next(), values.next(), values.next())
+        else {
+            return Err(Error::Backend {
+                backend: "sessions",
+                operation: "read a session's record and state together",
+                source: "the archive's get_many answered another number of values than keys".into(),
+            });
+        };
+        let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose()?;
+        Ok((stamp, Stored::from(state)))
     }
 
     /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
@@ -565,6 +560,7 @@ impl Store {
         Ok(match self.resume_touch(id, &mut stamp, now)? {
             Some(refreshed) => Opened::Found(Started {
                 state,
+                bytes,
                 stamp,
                 bound,
                 refreshed,
@@ -729,32 +725,51 @@ impl Store {
     }
 
     /// Replaces the state stored under `id` with the bytes `next` makes from it, reading and
-    /// swapping again whenever another write landed in between, and returns what `next`
-    /// returned; `None` once no state is stored (the session was destroyed or moved).
+    /// swapping again whenever another write landed in between, and returns the bytes stored
+    /// and what `next` returned; `None` once no state is stored (the session was destroyed or
+    /// moved).
+    ///
+    /// `guess` is the state as the caller last read or wrote it. Where a read waits for storage
+    /// (see [`guesses`](Self::guesses)), the first swap expects it instead of reading first,
+    /// which saves a round trip whenever nobody wrote meanwhile. Only the swap decides: a stale
+    /// guess fails it, and the loop reads the state as usual. If `next` fails on the guess, it
+    /// is given the stored state before its error counts, since it may fail on one state and not
+    /// on another (a state grown over the size limit).
     pub(crate) fn swap_state<R>(
         &self,
         id: &SessionId,
+        guess: Option<Vec<u8>>,
         mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
-    ) -> Result<Option<R>> {
+    ) -> Result<Option<(Vec<u8>, R)>> {
+        let mut guess = guess.filter(|_| self.guesses());
         loop {
-            let Stored::State(current) = self.read_state(id)? else {
-                return Ok(None);
+            let guessed = guess.is_some();
+            let current = match guess.take() {
+                Some(bytes) => bytes,
+                None => match self.read_state(id)? {
+                    Stored::State(current) => current,
+                    Stored::Absent | Stored::Moved(_) => return Ok(None),
+                },
             };
-            let (bytes, result) = next(&current)?;
+            let (bytes, result) = match next(&current) {
+                Ok(made) => made,
+                Err(_) if guessed => continue,
+                Err(err) => return Err(err),
+            };
             match self.archive.compare_and_swap(
                 id.as_str(),
                 STATE_KEY,
                 Some(&current),
                 Some(&bytes),
             ) {
-                Ok(true) => return Ok(Some(result)),
+                Ok(true) => return Ok(Some((bytes, result))),
                 Ok(false) => {}
                 // The swap may have landed and its answer been lost: the new bytes found there
                 // tell that it did (or that the state is as this write would leave it, which
                 // answers the caller the same).
                 Err(err) => {
                     return match self.read_state(id) {
-                        Ok(Stored::State(stored)) if stored == bytes => Ok(Some(result)),
+                        Ok(Stored::State(stored)) if stored == bytes => Ok(Some((bytes, result))),
                         _ => Err(err),
                     };
                 }
@@ -762,24 +777,37 @@ impl Store {
         }
     }
 
-    /// Replaces the state stored under `id` with the bytes `next` makes from it, in one
-    /// [`Archive::update`]: a backend with a serial writer runs `next` inside its commit, so
-    /// that concurrent updates of one session share a commit instead of taking turns; the
-    /// others swap and retry as [`swap_state`](Self::swap_state) does, and so take their turn
-    /// behind [`update_lock`](Self::update_lock) (those that wait on storage, whose failed
-    /// swaps cost a round trip each). Returns whether a state was there to replace (`false`
-    /// once the session was destroyed or moved).
+    /// Whether a swap of the state starts from the caller's guess rather than from a read:
+    /// where a read waits for storage ([`Blocking::Always`]: a server, a file system), a read
+    /// saved is a round trip saved. Elsewhere a read costs next to nothing, and on a backend
+    /// that shares commits a stale guess would cost a failed swap in a commit of its own.
+    fn guesses(&self) -> bool {
+        self.archive.blocking() == Blocking::Always
+    }
+
+    /// Replaces the state stored under `id` with the bytes `next` makes from it, and returns the
+    /// bytes stored, or `None` when no state was there to replace (the session was destroyed or
+    /// moved). Where reads wait for storage this is [`swap_state`](Self::swap_state) from
+    /// `guess`, taking its turn behind [`update_lock`](Self::update_lock) (a failed swap costs
+    /// a round trip). Elsewhere it is one [`Archive::update`]: a backend with a serial writer
+    /// runs `next` inside its commit, so that concurrent updates of one session share a commit
+    /// instead of taking turns.
     pub(crate) fn update_state(
         &self,
         id: &SessionId,
-        next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
-    ) -> Result<bool> {
+        guess: Option<Vec<u8>>,
+        mut next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+    ) -> Result<Option<Vec<u8>>> {
         let _turn = matches!(self.archive.blocking(), Blocking::Writes | Blocking::Always)
             .then(|| UpdateTurn::take(self, id));
+        if self.guesses() {
+            let swapped = self.swap_state(id, guess, |current| Ok((next(current)?, ())))?;
+            return Ok(swapped.map(|(bytes, ())| bytes));
+        }
         let after = self
             .archive
             .update(id.as_str(), STATE_KEY, state_change(next))?;
-        Ok(after.as_deref().is_some_and(is_state))
+        Ok(after.filter(|bytes| is_state(bytes)))
     }
 
     /// Stores the state that `next` makes of the stored one together with a new binding (to

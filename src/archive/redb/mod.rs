@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture, check_swaps};
+use crate::archive::{
+    Archive, Blocking, Change, Page, Swap, UpdateFuture, check_keys, check_swaps,
+};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
@@ -779,6 +781,20 @@ impl Archive for RedbArchive {
                 })
                 .collect(),
         })? > 0)
+    }
+
+    /// Reads every key in one read transaction, which sees one commit whole.
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        check_keys(domain, keys)?;
+        self.read("read several values", |table| {
+            keys.iter()
+                .map(|key| {
+                    Ok(table
+                        .get((domain, *key))?
+                        .map(|value| value.value().to_vec()))
+                })
+                .collect()
+        })
     }
 
     /// Runs `change` inside the group commit, on the thread of whichever writer leads it:

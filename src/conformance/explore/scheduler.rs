@@ -476,6 +476,7 @@ fn describe(call: &Call<'_>) -> String {
             let keys: Vec<&str> = swaps.iter().map(|(key, _, _)| *key).collect();
             format!("compare_and_swap_many {domain}/{}", keys.join("+"))
         }
+        Call::GetMany { domain, keys } => format!("get_many {domain}/{}", keys.join("+")),
         Call::Update { domain, key } => format!("update {domain}/{key}"),
         Call::ListDomains { .. } => "list_domains".to_owned(),
         Call::ListKeys { domain, .. } => format!("list_keys {domain}"),
@@ -603,6 +604,11 @@ impl Archive for Scheduled {
     fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
         let call = Call::CompareAndSwapMany { domain, swaps };
         self.at(&call, |a| a.compare_and_swap_many(domain, swaps))
+    }
+
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let call = Call::GetMany { domain, keys };
+        self.at(&call, |a| a.get_many(domain, keys))
     }
 
     /// One scheduling point for the whole update: where the change runs, and which calls the

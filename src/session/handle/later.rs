@@ -48,11 +48,11 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         written: Result<bool>,
     ) -> Result<R> {
         let Later { last, .. } = later;
+        // The bytes written are not known here; the next swap reads them.
+        self.stored = None;
         let updated = written?;
         let outcome = last.lock().take().filter(|_| updated);
-        let result = self.take_applied(outcome)?;
-        self.repeat_expire_hint();
-        Ok(result)
+        self.take_applied(outcome)
     }
 }
 
