@@ -1,18 +1,20 @@
 //! Web benchmark: the welcome app's `GET /` (a read-modify-write of the visitor's session that
 //! counts the visit) served in-process by axum on loopback, driven by N concurrent keep-alive
 //! HTTP/1.1 clients, for each session backend and for tower-sessions as the peer, with its
-//! `MemoryStore` and on SQLite (WAL, `synchronous=FULL`), and over this crate's `ArchiveStore`.
+//! `MemoryStore`, on SQLite (WAL, `synchronous=FULL`), over this crate's `ArchiveStore`, and
+//! (tower-sessions 0.14) with its published Redis store. Both Redis apps share one redis-server
+//! without persistence: `ARCHIVE_REDIS_URL`, or one the benchmark starts on loopback.
 //!
 //! ```sh
-//! cargo bench --features axum,tower-sessions --bench web                 # about 3 minutes
-//! cargo bench --features axum,tower-sessions --bench web -- --rounds 3   # interleaved, medians
-//! cargo bench --features axum,tower-sessions --bench web -- --test       # a few requests each
+//! cargo bench --features axum,tower-sessions,archive-redis --bench web               # 4 minutes
+//! cargo bench --features axum,tower-sessions,archive-redis --bench web -- --rounds 3 # medians
+//! cargo bench --features axum,tower-sessions,archive-redis --bench web -- --test     # a few each
 //! ```
 //!
 //! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
 //! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
-//! `--apps memory,redb,redb-unsynced,tower-memory,tower-sqlite,tower-redb`, `--only spread` or
-//! `--only hot`, and `--serve APP SECS FILE`, which only serves APP for SECS seconds after
+//! `--apps memory,redb,redb-unsynced,tower-memory,tower-sqlite,tower-redb,redis,tower-redis`,
+//! `--only spread` or `--only hot`, and `--serve APP SECS FILE`, which only serves APP for SECS seconds after
 //! writing its pool's cookies to FILE, one a line, for a cross-check with an outside load
 //! generator. Over redb, each run also reports how many updates shared a commit and how much of
 //! the time the file's one writer was busy (`RedbArchive::commit_stats`).
@@ -41,12 +43,19 @@ use serde::{Deserialize, Serialize};
 use session_archive::archive::redb::{CommitStats, Durability};
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::tower_sessions::ArchiveStore;
-use session_archive::{MemoryArchive, RedbArchive, Sessions};
+use session_archive::{MemoryArchive, RedbArchive, RedisArchive, Sessions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[path = "web/sqlite_store.rs"]
 mod sqlite_store;
+
+#[path = "../tests/support/redis_server.rs"]
+#[allow(
+    dead_code,
+    reason = "the tests' server helper; the benchmark needs only its start"
+)]
+mod redis_server;
 
 /// The longest one request may take before the run counts it as failed and moves on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,25 +85,33 @@ async fn welcome(mut session: Session<Welcome>) -> Result<String, SessionError> 
 /// The key the tower-sessions handler keeps its state under.
 const TOWER_KEY: &str = "welcome";
 
-/// The same handler written the tower-sessions way: get, change, insert (saved by its layer).
-async fn welcome_tower(session: tower_sessions::Session) -> Result<String, StatusCode> {
-    let mut state: Welcome = session
-        .get(TOWER_KEY)
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
-        .unwrap_or_default();
-    state.visits += 1;
-    session
-        .insert(TOWER_KEY, &state)
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    let name = if state.name.is_empty() {
-        "World"
-    } else {
-        &state.name
+/// The same handler written the tower-sessions way: get, change, insert (saved by its layer), for
+/// a `Session` of tower-sessions 0.15 or 0.14.
+macro_rules! welcome_tower {
+    ($name:ident, $session:ty) => {
+        async fn $name(session: $session) -> Result<String, StatusCode> {
+            let mut state: Welcome = session
+                .get(TOWER_KEY)
+                .await
+                .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+                .unwrap_or_default();
+            state.visits += 1;
+            session
+                .insert(TOWER_KEY, &state)
+                .await
+                .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+            let name = if state.name.is_empty() {
+                "World"
+            } else {
+                &state.name
+            };
+            Ok(format!("Hello {name}! Visit #{}", state.visits))
+        }
     };
-    Ok(format!("Hello {name}! Visit #{}", state.visits))
 }
+
+welcome_tower!(welcome_tower, tower_sessions::Session);
+welcome_tower!(welcome_tower_014, tower_sessions_014::Session);
 
 /// The apps under comparison.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -113,6 +130,11 @@ enum App {
     /// tower-sessions 0.15 over this crate's `ArchiveStore` on a durable `RedbArchive`: what a
     /// tower-sessions app gets by switching its store.
     TowerRedb,
+    /// This crate's layer over `RedisArchive`, on the benchmark's redis-server.
+    Redis,
+    /// tower-sessions 0.14 with its published Redis store (`tower-sessions-redis-store` 0.16, a
+    /// fred pool of 6), on the same server: the peer on Redis.
+    TowerRedis,
 }
 
 impl App {
@@ -124,6 +146,8 @@ impl App {
             App::TowerMemory => "tower-memory",
             App::TowerSqlite => "tower-sqlite",
             App::TowerRedb => "tower-redb",
+            App::Redis => "redis",
+            App::TowerRedis => "tower-redis",
         }
     }
 
@@ -132,8 +156,12 @@ impl App {
     }
 
     /// The router, what must outlive the server (the redb file's directory), and the redb
-    /// archive, whose commits each run counts.
-    fn router(self) -> (Router, Option<tempfile::TempDir>, Option<Arc<RedbArchive>>) {
+    /// archive, whose commits each run counts. A store that connects on its own tasks (fred's
+    /// pool) connects on `runtime`, the server's.
+    fn router(
+        self,
+        runtime: &tokio::runtime::Runtime,
+    ) -> (Router, Option<tempfile::TempDir>, Option<Arc<RedbArchive>>) {
         match self {
             App::Memory => {
                 let sessions = Sessions::builder(MemoryArchive::new())
@@ -194,6 +222,38 @@ impl App {
                     Some(archive),
                 )
             }
+            App::Redis => {
+                let archive = RedisArchive::builder(redis_url())
+                    .prefix(format!("bench-{}", uuid::Uuid::new_v4().simple()))
+                    .open()
+                    .expect("the benchmark's redis-server");
+                let sessions = Sessions::builder(archive).secure(false).build();
+                (
+                    Router::new()
+                        .route("/", get(welcome))
+                        .layer(SessionLayer::new(sessions)),
+                    None,
+                    None,
+                )
+            }
+            App::TowerRedis => {
+                use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+                let config = Config::from_url(&redis_url()).expect("a Redis URL");
+                let pool = Pool::new(config, None, None, None, 6).expect("a fred pool");
+                runtime.block_on(async {
+                    let _ = pool.connect();
+                    pool.wait_for_connect().await.expect("fred connects");
+                });
+                let store = tower_sessions_redis_store::RedisStore::new(pool);
+                let layer = tower_sessions_014::SessionManagerLayer::new(store).with_secure(false);
+                (
+                    Router::new()
+                        .route("/", get(welcome_tower_014))
+                        .layer(layer),
+                    None,
+                    None,
+                )
+            }
         }
     }
 }
@@ -208,14 +268,24 @@ fn redb_archive(durability: Durability) -> (tempfile::TempDir, Arc<RedbArchive>)
     (dir, Arc::new(archive))
 }
 
+/// The URL of the benchmark's redis-server: `ARCHIVE_REDIS_URL`, or one started on a free
+/// loopback port without persistence, shared by both Redis apps and stopped when the benchmark
+/// ends.
+fn redis_url() -> String {
+    redis_server::shared_url()
+        .unwrap_or_else(|why| panic!("the Redis apps need a redis-server: {why}"))
+}
+
 /// Every app, in the order they run.
-const ALL_APPS: [App; 6] = [
+const ALL_APPS: [App; 8] = [
     App::Memory,
     App::Redb,
     App::RedbUnsynced,
     App::TowerMemory,
     App::TowerSqlite,
     App::TowerRedb,
+    App::Redis,
+    App::TowerRedis,
 ];
 
 struct Options {
@@ -568,11 +638,11 @@ struct Row {
 
 /// Runs every measurement of one app, with its server up, and appends them to `rows`.
 fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
-    let (router, dir, redb) = app.router();
     let server = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the server's runtime");
+    let (router, dir, redb) = app.router(&server);
     let listener = server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind a loopback port");
@@ -826,6 +896,18 @@ fn print_ratios(rows: &[Row], conns: &[usize]) {
                     app.name(),
                     app.name(),
                     hot / spread
+                );
+            }
+        }
+        for hot in [false, true] {
+            if let (Some(ours), Some(peer)) = (
+                rate(App::Redis, hot, conns),
+                rate(App::TowerRedis, hot, conns),
+            ) {
+                println!(
+                    "| redis ÷ tower-redis req/s ({}; medians) | {conns} | {:.2}× |",
+                    sessions_label(hot),
+                    ours / peer
                 );
             }
         }

@@ -842,7 +842,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let user = self.user().map(str::to_owned);
         let Some(stamp) = self
             .store
-            .create(&mut self.id, bytes, meta, user.as_deref())?
+            .create(&mut self.id, bytes, meta, user.as_deref(), None)?
         else {
             return Err(self.gone());
         };

@@ -6,7 +6,7 @@
 //! | domain | key | holds |
 //! |---|---|---|
 //! | `<id>`, or its SHA-256 with ids hashed at rest (the *stored name*) | [`STATE_KEY`] | the state as JSON, or a moved-marker: `\0moved:<nonce>:<new stored name>` |
-//! | the stored name | [`META_KEY`] | the record: `created` and `seen` (unix seconds); `user` and `entry` (the key of its index entry) when bound; `rev` once fenced |
+//! | the stored name | [`META_KEY`] | the record: `created` and `seen` (unix seconds); `user` and `entry` (the key of its index entry) when bound; `rev` once fenced; `from` (the old stored name) while a regenerate's copy is not handed out |
 //! | `user-<SHA-256 of the user id>` | `<stored name>.<token>`, or the stored name alone (earlier versions) | one binding's index entry: the unix time it was written |
 //! | `expiry-<n>` ([`SESSIONS_INDEX`]) | the stored name | an expiry index entry (see the expiry module) |
 //! | `sweep-cursor` | `index` (and `bucket`, earlier versions) | the expiry index's record |
@@ -183,6 +183,11 @@ pub(crate) struct Stamp {
     /// Bumped by a write that must make an earlier, still pending swap of the record fail (see
     /// `Store::fence`); 0 when never bumped.
     pub(crate) rev: u64,
+    /// The stored name of the session this one is a regenerate's copy of, until the regenerate
+    /// hands the copy out: a listing counts such a copy only once the old id's moved-marker
+    /// names it (see `users::judge`). Every write of the record by a handle drops it, since a
+    /// handle holding the copy's id proves it was handed out.
+    pub(crate) from: Option<String>,
     pub(crate) raw: Vec<u8>,
 }
 
@@ -212,6 +217,8 @@ struct MetaRecord<'a> {
     entry: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "is_zero")]
     rev: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    from: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[expect(
@@ -230,6 +237,18 @@ impl Stamp {
         binding: Option<Binding>,
         rev: u64,
     ) -> Result<Stamp> {
+        Stamp::copy_of(id, meta, binding, rev, None)
+    }
+
+    /// The record of session `id` with these timestamps, binding and revision, as the copy of
+    /// the session stored as `from` (see [`Stamp::from`]), or as no copy.
+    pub(crate) fn copy_of(
+        id: &SessionId,
+        meta: Meta,
+        binding: Option<Binding>,
+        rev: u64,
+        from: Option<String>,
+    ) -> Result<Stamp> {
         let record = MetaRecord {
             created: meta.created,
             seen: meta.seen,
@@ -239,6 +258,7 @@ impl Stamp {
                 .and_then(|b| b.entry.as_deref())
                 .map(Into::into),
             rev,
+            from: from.as_deref().map(Into::into),
         };
         let raw = serde_json::to_vec(&record).map_err(|source| Error::Serialize {
             id: id.to_string(),
@@ -248,6 +268,7 @@ impl Stamp {
             meta,
             binding,
             rev,
+            from,
             raw,
         })
     }
@@ -271,6 +292,7 @@ impl Stamp {
             meta,
             binding,
             rev,
+            from: record.from.map(std::borrow::Cow::into_owned),
             raw,
         })
     }
@@ -280,7 +302,8 @@ impl Stamp {
         self.binding.as_ref().map(|b| b.user.as_str())
     }
 
-    /// The same record with other timestamps (the binding and revision kept).
+    /// The same record with other timestamps (the binding and revision kept), written by a
+    /// handle: no copy any more (see [`Stamp::from`]).
     pub(crate) fn with_meta(&self, id: &SessionId, meta: Meta) -> Result<Stamp> {
         Stamp::new(id, meta, self.binding.clone(), self.rev)
     }

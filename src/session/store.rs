@@ -661,8 +661,9 @@ impl Store {
 /// Writing a session: create, swap, destroy, and the move of a regenerate.
 impl Store {
     /// Stores a session that is not stored yet, with `meta` as its timestamps and bound to
-    /// `user`, under `id`, or under a fresh id (left in `id`) if that one is taken. Returns the
-    /// timestamps stored, or `None` when every id drawn was taken.
+    /// `user`, under `id`, or under a fresh id (left in `id`) if that one is taken; as the copy
+    /// of the session stored as `from` when a regenerate makes it (see [`Stamp::from`]).
+    /// Returns the timestamps stored, or `None` when every id drawn was taken.
     ///
     /// The writes go in the order that keeps every failure, or crash, between them recoverable:
     /// the index entries, then the record and the state together, in one
@@ -677,13 +678,14 @@ impl Store {
         bytes: &[u8],
         meta: Meta,
         user: Option<&str>,
+        from: Option<&str>,
     ) -> Result<Option<Stamp>> {
         if let Some(user) = user {
             validate_user(user)?;
         }
         for _ in 0..CREATE_ATTEMPTS {
             let binding = user.map(|user| self.new_binding(id, user)).transpose()?;
-            let stamp = Stamp::new(id, meta, binding, 0)?;
+            let stamp = Stamp::copy_of(id, meta, binding, 0, from.map(str::to_owned))?;
             if self.create_at(id, bytes, &stamp)? {
                 if let Err(err) = self.expire_hint(id, meta) {
                     // If the removal fails too, what is left is indexed and swept on expiry.

@@ -98,8 +98,30 @@ fn judge(
             if live_only && store.is_expired(stamp.meta, store.now()) {
                 return Ok(Entry::Other);
             }
+            if live_only && !handed_out(store, id, &stamp)? {
+                return Ok(Entry::Other);
+            }
             Entry::Live { stamp, state }
         }
+    })
+}
+
+/// Whether the session stored as `id`, with the record `stamp`, is one: not a regenerate's copy
+/// that was not handed out yet (see [`Stamp::from`]). A copy is handed out once the old id's
+/// moved-marker names it. Should the old id be gone while the record still names it (the
+/// regenerate failed to rewrite the record, and the old id was swept later), the copy counts
+/// once it is older than a regenerate can take, as an index entry does.
+fn handed_out(store: &Store, id: &SessionId, stamp: &Stamp) -> Result<bool> {
+    let Some(from) = &stamp.from else {
+        return Ok(true);
+    };
+    let Some(old) = SessionId::from_stored(from) else {
+        return Ok(true);
+    };
+    Ok(match store.for_stored(from).read_state(&old)? {
+        Stored::Moved(target) => target.as_deref() == Some(id.as_str()),
+        Stored::Absent => store.now().saturating_sub(stamp.meta.seen) > CREATE_GRACE_SECS,
+        Stored::State(_) => false,
     })
 }
 
@@ -216,26 +238,51 @@ impl UserSessions {
             let Some(id) = SessionId::from_stored(entry_session(&name)) else {
                 continue;
             };
-            match judge(store, &self.user, &self.domain, (Some(&name), &id), true)? {
-                Entry::Live { stamp, .. } => {
-                    if !self.listed.insert(id.clone()) {
-                        continue;
-                    }
-                    let meta = stamp.meta;
-                    return Ok(Some(UserSession {
-                        id,
-                        created: unix_time(meta.created),
-                        seen: unix_time(meta.seen),
-                    }));
-                }
-                Entry::Moved(_) | Entry::Dead => {
+            let live = match judge(store, &self.user, &self.domain, (Some(&name), &id), true)? {
+                Entry::Live { stamp, .. } => Some((id, stamp)),
+                Entry::Moved(target) => {
                     store
                         .for_stored(id.as_str())
                         .drop_entry(&self.domain, &name)?;
+                    self.moved_to(target)?
                 }
-                Entry::Other => {}
+                Entry::Dead => {
+                    store
+                        .for_stored(id.as_str())
+                        .drop_entry(&self.domain, &name)?;
+                    None
+                }
+                Entry::Other => None,
+            };
+            if let Some((id, stamp)) = live
+                && self.listed.insert(id.clone())
+            {
+                return Ok(Some(UserSession {
+                    id,
+                    created: unix_time(stamp.meta.created),
+                    seen: unix_time(stamp.meta.seen),
+                }));
             }
         }
+    }
+}
+
+impl UserSessions {
+    /// The live session of the user that a moved-marker leads to, following markers as a
+    /// revoke does: a regenerate whose move landed after this listing passed the copy's entry
+    /// (a copy that was not handed out yet, so not listed) is found through the old id's.
+    fn moved_to(&self, mut target: Option<String>) -> Result<Option<(SessionId, Stamp)>> {
+        for _ in 0..MAX_HOPS {
+            let Some(id) = target.as_deref().and_then(SessionId::from_stored) else {
+                return Ok(None);
+            };
+            match judge(&self.store, &self.user, &self.domain, (None, &id), true)? {
+                Entry::Live { stamp, .. } => return Ok(Some((id, stamp))),
+                Entry::Moved(next) => target = next,
+                Entry::Dead | Entry::Other => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -105,9 +105,7 @@ impl Store {
                     });
                 }
                 Ok(()) => {
-                    // The old id is dead from the move on; what is left of it is only clutter.
-                    let binding = sides.old_stamp.and_then(|stamp| stamp.binding);
-                    self.forget(old, binding.as_ref());
+                    self.hand_out(old, &new, &mut sides);
                     return Ok(Some(Moved {
                         id: new,
                         stamp: sides.copy,
@@ -134,6 +132,32 @@ impl Store {
         Err(Error::SessionGone {
             id: old.to_string(),
         })
+    }
+
+    /// After the move: the copy's record stops naming the old id (see [`Stamp::from`]), then
+    /// the old id, dead from the move on, is removed (only clutter is left there). Best effort,
+    /// the move being done: while the record still names the old id, the moved-marker there
+    /// is what shows a listing the copy was handed out, so the old id stays unless the record
+    /// was rewritten, or the copy was ended meanwhile (a revoke).
+    fn hand_out(&self, old: &SessionId, new: &SessionId, sides: &mut Sides) {
+        let Ok(handed) = Stamp::new(new, sides.copy.meta, sides.copy.binding.clone(), 0) else {
+            return;
+        };
+        let state = Some(&sides.bytes[..]);
+        let swaps = [
+            (STATE_KEY, state, state),
+            (META_KEY, Some(&sides.copy.raw[..]), Some(&handed.raw[..])),
+        ];
+        match self.archive.compare_and_swap_many(new.as_str(), &swaps) {
+            Ok(true) => sides.copy = handed,
+            Ok(false) => {}
+            Err(_) => return,
+        }
+        let binding = sides
+            .old_stamp
+            .as_ref()
+            .and_then(|stamp| stamp.binding.clone());
+        self.forget(old, binding.as_ref());
     }
 
     /// Removes a copy the move did not hand out: its state first, by a swap from what this call
@@ -180,7 +204,8 @@ impl Store {
             seen: now,
         };
         let mut new = SessionId::generate();
-        let Some(copy) = self.create(&mut new, &bytes, meta, user.as_deref())? else {
+        let from = self.stored_name(old);
+        let Some(copy) = self.create(&mut new, &bytes, meta, user.as_deref(), Some(&from))? else {
             return Ok(None);
         };
         let sides = Sides {
@@ -284,7 +309,7 @@ impl Store {
         if let Some(binding) = &binding {
             self.add_user_entry(new, binding)?;
         }
-        let next = Stamp::new(new, sides.copy.meta, binding, 0)?;
+        let next = Stamp::copy_of(new, sides.copy.meta, binding, 0, sides.copy.from.clone())?;
         let state = Some(&sides.bytes[..]);
         let swaps = [
             (STATE_KEY, state, state),
