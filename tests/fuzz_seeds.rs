@@ -68,7 +68,10 @@ fn kind(op: &Op) -> usize {
         Op::RemoveMany(..) => 12,
         Op::RemoveDomains(..) => 13,
         // Skipped by the decoding, so in no seed; the model test runs them.
-        Op::Update(..) | Op::CompareAndSwapMany(..) => OP_KINDS,
+        Op::Update(..)
+        | Op::CompareAndSwapMany(..)
+        | Op::CompareAndSwapEach(..)
+        | Op::GetEach(..) => OP_KINDS,
     }
 }
 

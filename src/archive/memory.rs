@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::archive::{Archive, Blocking, Page, Swap, check_swaps};
+use crate::archive::{Archive, Blocking, Page, Swap, SwapGroup, check_groups, check_swaps};
 use crate::error::Result;
 use crate::name::{validate_domain, validate_entry};
 
@@ -25,7 +25,8 @@ type Domains = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 ///   shared with other processes.
 /// - [`compare_and_swap_many`](Archive::compare_and_swap_many) compares every key and writes
 ///   every change under one hold of the lock, so no other thread sees some of its keys changed
-///   and others not.
+///   and others not; [`compare_and_swap_each`](Archive::compare_and_swap_each) does all its
+///   groups under one hold, and [`get_each`](Archive::get_each) reads all its entries under one.
 /// - Batches ([`set_many`](Archive::set_many) and the others) are the trait's default bodies, one
 ///   call per item, so another thread may see a batch half applied.
 /// - No call waits on I/O ([`blocking`](Archive::blocking) is [`Never`](Blocking::Never)), so
@@ -155,32 +156,30 @@ impl Archive for MemoryArchive {
     /// Compares every key, then writes every change, under one hold of the write lock.
     fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
         check_swaps(domain, swaps)?;
+        Ok(swap_group(&mut self.domains.write(), domain, swaps))
+    }
+
+    /// Every group under one hold of the write lock: no other thread sees some groups swapped
+    /// and not others.
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        check_groups(groups)?;
         let mut domains = self.domains.write();
-        let keys = domains.get(domain);
-        let current = |key: &str| keys.and_then(|keys| keys.get(key)).map(Vec::as_slice);
-        if swaps
+        Ok(groups
             .iter()
-            .any(|&(key, expected, _)| current(key) != expected)
-        {
-            return Ok(false);
+            .map(|(domain, swaps)| swap_group(&mut domains, domain, swaps))
+            .collect())
+    }
+
+    /// Every value under one hold of the read lock: one snapshot.
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
         }
-        for &(key, expected, new) in swaps {
-            if expected == new {
-                continue;
-            }
-            match new {
-                Some(value) => {
-                    domains
-                        .entry(domain.to_owned())
-                        .or_default()
-                        .insert(key.to_owned(), value.to_vec());
-                }
-                None => {
-                    remove_key(&mut domains, domain, key);
-                }
-            }
-        }
-        Ok(true)
+        let domains = self.domains.read();
+        Ok(entries
+            .iter()
+            .map(|(domain, key)| domains.get(*domain).and_then(|keys| keys.get(*key)).cloned())
+            .collect())
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
@@ -202,4 +201,36 @@ impl Archive for MemoryArchive {
     fn blocking(&self) -> Blocking {
         Blocking::Never
     }
+}
+
+/// One domain's [`compare_and_swap_many`](Archive::compare_and_swap_many), its swaps checked,
+/// under the write lock held by the caller: compares every key, then writes every change.
+fn swap_group(domains: &mut Domains, domain: &str, swaps: &[Swap<'_>]) -> bool {
+    {
+        let keys = domains.get(domain);
+        let current = |key: &str| keys.and_then(|keys| keys.get(key)).map(Vec::as_slice);
+        if swaps
+            .iter()
+            .any(|&(key, expected, _)| current(key) != expected)
+        {
+            return false;
+        }
+    }
+    for &(key, expected, new) in swaps {
+        if expected == new {
+            continue;
+        }
+        match new {
+            Some(value) => {
+                domains
+                    .entry(domain.to_owned())
+                    .or_default()
+                    .insert(key.to_owned(), value.to_vec());
+            }
+            None => {
+                remove_key(domains, domain, key);
+            }
+        }
+    }
+    true
 }

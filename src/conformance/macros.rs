@@ -39,6 +39,9 @@ macro_rules! __archive_behaviours {
             compare_and_swap_many_of_nothing_succeeds
             compare_and_swap_many_refuses_bad_names_and_duplicates_before_writing
             compare_and_swap_many_is_atomic_under_concurrency
+            compare_and_swap_each_swaps_each_group_on_its_own
+            compare_and_swap_each_refuses_bad_groups_before_writing
+            get_each_reads_every_entry_in_order
             update_semantics
             update_that_fails_writes_nothing
             update_loses_no_update

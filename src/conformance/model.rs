@@ -8,7 +8,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
-use crate::archive::{Archive, ArchiveExt, Swap, Update};
+use crate::archive::{Archive, ArchiveExt, Swap, SwapGroup, Update};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
@@ -109,6 +109,15 @@ pub enum Op {
     /// on every backend.
     #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
     CompareAndSwapMany(String, Vec<OwnedSwap>),
+    /// An [`Archive::compare_and_swap_each`]: each group is a domain and its swaps. Not decoded
+    /// by the fuzzers, for the reason [`Op::Update`] is not; the model test runs it on every
+    /// backend.
+    #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
+    CompareAndSwapEach(Vec<(String, Vec<OwnedSwap>)>),
+    /// An [`Archive::get_each`] of these (domain, key) entries. Not decoded by the fuzzers, for
+    /// the reason [`Op::Update`] is not.
+    #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
+    GetEach(Vec<(String, String)>),
 }
 
 /// One swap of an [`Op::CompareAndSwapMany`]: the key, the value it must hold (`None`: absent)
@@ -249,6 +258,12 @@ pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
         3 => (domain(), key(), edit()).prop_map(|(d, k, e)| Op::Update(d, k, e)),
         3 => (domain(), proptest::collection::vec(swap(key()), 0..4))
             .prop_map(|(d, swaps)| Op::CompareAndSwapMany(d, swaps)),
+        2 => proptest::collection::vec(
+            (domain(), proptest::collection::vec(swap(key()), 0..3)),
+            0..4
+        )
+        .prop_map(Op::CompareAndSwapEach),
+        2 => proptest::collection::vec((domain(), key()), 0..5).prop_map(Op::GetEach),
     ];
     match persistence {
         // One reopen in about nineteen operations.
@@ -274,6 +289,10 @@ fn names_are_valid(op: &Op) -> bool {
         Op::RemoveMany(entries) => entries.iter().all(|(d, k)| valid(d) && valid(k)),
         Op::RemoveDomains(domains) => domains.iter().all(valid),
         Op::CompareAndSwapMany(d, swaps) => valid(d) && swaps.iter().all(|(k, ..)| valid(k)),
+        Op::CompareAndSwapEach(groups) => groups
+            .iter()
+            .all(|(d, swaps)| valid(d) && swaps.iter().all(|(k, ..)| valid(k))),
+        Op::GetEach(entries) => entries.iter().all(|(d, k)| valid(d) && valid(k)),
     }
 }
 
@@ -284,6 +303,10 @@ fn names_a_key_twice(op: &Op) -> bool {
             let keys: BTreeSet<&String> = swaps.iter().map(|(k, ..)| k).collect();
             keys.len() != swaps.len()
         }
+        Op::CompareAndSwapEach(groups) => groups.iter().any(|(_, swaps)| {
+            let keys: BTreeSet<&String> = swaps.iter().map(|(k, ..)| k).collect();
+            keys.len() != swaps.len()
+        }),
         _ => false,
     }
 }
@@ -403,6 +426,18 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Result<String, Refusal> {
             format!("{}", removed.count())
         }
         Op::CompareAndSwapMany(d, swaps) => format!("{}", model_swap_many(model, d, swaps)),
+        Op::CompareAndSwapEach(groups) => {
+            let swapped: Vec<bool> = groups
+                .iter()
+                .map(|(d, swaps)| model_swap_many(model, d, swaps))
+                .collect();
+            format!("{swapped:?}")
+        }
+        Op::GetEach(entries) => {
+            let values: Vec<Option<Vec<u8>>> =
+                entries.iter().map(|(d, k)| model_get(model, d, k)).collect();
+            format!("{values:?}")
+        }
     })
 }
 
@@ -491,6 +526,28 @@ pub(super) fn apply_to_archive(
                 .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
                 .collect();
             format!("{}", archive.compare_and_swap_many(d, &swaps)?)
+        }
+        Op::CompareAndSwapEach(groups) => {
+            let swaps: Vec<Vec<Swap<'_>>> = groups
+                .iter()
+                .map(|(_, swaps)| {
+                    swaps
+                        .iter()
+                        .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
+                        .collect()
+                })
+                .collect();
+            let groups: Vec<SwapGroup<'_>> = groups
+                .iter()
+                .zip(&swaps)
+                .map(|((d, _), swaps)| (d.as_str(), swaps.as_slice()))
+                .collect();
+            format!("{:?}", archive.compare_and_swap_each(&groups)?)
+        }
+        Op::GetEach(entries) => {
+            let entries: Vec<(&str, &str)> =
+                entries.iter().map(|(d, k)| (d.as_str(), k.as_str())).collect();
+            format!("{:?}", archive.get_each(&entries)?)
         }
     })
 }
