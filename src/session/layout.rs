@@ -360,7 +360,12 @@ pub(crate) fn is_state(bytes: &[u8]) -> bool {
 
 /// Reads what `id` holds under [`STATE_KEY`].
 pub(crate) fn read_state(archive: &dyn Archive, id: &SessionId) -> Result<Stored> {
-    Ok(match archive.get(id.as_str(), STATE_KEY)? {
+    Ok(stored_state(archive.get(id.as_str(), STATE_KEY)?))
+}
+
+/// What bytes read from under [`STATE_KEY`] (`None`: nothing) hold.
+pub(crate) fn stored_state(read: Option<Vec<u8>>) -> Stored {
+    match read {
         None => Stored::Absent,
         Some(bytes) if is_state(&bytes) => Stored::State(bytes),
         Some(marker) => Stored::Moved(
@@ -369,7 +374,7 @@ pub(crate) fn read_state(archive: &dyn Archive, id: &SessionId) -> Result<Stored
                 .and_then(|rest| rest.split_once(':'))
                 .map(|(_, target)| target.to_owned()),
         ),
-    })
+    }
 }
 
 /// A hash of stored bytes, to tell whether they are still what was last read or written.

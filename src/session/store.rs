@@ -38,10 +38,11 @@ use super::hashed::HashedIds;
 use super::id::{SessionId, hashed_name};
 use super::layout::{
     Binding, CORRUPT_DOMAIN, META_KEY, Meta, SESSIONS_INDEX, STATE_KEY, Stamp, Stored,
-    binding_entry, entry_key, entry_session, is_state, read_state, user_domain, validate_user,
+    binding_entry, entry_key, entry_session, is_state, read_state, stored_state, user_domain,
+    validate_user,
 };
 use super::points::Mutation;
-use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Update};
+use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Swap, SwapGroup, Update};
 use crate::error::{Error, Result};
 
 #[cfg(feature = "axum")]
@@ -423,6 +424,69 @@ impl Store {
             (META_KEY, Some(&stamp.raw[..]), Some(&stamp.raw[..])),
         ];
         self.archive.compare_and_swap_many(id.as_str(), &swaps)
+    }
+
+    /// Reads the record and the state of each of `ids` in one [`Archive::get_each`] (one read
+    /// snapshot, or one round trip, where the backend can), each record before its state as
+    /// [`read_pair`](Self::read_pair) reads them: for a revoke that judges a page of a user's
+    /// index at once.
+    pub(crate) fn read_sessions(
+        &self,
+        ids: &[&SessionId],
+    ) -> Result<Vec<(Option<Vec<u8>>, Stored)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<(&str, &str)> = ids
+            .iter()
+            .flat_map(|id| [(id.as_str(), META_KEY), (id.as_str(), STATE_KEY)])
+            .collect();
+        let mut values = self.archive.get_each(&entries)?.into_iter();
+        let mut read = Vec::with_capacity(ids.len());
+        while let (Some(record), Some(state)) = (values.next(), values.next()) {
+            read.push((record, stored_state(state)));
+        }
+        if read.len() != ids.len() {
+            return Err(Error::Backend {
+                backend: "sessions",
+                operation: "read the record and state of several sessions",
+                source: "the archive answered fewer values than it was asked for".into(),
+            });
+        }
+        Ok(read)
+    }
+
+    /// [`revoke_swap`](Self::revoke_swap) of several sessions in one
+    /// [`Archive::compare_and_swap_each`] (one commit, or one round trip, where the backend
+    /// can): each session's state to nothing while its record and state are as read, each on
+    /// its own. Whether each was destroyed.
+    pub(crate) fn revoke_swaps(&self, found: &[(&SessionId, &Stamp, &[u8])]) -> Result<Vec<bool>> {
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let swaps: Vec<[Swap<'_>; 2]> = found
+            .iter()
+            .map(|&(_, stamp, state)| {
+                [
+                    (STATE_KEY, Some(state), None),
+                    (META_KEY, Some(&stamp.raw[..]), Some(&stamp.raw[..])),
+                ]
+            })
+            .collect();
+        let groups: Vec<SwapGroup<'_>> = found
+            .iter()
+            .zip(&swaps)
+            .map(|(&(id, _, _), swaps)| (id.as_str(), &swaps[..]))
+            .collect();
+        let swapped = self.archive.compare_and_swap_each(&groups)?;
+        if swapped.len() != groups.len() {
+            return Err(Error::Backend {
+                backend: "sessions",
+                operation: "destroy several sessions of a user",
+                source: "the archive answered fewer outcomes than it was given swaps".into(),
+            });
+        }
+        Ok(swapped)
     }
 
     /// Removes what the sessions a revoke destroyed left, each given with its binding's entry
