@@ -178,7 +178,12 @@ impl Archive for MemoryArchive {
         let domains = self.domains.read();
         Ok(entries
             .iter()
-            .map(|(domain, key)| domains.get(*domain).and_then(|keys| keys.get(*key)).cloned())
+            .map(|(domain, key)| {
+                domains
+                    .get(*domain)
+                    .and_then(|keys| keys.get(*key))
+                    .cloned()
+            })
             .collect())
     }
 

@@ -913,41 +913,7 @@ impl Archive for RedisArchive {
     /// client of the server. `KEYS[g]` is group `g`'s hash; its arguments are the number of its
     /// swaps, then five for each swap, as [`COMPARE_AND_SWAP_MANY`] takes them. The script
     /// answers 1 or 0 for each group.
-    fn compare_and_swap_each(
-        &self,
-        groups: &[crate::archive::SwapGroup<'_>],
-    ) -> Result<Vec<bool>> {
-        /// Each group compared, then (if every key matched) written, before the next group.
-        const COMPARE_AND_SWAP_EACH: &str = r"
-local answers = {}
-local at = 1
-for g = 1, #KEYS do
-  local n = tonumber(ARGV[at])
-  at = at + 1
-  local last = at + 5 * (n - 1)
-  local matched = 1
-  for i = at, last, 5 do
-    local current = redis.call('HGET', KEYS[g], ARGV[i])
-    if ARGV[i + 1] == '1' then
-      if current ~= ARGV[i + 2] then matched = 0 break end
-    elseif current then
-      matched = 0 break
-    end
-  end
-  if matched == 1 then
-    for i = at, last, 5 do
-      if ARGV[i + 3] == 's' then
-        redis.call('HSET', KEYS[g], ARGV[i], ARGV[i + 4])
-      elseif ARGV[i + 3] == 'd' then
-        redis.call('HDEL', KEYS[g], ARGV[i])
-      end
-    end
-  end
-  answers[g] = matched
-  at = at + 5 * n
-end
-return answers
-";
+    fn compare_and_swap_each(&self, groups: &[crate::archive::SwapGroup<'_>]) -> Result<Vec<bool>> {
         crate::archive::check_groups(groups)?;
         if groups.is_empty() {
             return Ok(Vec::new());
@@ -962,10 +928,12 @@ return answers
                     Some(_) => "s",
                     None => "d",
                 };
+                let (expected_some, expected) =
+                    (u8::from(expected.is_some()), expected.unwrap_or_default());
                 invocation
                     .arg(key)
-                    .arg(u8::from(expected.is_some()))
-                    .arg(expected.unwrap_or_default())
+                    .arg(expected_some)
+                    .arg(expected)
                     .arg(action)
                     .arg(new.unwrap_or_default());
             }
@@ -1005,6 +973,38 @@ return answers
         self.run_read("read several values", |conn| pipeline.query(conn))
     }
 }
+
+/// The script of [`RedisArchive`]'s `compare_and_swap_each`: each group compared, then (if every key matched) written, before the next group.
+const COMPARE_AND_SWAP_EACH: &str = r"
+local answers = {}
+local at = 1
+for g = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  at = at + 1
+  local last = at + 5 * (n - 1)
+  local matched = 1
+  for i = at, last, 5 do
+    local current = redis.call('HGET', KEYS[g], ARGV[i])
+    if ARGV[i + 1] == '1' then
+      if current ~= ARGV[i + 2] then matched = 0 break end
+    elseif current then
+      matched = 0 break
+    end
+  end
+  if matched == 1 then
+    for i = at, last, 5 do
+      if ARGV[i + 3] == 's' then
+        redis.call('HSET', KEYS[g], ARGV[i], ARGV[i + 4])
+      elseif ARGV[i + 3] == 'd' then
+        redis.call('HDEL', KEYS[g], ARGV[i])
+      end
+    end
+  end
+  answers[g] = matched
+  at = at + 5 * n
+end
+return answers
+";
 
 #[cfg(test)]
 mod tests {

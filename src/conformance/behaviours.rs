@@ -1117,13 +1117,24 @@ pub fn compare_and_swap_each_swaps_each_group_on_its_own(archive: &dyn Archive) 
     archive
         .set_many(&[("a", "s", b"1"), ("a", "m", b"r"), ("b", "s", b"2")])
         .expect("set_many");
-    assert!(archive.compare_and_swap_each(&[]).expect("no groups").is_empty());
+    assert!(
+        archive
+            .compare_and_swap_each(&[])
+            .expect("no groups")
+            .is_empty()
+    );
     let a: [Swap<'_>; 2] = [("s", Some(b"1"), None), ("m", Some(b"r"), Some(b"r"))];
     let stale: [Swap<'_>; 1] = [("s", Some(b"old"), None)];
     let create: [Swap<'_>; 1] = [("s", None, Some(b"3"))];
     let then: [Swap<'_>; 1] = [("s", Some(b"3"), Some(b"4"))];
     let swapped = archive
-        .compare_and_swap_each(&[("a", &a), ("b", &stale), ("c", &create), ("c", &then), ("d", &[])])
+        .compare_and_swap_each(&[
+            ("a", &a),
+            ("b", &stale),
+            ("c", &create),
+            ("c", &then),
+            ("d", &[]),
+        ])
         .expect("compare_and_swap_each");
     assert_eq!(swapped, [true, false, true, true, true]);
     assert_eq!(archive.get("a", "s").expect("get"), None);
@@ -1133,10 +1144,15 @@ pub fn compare_and_swap_each_swaps_each_group_on_its_own(archive: &dyn Archive) 
     assert!(!archive.has_domain("d").expect("has_domain"));
     // A group only partly matching writes none of its keys.
     let partly: [Swap<'_>; 2] = [("m", Some(b"r"), None), ("s", Some(b"1"), None)];
-    let swapped = archive.compare_and_swap_each(&[("a", &partly)]).expect("partly");
+    let swapped = archive
+        .compare_and_swap_each(&[("a", &partly)])
+        .expect("partly");
     assert_eq!(swapped, [false]);
     assert_eq!(archive.get("a", "m").expect("get"), Some(b"r".to_vec()));
-    assert_eq!(archive.remove_domains(&["a", "b", "c"]).expect("clean up"), 3);
+    assert_eq!(
+        archive.remove_domains(&["a", "b", "c"]).expect("clean up"),
+        3
+    );
 }
 
 /// `compare_and_swap_each` checks every group before it writes anything: an invalid name or a
@@ -1171,7 +1187,14 @@ pub fn get_each_reads_every_entry_in_order(archive: &dyn Archive) {
         .expect("set_many");
     assert!(archive.get_each(&[]).expect("no entries").is_empty());
     let values = archive
-        .get_each(&[("b", "k"), ("a", "k"), ("a", "missing"), ("c", "k"), ("a", "e"), ("b", "k")])
+        .get_each(&[
+            ("b", "k"),
+            ("a", "k"),
+            ("a", "missing"),
+            ("c", "k"),
+            ("a", "e"),
+            ("b", "k"),
+        ])
         .expect("get_each");
     assert_eq!(
         values,

@@ -426,19 +426,59 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Result<String, Refusal> {
             format!("{}", removed.count())
         }
         Op::CompareAndSwapMany(d, swaps) => format!("{}", model_swap_many(model, d, swaps)),
-        Op::CompareAndSwapEach(groups) => {
-            let swapped: Vec<bool> = groups
-                .iter()
-                .map(|(d, swaps)| model_swap_many(model, d, swaps))
-                .collect();
-            format!("{swapped:?}")
-        }
-        Op::GetEach(entries) => {
-            let values: Vec<Option<Vec<u8>>> =
-                entries.iter().map(|(d, k)| model_get(model, d, k)).collect();
-            format!("{values:?}")
-        }
+        Op::CompareAndSwapEach(groups) => format!("{:?}", model_swap_each(model, groups)),
+        Op::GetEach(entries) => format!("{:?}", model_get_each(model, entries)),
     })
+}
+
+/// [`Op::CompareAndSwapEach`] in the model: whether each group swapped.
+fn model_swap_each(model: &mut Model, groups: &[(String, Vec<OwnedSwap>)]) -> Vec<bool> {
+    groups
+        .iter()
+        .map(|(d, swaps)| model_swap_many(model, d, swaps))
+        .collect()
+}
+
+/// [`Op::GetEach`] in the model: each entry's value.
+fn model_get_each(model: &Model, entries: &[(String, String)]) -> Vec<Option<Vec<u8>>> {
+    entries
+        .iter()
+        .map(|(d, k)| model_get(model, d, k))
+        .collect()
+}
+
+/// [`Op::CompareAndSwapEach`] on the archive.
+fn archive_swap_each(
+    archive: &dyn Archive,
+    groups: &[(String, Vec<OwnedSwap>)],
+) -> crate::Result<Vec<bool>> {
+    let swaps: Vec<Vec<Swap<'_>>> = groups
+        .iter()
+        .map(|(_, swaps)| {
+            swaps
+                .iter()
+                .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
+                .collect()
+        })
+        .collect();
+    let groups: Vec<SwapGroup<'_>> = groups
+        .iter()
+        .zip(&swaps)
+        .map(|((d, _), swaps)| (d.as_str(), swaps.as_slice()))
+        .collect();
+    archive.compare_and_swap_each(&groups)
+}
+
+/// [`Op::GetEach`] on the archive.
+fn archive_get_each(
+    archive: &dyn Archive,
+    entries: &[(String, String)],
+) -> crate::Result<Vec<Option<Vec<u8>>>> {
+    let entries: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(d, k)| (d.as_str(), k.as_str()))
+        .collect();
+    archive.get_each(&entries)
 }
 
 /// A compare-and-swap of several keys of `d` in the model: whether it swapped.
@@ -527,28 +567,8 @@ pub(super) fn apply_to_archive(
                 .collect();
             format!("{}", archive.compare_and_swap_many(d, &swaps)?)
         }
-        Op::CompareAndSwapEach(groups) => {
-            let swaps: Vec<Vec<Swap<'_>>> = groups
-                .iter()
-                .map(|(_, swaps)| {
-                    swaps
-                        .iter()
-                        .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
-                        .collect()
-                })
-                .collect();
-            let groups: Vec<SwapGroup<'_>> = groups
-                .iter()
-                .zip(&swaps)
-                .map(|((d, _), swaps)| (d.as_str(), swaps.as_slice()))
-                .collect();
-            format!("{:?}", archive.compare_and_swap_each(&groups)?)
-        }
-        Op::GetEach(entries) => {
-            let entries: Vec<(&str, &str)> =
-                entries.iter().map(|(d, k)| (d.as_str(), k.as_str())).collect();
-            format!("{:?}", archive.get_each(&entries)?)
-        }
+        Op::CompareAndSwapEach(groups) => format!("{:?}", archive_swap_each(archive, groups)?),
+        Op::GetEach(entries) => format!("{:?}", archive_get_each(archive, entries)?),
     })
 }
 

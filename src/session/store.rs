@@ -1076,7 +1076,20 @@ struct Sweeping<'a> {
 impl Sweeping<'_> {
     /// Judges one index entry of `bucket` by the session's timestamps.
     fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
-        let stamp = match self.store.for_stored(id.as_str()).read_meta(id) {
+        let stamp = self.store.for_stored(id.as_str()).read_meta(id);
+        self.judge_stamp(id, stamp, bucket, now, width)
+    }
+
+    /// The verdict on the index entry of `id` in `bucket`, whose record was read as `stamp`.
+    fn judge_stamp(
+        &self,
+        id: &SessionId,
+        stamp: Result<Option<Stamp>>,
+        bucket: u64,
+        now: u64,
+        width: u64,
+    ) -> Result<Verdict> {
+        let stamp = match stamp {
             Ok(Some(stamp)) => stamp,
             Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
             Err(err) => return Err(err),
@@ -1102,6 +1115,59 @@ impl Judge for Sweeping<'_> {
             Some(id) => self.sweep_verdict(&id, bucket, now, width),
             None => Ok(Verdict::Drop),
         }
+    }
+
+    /// Every record of the page in one [`Archive::get_each`] per store (one read snapshot, or
+    /// one round trip, where the backend can).
+    fn verdicts(
+        &self,
+        entries: &[String],
+        bucket: u64,
+        now: u64,
+        width: u64,
+    ) -> Result<Vec<Verdict>> {
+        let ids: Vec<Option<SessionId>> = entries
+            .iter()
+            .map(|entry| SessionId::from_stored(entry))
+            .collect();
+        let mut records: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        // Sessions under plain ids, in an archive whose ids are hashed, through a store that
+        // does not hash their names again.
+        for plain in [false, true] {
+            let part: Vec<(usize, &SessionId)> = ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, id)| Some((i, id.as_ref()?)))
+                .filter(|(_, id)| self.store.would_hash(id.as_str()) == plain)
+                .collect();
+            let Some((_, first)) = part.first() else {
+                continue;
+            };
+            let reach = self.store.for_stored(first.as_str());
+            let reads: Vec<(&str, &str)> =
+                part.iter().map(|(_, id)| (id.as_str(), META_KEY)).collect();
+            let read = reach.archive.get_each(&reads)?;
+            if read.len() != reads.len() {
+                return Err(Error::Backend {
+                    backend: "sessions",
+                    operation: "read the records of a page of the expiry index",
+                    source: "the archive answered fewer values than it was asked for".into(),
+                });
+            }
+            for ((i, _), record) in part.iter().zip(read) {
+                records[*i] = record;
+            }
+        }
+        ids.iter()
+            .zip(records)
+            .map(|(id, record)| match id {
+                Some(id) => {
+                    let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose();
+                    self.judge_stamp(id, stamp, bucket, now, width)
+                }
+                None => Ok(Verdict::Drop),
+            })
+            .collect()
     }
 
     fn remove_expired(&self, expired: &[&str]) -> Result<usize> {

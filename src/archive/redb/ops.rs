@@ -207,19 +207,7 @@ impl Op {
             Op::CompareAndSwapMany { domain, swaps } => {
                 compare_and_swap_many(table, domain, swaps)?
             }
-            Op::CompareAndSwapEach(groups) => {
-                let mut swapped = Vec::with_capacity(groups.len());
-                let mut changed = false;
-                for (domain, swaps) in groups {
-                    let applied = compare_and_swap_many(table, domain, swaps)?;
-                    swapped.push(applied.answer.count() > 0);
-                    changed |= applied.changed;
-                }
-                Applied {
-                    answer: Reply::Each(swapped),
-                    changed,
-                }
-            }
+            Op::CompareAndSwapEach(groups) => compare_and_swap_each(table, groups)?,
             Op::Update {
                 domain,
                 key,
@@ -293,6 +281,25 @@ fn compare_and_swap_many(
     }
     Ok(Applied {
         answer: Reply::Count(1),
+        changed,
+    })
+}
+
+/// Swaps each group as [`compare_and_swap_many`] does, in order, each on its own; answers
+/// whether each swapped.
+fn compare_and_swap_each(
+    table: &mut Table<'_>,
+    groups: &[(String, Vec<OwnedSwap>)],
+) -> Result<Applied, ::redb::Error> {
+    let mut swapped = Vec::with_capacity(groups.len());
+    let mut changed = false;
+    for (domain, swaps) in groups {
+        let applied = compare_and_swap_many(table, domain, swaps)?;
+        swapped.push(applied.answer.count() > 0);
+        changed |= applied.changed;
+    }
+    Ok(Applied {
+        answer: Reply::Each(swapped),
         changed,
     })
 }
