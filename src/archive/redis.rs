@@ -911,8 +911,8 @@ impl Archive for RedisArchive {
 
     /// One Lua script over every group's hash: one round trip, atomic against every other
     /// client of the server. `KEYS[g]` is group `g`'s hash; its arguments are the number of its
-    /// swaps, then five for each swap, as [`COMPARE_AND_SWAP_MANY`] takes them. The script
-    /// answers 1 or 0 for each group.
+    /// swaps, then five for each swap, as the script of `compare_and_swap_many` takes them. The
+    /// script answers 1 or 0 for each group.
     fn compare_and_swap_each(&self, groups: &[crate::archive::SwapGroup<'_>]) -> Result<Vec<bool>> {
         crate::archive::check_groups(groups)?;
         if groups.is_empty() {
