@@ -21,9 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use session_archive::session::{DEFAULT_SWEEP_GRANULARITY, META_KEY, STATE_KEY};
-use session_archive::{
-    Archive, Clock, Durability, ManualClock, RedbArchive, SessionId, Sessions,
-};
+use session_archive::{Archive, Clock, Durability, ManualClock, RedbArchive, SessionId, Sessions};
 
 /// The session counts of the `get` and `set` benchmarks.
 const COUNTS: [usize; 3] = [1_000, 100_000, 1_000_000];
