@@ -1,12 +1,12 @@
 //! Scale benchmarks on `RedbArchive`: `get` and durable `set` of a session's state with 1k, 100k
-//! and 1M sessions stored, the expiry sweep of 1k expired sessions among 1M, and listing and
-//! revoking the 10 sessions of one user among 1M others. At the end it
-//! prints each file's size and the process's peak RSS, and writes them to
-//! `target/bench-data/scale.json` for `scripts/bench_chart.py`.
+//! and 1M sessions stored, the expiry sweep of 1k expired sessions among 1M, listing and
+//! revoking the 10 sessions of one user among 1M others, and revoking a user's 10, 100 and
+//! 1,000 sessions. At the end it prints each file's size and the process's peak RSS, and writes
+//! them to `target/bench-data/scale.json` for `scripts/bench_chart.py`.
 //!
-//! The archives are built once through [`Sessions`] (the 1M one takes a minute or two) and kept
-//! under `target/bench-data/`, with their session ids beside them; later runs reuse them. Delete
-//! that directory to rebuild.
+//! The archives are built once (in `set_many` batches: the 1M one in well under a minute) and
+//! kept under `target/bench-data/`, with their session ids beside them; later runs reuse them.
+//! Delete that directory to rebuild.
 //!
 //! Run `cargo bench --bench scale`; `cargo bench --bench scale -- --test` runs every benchmark
 //! once (it still builds the archives the first time).
@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use session_archive::{Archive, Clock, Durability, ManualClock, RedbArchive, Sessions};
+use session_archive::session::{DEFAULT_SWEEP_GRANULARITY, META_KEY, STATE_KEY};
+use session_archive::{Archive, Clock, Durability, ManualClock, RedbArchive, SessionId, Sessions};
 
 /// The session counts of the `get` and `set` benchmarks.
 const COUNTS: [usize; 3] = [1_000, 100_000, 1_000_000];
@@ -39,11 +40,18 @@ fn archive_path(count: usize) -> PathBuf {
     data_dir().join(format!("sessions-{count}.redb"))
 }
 
-/// Long-lived sessions: they never expire while the benches run, so only the sweep's own
-/// short-lived sessions are ever expired.
-fn long_lived(archive: Arc<RedbArchive>, clock: ManualClock) -> Sessions {
+/// The idle timeout of every `Sessions` in these benches (and so the one the archive records,
+/// which a sweep judges by): an hour.
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// How far ahead of the build the stored sessions were last seen: they stay live, and their
+/// expiry bucket unvisited, for years of sweeping.
+const AHEAD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Sessions with an idle timeout of [`IDLE`] and no absolute lifetime, on `clock`.
+fn sessions_at(archive: Arc<RedbArchive>, clock: ManualClock) -> Sessions {
     Sessions::builder(archive)
-        .idle_timeout(Duration::from_secs(10 * 365 * 24 * 3600))
+        .idle_timeout(IDLE)
         .absolute_lifetime(None)
         .clock(clock)
         .build()
@@ -57,30 +65,67 @@ fn stored(count: usize) -> (Arc<RedbArchive>, Vec<String>) {
         eprintln!("building {} ({count} sessions, once)", path.display());
         // A leftover file without its ids was cut short; start over.
         let _ = std::fs::remove_file(&path);
-        // Built without fsyncs; dropping the archive closes it cleanly, which makes it durable.
-        let archive = Arc::new(
-            RedbArchive::builder()
-                .durability(Durability::None)
-                .open(&path)
-                .expect("open for building"),
-        );
-        let sessions = long_lived(archive, ManualClock::new(SystemTime::now()));
-        let mut ids = String::new();
-        for _ in 0..count {
-            let mut session = sessions
-                .start(None, serde_json::Value::Null)
-                .expect("start");
-            *session = serde_json::from_str(STATE).expect("state");
-            session.save().expect("save");
-            writeln!(ids, "{}", session.id()).expect("write to a string");
-        }
-        drop(sessions);
+        let ids = build(&path, count);
         // The ids file is written last: its presence says the archive is complete.
         std::fs::write(&ids_path, ids).expect("write ids");
     }
     let ids = std::fs::read_to_string(&ids_path).expect("read ids");
     let archive = RedbArchive::open(&path).expect("open archive");
     (Arc::new(archive), ids.lines().map(str::to_owned).collect())
+}
+
+/// How many sessions [`build`] writes in one `set_many`.
+const BUILD_BATCH: usize = 20_000;
+
+/// Builds an archive of `count` long-lived sessions at `path` and returns their ids, one a line.
+///
+/// One session is saved through [`Sessions`], which writes the expiry index's record (idle
+/// timeout [`IDLE`]), and removed; the sessions are written straight into the archive in big `set_many` batches
+/// (a million in seconds rather than minutes), as `Sessions` stores them (see [`META_KEY`]):
+/// each a record last seen [`AHEAD`] of now, the state, and its entry in the expiry bucket of
+/// then, so that no sweep of the benches finds them expired. Built without fsyncs; dropping the
+/// archive closes it cleanly, which makes it durable.
+fn build(path: &Path, count: usize) -> String {
+    let archive = Arc::new(
+        RedbArchive::builder()
+            .durability(Durability::None)
+            .open(path)
+            .expect("open for building"),
+    );
+    let now = SystemTime::now();
+    let sessions = sessions_at(Arc::clone(&archive), ManualClock::new(now));
+    let mut first = sessions
+        .start(None, serde_json::Value::Null)
+        .expect("start");
+    first.save().expect("save");
+    // Only its record of the index stays: the session itself would expire with the sweep's.
+    archive.remove_domain(first.id().as_str()).expect("remove");
+    let seen = (now + AHEAD)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let record = format!(r#"{{"created":{seen},"seen":{seen}}}"#).into_bytes();
+    let width = DEFAULT_SWEEP_GRANULARITY.as_secs();
+    let bucket = format!("expiry-{}", (seen + IDLE.as_secs()) / width);
+    let mut ids = String::new();
+    let mut made = Vec::with_capacity(BUILD_BATCH);
+    for done in 0..count {
+        made.push(SessionId::generate().to_string());
+        if made.len() == BUILD_BATCH || done + 1 == count {
+            let mut batch: Vec<(&str, &str, &[u8])> = Vec::with_capacity(3 * made.len());
+            for id in &made {
+                batch.push((id, META_KEY, &record));
+                batch.push((id, STATE_KEY, STATE.as_bytes()));
+                batch.push((&bucket, id, b""));
+            }
+            archive.set_many(&batch).expect("set_many");
+            for id in made.drain(..) {
+                writeln!(ids, "{id}").expect("write to a string");
+            }
+        }
+    }
+    drop(sessions);
+    ids
 }
 
 /// Visits `ids` in a fixed pseudo-random order, so the benches do not walk the tree in key order.
@@ -95,6 +140,8 @@ fn shuffled(ids: &[String]) -> impl Iterator<Item = &String> {
 }
 
 fn scale(c: &mut Criterion) {
+    std::fs::create_dir_all(data_dir()).expect("create target/bench-data");
+    revoke(c);
     let stores: Vec<_> = COUNTS.iter().map(|&count| (count, stored(count))).collect();
     let mut get = common::group(c, "scale_get");
     for (count, (archive, ids)) in &stores {
@@ -140,11 +187,7 @@ fn sweep(c: &mut Criterion) {
         .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
     let clock =
         ManualClock::new(resume.map_or_else(SystemTime::now, |at| at.max(SystemTime::now())));
-    let short = Sessions::builder(archive)
-        .idle_timeout(Duration::from_secs(3600))
-        .absolute_lifetime(None)
-        .clock(clock.clone())
-        .build();
+    let short = sessions_at(archive, clock.clone());
     let mut group = common::group(c, "scale_sweep");
     group.throughput(Throughput::Elements(EXPIRED as u64));
     group.bench_function(BenchmarkId::new("1k_expired_of", 1_000_000), |b| {
@@ -154,7 +197,7 @@ fn sweep(c: &mut Criterion) {
                     let mut session = short.start(None, 1_u32).expect("start");
                     session.save().expect("save");
                 }
-                clock.advance(Duration::from_secs(2 * 3600));
+                clock.advance(2 * IDLE);
             },
             |()| assert_eq!(short.sweep().expect("sweep"), EXPIRED),
             BatchSize::PerIteration,
@@ -177,7 +220,7 @@ const USER_SESSIONS: usize = 10;
 fn users(c: &mut Criterion) {
     const USER: &str = "ada@example.com";
     let (archive, _) = stored(1_000_000);
-    let sessions = long_lived(archive, ManualClock::new(SystemTime::now()));
+    let sessions = sessions_at(archive, ManualClock::new(SystemTime::now()));
     let bind = || {
         for _ in 0..USER_SESSIONS {
             let mut session = sessions
@@ -201,6 +244,53 @@ fn users(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
+    group.finish();
+}
+
+/// The session counts of the `revoke_user` benchmark.
+const REVOKED: [usize; 3] = [10, 100, 1_000];
+
+/// `revoke_user` of one user's `n` sessions (and nothing else stored), on a durable redb file:
+/// what a revoke costs as the user's sessions grow. Each `n` gets a file built once through
+/// [`Sessions`]; each run revokes a fresh copy of it (copied and opened before the clock
+/// starts), so every run finds the same `n` sessions, and a run's removals are durable commits.
+fn revoke(c: &mut Criterion) {
+    const USER: &str = "ada@example.com";
+    // Beside the other archives, on the disk they are on (a temporary directory may be memory).
+    let dir = tempfile::tempdir_in(data_dir()).expect("a directory under target/bench-data");
+    let mut group = common::group(c, "scale_revoke");
+    for n in REVOKED {
+        let template = dir.path().join(format!("revoke-{n}.redb"));
+        {
+            let archive = RedbArchive::builder()
+                .durability(Durability::None)
+                .open(&template)
+                .expect("open the template");
+            let sessions = sessions_at(Arc::new(archive), ManualClock::new(SystemTime::now()));
+            for _ in 0..n {
+                let mut session = sessions.start(None, 1_u32).expect("start");
+                session.set_user(Some(USER));
+                session.save().expect("save");
+            }
+        }
+        let copy = dir.path().join("revoke.redb");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_batched(
+                || {
+                    std::fs::copy(&template, &copy).expect("copy the template");
+                    let archive = RedbArchive::open(&copy).expect("open the copy");
+                    sessions_at(Arc::new(archive), ManualClock::new(SystemTime::now()))
+                },
+                |sessions| {
+                    assert_eq!(sessions.revoke_user(USER).expect("revoke"), n);
+                    // Dropped (and the file closed) once the clock has stopped.
+                    sessions
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
     group.finish();
 }
 

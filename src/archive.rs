@@ -574,6 +574,89 @@ pub trait Archive: Send + Sync {
         })
     }
 
+    /// Compare-and-swaps of several domains in one call: each group is a domain and its swaps,
+    /// applied as [`compare_and_swap_many`](Archive::compare_and_swap_many) would apply it (all
+    /// of the group's keys or none), the groups in order, each seeing the groups before it.
+    /// Returns, for each group, whether it swapped; a group that does not swap does not keep
+    /// the others from swapping.
+    ///
+    /// What a backend adds is that the whole call is one step: one write transaction and one
+    /// commit (redb), one hold of the lock (memory, the directory tree), one script (Redis). So
+    /// a caller that ends a thousand sessions, each by a swap that expects what it read, pays
+    /// one commit or one round trip, not a thousand, and another writer sees all the groups
+    /// swapped or none (the directory tree's readers, which take no lock, see each key whole,
+    /// as for `compare_and_swap_many`). The default, for a backend without it, calls
+    /// `compare_and_swap_many` for each group in turn, so it is atomic per group only.
+    ///
+    /// # Errors
+    ///
+    /// As [`compare_and_swap_many`](Archive::compare_and_swap_many), checked for every group
+    /// before anything is read or written. After a backend error, no group was swapped where
+    /// the call is one transaction (redb, memory, Redis); with the default body, the groups
+    /// before the one that failed may have been.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("a", "state", b"1")?;
+    /// archive.set("b", "state", b"2")?;
+    /// // Remove each state while it is what was read: `b` changed meanwhile, so only `a` goes.
+    /// archive.set("b", "state", b"3")?;
+    /// let a = [("state", Some(&b"1"[..]), None)];
+    /// let b = [("state", Some(&b"2"[..]), None)];
+    /// assert_eq!(archive.compare_and_swap_each(&[("a", &a), ("b", &b)])?, [true, false]);
+    /// assert!(!archive.has_domain("a")?);
+    /// assert_eq!(archive.get("b", "state")?, Some(b"3".to_vec()));
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        check_groups(groups)?;
+        groups
+            .iter()
+            .map(|(domain, swaps)| self.compare_and_swap_many(domain, swaps))
+            .collect()
+    }
+
+    /// Reads several entries, each a (domain, key) pair, and returns their values in the same
+    /// order (`None` for a missing key; an entry named twice is read twice).
+    ///
+    /// Where the backend can, every value comes from one snapshot: one read transaction (redb),
+    /// one hold of the lock (memory, the directory tree), one `MULTI`/`EXEC` (Redis). So a
+    /// caller that judges a thousand sessions by their record and state makes one call (one
+    /// round trip on Redis) instead of two thousand, and sees each session's keys as one write
+    /// left them. The default calls [`get`](Archive::get) for each entry, so the values may come
+    /// from different moments.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for the first bad name, before anything
+    /// is read; otherwise a backend error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// let archive = MemoryArchive::new();
+    /// archive.set("a", "k", b"1")?;
+    /// archive.set("b", "k", b"2")?;
+    /// let values = archive.get_each(&[("a", "k"), ("b", "k"), ("c", "k")])?;
+    /// assert_eq!(values, [Some(b"1".to_vec()), Some(b"2".to_vec()), None]);
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        entries
+            .iter()
+            .try_for_each(|(domain, key)| crate::name::validate_entry(domain, key))?;
+        entries
+            .iter()
+            .map(|(domain, key)| self.get(domain, key))
+            .collect()
+    }
+
     /// Reads the value of `key` in `domain`, gives it to `change` (`None` when absent), and
     /// stores what `change` makes of it, atomically: no other write to the key comes between
     /// the read and the write. Returns the value stored afterwards (`None` when absent), which
@@ -857,6 +940,33 @@ pub fn check_keys(domain: &str, keys: &[&str]) -> Result<()> {
 /// (`None`: absent), and the value to store (`None`: remove it).
 pub type Swap<'a> = (&'a str, Option<&'a [u8]>, Option<&'a [u8]>);
 
+/// One domain's part in an [`Archive::compare_and_swap_each`]: the domain, and its swaps, as
+/// [`Archive::compare_and_swap_many`] takes them.
+pub type SwapGroup<'a> = (&'a str, &'a [Swap<'a>]);
+
+/// Checks every group of an [`Archive::compare_and_swap_each`] as [`check_swaps`] checks one,
+/// as every backend must before it reads or writes anything.
+///
+/// # Errors
+///
+/// The first error [`check_swaps`] finds in a group.
+///
+/// # Examples
+///
+/// ```
+/// use session_archive::archive::check_groups;
+///
+/// let ok = [("a", None, Some(&b"1"[..]))];
+/// let twice = [("a", None, None), ("a", None, None)];
+/// assert!(check_groups(&[("d", &ok), ("e", &ok)]).is_ok());
+/// assert!(check_groups(&[("d", &ok), ("e", &twice)]).is_err());
+/// ```
+pub fn check_groups(groups: &[SwapGroup<'_>]) -> Result<()> {
+    groups
+        .iter()
+        .try_for_each(|(domain, swaps)| check_swaps(domain, swaps))
+}
+
 /// Checks the names of an [`Archive::compare_and_swap_many`] and that no key is named twice, as
 /// every backend must before it reads or writes anything.
 ///
@@ -1034,6 +1144,12 @@ macro_rules! forward_archive {
             }
             fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
                 (**self).get_many(domain, keys)
+            }
+            fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+                (**self).compare_and_swap_each(groups)
+            }
+            fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+                (**self).get_each(entries)
             }
             fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {
                 (**self).update(domain, key, change)

@@ -68,7 +68,11 @@ fn kind(op: &Op) -> usize {
         Op::RemoveMany(..) => 12,
         Op::RemoveDomains(..) => 13,
         // Skipped by the decoding, so in no seed; the model test runs them.
-        Op::Update(..) | Op::CompareAndSwapMany(..) | Op::GetMany(..) => OP_KINDS,
+        Op::Update(..)
+        | Op::CompareAndSwapMany(..)
+        | Op::CompareAndSwapEach(..)
+        | Op::GetEach(..)
+        | Op::GetMany(..) => OP_KINDS,
     }
 }
 

@@ -1968,6 +1968,15 @@ mod behaviour {
                     .lock()
                     .expect("spy lock")
                     .push((domain.to_owned(), key.to_owned())),
+                Call::GetMany { domain, keys } => self.reads.lock().expect("spy lock").extend(
+                    keys.iter()
+                        .map(|key| (domain.to_owned(), (*key).to_owned())),
+                ),
+                Call::GetEach { entries } => self.reads.lock().expect("spy lock").extend(
+                    entries
+                        .iter()
+                        .map(|(domain, key)| ((*domain).to_owned(), (*key).to_owned())),
+                ),
                 Call::Set { domain, .. }
                     if domain.starts_with("expiry-")
                         && self.fail_index_once.swap(false, Ordering::SeqCst) =>

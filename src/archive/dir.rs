@@ -18,7 +18,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::archive::{Archive, Page, Swap, check_keys, check_swaps};
+use crate::archive::{Archive, Page, Swap, SwapGroup, check_groups, check_keys, check_swaps};
 use crate::error::{NameKind, Result, io};
 use crate::name::{validate_domain, validate_entry, validate_name};
 
@@ -813,20 +813,48 @@ impl Archive for DirArchive {
         self.swap_keys(domain, swaps)
     }
 
-    /// Reads every key under the writers' lock, so that no write lands between two of the
-    /// reads (lone reads take no lock).
-    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        check_keys(domain, keys)?;
-        if keys.is_empty() {
+    /// Every group as [`compare_and_swap_many`](Archive::compare_and_swap_many) swaps it, in
+    /// order, under one hold of the write lock: no other writer, in any process, comes between
+    /// the groups. Each key change is still its own rename (or unlink) and directory sync, so
+    /// this saves the lock's round trips, not the syncs; a reader or a crash may see the groups
+    /// part-way, as for one group (see [the type's documentation](DirArchive#concurrency)).
+    /// After an error the groups before the failing one stay swapped.
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        check_groups(groups)?;
+        if groups.iter().all(|(_, swaps)| swaps.is_empty()) {
+            return Ok(vec![true; groups.len()]);
+        }
+        let _guard = self.lock()?;
+        groups
+            .iter()
+            .map(|(domain, swaps)| Ok(swaps.is_empty() || self.swap_keys(domain, swaps)?))
+            .collect()
+    }
+
+    /// Every value read under the write lock, so no writer of this archive (in any process)
+    /// changes one between the reads: one snapshot, as far as writers take the lock.
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
+        }
+        if entries.is_empty() {
             return Ok(Vec::new());
         }
         let _guard = self.lock()?;
-        let Some(dir) = self.open_domain(domain)? else {
-            return Ok(vec![None; keys.len()]);
-        };
-        keys.iter()
-            .map(|key| self.read_key(&dir, domain, key))
+        entries
+            .iter()
+            .map(|&(domain, key)| match self.open_domain(domain)? {
+                Some(dir) => self.read_key(&dir, domain, key),
+                None => Ok(None),
+            })
             .collect()
+    }
+
+    /// One [`get_each`](Archive::get_each), which reads its entries at one moment here.
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        check_keys(domain, keys)?;
+        let entries: Vec<(&str, &str)> = keys.iter().map(|key| (domain, *key)).collect();
+        self.get_each(&entries)
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {

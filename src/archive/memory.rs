@@ -6,7 +6,9 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::archive::{Archive, Blocking, Page, Swap, check_keys, check_swaps};
+use crate::archive::{
+    Archive, Blocking, Page, Swap, SwapGroup, check_groups, check_keys, check_swaps,
+};
 use crate::error::Result;
 use crate::name::{validate_domain, validate_entry};
 
@@ -25,7 +27,8 @@ type Domains = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 ///   shared with other processes.
 /// - [`compare_and_swap_many`](Archive::compare_and_swap_many) compares every key and writes
 ///   every change under one hold of the lock, so no other thread sees some of its keys changed
-///   and others not.
+///   and others not; [`compare_and_swap_each`](Archive::compare_and_swap_each) does all its
+///   groups under one hold, and [`get_each`](Archive::get_each) reads all its entries under one.
 /// - Batches ([`set_many`](Archive::set_many) and the others) are the trait's default bodies, one
 ///   call per item, so another thread may see a batch half applied.
 /// - No call waits on I/O ([`blocking`](Archive::blocking) is [`Never`](Blocking::Never)), so
@@ -155,43 +158,42 @@ impl Archive for MemoryArchive {
     /// Compares every key, then writes every change, under one hold of the write lock.
     fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
         check_swaps(domain, swaps)?;
-        let mut domains = self.domains.write();
-        let keys = domains.get(domain);
-        let current = |key: &str| keys.and_then(|keys| keys.get(key)).map(Vec::as_slice);
-        if swaps
-            .iter()
-            .any(|&(key, expected, _)| current(key) != expected)
-        {
-            return Ok(false);
-        }
-        for &(key, expected, new) in swaps {
-            if expected == new {
-                continue;
-            }
-            match new {
-                Some(value) => {
-                    domains
-                        .entry(domain.to_owned())
-                        .or_default()
-                        .insert(key.to_owned(), value.to_vec());
-                }
-                None => {
-                    remove_key(&mut domains, domain, key);
-                }
-            }
-        }
-        Ok(true)
+        Ok(swap_group(&mut self.domains.write(), domain, swaps))
     }
 
-    /// Reads every key under one hold of the read lock.
+    /// Every group under one hold of the write lock: no other thread sees some groups swapped
+    /// and not others.
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        check_groups(groups)?;
+        let mut domains = self.domains.write();
+        Ok(groups
+            .iter()
+            .map(|(domain, swaps)| swap_group(&mut domains, domain, swaps))
+            .collect())
+    }
+
+    /// Every value under one hold of the read lock: one snapshot.
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
+        }
+        let domains = self.domains.read();
+        Ok(entries
+            .iter()
+            .map(|(domain, key)| {
+                domains
+                    .get(*domain)
+                    .and_then(|keys| keys.get(*key))
+                    .cloned()
+            })
+            .collect())
+    }
+
+    /// One [`get_each`](Archive::get_each), which reads its entries at one moment here.
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         check_keys(domain, keys)?;
-        let domains = self.domains.read();
-        let values = domains.get(domain);
-        Ok(keys
-            .iter()
-            .map(|key| values.and_then(|values| values.get(*key)).cloned())
-            .collect())
+        let entries: Vec<(&str, &str)> = keys.iter().map(|key| (domain, *key)).collect();
+        self.get_each(&entries)
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
@@ -213,4 +215,36 @@ impl Archive for MemoryArchive {
     fn blocking(&self) -> Blocking {
         Blocking::Never
     }
+}
+
+/// One domain's [`compare_and_swap_many`](Archive::compare_and_swap_many), its swaps checked,
+/// under the write lock held by the caller: compares every key, then writes every change.
+fn swap_group(domains: &mut Domains, domain: &str, swaps: &[Swap<'_>]) -> bool {
+    {
+        let keys = domains.get(domain);
+        let current = |key: &str| keys.and_then(|keys| keys.get(key)).map(Vec::as_slice);
+        if swaps
+            .iter()
+            .any(|&(key, expected, _)| current(key) != expected)
+        {
+            return false;
+        }
+    }
+    for &(key, expected, new) in swaps {
+        if expected == new {
+            continue;
+        }
+        match new {
+            Some(value) => {
+                domains
+                    .entry(domain.to_owned())
+                    .or_default()
+                    .insert(key.to_owned(), value.to_vec());
+            }
+            None => {
+                remove_key(domains, domain, key);
+            }
+        }
+    }
+    true
 }

@@ -938,7 +938,103 @@ impl Archive for RedisArchive {
         })?;
         Ok(true)
     }
+
+    /// One Lua script over every group's hash: one round trip, atomic against every other
+    /// client of the server. `KEYS[g]` is group `g`'s hash; its arguments are the number of its
+    /// swaps, then five for each swap, as the script of `compare_and_swap_many` takes them. The
+    /// script answers 1 or 0 for each group.
+    fn compare_and_swap_each(&self, groups: &[crate::archive::SwapGroup<'_>]) -> Result<Vec<bool>> {
+        crate::archive::check_groups(groups)?;
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let script = Script::new(COMPARE_AND_SWAP_EACH);
+        let mut invocation = script.prepare_invoke();
+        for &(domain, swaps) in groups {
+            invocation.key(self.hash(domain)).arg(swaps.len());
+            for &(key, expected, new) in swaps {
+                let action = match new {
+                    _ if expected == new => "c",
+                    Some(_) => "s",
+                    None => "d",
+                };
+                let (expected_some, expected) =
+                    (u8::from(expected.is_some()), expected.unwrap_or_default());
+                invocation
+                    .arg(key)
+                    .arg(expected_some)
+                    .arg(expected)
+                    .arg(action)
+                    .arg(new.unwrap_or_default());
+            }
+        }
+        let answers: Vec<u8> = self.run("compare and swap values of several domains", |conn| {
+            invocation.invoke(conn)
+        })?;
+        if answers.len() != groups.len() {
+            return Err(Error::Backend {
+                backend: "redis",
+                operation: "compare and swap values of several domains",
+                source: format!(
+                    "the script answered {} outcomes for {} groups",
+                    answers.len(),
+                    groups.len()
+                )
+                .into(),
+            });
+        }
+        Ok(answers.into_iter().map(|answer| answer == 1).collect())
+    }
+
+    /// One `MULTI`/`EXEC` of `HGET`s: one round trip, every value from one moment of the
+    /// server.
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipeline = ::redis::pipe();
+        pipeline.atomic();
+        for (domain, key) in entries {
+            pipeline.cmd("HGET").arg(self.hash(domain)).arg(key);
+        }
+        self.run_read("read several values", |conn| pipeline.query(conn))
+    }
 }
+
+/// The script of [`RedisArchive`]'s `compare_and_swap_each`: each group compared, then (if every key matched) written, before the next group.
+const COMPARE_AND_SWAP_EACH: &str = r"
+local answers = {}
+local at = 1
+for g = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  at = at + 1
+  local last = at + 5 * (n - 1)
+  local matched = 1
+  for i = at, last, 5 do
+    local current = redis.call('HGET', KEYS[g], ARGV[i])
+    if ARGV[i + 1] == '1' then
+      if current ~= ARGV[i + 2] then matched = 0 break end
+    elseif current then
+      matched = 0 break
+    end
+  end
+  if matched == 1 then
+    for i = at, last, 5 do
+      if ARGV[i + 3] == 's' then
+        redis.call('HSET', KEYS[g], ARGV[i], ARGV[i + 4])
+      elseif ARGV[i + 3] == 'd' then
+        redis.call('HDEL', KEYS[g], ARGV[i])
+      end
+    end
+  end
+  answers[g] = matched
+  at = at + 5 * n
+end
+return answers
+";
 
 #[cfg(test)]
 mod tests {

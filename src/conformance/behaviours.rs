@@ -1184,6 +1184,110 @@ pub fn set_many_stores_every_entry(archive: &dyn Archive) {
     assert!(archive.remove_domain("b").expect("remove_domain"));
 }
 
+/// `compare_and_swap_each` swaps each group, all of its keys or none, on its own: a group that
+/// does not match leaves the others to swap; groups run in order, each seeing the groups before
+/// it (a domain may appear twice); a group of no swaps, and no groups at all, swap nothing.
+pub fn compare_and_swap_each_swaps_each_group_on_its_own(archive: &dyn Archive) {
+    archive
+        .set_many(&[("a", "s", b"1"), ("a", "m", b"r"), ("b", "s", b"2")])
+        .expect("set_many");
+    assert!(
+        archive
+            .compare_and_swap_each(&[])
+            .expect("no groups")
+            .is_empty()
+    );
+    let a: [Swap<'_>; 2] = [("s", Some(b"1"), None), ("m", Some(b"r"), Some(b"r"))];
+    let stale: [Swap<'_>; 1] = [("s", Some(b"old"), None)];
+    let create: [Swap<'_>; 1] = [("s", None, Some(b"3"))];
+    let then: [Swap<'_>; 1] = [("s", Some(b"3"), Some(b"4"))];
+    let swapped = archive
+        .compare_and_swap_each(&[
+            ("a", &a),
+            ("b", &stale),
+            ("c", &create),
+            ("c", &then),
+            ("d", &[]),
+        ])
+        .expect("compare_and_swap_each");
+    assert_eq!(swapped, [true, false, true, true, true]);
+    assert_eq!(archive.get("a", "s").expect("get"), None);
+    assert_eq!(archive.get("a", "m").expect("get"), Some(b"r".to_vec()));
+    assert_eq!(archive.get("b", "s").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(archive.get("c", "s").expect("get"), Some(b"4".to_vec()));
+    assert!(!archive.has_domain("d").expect("has_domain"));
+    // A group only partly matching writes none of its keys.
+    let partly: [Swap<'_>; 2] = [("m", Some(b"r"), None), ("s", Some(b"1"), None)];
+    let swapped = archive
+        .compare_and_swap_each(&[("a", &partly)])
+        .expect("partly");
+    assert_eq!(swapped, [false]);
+    assert_eq!(archive.get("a", "m").expect("get"), Some(b"r".to_vec()));
+    assert_eq!(
+        archive.remove_domains(&["a", "b", "c"]).expect("clean up"),
+        3
+    );
+}
+
+/// `compare_and_swap_each` checks every group before it writes anything: an invalid name or a
+/// key named twice in a later group leaves an earlier, matching group unswapped.
+pub fn compare_and_swap_each_refuses_bad_groups_before_writing(archive: &dyn Archive) {
+    archive.set("a", "s", b"1").expect("set");
+    let good: [Swap<'_>; 1] = [("s", Some(b"1"), Some(b"2"))];
+    let bad_key: [Swap<'_>; 1] = [("..", None, Some(b"x"))];
+    let twice: [Swap<'_>; 2] = [("k", None, Some(b"x")), ("k", None, None)];
+    assert!(matches!(
+        archive.compare_and_swap_each(&[("a", &good), ("..", &good)]),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        archive.compare_and_swap_each(&[("a", &good), ("b", &bad_key)]),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        archive.compare_and_swap_each(&[("a", &good), ("b", &twice)]),
+        Err(Error::DuplicateKey { .. })
+    ));
+    assert_eq!(archive.get("a", "s").expect("get"), Some(b"1".to_vec()));
+    assert_eq!(all_domains(archive), ["a"]);
+    assert!(archive.remove_domain("a").expect("clean up"));
+}
+
+/// `get_each` answers every entry's value in the order asked (`None` for a missing key or
+/// domain, an entry asked twice twice), nothing for no entries, and refuses an invalid name.
+pub fn get_each_reads_every_entry_in_order(archive: &dyn Archive) {
+    archive
+        .set_many(&[("a", "k", b"1"), ("a", "e", b""), ("b", "k", b"2")])
+        .expect("set_many");
+    assert!(archive.get_each(&[]).expect("no entries").is_empty());
+    let values = archive
+        .get_each(&[
+            ("b", "k"),
+            ("a", "k"),
+            ("a", "missing"),
+            ("c", "k"),
+            ("a", "e"),
+            ("b", "k"),
+        ])
+        .expect("get_each");
+    assert_eq!(
+        values,
+        [
+            Some(b"2".to_vec()),
+            Some(b"1".to_vec()),
+            None,
+            None,
+            Some(Vec::new()),
+            Some(b"2".to_vec()),
+        ]
+    );
+    assert!(matches!(
+        archive.get_each(&[("a", "k"), ("a", "..")]),
+        Err(Error::InvalidName { .. })
+    ));
+    assert_eq!(archive.remove_domains(&["a", "b"]).expect("clean up"), 2);
+}
+
 /// `remove_many` removes every listed entry, across domains, counts those that existed (an entry
 /// listed twice once), and leaves everything else.
 pub fn remove_many_removes_each_entry_once(archive: &dyn Archive) {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture};
+use crate::archive::{Archive, Blocking, Change, Page, Swap, SwapGroup, UpdateFuture};
 use crate::error::Result;
 
 /// One call to an [`Archive`] method, as [`Hooked`] shows it to its hook: the method and its
@@ -49,6 +49,14 @@ pub enum Call<'a> {
     CompareAndSwapMany {
         domain: &'a str,
         swaps: &'a [Swap<'a>],
+    },
+    /// An [`Archive::compare_and_swap_each`]: each group is a domain and its swaps.
+    CompareAndSwapEach {
+        groups: &'a [SwapGroup<'a>],
+    },
+    /// An [`Archive::get_each`]: each entry is (domain, key).
+    GetEach {
+        entries: &'a [(&'a str, &'a str)],
     },
     /// An [`Archive::get_many`].
     GetMany {
@@ -100,6 +108,7 @@ impl Call<'_> {
         !matches!(
             self,
             Call::Get { .. }
+                | Call::GetEach { .. }
                 | Call::GetMany { .. }
                 | Call::Has { .. }
                 | Call::HasDomain { .. }
@@ -266,6 +275,16 @@ impl<A: Archive> Archive for Hooked<A> {
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         (self.hook)(&Call::GetMany { domain, keys })?;
         self.inner.get_many(domain, keys)
+    }
+
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        (self.hook)(&Call::CompareAndSwapEach { groups })?;
+        self.inner.compare_and_swap_each(groups)
+    }
+
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        (self.hook)(&Call::GetEach { entries })?;
+        self.inner.get_each(entries)
     }
 
     /// Shows the hook one [`Call::Update`], then passes the whole update on: where the change

@@ -41,6 +41,9 @@ macro_rules! __archive_behaviours {
             compare_and_swap_many_is_atomic_under_concurrency
             get_many_reads_each_key
             get_many_sees_a_swap_whole
+            compare_and_swap_each_swaps_each_group_on_its_own
+            compare_and_swap_each_refuses_bad_groups_before_writing
+            get_each_reads_every_entry_in_order
             update_semantics
             update_that_fails_writes_nothing
             update_loses_no_update

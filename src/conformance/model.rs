@@ -8,7 +8,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
-use crate::archive::{Archive, ArchiveExt, Swap, Update};
+use crate::archive::{Archive, ArchiveExt, Swap, SwapGroup, Update};
 use crate::error::{Error, NameKind};
 use crate::name::MAX_NAME_LEN;
 
@@ -109,8 +109,17 @@ pub enum Op {
     /// on every backend.
     #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
     CompareAndSwapMany(String, Vec<OwnedSwap>),
+    /// An [`Archive::compare_and_swap_each`]: each group is a domain and its swaps. Not decoded
+    /// by the fuzzers, for the reason [`Op::Update`] is not; the model test runs it on every
+    /// backend.
+    #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
+    CompareAndSwapEach(Vec<(String, Vec<OwnedSwap>)>),
+    /// An [`Archive::get_each`] of these (domain, key) entries. Not decoded by the fuzzers, for
+    /// the reason [`Op::Update`] is not.
+    #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
+    GetEach(Vec<(String, String)>),
     /// An [`Archive::get_many`] of these keys of one domain. Not decoded by the fuzzers, for the
-    /// reason [`Op::Update`] is not; the model test runs it on every backend.
+    /// reason [`Op::Update`] is not.
     #[cfg_attr(feature = "fuzzing", arbitrary(skip))]
     GetMany(String, Vec<String>),
 }
@@ -253,6 +262,12 @@ pub fn op_strategy(persistence: Persistence) -> impl Strategy<Value = Op> {
         3 => (domain(), key(), edit()).prop_map(|(d, k, e)| Op::Update(d, k, e)),
         3 => (domain(), proptest::collection::vec(swap(key()), 0..4))
             .prop_map(|(d, swaps)| Op::CompareAndSwapMany(d, swaps)),
+        2 => proptest::collection::vec(
+            (domain(), proptest::collection::vec(swap(key()), 0..3)),
+            0..4
+        )
+        .prop_map(Op::CompareAndSwapEach),
+        2 => proptest::collection::vec((domain(), key()), 0..5).prop_map(Op::GetEach),
         3 => (domain(), proptest::collection::vec(key(), 0..4))
             .prop_map(|(d, keys)| Op::GetMany(d, keys)),
     ];
@@ -280,6 +295,10 @@ fn names_are_valid(op: &Op) -> bool {
         Op::RemoveMany(entries) => entries.iter().all(|(d, k)| valid(d) && valid(k)),
         Op::RemoveDomains(domains) => domains.iter().all(valid),
         Op::CompareAndSwapMany(d, swaps) => valid(d) && swaps.iter().all(|(k, ..)| valid(k)),
+        Op::CompareAndSwapEach(groups) => groups
+            .iter()
+            .all(|(d, swaps)| valid(d) && swaps.iter().all(|(k, ..)| valid(k))),
+        Op::GetEach(entries) => entries.iter().all(|(d, k)| valid(d) && valid(k)),
         Op::GetMany(d, keys) => valid(d) && keys.iter().all(valid),
     }
 }
@@ -291,6 +310,10 @@ fn names_a_key_twice(op: &Op) -> bool {
             let keys: BTreeSet<&String> = swaps.iter().map(|(k, ..)| k).collect();
             keys.len() != swaps.len()
         }
+        Op::CompareAndSwapEach(groups) => groups.iter().any(|(_, swaps)| {
+            let keys: BTreeSet<&String> = swaps.iter().map(|(k, ..)| k).collect();
+            keys.len() != swaps.len()
+        }),
         _ => false,
     }
 }
@@ -410,12 +433,64 @@ fn apply_to_model(model: &mut Model, op: &Op) -> Result<String, Refusal> {
             format!("{}", removed.count())
         }
         Op::CompareAndSwapMany(d, swaps) => format!("{}", model_swap_many(model, d, swaps)),
+        Op::CompareAndSwapEach(groups) => format!("{:?}", model_swap_each(model, groups)),
+        Op::GetEach(entries) => format!("{:?}", model_get_each(model, entries)),
         Op::GetMany(d, keys) => {
             let values: Vec<Option<Vec<u8>>> =
                 keys.iter().map(|k| model_get(model, d, k)).collect();
             format!("{values:?}")
         }
     })
+}
+
+/// [`Op::CompareAndSwapEach`] in the model: whether each group swapped.
+fn model_swap_each(model: &mut Model, groups: &[(String, Vec<OwnedSwap>)]) -> Vec<bool> {
+    groups
+        .iter()
+        .map(|(d, swaps)| model_swap_many(model, d, swaps))
+        .collect()
+}
+
+/// [`Op::GetEach`] in the model: each entry's value.
+fn model_get_each(model: &Model, entries: &[(String, String)]) -> Vec<Option<Vec<u8>>> {
+    entries
+        .iter()
+        .map(|(d, k)| model_get(model, d, k))
+        .collect()
+}
+
+/// [`Op::CompareAndSwapEach`] on the archive.
+fn archive_swap_each(
+    archive: &dyn Archive,
+    groups: &[(String, Vec<OwnedSwap>)],
+) -> crate::Result<Vec<bool>> {
+    let swaps: Vec<Vec<Swap<'_>>> = groups
+        .iter()
+        .map(|(_, swaps)| {
+            swaps
+                .iter()
+                .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
+                .collect()
+        })
+        .collect();
+    let groups: Vec<SwapGroup<'_>> = groups
+        .iter()
+        .zip(&swaps)
+        .map(|((d, _), swaps)| (d.as_str(), swaps.as_slice()))
+        .collect();
+    archive.compare_and_swap_each(&groups)
+}
+
+/// [`Op::GetEach`] on the archive.
+fn archive_get_each(
+    archive: &dyn Archive,
+    entries: &[(String, String)],
+) -> crate::Result<Vec<Option<Vec<u8>>>> {
+    let entries: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(d, k)| (d.as_str(), k.as_str()))
+        .collect();
+    archive.get_each(&entries)
 }
 
 /// A compare-and-swap of several keys of `d` in the model: whether it swapped.
@@ -504,6 +579,8 @@ pub(super) fn apply_to_archive(
                 .collect();
             format!("{}", archive.compare_and_swap_many(d, &swaps)?)
         }
+        Op::CompareAndSwapEach(groups) => format!("{:?}", archive_swap_each(archive, groups)?),
+        Op::GetEach(entries) => format!("{:?}", archive_get_each(archive, entries)?),
         Op::GetMany(d, keys) => {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             format!("{:?}", archive.get_many(d, &keys)?)

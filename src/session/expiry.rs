@@ -203,6 +203,23 @@ pub(crate) trait Judge {
     /// What the sweep does with `entry`, found in `bucket` (of `width`) at `now`.
     fn verdict(&self, entry: &str, bucket: u64, now: u64, width: u64) -> Result<Verdict>;
 
+    /// The verdicts on every entry of one listing page, in order. The default asks
+    /// [`verdict`](Self::verdict) for each; an owner that can read what it judges the entries by
+    /// in one call (one snapshot, one round trip) does, so a page costs one read, not one a
+    /// session.
+    fn verdicts(
+        &self,
+        entries: &[String],
+        bucket: u64,
+        now: u64,
+        width: u64,
+    ) -> Result<Vec<Verdict>> {
+        entries
+            .iter()
+            .map(|entry| self.verdict(entry, bucket, now, width))
+            .collect()
+    }
+
     /// Removes the domains of entries of one listing page judged [`Verdict::Expired`], and
     /// returns how many it removed. Their entries are removed after this returns.
     fn remove_expired(&self, expired: &[&str]) -> Result<usize>;
@@ -606,15 +623,16 @@ impl Index<'_> {
         let mut cursor = None;
         loop {
             let page = archive.list_keys(&domain, cursor.as_deref(), DEFAULT_PAGE_SIZE)?;
-            // A page's removals are two batches, so that a sweep costs a few commits per page
-            // rather than two per session: the expired sessions first, then their index entries,
-            // so that a sweep cut short leaves entries to find again, never an expired session
-            // without one.
+            // A page's verdicts are one read (where the judge can), and its removals two batches,
+            // so that a sweep costs a few calls per page rather than a few per session: the
+            // expired sessions first, then their index entries, so that a sweep cut short leaves
+            // entries to find again, never an expired session without one.
             let mut expired = Vec::new();
             let mut dropped = Vec::new();
             let mut unbound = Vec::new();
-            for entry in &page.names {
-                match judge.verdict(entry, bucket, now, width)? {
+            let verdicts = judge.verdicts(&page.names, bucket, now, width)?;
+            for (entry, verdict) in page.names.iter().zip(verdicts) {
+                match verdict {
                     Verdict::Keep => continue,
                     Verdict::Expired { unbind } => {
                         expired.push(entry.as_str());

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
 use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
-use super::store::{Moving, Started, Store, UpdateTurn};
+use super::store::{Guess, Moving, Started, Store, UpdateTurn};
 use crate::error::{Error, Result};
 
 #[cfg(feature = "axum")]
@@ -74,7 +74,7 @@ pub struct Session<T> {
     /// The state's bytes as this handle last read or wrote them, which its next swap of the
     /// state expects first (see [`Store::swap_state`]). Never trusted: a stale guess only
     /// fails that swap, which then reads.
-    stored: Option<Vec<u8>>,
+    stored: Option<Guess>,
     /// What the client's cookie needs after this handle's calls.
     cookie: CookieAction,
     /// The user the stored session is bound to, as this handle last read or wrote it.
@@ -366,7 +366,7 @@ impl<T> Session<T> {
     ) -> Session<T> {
         let Started {
             state,
-            bytes,
+            guess,
             stamp,
             bound,
             refreshed,
@@ -378,7 +378,7 @@ impl<T> Session<T> {
             state,
             phase: Phase::Live(stamp),
             dirty: false,
-            stored: Some(bytes),
+            stored: Some(guess),
             cookie: if refreshed {
                 CookieAction::Set
             } else {
@@ -543,11 +543,12 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             Phase::Gone => Err(self.gone()),
             Phase::New => Ok(()),
             Phase::Live(_) => {
+                let writes = self.store.writes(&self.id);
                 let Stored::State(bytes) = self.store.read_state(&self.id)? else {
                     return Err(self.gone());
                 };
                 self.state = decode(&self.id, &bytes)?;
-                self.stored = Some(bytes);
+                self.stored = Some(Guess { bytes, writes });
                 self.dirty = false;
                 Ok(())
             }
@@ -847,7 +848,10 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             return Err(self.gone());
         };
         self.phase = Phase::Live(Some(stamp));
-        self.stored = Some(bytes.to_vec());
+        self.stored = Some(Guess {
+            bytes: bytes.to_vec(),
+            writes: self.store.writes(&self.id),
+        });
         self.dirty = false;
         self.cookie = CookieAction::Set;
         self.bound = user;

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use super::id::{SessionId, hashed_name};
-use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture};
+use crate::archive::{Archive, Blocking, Change, Page, Swap, SwapGroup, UpdateFuture};
 use crate::error::Result;
 
 /// Wraps the archive of a `Sessions` that hashes ids at rest.
@@ -79,6 +79,45 @@ impl<A: Archive> Archive for HashedIds<A> {
             .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
             .collect();
         self.inner.compare_and_swap_many(&stored(domain), &swaps)
+    }
+
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        let names: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = groups
+            .iter()
+            .map(|(domain, swaps)| {
+                let keys = swaps.iter().map(|(key, _, _)| stored(key)).collect();
+                (stored(domain), keys)
+            })
+            .collect();
+        let swaps: Vec<Vec<Swap<'_>>> = groups
+            .iter()
+            .zip(&names)
+            .map(|((_, swaps), (_, keys))| {
+                swaps
+                    .iter()
+                    .zip(keys)
+                    .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
+                    .collect()
+            })
+            .collect();
+        let groups: Vec<SwapGroup<'_>> = names
+            .iter()
+            .zip(&swaps)
+            .map(|((domain, _), swaps)| (domain.as_ref(), swaps.as_slice()))
+            .collect();
+        self.inner.compare_and_swap_each(&groups)
+    }
+
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let names: Vec<_> = entries
+            .iter()
+            .map(|(domain, key)| (stored(domain), stored(key)))
+            .collect();
+        let entries: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(domain, key)| (domain.as_ref(), key.as_ref()))
+            .collect();
+        self.inner.get_each(&entries)
     }
 
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {

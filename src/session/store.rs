@@ -28,7 +28,7 @@
 //!   removes them, and no write recreates a state that a destroy or a move swapped away.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -41,7 +41,7 @@ use super::layout::{
     binding_entry, entry_key, entry_session, is_state, read_state, user_domain, validate_user,
 };
 use super::points::Mutation;
-use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Update};
+use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Swap, SwapGroup, Update};
 use crate::error::{Error, Result};
 
 #[cfg(feature = "axum")]
@@ -57,8 +57,8 @@ pub(crate) use regenerate::Moving;
 /// `compare_and_swap` never succeeds) from looping forever.
 const CREATE_ATTEMPTS: usize = 4;
 
-/// How many locks [`Store::update_locks`] holds: enough that the few dozen sessions a server
-/// updates at once rarely share one, at one byte each.
+/// How many stripes [`Store::update_locks`] holds: enough that the few dozen sessions a server
+/// updates at once rarely share one, at eight bytes each.
 const UPDATE_LOCKS: usize = 4096;
 
 /// What the protocol needs to know of the configuration.
@@ -84,7 +84,7 @@ pub(crate) struct Store {
     settings_recorded: AtomicBool,
     /// Serializes this process's updates of one session (by a hash of its id, so unrelated
     /// sessions rarely share one): see [`UpdateTurn`].
-    update_locks: Box<[Mutex<()>]>,
+    update_locks: Box<[Stripe]>,
     /// With ids hashed at rest, a store over the same archive that does not hash: see
     /// [`for_stored`](Self::for_stored).
     plain: std::sync::OnceLock<Box<Store>>,
@@ -135,8 +135,8 @@ impl<S> Opened<S> {
 /// session's expiry moved, so the cookie must be sent again).
 pub(crate) struct Started<S> {
     pub(crate) state: S,
-    /// The stored bytes `state` was decoded from.
-    pub(crate) bytes: Vec<u8>,
+    /// The stored bytes `state` was decoded from, as a guess for the first swap.
+    pub(crate) guess: Guess,
     pub(crate) stamp: Option<Stamp>,
     /// The user the state was stored bound to: read with it, as one pair (the record in `stamp`
     /// may be newer, when the start's touch lost a race and read it again).
@@ -157,7 +157,7 @@ impl Store {
             config,
             index_width: AtomicU64::new(0),
             settings_recorded: AtomicBool::new(false),
-            update_locks: (0..UPDATE_LOCKS).map(|_| Mutex::new(())).collect(),
+            update_locks: (0..UPDATE_LOCKS).map(|_| Stripe::default()).collect(),
             plain: std::sync::OnceLock::new(),
         }
     }
@@ -254,6 +254,18 @@ impl Store {
     /// the winner needs. In turn behind the lock, each update reads the state the previous one
     /// left, and its swap succeeds the first time.
     fn update_lock(&self, id: &SessionId) -> &Mutex<()> {
+        &self.stripe(id).lock
+    }
+
+    /// How many writes of the state this process has made through [`swap_state`](Self::swap_state)
+    /// to the sessions that share `id`'s stripe: a [`Guess`] taken when it was `n` is still the
+    /// state as far as this process knows while it is `n`.
+    pub(crate) fn writes(&self, id: &SessionId) -> u32 {
+        self.stripe(id).writes.load(Ordering::Acquire)
+    }
+
+    /// The stripe of `id`: a hash of it picks one, so unrelated sessions rarely share one.
+    fn stripe(&self, id: &SessionId) -> &Stripe {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let hash = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id.as_str());
         // The modulo keeps the index below the length, which fits a usize.
@@ -264,6 +276,23 @@ impl Store {
         let index = (hash % self.update_locks.len() as u64) as usize;
         &self.update_locks[index]
     }
+}
+
+/// One stripe of [`Store::update_locks`]: the lock of the updates that take turns, and the count
+/// of [`Store::writes`].
+#[derive(Default)]
+struct Stripe {
+    lock: Mutex<()>,
+    writes: AtomicU32,
+}
+
+/// The state's bytes as a handle last read or wrote them, with [`Store::writes`] as it was
+/// before that read (or after that write): the first guess of the handle's next swap of the
+/// state (see [`Store::swap_state`]). Never trusted: a stale guess only fails that swap.
+#[derive(Debug, Clone)]
+pub(crate) struct Guess {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) writes: u32,
 }
 
 /// The change that replaces a stored state with the bytes `next` makes from it, and leaves
@@ -422,6 +451,69 @@ impl Store {
         self.archive.compare_and_swap_many(id.as_str(), &swaps)
     }
 
+    /// Reads the record and the state of each of `ids` in one [`Archive::get_each`] (one read
+    /// snapshot, or one round trip, where the backend can), each record before its state as
+    /// [`read_pair`](Self::read_pair) reads them: for a revoke that judges a page of a user's
+    /// index at once.
+    pub(crate) fn read_sessions(
+        &self,
+        ids: &[&SessionId],
+    ) -> Result<Vec<(Option<Vec<u8>>, Stored)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<(&str, &str)> = ids
+            .iter()
+            .flat_map(|id| [(id.as_str(), META_KEY), (id.as_str(), STATE_KEY)])
+            .collect();
+        let mut values = self.archive.get_each(&entries)?.into_iter();
+        let mut read = Vec::with_capacity(ids.len());
+        while let (Some(record), Some(state)) = (values.next(), values.next()) {
+            read.push((record, Stored::from(state)));
+        }
+        if read.len() != ids.len() {
+            return Err(Error::Backend {
+                backend: "sessions",
+                operation: "read the record and state of several sessions",
+                source: "the archive answered fewer values than it was asked for".into(),
+            });
+        }
+        Ok(read)
+    }
+
+    /// [`revoke_swap`](Self::revoke_swap) of several sessions in one
+    /// [`Archive::compare_and_swap_each`] (one commit, or one round trip, where the backend
+    /// can): each session's state to nothing while its record and state are as read, each on
+    /// its own. Whether each was destroyed.
+    pub(crate) fn revoke_swaps(&self, found: &[(&SessionId, &Stamp, &[u8])]) -> Result<Vec<bool>> {
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let swaps: Vec<[Swap<'_>; 2]> = found
+            .iter()
+            .map(|&(_, stamp, state)| {
+                [
+                    (STATE_KEY, Some(state), None),
+                    (META_KEY, Some(&stamp.raw[..]), Some(&stamp.raw[..])),
+                ]
+            })
+            .collect();
+        let groups: Vec<SwapGroup<'_>> = found
+            .iter()
+            .zip(&swaps)
+            .map(|(&(id, _, _), swaps)| (id.as_str(), &swaps[..]))
+            .collect();
+        let swapped = self.archive.compare_and_swap_each(&groups)?;
+        if swapped.len() != groups.len() {
+            return Err(Error::Backend {
+                backend: "sessions",
+                operation: "destroy several sessions of a user",
+                source: "the archive answered fewer outcomes than it was given swaps".into(),
+            });
+        }
+        Ok(swapped)
+    }
+
     /// Removes what the sessions a revoke destroyed left, each given with its binding's entry
     /// key in the user index `domain`: their domains first, then the entries, one batch each.
     pub(crate) fn remove_revoked(
@@ -529,6 +621,9 @@ impl Store {
         decode: impl FnOnce(&[u8]) -> Result<S>,
     ) -> Result<Opened<Started<S>>> {
         let now = self.now();
+        // Read before the session is, so that a write of this process landing in between
+        // makes the guess stale.
+        let writes = self.writes(id);
         let opened = match self.open(id, now, may_write) {
             Err(err @ Error::CorruptSession { .. }) if set_aside_corrupt => {
                 return self.retire_corrupt(id, may_write, now, err);
@@ -560,7 +655,7 @@ impl Store {
         Ok(match self.resume_touch(id, &mut stamp, now)? {
             Some(refreshed) => Opened::Found(Started {
                 state,
-                bytes,
+                guess: Guess { bytes, writes },
                 stamp,
                 bound,
                 refreshed,
@@ -732,18 +827,27 @@ impl Store {
     /// moved).
     ///
     /// `guess` is the state as the caller last read or wrote it. Where a read waits for storage
-    /// (see [`guesses`](Self::guesses)), the first swap expects it instead of reading first,
-    /// which saves a round trip whenever nobody wrote meanwhile. Only the swap decides: a stale
-    /// guess fails it, and the loop reads the state as usual. If `next` fails on the guess, it
-    /// is given the stored state before its error counts, since it may fail on one state and not
-    /// on another (a state grown over the size limit).
+    /// (see [`guesses`](Self::guesses)), and this process wrote none of the sessions of `id`'s
+    /// stripe since (see [`writes`](Self::writes)), the first swap expects it instead of reading
+    /// first, which saves a round trip whenever nobody wrote meanwhile. Only the swap decides:
+    /// a stale guess fails it, and the loop reads the state as usual. If `next` fails on the
+    /// guess, it is given the stored state before its error counts, since it may fail on one
+    /// state and not on another (a state grown over the size limit). Returns the guess for the
+    /// next swap with what `next` returned.
     pub(crate) fn swap_state<R>(
         &self,
         id: &SessionId,
-        guess: Option<Vec<u8>>,
+        guess: Option<Guess>,
         mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
-    ) -> Result<Option<(Vec<u8>, R)>> {
-        let mut guess = guess.filter(|_| self.guesses());
+    ) -> Result<Option<(Guess, R)>> {
+        let stripe = self.stripe(id);
+        let mut guess = guess
+            .filter(|guess| self.guesses() && guess.writes == self.writes(id))
+            .map(|guess| guess.bytes);
+        let wrote = |bytes: Vec<u8>| Guess {
+            bytes,
+            writes: stripe.writes.fetch_add(1, Ordering::AcqRel).wrapping_add(1),
+        };
         loop {
             let guessed = guess.is_some();
             let current = match guess.take() {
@@ -764,14 +868,16 @@ impl Store {
                 Some(&current),
                 Some(&bytes),
             ) {
-                Ok(true) => return Ok(Some((bytes, result))),
+                Ok(true) => return Ok(Some((wrote(bytes), result))),
                 Ok(false) => {}
                 // The swap may have landed and its answer been lost: the new bytes found there
                 // tell that it did (or that the state is as this write would leave it, which
                 // answers the caller the same).
                 Err(err) => {
                     return match self.read_state(id) {
-                        Ok(Stored::State(stored)) if stored == bytes => Ok(Some((bytes, result))),
+                        Ok(Stored::State(stored)) if stored == bytes => {
+                            Ok(Some((wrote(bytes), result)))
+                        }
                         _ => Err(err),
                     };
                 }
@@ -797,19 +903,22 @@ impl Store {
     pub(crate) fn update_state(
         &self,
         id: &SessionId,
-        guess: Option<Vec<u8>>,
+        guess: Option<Guess>,
         mut next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Guess>> {
         let _turn = matches!(self.archive.blocking(), Blocking::Writes | Blocking::Always)
             .then(|| UpdateTurn::take(self, id));
         if self.guesses() {
             let swapped = self.swap_state(id, guess, |current| Ok((next(current)?, ())))?;
-            return Ok(swapped.map(|(bytes, ())| bytes));
+            return Ok(swapped.map(|(guess, ())| guess));
         }
+        let writes = self.writes(id);
         let after = self
             .archive
             .update(id.as_str(), STATE_KEY, state_change(next))?;
-        Ok(after.filter(|bytes| is_state(bytes)))
+        Ok(after
+            .filter(|bytes| is_state(bytes))
+            .map(|bytes| Guess { bytes, writes }))
     }
 
     /// Stores the state that `next` makes of the stored one together with a new binding (to
@@ -1042,7 +1151,20 @@ struct Sweeping<'a> {
 impl Sweeping<'_> {
     /// Judges one index entry of `bucket` by the session's timestamps.
     fn sweep_verdict(&self, id: &SessionId, bucket: u64, now: u64, width: u64) -> Result<Verdict> {
-        let stamp = match self.store.for_stored(id.as_str()).read_meta(id) {
+        let stamp = self.store.for_stored(id.as_str()).read_meta(id);
+        self.judge_stamp(id, stamp, bucket, now, width)
+    }
+
+    /// The verdict on the index entry of `id` in `bucket`, whose record was read as `stamp`.
+    fn judge_stamp(
+        &self,
+        id: &SessionId,
+        stamp: Result<Option<Stamp>>,
+        bucket: u64,
+        now: u64,
+        width: u64,
+    ) -> Result<Verdict> {
+        let stamp = match stamp {
             Ok(Some(stamp)) => stamp,
             Ok(None) | Err(Error::CorruptSession { .. }) => return Ok(Verdict::Drop),
             Err(err) => return Err(err),
@@ -1068,6 +1190,59 @@ impl Judge for Sweeping<'_> {
             Some(id) => self.sweep_verdict(&id, bucket, now, width),
             None => Ok(Verdict::Drop),
         }
+    }
+
+    /// Every record of the page in one [`Archive::get_each`] per store (one read snapshot, or
+    /// one round trip, where the backend can).
+    fn verdicts(
+        &self,
+        entries: &[String],
+        bucket: u64,
+        now: u64,
+        width: u64,
+    ) -> Result<Vec<Verdict>> {
+        let ids: Vec<Option<SessionId>> = entries
+            .iter()
+            .map(|entry| SessionId::from_stored(entry))
+            .collect();
+        let mut records: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        // Sessions under plain ids, in an archive whose ids are hashed, through a store that
+        // does not hash their names again.
+        for plain in [false, true] {
+            let part: Vec<(usize, &SessionId)> = ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, id)| Some((i, id.as_ref()?)))
+                .filter(|(_, id)| self.store.would_hash(id.as_str()) == plain)
+                .collect();
+            let Some((_, first)) = part.first() else {
+                continue;
+            };
+            let reach = self.store.for_stored(first.as_str());
+            let reads: Vec<(&str, &str)> =
+                part.iter().map(|(_, id)| (id.as_str(), META_KEY)).collect();
+            let read = reach.archive.get_each(&reads)?;
+            if read.len() != reads.len() {
+                return Err(Error::Backend {
+                    backend: "sessions",
+                    operation: "read the records of a page of the expiry index",
+                    source: "the archive answered fewer values than it was asked for".into(),
+                });
+            }
+            for ((i, _), record) in part.iter().zip(read) {
+                records[*i] = record;
+            }
+        }
+        ids.iter()
+            .zip(records)
+            .map(|(id, record)| match id {
+                Some(id) => {
+                    let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose();
+                    self.judge_stamp(id, stamp, bucket, now, width)
+                }
+                None => Ok(Verdict::Drop),
+            })
+            .collect()
     }
 
     fn remove_expired(&self, expired: &[&str]) -> Result<usize> {

@@ -72,7 +72,6 @@ fn judge(
         Err(err) => return Err(err),
     };
     Ok(match store.read_state(id)? {
-        Stored::Moved(target) => Entry::Moved(target),
         Stored::Absent => {
             let written: Option<u64> = match key {
                 Some(key) => archive_time(store, domain, key)?,
@@ -85,25 +84,43 @@ fn judge(
                 Entry::Other
             }
         }
+        found => match judge_found(store, user, stamp, found, live_only) {
+            Entry::Live { stamp, .. } if live_only && !handed_out(store, id, &stamp)? => {
+                Entry::Other
+            }
+            entry => entry,
+        },
+    })
+}
+
+/// The verdict of [`judge`] on a session found holding something under its state key (`found`
+/// is not [`Stored::Absent`]), with its record `stamp`.
+fn judge_found(
+    store: &Store,
+    user: &str,
+    stamp: Option<Stamp>,
+    found: Stored,
+    live_only: bool,
+) -> Entry {
+    match found {
+        Stored::Moved(target) => Entry::Moved(target),
+        Stored::Absent => Entry::Other,
         Stored::State(state) => {
             let Some(stamp) = stamp else {
-                return Ok(Entry::Other);
+                return Entry::Other;
             };
             // Any of the session's entries under the user leads to it: a rebind to the same user
             // writes its own entry and removes the one it replaced, and a listing that read only
             // the old one must still find the session. (The listing lists each session once.)
             if stamp.user() != Some(user) {
-                return Ok(Entry::Other);
+                return Entry::Other;
             }
             if live_only && store.is_expired(stamp.meta, store.now()) {
-                return Ok(Entry::Other);
-            }
-            if live_only && !handed_out(store, id, &stamp)? {
-                return Ok(Entry::Other);
+                return Entry::Other;
             }
             Entry::Live { stamp, state }
         }
-    })
+    }
 }
 
 /// Whether the session stored as `id`, with the record `stamp`, is one: not a regenerate's copy
@@ -352,9 +369,7 @@ fn revoke_pass(
     let mut cursor = None;
     loop {
         let page = store.reads().list_keys(domain, cursor.as_deref())?;
-        // The destroyed sessions' leftovers (records, index entries) go in two batches a page,
-        // so a revoke costs one commit per session rather than three.
-        let mut destroyed = Vec::new();
+        let mut targets = Vec::new();
         for name in &page.names {
             seen.0 += 1;
             seen.1 ^= bytes_hash(name.as_bytes());
@@ -363,9 +378,13 @@ fn revoke_pass(
                 continue;
             }
             if let Some(id) = SessionId::from_stored(stored) {
-                destroyed.extend(revoke_one(store, user, domain, name, id)?);
+                targets.push((name.as_str(), id));
             }
         }
+        // A page costs a fixed number of calls whatever it holds: one read and one swap of all
+        // its sessions (see `revoke_page`), then two batches for their leftovers (records,
+        // index entries), and nothing per session but for those a write raced.
+        let destroyed = revoke_page(store, user, domain, &targets)?;
         if !destroyed.is_empty() {
             revoked += destroyed.len();
             // Each through the store that reaches it (see `Store::for_stored`).
@@ -384,6 +403,77 @@ fn revoke_pass(
             None => return Ok((revoked, seen)),
         }
     }
+}
+
+/// Destroys the sessions of one listing page of `user`'s index that are bound to `user`, each
+/// given as its entry's key and the session it names; returns those it destroyed, with their
+/// bindings' entry keys. Each session goes through the store that reaches it (see
+/// `Store::for_stored`): the sessions of each store are read in one call, and every one found
+/// live and bound to `user` is destroyed by its own compare-and-swap (the same as
+/// [`revoke_one`]'s), all in one call. What that fast path cannot settle goes through
+/// [`revoke_one`], one session at a time: a session whose swap failed (a write landed since the
+/// read: it is judged again), one found moved (its marker is followed) and one found absent (its
+/// entry may be stale).
+fn revoke_page(
+    store: &Store,
+    user: &str,
+    domain: &str,
+    targets: &[(&str, SessionId)],
+) -> Result<Vec<(SessionId, String)>> {
+    let (plain, ours): (Vec<_>, Vec<_>) = targets
+        .iter()
+        .partition(|(_, id)| store.would_hash(id.as_str()));
+    let mut destroyed = Vec::new();
+    let mut slow = Vec::new();
+    for part in [ours, plain] {
+        let Some((_, first)) = part.first() else {
+            continue;
+        };
+        let reach = store.for_stored(first.as_str());
+        let ids: Vec<&SessionId> = part.iter().map(|(_, id)| id).collect();
+        let mut live = Vec::new();
+        for (&target, (record, found)) in part.iter().zip(reach.read_sessions(&ids)?) {
+            // As `judge` does: an unreadable record first, then an absent state.
+            let stamp = match record.map(|raw| Stamp::decode(&target.1, raw)).transpose() {
+                Ok(stamp) => stamp,
+                Err(Error::CorruptSession { .. }) => continue,
+                Err(err) => return Err(err),
+            };
+            if matches!(found, Stored::Absent) {
+                slow.push(target);
+                continue;
+            }
+            match judge_found(reach, user, stamp, found, false) {
+                Entry::Live { stamp, state } => live.push((target, stamp, state)),
+                Entry::Other => {}
+                Entry::Moved(_) | Entry::Dead => slow.push(target),
+            }
+        }
+        let swaps: Vec<(&SessionId, &Stamp, &[u8])> = live
+            .iter()
+            .map(|((_, id), stamp, state)| (id, stamp, &state[..]))
+            .collect();
+        for ((target, stamp, _), swapped) in live.iter().zip(reach.revoke_swaps(&swaps)?) {
+            if swapped {
+                destroyed.push((target.1.clone(), entry_of(stamp, &target.1)));
+            } else {
+                slow.push(target);
+            }
+        }
+    }
+    for (key, id) in slow {
+        destroyed.extend(revoke_one(store, user, domain, key, id.clone())?);
+    }
+    Ok(destroyed)
+}
+
+/// The key of the index entry that `stamp`'s binding of the session stored as `id` wrote.
+fn entry_of(stamp: &Stamp, id: &SessionId) -> String {
+    stamp
+        .binding
+        .as_ref()
+        .map_or(id.as_str(), |binding| binding_entry(binding, id.as_str()))
+        .to_owned()
 }
 
 /// Destroys the session whose entry `key` names, stored as `id`, if it is bound to `user`
@@ -407,11 +497,7 @@ fn revoke_one(
                     .for_stored(id.as_str())
                     .revoke_swap(&id, &stamp, &state)?
                 {
-                    let entry = stamp
-                        .binding
-                        .as_ref()
-                        .map_or(id.as_str(), |binding| binding_entry(binding, id.as_str()))
-                        .to_owned();
+                    let entry = entry_of(&stamp, &id);
                     return Ok(Some((id, entry)));
                 }
                 // A write landed in between: judge the session again.

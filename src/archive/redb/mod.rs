@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::archive::{
-    Archive, Blocking, Change, Page, Swap, UpdateFuture, check_keys, check_swaps,
+    Archive, Blocking, Change, Page, Swap, SwapGroup, UpdateFuture, check_groups, check_keys,
+    check_swaps,
 };
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
@@ -565,7 +566,7 @@ fn updated(reply: Reply) -> Result<Option<Vec<u8>>> {
         Reply::Updated(value) => Ok(value),
         Reply::Refused(error) => Err(error),
         Reply::Panicked(payload) => std::panic::resume_unwind(payload),
-        Reply::Count(_) => Err(Error::Backend {
+        Reply::Count(_) | Reply::Each(_) => Err(Error::Backend {
             backend: "redb",
             operation: "update a value",
             source: "the commit answered the update with a count".into(),
@@ -783,18 +784,58 @@ impl Archive for RedbArchive {
         })? > 0)
     }
 
-    /// Reads every key in one read transaction, which sees one commit whole.
-    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        check_keys(domain, keys)?;
+    /// One op of the group commit: every group compared and swapped in the one transaction,
+    /// so the whole call costs one commit (one fsync), and is durable, with every group that
+    /// swapped, when it returns.
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        check_groups(groups)?;
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owned = groups
+            .iter()
+            .map(|&(domain, swaps)| {
+                let swaps = swaps
+                    .iter()
+                    .map(|&(key, expected, new)| {
+                        (
+                            key.to_owned(),
+                            expected.map(<[u8]>::to_vec),
+                            new.map(<[u8]>::to_vec),
+                        )
+                    })
+                    .collect();
+                (domain.to_owned(), swaps)
+            })
+            .collect();
+        match self.submit(Op::CompareAndSwapEach(owned))? {
+            Reply::Each(swapped) => Ok(swapped),
+            _ => Err(Error::Backend {
+                backend: "redb",
+                operation: "compare and swap values of several domains",
+                source: "the commit answered something other than the groups' outcomes".into(),
+            }),
+        }
+    }
+
+    /// Every value from one read snapshot.
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        for (domain, key) in entries {
+            validate_entry(domain, key)?;
+        }
         self.read("read several values", |table| {
-            keys.iter()
-                .map(|key| {
-                    Ok(table
-                        .get((domain, *key))?
-                        .map(|value| value.value().to_vec()))
-                })
+            entries
+                .iter()
+                .map(|&(domain, key)| Ok(table.get((domain, key))?.map(|v| v.value().to_vec())))
                 .collect()
         })
+    }
+
+    /// One [`get_each`](Archive::get_each), which reads its entries at one moment here.
+    fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        check_keys(domain, keys)?;
+        let entries: Vec<(&str, &str)> = keys.iter().map(|key| (domain, *key)).collect();
+        self.get_each(&entries)
     }
 
     /// Runs `change` inside the group commit, on the thread of whichever writer leads it:

@@ -46,6 +46,9 @@ pub(super) enum Op {
         domain: String,
         swaps: Vec<OwnedSwap>,
     },
+    /// Several domains' swaps, each group as [`Op::CompareAndSwapMany`], in order, each group
+    /// swapped or not on its own.
+    CompareAndSwapEach(Vec<(String, Vec<OwnedSwap>)>),
     /// A read-modify-write: the change runs here, in the transaction, on the leader's thread.
     Update {
         domain: String,
@@ -64,6 +67,8 @@ pub(super) enum Reply {
     /// How many of its keys or domains existed (0 or 1 for a single one), 1 if the swap
     /// happened, 1 for plain writes.
     Count(usize),
+    /// Whether each group of an [`Op::CompareAndSwapEach`] swapped.
+    Each(Vec<bool>),
     /// An update's value afterwards.
     Updated(Option<Vec<u8>>),
     /// An update whose change returned an error; nothing was written.
@@ -77,7 +82,7 @@ impl Reply {
     pub(super) fn count(&self) -> usize {
         match self {
             Reply::Count(count) => *count,
-            Reply::Updated(_) | Reply::Refused(_) | Reply::Panicked(_) => 0,
+            Reply::Each(_) | Reply::Updated(_) | Reply::Refused(_) | Reply::Panicked(_) => 0,
         }
     }
 }
@@ -149,6 +154,7 @@ impl Op {
             Op::RemoveDomains(_) => "remove a batch of domains",
             Op::CompareAndSwap { .. } => "compare and swap a value",
             Op::CompareAndSwapMany { .. } => "compare and swap several values",
+            Op::CompareAndSwapEach(_) => "compare and swap values of several domains",
             Op::Update { .. } => "update a value",
         }
     }
@@ -201,6 +207,7 @@ impl Op {
             Op::CompareAndSwapMany { domain, swaps } => {
                 compare_and_swap_many(table, domain, swaps)?
             }
+            Op::CompareAndSwapEach(groups) => compare_and_swap_each(table, groups)?,
             Op::Update {
                 domain,
                 key,
@@ -274,6 +281,25 @@ fn compare_and_swap_many(
     }
     Ok(Applied {
         answer: Reply::Count(1),
+        changed,
+    })
+}
+
+/// Swaps each group as [`compare_and_swap_many`] does, in order, each on its own; answers
+/// whether each swapped.
+fn compare_and_swap_each(
+    table: &mut Table<'_>,
+    groups: &[(String, Vec<OwnedSwap>)],
+) -> Result<Applied, ::redb::Error> {
+    let mut swapped = Vec::with_capacity(groups.len());
+    let mut changed = false;
+    for (domain, swaps) in groups {
+        let applied = compare_and_swap_many(table, domain, swaps)?;
+        swapped.push(applied.answer.count() > 0);
+        changed |= applied.changed;
+    }
+    Ok(Applied {
+        answer: Reply::Each(swapped),
         changed,
     })
 }

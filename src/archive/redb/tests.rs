@@ -292,6 +292,7 @@ fn updates_queued_behind_a_leader_share_its_commit_in_order() {
         .into_iter()
         .map(|reply| match reply.unwrap().unwrap() {
             Reply::Count(n) => format!("count {n}"),
+            Reply::Each(swapped) => format!("each {swapped:?}"),
             Reply::Updated(value) => format!("{:?}", value.map(String::from_utf8)),
             Reply::Refused(error) => format!("refused: {error}"),
             Reply::Panicked(payload) => format!("panicked: {:?}", payload.downcast_ref::<&str>()),

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::archive::{Archive, Blocking, Change, Page, Swap, UpdateFuture};
+use crate::archive::{Archive, Blocking, Change, Page, Swap, SwapGroup, UpdateFuture};
 use crate::conformance::hooked::Call;
 use crate::error::{Error, Result};
 
@@ -476,6 +476,20 @@ fn describe(call: &Call<'_>) -> String {
             let keys: Vec<&str> = swaps.iter().map(|(key, _, _)| *key).collect();
             format!("compare_and_swap_many {domain}/{}", keys.join("+"))
         }
+        Call::CompareAndSwapEach { groups } => {
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|(domain, swaps)| {
+                    let keys: Vec<&str> = swaps.iter().map(|(key, _, _)| *key).collect();
+                    format!("{domain}/{}", keys.join("+"))
+                })
+                .collect();
+            format!("compare_and_swap_each {}", groups.join(","))
+        }
+        Call::GetEach { entries } => {
+            let names: Vec<String> = entries.iter().map(|(d, k)| format!("{d}/{k}")).collect();
+            format!("get_each {}", names.join(","))
+        }
         Call::GetMany { domain, keys } => format!("get_many {domain}/{}", keys.join("+")),
         Call::Update { domain, key } => format!("update {domain}/{key}"),
         Call::ListDomains { .. } => "list_domains".to_owned(),
@@ -604,6 +618,17 @@ impl Archive for Scheduled {
     fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
         let call = Call::CompareAndSwapMany { domain, swaps };
         self.at(&call, |a| a.compare_and_swap_many(domain, swaps))
+    }
+
+    /// One scheduling point for every group: the wrapped archive swaps them in one step.
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        let call = Call::CompareAndSwapEach { groups };
+        self.at(&call, |a| a.compare_and_swap_each(groups))
+    }
+
+    /// One scheduling point for every entry: the wrapped archive reads them in one step.
+    fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.at(&Call::GetEach { entries }, |a| a.get_each(entries))
     }
 
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {

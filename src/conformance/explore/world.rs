@@ -113,6 +113,15 @@ fn record(created: &Created, me: usize, call: &Call<'_>) {
             .map(|_| domain)
             .take(1)
             .collect(),
+        Call::CompareAndSwapEach { groups } => groups
+            .iter()
+            .filter(|(_, swaps)| {
+                swaps
+                    .iter()
+                    .any(|(key, _, new)| new.is_some() && (*key == STATE_KEY || *key == META_KEY))
+            })
+            .map(|(domain, _)| *domain)
+            .collect(),
         Call::SetMany { entries } => entries
             .iter()
             .filter(|(_, key, _)| *key == STATE_KEY || *key == META_KEY)
