@@ -67,7 +67,12 @@ impl Conn {
 /// `Conn` as they take any connection.
 impl ConnectionLike for Conn {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        self.as_dyn().req_packed_command(cmd)
+        match self {
+            Conn::Cluster(conn) if cmd.starts_with(SCRIPT_LOAD) => {
+                super::cluster::load_script(conn, &cmd[SCRIPT_LOAD.len()..])
+            }
+            conn => conn.as_dyn().req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands(
@@ -91,6 +96,10 @@ impl ConnectionLike for Conn {
         self.as_ref().is_open()
     }
 }
+
+/// How the `redis` crate packs `SCRIPT LOAD`, which it sends when a script is not in a server's
+/// cache yet; the script follows as one bulk string.
+const SCRIPT_LOAD: &[u8] = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n";
 
 /// The servers, the idle connections and what every command obeys.
 pub(super) struct Pool {
