@@ -306,3 +306,83 @@ pub fn open_cluster(prefix: &str) -> session_archive::RedisArchive {
         .open()
         .expect("open the cluster archive")
 }
+
+/// A master, `replicas` replicas of it and three sentinels monitoring it as `mymaster`, quick to
+/// act: a master is down after 500 ms without an answer, and a failover may take 2 s.
+pub struct Sentinels {
+    pub master: Node,
+    pub replicas: Vec<Node>,
+    pub sentinels: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinels {
+    pub fn start(replicas: usize) -> Result<Sentinels, String> {
+        let dir = tempfile::tempdir().map_err(|err| format!("no temporary directory: {err}"))?;
+        let plain = ["--save", "", "--appendonly", "no"];
+        let master = Node::start(dir.path(), free_port()?, &plain)?;
+        let master_port = master.port.to_string();
+        let mut copies = Vec::new();
+        for _ in 0..replicas {
+            let mut args = plain.to_vec();
+            args.extend(["--replicaof", "127.0.0.1", &master_port]);
+            copies.push(Node::start(dir.path(), free_port()?, &args)?);
+        }
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let port = free_port()?;
+            let conf = dir.path().join(format!("sentinel-{port}.conf"));
+            let text = format!(
+                "sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds mymaster 500\n\
+                 sentinel failover-timeout mymaster 2000\n\
+                 sentinel parallel-syncs mymaster 1\n"
+            );
+            std::fs::write(&conf, text).map_err(|err| format!("cannot write {conf:?}: {err}"))?;
+            let conf = conf.to_string_lossy().into_owned();
+            sentinels.push(Node::start(dir.path(), port, &[&conf, "--sentinel"])?);
+        }
+        let setup = Sentinels {
+            master,
+            replicas: copies,
+            sentinels,
+            _dir: dir,
+        };
+        setup.wait_discovered(replicas)?;
+        Ok(setup)
+    }
+
+    /// Waits until every sentinel knows the replicas and the two other sentinels, and every
+    /// replica's link to the master is up: before that a failover could not happen.
+    fn wait_discovered(&self, replicas: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let sentinels_ready = self.sentinels.iter().all(|sentinel| {
+                let mut conn = sentinel.control();
+                let mut known = |what: &str| {
+                    redis::cmd("SENTINEL")
+                        .arg(what)
+                        .arg("mymaster")
+                        .query::<Vec<redis::Value>>(&mut conn)
+                        .map_or(0, |list| list.len())
+                };
+                known("replicas") == replicas && known("sentinels") == 2
+            });
+            let linked = self.replicas.iter().all(|replica| {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(&mut replica.control())
+                    .is_ok_and(|info| info.contains("master_link_status:up"))
+            });
+            if sentinels_ready && linked {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Err("the sentinels did not discover the replicas and each other".to_owned())
+    }
+
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(Node::url).collect()
+    }
+}
