@@ -263,13 +263,17 @@ fn a_slot_resharded_mid_run_loses_nothing_acknowledged() {
 fn writer(archive: &RedisArchive, domain: &str, stop: &AtomicBool) -> (usize, usize) {
     let (mut acked, mut counted) = (0, 0);
     while !stop.load(Ordering::Relaxed) {
-        archive.set(domain, &format!("k{acked}"), b"v").unwrap();
+        archive
+            .set(domain, &format!("k{acked}"), b"v")
+            .expect("a write during the move");
         acked += 1;
-        let current = archive.get(domain, "count").unwrap();
+        let current = archive
+            .get(domain, "count")
+            .expect("a read during the move");
         let next = (counted + 1).to_string();
         let swapped = archive
             .compare_and_swap(domain, "count", current.as_deref(), Some(next.as_bytes()))
-            .unwrap();
+            .expect("a swap during the move");
         assert!(swapped, "only this writer writes {domain}'s count");
         counted += 1;
     }

@@ -36,7 +36,7 @@ struct Run {
 /// key back through a new archive.
 fn run(replicas_ack: Option<(usize, Duration)>) -> Option<Run> {
     let mut setup = or_skip(Sentinels::start(2))?;
-    let timeout = Some(Duration::from_millis(1000));
+    let timeout = Some(Duration::from_secs(1));
     let sentinels = setup.sentinel_urls();
     let open = || {
         RedisArchive::sentinel("mymaster", sentinels.clone())
@@ -93,7 +93,12 @@ fn run(replicas_ack: Option<(usize, Duration)>) -> Option<Run> {
     let reader = open().expect("open on the new master");
     let lost = acked
         .iter()
-        .filter(|i| reader.get("d", &format!("k{i}")).unwrap().is_none())
+        .filter(|i| {
+            reader
+                .get("d", &format!("k{i}"))
+                .expect("read on the new master")
+                .is_none()
+        })
         .count();
     Some(Run {
         acknowledged: acked.len(),
@@ -103,15 +108,25 @@ fn run(replicas_ack: Option<(usize, Duration)>) -> Option<Run> {
     })
 }
 
+impl Run {
+    fn report(&self, setting: &str) {
+        eprintln!(
+            "replicas_ack {setting}: {} acknowledged, {} lost, {} failed during the failover, \
+             {:?} a write before it",
+            self.acknowledged, self.lost, self.failed, self.write_time
+        );
+    }
+}
+
 #[test]
 fn a_failover_is_followed_and_replicas_ack_keeps_acknowledged_writes() {
     let Some(plain) = run(None) else { return };
-    eprintln!("replicas_ack None: {plain:?}");
+    plain.report("None");
     assert!(plain.failed > 0, "the failover was seen: {plain:?}");
     let Some(acked) = run(Some((1, Duration::from_millis(500)))) else {
         return;
     };
-    eprintln!("replicas_ack (1, 500 ms): {acked:?}");
+    acked.report("(1, 500 ms)");
     assert!(acked.failed > 0, "the failover was seen: {acked:?}");
     assert_eq!(acked.lost, 0, "a write on a replica survives its promotion");
 }

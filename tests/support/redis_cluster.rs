@@ -52,10 +52,10 @@ impl Node {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut conn) = node.try_control() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return Ok(node);
-                }
+            if let Ok(mut conn) = node.try_control()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return Ok(node);
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -199,13 +199,13 @@ impl Cluster {
                     let redis::Value::Array(range) = value else {
                         panic!("a slot range is an array")
                     };
-                    let start = redis::from_redis_value_ref(&range[0]).unwrap();
-                    let end = redis::from_redis_value_ref(&range[1]).unwrap();
+                    let start = redis::from_redis_value_ref(&range[0]).expect("a start");
+                    let end = redis::from_redis_value_ref(&range[1]).expect("an end");
                     let redis::Value::Array(node) = &range[2] else {
                         panic!("a master is an array")
                     };
-                    let host = redis::from_redis_value_ref(&node[0]).unwrap();
-                    let port = redis::from_redis_value_ref(&node[1]).unwrap();
+                    let host = redis::from_redis_value_ref(&node[0]).expect("a host");
+                    let port = redis::from_redis_value_ref(&node[1]).expect("a port");
                     (start, end, (host, port))
                 })
                 .collect()
@@ -309,6 +309,10 @@ pub fn open_cluster(prefix: &str) -> session_archive::RedisArchive {
 
 /// A master, `replicas` replicas of it and three sentinels monitoring it as `mymaster`, quick to
 /// act: a master is down after 500 ms without an answer, and a failover may take 2 s.
+#[allow(
+    clippy::struct_field_names,
+    reason = "the sentinels are what it is named after"
+)]
 pub struct Sentinels {
     pub master: Node,
     pub replicas: Vec<Node>,
@@ -338,7 +342,8 @@ impl Sentinels {
                  sentinel failover-timeout mymaster 2000\n\
                  sentinel parallel-syncs mymaster 1\n"
             );
-            std::fs::write(&conf, text).map_err(|err| format!("cannot write {conf:?}: {err}"))?;
+            std::fs::write(&conf, text)
+                .map_err(|err| format!("cannot write {}: {err}", conf.display()))?;
             let conf = conf.to_string_lossy().into_owned();
             sentinels.push(Node::start(dir.path(), port, &[&conf, "--sentinel"])?);
         }

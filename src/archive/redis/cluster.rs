@@ -1,16 +1,13 @@
 //! What is particular to a Redis Cluster: hash slots, the cluster's masters, and the listing of
 //! domains, which walks every master in turn.
 
-use ::redis::cluster::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use ::redis::{ErrorKind, RedisError, RedisResult, Value};
+use ::redis::{ErrorKind, RedisError, RedisResult};
 
-use super::connection::{Conn, Guarded, Pool, backend};
+use super::connection::{Conn, Pool, backend, masters_of};
 use crate::archive::Page;
 use crate::error::{Error, Result};
 
-/// How many times a read that any node answers is sent to a node picked at random.
-const ASK_NODES: u32 = 6;
 /// How many hash slots a cluster has.
 const SLOTS: u16 = 16384;
 
@@ -40,90 +37,9 @@ fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
-/// Loads a script (`packed`: the rest of a packed `SCRIPT LOAD` after the command's name, one
-/// bulk string) on every master that answers, and answers its SHA1 if any did.
-///
-/// The cluster client sends `SCRIPT LOAD` to every node and fails if one does not answer, so
-/// with one master down a script new to the others could not run anywhere. Here it runs on the
-/// masters that are up, and the script's `EVALSHA`, sent again to the master of its key, finds
-/// it there.
-pub(super) fn load_script(
-    conn: &mut ClusterConnection<Guarded>,
-    packed: &[u8],
-) -> RedisResult<Value> {
-    let malformed = || RedisError::from((ErrorKind::Client, "a malformed SCRIPT LOAD"));
-    let (len, rest) = packed
-        .strip_prefix(b"$")
-        .and_then(|rest| {
-            let end = rest.windows(2).position(|w| w == b"\r\n")?;
-            let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-            Some((len, &rest[end + 2..]))
-        })
-        .ok_or_else(malformed)?;
-    let source = rest.get(..len).ok_or_else(malformed)?;
-    let mut load = ::redis::cmd("SCRIPT");
-    load.arg("LOAD").arg(source);
-    let mut answer = Err(malformed());
-    for node in masters_of(conn)? {
-        let Some((host, port)) = node.rsplit_once(':') else {
-            continue;
-        };
-        let Ok(port) = port.parse() else { continue };
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: host.to_owned(),
-            port,
-        });
-        let loaded = conn.route_command(&load, routing);
-        if answer.is_err() || loaded.is_ok() {
-            answer = loaded;
-        }
-    }
-    answer
-}
-
 /// The cluster's masters as `host:port`, sorted: the order a listing walks them in.
 fn masters(conn: &mut Conn) -> RedisResult<Vec<String>> {
     masters_of(conn)
-}
-
-/// As [`masters`]. `CLUSTER SLOTS` goes to a node picked at random, so it is asked up to
-/// [`ASK_NODES`] times, for when a node is down; it changes nothing.
-fn masters_of(conn: &mut dyn ::redis::ConnectionLike) -> RedisResult<Vec<String>> {
-    let mut asked = 1;
-    let ranges: Vec<Value> = loop {
-        match ::redis::cmd("CLUSTER").arg("SLOTS").query(conn) {
-            Err(_) if asked < ASK_NODES => asked += 1,
-            ranges => break ranges?,
-        }
-    };
-    let mut masters = ranges
-        .iter()
-        .map(|range| {
-            master_of(range).ok_or_else(|| {
-                RedisError::from((
-                    ErrorKind::UnexpectedReturnType,
-                    "CLUSTER SLOTS answered a range without a master's address",
-                ))
-            })
-        })
-        .collect::<RedisResult<Vec<_>>>()?;
-    masters.sort_unstable();
-    masters.dedup();
-    Ok(masters)
-}
-
-/// The `host:port` of the master of one `CLUSTER SLOTS` range: `[start, end, [host, port, id,
-/// …], replicas…]`.
-fn master_of(range: &Value) -> Option<String> {
-    let Value::Array(range) = range else {
-        return None;
-    };
-    let Value::Array(node) = range.get(2)? else {
-        return None;
-    };
-    let host: String = ::redis::from_redis_value_ref(node.first()?).ok()?;
-    let port: u16 = ::redis::from_redis_value_ref(node.get(1)?).ok()?;
-    (!host.is_empty()).then(|| format!("{host}:{port}"))
 }
 
 /// A domain listing's cursor on a cluster: `{scan cursor}@{host}:{port}`, the master the walk is

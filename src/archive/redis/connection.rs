@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::cluster::{ClusterClient, ClusterConnection, Connect};
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::sentinel::SentinelClient;
 use ::redis::{
     Client, Connection, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
@@ -25,6 +26,8 @@ use crate::error::Error;
 /// (as many as callers ran at once) up to this many, so that a steady load never opens or closes
 /// connections; only a connection that failed is closed.
 pub(super) const MAX_IDLE_CONNECTIONS: usize = 256;
+/// How many times a read that any node answers is sent to a node picked at random.
+const ASK_NODES: u32 = 6;
 /// How many times a connection or a read-only command is tried when signals interrupt it.
 const ATTEMPTS: u32 = 3;
 
@@ -69,7 +72,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         match self {
             Conn::Cluster(conn) if cmd.starts_with(SCRIPT_LOAD) => {
-                super::cluster::load_script(conn, &cmd[SCRIPT_LOAD.len()..])
+                load_script(conn, &cmd[SCRIPT_LOAD.len()..])
             }
             conn => conn.as_dyn().req_packed_command(cmd),
         }
@@ -277,10 +280,11 @@ fn guard(err: RedisError) -> RedisError {
 
 /// The error a [`Guarded`] connection wrapped, or `err` itself.
 fn unguard(err: RedisError) -> RedisError {
-    io_error(&err)
+    let wrapped = io_error(&err)
         .and_then(io::Error::get_ref)
         .and_then(|inner| inner.downcast_ref::<Ambiguous>())
-        .map_or(err.clone(), |ambiguous| ambiguous.0.clone())
+        .map(|ambiguous| ambiguous.0.clone());
+    wrapped.unwrap_or(err)
 }
 
 impl ConnectionLike for Guarded {
@@ -334,6 +338,87 @@ impl Connect for Guarded {
     fn recv_response(&mut self) -> RedisResult<Value> {
         self.0.recv_response().map_err(guard)
     }
+}
+
+/// Loads a script (`packed`: the rest of a packed `SCRIPT LOAD` after the command's name, one
+/// bulk string) on every master that answers, and answers its SHA1 if any did.
+///
+/// The cluster client sends `SCRIPT LOAD` to every node and fails if one does not answer, so
+/// with one master down a script new to the others could not run anywhere. Here it runs on the
+/// masters that are up, and the script's `EVALSHA`, sent again to the master of its key, finds
+/// it there.
+pub(super) fn load_script(
+    conn: &mut ClusterConnection<Guarded>,
+    packed: &[u8],
+) -> RedisResult<Value> {
+    let malformed = || RedisError::from((ErrorKind::Client, "a malformed SCRIPT LOAD"));
+    let (len, rest) = packed
+        .strip_prefix(b"$")
+        .and_then(|rest| {
+            let end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+            Some((len, &rest[end + 2..]))
+        })
+        .ok_or_else(malformed)?;
+    let source = rest.get(..len).ok_or_else(malformed)?;
+    let mut load = ::redis::cmd("SCRIPT");
+    load.arg("LOAD").arg(source);
+    let mut answer = Err(malformed());
+    for node in masters_of(conn)? {
+        let Some((host, port)) = node.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse() else { continue };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        });
+        let loaded = conn.route_command(&load, routing);
+        if answer.is_err() || loaded.is_ok() {
+            answer = loaded;
+        }
+    }
+    answer
+}
+
+/// The cluster's masters as `host:port`, sorted. `CLUSTER SLOTS` goes to a node picked at random, so it is asked up to
+/// [`ASK_NODES`] times, for when a node is down; it changes nothing.
+pub(super) fn masters_of(conn: &mut dyn ::redis::ConnectionLike) -> RedisResult<Vec<String>> {
+    let mut asked = 1;
+    let ranges: Vec<Value> = loop {
+        match ::redis::cmd("CLUSTER").arg("SLOTS").query(conn) {
+            Err(_) if asked < ASK_NODES => asked += 1,
+            ranges => break ranges?,
+        }
+    };
+    let mut masters = ranges
+        .iter()
+        .map(|range| {
+            master_of(range).ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "CLUSTER SLOTS answered a range without a master's address",
+                ))
+            })
+        })
+        .collect::<RedisResult<Vec<_>>>()?;
+    masters.sort_unstable();
+    masters.dedup();
+    Ok(masters)
+}
+
+/// The `host:port` of the master of one `CLUSTER SLOTS` range: `[start, end, [host, port, id,
+/// …], replicas…]`.
+fn master_of(range: &Value) -> Option<String> {
+    let Value::Array(range) = range else {
+        return None;
+    };
+    let Value::Array(node) = range.get(2)? else {
+        return None;
+    };
+    let host: String = ::redis::from_redis_value_ref(node.first()?).ok()?;
+    let port: u16 = ::redis::from_redis_value_ref(node.get(1)?).ok()?;
+    (!host.is_empty()).then(|| format!("{host}:{port}"))
 }
 
 /// The `io::Error` behind a Redis error. The `redis` crate keeps it behind an `Arc` as the
