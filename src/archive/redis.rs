@@ -209,7 +209,8 @@ return {page[1], names}
 /// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`), so Redis
 ///   removes expired domains itself. Writing to the hash keeps the TTL.
 /// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
-///   an `Ok` means the server applied the write in memory.
+///   an `Ok` means the server applied the write in memory, and with
+///   [`replicas_ack`](RedisArchiveBuilder::replicas_ack) also that many replicas had it.
 /// - Listing follows Redis `SCAN`: a page may hold more or fewer names than `limit`, and names
 ///   come in no particular order. Only the last page can be empty. If the database is resized
 ///   during a walk, a name may come twice.

@@ -36,7 +36,7 @@ impl Node {
         }
         let child = Command::new("sh")
             .arg("-c")
-            .arg(r#"redis-server "$@" & pid=$!; read -r sig; kill -"${sig:-TERM}" "$pid"; wait "$pid""#)
+            .arg(r#"redis-server "$@" & pid=$!; read -r sig; kill -"${sig:-TERM}" "$pid"; { wait "$pid"; } 2>/dev/null"#)
             .arg("sh")
             .args(args)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
