@@ -1385,6 +1385,32 @@ mod tests {
         }
     }
 
+    /// On a cluster the domain is the hash tag, and the name rule allows `{` and `}` in it: such
+    /// a domain may share its slot with others (the tag ends at its first `}`), but its hash
+    /// name still lists back as the domain, and every domain is still one key in one slot.
+    #[test]
+    fn cluster_hash_names_tag_the_domain_and_list_back_whatever_braces_it_holds() {
+        let archive = RedisArchive::cluster(["redis://127.0.0.1:1"])
+            .prefix("app")
+            .build()
+            .unwrap();
+        assert_eq!(archive.hash("d"), "app/{d}");
+        for domain in ["d", "a}b", "}x", "{", "{}", "a{b}c", "}"] {
+            let hash = archive.hash(domain);
+            assert_eq!(
+                archive.listed_domain(hash.as_bytes()).as_deref(),
+                Some(domain)
+            );
+        }
+        assert_eq!(
+            cluster::slot(archive.hash("d").as_bytes()),
+            cluster::slot(b"d")
+        );
+        // Not this archive's: another prefix, or the one-server layout.
+        assert_eq!(archive.listed_domain(b"app/d"), None);
+        assert_eq!(archive.listed_domain(b"other/{d}"), None);
+    }
+
     #[test]
     fn glob_characters_are_escaped() {
         assert_eq!(escape_glob("app:"), "app:");
