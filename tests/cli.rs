@@ -529,7 +529,11 @@ fn a_redis_cluster_spec_names_its_nodes_and_prefix() {
     let Some(cluster) = redis_server::or_skip(cluster_servers::Cluster::start(&[])) else {
         return;
     };
-    let nodes: Vec<String> = cluster.nodes.iter().map(|node| node.address()).collect();
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(cluster_servers::Node::address)
+        .collect();
     let spec_of = |prefix: &str| format!("redis+cluster://{}#prefix={prefix}", nodes.join(","));
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("sessions");
