@@ -17,8 +17,9 @@
 //!   redirects a browser to `/`.
 //!
 //! `--archive` takes the archive specs of the `session-archive` command: `redb:PATH`, `dir:PATH`
-//! or `redis://HOST:PORT/DB` (with `#prefix=P` to share a server), and a bare path means a redb
-//! file. Redis needs the `archive-redis` feature and `dir:` the `archive-dir` feature. Two
+//! or `redis://HOST:PORT/DB` (with `#prefix=P` to share a server), a Redis Cluster
+//! `redis+cluster://HOST:PORT,HOST:PORT`, a Sentinel-monitored master
+//! `redis+sentinel://HOST:PORT,HOST:PORT/MASTER`, and a bare path means a redb file. Redis needs the `archive-redis` feature and `dir:` the `archive-dir` feature. Two
 //! instances on different ports over one Redis serve the same sessions: a visitor can move
 //! between them.
 //!
@@ -51,7 +52,9 @@ const USAGE: &str = "usage: welcome [--addr HOST:PORT] [--archive SPEC]
   --archive SPEC     where the sessions live (default .gen/sessions.redb):
                        redb:PATH or a bare PATH   a redb file
                        dir:PATH                   a directory tree, <PATH>/<id>/session.json
-                       redis://HOST:PORT/DB       a Redis server (add #prefix=P to share one)";
+                       redis://HOST:PORT/DB       a Redis server (add #prefix=P to share one)
+                       redis+cluster://HOST:PORT,HOST:PORT         a Redis Cluster
+                       redis+sentinel://HOST:PORT,HOST:PORT/MASTER through Sentinel";
 
 /// How often expired sessions are swept out of the archive.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use session_archive::{Archive, DirArchive, ManualClock, RedbArchive, Sessions};
 
+#[path = "support/redis_cluster.rs"]
+mod cluster_servers;
 #[path = "support/redis_server.rs"]
 #[allow(
     dead_code,
@@ -515,6 +517,35 @@ fn a_redis_spec_names_its_prefix_and_legacy_layout() {
     );
     assert!(
         String::from_utf8(ok(&["stats", &prefixed]))
+            .unwrap()
+            .starts_with("domains: 3\n")
+    );
+}
+
+/// A cluster spec names seed nodes and a prefix; the command migrates into the cluster, lists
+/// across its masters, and the prefix keeps archives apart as on one server.
+#[test]
+fn a_redis_cluster_spec_names_its_nodes_and_prefix() {
+    let Some(cluster) = redis_server::or_skip(cluster_servers::Cluster::start(&[])) else {
+        return;
+    };
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(cluster_servers::Node::address)
+        .collect();
+    let spec_of = |prefix: &str| format!("redis+cluster://{}#prefix={prefix}", nodes.join(","));
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("sessions");
+    original_tree(&tree, 3);
+    ok(&["migrate", &spec("dir", &tree), &spec_of("app")]);
+    let stats = |prefix: &str| String::from_utf8(ok(&["stats", &spec_of(prefix)])).unwrap();
+    assert!(stats("app").starts_with("domains: 3\n"), "{}", stats("app"));
+    assert!(stats("other").starts_with("domains: 0\n"));
+    // One seed node is enough: the others are found from it.
+    let one = format!("redis+cluster://{}#prefix=app", nodes[2]);
+    assert!(
+        String::from_utf8(ok(&["stats", &one]))
             .unwrap()
             .starts_with("domains: 3\n")
     );

@@ -17,6 +17,9 @@ use std::sync::Arc;
 use session_archive::{Archive, MemoryArchive};
 
 #[cfg(feature = "archive-redis")]
+#[path = "support/redis_cluster.rs"]
+mod cluster_servers;
+#[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/sha256.rs"]
@@ -128,6 +131,14 @@ session_tests!(
         &redis_server::unique_prefix()
     ),
     when = redis_server::server_ready
+);
+
+// The same on a 3-master Redis Cluster, started once for this binary.
+#[cfg(feature = "archive-redis")]
+session_tests!(
+    redis_cluster,
+    |_dir: &Path| cluster_servers::open_cluster(&redis_server::unique_prefix()),
+    when = cluster_servers::cluster_ready
 );
 
 /// What an archive says about blocking reaches `Sessions` through every wrapper, and a wrapper

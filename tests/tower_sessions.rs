@@ -26,6 +26,9 @@ use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 #[cfg(feature = "archive-redis")]
+#[path = "support/redis_cluster.rs"]
+mod cluster_servers;
+#[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 #[allow(dead_code, reason = "only the shared server is used here")]
 mod redis_server;
@@ -115,6 +118,17 @@ mod backend {
         let archive = super::redis_server::open(&url, &super::redis_server::unique_prefix());
         Some((Arc::new(archive), None))
     }
+
+    /// A fresh prefix on the shared 3-master cluster, or `None` (after a notice) without one.
+    #[cfg(feature = "archive-redis")]
+    pub fn redis_cluster() -> Option<Fresh> {
+        super::redis_server::or_skip(super::cluster_servers::shared_cluster())?;
+        let prefix = super::redis_server::unique_prefix();
+        Some((
+            Arc::new(super::cluster_servers::open_cluster(&prefix)),
+            None,
+        ))
+    }
 }
 
 /// Stamps out one `#[tokio::test]` per behaviour for each backend.
@@ -148,6 +162,14 @@ macro_rules! store_tests {
             $(#[tokio::test]
             async fn $behaviour() {
                 let Some((archive, _dir)) = super::backend::redis() else { return };
+                super::$behaviour(archive).await;
+            })*
+        }
+        #[cfg(feature = "archive-redis")]
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $behaviour() {
+                let Some((archive, _dir)) = super::backend::redis_cluster() else { return };
                 super::$behaviour(archive).await;
             })*
         }

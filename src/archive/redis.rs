@@ -3,17 +3,22 @@
 //! Open one with [`RedisArchive::open`], or with [`RedisArchive::builder`] to set the prefix and
 //! the timeouts, whose defaults are [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_RESPONSE_TIMEOUT`].
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Script};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::sentinel::{SentinelClient, SentinelServerType};
+use ::redis::{Client, RedisError, RedisResult, Script, ScriptInvocation};
 use parking_lot::Mutex;
 
-use crate::archive::{Archive, Page, Swap, check_keys, check_swaps};
+use self::connection::{Conn, Pool, Servers, backend};
+use crate::archive::{Archive, Page, Swap, SwapGroup, check_groups, check_keys, check_swaps};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
+
+mod cluster;
+mod connection;
 
 /// How long opening a connection may take unless
 /// [`RedisArchiveBuilder::connect_timeout`] says otherwise: 5 seconds.
@@ -47,14 +52,15 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The most connections kept open while idle; more are opened when more threads call at once,
-/// and closed again after use.
-const MAX_IDLE_CONNECTIONS: usize = 16;
+/// How many times the cluster client sends a command again after an answer that says it was not
+/// run (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`); never after any other failure (see
+/// [`RedisArchive`]'s connections and failures).
+const CLUSTER_RETRIES: u32 = 6;
+/// The most the cluster client waits between those attempts, in milliseconds.
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 200;
 /// What separates the prefix from the domain in a hash name. The name rule forbids it in names,
 /// which makes the mapping from (prefix, domain) to hash name one-to-one.
 const SEPARATOR: char = '/';
-/// How many times a connection or a read-only command is tried when signals interrupt it.
-const ATTEMPTS: u32 = 3;
 
 /// Compare-and-swap of one hash field, run on the server so that no other client's command can
 /// come between the comparison and the write. `KEYS[1]` is the hash, `ARGV[1]` the field;
@@ -118,6 +124,35 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// Part of a `set_many` batch: `HSET KEYS[i] ARGV[2i - 1] ARGV[2i]` for each `i`, all at once.
+/// On a cluster every key of one call is in one hash slot.
+const BATCH_SET: &str = r"
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+end
+return #KEYS
+";
+
+/// Part of a `remove_many` batch: `HDEL KEYS[i] ARGV[i]` for each `i`, all at once; answers how
+/// many fields were removed.
+const BATCH_REMOVE: &str = r"
+local removed = 0
+for i = 1, #KEYS do
+  removed = removed + redis.call('HDEL', KEYS[i], ARGV[i])
+end
+return removed
+";
+
+/// Part of a `remove_domains` batch: `DEL KEYS[i]` for each `i`, all at once; answers how many
+/// hashes were removed.
+const BATCH_REMOVE_DOMAINS: &str = r"
+local removed = 0
+for i = 1, #KEYS do
+  removed = removed + redis.call('DEL', KEYS[i])
+end
+return removed
+";
+
 /// Moves the hash `KEYS[1]` to the name `KEYS[2]` unless that is taken; anything else under
 /// `KEYS[1]` is not a domain and stays. Answers 1 if it moved.
 const MIGRATE_LEGACY: &str = r"
@@ -175,8 +210,8 @@ return {page[1], names}
 ///
 /// # Guarantees
 ///
-/// - Each call other than a listing is one command (or one script, or one `MULTI`/`EXEC`
-///   transaction), so it is atomic on the server.
+/// - Each call other than a listing (and a batch that spans hash slots on a
+///   [cluster](#cluster)) is one command or one script, so it is atomic on the server.
 /// - [`compare_and_swap`](Archive::compare_and_swap) runs as a Lua script (`EVALSHA`), so it is
 ///   atomic against every other client of the server, in this process or any other.
 ///   [`compare_and_swap_many`](Archive::compare_and_swap_many) is one script over the domain's
@@ -184,22 +219,52 @@ return {page[1], names}
 ///   sees some of its fields changed and others not.
 /// - [`remove_domain`](Archive::remove_domain) removes the whole domain at once.
 /// - [`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many) and
-///   [`remove_domains`](Archive::remove_domains) apply their whole batch in one `MULTI`/`EXEC`
-///   transaction, so no other client sees part of it.
+///   [`remove_domains`](Archive::remove_domains) apply their whole batch in one Lua script, so
+///   no other client sees part of it.
 /// - [`expire_domain`](Archive::expire_domain) sets a TTL on the hash (`PEXPIREAT`, in a
 ///   script that only ever moves it later), so Redis removes expired domains itself. Writing
 ///   to the hash keeps the TTL.
 /// - [`get_many`](Archive::get_many) is one `HMGET`, so it reads its keys at one moment.
 /// - Durability is whatever the server is configured for (RDB snapshots, AOF `fsync` policy);
-///   an `Ok` means the server applied the write in memory.
+///   an `Ok` means the server applied the write in memory, and with
+///   [`replicas_ack`](RedisArchiveBuilder::replicas_ack) also that many replicas had it.
 /// - Listing follows Redis `SCAN`: a page may hold more or fewer names than `limit`, and names
 ///   come in no particular order. Only the last page can be empty. If the database is resized
 ///   during a walk, a name may come twice.
 ///
+/// # Cluster
+///
+/// An archive opened with [`RedisArchive::cluster`] names the hash of a domain
+/// `{prefix}/{{domain}}`, so the domain is its hash tag and every call on one domain runs on the
+/// master of that slot, atomic as on one server. Otherwise:
+///
+/// - A batch ([`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many),
+///   [`remove_domains`](Archive::remove_domains)) is split by hash slot, and each part is one
+///   script on its master, so each part is atomic: no client sees part of a part, and the
+///   entries of one domain always share a part. Across parts nothing is atomic: the parts run
+///   one after another in slot order, a reader may see one part done and the next not yet, and
+///   an error stops the batch, leaving the parts before it applied, the failing part applied or
+///   not (as any write whose reply was lost), and the parts after it not sent.
+/// - [`list_domains`](Archive::list_domains) walks the masters in turn, sorted by address, with
+///   `SCAN` on each; its cursor names the master and the position there
+///   (`{position}@{host}:{port}`). A domain present through the whole walk is listed, unless a
+///   slot moved between masters during the walk (a reshard or a failover), which can skip or
+///   repeat the domains it holds; a cursor whose master is no longer one is an
+///   [`Error::Backend`].
+/// - A master that goes away fails the calls on its slots with [`Error::Backend`] (connection
+///   refused, dropped, or timed out within the response timeout); the other slots keep working
+///   while the cluster stays up (`cluster-require-full-coverage no`), and after a replica takes
+///   over, calls reach it. The cluster client follows redirections (`MOVED`, `ASK`) and retries
+///   answers that say a command was not run (`TRYAGAIN`, `CLUSTERDOWN`), a few times within a
+///   second; it never sends a command again after any other failure (see below).
+/// - [`migrate_legacy_domain`](RedisArchive::migrate_legacy_domain) is not supported.
+///
 /// # Connections and failures
 ///
-/// The archive is `Send + Sync`. Each call borrows a connection from a small pool, opening a new
-/// one when none is idle, so many threads work at once. A refused connection, a dropped one or a
+/// The archive is `Send + Sync`. Each call borrows a connection from a pool, opening a new one
+/// when none is idle, so many threads work at once. The pool keeps every connection that load
+/// opened, up to 256 idle ones, so a steady load of up to that many callers at once opens no
+/// connections (on a cluster a pooled connection holds one connection to each master it used). A refused connection, a dropped one or a
 /// timeout is an [`Error::Backend`] with `backend: "redis"` whose
 /// [`source`](std::error::Error::source) is the [`redis::RedisError`], which
 /// tells them apart (`is_connection_refusal`, `is_connection_dropped`, `is_timeout`). A
@@ -237,22 +302,29 @@ return {page[1], names}
 /// # Ok::<(), session_archive::Error>(())
 /// ```
 pub struct RedisArchive {
-    client: Client,
+    pool: Pool,
+    /// Where the builder was pointed, for `Debug`.
+    target: Target,
     prefix: String,
     /// Whether hash names are `{prefix}{domain}` rather than `{prefix}/{domain}`.
     legacy_layout: bool,
-    /// What precedes the domain in a hash name: `{prefix}/`, or `{prefix}` in the legacy layout.
+    /// What precedes the domain in a hash name: `{prefix}/`, or `{prefix}` in the legacy layout,
+    /// or `{prefix}/{` on a cluster.
     stem: String,
+    /// What follows the domain in a hash name: `}` on a cluster (the domain is the hash tag),
+    /// else nothing.
+    suffix: &'static str,
     /// The `SCAN` pattern: the stem with its glob characters escaped, then `*`.
     pattern: String,
-    connect_timeout: Option<Duration>,
-    response_timeout: Option<Duration>,
-    idle: Mutex<Vec<Connection>>,
     compare_and_swap: Script,
     compare_and_swap_many: Script,
     expire_later: Script,
+    compare_and_swap_each: Script,
     scan_fields: Script,
     migrate_legacy: Script,
+    batch_set: Script,
+    batch_remove: Script,
+    batch_remove_domains: Script,
 }
 
 /// Options for opening a [`RedisArchive`]; made by [`RedisArchive::builder`].
@@ -273,11 +345,23 @@ pub struct RedisArchive {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RedisArchiveBuilder {
-    url: String,
+    target: Target,
     prefix: String,
     legacy_layout: bool,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
+    replicas_ack: Option<(usize, Duration)>,
+}
+
+/// Where a builder points: one server, a cluster's seed nodes, or a master named to sentinels.
+#[derive(Debug, Clone)]
+enum Target {
+    Url(String),
+    Cluster(Vec<String>),
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
 }
 
 impl RedisArchiveBuilder {
@@ -365,6 +449,45 @@ impl RedisArchiveBuilder {
         self
     }
 
+    /// Makes an acknowledgement mean "on `replicas` replicas": after each write the archive
+    /// sends `WAIT replicas timeout` on the same connection, and the write returns `Ok` only if
+    /// that many replicas had it within `timeout`. Otherwise it returns [`Error::Backend`]
+    /// (the write is then on the master and maybe on some replicas: applied, like any write
+    /// whose reply was lost, once or not at all as far as a failover goes). Reads are not
+    /// affected. The default, `None`, acknowledges a write once the master applied it.
+    ///
+    /// What each setting guarantees when a failover promotes a replica:
+    ///
+    /// - `None`: a write acknowledged by the old master may be lost, when the promoted replica
+    ///   had not received it yet (Redis replicates asynchronously).
+    /// - `Some((n, t))`: a write acknowledged with `n` at least the number of replicas is on
+    ///   every replica, so whichever is promoted has it. With fewer, it is on `n` of them, and
+    ///   it survives if Sentinel promotes one of those (it prefers the replica with the most
+    ///   data, but that is not a promise). `WAIT` does not make a write durable on disk, and a
+    ///   replica that restarts without persistence forgets it.
+    ///
+    /// The cost is one more round trip per write, and the time the slowest of the `n` replicas
+    /// takes to confirm (see the repository's `docs/OPERATIONS.md` for numbers). On a cluster
+    /// `WAIT` goes to every master and the least count is taken. Keep `timeout` below the
+    /// response timeout; zero is taken as one millisecond (`WAIT … 0` blocks for ever).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use session_archive::RedisArchive;
+    ///
+    /// // One master, two replicas: acknowledge a write once both replicas have it.
+    /// let archive = RedisArchive::sentinel("sessions", ["redis://127.0.0.1:26379"])
+    ///     .replicas_ack(Some((2, Duration::from_millis(500))))
+    ///     .open()?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn replicas_ack(mut self, ack: Option<(usize, Duration)>) -> Self {
+        self.replicas_ack = ack;
+        self
+    }
+
     /// Connects and checks with `PING` that the server answers.
     ///
     /// # Errors
@@ -391,28 +514,77 @@ impl RedisArchiveBuilder {
 
     /// The archive these options describe, before it has connected.
     fn build(self) -> Result<RedisArchive> {
-        let client = Client::open(self.url.as_str())
-            .map_err(|source| backend("parse the server URL", source))?;
-        let stem = if self.legacy_layout {
-            self.prefix.clone()
-        } else {
-            format!("{}{SEPARATOR}", self.prefix)
+        let cluster = matches!(self.target, Target::Cluster(_));
+        if cluster && (self.legacy_layout || self.prefix.contains(['{', '}'])) {
+            return Err(backend(
+                "open a cluster archive",
+                RedisError::from((
+                    ::redis::ErrorKind::InvalidClientConfig,
+                    "on a cluster the prefix cannot hold `{` or `}`, nor the layout be legacy",
+                )),
+            ));
+        }
+        let stem = match (self.legacy_layout, cluster) {
+            (true, _) => self.prefix.clone(),
+            (false, false) => format!("{}{SEPARATOR}", self.prefix),
+            (false, true) => format!("{}{SEPARATOR}{{", self.prefix),
         };
         Ok(RedisArchive {
-            client,
+            pool: Pool {
+                servers: self.servers()?,
+                connect_timeout: self.connect_timeout,
+                response_timeout: self.response_timeout,
+                replicas_ack: self.replicas_ack,
+                idle: Mutex::new(Vec::new()),
+            },
             pattern: format!("{}*", escape_glob(&stem)),
             stem,
+            suffix: if cluster { "}" } else { "" },
+            target: self.target,
             prefix: self.prefix,
             legacy_layout: self.legacy_layout,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-            idle: Mutex::new(Vec::new()),
             compare_and_swap: Script::new(COMPARE_AND_SWAP),
             compare_and_swap_many: Script::new(COMPARE_AND_SWAP_MANY),
             expire_later: Script::new(EXPIRE_LATER),
+            compare_and_swap_each: Script::new(COMPARE_AND_SWAP_EACH),
             scan_fields: Script::new(SCAN_FIELDS),
             migrate_legacy: Script::new(MIGRATE_LEGACY),
+            batch_set: Script::new(BATCH_SET),
+            batch_remove: Script::new(BATCH_REMOVE),
+            batch_remove_domains: Script::new(BATCH_REMOVE_DOMAINS),
         })
+    }
+
+    /// The clients of the target, with the timeouts on a cluster's.
+    fn servers(&self) -> Result<Servers> {
+        match &self.target {
+            Target::Url(url) => Client::open(url.as_str())
+                .map(Servers::Single)
+                .map_err(|source| backend("parse the server URL", source)),
+            Target::Cluster(nodes) => {
+                let mut client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .retries(CLUSTER_RETRIES)
+                    .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
+                if let Some(timeout) = self.connect_timeout {
+                    client = client.connection_timeout(timeout);
+                }
+                if let Some(timeout) = self.response_timeout {
+                    client = client.response_timeout(timeout);
+                }
+                client
+                    .build()
+                    .map(Servers::Cluster)
+                    .map_err(|source| backend("parse the cluster's node URLs", source))
+            }
+            Target::Sentinel { master, sentinels } => SentinelClient::build(
+                sentinels.iter().map(String::as_str).collect(),
+                master.clone(),
+                None,
+                SentinelServerType::Master,
+            )
+            .map(|client| Servers::Sentinel(Mutex::new(client)))
+            .map_err(|source| backend("parse the sentinels' URLs", source)),
+        }
     }
 }
 
@@ -451,12 +623,82 @@ impl RedisArchive {
     /// # Ok::<(), session_archive::Error>(())
     /// ```
     pub fn builder(url: impl Into<String>) -> RedisArchiveBuilder {
+        Self::builder_for(Target::Url(url.into()))
+    }
+
+    /// Starts the options for opening an archive on a Redis Cluster (or Valkey cluster), given
+    /// the URLs of some of its nodes (`redis://127.0.0.1:7000`); the others are found from
+    /// them. The options are those of [`builder`](Self::builder), then
+    /// [`open`](RedisArchiveBuilder::open).
+    ///
+    /// Each domain is one hash named `{prefix}/{{domain}}`: the domain is the hash tag, so a
+    /// domain's every operation, the compare-and-swap scripts included, runs on the one master
+    /// that holds its slot. The cluster client follows `MOVED` and `ASK` redirections, so a slot
+    /// moved during a run loses nothing. What differs from one server (batches split per slot,
+    /// listings across the masters, a master that goes away) is under
+    /// [Cluster](RedisArchive#cluster). The prefix cannot hold `{` or `}` (which would move the
+    /// hash tag), and the legacy layout is not offered: [`open`](RedisArchiveBuilder::open) says
+    /// so with an [`Error::Backend`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use session_archive::{Archive, RedisArchive};
+    ///
+    /// let archive = RedisArchive::cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+    ///     .prefix("myapp")
+    ///     .open()?;
+    /// archive.set("d", "k", b"v")?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn cluster(nodes: impl IntoIterator<Item = impl Into<String>>) -> RedisArchiveBuilder {
+        Self::builder_for(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// Starts the options for opening an archive on the master that Redis Sentinel monitors
+    /// under `master_name`, given the URLs of sentinels (`redis://127.0.0.1:26379`). The options
+    /// are those of [`builder`](Self::builder), then [`open`](RedisArchiveBuilder::open).
+    ///
+    /// Each new connection asks the sentinels for the current master and checks with `ROLE`
+    /// that it is one, so after a failover the archive follows the new master by itself: the
+    /// connections to the old one fail (refused, dropped, or `READONLY` once it is a replica),
+    /// which closes every idle connection, and the next call connects to the new master.
+    /// During the failover calls fail with [`Error::Backend`]. Replication is asynchronous, so a
+    /// failover can lose writes the old master acknowledged;
+    /// [`replicas_ack`](RedisArchiveBuilder::replicas_ack) narrows that. The master is
+    /// reached without a password and on database 0.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use session_archive::RedisArchive;
+    ///
+    /// let archive = RedisArchive::sentinel(
+    ///     "sessions",
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    /// )
+    /// .prefix("myapp")
+    /// .open()?;
+    /// # Ok::<(), session_archive::Error>(())
+    /// ```
+    pub fn sentinel(
+        master_name: impl Into<String>,
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+    ) -> RedisArchiveBuilder {
+        Self::builder_for(Target::Sentinel {
+            master: master_name.into(),
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    fn builder_for(target: Target) -> RedisArchiveBuilder {
         RedisArchiveBuilder {
-            url: url.into(),
+            target,
             prefix: String::new(),
             legacy_layout: false,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
+            replicas_ack: None,
         }
     }
 
@@ -514,6 +756,11 @@ impl RedisArchive {
     /// ```
     pub fn migrate_legacy_domain(&self, domain: &str) -> Result<bool> {
         validate_domain(domain)?;
+        if matches!(self.pool.servers, Servers::Cluster(_)) {
+            return Err(Error::Unsupported {
+                operation: "migrate_legacy_domain on a cluster",
+            });
+        }
         let mut invocation = self.migrate_legacy.key(format!("{}{domain}", self.prefix));
         invocation.key(format!("{}{SEPARATOR}{domain}", self.prefix));
         let moved: u8 = self.run("move a domain to the / layout", |conn| {
@@ -524,96 +771,78 @@ impl RedisArchive {
 
     /// The name of the hash that holds `domain`.
     fn hash(&self, domain: &str) -> String {
-        format!("{}{domain}", self.stem)
+        format!("{}{domain}{}", self.stem, self.suffix)
     }
 
-    /// Opens a connection with the configured timeouts. Setting up a connection changes nothing
-    /// on the server, so one interrupted by a signal is simply set up again.
-    fn connect(&self) -> RedisResult<Connection> {
-        let mut attempt = 1;
-        loop {
-            let conn = match self.connect_timeout {
-                Some(timeout) => self.client.get_connection_with_timeout(timeout),
-                None => self.client.get_connection(),
-            };
-            match conn {
-                Err(err) if interrupted(&err) && attempt < ATTEMPTS => attempt += 1,
-                conn => {
-                    let conn = conn?;
-                    conn.set_read_timeout(self.response_timeout)?;
-                    conn.set_write_timeout(self.response_timeout)?;
-                    return Ok(conn);
-                }
-            }
-        }
+    /// The domain a raw hash name found by `SCAN` lists as, if it is one of this archive's.
+    fn listed_domain(&self, name: &[u8]) -> Option<String> {
+        listed_name(
+            self.stem.as_bytes(),
+            name.strip_suffix(self.suffix.as_bytes())?,
+        )
     }
 
-    /// Runs `command` once on a pooled connection, mapping its error to [`Error::Backend`]
-    /// naming `operation`. Every write goes through here: see [`run_read`](Self::run_read) for
-    /// why a write is never sent twice.
+    /// Runs a write once: see [`Pool::run`].
     fn run<T>(
         &self,
         operation: &'static str,
-        command: impl Fn(&mut Connection) -> RedisResult<T>,
+        command: impl Fn(&mut Conn) -> RedisResult<T>,
     ) -> Result<T> {
-        self.attempt(&command)
-            .map_err(|source| backend(operation, source))
+        self.pool.run(operation, command)
     }
 
-    /// Like [`run`](Self::run), for read-only commands, which change nothing on the server: when
-    /// a signal interrupts one (which makes the `redis` crate fail the call), it is sent again.
-    ///
-    /// Only reads: a write interrupted while its reply was on the way has been applied, and
-    /// sending it again could overwrite what another client wrote in between.
+    /// Runs a read, again if a signal interrupted it: see [`Pool::run_read`].
     fn run_read<T>(
         &self,
         operation: &'static str,
-        command: impl Fn(&mut Connection) -> RedisResult<T>,
+        command: impl Fn(&mut Conn) -> RedisResult<T>,
     ) -> Result<T> {
-        let mut attempt = 1;
-        loop {
-            match self.attempt(&command) {
-                Err(err) if interrupted(&err) && attempt < ATTEMPTS => attempt += 1,
-                result => return result.map_err(|source| backend(operation, source)),
-            }
-        }
+        self.pool.run_read(operation, command)
     }
 
-    /// Runs `command` on a pooled connection, or on a new one when none is idle.
-    ///
-    /// A connection goes back to the pool only when the server answered in full (success or a
-    /// server error), because after an I/O error or a timeout its reply stream may be out of step.
-    /// When the connection was dropped or refused, the server probably went away (a restart),
-    /// and the idle connections are as dead as this one, so they are closed too.
-    fn attempt<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
-        let pooled = self.idle.lock().pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => self.connect()?,
-        };
-        let result = command(&mut conn);
-        // The unit tests stand in here for a signal that interrupts the read of the reply: the
-        // command has reached the server and its answer is lost.
-        #[cfg(test)]
-        let result = tests::lose_reply(result);
-        let in_step = result.as_ref().err().is_none_or(server_answered);
-        if in_step && conn.is_open() {
-            let mut idle = self.idle.lock();
-            if idle.len() < MAX_IDLE_CONNECTIONS {
-                idle.push(conn);
-            }
-        } else if result
-            .as_ref()
-            .err()
-            .is_some_and(|err| err.is_connection_dropped() || err.is_connection_refusal())
-        {
-            self.idle.lock().clear();
+    /// The indexes of `hashes` in the parts a call over all of them is split into: one part on
+    /// a single server; on a cluster one per hash slot, in slot order, since one script or
+    /// transaction reaches only one slot. Each part keeps the order of `hashes`.
+    fn parts(&self, hashes: &[String]) -> Vec<Vec<usize>> {
+        let mut parts: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        let cluster = matches!(self.pool.servers, Servers::Cluster(_));
+        for (i, hash) in hashes.iter().enumerate() {
+            let part = if cluster {
+                cluster::slot(hash.as_bytes())
+            } else {
+                0
+            };
+            parts.entry(part).or_default().push(i);
         }
-        result
+        parts.into_values().collect()
+    }
+
+    /// Runs a batch `script` whose entry `i` is in the hash `hashes[i]` (`args` adds its
+    /// arguments): as one script on a single server; on a cluster as one script per hash slot,
+    /// in slot order, stopping at the first part that fails. Each script is atomic. Answers the
+    /// sum of what the parts answer.
+    fn batch(
+        &self,
+        operation: &'static str,
+        script: &Script,
+        hashes: &[String],
+        args: impl Fn(usize, &mut ScriptInvocation<'_>),
+    ) -> Result<usize> {
+        let mut total = 0;
+        for part in self.parts(hashes) {
+            let mut invocation = script.prepare_invoke();
+            for i in part {
+                invocation.key(&hashes[i]);
+                args(i, &mut invocation);
+            }
+            let done: usize = self.run(operation, |conn| invocation.invoke(conn))?;
+            total += done;
+        }
+        Ok(total)
     }
 
     /// Lists one `SCAN`-style page: calls `scan(conn, cursor, count)`, which answers the next
-    /// cursor and the raw names, and keeps what each lists under `strip` (see [`listed_name`]).
+    /// cursor and the raw names, and keeps what `keep` lists each as (see [`listed_name`]).
     /// While a step finds none of ours, it scans on, so that callers never see an empty page
     /// except the last, and an empty archive answers one empty, final page.
     fn scan_page(
@@ -621,8 +850,8 @@ impl RedisArchive {
         operation: &'static str,
         cursor: Option<&str>,
         limit: usize,
-        strip: &[u8],
-        scan: impl Fn(&mut Connection, u64, usize) -> RedisResult<(u64, Vec<Vec<u8>>)>,
+        keep: impl Fn(&[u8]) -> Option<String>,
+        scan: impl Fn(&mut Conn, u64, usize) -> RedisResult<(u64, Vec<Vec<u8>>)>,
     ) -> Result<Page> {
         let mut position = match cursor {
             None => 0,
@@ -632,7 +861,7 @@ impl RedisArchive {
         loop {
             let (next, raw) =
                 self.run_read(operation, |conn| scan(conn, position, limit.max(1)))?;
-            names.extend(raw.iter().filter_map(|name| listed_name(strip, name)));
+            names.extend(raw.iter().filter_map(|name| keep(name)));
             position = next;
             if position == 0 || !names.is_empty() {
                 break;
@@ -650,33 +879,6 @@ impl RedisArchive {
 fn listed_name(stem: &[u8], name: &[u8]) -> Option<String> {
     let name = std::str::from_utf8(name.strip_prefix(stem)?).ok()?;
     validate_domain(name).is_ok().then(|| name.to_owned())
-}
-
-/// Whether a signal interrupted a socket call. The `redis` crate keeps the `io::Error` behind an
-/// `Arc` as the source; should that change, this answers `false` and nothing is repeated.
-fn interrupted(err: &RedisError) -> bool {
-    let source = std::error::Error::source(err);
-    let io = source
-        .and_then(|source| source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>())
-        .and_then(|inner| inner.downcast_ref::<io::Error>())
-        .or_else(|| source.and_then(|source| source.downcast_ref::<io::Error>()));
-    io.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted)
-}
-
-/// Whether the server sent its whole reply, so the connection is still in step.
-fn server_answered(err: &RedisError) -> bool {
-    matches!(
-        err.kind(),
-        ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType
-    )
-}
-
-fn backend(operation: &'static str, source: RedisError) -> Error {
-    Error::Backend {
-        backend: "redis",
-        operation,
-        source: Box::new(source),
-    }
 }
 
 /// Parses a cursor handed out by a listing: the decimal, non-zero `SCAN` cursor. Zero ends a walk
@@ -715,14 +917,33 @@ fn unix_millis_ceil(at: SystemTime) -> i64 {
 }
 
 impl fmt::Debug for RedisArchive {
+    /// Shows servers by address only, never a URL's password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.client.get_connection_info();
-        f.debug_struct("RedisArchive")
-            .field("server", &info.addr().to_string())
-            .field("db", &info.redis_settings().db())
+        let address = |url: &String| {
+            ::redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_or_else(|_| "?".to_owned(), |info| info.addr().to_string())
+        };
+        let mut debug = f.debug_struct("RedisArchive");
+        match (&self.target, &self.pool.servers) {
+            (_, Servers::Single(client)) => {
+                let info = client.get_connection_info();
+                debug
+                    .field("server", &info.addr().to_string())
+                    .field("db", &info.redis_settings().db())
+            }
+            (Target::Cluster(nodes), _) => {
+                debug.field("cluster", &nodes.iter().map(address).collect::<Vec<_>>())
+            }
+            (Target::Sentinel { master, sentinels }, _) => debug.field("master", master).field(
+                "sentinels",
+                &sentinels.iter().map(address).collect::<Vec<_>>(),
+            ),
+            (Target::Url(url), _) => debug.field("server", &address(url)),
+        };
+        debug
             .field("prefix", &self.prefix)
             .field("legacy_layout", &self.legacy_layout)
-            .field("idle_connections", &self.idle.lock().len())
+            .field("idle_connections", &self.pool.idle.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -812,11 +1033,7 @@ impl Archive for RedisArchive {
         }
         let mut invocation = self.compare_and_swap_many.key(self.hash(domain));
         for &(key, expected, new) in swaps {
-            let action = match new {
-                _ if expected == new => "c",
-                Some(_) => "s",
-                None => "d",
-            };
+            let action = swap_action(expected, new);
             invocation
                 .arg(key)
                 .arg(u8::from(expected.is_some()))
@@ -843,29 +1060,28 @@ impl Archive for RedisArchive {
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        self.scan_page(
-            "list domains",
-            cursor,
-            limit,
-            self.stem.as_bytes(),
-            |conn, start, count| {
-                ::redis::cmd("SCAN")
-                    .arg(start)
-                    .arg("MATCH")
-                    .arg(&self.pattern)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("TYPE")
-                    .arg("hash")
-                    .query(conn)
-            },
-        )
+        let keep = |name: &[u8]| self.listed_domain(name);
+        if matches!(self.pool.servers, Servers::Cluster(_)) {
+            return cluster::list_domains(&self.pool, cursor, limit, &self.pattern, keep);
+        }
+        self.scan_page("list domains", cursor, limit, keep, |conn, start, count| {
+            ::redis::cmd("SCAN")
+                .arg(start)
+                .arg("MATCH")
+                .arg(&self.pattern)
+                .arg("COUNT")
+                .arg(count)
+                .arg("TYPE")
+                .arg("hash")
+                .query(conn)
+        })
     }
 
     fn list_keys(&self, domain: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
         validate_domain(domain)?;
         let hash = self.hash(domain);
-        self.scan_page("list keys", cursor, limit, b"", |conn, start, count| {
+        let keep = |name: &[u8]| listed_name(b"", name);
+        self.scan_page("list keys", cursor, limit, keep, |conn, start, count| {
             self.scan_fields
                 .key(&hash)
                 .arg(start)
@@ -878,53 +1094,45 @@ impl Archive for RedisArchive {
         for (domain, key, _) in entries {
             validate_entry(domain, key)?;
         }
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut pipeline = ::redis::pipe();
-        pipeline.atomic();
-        for (domain, key, value) in entries {
-            pipeline
-                .cmd("HSET")
-                .arg(self.hash(domain))
-                .arg(key)
-                .arg(value)
-                .ignore();
-        }
-        self.run("set many values", |conn| pipeline.query(conn))
+        let hashes: Vec<String> = entries.iter().map(|(d, _, _)| self.hash(d)).collect();
+        self.batch(
+            "set many values",
+            &self.batch_set,
+            &hashes,
+            |i, invocation| {
+                let (_, key, value) = entries[i];
+                invocation.arg(key).arg(value);
+            },
+        )?;
+        Ok(())
     }
 
     fn remove_many(&self, entries: &[(&str, &str)]) -> Result<usize> {
         for (domain, key) in entries {
             validate_entry(domain, key)?;
         }
-        if entries.is_empty() {
-            return Ok(0);
-        }
-        let mut pipeline = ::redis::pipe();
-        pipeline.atomic();
-        for (domain, key) in entries {
-            pipeline.cmd("HDEL").arg(self.hash(domain)).arg(key);
-        }
-        let removed: Vec<u64> = self.run("remove a batch of keys", |conn| pipeline.query(conn))?;
-        Ok(removed.into_iter().filter(|&n| n > 0).count())
+        let hashes: Vec<String> = entries.iter().map(|(d, _)| self.hash(d)).collect();
+        self.batch(
+            "remove a batch of keys",
+            &self.batch_remove,
+            &hashes,
+            |i, invocation| {
+                invocation.arg(entries[i].1);
+            },
+        )
     }
 
     fn remove_domains(&self, domains: &[&str]) -> Result<usize> {
         for domain in domains {
             validate_domain(domain)?;
         }
-        if domains.is_empty() {
-            return Ok(0);
-        }
-        let mut pipeline = ::redis::pipe();
-        pipeline.atomic();
-        for domain in domains {
-            pipeline.cmd("DEL").arg(self.hash(domain));
-        }
-        let removed: Vec<u64> =
-            self.run("remove a batch of domains", |conn| pipeline.query(conn))?;
-        Ok(removed.into_iter().filter(|&n| n > 0).count())
+        let hashes: Vec<String> = domains.iter().map(|d| self.hash(d)).collect();
+        self.batch(
+            "remove a batch of domains",
+            &self.batch_remove_domains,
+            &hashes,
+            |_, _| {},
+        )
     }
 
     fn expire_domain(&self, domain: &str, at: SystemTime) -> Result<bool> {
@@ -940,67 +1148,85 @@ impl Archive for RedisArchive {
     }
 
     /// One Lua script over every group's hash: one round trip, atomic against every other
-    /// client of the server. `KEYS[g]` is group `g`'s hash; its arguments are the number of its
-    /// swaps, then five for each swap, as the script of `compare_and_swap_many` takes them. The
-    /// script answers 1 or 0 for each group.
-    fn compare_and_swap_each(&self, groups: &[crate::archive::SwapGroup<'_>]) -> Result<Vec<bool>> {
-        crate::archive::check_groups(groups)?;
-        if groups.is_empty() {
-            return Ok(Vec::new());
-        }
-        let script = Script::new(COMPARE_AND_SWAP_EACH);
-        let mut invocation = script.prepare_invoke();
-        for &(domain, swaps) in groups {
-            invocation.key(self.hash(domain)).arg(swaps.len());
-            for &(key, expected, new) in swaps {
-                let action = match new {
-                    _ if expected == new => "c",
-                    Some(_) => "s",
-                    None => "d",
-                };
-                let (expected_some, expected) =
-                    (u8::from(expected.is_some()), expected.unwrap_or_default());
-                invocation
-                    .arg(key)
-                    .arg(expected_some)
-                    .arg(expected)
-                    .arg(action)
-                    .arg(new.unwrap_or_default());
+    /// client of the server (on a cluster, one script per hash slot, each atomic, in slot
+    /// order). `KEYS[g]` is group `g`'s hash; its arguments are the number of its swaps, then
+    /// five for each swap, as the script of `compare_and_swap_many` takes them. The script
+    /// answers 1 or 0 for each group.
+    fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
+        check_groups(groups)?;
+        let hashes: Vec<String> = groups.iter().map(|(domain, _)| self.hash(domain)).collect();
+        let mut swapped = vec![false; groups.len()];
+        for part in self.parts(&hashes) {
+            let mut invocation = self.compare_and_swap_each.prepare_invoke();
+            for &g in &part {
+                let swaps = groups[g].1;
+                invocation.key(&hashes[g]).arg(swaps.len());
+                for &(key, expected, new) in swaps {
+                    invocation
+                        .arg(key)
+                        .arg(u8::from(expected.is_some()))
+                        .arg(expected.unwrap_or_default())
+                        .arg(swap_action(expected, new))
+                        .arg(new.unwrap_or_default());
+                }
+            }
+            let answers: Vec<u8> = self
+                .run("compare and swap values of several domains", |conn| {
+                    invocation.invoke(conn)
+                })?;
+            if answers.len() != part.len() {
+                return Err(Error::Backend {
+                    backend: "redis",
+                    operation: "compare and swap values of several domains",
+                    source: format!(
+                        "the script answered {} outcomes for {} groups",
+                        answers.len(),
+                        part.len()
+                    )
+                    .into(),
+                });
+            }
+            for (g, answer) in part.into_iter().zip(answers) {
+                swapped[g] = answer == 1;
             }
         }
-        let answers: Vec<u8> = self.run("compare and swap values of several domains", |conn| {
-            invocation.invoke(conn)
-        })?;
-        if answers.len() != groups.len() {
-            return Err(Error::Backend {
-                backend: "redis",
-                operation: "compare and swap values of several domains",
-                source: format!(
-                    "the script answered {} outcomes for {} groups",
-                    answers.len(),
-                    groups.len()
-                )
-                .into(),
-            });
-        }
-        Ok(answers.into_iter().map(|answer| answer == 1).collect())
+        Ok(swapped)
     }
 
     /// One `MULTI`/`EXEC` of `HGET`s: one round trip, every value from one moment of the
-    /// server.
+    /// server (on a cluster, one per hash slot: each slot's values from one moment).
     fn get_each(&self, entries: &[(&str, &str)]) -> Result<Vec<Option<Vec<u8>>>> {
         for (domain, key) in entries {
             validate_entry(domain, key)?;
         }
-        if entries.is_empty() {
-            return Ok(Vec::new());
+        let hashes: Vec<String> = entries
+            .iter()
+            .map(|(domain, _)| self.hash(domain))
+            .collect();
+        let mut values = vec![None; entries.len()];
+        for part in self.parts(&hashes) {
+            let mut pipeline = ::redis::pipe();
+            pipeline.atomic();
+            for &i in &part {
+                pipeline.cmd("HGET").arg(&hashes[i]).arg(entries[i].1);
+            }
+            let read: Vec<Option<Vec<u8>>> =
+                self.run_read("read several values", |conn| pipeline.query(conn))?;
+            for (i, value) in part.into_iter().zip(read) {
+                values[i] = value;
+            }
         }
-        let mut pipeline = ::redis::pipe();
-        pipeline.atomic();
-        for (domain, key) in entries {
-            pipeline.cmd("HGET").arg(self.hash(domain)).arg(key);
-        }
-        self.run_read("read several values", |conn| pipeline.query(conn))
+        Ok(values)
+    }
+}
+
+/// What the swap scripts do with one key: `s` store the new value, `d` delete the field, `c`
+/// only compare (the expected and new values are the same).
+fn swap_action(expected: Option<&[u8]>, new: Option<&[u8]>) -> &'static str {
+    match new {
+        _ if expected == new => "c",
+        Some(_) => "s",
+        None => "d",
     }
 }
 
@@ -1039,10 +1265,12 @@ return answers
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{self, BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
     use std::thread;
 
+    use super::connection::interrupted;
     use super::*;
 
     thread_local! {
@@ -1157,7 +1385,7 @@ mod tests {
                 let swaps = [("k", None, Some(&b"v"[..])), ("l", Some(&b"w"[..]), None)];
                 a.compare_and_swap_many("d", &swaps).map(drop)
             }),
-            ("EXEC", |a| {
+            ("EVALSHA", |a| {
                 a.set_many(&[("d", "k", b"v"), ("e", "k", b"w")])
             }),
             ("EVALSHA", |a| {
@@ -1166,8 +1394,8 @@ mod tests {
             ("EVALSHA", |a| a.expire_domain("d", UNIX_EPOCH).map(drop)),
             ("HDEL", |a| a.remove("d", "k").map(drop)),
             ("DEL", |a| a.remove_domain("d").map(drop)),
-            ("EXEC", |a| a.remove_many(&[("d", "k")]).map(drop)),
-            ("EXEC", |a| a.remove_domains(&["d"]).map(drop)),
+            ("EVALSHA", |a| a.remove_many(&[("d", "k")]).map(drop)),
+            ("EVALSHA", |a| a.remove_domains(&["d"]).map(drop)),
         ];
         for (command, write) in writes {
             // A server of its own for each write, so that counting its command is enough.
@@ -1304,6 +1532,32 @@ mod tests {
                 assert_eq!(listed_name(old.stem.as_bytes(), name.as_bytes()), None);
             }
         }
+    }
+
+    /// On a cluster the domain is the hash tag, and the name rule allows `{` and `}` in it: such
+    /// a domain may share its slot with others (the tag ends at its first `}`), but its hash
+    /// name still lists back as the domain, and every domain is still one key in one slot.
+    #[test]
+    fn cluster_hash_names_tag_the_domain_and_list_back_whatever_braces_it_holds() {
+        let archive = RedisArchive::cluster(["redis://127.0.0.1:1"])
+            .prefix("app")
+            .build()
+            .unwrap();
+        assert_eq!(archive.hash("d"), "app/{d}");
+        for domain in ["d", "a}b", "}x", "{", "{}", "a{b}c", "}"] {
+            let hash = archive.hash(domain);
+            assert_eq!(
+                archive.listed_domain(hash.as_bytes()).as_deref(),
+                Some(domain)
+            );
+        }
+        assert_eq!(
+            cluster::slot(archive.hash("d").as_bytes()),
+            cluster::slot(b"d")
+        );
+        // Not this archive's: another prefix, or the one-server layout.
+        assert_eq!(archive.listed_domain(b"app/d"), None);
+        assert_eq!(archive.listed_domain(b"other/{d}"), None);
     }
 
     #[test]

@@ -9,6 +9,12 @@ use crate::archive::Archive;
 /// An archive named on the command line: `dir:PATH`, `redb:PATH` or `redis://HOST:PORT/DB`
 /// (also `rediss://` and `redis+unix://`).
 ///
+/// A Redis Cluster is `redis+cluster://HOST:PORT,HOST:PORT,…` (some of its nodes, the seeds of
+/// [`RedisArchive::cluster`](crate::RedisArchive::cluster)), and a master that Redis Sentinel
+/// monitors is `redis+sentinel://HOST:PORT,HOST:PORT,…/MASTER` (the sentinels and the master's
+/// name, for [`RedisArchive::sentinel`](crate::RedisArchive::sentinel)). Both connect without
+/// TLS or a password.
+///
 /// A Redis URL may end in a fragment naming the archive's
 /// [prefix](crate::archive::redis::RedisArchiveBuilder::prefix):
 /// `redis://127.0.0.1/0#prefix=myapp`, or `#legacy-prefix=myapp:` for data stored in the
@@ -25,6 +31,10 @@ use crate::archive::Archive;
 /// assert_eq!(Spec::parse("dir:.gen/sessions")?, Spec::Dir(PathBuf::from(".gen/sessions")));
 /// assert_eq!(Spec::parse("redb:s.redb")?.to_string(), "redb:s.redb");
 /// assert!(matches!(Spec::parse("redis://127.0.0.1:6379/0")?, Spec::Redis(_)));
+/// let cluster = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001#prefix=myapp";
+/// assert!(matches!(Spec::parse(cluster)?, Spec::Redis(_)));
+/// let sentinel = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/sessions#prefix=myapp";
+/// assert!(matches!(Spec::parse(sentinel)?, Spec::Redis(_)));
 /// assert!(Spec::parse("sessions.redb").is_err());
 /// # Ok::<(), session_archive::cli::CliError>(())
 /// ```
@@ -81,9 +91,15 @@ impl Spec {
         let unknown = || CliError::UnknownScheme {
             spec: text.to_owned(),
         };
-        if ["redis://", "rediss://", "redis+unix://"]
-            .iter()
-            .any(|scheme| text.starts_with(scheme))
+        if [
+            "redis://",
+            "rediss://",
+            "redis+unix://",
+            CLUSTER_SCHEME,
+            SENTINEL_SCHEME,
+        ]
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
         {
             return Ok(Spec::Redis(text.to_owned()));
         }
@@ -276,11 +292,31 @@ impl fmt::Display for Spec {
     }
 }
 
+/// The scheme of a Redis Cluster spec: seed nodes, comma-separated.
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// The scheme of a Sentinel spec: sentinels, comma-separated, then `/` and the master's name.
+const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
 /// Opens a Redis spec: the URL, and the prefix its fragment names (see [`Spec`]).
 #[cfg(feature = "archive-redis")]
 fn open_redis(spec: &str) -> crate::error::Result<crate::archive::redis::RedisArchive> {
+    use crate::archive::redis::RedisArchive;
     let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
-    let builder = crate::archive::redis::RedisArchive::builder(url);
+    let urls = |hosts: &str| -> Vec<String> {
+        hosts
+            .split(',')
+            .filter(|host| !host.is_empty())
+            .map(|host| format!("redis://{host}"))
+            .collect()
+    };
+    let builder = if let Some(hosts) = url.strip_prefix(CLUSTER_SCHEME) {
+        RedisArchive::cluster(urls(hosts.trim_end_matches('/')))
+    } else if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
+        let (hosts, master) = rest.split_once('/').unwrap_or((rest, ""));
+        RedisArchive::sentinel(master, urls(hosts))
+    } else {
+        RedisArchive::builder(url)
+    };
     let builder = if let Some(prefix) = fragment.strip_prefix("legacy-prefix=") {
         builder.prefix(prefix).legacy_layout(true)
     } else if let Some(prefix) = fragment.strip_prefix("prefix=") {
