@@ -887,6 +887,52 @@ pub trait Archive: Send + Sync {
         Ok(false)
     }
 
+    /// [`get_many`](Archive::get_many) as a future that waits without a thread of its own, for
+    /// a backend whose reads wait on a server it can reach asynchronously (one multiplexed
+    /// connection); `None`, the default, for the others: a caller on an async executor then
+    /// runs `get_many` where blocking work belongs (see [`blocking`](Archive::blocking)). The
+    /// future answers as `get_many` would have, names checked first, and owns what it needs.
+    ///
+    /// The axum layer starts a session with it when it can, so that a request on Redis takes
+    /// no blocking thread and no thread switch for its read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// // Memory answers at once, so it has no async path of its own.
+    /// assert!(MemoryArchive::new().get_many_async("d", &["k"]).is_none());
+    /// ```
+    fn get_many_async(&self, domain: &str, keys: &[&str]) -> Option<GetManyFuture> {
+        let _ = (domain, keys);
+        None
+    }
+
+    /// [`compare_and_swap`](Archive::compare_and_swap) as a future that waits without a thread
+    /// of its own, where the backend has one, as [`get_many_async`](Archive::get_many_async)
+    /// says; `None`, the default, for the others. Its outcome is the blocking call's, errors
+    /// included: after an error whose cause may have come after the server received the swap
+    /// (a lost reply), the swap may have landed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use session_archive::{Archive, MemoryArchive};
+    ///
+    /// assert!(MemoryArchive::new().compare_and_swap_async("d", "k", None, Some(b"v")).is_none());
+    /// ```
+    fn compare_and_swap_async(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Option<SwapFuture> {
+        let _ = (domain, key, expected, new);
+        None
+    }
+
     /// Which of this archive's calls may keep the calling thread waiting; see [`Blocking`].
     ///
     /// Async callers use it to choose where a call runs: the axum layer runs a call that may
@@ -1016,6 +1062,12 @@ pub type Change = Box<dyn FnMut(Option<&[u8]>) -> Result<Update> + Send>;
 /// The future of an [`Archive::update_async`]: the value stored after the update.
 pub type UpdateFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + Send>>;
 
+/// The future of an [`Archive::get_many_async`]: the values, as [`Archive::get_many`] answers.
+pub type GetManyFuture = Pin<Box<dyn Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send>>;
+
+/// The future of an [`Archive::compare_and_swap_async`]: whether the swap happened.
+pub type SwapFuture = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
+
 /// Which of an archive's calls may keep the calling thread waiting (on I/O, a lock held across
 /// I/O, or another thread's commit) for longer than a few microseconds: the answer of
 /// [`Archive::blocking`].
@@ -1144,6 +1196,18 @@ macro_rules! forward_archive {
             }
             fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
                 (**self).get_many(domain, keys)
+            }
+            fn get_many_async(&self, domain: &str, keys: &[&str]) -> Option<GetManyFuture> {
+                (**self).get_many_async(domain, keys)
+            }
+            fn compare_and_swap_async(
+                &self,
+                domain: &str,
+                key: &str,
+                expected: Option<&[u8]>,
+                new: Option<&[u8]>,
+            ) -> Option<SwapFuture> {
+                (**self).compare_and_swap_async(domain, key, expected, new)
             }
             fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
                 (**self).compare_and_swap_each(groups)

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::archive::{Archive, Blocking, Change, Page, Swap, SwapGroup, UpdateFuture};
+use crate::archive::{
+    Archive, Blocking, Change, GetManyFuture, Page, Swap, SwapFuture, SwapGroup, UpdateFuture,
+};
 use crate::error::Result;
 
 /// One call to an [`Archive`] method, as [`Hooked`] shows it to its hook: the method and its
@@ -275,6 +277,23 @@ impl<A: Archive> Archive for Hooked<A> {
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         (self.hook)(&Call::GetMany { domain, keys })?;
         self.inner.get_many(domain, keys)
+    }
+
+    /// None: every call goes through the hook, on the calling thread, so callers take the
+    /// blocking path.
+    fn get_many_async(&self, _domain: &str, _keys: &[&str]) -> Option<GetManyFuture> {
+        None
+    }
+
+    /// None, as for [`get_many_async`](Archive::get_many_async).
+    fn compare_and_swap_async(
+        &self,
+        _domain: &str,
+        _key: &str,
+        _expected: Option<&[u8]>,
+        _new: Option<&[u8]>,
+    ) -> Option<SwapFuture> {
+        None
     }
 
     fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {

@@ -12,7 +12,9 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use super::id::{SessionId, hashed_name};
-use crate::archive::{Archive, Blocking, Change, Page, Swap, SwapGroup, UpdateFuture};
+use crate::archive::{
+    Archive, Blocking, Change, GetManyFuture, Page, Swap, SwapFuture, SwapGroup, UpdateFuture,
+};
 use crate::error::Result;
 
 /// Wraps the archive of a `Sessions` that hashes ids at rest.
@@ -124,6 +126,23 @@ impl<A: Archive> Archive for HashedIds<A> {
         let keys: Vec<Cow<'_, str>> = keys.iter().map(|key| stored(key)).collect();
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         self.inner.get_many(&stored(domain), &keys)
+    }
+
+    fn get_many_async(&self, domain: &str, keys: &[&str]) -> Option<GetManyFuture> {
+        let keys: Vec<Cow<'_, str>> = keys.iter().map(|key| stored(key)).collect();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        self.inner.get_many_async(&stored(domain), &keys)
+    }
+
+    fn compare_and_swap_async(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Option<SwapFuture> {
+        self.inner
+            .compare_and_swap_async(&stored(domain), &stored(key), expected, new)
     }
 
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {

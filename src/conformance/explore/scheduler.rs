@@ -16,7 +16,9 @@ use std::time::SystemTime;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::archive::{Archive, Blocking, Change, Page, Swap, SwapGroup, UpdateFuture};
+use crate::archive::{
+    Archive, Blocking, Change, GetManyFuture, Page, Swap, SwapFuture, SwapGroup, UpdateFuture,
+};
 use crate::conformance::hooked::Call;
 use crate::error::{Error, Result};
 
@@ -634,6 +636,23 @@ impl Archive for Scheduled {
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let call = Call::GetMany { domain, keys };
         self.at(&call, |a| a.get_many(domain, keys))
+    }
+
+    /// None: every call goes through the hook, on the calling thread, so callers take the
+    /// blocking path.
+    fn get_many_async(&self, _domain: &str, _keys: &[&str]) -> Option<GetManyFuture> {
+        None
+    }
+
+    /// None, as for [`get_many_async`](Archive::get_many_async).
+    fn compare_and_swap_async(
+        &self,
+        _domain: &str,
+        _key: &str,
+        _expected: Option<&[u8]>,
+        _new: Option<&[u8]>,
+    ) -> Option<SwapFuture> {
+        None
     }
 
     /// One scheduling point for the whole update: where the change runs, and which calls the
