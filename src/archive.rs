@@ -894,7 +894,9 @@ pub trait Archive: Send + Sync {
     /// future answers as `get_many` would have, names checked first, and owns what it needs.
     ///
     /// The axum layer starts a session with it when it can, so that a request on Redis takes
-    /// no blocking thread and no thread switch for its read.
+    /// no blocking thread and no thread switch for its read. A backend that has it has
+    /// [`compare_and_swap_async`](Archive::compare_and_swap_async) too: the layer takes that
+    /// path for an update once a read went this way.
     ///
     /// # Examples
     ///

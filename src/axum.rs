@@ -148,7 +148,7 @@ use crate::archive::Blocking;
 use crate::error::Error;
 use crate::session::Session as CoreSession;
 use crate::session::id::SessionId;
-use crate::session::{CookieAction, Sessions};
+use crate::session::{CookieAction, Sessions, SwapOutcome};
 
 /// A tower layer that gives the [`Session`] extractor its [`Sessions`] and writes the session
 /// cookie into responses. Apply it to a [`Router`](::axum::Router) with `.layer(…)`.
@@ -562,7 +562,15 @@ where
         // `Sessions::start_without_writing`); reads that cannot block run here, and only a
         // start that must write, on an archive whose writes block, takes a blocking thread.
         let core = if blocking.reads_block() {
-            None
+            // Where the archive reads without a thread, the read is awaited here and the rest
+            // of the start, which only decodes, runs in place.
+            match sessions.prefetch(id) {
+                Some((id, prefetch)) => {
+                    let read = (prefetch.writes, prefetch.read.await?);
+                    in_place(|| sessions.start_prefetched(id, read, T::default()))??.ok()
+                }
+                None => None,
+            }
         } else if blocking.writes_block() {
             in_place(|| sessions.start_without_writing(id, T::default()))??.ok()
         } else {
@@ -797,10 +805,61 @@ where
                 Err(change) => change,
             }
         } else {
-            change
+            match self.update_by_async_swap(change).await {
+                Ok(outcome) => return outcome,
+                Err(change) => change,
+            }
         };
         self.run(Access::Write, move |core| core.update_send(change))
             .await
+    }
+
+    /// An update as one swap of the state from the handle's guess, on an archive with an async
+    /// path for it ([`Archive::compare_and_swap_async`](crate::Archive::compare_and_swap_async)):
+    /// `change` runs here on the guess, and the swap is awaited, so the request takes no
+    /// blocking thread at all. `change` comes back when this cannot be (see `swap_later`), or
+    /// when another write landed first: the caller then runs the update as usual, and `change`
+    /// runs again. A swap whose outcome is unknown is settled by a read on a blocking thread.
+    /// If this future is dropped while it waits, the update may still be stored, and the
+    /// handle keeps the state it had.
+    async fn update_by_async_swap<R, C>(&mut self, change: C) -> Result<Result<R, SessionError>, C>
+    where
+        C: FnMut(&mut T) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        if let Err(err) = self.settle().await {
+            return Ok(Err(err));
+        }
+        let core = match self.handle.ready() {
+            Ok(core) => core,
+            Err(err) => return Ok(Err(err)),
+        };
+        let mut later = match in_place(|| core.swap_later(change)) {
+            Ok(Ok(later)) => later,
+            Ok(Err(change)) => return Err(change),
+            Err(panicked) => {
+                self.poison();
+                return Ok(Err(panicked));
+            }
+        };
+        let swapped = match later.take_swap() {
+            Some(swap) => swap.await,
+            None => Ok(false),
+        };
+        let core = match self.handle.ready() {
+            Ok(core) => core,
+            Err(err) => return Ok(Err(err)),
+        };
+        match core.finish_swap_later(later, swapped) {
+            SwapOutcome::Done(result) => {
+                self.slot.record(core);
+                Ok(Ok(result))
+            }
+            SwapOutcome::Again(change) => Err(change),
+            SwapOutcome::Unknown(unsettled, err) => Ok(self
+                .run(Access::Write, move |core| core.settle_swap(unsettled, err))
+                .await),
+        }
     }
 
     /// An update on an archive that waits for its commits without a thread

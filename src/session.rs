@@ -300,6 +300,8 @@ mod users;
 
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::expiry::{DEFAULT_SWEEP_GRANULARITY, StoredSettings};
+#[cfg(feature = "axum")]
+pub(crate) use self::handle::SwapOutcome;
 pub use self::handle::{CookieAction, Session};
 pub use self::id::SessionId;
 pub use self::layout::{CORRUPT_DOMAIN, MAX_USER_LEN, META_KEY, STATE_KEY};

@@ -985,3 +985,216 @@ fn on_redb_a_destroy_after_an_abandoned_update_is_final() {
     assert_eq!(peek.text().expect("a body"), "0");
     assert!(live_ids(&*archive).is_empty());
 }
+
+/// A memory archive that says every call may block, and answers `get_many` and
+/// `compare_and_swap` through async paths too (each future yields once before it runs, as a
+/// server's answer would), counting which path each took. `lose_swap_answer` makes the next
+/// async swap land and then answer an error, as a reply lost on the way back would.
+#[derive(Default)]
+struct AsyncPaths {
+    inner: Arc<MemoryArchive>,
+    blocking_reads: std::sync::atomic::AtomicUsize,
+    blocking_swaps: std::sync::atomic::AtomicUsize,
+    async_reads: std::sync::atomic::AtomicUsize,
+    async_swaps: std::sync::atomic::AtomicUsize,
+    lose_swap_answer: AtomicBool,
+}
+
+impl AsyncPaths {
+    fn counts(&self) -> [usize; 4] {
+        [
+            &self.blocking_reads,
+            &self.blocking_swaps,
+            &self.async_reads,
+            &self.async_swaps,
+        ]
+        .map(|count| count.load(Ordering::SeqCst))
+    }
+}
+
+impl Archive for AsyncPaths {
+    fn get(&self, domain: &str, key: &str) -> session_archive::Result<Option<Vec<u8>>> {
+        self.inner.get(domain, key)
+    }
+    fn set(&self, domain: &str, key: &str, value: &[u8]) -> session_archive::Result<()> {
+        self.inner.set(domain, key, value)
+    }
+    fn has(&self, domain: &str, key: &str) -> session_archive::Result<bool> {
+        self.inner.has(domain, key)
+    }
+    fn remove(&self, domain: &str, key: &str) -> session_archive::Result<bool> {
+        self.inner.remove(domain, key)
+    }
+    fn has_domain(&self, domain: &str) -> session_archive::Result<bool> {
+        self.inner.has_domain(domain)
+    }
+    fn remove_domain(&self, domain: &str) -> session_archive::Result<bool> {
+        self.inner.remove_domain(domain)
+    }
+    fn compare_and_swap(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> session_archive::Result<bool> {
+        self.blocking_swaps.fetch_add(1, Ordering::SeqCst);
+        self.inner.compare_and_swap(domain, key, expected, new)
+    }
+    fn compare_and_swap_many(
+        &self,
+        domain: &str,
+        swaps: &[session_archive::archive::Swap<'_>],
+    ) -> session_archive::Result<bool> {
+        self.inner.compare_and_swap_many(domain, swaps)
+    }
+    fn get_many(
+        &self,
+        domain: &str,
+        keys: &[&str],
+    ) -> session_archive::Result<Vec<Option<Vec<u8>>>> {
+        self.blocking_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_many(domain, keys)
+    }
+    fn get_many_async(
+        &self,
+        domain: &str,
+        keys: &[&str],
+    ) -> Option<session_archive::archive::GetManyFuture> {
+        self.async_reads.fetch_add(1, Ordering::SeqCst);
+        let (inner, domain) = (Arc::clone(&self.inner), domain.to_owned());
+        let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        Some(Box::pin(async move {
+            tokio::task::yield_now().await;
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            inner.get_many(&domain, &keys)
+        }))
+    }
+    fn compare_and_swap_async(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Option<session_archive::archive::SwapFuture> {
+        self.async_swaps.fetch_add(1, Ordering::SeqCst);
+        let (inner, domain, key) = (Arc::clone(&self.inner), domain.to_owned(), key.to_owned());
+        let (expected, new) = (expected.map(<[u8]>::to_vec), new.map(<[u8]>::to_vec));
+        let lose = self.lose_swap_answer.swap(false, Ordering::SeqCst);
+        Some(Box::pin(async move {
+            tokio::task::yield_now().await;
+            let swapped =
+                inner.compare_and_swap(&domain, &key, expected.as_deref(), new.as_deref())?;
+            if lose {
+                return Err(Error::Backend {
+                    backend: "test",
+                    operation: "compare and swap",
+                    source: "the answer was lost".into(),
+                });
+            }
+            Ok(swapped)
+        }))
+    }
+    fn list_domains(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> session_archive::Result<session_archive::Page> {
+        self.inner.list_domains(cursor, limit)
+    }
+    fn list_keys(
+        &self,
+        domain: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> session_archive::Result<session_archive::Page> {
+        self.inner.list_keys(domain, cursor, limit)
+    }
+}
+
+/// The routes over a fresh [`AsyncPaths`] archive, served.
+fn serve_async_paths() -> (Arc<AsyncPaths>, Server) {
+    let archive = Arc::new(AsyncPaths::default());
+    let sessions = Sessions::builder(Arc::clone(&archive))
+        .secure(false)
+        .build();
+    let server = Server::start(routes().layer(SessionLayer::new(sessions)));
+    (archive, server)
+}
+
+/// On an archive with async paths, a request that resumes a session and updates it reads and
+/// swaps through them: no blocking `get_many` or `compare_and_swap` at all. A lost answer of a
+/// swap that landed is read back, so the visit counts once.
+#[test]
+fn an_archive_with_async_paths_serves_an_update_without_blocking_calls() {
+    let (archive, server) = serve_async_paths();
+    let client = jar();
+    let visit = || {
+        client
+            .get(server.url("/count"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert_eq!(visit(), "1");
+    let before = archive.counts();
+    for n in 2..=5 {
+        assert_eq!(visit(), n.to_string());
+    }
+    let after = archive.counts();
+    assert_eq!(after[0] - before[0], 0, "blocking reads");
+    assert_eq!(after[1] - before[1], 0, "blocking swaps");
+    assert_eq!(after[2] - before[2], 4, "async reads");
+    assert_eq!(after[3] - before[3], 4, "async swaps");
+
+    archive.lose_swap_answer.store(true, Ordering::SeqCst);
+    assert_eq!(
+        visit(),
+        "6",
+        "a landed swap whose answer was lost counts once"
+    );
+    assert_eq!(visit(), "7");
+}
+
+/// On an archive with async paths, 64 updates of one session from 8 clients at once lose none: a swap
+/// from a stale guess fails and the update runs again the usual way.
+#[test]
+fn concurrent_updates_through_async_paths_lose_nothing() {
+    const CLIENTS: usize = 8;
+    const VISITS: usize = 8;
+    let (archive, server) = serve_async_paths();
+    let first = jar();
+    assert_eq!(
+        first
+            .get(server.url("/count"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "1"
+    );
+    let id = domains(&*archive.inner)
+        .into_iter()
+        .find(|domain| archive.inner.has(domain, STATE_KEY).unwrap())
+        .expect("the session");
+    std::thread::scope(|scope| {
+        for _ in 0..CLIENTS {
+            scope.spawn(|| {
+                let client = Client::new();
+                for _ in 0..VISITS {
+                    let answer = client
+                        .get(server.url("/count"))
+                        .header(COOKIE, format!("session-id={id}"))
+                        .send()
+                        .unwrap();
+                    assert_eq!(answer.status(), 200);
+                }
+            });
+        }
+    });
+    let stored = archive.inner.get(&id, STATE_KEY).unwrap().unwrap();
+    let visits: Visits = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(visits.visits, (CLIENTS * VISITS + 1) as u64);
+    assert!(archive.counts()[3] > 0, "the async swap was used");
+}

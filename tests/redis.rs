@@ -884,7 +884,7 @@ fn command_calls(url: &str) -> BTreeMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut control(url))
-        .unwrap();
+        .expect("INFO commandstats");
     info.lines()
         .filter_map(|line| {
             let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;

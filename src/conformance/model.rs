@@ -481,6 +481,25 @@ fn archive_swap_each(
     archive.compare_and_swap_each(&groups)
 }
 
+/// [`Op::CompareAndSwapMany`] on the archive.
+fn archive_swap_many(archive: &dyn Archive, d: &str, swaps: &[OwnedSwap]) -> crate::Result<bool> {
+    let swaps: Vec<Swap<'_>> = swaps
+        .iter()
+        .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
+        .collect();
+    archive.compare_and_swap_many(d, &swaps)
+}
+
+/// [`Op::GetMany`] on the archive.
+fn archive_get_many(
+    archive: &dyn Archive,
+    d: &str,
+    keys: &[String],
+) -> crate::error::Result<Vec<Option<Vec<u8>>>> {
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    archive.get_many(d, &keys)
+}
+
 /// [`Op::GetEach`] on the archive.
 fn archive_get_each(
     archive: &dyn Archive,
@@ -572,19 +591,10 @@ pub(super) fn apply_to_archive(
             let change = Box::new(move |current: Option<&[u8]>| Ok(edit.apply(current)));
             format!("{:?}", archive.update(d, k, change)?)
         }
-        Op::CompareAndSwapMany(d, swaps) => {
-            let swaps: Vec<Swap<'_>> = swaps
-                .iter()
-                .map(|(k, expected, new)| (k.as_str(), expected.as_deref(), new.as_deref()))
-                .collect();
-            format!("{}", archive.compare_and_swap_many(d, &swaps)?)
-        }
+        Op::CompareAndSwapMany(d, swaps) => format!("{}", archive_swap_many(archive, d, swaps)?),
         Op::CompareAndSwapEach(groups) => format!("{:?}", archive_swap_each(archive, groups)?),
         Op::GetEach(entries) => format!("{:?}", archive_get_each(archive, entries)?),
-        Op::GetMany(d, keys) => {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            format!("{:?}", archive.get_many(d, &keys)?)
-        }
+        Op::GetMany(d, keys) => format!("{:?}", archive_get_many(archive, d, keys)?),
     })
 }
 

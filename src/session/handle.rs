@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 #[cfg(feature = "axum")]
 mod later;
 
+#[cfg(feature = "axum")]
+pub(crate) use later::SwapOutcome;
+
 /// Where a session stands, as far as this handle knows.
 #[derive(Debug)]
 enum Phase {

@@ -695,6 +695,36 @@ impl Sessions {
         Ok(Ok(self.new_session(initial)))
     }
 
+    /// The read of a start of the session `id` names (a valid id), as a future that needs no
+    /// thread, where the archive has one (see [`Archive::get_many_async`]); the axum layer
+    /// awaits it, then starts the session from it with [`start_prefetched`](Self::start_prefetched).
+    #[cfg(feature = "axum")]
+    pub(crate) fn prefetch(&self, id: Option<&str>) -> Option<(SessionId, super::store::Prefetch)> {
+        let id = id.and_then(SessionId::parse)?;
+        let prefetch = self.inner.store.prefetch(&id)?;
+        Some((id, prefetch))
+    }
+
+    /// [`start_without_writing`](Self::start_without_writing) of the session `id` from the
+    /// values of a [`prefetch`](Self::prefetch) taken when this process's writes of it stood at
+    /// `writes`.
+    #[cfg(feature = "axum")]
+    pub(crate) fn start_prefetched<T>(
+        &self,
+        id: SessionId,
+        read: (u32, Vec<Option<Vec<u8>>>),
+        initial: T,
+    ) -> Result<std::result::Result<Session<T>, T>>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        Ok(match self.resume_from(id, Some(read), false)? {
+            Opened::Found(session) => Ok(session),
+            Opened::MustWrite => Err(initial),
+            Opened::Unknown => Ok(self.new_session(initial)),
+        })
+    }
+
     /// Says which of this archive's calls may block; see [`Archive::blocking`]. A web layer asks
     /// it to decide which session calls to run on a blocking thread.
     ///
@@ -773,10 +803,20 @@ impl Sessions {
         id: SessionId,
         may_write: bool,
     ) -> Result<Opened<Session<T>>> {
+        self.resume_from(id, None, may_write)
+    }
+
+    /// [`resume`](Self::resume) from values already read (see `Store::start`).
+    fn resume_from<T: DeserializeOwned>(
+        &self,
+        id: SessionId,
+        read: Option<(u32, Vec<Option<Vec<u8>>>)>,
+        may_write: bool,
+    ) -> Result<Opened<Session<T>>> {
         let shared = &*self.inner;
         let store = &shared.store;
         let set_aside = shared.config.on_corrupt == OnCorrupt::StartFresh;
-        let opened = store.start(&id, may_write, set_aside, |bytes| decode(&id, bytes))?;
+        let opened = store.start(&id, read, may_write, set_aside, |bytes| decode(&id, bytes))?;
         let limit = shared.config.max_state_size;
         Ok(opened.map(|started| Session::resumed(Arc::clone(store), limit, id, started)))
     }

@@ -49,7 +49,7 @@ mod later;
 mod regenerate;
 
 #[cfg(feature = "axum")]
-pub(crate) use later::StateWritten;
+pub(crate) use later::{Prefetch, StateWritten};
 pub(crate) use regenerate::Moving;
 
 /// How often a fresh id is drawn when the one drawn already exists. With 122 random bits a
@@ -85,6 +85,12 @@ pub(crate) struct Store {
     /// Serializes this process's updates of one session (by a hash of its id, so unrelated
     /// sessions rarely share one): see [`UpdateTurn`].
     update_locks: Box<[Stripe]>,
+    /// Whether the archive has answered an async read (see `Store::has_async_paths`).
+    #[cfg_attr(
+        not(feature = "axum"),
+        allow(dead_code, reason = "read by the axum layer")
+    )]
+    async_paths: AtomicBool,
     /// With ids hashed at rest, a store over the same archive that does not hash: see
     /// [`for_stored`](Self::for_stored).
     plain: std::sync::OnceLock<Box<Store>>,
@@ -158,6 +164,7 @@ impl Store {
             index_width: AtomicU64::new(0),
             settings_recorded: AtomicBool::new(false),
             update_locks: (0..UPDATE_LOCKS).map(|_| Stripe::default()).collect(),
+            async_paths: AtomicBool::new(false),
             plain: std::sync::OnceLock::new(),
         }
     }
@@ -262,6 +269,16 @@ impl Store {
     /// state as far as this process knows while it is `n`.
     pub(crate) fn writes(&self, id: &SessionId) -> u32 {
         self.stripe(id).writes.load(Ordering::Acquire)
+    }
+
+    /// Counts a write of `id`'s state by this process, which stored `bytes`, and returns the
+    /// guess for the writer's next swap (see [`Guess`]).
+    pub(crate) fn swapped(&self, id: &SessionId, bytes: Vec<u8>) -> Guess {
+        let writes = self.stripe(id).writes.fetch_add(1, Ordering::AcqRel);
+        Guess {
+            bytes,
+            writes: writes.wrapping_add(1),
+        }
     }
 
     /// The stripe of `id`: a hash of it picks one, so unrelated sessions rarely share one.
@@ -543,10 +560,15 @@ impl Store {
     fn open(
         &self,
         id: &SessionId,
+        read: Option<Vec<Option<Vec<u8>>>>,
         now: u64,
         may_write: bool,
     ) -> Result<Opened<(Vec<u8>, Option<Stamp>)>> {
-        let (stamp, state) = self.read_pair(id)?;
+        let read = match read {
+            Some(values) => values,
+            None => self.archive.get_many(id.as_str(), &[META_KEY, STATE_KEY])?,
+        };
+        let (stamp, state) = pair(id, read)?;
         let Stored::State(bytes) = state else {
             return Ok(Opened::Unknown);
         };
@@ -567,29 +589,6 @@ impl Store {
         Ok(Opened::Found((bytes, stamp)))
     }
 
-    /// Reads a session's record and state as one pair, in one
-    /// [`Archive::get_many`] (one round trip, on a server): a write that changes the binding
-    /// swaps the record and the state at once, so the state read was stored with the record's
-    /// binding (or, by a write of the state alone, kept it). A destroy removes the state before
-    /// the record, so a state found with no record is one stored without (the original
-    /// framework's), not one half-way through a destroy.
-    fn read_pair(&self, id: &SessionId) -> Result<(Option<Stamp>, Stored)> {
-        let mut values = self
-            .archive
-            .get_many(id.as_str(), &[META_KEY, STATE_KEY])?
-            .into_iter();
-        let (Some(record), Some(state), None) = (values.next(), values.next(), values.next())
-        else {
-            return Err(Error::Backend {
-                backend: "sessions",
-                operation: "read a session's record and state together",
-                source: "the archive's get_many answered another number of values than keys".into(),
-            });
-        };
-        let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose()?;
-        Ok((stamp, Stored::from(state)))
-    }
-
     /// Copies an undecodable state into [`CORRUPT_DOMAIN`], then retires the id by swapping that
     /// state for nothing. Returns whether it retired the id; not when another write replaced the
     /// bytes meanwhile, which leaves the session to the caller's ordinary error.
@@ -608,14 +607,17 @@ impl Store {
         Ok(true)
     }
 
-    /// Starts the stored session `id`: reads it (see [`open`](Self::open)), decodes its state
-    /// with `decode`, and refreshes its record when due (see [`resume_touch`](Self::resume_touch)).
+    /// Starts the stored session `id`: reads it (see [`open`](Self::open)), or takes `read`, the
+    /// values of a [`prefetch`](Self::prefetch) with the count of this process's writes taken
+    /// before it; decodes its state with `decode`, and refreshes its record when due (see
+    /// [`resume_touch`](Self::resume_touch)).
     /// With `may_write` false it writes nothing, and answers [`Opened::MustWrite`] where it
     /// would have written. With `set_aside_corrupt`, a state that does not decode is set aside
     /// (see [`set_aside`](Self::set_aside)) and the session is unknown, instead of the error.
     pub(crate) fn start<S>(
         &self,
         id: &SessionId,
+        read: Option<(u32, Vec<Option<Vec<u8>>>)>,
         may_write: bool,
         set_aside_corrupt: bool,
         decode: impl FnOnce(&[u8]) -> Result<S>,
@@ -623,8 +625,11 @@ impl Store {
         let now = self.now();
         // Read before the session is, so that a write of this process landing in between
         // makes the guess stale.
-        let writes = self.writes(id);
-        let opened = match self.open(id, now, may_write) {
+        let (writes, read) = match read {
+            Some((writes, values)) => (writes, Some(values)),
+            None => (self.writes(id), None),
+        };
+        let opened = match self.open(id, read, now, may_write) {
             Err(err @ Error::CorruptSession { .. }) if set_aside_corrupt => {
                 return self.retire_corrupt(id, may_write, now, err);
             }
@@ -840,14 +845,10 @@ impl Store {
         guess: Option<Guess>,
         mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
     ) -> Result<Option<(Guess, R)>> {
-        let stripe = self.stripe(id);
         let mut guess = guess
             .filter(|guess| self.guesses() && guess.writes == self.writes(id))
             .map(|guess| guess.bytes);
-        let wrote = |bytes: Vec<u8>| Guess {
-            bytes,
-            writes: stripe.writes.fetch_add(1, Ordering::AcqRel).wrapping_add(1),
-        };
+        let wrote = |bytes: Vec<u8>| self.swapped(id, bytes);
         loop {
             let guessed = guess.is_some();
             let current = match guess.take() {
@@ -1260,4 +1261,23 @@ impl Judge for Sweeping<'_> {
         }
         Ok(removed)
     }
+}
+
+/// A session's record and state from the values of one [`Archive::get_many`] of its
+/// [`META_KEY`] and [`STATE_KEY`], in that order: a write that changes the binding swaps the
+/// record and the state at once, so the state read was stored with the record's binding (or, by
+/// a write of the state alone, kept it). A destroy removes the state before the record, so a
+/// state found with no record is one stored without (the original framework's), not one
+/// half-way through a destroy.
+fn pair(id: &SessionId, values: Vec<Option<Vec<u8>>>) -> Result<(Option<Stamp>, Stored)> {
+    let mut values = values.into_iter();
+    let (Some(record), Some(state), None) = (values.next(), values.next(), values.next()) else {
+        return Err(Error::Backend {
+            backend: "sessions",
+            operation: "read a session's record and state together",
+            source: "the archive's get_many answered another number of values than keys".into(),
+        });
+    };
+    let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose()?;
+    Ok((stamp, Stored::from(state)))
 }

@@ -1,12 +1,16 @@
 //! The async half of an update, for the axum layer: the checks and the update queued through
-//! [`Archive::update_async`](crate::archive::Archive::update_async), then, once the write is
-//! done, the handle's end of it, so that no thread waits for a commit.
+//! [`Archive::update_async`](crate::archive::Archive::update_async), or its one swap sent
+//! through [`Archive::compare_and_swap_async`](crate::archive::Archive::compare_and_swap_async),
+//! then, once the write is done, the handle's end of it, so that no thread waits for a commit
+//! or a server.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Phase, Recorded, Session};
-use crate::error::Result;
+use super::{Applied, Phase, Recorded, Session, apply};
+use crate::archive::SwapFuture;
+use crate::error::{Error, Result};
+use crate::session::layout::Stored;
 use crate::session::store::StateWritten;
 
 impl<T: Serialize + DeserializeOwned> Session<T> {
@@ -72,4 +76,128 @@ impl<T, R> Later<T, R> {
     ) -> std::task::Poll<Result<bool>> {
         self.written.as_mut().poll(cx)
     }
+}
+
+impl<T: Serialize + DeserializeOwned> Session<T> {
+    /// The first half of [`update`](Self::update) as one swap of the state from the handle's
+    /// guess (see `Store::swap_state`), sent through the archive's async path: `change` is
+    /// applied to the guess here, and the swap's future comes back. Only where nothing else
+    /// would read or write: `change` comes back, for `update`, when the session is not stored
+    /// yet, has no timestamps, has a binding to store, has timestamps that are expired or due
+    /// for a rewrite, or the handle's guess is missing or stale, when `change` fails on the
+    /// guess (the usual path then reports it), or when the archive has no async swap. Finish
+    /// with [`finish_swap_later`](Self::finish_swap_later).
+    pub(crate) fn swap_later<R, C>(
+        &mut self,
+        mut change: C,
+    ) -> std::result::Result<SwapLater<T, R, C>, C>
+    where
+        C: FnMut(&mut T) -> R,
+    {
+        let now = self.store.now();
+        let (Phase::Live(Some(stamp)), Some(guess)) = (&self.phase, &self.stored) else {
+            return Err(change);
+        };
+        if !self.store.has_async_paths() {
+            return Err(change);
+        }
+        if self.rebind.is_some()
+            || self.store.is_expired(stamp.meta, now)
+            || self.store.touch_due(Some(stamp), now)
+        {
+            return Err(change);
+        }
+        let Ok((bytes, applied)) = apply(&self.id, self.max_state_size, &guess.bytes, &mut change)
+        else {
+            return Err(change);
+        };
+        let Some(swap) = self.store.swap_async(&self.id, guess, &bytes) else {
+            return Err(change);
+        };
+        Ok(SwapLater {
+            swap: Some(swap),
+            bytes,
+            applied,
+            change,
+        })
+    }
+
+    /// The second half of an update begun with [`swap_later`](Self::swap_later), once its swap
+    /// answered `swapped`. As `update` ends, without the timestamps' rewrite that
+    /// `swap_later` found not due.
+    pub(crate) fn finish_swap_later<R, C>(
+        &mut self,
+        later: SwapLater<T, R, C>,
+        swapped: Result<bool>,
+    ) -> SwapOutcome<T, R, C> {
+        let SwapLater {
+            bytes,
+            applied,
+            change,
+            ..
+        } = later;
+        match swapped {
+            Ok(true) => SwapOutcome::Done(self.swap_landed(bytes, applied)),
+            // Another write came first: the usual update reads it and applies `change` again.
+            Ok(false) => {
+                self.stored = None;
+                SwapOutcome::Again(change)
+            }
+            Err(err) => SwapOutcome::Unknown(Unsettled { bytes, applied }, err),
+        }
+    }
+
+    /// Settles a swap whose answer was an error, where a read may block: the swap may have
+    /// landed and its answer been lost, which the bytes found tell (as `Store::swap_state`
+    /// reads back). `Ok` when they are the ones the swap stored; otherwise the swap's error.
+    pub(crate) fn settle_swap<R>(&mut self, unsettled: Unsettled<T, R>, err: Error) -> Result<R> {
+        self.stored = None;
+        match self.store.read_state(&self.id) {
+            Ok(Stored::State(stored)) if stored == unsettled.bytes => {
+                Ok(self.swap_landed(unsettled.bytes, unsettled.applied))
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Makes a landed swap's result the handle's state.
+    fn swap_landed<R>(&mut self, bytes: Vec<u8>, applied: Applied<T, R>) -> R {
+        self.stored = Some(self.store.swapped(&self.id, bytes));
+        self.state = applied.state;
+        self.dirty = false;
+        applied.result
+    }
+}
+
+/// An update begun by [`Session::swap_later`]: await its swap (taken with
+/// [`take_swap`](Self::take_swap)), then hand both to [`Session::finish_swap_later`].
+pub(crate) struct SwapLater<T, R, C> {
+    swap: Option<SwapFuture>,
+    bytes: Vec<u8>,
+    applied: Applied<T, R>,
+    change: C,
+}
+
+impl<T, R, C> SwapLater<T, R, C> {
+    /// The swap's future, once.
+    pub(crate) fn take_swap(&mut self) -> Option<SwapFuture> {
+        self.swap.take()
+    }
+}
+
+/// What became of an update begun by [`Session::swap_later`].
+pub(crate) enum SwapOutcome<T, R, C> {
+    /// It is stored; what the change returned.
+    Done(R),
+    /// Another write landed first: run the update the usual way with the change.
+    Again(C),
+    /// The swap failed in a way that does not tell whether it landed: settle it with
+    /// [`Session::settle_swap`] where a read may block.
+    Unknown(Unsettled<T, R>, Error),
+}
+
+/// A swap whose outcome is unknown: what it stored if it landed.
+pub(crate) struct Unsettled<T, R> {
+    bytes: Vec<u8>,
+    applied: Applied<T, R>,
 }

@@ -2,12 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 
-use super::{Store, state_change};
-use crate::archive::Archive;
+use super::{Guess, Store, state_change};
+use crate::archive::{Archive, GetManyFuture, SwapFuture};
 use crate::error::Result;
 use crate::session::id::SessionId;
-use crate::session::layout::{STATE_KEY, is_state};
+use crate::session::layout::{META_KEY, STATE_KEY, is_state};
 
 /// The future of [`Store::update_state_async`]: whether a state was there to replace.
 pub(crate) type StateWritten = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
@@ -26,4 +27,48 @@ impl Store {
             .update_async(id.as_str(), STATE_KEY, state_change(next));
         Box::pin(async move { Ok(written.await?.as_deref().is_some_and(is_state)) })
     }
+
+    /// The read of a start, `id`'s record and state, as a future that needs no thread (see
+    /// [`Archive::get_many_async`]), with [`writes`](Self::writes) as it was before the read;
+    /// `None` where the archive has no such path. Its values go to [`start`](Self::start).
+    pub(crate) fn prefetch(&self, id: &SessionId) -> Option<Prefetch> {
+        let writes = self.writes(id);
+        let read = self
+            .archive
+            .get_many_async(id.as_str(), &[META_KEY, STATE_KEY])?;
+        self.async_paths.store(true, Ordering::Relaxed);
+        Some(Prefetch { writes, read })
+    }
+
+    /// The swap of `id`'s state from `guess` to `bytes`, as a future that needs no thread (see
+    /// [`Archive::compare_and_swap_async`]); `None` where the archive has no such path, or the
+    /// guess is stale by this process's writes (see [`swap_state`](Self::swap_state)). Once it
+    /// answers `true`, [`swapped`](Self::swapped) makes the next guess.
+    pub(crate) fn swap_async(
+        &self,
+        id: &SessionId,
+        guess: &Guess,
+        bytes: &[u8],
+    ) -> Option<SwapFuture> {
+        if guess.writes != self.writes(id) {
+            return None;
+        }
+        self.archive
+            .compare_and_swap_async(id.as_str(), STATE_KEY, Some(&guess.bytes), Some(bytes))
+    }
+}
+
+impl Store {
+    /// Whether the archive answered a [`prefetch`](Self::prefetch) with an async read: then it
+    /// has an async swap too (the two come together, as `Archive::get_many_async` asks), and
+    /// an update may run its change before it knows that the swap goes that way.
+    pub(crate) fn has_async_paths(&self) -> bool {
+        self.async_paths.load(Ordering::Relaxed)
+    }
+}
+
+/// The read of [`Store::prefetch`].
+pub(crate) struct Prefetch {
+    pub(crate) writes: u32,
+    pub(crate) read: GetManyFuture,
 }
