@@ -5,7 +5,8 @@
 //! sweep's wall time, its commits ([`RedbArchive::commit_stats`]) and every archive call it made,
 //! timed from its start to the next call's.
 //!
-//! Run `cargo bench --bench sweep_profile` (`SWEEP_ROUNDS=n` for other than 5 rounds). Under
+//! Run `cargo bench --bench sweep_profile` (`SWEEP_ROUNDS=n` for other than 5 rounds,
+//! `SWEEP_CACHE_MIB=n` for a redb cache of other than the default 64 MiB). Under
 //! `strace -f -T -e trace=pwrite64,fdatasync,write` the lines `sweep: start` and `sweep: end`
 //! on stderr bracket each sweep's system calls.
 
@@ -47,7 +48,14 @@ fn main() {
         .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
     let clock =
         ManualClock::new(resume.map_or_else(SystemTime::now, |at| at.max(SystemTime::now())));
-    let redb = Arc::new(RedbArchive::open(&path).expect("open the 1M archive"));
+    let mut builder = RedbArchive::builder();
+    if let Some(mib) = std::env::var("SWEEP_CACHE_MIB")
+        .ok()
+        .and_then(|mib| mib.parse::<usize>().ok())
+    {
+        builder = builder.cache_size(mib << 20);
+    }
+    let redb = Arc::new(builder.open(&path).expect("open the 1M archive"));
     let log: Log = Arc::new(Mutex::new(None));
     let hook_log = Arc::clone(&log);
     let hooked = Hooked::new(Arc::clone(&redb), move |call| {
