@@ -1640,6 +1640,39 @@ mod tests {
         assert_eq!(archive.listed_domain(b"other/{d}"), None);
     }
 
+    /// The async calls are offered on one server only, and the swap not with `replicas_ack`,
+    /// whose `WAIT` would hold up the shared connection; names are checked however they answer.
+    #[test]
+    fn async_calls_are_offered_on_one_server_without_replicas_ack() {
+        let single = offline(&["app"], false).remove(0);
+        assert!(single.get_many_async("d", &["k"]).is_some());
+        assert!(
+            single
+                .compare_and_swap_async("d", "k", None, None)
+                .is_some()
+        );
+        let acked = RedisArchive::builder("redis://127.0.0.1/")
+            .replicas_ack(Some((1, Duration::from_millis(10))))
+            .build()
+            .unwrap();
+        assert!(acked.get_many_async("d", &["k"]).is_some());
+        assert!(acked.compare_and_swap_async("d", "k", None, None).is_none());
+        let cluster = RedisArchive::cluster(["redis://127.0.0.1:1"])
+            .build()
+            .unwrap();
+        let sentinel = RedisArchive::sentinel("m", ["redis://127.0.0.1:1"])
+            .build()
+            .unwrap();
+        for archive in [cluster, sentinel] {
+            assert!(archive.get_many_async("d", &["k"]).is_none());
+            assert!(
+                archive
+                    .compare_and_swap_async("d", "k", None, None)
+                    .is_none()
+            );
+        }
+    }
+
     #[test]
     fn glob_characters_are_escaped() {
         assert_eq!(escape_glob("app:"), "app:");

@@ -177,11 +177,15 @@ impl Multiplexed {
     /// replaced it already), so that the next call connects again. A timeout leaves it: the
     /// multiplexed connection discards the late answer and stays in step.
     async fn judge(&self, lease: &Lease, err: &RedisError) -> bool {
-        let broken =
-            err.is_connection_dropped() || err.is_connection_refusal() || err.is_unrecoverable_error();
+        let broken = err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error();
         if broken {
             let mut current = self.current.lock().await;
-            if current.as_ref().is_some_and(|c| c.generation == lease.generation) {
+            if current
+                .as_ref()
+                .is_some_and(|c| c.generation == lease.generation)
+            {
                 *current = None;
             }
         }
