@@ -241,7 +241,7 @@ impl App {
                 let config = Config::from_url(&redis_url()).expect("a Redis URL");
                 let pool = Pool::new(config, None, None, None, 6).expect("a fred pool");
                 runtime.block_on(async {
-                    let _ = pool.connect();
+                    drop(pool.connect());
                     pool.wait_for_connect().await.expect("fred connects");
                 });
                 let store = tower_sessions_redis_store::RedisStore::new(pool);

@@ -884,7 +884,7 @@ fn command_calls(url: &str) -> BTreeMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut control(url))
-        .unwrap();
+        .expect("INFO commandstats");
     info.lines()
         .filter_map(|line| {
             let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
@@ -1236,10 +1236,10 @@ fn connected_clients(url: &str) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("clients")
         .query(&mut control(url))
-        .unwrap();
+        .expect("INFO clients");
     info.lines()
         .find_map(|line| line.strip_prefix("connected_clients:")?.trim().parse().ok())
-        .unwrap()
+        .expect("INFO clients counts the connected clients")
 }
 
 /// Many tasks at once share one connection, and their swaps lose no update.

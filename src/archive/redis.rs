@@ -588,6 +588,7 @@ impl RedisArchiveBuilder {
                 client.clone(),
                 self.connect_timeout,
                 self.response_timeout,
+                Script::new(COMPARE_AND_SWAP),
             ))),
             Servers::Cluster(_) | Servers::Sentinel(_) => None,
         }

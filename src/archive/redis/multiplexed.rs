@@ -18,7 +18,6 @@ use ::redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, RedisRe
 use tokio::runtime::{Handle, Id};
 use tokio::sync::Mutex;
 
-use super::COMPARE_AND_SWAP;
 use super::connection::backend;
 use crate::archive::{GetManyFuture, SwapFuture};
 use crate::error::Result;
@@ -50,11 +49,12 @@ struct Lease {
 impl Multiplexed {
     /// The connection to `client`'s server, unconnected; `connect_timeout` bounds the TCP connect
     /// and handshake of each new connection, `response_timeout` each command's answer (`None`:
-    /// no limit).
+    /// no limit). `compare_and_swap` is the script of the blocking `compare_and_swap`.
     pub(super) fn new(
         client: Client,
         connect_timeout: Option<Duration>,
         response_timeout: Option<Duration>,
+        compare_and_swap: Script,
     ) -> Multiplexed {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(connect_timeout)
@@ -62,7 +62,7 @@ impl Multiplexed {
         Multiplexed {
             client,
             config,
-            compare_and_swap: Script::new(COMPARE_AND_SWAP),
+            compare_and_swap,
             current: Mutex::new(None),
         }
     }
