@@ -39,3 +39,22 @@ fn debug_shows_counts_not_contents() {
     let debug = format!("{archive:?}");
     assert_eq!(debug, "MemoryArchive { domains: 1, keys: 2 }");
 }
+
+/// Memory answers at once, so it offers no async path of its own, directly or behind a pointer.
+#[test]
+fn memory_has_no_async_calls() {
+    let archive = MemoryArchive::new();
+    assert!(archive.get_many_async("d", &["k"]).is_none());
+    assert!(
+        archive
+            .compare_and_swap_async("d", "k", None, Some(b"v"))
+            .is_none()
+    );
+    let shared: Arc<dyn Archive> = Arc::new(MemoryArchive::new());
+    assert!(shared.get_many_async("d", &["k"]).is_none());
+    assert!(
+        shared
+            .compare_and_swap_async("d", "k", None, Some(b"v"))
+            .is_none()
+    );
+}

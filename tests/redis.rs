@@ -957,3 +957,337 @@ fn a_read_modify_write_request_costs_two_round_trips() {
     );
     assert_eq!(*sessions.start(Some(&id), 0_u64).unwrap(), 2 * REQUESTS + 1);
 }
+
+/// Awaits an async call that the archive must offer.
+async fn get_many_async(
+    archive: &RedisArchive,
+    domain: &str,
+    keys: &[&str],
+) -> session_archive::Result<Vec<Option<Vec<u8>>>> {
+    archive
+        .get_many_async(domain, keys)
+        .expect("one server offers get_many_async")
+        .await
+}
+
+/// Awaits an async swap that the archive must offer.
+async fn swap_async(
+    archive: &RedisArchive,
+    domain: &str,
+    key: &str,
+    expected: Option<&[u8]>,
+    new: Option<&[u8]>,
+) -> session_archive::Result<bool> {
+    archive
+        .compare_and_swap_async(domain, key, expected, new)
+        .expect("one server offers compare_and_swap_async")
+        .await
+}
+
+#[tokio::test]
+async fn async_calls_answer_as_the_blocking_ones_and_see_their_writes() {
+    let Some((_, archive)) = fresh() else { return };
+    archive.set("d", "a", b"1").unwrap();
+    archive.set("d", "b", b"").unwrap();
+    let keys = ["a", "absent", "b", "a"];
+    let read = get_many_async(&archive, "d", &keys).await.unwrap();
+    assert_eq!(read, archive.get_many("d", &keys).unwrap());
+    assert_eq!(
+        read,
+        [
+            Some(b"1".to_vec()),
+            None,
+            Some(Vec::new()),
+            Some(b"1".to_vec())
+        ]
+    );
+    assert_eq!(
+        get_many_async(&archive, "d", &[]).await.unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    assert_eq!(
+        get_many_async(&archive, "nowhere", &["a"]).await.unwrap(),
+        [None]
+    );
+
+    // A swap that matches writes what the blocking calls then read; one that does not, nothing.
+    assert!(
+        swap_async(&archive, "d", "a", Some(b"1"), Some(b"2"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(archive.get("d", "a").unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(
+        !swap_async(&archive, "d", "a", Some(b"1"), Some(b"3"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !swap_async(&archive, "d", "a", None, Some(b"3"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(archive.get("d", "a").unwrap().as_deref(), Some(&b"2"[..]));
+    assert!(
+        swap_async(&archive, "d", "new", None, Some(b"n"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        swap_async(&archive, "d", "b", Some(b""), None)
+            .await
+            .unwrap()
+    );
+    assert!(!archive.has("d", "b").unwrap());
+    // The empty value is a value, not absence.
+    assert!(
+        !swap_async(&archive, "d", "new", Some(b""), None)
+            .await
+            .unwrap()
+    );
+
+    // What the blocking calls write, the async read sees.
+    archive.set("d", "a", b"blocking").unwrap();
+    assert!(
+        archive
+            .compare_and_swap("d", "new", Some(b"n"), Some(b"m"))
+            .unwrap()
+    );
+    assert_eq!(
+        get_many_async(&archive, "d", &["a", "new", "b"])
+            .await
+            .unwrap(),
+        [Some(b"blocking".to_vec()), Some(b"m".to_vec()), None]
+    );
+    // Removing the last key removes the domain, as the blocking swap does.
+    for key in ["a", "new"] {
+        let current = archive.get("d", key).unwrap();
+        assert!(
+            swap_async(&archive, "d", key, current.as_deref(), None)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(!archive.has_domain("d").unwrap());
+}
+
+/// Bad names are refused before anything is sent: with the server stopped, the answer is still
+/// `InvalidName`, not a connection error.
+#[tokio::test]
+async fn async_calls_check_names_without_a_round_trip() {
+    let Some(mut server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let archive = open(&server.url(), "names");
+    server.stop();
+    for (domain, keys) in [("..", &["k"][..]), ("d", &["k", "a/b"][..]), ("", &[][..])] {
+        let err = get_many_async(&archive, domain, keys).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidName { .. }),
+            "{domain:?} {keys:?}: {err:?}"
+        );
+    }
+    for (domain, key) in [("..", "k"), ("d", "a/b"), ("d", "")] {
+        let err = swap_async(&archive, domain, key, None, Some(b"v"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidName { .. }),
+            "{domain:?} {key:?}: {err:?}"
+        );
+    }
+    // A valid name does reach for the server, and finds it gone.
+    let err = get_many_async(&archive, "d", &["k"]).await.unwrap_err();
+    assert!(redis_source(&err).is_connection_refusal(), "{err:?}");
+}
+
+/// An archive opened with no runtime about makes its async connection in the runtime that
+/// polls the first future, and a new one in a later runtime once the first is gone.
+#[test]
+fn async_calls_work_when_the_archive_was_opened_outside_any_runtime() {
+    let Some((_, archive)) = fresh() else { return };
+    archive.set("d", "k", b"v").unwrap();
+    for flavor in ["current thread", "multi thread", "current thread again"] {
+        let runtime = if flavor.starts_with("multi") {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        // The futures are made outside the runtime too; only polling needs it.
+        let read = archive.get_many_async("d", &["k"]).unwrap();
+        let swap = archive
+            .compare_and_swap_async("d", "k", Some(b"v"), Some(b"w"))
+            .unwrap();
+        let back = archive
+            .compare_and_swap_async("d", "k", Some(b"w"), Some(b"v"))
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(read.await.unwrap(), [Some(b"v".to_vec())], "{flavor}");
+            assert!(swap.await.unwrap(), "{flavor}");
+            assert!(back.await.unwrap(), "{flavor}");
+        });
+    }
+    // Polled outside any runtime, a future answers an error rather than panicking.
+    let outside = archive.get_many_async("d", &["k"]).unwrap();
+    let err = futures_lite_block_on(outside).unwrap_err();
+    redis_source(&err);
+}
+
+/// Polls `future` to its end on this thread, outside any tokio runtime.
+fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn async_calls_reconnect_after_a_server_restart() {
+    let Some(mut server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let archive = open(&server.url(), "app:");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert!(
+            swap_async(&archive, "d", "k", None, Some(b"1"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            get_many_async(&archive, "d", &["k"]).await.unwrap(),
+            [Some(b"1".to_vec())]
+        );
+    });
+
+    // While the server is down, calls fail with the RedisError as source; once it is back, the
+    // next call reconnects.
+    server.stop();
+    runtime.block_on(async {
+        let err = get_many_async(&archive, "d", &["k"]).await.unwrap_err();
+        redis_source(&err);
+        let err = swap_async(&archive, "d", "k", None, Some(b"1"))
+            .await
+            .unwrap_err();
+        redis_source(&err);
+    });
+    server.restart().unwrap();
+    runtime.block_on(async {
+        assert_eq!(get_many_async(&archive, "d", &["k"]).await.unwrap(), [None]);
+        assert!(
+            swap_async(&archive, "d", "k", None, Some(b"1"))
+                .await
+                .unwrap()
+        );
+    });
+
+    // A restart between two calls: the shared connection is dead. A read is sent again on a
+    // new connection, so it answers.
+    server.stop();
+    server.restart().unwrap();
+    runtime.block_on(async {
+        assert_eq!(get_many_async(&archive, "d", &["k"]).await.unwrap(), [None]);
+    });
+    // The swap is never sent twice: on a dead connection it fails, and the next one works,
+    // loading its script, which the new server has never seen.
+    server.stop();
+    server.restart().unwrap();
+    runtime.block_on(async {
+        if let Err(err) = swap_async(&archive, "d", "k", None, Some(b"1")).await {
+            redis_source(&err);
+        }
+        // Whether it landed or not, the next calls work (the read on the new connection).
+        let [current] = get_many_async(&archive, "d", &["k"])
+            .await
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert!(
+            swap_async(&archive, "d", "k", current.as_deref(), Some(b"2"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            swap_async(&archive, "d", "k", Some(b"2"), None)
+                .await
+                .unwrap()
+        );
+    });
+    // The blocking pool's connections died with the server: its first call may fail.
+    if let Err(err) = archive.has_domain("d") {
+        redis_source(&err);
+    }
+    assert!(!archive.has_domain("d").unwrap());
+}
+
+/// The connected clients the server counts.
+fn connected_clients(url: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut control(url))
+        .expect("INFO clients");
+    info.lines()
+        .find_map(|line| line.strip_prefix("connected_clients:")?.trim().parse().ok())
+        .expect("INFO clients counts the connected clients")
+}
+
+/// Many tasks at once share one connection, and their swaps lose no update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_async_swaps_share_one_connection_and_lose_no_update() {
+    const TASKS: usize = 32;
+    const INCREMENTS: usize = 10;
+    let Some(server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let url = server.url();
+    let archive = std::sync::Arc::new(open(&url, "count"));
+    // The pool's connection from `open`, and the control connection that counts.
+    let before = connected_clients(&url);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let archive = std::sync::Arc::clone(&archive);
+            tokio::spawn(async move {
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let [current] = get_many_async(&archive, "counter", &["n"])
+                            .await
+                            .unwrap()
+                            .try_into()
+                            .unwrap();
+                        let n: usize = current
+                            .as_deref()
+                            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                        let next = (n + 1).to_string();
+                        let new = Some(next.as_bytes());
+                        if swap_async(&archive, "counter", "n", current.as_deref(), new)
+                            .await
+                            .unwrap()
+                        {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = (TASKS * INCREMENTS).to_string();
+    assert_eq!(
+        archive.get("counter", "n").unwrap(),
+        Some(total.into_bytes())
+    );
+    assert_eq!(connected_clients(&url), before + 1, "one async connection");
+}

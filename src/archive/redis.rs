@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::cluster::ClusterClientBuilder;
@@ -13,12 +14,17 @@ use ::redis::{Client, RedisError, RedisResult, Script, ScriptInvocation};
 use parking_lot::Mutex;
 
 use self::connection::{Conn, Pool, Servers, backend};
-use crate::archive::{Archive, Page, Swap, SwapGroup, check_groups, check_keys, check_swaps};
+use self::multiplexed::Multiplexed;
+use crate::archive::{
+    Archive, GetManyFuture, Page, Swap, SwapFuture, SwapGroup, check_groups, check_keys,
+    check_swaps,
+};
 use crate::error::{Error, Result};
 use crate::name::{validate_domain, validate_entry};
 
 mod cluster;
 mod connection;
+mod multiplexed;
 
 /// How long opening a connection may take unless
 /// [`RedisArchiveBuilder::connect_timeout`] says otherwise: 5 seconds.
@@ -280,6 +286,20 @@ return {page[1], names}
 /// written a newer value (or a later expiry) that the copy would overwrite. So after a write's
 /// error, the write has been applied once or not at all.
 ///
+/// Besides the blocking pool, an archive on one server keeps one multiplexed async connection
+/// (the `redis` crate's `MultiplexedConnection`) for [`get_many_async`](Archive::get_many_async)
+/// and [`compare_and_swap_async`](Archive::compare_and_swap_async), the two calls of a web
+/// request, so that an async caller makes them without a blocking thread: every such call, from
+/// every task, shares the one connection. The archive may be opened outside any runtime: the
+/// connection is made on first use, in the tokio runtime that polls the future (polling one
+/// outside a tokio runtime is an [`Error::Backend`]), with the builder's connect and response
+/// timeouts. A call that finds it broken (the server restarted, say) fails, or for
+/// `get_many_async` is sent once more on a new connection, and the next call reconnects; the
+/// swap is never sent again, as above. The blocking and async calls reach the same server and
+/// see each other's writes. On a [cluster](#cluster), through Sentinel, and for the swap with
+/// [`replicas_ack`](RedisArchiveBuilder::replicas_ack) set, the two answer `None`, and callers
+/// use the blocking calls.
+///
 /// # Sessions over Redis
 ///
 /// App instances share their sessions when each builds its [`Sessions`](crate::Sessions) over a
@@ -303,6 +323,9 @@ return {page[1], names}
 /// ```
 pub struct RedisArchive {
     pool: Pool,
+    /// The multiplexed async connection of `get_many_async` and `compare_and_swap_async`, on
+    /// one server only (`None` on a cluster or through Sentinel).
+    multiplexed: Option<Arc<Multiplexed>>,
     /// Where the builder was pointed, for `Debug`.
     target: Target,
     prefix: String,
@@ -529,9 +552,11 @@ impl RedisArchiveBuilder {
             (false, false) => format!("{}{SEPARATOR}", self.prefix),
             (false, true) => format!("{}{SEPARATOR}{{", self.prefix),
         };
+        let servers = self.servers()?;
         Ok(RedisArchive {
+            multiplexed: self.multiplexed(&servers),
             pool: Pool {
-                servers: self.servers()?,
+                servers,
                 connect_timeout: self.connect_timeout,
                 response_timeout: self.response_timeout,
                 replicas_ack: self.replicas_ack,
@@ -553,6 +578,20 @@ impl RedisArchiveBuilder {
             batch_remove: Script::new(BATCH_REMOVE),
             batch_remove_domains: Script::new(BATCH_REMOVE_DOMAINS),
         })
+    }
+
+    /// The multiplexed async connection of one server, unconnected; `None` on a cluster or
+    /// through Sentinel, whose async calls answer `None`.
+    fn multiplexed(&self, servers: &Servers) -> Option<Arc<Multiplexed>> {
+        match servers {
+            Servers::Single(client) => Some(Arc::new(Multiplexed::new(
+                client.clone(),
+                self.connect_timeout,
+                self.response_timeout,
+                Script::new(COMPARE_AND_SWAP),
+            ))),
+            Servers::Cluster(_) | Servers::Sentinel(_) => None,
+        }
     }
 
     /// The clients of the target, with the timeouts on a cluster's.
@@ -1059,6 +1098,48 @@ impl Archive for RedisArchive {
         })
     }
 
+    /// One `HMGET`, as [`get_many`](Archive::get_many), on the archive's multiplexed async
+    /// connection: see [connections](RedisArchive#connections-and-failures). `None` on a cluster
+    /// or through Sentinel.
+    fn get_many_async(&self, domain: &str, keys: &[&str]) -> Option<GetManyFuture> {
+        let multiplexed = Arc::clone(self.multiplexed.as_ref()?);
+        if let Err(err) = check_keys(domain, keys) {
+            return Some(Box::pin(std::future::ready(Err(err))));
+        }
+        if keys.is_empty() {
+            return Some(Box::pin(std::future::ready(Ok(Vec::new()))));
+        }
+        let keys = keys.iter().map(|&key| key.to_owned()).collect();
+        Some(multiplexed.get_many(self.hash(domain), keys))
+    }
+
+    /// The script of [`compare_and_swap`](Archive::compare_and_swap), on the archive's
+    /// multiplexed async connection, sent once: see
+    /// [connections](RedisArchive#connections-and-failures). `None` on a cluster, through
+    /// Sentinel, and with [`replicas_ack`](RedisArchiveBuilder::replicas_ack) (whose `WAIT`
+    /// would hold up every other call on the shared connection).
+    fn compare_and_swap_async(
+        &self,
+        domain: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Option<SwapFuture> {
+        if self.pool.replicas_ack.is_some() {
+            return None;
+        }
+        let multiplexed = Arc::clone(self.multiplexed.as_ref()?);
+        if let Err(err) = validate_entry(domain, key) {
+            return Some(Box::pin(std::future::ready(Err(err))));
+        }
+        Some(multiplexed.compare_and_swap(
+            self.hash(domain),
+            key.to_owned(),
+            expected.map(<[u8]>::to_vec),
+            new.map(<[u8]>::to_vec),
+        ))
+    }
+
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
         let keep = |name: &[u8]| self.listed_domain(name);
         if matches!(self.pool.servers, Servers::Cluster(_)) {
@@ -1558,6 +1639,39 @@ mod tests {
         // Not this archive's: another prefix, or the one-server layout.
         assert_eq!(archive.listed_domain(b"app/d"), None);
         assert_eq!(archive.listed_domain(b"other/{d}"), None);
+    }
+
+    /// The async calls are offered on one server only, and the swap not with `replicas_ack`,
+    /// whose `WAIT` would hold up the shared connection; names are checked however they answer.
+    #[test]
+    fn async_calls_are_offered_on_one_server_without_replicas_ack() {
+        let single = offline(&["app"], false).remove(0);
+        assert!(single.get_many_async("d", &["k"]).is_some());
+        assert!(
+            single
+                .compare_and_swap_async("d", "k", None, None)
+                .is_some()
+        );
+        let acked = RedisArchive::builder("redis://127.0.0.1/")
+            .replicas_ack(Some((1, Duration::from_millis(10))))
+            .build()
+            .unwrap();
+        assert!(acked.get_many_async("d", &["k"]).is_some());
+        assert!(acked.compare_and_swap_async("d", "k", None, None).is_none());
+        let cluster = RedisArchive::cluster(["redis://127.0.0.1:1"])
+            .build()
+            .unwrap();
+        let sentinel = RedisArchive::sentinel("m", ["redis://127.0.0.1:1"])
+            .build()
+            .unwrap();
+        for archive in [cluster, sentinel] {
+            assert!(archive.get_many_async("d", &["k"]).is_none());
+            assert!(
+                archive
+                    .compare_and_swap_async("d", "k", None, None)
+                    .is_none()
+            );
+        }
     }
 
     #[test]
