@@ -820,6 +820,34 @@ impl Drop for Done<'_> {
 /// instant, so none may succeed on unequal values (which a torn swap would leave), and no
 /// increment is lost. A watcher checks the pair meanwhile with swaps that only compare.
 pub fn compare_and_swap_many_is_atomic_under_concurrency(archive: &dyn Archive) {
+    moving_pair_watched(archive, || {
+        let (x, y) = read_pair(archive);
+        let check = [
+            ("x", x.as_deref(), x.as_deref()),
+            ("y", y.as_deref(), y.as_deref()),
+        ];
+        if archive
+            .compare_and_swap_many("pair", &check)
+            .expect("a swap that only checks")
+        {
+            assert_eq!(x, y, "a check saw a torn pair");
+        }
+    });
+}
+
+/// `get_many` reads its keys at one moment: while threads move two counters together with
+/// `compare_and_swap_many`, a reader never sees them differ.
+pub fn get_many_sees_a_swap_whole(archive: &dyn Archive) {
+    moving_pair_watched(archive, || {
+        let pair = archive.get_many("pair", &["x", "y"]).expect("get_many");
+        assert_eq!(pair[0], pair[1], "get_many saw a torn pair");
+    });
+}
+
+/// Threads move the two counters of `pair` together, each by swaps that expect what they read,
+/// while `watch` runs again and again on another thread until they are done; then no increment
+/// may be lost, and the pair is removed.
+fn moving_pair_watched(archive: &dyn Archive, watch: impl Fn() + Sync) {
     const THREADS: u64 = 3;
     const INCREMENTS: u64 = 15;
     let done = AtomicU64::new(0);
@@ -835,17 +863,7 @@ pub fn compare_and_swap_many_is_atomic_under_concurrency(archive: &dyn Archive) 
         }
         scope.spawn(|| {
             while done.load(Ordering::SeqCst) < THREADS {
-                let (x, y) = read_pair(archive);
-                let check = [
-                    ("x", x.as_deref(), x.as_deref()),
-                    ("y", y.as_deref(), y.as_deref()),
-                ];
-                if archive
-                    .compare_and_swap_many("pair", &check)
-                    .expect("a swap that only checks")
-                {
-                    assert_eq!(x, y, "a check saw a torn pair");
-                }
+                watch();
                 std::thread::yield_now();
             }
         });
@@ -900,37 +918,6 @@ pub fn get_many_reads_each_key(archive: &dyn Archive) {
             .expect("remove_domains"),
         2
     );
-}
-
-/// `get_many` reads its keys at one moment: while threads move two counters together with
-/// `compare_and_swap_many`, a reader never sees them differ.
-pub fn get_many_sees_a_swap_whole(archive: &dyn Archive) {
-    const THREADS: u64 = 3;
-    const INCREMENTS: u64 = 15;
-    let done = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..THREADS {
-            scope.spawn(|| {
-                let _done = Done(&done);
-                for _ in 0..INCREMENTS {
-                    increment_pair(archive);
-                }
-            });
-        }
-        scope.spawn(|| {
-            while done.load(Ordering::SeqCst) < THREADS {
-                let pair = archive.get_many("pair", &["x", "y"]).expect("get_many");
-                assert_eq!(pair[0], pair[1], "get_many saw a torn pair");
-                std::thread::yield_now();
-            }
-        });
-    });
-    let total = Some((THREADS * INCREMENTS).to_le_bytes().to_vec());
-    assert_eq!(
-        archive.get_many("pair", &["x", "y"]).expect("get_many"),
-        [total.clone(), total]
-    );
-    assert!(archive.remove_domain("pair").expect("remove_domain"));
 }
 
 /// The two counters of [`compare_and_swap_many_is_atomic_under_concurrency`], as stored.
