@@ -11,6 +11,7 @@
 //! runtime share it. A call whose connection broke forgets it, and the next call reconnects.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
@@ -28,6 +29,9 @@ pub(super) struct Multiplexed {
     config: AsyncConnectionConfig,
     compare_and_swap: Script,
     current: Mutex<Option<Current>>,
+    /// How many connections were made: the next one's generation. Never reset, so that no two
+    /// connections share one, even after the current one was forgotten.
+    made: AtomicU64,
 }
 
 /// The connection in use, the runtime its driver runs on, and which connection it is (so that a
@@ -64,6 +68,7 @@ impl Multiplexed {
             config,
             compare_and_swap,
             current: Mutex::new(None),
+            made: AtomicU64::new(0),
         }
     }
 
@@ -160,7 +165,7 @@ impl Multiplexed {
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        let generation = current.as_ref().map_or(0, |c| c.generation.wrapping_add(1));
+        let generation = self.made.fetch_add(1, Ordering::Relaxed);
         *current = Some(Current {
             runtime,
             generation,
