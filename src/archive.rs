@@ -895,8 +895,8 @@ pub trait Archive: Send + Sync {
     ///
     /// The axum layer starts a session with it when it can, so that a request on Redis takes
     /// no blocking thread and no thread switch for its read. A backend that has it has
-    /// [`compare_and_swap_async`](Archive::compare_and_swap_async) too: the layer takes that
-    /// path for an update once a read went this way.
+    /// [`compare_and_swap_many_async`](Archive::compare_and_swap_many_async) too: the layer
+    /// takes that path for an update once a read went this way.
     ///
     /// # Examples
     ///
@@ -911,27 +911,22 @@ pub trait Archive: Send + Sync {
         None
     }
 
-    /// [`compare_and_swap`](Archive::compare_and_swap) as a future that waits without a thread
-    /// of its own, where the backend has one, as [`get_many_async`](Archive::get_many_async)
-    /// says; `None`, the default, for the others. Its outcome is the blocking call's, errors
-    /// included: after an error whose cause may have come after the server received the swap
-    /// (a lost reply), the swap may have landed.
+    /// [`compare_and_swap_many`](Archive::compare_and_swap_many) as a future that waits without
+    /// a thread of its own, where the backend has one, as
+    /// [`get_many_async`](Archive::get_many_async) says; `None`, the default, for the others.
+    /// Its outcome is the blocking call's, errors included: after an error whose cause may have
+    /// come after the server received the swap (a lost reply), the swap may have landed.
     ///
     /// # Examples
     ///
     /// ```
     /// use session_archive::{Archive, MemoryArchive};
     ///
-    /// assert!(MemoryArchive::new().compare_and_swap_async("d", "k", None, Some(b"v")).is_none());
+    /// let swaps = [("k", None, Some(&b"v"[..]))];
+    /// assert!(MemoryArchive::new().compare_and_swap_many_async("d", &swaps).is_none());
     /// ```
-    fn compare_and_swap_async(
-        &self,
-        domain: &str,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Option<SwapFuture> {
-        let _ = (domain, key, expected, new);
+    fn compare_and_swap_many_async(&self, domain: &str, swaps: &[Swap<'_>]) -> Option<SwapFuture> {
+        let _ = (domain, swaps);
         None
     }
 
@@ -1067,7 +1062,7 @@ pub type UpdateFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + S
 /// The future of an [`Archive::get_many_async`]: the values, as [`Archive::get_many`] answers.
 pub type GetManyFuture = Pin<Box<dyn Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send>>;
 
-/// The future of an [`Archive::compare_and_swap_async`]: whether the swap happened.
+/// The future of an [`Archive::compare_and_swap_many_async`]: whether the swap happened.
 pub type SwapFuture = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
 
 /// Which of an archive's calls may keep the calling thread waiting (on I/O, a lock held across
@@ -1202,14 +1197,12 @@ macro_rules! forward_archive {
             fn get_many_async(&self, domain: &str, keys: &[&str]) -> Option<GetManyFuture> {
                 (**self).get_many_async(domain, keys)
             }
-            fn compare_and_swap_async(
+            fn compare_and_swap_many_async(
                 &self,
                 domain: &str,
-                key: &str,
-                expected: Option<&[u8]>,
-                new: Option<&[u8]>,
+                swaps: &[Swap<'_>],
             ) -> Option<SwapFuture> {
-                (**self).compare_and_swap_async(domain, key, expected, new)
+                (**self).compare_and_swap_many_async(domain, swaps)
             }
             fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
                 (**self).compare_and_swap_each(groups)

@@ -815,7 +815,7 @@ where
     }
 
     /// An update as one swap of the state from the handle's guess, on an archive with an async
-    /// path for it ([`Archive::compare_and_swap_async`](crate::Archive::compare_and_swap_async)):
+    /// path for it ([`Archive::compare_and_swap_many_async`](crate::Archive::compare_and_swap_many_async)):
     /// `change` runs here on the guess, and the swap is awaited, so the request takes no
     /// blocking thread at all. `change` comes back when this cannot be (see `swap_later`), or
     /// when another write landed first: the caller then runs the update as usual, and `change`

@@ -987,7 +987,7 @@ fn on_redb_a_destroy_after_an_abandoned_update_is_final() {
 }
 
 /// A memory archive that says every call may block, and answers `get_many` and
-/// `compare_and_swap` through async paths too (each future yields once before it runs, as a
+/// `compare_and_swap_many` through async paths too (each future yields once before it runs, as a
 /// server's answer would), counting which path each took. `lose_swap_answer` makes the next
 /// async swap land and then answer an error, as a reply lost on the way back would.
 #[derive(Default)]
@@ -1046,6 +1046,7 @@ impl Archive for AsyncPaths {
         domain: &str,
         swaps: &[session_archive::archive::Swap<'_>],
     ) -> session_archive::Result<bool> {
+        self.blocking_swaps.fetch_add(1, Ordering::SeqCst);
         self.inner.compare_and_swap_many(domain, swaps)
     }
     fn get_many(
@@ -1070,21 +1071,31 @@ impl Archive for AsyncPaths {
             inner.get_many(&domain, &keys)
         }))
     }
-    fn compare_and_swap_async(
+    fn compare_and_swap_many_async(
         &self,
         domain: &str,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
+        swaps: &[session_archive::archive::Swap<'_>],
     ) -> Option<session_archive::archive::SwapFuture> {
         self.async_swaps.fetch_add(1, Ordering::SeqCst);
-        let (inner, domain, key) = (Arc::clone(&self.inner), domain.to_owned(), key.to_owned());
-        let (expected, new) = (expected.map(<[u8]>::to_vec), new.map(<[u8]>::to_vec));
+        let (inner, domain) = (Arc::clone(&self.inner), domain.to_owned());
+        let swaps: Vec<session_archive::conformance::OwnedSwap> = swaps
+            .iter()
+            .map(|(key, expected, new)| {
+                (
+                    (*key).to_owned(),
+                    expected.map(<[u8]>::to_vec),
+                    new.map(<[u8]>::to_vec),
+                )
+            })
+            .collect();
         let lose = self.lose_swap_answer.swap(false, Ordering::SeqCst);
         Some(Box::pin(async move {
             tokio::task::yield_now().await;
-            let swapped =
-                inner.compare_and_swap(&domain, &key, expected.as_deref(), new.as_deref())?;
+            let swaps: Vec<session_archive::archive::Swap<'_>> = swaps
+                .iter()
+                .map(|(key, expected, new)| (key.as_str(), expected.as_deref(), new.as_deref()))
+                .collect();
+            let swapped = inner.compare_and_swap_many(&domain, &swaps)?;
             if lose {
                 return Err(Error::Backend {
                     backend: "test",

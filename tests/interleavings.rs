@@ -96,6 +96,16 @@ impl Writes {
                     .expect("an unpoisoned lock")
                     .push((domain.to_owned(), value.to_vec()));
             }
+            Call::CompareAndSwapMany { domain, swaps } => {
+                for (key, _, new) in swaps {
+                    if let (true, Some(value)) = (*key == STATE_KEY, new) {
+                        self.0
+                            .lock()
+                            .expect("an unpoisoned lock")
+                            .push((domain.to_owned(), value.to_vec()));
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -47,14 +47,14 @@ fn memory_has_no_async_calls() {
     assert!(archive.get_many_async("d", &["k"]).is_none());
     assert!(
         archive
-            .compare_and_swap_async("d", "k", None, Some(b"v"))
+            .compare_and_swap_many_async("d", &[("k", None, Some(b"v"))])
             .is_none()
     );
     let shared: Arc<dyn Archive> = Arc::new(MemoryArchive::new());
     assert!(shared.get_many_async("d", &["k"]).is_none());
     assert!(
         shared
-            .compare_and_swap_async("d", "k", None, Some(b"v"))
+            .compare_and_swap_many_async("d", &[("k", None, Some(b"v"))])
             .is_none()
     );
 }

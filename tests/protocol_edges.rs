@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use session_archive::conformance::{Call, Hooked};
+use session_archive::conformance::{Call, Hooked, OwnedSwap};
 use session_archive::session::{CookieAction, META_KEY, STATE_KEY};
 use session_archive::{Archive, Error, ManualClock, MemoryArchive, SessionId, Sessions};
 
@@ -962,18 +962,14 @@ fn an_update_answered_with_an_error_after_it_landed_is_whole() {
     let armed = Arc::new(AtomicBool::new(false));
     let (hook_armed, hook_inner) = (Arc::clone(&armed), Arc::clone(&inner));
     let hooked = Sessions::new(Hooked::new(Arc::clone(&inner), move |call| {
-        if let Call::CompareAndSwap {
-            domain,
-            key,
-            expected,
-            new: Some(new),
-        } = *call
-            && key == STATE_KEY
+        if let Some((domain, swaps)) = state_write(call)
             && hook_armed.swap(false, Ordering::SeqCst)
         {
-            hook_inner
-                .compare_and_swap(domain, key, expected, Some(new))
-                .unwrap();
+            let swaps: Vec<_> = swaps
+                .iter()
+                .map(|(k, e, n)| (k.as_str(), e.as_deref(), n.as_deref()))
+                .collect();
+            hook_inner.compare_and_swap_many(&domain, &swaps).unwrap();
             return Err(injected());
         }
         Ok(())
@@ -981,11 +977,82 @@ fn an_update_answered_with_an_error_after_it_landed_is_whole() {
     let mut r1 = hooked.start(Some(s.as_str()), 0_u32).unwrap();
     armed.store(true, Ordering::SeqCst);
     let result = r1.update(|n| *n += 1);
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the update's write was reached"
+    );
     let stored = *plain.start(Some(s.as_str()), 0_u32).unwrap();
     assert_eq!(
         stored,
         u32::from(result.is_ok()),
         "update returned {result:?}, and the store holds {stored}"
+    );
+}
+
+/// The domain and the swaps of a call that writes a session's state (a swap of it alone, or
+/// with other keys), owned.
+fn state_write(call: &Call<'_>) -> Option<(String, Vec<OwnedSwap>)> {
+    let own = |(key, expected, new): &(&str, Option<&[u8]>, Option<&[u8]>)| {
+        (
+            (*key).to_owned(),
+            expected.map(<[u8]>::to_vec),
+            new.map(<[u8]>::to_vec),
+        )
+    };
+    match *call {
+        Call::CompareAndSwap {
+            domain,
+            key,
+            expected,
+            new: Some(new),
+        } if key == STATE_KEY => Some((domain.to_owned(), vec![own(&(key, expected, Some(new)))])),
+        Call::CompareAndSwapMany { domain, swaps }
+            if swaps
+                .iter()
+                .any(|(key, _, new)| *key == STATE_KEY && new.is_some()) =>
+        {
+            Some((domain.to_owned(), swaps.iter().map(own).collect()))
+        }
+        _ => None,
+    }
+}
+
+/// **Invariant 1 (found by a review): an update answered with an error is read back, and the
+/// state alone cannot tell its write from another's that stored the same bytes.**
+///
+/// Schedule: S holds 0. R1 `update(|n| *n += 1)`; its write fails before it reaches storage,
+/// and in that moment R2 makes the same update, which lands (0 to 1). Reading the state back,
+/// R1 found the bytes it meant to write (1) and answered `Ok`: two increments acknowledged,
+/// one stored. The update now writes its record with a fresh value, and reads that back.
+#[test]
+fn an_update_whose_write_failed_is_not_acknowledged_for_another_writers_equal_bytes() {
+    let inner = Arc::new(MemoryArchive::new());
+    let plain = Sessions::new(Arc::clone(&inner));
+    let mut first = plain.start(None, 0_u32).unwrap();
+    first.save().unwrap();
+    let s = first.id().clone();
+    let armed = Arc::new(AtomicBool::new(false));
+    let (hook_armed, other, other_id) = (Arc::clone(&armed), plain.clone(), s.clone());
+    let hooked = Sessions::new(Hooked::new(Arc::clone(&inner), move |call| {
+        if state_write(call).is_some() && hook_armed.swap(false, Ordering::SeqCst) {
+            let mut r2 = other.start(Some(other_id.as_str()), 0_u32).unwrap();
+            r2.update(|n| *n += 1).expect("R2's update lands");
+            return Err(injected());
+        }
+        Ok(())
+    }));
+    let mut r1 = hooked.start(Some(s.as_str()), 0_u32).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let result = r1.update(|n| *n += 1);
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the update's write was reached"
+    );
+    let stored = *plain.start(Some(s.as_str()), 0_u32).unwrap();
+    assert_eq!(
+        stored,
+        1 + u32::from(result.is_ok()),
+        "R1's update returned {result:?} beside R2's, and the store holds {stored}"
     );
 }
 

@@ -908,8 +908,9 @@ fn calls_between(
 
 /// A read-modify-write request of a stored session, as the welcome app makes one (start from the
 /// cookie, then an atomic update), costs two round trips: one `HMGET` of the state and the
-/// record, and one script that compares and swaps the state. Inside the script the server runs
-/// an `HGET` and an `HSET`. No timestamps are due for a rewrite here (that write comes at most
+/// record, and one script that compares and swaps the state with the record (which the update
+/// writes with a fresh value, to tell its write from another's). Inside the script the server
+/// runs two `HGET`s and two `HSET`s. No timestamps are due for a rewrite here (that write comes at most
 /// once per eighth of the idle timeout, and adds its own round trips). Both ways to update are
 /// counted: `update`, and `update_send`, which the axum layer uses.
 #[test]
@@ -929,7 +930,7 @@ fn a_read_modify_write_request_costs_two_round_trips() {
         .unwrap()
         .update(|n| *n += 1)
         .unwrap();
-    let expected: Vec<(String, u64)> = [("evalsha", 1), ("hget", 1), ("hmget", 1), ("hset", 1)]
+    let expected: Vec<(String, u64)> = [("evalsha", 1), ("hget", 2), ("hmget", 1), ("hset", 2)]
         .into_iter()
         .map(|(name, calls)| (name.to_owned(), calls * REQUESTS))
         .collect();
@@ -979,8 +980,8 @@ async fn swap_async(
     new: Option<&[u8]>,
 ) -> session_archive::Result<bool> {
     archive
-        .compare_and_swap_async(domain, key, expected, new)
-        .expect("one server offers compare_and_swap_async")
+        .compare_and_swap_many_async(domain, &[(key, expected, new)])
+        .expect("one server offers compare_and_swap_many_async")
         .await
 }
 
@@ -1119,10 +1120,10 @@ fn async_calls_work_when_the_archive_was_opened_outside_any_runtime() {
         // The futures are made outside the runtime too; only polling needs it.
         let read = archive.get_many_async("d", &["k"]).unwrap();
         let swap = archive
-            .compare_and_swap_async("d", "k", Some(b"v"), Some(b"w"))
+            .compare_and_swap_many_async("d", &[("k", Some(b"v"), Some(b"w"))])
             .unwrap();
         let back = archive
-            .compare_and_swap_async("d", "k", Some(b"w"), Some(b"v"))
+            .compare_and_swap_many_async("d", &[("k", Some(b"w"), Some(b"v"))])
             .unwrap();
         runtime.block_on(async {
             assert_eq!(read.await.unwrap(), [Some(b"v".to_vec())], "{flavor}");

@@ -288,7 +288,7 @@ return {page[1], names}
 ///
 /// Besides the blocking pool, an archive on one server keeps one multiplexed async connection
 /// (the `redis` crate's `MultiplexedConnection`) for [`get_many_async`](Archive::get_many_async)
-/// and [`compare_and_swap_async`](Archive::compare_and_swap_async), the two calls of a web
+/// and [`compare_and_swap_many_async`](Archive::compare_and_swap_many_async), the two calls of a web
 /// request, so that an async caller makes them without a blocking thread: every such call, from
 /// every task, shares the one connection. The archive may be opened outside any runtime: the
 /// connection is made on first use, in the tokio runtime that polls the future (polling one
@@ -323,7 +323,7 @@ return {page[1], names}
 /// ```
 pub struct RedisArchive {
     pool: Pool,
-    /// The multiplexed async connection of `get_many_async` and `compare_and_swap_async`, on
+    /// The multiplexed async connection of `get_many_async` and `compare_and_swap_many_async`, on
     /// one server only (`None` on a cluster or through Sentinel).
     multiplexed: Option<Arc<Multiplexed>>,
     /// Where the builder was pointed, for `Debug`.
@@ -588,7 +588,7 @@ impl RedisArchiveBuilder {
                 client.clone(),
                 self.connect_timeout,
                 self.response_timeout,
-                Script::new(COMPARE_AND_SWAP),
+                Script::new(COMPARE_AND_SWAP_MANY),
             ))),
             Servers::Cluster(_) | Servers::Sentinel(_) => None,
         }
@@ -1113,31 +1113,31 @@ impl Archive for RedisArchive {
         Some(multiplexed.get_many(self.hash(domain), keys))
     }
 
-    /// The script of [`compare_and_swap`](Archive::compare_and_swap), on the archive's
-    /// multiplexed async connection, sent once: see
+    /// The script of [`compare_and_swap_many`](Archive::compare_and_swap_many), on the
+    /// archive's multiplexed async connection, sent once: see
     /// [connections](RedisArchive#connections-and-failures). `None` on a cluster, through
     /// Sentinel, and with [`replicas_ack`](RedisArchiveBuilder::replicas_ack) (whose `WAIT`
     /// would hold up every other call on the shared connection).
-    fn compare_and_swap_async(
-        &self,
-        domain: &str,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Option<SwapFuture> {
+    fn compare_and_swap_many_async(&self, domain: &str, swaps: &[Swap<'_>]) -> Option<SwapFuture> {
         if self.pool.replicas_ack.is_some() {
             return None;
         }
         let multiplexed = Arc::clone(self.multiplexed.as_ref()?);
-        if let Err(err) = validate_entry(domain, key) {
+        if let Err(err) = check_swaps(domain, swaps) {
             return Some(Box::pin(std::future::ready(Err(err))));
         }
-        Some(multiplexed.compare_and_swap(
-            self.hash(domain),
-            key.to_owned(),
-            expected.map(<[u8]>::to_vec),
-            new.map(<[u8]>::to_vec),
-        ))
+        if swaps.is_empty() {
+            return Some(Box::pin(std::future::ready(Ok(true))));
+        }
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(5 * swaps.len());
+        for &(key, expected, new) in swaps {
+            args.push(key.as_bytes().to_vec());
+            args.push(vec![b'0' + u8::from(expected.is_some())]);
+            args.push(expected.unwrap_or_default().to_vec());
+            args.push(swap_action(expected, new).as_bytes().to_vec());
+            args.push(new.unwrap_or_default().to_vec());
+        }
+        Some(multiplexed.compare_and_swap_many(self.hash(domain), args))
     }
 
     fn list_domains(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
@@ -1649,7 +1649,7 @@ mod tests {
         assert!(single.get_many_async("d", &["k"]).is_some());
         assert!(
             single
-                .compare_and_swap_async("d", "k", None, None)
+                .compare_and_swap_many_async("d", &[("k", None, None)])
                 .is_some()
         );
         let acked = RedisArchive::builder("redis://127.0.0.1/")
@@ -1657,7 +1657,11 @@ mod tests {
             .build()
             .unwrap();
         assert!(acked.get_many_async("d", &["k"]).is_some());
-        assert!(acked.compare_and_swap_async("d", "k", None, None).is_none());
+        assert!(
+            acked
+                .compare_and_swap_many_async("d", &[("k", None, None)])
+                .is_none()
+        );
         let cluster = RedisArchive::cluster(["redis://127.0.0.1:1"])
             .build()
             .unwrap();
@@ -1668,7 +1672,7 @@ mod tests {
             assert!(archive.get_many_async("d", &["k"]).is_none());
             assert!(
                 archive
-                    .compare_and_swap_async("d", "k", None, None)
+                    .compare_and_swap_many_async("d", &[("k", None, None)])
                     .is_none()
             );
         }

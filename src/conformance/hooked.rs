@@ -286,12 +286,10 @@ impl<A: Archive> Archive for Hooked<A> {
     }
 
     /// None, as for [`get_many_async`](Archive::get_many_async).
-    fn compare_and_swap_async(
+    fn compare_and_swap_many_async(
         &self,
         _domain: &str,
-        _key: &str,
-        _expected: Option<&[u8]>,
-        _new: Option<&[u8]>,
+        _swaps: &[Swap<'_>],
     ) -> Option<SwapFuture> {
         None
     }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::id::SessionId;
 use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
-use super::store::{Guess, Moving, Started, Store, UpdateTurn};
+use super::store::{Guess, Moving, Started, Store, UpdateTurn, Writing};
 use crate::error::{Error, Result};
 
 #[cfg(feature = "axum")]
@@ -505,13 +505,13 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
                     return self.write_bound(|_| Ok((bytes.clone(), ())));
                 }
                 let store = Arc::clone(&self.store);
-                let guess = self.stored.take();
-                let Some((stored, ())) =
-                    store.swap_state(&self.id, guess, |_| Ok((bytes.clone(), ())))?
+                let guess = self.take_guess();
+                let Some(swapped) = store
+                    .swap_state(&self.id, guess, Writing::Save, |_| Ok((bytes.clone(), ())))?
                 else {
                     return Err(self.gone());
                 };
-                self.stored = Some(stored);
+                self.wrote(swapped.guess, swapped.stamp);
                 self.dirty = false;
                 self.after_write();
                 Ok(())
@@ -604,13 +604,15 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         }
         let store = Arc::clone(&self.store);
         let turn = UpdateTurn::take(&store, &self.id);
-        let (id, limit, guess) = (&self.id, self.max_state_size, self.stored.take());
-        let swapped =
-            store.swap_state(id, guess, |current| apply(id, limit, current, &mut change))?;
+        let guess = self.take_guess();
+        let (id, limit) = (&self.id, self.max_state_size);
+        let swapped = store.swap_state(id, guess, Writing::Update, |current| {
+            apply(id, limit, current, &mut change)
+        })?;
         drop(turn);
-        let applied = swapped.map(|(stored, applied)| {
-            self.stored = Some(stored);
-            applied
+        let applied = swapped.map(|swapped| {
+            self.wrote(swapped.guess, swapped.stamp);
+            swapped.result
         });
         self.end_update(applied)
     }
@@ -662,11 +664,15 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
             return self.update_bound(change);
         }
         let last = Recorded::default();
-        let guess = self.stored.take();
-        self.stored = self
+        let guess = self.take_guess();
+        let written = self
             .store
             .update_state(&self.id, guess, self.recorded(change, &last))?;
-        let outcome = last.lock().take().filter(|_| self.stored.is_some());
+        let updated = written.is_some();
+        if let Some((guess, stamp)) = written {
+            self.wrote(guess, stamp);
+        }
+        let outcome = last.lock().take().filter(|_| updated);
         self.end_update(outcome)
     }
 
@@ -888,6 +894,26 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         let (id, limit) = (self.id.clone(), self.max_state_size);
         let applied = self.write_bound(|current| apply(&id, limit, current, &mut change))?;
         self.take_applied(Some(applied))
+    }
+
+    /// The handle's guess for its next swap of the state, with the record it holds (see
+    /// [`Store::swap_state`]); taken, as the swap leaves a new one.
+    fn take_guess(&mut self) -> Option<(Guess, Option<Stamp>)> {
+        let record = match &self.phase {
+            Phase::Live(stamp) => stamp.clone(),
+            Phase::New | Phase::Gone => None,
+        };
+        self.stored.take().map(|guess| (guess, record))
+    }
+
+    /// After a swap of the state: `guess` is the next one, and `stamp` the record written with
+    /// the state, if one was (its binding is the one stored with the state now).
+    fn wrote(&mut self, guess: Guess, stamp: Option<Stamp>) {
+        self.stored = Some(guess);
+        if let Some(stamp) = stamp {
+            self.bound = stamp.user().map(str::to_owned);
+            self.phase = Phase::Live(Some(stamp));
+        }
     }
 
     /// Serializes a state, enforcing the size limit.

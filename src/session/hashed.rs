@@ -134,15 +134,15 @@ impl<A: Archive> Archive for HashedIds<A> {
         self.inner.get_many_async(&stored(domain), &keys)
     }
 
-    fn compare_and_swap_async(
-        &self,
-        domain: &str,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Option<SwapFuture> {
+    fn compare_and_swap_many_async(&self, domain: &str, swaps: &[Swap<'_>]) -> Option<SwapFuture> {
+        let keys: Vec<Cow<'_, str>> = swaps.iter().map(|(key, _, _)| stored(key)).collect();
+        let swaps: Vec<Swap<'_>> = swaps
+            .iter()
+            .zip(&keys)
+            .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
+            .collect();
         self.inner
-            .compare_and_swap_async(&stored(domain), &stored(key), expected, new)
+            .compare_and_swap_many_async(&stored(domain), &swaps)
     }
 
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {

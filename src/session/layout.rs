@@ -219,6 +219,9 @@ struct MetaRecord<'a> {
     rev: u64,
     #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     from: Option<std::borrow::Cow<'a, str>>,
+    /// A fresh random value of each update's write (see [`Stamp::for_update`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    write: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[expect(
@@ -249,6 +252,35 @@ impl Stamp {
         rev: u64,
         from: Option<String>,
     ) -> Result<Stamp> {
+        Stamp::build(id, meta, binding, rev, from, None)
+    }
+
+    /// This record as an update writes it with the state: the same, with a fresh random value
+    /// in it, so that the updater, if storage fails with an error that cannot tell whether the
+    /// write landed, can tell its own write from another writer's that stored the same state
+    /// (two increments of one count, say) by reading the record back.
+    pub(crate) fn for_update(&self, id: &SessionId) -> Result<Stamp> {
+        let write = uuid::Uuid::new_v4().simple().to_string();
+        let from = self.from.clone();
+        Stamp::build(
+            id,
+            self.meta,
+            self.binding.clone(),
+            self.rev,
+            from,
+            Some(&write),
+        )
+    }
+
+    /// The record of session `id` with all of its fields.
+    fn build(
+        id: &SessionId,
+        meta: Meta,
+        binding: Option<Binding>,
+        rev: u64,
+        from: Option<String>,
+        write: Option<&str>,
+    ) -> Result<Stamp> {
         let record = MetaRecord {
             created: meta.created,
             seen: meta.seen,
@@ -259,6 +291,7 @@ impl Stamp {
                 .map(Into::into),
             rev,
             from: from.as_deref().map(Into::into),
+            write: write.map(Into::into),
         };
         let raw = serde_json::to_vec(&record).map_err(|source| Error::Serialize {
             id: id.to_string(),

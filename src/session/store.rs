@@ -827,35 +827,40 @@ impl Store {
     }
 
     /// Replaces the state stored under `id` with the bytes `next` makes from it, reading and
-    /// swapping again whenever another write landed in between, and returns the bytes stored
-    /// and what `next` returned; `None` once no state is stored (the session was destroyed or
+    /// swapping again whenever another write landed in between, and returns what it stored and
+    /// what `next` returned; `None` once no state is stored (the session was destroyed or
     /// moved).
     ///
-    /// `guess` is the state as the caller last read or wrote it. Where a read waits for storage
-    /// (see [`guesses`](Self::guesses)), and this process wrote none of the sessions of `id`'s
-    /// stripe since (see [`writes`](Self::writes)), the first swap expects it instead of reading
-    /// first, which saves a round trip whenever nobody wrote meanwhile. Only the swap decides:
-    /// a stale guess fails it, and the loop reads the state as usual. If `next` fails on the
-    /// guess, it is given the stored state before its error counts, since it may fail on one
-    /// state and not on another (a state grown over the size limit). Returns the guess for the
-    /// next swap with what `next` returned.
+    /// `guess` is the state as the caller last read or wrote it, with the record it read or
+    /// wrote. Where a read waits for storage (see [`guesses`](Self::guesses)), and this process
+    /// wrote none of the sessions of `id`'s stripe since (see [`writes`](Self::writes)), the
+    /// first swap expects them instead of reading first, which saves a round trip whenever
+    /// nobody wrote meanwhile. Only the swap decides: a stale guess fails it, and the loop reads
+    /// as usual. If `next` fails on the guess, it is given the stored state before its error
+    /// counts, since it may fail on one state and not on another (a state grown over the size
+    /// limit).
+    ///
+    /// A swap answered with an error may have landed, its answer lost; what is read back then
+    /// tells (see [`landed`](Self::landed)), so that the caller's answer is `Ok` exactly when
+    /// the write is stored, unless that read fails too. An update writes the record with the
+    /// state, with a fresh value in it (see [`Stamp::for_update`]): the state alone could not
+    /// tell its write from another's that stored the same bytes (two increments of one count).
     pub(crate) fn swap_state<R>(
         &self,
         id: &SessionId,
-        guess: Option<Guess>,
+        guess: Option<(Guess, Option<Stamp>)>,
+        writing: Writing,
         mut next: impl FnMut(&[u8]) -> Result<(Vec<u8>, R)>,
-    ) -> Result<Option<(Guess, R)>> {
-        let mut guess = guess
-            .filter(|guess| self.guesses() && guess.writes == self.writes(id))
-            .map(|guess| guess.bytes);
-        let wrote = |bytes: Vec<u8>| self.swapped(id, bytes);
+    ) -> Result<Option<Swapped<R>>> {
+        let mut guess =
+            guess.filter(|(guess, _)| self.guesses() && guess.writes == self.writes(id));
         loop {
             let guessed = guess.is_some();
-            let current = match guess.take() {
-                Some(bytes) => bytes,
-                None => match self.read_state(id)? {
-                    Stored::State(current) => current,
-                    Stored::Absent | Stored::Moved(_) => return Ok(None),
+            let (record, current) = match guess.take() {
+                Some((guess, record)) => (record, guess.bytes),
+                None => match self.read_pair(id)? {
+                    (record, Stored::State(current)) => (record, current),
+                    (_, Stored::Absent | Stored::Moved(_)) => return Ok(None),
                 },
             };
             let (bytes, result) = match next(&current) {
@@ -863,27 +868,70 @@ impl Store {
                 Err(_) if guessed => continue,
                 Err(err) => return Err(err),
             };
-            match self.archive.compare_and_swap(
-                id.as_str(),
-                STATE_KEY,
-                Some(&current),
-                Some(&bytes),
-            ) {
-                Ok(true) => return Ok(Some((wrote(bytes), result))),
-                Ok(false) => {}
-                // The swap may have landed and its answer been lost: the new bytes found there
-                // tell that it did (or that the state is as this write would leave it, which
-                // answers the caller the same).
-                Err(err) => {
-                    return match self.read_state(id) {
-                        Ok(Stored::State(stored)) if stored == bytes => {
-                            Ok(Some((wrote(bytes), result)))
-                        }
-                        _ => Err(err),
-                    };
+            let written = match (writing, &record) {
+                (Writing::Update, Some(record)) => Some(record.for_update(id)?),
+                _ => None,
+            };
+            let swaps = state_swaps(&current, &bytes, record.as_ref(), written.as_ref());
+            let swapped = match self.swap(id, &swaps) {
+                Ok(swapped) => swapped,
+                Err(err) if self.landed(id, &bytes, written.as_ref(), writing) => {
+                    let _ = err;
+                    true
                 }
+                Err(err) => return Err(err),
+            };
+            if swapped {
+                let guess = self.swapped(id, bytes);
+                return Ok(Some(Swapped {
+                    guess,
+                    stamp: written,
+                    result,
+                }));
             }
         }
+    }
+
+    /// One swap of `id`'s keys: a key alone by [`Archive::compare_and_swap`], several by
+    /// [`Archive::compare_and_swap_many`].
+    fn swap(&self, id: &SessionId, swaps: &[Swap<'_>]) -> Result<bool> {
+        match *swaps {
+            [(key, expected, new)] => {
+                self.archive
+                    .compare_and_swap(id.as_str(), key, expected, new)
+            }
+            _ => self.archive.compare_and_swap_many(id.as_str(), swaps),
+        }
+    }
+
+    /// Whether a swap of the state to `bytes` (an update's with the record `written`), answered
+    /// with an error, landed: an update's record is there, or a save's bytes are (a save stores
+    /// the same bytes whatever the state it replaces, so finding them answers it the same). An
+    /// update of a session stored without a record cannot tell: no.
+    pub(crate) fn landed(
+        &self,
+        id: &SessionId,
+        bytes: &[u8],
+        written: Option<&Stamp>,
+        writing: Writing,
+    ) -> bool {
+        match (writing, written) {
+            (_, Some(written)) => {
+                matches!(self.archive.get(id.as_str(), META_KEY), Ok(Some(raw)) if raw == written.raw)
+            }
+            (Writing::Save, None) => {
+                matches!(self.read_state(id), Ok(Stored::State(stored)) if stored == bytes)
+            }
+            (Writing::Update, None) => false,
+        }
+    }
+
+    /// The session's record and state, read together (see [`pair`]).
+    fn read_pair(&self, id: &SessionId) -> Result<(Option<Stamp>, Stored)> {
+        pair(
+            id,
+            self.archive.get_many(id.as_str(), &[META_KEY, STATE_KEY])?,
+        )
     }
 
     /// Whether a swap of the state starts from the caller's guess rather than from a read:
@@ -895,23 +943,25 @@ impl Store {
     }
 
     /// Replaces the state stored under `id` with the bytes `next` makes from it, and returns the
-    /// bytes stored, or `None` when no state was there to replace (the session was destroyed or
-    /// moved). Where reads wait for storage this is [`swap_state`](Self::swap_state) from
-    /// `guess`, taking its turn behind [`update_lock`](Self::update_lock) (a failed swap costs
-    /// a round trip). Elsewhere it is one [`Archive::update`]: a backend with a serial writer
-    /// runs `next` inside its commit, so that concurrent updates of one session share a commit
-    /// instead of taking turns.
+    /// guess for the next swap with the record written (see [`Swapped`]), or `None` when no
+    /// state was there to replace (the session was destroyed or moved). Where reads wait for
+    /// storage this is [`swap_state`](Self::swap_state) from `guess`, taking its turn behind
+    /// [`update_lock`](Self::update_lock) (a failed swap costs a round trip). Elsewhere it is one
+    /// [`Archive::update`]: a backend with a serial writer runs `next` inside its commit, so
+    /// that concurrent updates of one session share a commit instead of taking turns.
     pub(crate) fn update_state(
         &self,
         id: &SessionId,
-        guess: Option<Guess>,
+        guess: Option<(Guess, Option<Stamp>)>,
         mut next: impl FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
-    ) -> Result<Option<Guess>> {
+    ) -> Result<Option<(Guess, Option<Stamp>)>> {
         let _turn = matches!(self.archive.blocking(), Blocking::Writes | Blocking::Always)
             .then(|| UpdateTurn::take(self, id));
         if self.guesses() {
-            let swapped = self.swap_state(id, guess, |current| Ok((next(current)?, ())))?;
-            return Ok(swapped.map(|(guess, ())| guess));
+            let swapped = self.swap_state(id, guess, Writing::Update, |current| {
+                Ok((next(current)?, ()))
+            })?;
+            return Ok(swapped.map(|swapped| (swapped.guess, swapped.stamp)));
         }
         let writes = self.writes(id);
         let after = self
@@ -919,7 +969,7 @@ impl Store {
             .update(id.as_str(), STATE_KEY, state_change(next))?;
         Ok(after
             .filter(|bytes| is_state(bytes))
-            .map(|bytes| Guess { bytes, writes }))
+            .map(|bytes| (Guess { bytes, writes }, None)))
     }
 
     /// Stores the state that `next` makes of the stored one together with a new binding (to
@@ -1280,4 +1330,37 @@ fn pair(id: &SessionId, values: Vec<Option<Vec<u8>>>) -> Result<(Option<Stamp>, 
     };
     let stamp = record.map(|raw| Stamp::decode(id, raw)).transpose()?;
     Ok((stamp, Stored::from(state)))
+}
+
+/// The swaps of one write of the state from `current` to `bytes`: with the record, from
+/// `record` to `written`, when an update writes it (see [`Store::swap_state`]).
+pub(crate) fn state_swaps<'a>(
+    current: &'a [u8],
+    bytes: &'a [u8],
+    record: Option<&'a Stamp>,
+    written: Option<&'a Stamp>,
+) -> Vec<Swap<'a>> {
+    let mut swaps = vec![(STATE_KEY, Some(current), Some(bytes))];
+    if let (Some(record), Some(written)) = (record, written) {
+        swaps.push((META_KEY, Some(&record.raw[..]), Some(&written.raw[..])));
+    }
+    swaps
+}
+
+/// How a write of the state came to be, which says how its outcome is told after an error
+/// (see [`Store::swap_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writing {
+    /// A save: the bytes do not depend on the state they replace.
+    Save,
+    /// An update: the bytes are made from the state they replace.
+    Update,
+}
+
+/// What [`Store::swap_state`] stored: the guess for the writer's next swap, the record it wrote
+/// with the state (an update's; `None`: the record is as it was), and what `next` returned.
+pub(crate) struct Swapped<R> {
+    pub(crate) guess: Guess,
+    pub(crate) stamp: Option<Stamp>,
+    pub(crate) result: R,
 }

@@ -1,6 +1,6 @@
 //! The one multiplexed async connection of a single-server [`RedisArchive`](super::RedisArchive),
 //! for [`get_many_async`](crate::Archive::get_many_async) and
-//! [`compare_and_swap_async`](crate::Archive::compare_and_swap_async): the two calls of a web
+//! [`compare_and_swap_many_async`](crate::Archive::compare_and_swap_many_async): the two calls of a web
 //! request, answered without a blocking thread.
 //!
 //! The archive is opened synchronously, maybe outside any runtime, so the connection is made on
@@ -27,7 +27,7 @@ use crate::error::Result;
 pub(super) struct Multiplexed {
     client: Client,
     config: AsyncConnectionConfig,
-    compare_and_swap: Script,
+    compare_and_swap_many: Script,
     current: Mutex<Option<Current>>,
     /// How many connections were made: the next one's generation. Never reset, so that no two
     /// connections share one, even after the current one was forgotten.
@@ -53,12 +53,12 @@ struct Lease {
 impl Multiplexed {
     /// The connection to `client`'s server, unconnected; `connect_timeout` bounds the TCP connect
     /// and handshake of each new connection, `response_timeout` each command's answer (`None`:
-    /// no limit). `compare_and_swap` is the script of the blocking `compare_and_swap`.
+    /// no limit). `compare_and_swap_many` is the script of the blocking `compare_and_swap_many`.
     pub(super) fn new(
         client: Client,
         connect_timeout: Option<Duration>,
         response_timeout: Option<Duration>,
-        compare_and_swap: Script,
+        compare_and_swap_many: Script,
     ) -> Multiplexed {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(connect_timeout)
@@ -66,7 +66,7 @@ impl Multiplexed {
         Multiplexed {
             client,
             config,
-            compare_and_swap,
+            compare_and_swap_many,
             current: Mutex::new(None),
             made: AtomicU64::new(0),
         }
@@ -82,24 +82,20 @@ impl Multiplexed {
         })
     }
 
-    /// The future of a `compare_and_swap_async`: the script of the blocking `compare_and_swap`,
-    /// with its arguments, run once.
-    pub(super) fn compare_and_swap(
+    /// The future of a `compare_and_swap_many_async`: the script of the blocking
+    /// `compare_and_swap_many` on `hash`, with its arguments `args` (five a swap, made by the
+    /// archive), run once.
+    pub(super) fn compare_and_swap_many(
         self: Arc<Self>,
         hash: String,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
+        args: Vec<Vec<u8>>,
     ) -> SwapFuture {
         Box::pin(async move {
-            let operation = "compare and swap a value";
-            let mut invocation = self.compare_and_swap.key(hash);
-            invocation
-                .arg(key)
-                .arg(u8::from(expected.is_some()))
-                .arg(expected.unwrap_or_default())
-                .arg(u8::from(new.is_some()))
-                .arg(new.unwrap_or_default());
+            let operation = "compare and swap several values";
+            let mut invocation = self.compare_and_swap_many.key(hash);
+            for arg in args {
+                invocation.arg(arg);
+            }
             let mut lease = self
                 .lease()
                 .await

@@ -1,6 +1,6 @@
 //! The async half of an update, for the axum layer: the checks and the update queued through
 //! [`Archive::update_async`](crate::archive::Archive::update_async), or its one swap sent
-//! through [`Archive::compare_and_swap_async`](crate::archive::Archive::compare_and_swap_async),
+//! through [`Archive::compare_and_swap_many_async`](crate::archive::Archive::compare_and_swap_many_async),
 //! then, once the write is done, the handle's end of it, so that no thread waits for a commit
 //! or a server.
 
@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use super::{Applied, Phase, Recorded, Session, apply};
 use crate::archive::SwapFuture;
 use crate::error::{Error, Result};
-use crate::session::layout::Stored;
-use crate::session::store::StateWritten;
+use crate::session::layout::Stamp;
+use crate::session::store::{StateWritten, Writing};
 
 impl<T: Serialize + DeserializeOwned> Session<T> {
     /// The first half of [`update_send`](Self::update_send), for a caller that awaits the write
@@ -111,13 +111,17 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         else {
             return Err(change);
         };
-        let Some(swap) = self.store.swap_async(&self.id, guess, &bytes) else {
+        let Ok(Some((swap, written))) = self.store.swap_async(&self.id, guess, stamp, &bytes)
+        else {
             return Err(change);
         };
         Ok(SwapLater {
             swap: Some(swap),
-            bytes,
-            applied,
+            unsettled: Unsettled {
+                bytes,
+                written,
+                applied,
+            },
             change,
         })
     }
@@ -131,38 +135,46 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
         swapped: Result<bool>,
     ) -> SwapOutcome<T, R, C> {
         let SwapLater {
-            bytes,
-            applied,
-            change,
-            ..
+            unsettled, change, ..
         } = later;
         match swapped {
-            Ok(true) => SwapOutcome::Done(self.swap_landed(bytes, applied)),
+            Ok(true) => SwapOutcome::Done(self.swap_landed(unsettled)),
             // Another write came first: the usual update reads it and applies `change` again.
             Ok(false) => {
                 self.stored = None;
                 SwapOutcome::Again(change)
             }
-            Err(err) => SwapOutcome::Unknown(Unsettled { bytes, applied }, err),
+            Err(err) => SwapOutcome::Unknown(unsettled, err),
         }
     }
 
     /// Settles a swap whose answer was an error, where a read may block: the swap may have
-    /// landed and its answer been lost, which the bytes found tell (as `Store::swap_state`
-    /// reads back). `Ok` when they are the ones the swap stored; otherwise the swap's error.
+    /// landed and its answer been lost, which the record it wrote tells (see `Store::landed`).
+    /// `Ok` when it is there; otherwise the swap's error.
     pub(crate) fn settle_swap<R>(&mut self, unsettled: Unsettled<T, R>, err: Error) -> Result<R> {
         self.stored = None;
-        match self.store.read_state(&self.id) {
-            Ok(Stored::State(stored)) if stored == unsettled.bytes => {
-                Ok(self.swap_landed(unsettled.bytes, unsettled.applied))
-            }
-            _ => Err(err),
+        let landed = self.store.landed(
+            &self.id,
+            &unsettled.bytes,
+            Some(&unsettled.written),
+            Writing::Update,
+        );
+        if landed {
+            Ok(self.swap_landed(unsettled))
+        } else {
+            Err(err)
         }
     }
 
-    /// Makes a landed swap's result the handle's state.
-    fn swap_landed<R>(&mut self, bytes: Vec<u8>, applied: Applied<T, R>) -> R {
-        self.stored = Some(self.store.swapped(&self.id, bytes));
+    /// Makes a landed swap's result the handle's state, and its record the handle's.
+    fn swap_landed<R>(&mut self, unsettled: Unsettled<T, R>) -> R {
+        let Unsettled {
+            bytes,
+            written,
+            applied,
+        } = unsettled;
+        let guess = self.store.swapped(&self.id, bytes);
+        self.wrote(guess, Some(written));
         self.state = applied.state;
         self.dirty = false;
         applied.result
@@ -173,8 +185,7 @@ impl<T: Serialize + DeserializeOwned> Session<T> {
 /// [`take_swap`](Self::take_swap)), then hand both to [`Session::finish_swap_later`].
 pub(crate) struct SwapLater<T, R, C> {
     swap: Option<SwapFuture>,
-    bytes: Vec<u8>,
-    applied: Applied<T, R>,
+    unsettled: Unsettled<T, R>,
     change: C,
 }
 
@@ -196,8 +207,10 @@ pub(crate) enum SwapOutcome<T, R, C> {
     Unknown(Unsettled<T, R>, Error),
 }
 
-/// A swap whose outcome is unknown: what it stored if it landed.
+/// A swap whose outcome is not known yet: the state and the record it stores, and what the
+/// change made.
 pub(crate) struct Unsettled<T, R> {
     bytes: Vec<u8>,
+    written: Stamp,
     applied: Applied<T, R>,
 }

@@ -4,11 +4,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 
-use super::{Guess, Store, state_change};
+use super::{Guess, Store, state_change, state_swaps};
 use crate::archive::{Archive, GetManyFuture, SwapFuture};
 use crate::error::Result;
 use crate::session::id::SessionId;
-use crate::session::layout::{META_KEY, STATE_KEY, is_state};
+use crate::session::layout::{META_KEY, STATE_KEY, Stamp, is_state};
 
 /// The future of [`Store::update_state_async`]: whether a state was there to replace.
 pub(crate) type StateWritten = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
@@ -40,21 +40,28 @@ impl Store {
         Some(Prefetch { writes, read })
     }
 
-    /// The swap of `id`'s state from `guess` to `bytes`, as a future that needs no thread (see
-    /// [`Archive::compare_and_swap_async`]); `None` where the archive has no such path, or the
-    /// guess is stale by this process's writes (see [`swap_state`](Self::swap_state)). Once it
-    /// answers `true`, [`swapped`](Self::swapped) makes the next guess.
+    /// An update's swap of `id`'s state from `guess` to `bytes`, with its record from `record`
+    /// to the one it returns (see [`swap_state`](Self::swap_state)), as a future that needs no
+    /// thread (see [`Archive::compare_and_swap_many_async`]); `None` where the archive has no
+    /// such path, or the guess is stale by this process's writes. Once it answers `true`,
+    /// [`swapped`](Self::swapped) makes the next guess; after an error,
+    /// [`landed`](Self::landed) tells whether it landed.
     pub(crate) fn swap_async(
         &self,
         id: &SessionId,
         guess: &Guess,
+        record: &Stamp,
         bytes: &[u8],
-    ) -> Option<SwapFuture> {
+    ) -> Result<Option<(SwapFuture, Stamp)>> {
         if guess.writes != self.writes(id) {
-            return None;
+            return Ok(None);
         }
-        self.archive
-            .compare_and_swap_async(id.as_str(), STATE_KEY, Some(&guess.bytes), Some(bytes))
+        let written = record.for_update(id)?;
+        let swaps = state_swaps(&guess.bytes, bytes, Some(record), Some(&written));
+        Ok(self
+            .archive
+            .compare_and_swap_many_async(id.as_str(), &swaps)
+            .map(|swap| (swap, written)))
     }
 }
 
