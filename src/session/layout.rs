@@ -258,18 +258,12 @@ impl Stamp {
     /// This record as an update writes it with the state: the same, with a fresh random value
     /// in it, so that the updater, if storage fails with an error that cannot tell whether the
     /// write landed, can tell its own write from another writer's that stored the same state
-    /// (two increments of one count, say) by reading the record back.
+    /// (two increments of one count, say) by reading the record back. A handle writes it, so
+    /// the session is no copy waiting to be handed out (see [`Stamp::from`]).
     pub(crate) fn for_update(&self, id: &SessionId) -> Result<Stamp> {
         let write = uuid::Uuid::new_v4().simple().to_string();
-        let from = self.from.clone();
-        Stamp::build(
-            id,
-            self.meta,
-            self.binding.clone(),
-            self.rev,
-            from,
-            Some(&write),
-        )
+        let binding = self.binding.clone();
+        Stamp::build(id, self.meta, binding, self.rev, None, Some(&write))
     }
 
     /// The record of session `id` with all of its fields.

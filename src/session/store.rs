@@ -875,10 +875,7 @@ impl Store {
             let swaps = state_swaps(&current, &bytes, record.as_ref(), written.as_ref());
             let swapped = match self.swap(id, &swaps) {
                 Ok(swapped) => swapped,
-                Err(err) if self.landed(id, &bytes, written.as_ref(), writing) => {
-                    let _ = err;
-                    true
-                }
+                Err(_) if self.landed(id, &bytes, written.as_ref(), writing) => true,
                 Err(err) => return Err(err),
             };
             if swapped {
