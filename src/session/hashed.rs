@@ -36,6 +36,20 @@ fn stored(name: &str) -> Cow<'_, str> {
     Cow::Owned(hashed_name(name))
 }
 
+/// The names stored for `keys`, owned where hashed (see [`stored`]).
+fn stored_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<Cow<'a, str>> {
+    keys.into_iter().map(stored).collect()
+}
+
+/// `swaps` with each key as `keys` (its stored name) has it.
+fn with_keys<'a, 'b: 'a>(swaps: &[Swap<'b>], keys: &'a [Cow<'_, str>]) -> Vec<Swap<'a>> {
+    swaps
+        .iter()
+        .zip(keys)
+        .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
+        .collect()
+}
+
 #[deny(clippy::missing_trait_methods)]
 impl<A: Archive> Archive for HashedIds<A> {
     fn get(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>> {
@@ -74,33 +88,23 @@ impl<A: Archive> Archive for HashedIds<A> {
     }
 
     fn compare_and_swap_many(&self, domain: &str, swaps: &[Swap<'_>]) -> Result<bool> {
-        let keys: Vec<Cow<'_, str>> = swaps.iter().map(|(key, _, _)| stored(key)).collect();
-        let swaps: Vec<Swap<'_>> = swaps
-            .iter()
-            .zip(&keys)
-            .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
-            .collect();
-        self.inner.compare_and_swap_many(&stored(domain), &swaps)
+        let keys = stored_keys(swaps.iter().map(|(key, _, _)| *key));
+        self.inner
+            .compare_and_swap_many(&stored(domain), &with_keys(swaps, &keys))
     }
 
     fn compare_and_swap_each(&self, groups: &[SwapGroup<'_>]) -> Result<Vec<bool>> {
         let names: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = groups
             .iter()
             .map(|(domain, swaps)| {
-                let keys = swaps.iter().map(|(key, _, _)| stored(key)).collect();
+                let keys = stored_keys(swaps.iter().map(|(key, _, _)| *key));
                 (stored(domain), keys)
             })
             .collect();
         let swaps: Vec<Vec<Swap<'_>>> = groups
             .iter()
             .zip(&names)
-            .map(|((_, swaps), (_, keys))| {
-                swaps
-                    .iter()
-                    .zip(keys)
-                    .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
-                    .collect()
-            })
+            .map(|((_, swaps), (_, keys))| with_keys(swaps, keys))
             .collect();
         let groups: Vec<SwapGroup<'_>> = names
             .iter()
@@ -123,26 +127,21 @@ impl<A: Archive> Archive for HashedIds<A> {
     }
 
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        let keys: Vec<Cow<'_, str>> = keys.iter().map(|key| stored(key)).collect();
+        let keys = stored_keys(keys.iter().copied());
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         self.inner.get_many(&stored(domain), &keys)
     }
 
     fn get_many_async(&self, domain: &str, keys: &[&str]) -> Option<GetManyFuture> {
-        let keys: Vec<Cow<'_, str>> = keys.iter().map(|key| stored(key)).collect();
+        let keys = stored_keys(keys.iter().copied());
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         self.inner.get_many_async(&stored(domain), &keys)
     }
 
     fn compare_and_swap_many_async(&self, domain: &str, swaps: &[Swap<'_>]) -> Option<SwapFuture> {
-        let keys: Vec<Cow<'_, str>> = swaps.iter().map(|(key, _, _)| stored(key)).collect();
-        let swaps: Vec<Swap<'_>> = swaps
-            .iter()
-            .zip(&keys)
-            .map(|((_, expected, new), key)| (key.as_ref(), *expected, *new))
-            .collect();
+        let keys = stored_keys(swaps.iter().map(|(key, _, _)| *key));
         self.inner
-            .compare_and_swap_many_async(&stored(domain), &swaps)
+            .compare_and_swap_many_async(&stored(domain), &with_keys(swaps, &keys))
     }
 
     fn update(&self, domain: &str, key: &str, change: Change) -> Result<Option<Vec<u8>>> {

@@ -564,11 +564,10 @@ impl Store {
         now: u64,
         may_write: bool,
     ) -> Result<Opened<(Vec<u8>, Option<Stamp>)>> {
-        let read = match read {
-            Some(values) => values,
-            None => self.archive.get_many(id.as_str(), &[META_KEY, STATE_KEY])?,
+        let (stamp, state) = match read {
+            Some(values) => pair(id, values)?,
+            None => self.read_pair(id)?,
         };
-        let (stamp, state) = pair(id, read)?;
         let Stored::State(bytes) = state else {
             return Ok(Opened::Unknown);
         };

@@ -143,12 +143,7 @@ impl Store {
         let Ok(handed) = Stamp::new(new, sides.copy.meta, sides.copy.binding.clone(), 0) else {
             return;
         };
-        let state = Some(&sides.bytes[..]);
-        let swaps = [
-            (STATE_KEY, state, state),
-            (META_KEY, Some(&sides.copy.raw[..]), Some(&handed.raw[..])),
-        ];
-        match self.archive.compare_and_swap_many(new.as_str(), &swaps) {
+        match self.swap_copy_record(new, sides, &handed) {
             Ok(true) => sides.copy = handed,
             Ok(false) => {}
             Err(_) => return,
@@ -310,12 +305,7 @@ impl Store {
             self.add_user_entry(new, binding)?;
         }
         let next = Stamp::copy_of(new, sides.copy.meta, binding, 0, sides.copy.from.clone())?;
-        let state = Some(&sides.bytes[..]);
-        let swaps = [
-            (STATE_KEY, state, state),
-            (META_KEY, Some(&sides.copy.raw[..]), Some(&next.raw[..])),
-        ];
-        if !self.archive.compare_and_swap_many(new.as_str(), &swaps)? {
+        if !self.swap_copy_record(new, sides, &next)? {
             return Ok(false);
         }
         if let Some(replaced) = &sides.copy.binding {
@@ -323,6 +313,17 @@ impl Store {
         }
         sides.copy = next;
         Ok(true)
+    }
+
+    /// Swaps the copy's record from the one this call last wrote to `next`, while the copy's
+    /// state is as this call left it: whether it swapped (not when a revoke reached the copy).
+    fn swap_copy_record(&self, new: &SessionId, sides: &Sides, next: &Stamp) -> Result<bool> {
+        let state = Some(&sides.bytes[..]);
+        let swaps = [
+            (STATE_KEY, state, state),
+            (META_KEY, Some(&sides.copy.raw[..]), Some(&next.raw[..])),
+        ];
+        self.archive.compare_and_swap_many(new.as_str(), &swaps)
     }
 
     /// Settles a move whose swap failed with `err`, when it may still land later (a timed-out
