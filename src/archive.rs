@@ -9,6 +9,7 @@
 //! | [`redb`] | [`RedbArchive`](redb::RedbArchive) | `archive-redb` | one redb file, the embedded default |
 //! | [`dir`] | [`DirArchive`](dir::DirArchive) | `archive-dir` (Unix) | the original `<root>/<domain>/<key>` tree |
 //! | [`redis`] | [`RedisArchive`](redis::RedisArchive) | `archive-redis` | a Redis or Valkey server shared by many app instances |
+//! | [`postgres`] | [`PostgresArchive`](postgres::PostgresArchive) | `archive-postgres` | a table in a PostgreSQL database shared by many app instances |
 //!
 //! [`ArchiveExt`] walks every domain or key without paging by hand. A backend of your own
 //! implements [`Archive`] (its documentation holds a complete one) and checks itself against the
@@ -24,6 +25,8 @@ use crate::error::Result;
 #[cfg(all(feature = "archive-dir", unix))]
 pub mod dir;
 pub mod memory;
+#[cfg(feature = "archive-postgres")]
+pub mod postgres;
 #[cfg(feature = "archive-redb")]
 pub mod redb;
 #[cfg(feature = "archive-redis")]

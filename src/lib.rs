@@ -10,7 +10,7 @@
 //! | web | axum layer and `Session<T>` extractor; tower-sessions store | [`axum`], [`tower_sessions`] |
 //! | typed sessions | start from a cookie, save, load, update, regenerate, destroy; expiry and the sweep; sessions by user | [`session`] ([`Sessions`], [`Session`]) |
 //! | archive | six primitives, compare-and-swap, batches, paged listing; one name rule for every backend | [`archive`] ([`Archive`]), [`name`], [`error`] |
-//! | backends | where the bytes live, and what each guarantees | [`archive::memory`], [`archive::redb`], [`archive::dir`], [`archive::redis`] |
+//! | backends | where the bytes live, and what each guarantees | [`archive::memory`], [`archive::redb`], [`archive::dir`], [`archive::redis`], [`archive::postgres`] |
 //!
 //! Beside them, on the same public API: the [`conformance`] suite that every backend passes, and
 //! the `session-archive` command, whose library side is [`cli`]. Running them in production
@@ -40,6 +40,7 @@
 //! | `archive-redb` | yes | [`RedbArchive`]: one redb file, the embedded default |
 //! | `archive-dir` | no | [`DirArchive`]: the original `<root>/<domain>/<key>` directory layout (Unix) |
 //! | `archive-redis` | no | [`RedisArchive`]: a Redis or Valkey server shared by many app instances |
+//! | `archive-postgres` | no | [`PostgresArchive`]: a table in a PostgreSQL database shared by many app instances |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
 //! | `tower-sessions` | no | [`tower_sessions::ArchiveStore`]: a tower-sessions 0.15 store over any archive |
 //! | `cli` | no | the `session-archive` command, with all three persistent backends (its library side, [`cli`], needs no feature) |
@@ -68,6 +69,8 @@ pub mod tower_sessions;
 #[cfg(all(feature = "archive-dir", unix))]
 pub use crate::archive::dir::DirArchive;
 pub use crate::archive::memory::MemoryArchive;
+#[cfg(feature = "archive-postgres")]
+pub use crate::archive::postgres::PostgresArchive;
 #[cfg(feature = "archive-redb")]
 pub use crate::archive::redb::RedbArchive;
 #[cfg(feature = "archive-redis")]

@@ -1,0 +1,393 @@
+//! The connections of a [`PostgresArchive`](super::PostgresArchive): a runtime of the archive's
+//! own drives them, a pool lends them out, and every call is one prepared statement.
+//!
+//! The `Archive` trait is synchronous, and its async paths must not depend on the caller's
+//! executor, so each call is a task spawned on the archive's runtime. A blocking call waits for
+//! the task's answer by parking its thread; an async call awaits the task's handle, which any
+//! executor can poll. Either way, the work of a call happens where its connection is driven.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::schema::{Stmt, Table};
+use crate::error::{BoxError, Error, Result};
+
+/// The parameters of one statement, owned so that the task that sends them can outlive the call.
+pub(super) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
+
+/// How much longer than the server's statement timeout a call waits for the answer: time for
+/// the server's cancellation, and its error, to arrive.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// What a pool needs to open connections and run statements.
+pub(super) struct Settings {
+    pub(super) config: Config,
+    pub(super) tls: MakeRustlsConnect,
+    pub(super) table: Table,
+    pub(super) size: usize,
+    pub(super) connect_timeout: Duration,
+    pub(super) statement_timeout: Option<Duration>,
+}
+
+/// The pool, and the runtime its connections run on.
+pub(super) struct Pool {
+    /// `Some` until dropped: shut down without waiting, which is allowed inside an async context
+    /// (dropping a runtime there is not).
+    runtime: Option<Runtime>,
+    shared: Arc<Shared>,
+}
+
+/// What every task of the pool shares.
+struct Shared {
+    settings: Settings,
+    /// The SQL of each of [`Stmt::ALL`], prepared by every new connection.
+    sql: Vec<String>,
+    /// The session settings every new connection sets: read committed, and the timeout.
+    setup: String,
+    idle: Mutex<Vec<Conn>>,
+    /// One permit for each connection that may be open at once.
+    permits: Semaphore,
+}
+
+/// A connection and its prepared statements, indexed by [`Stmt::index`].
+struct Conn {
+    client: Client,
+    statements: Vec<Statement>,
+}
+
+/// Why a call failed: the step, and the cause.
+struct Failure {
+    step: &'static str,
+    source: BoxError,
+}
+
+impl Pool {
+    /// A pool with no connection yet, and its runtime.
+    pub(super) fn new(settings: Settings) -> Result<Pool> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("session-archive-postgres")
+            .enable_all()
+            .build()
+            .map_err(|err| Error::Backend {
+                backend: "postgres",
+                operation: "start the connections' runtime",
+                source: err.into(),
+            })?;
+        let sql = Stmt::ALL
+            .iter()
+            .map(|stmt| stmt.sql(&settings.table))
+            .collect();
+        let timeout_ms = settings
+            .statement_timeout
+            .map_or(0, |timeout| timeout.as_millis().max(1));
+        let setup = format!(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+             SET statement_timeout = {timeout_ms}"
+        );
+        let permits = Semaphore::new(settings.size.max(1));
+        let shared = Shared {
+            settings,
+            sql,
+            setup,
+            idle: Mutex::new(Vec::new()),
+            permits,
+        };
+        Ok(Pool {
+            runtime: Some(runtime),
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Runs `stmt` with `params`, waiting for the rows; `operation` names the call in errors.
+    pub(super) fn query(
+        &self,
+        operation: &'static str,
+        stmt: Stmt,
+        params: Params,
+    ) -> Result<Vec<Row>> {
+        block_on(self.query_async(operation, stmt, params))
+    }
+
+    /// [`query`](Pool::query), as a future that any executor can poll: the statement is sent
+    /// by a task on the pool's runtime, started before this returns.
+    pub(super) fn query_async(
+        &self,
+        operation: &'static str,
+        stmt: Stmt,
+        params: Params,
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        let task = self
+            .runtime
+            .as_ref()
+            .map(|runtime| runtime.spawn(async move { shared.run(stmt, params).await }));
+        async move {
+            let failed = |step: &'static str, source: BoxError| Error::Backend {
+                backend: "postgres",
+                operation,
+                source: Box::new(Step { step, source }),
+            };
+            let Some(task) = task else {
+                return Err(failed("run", "the archive is closing".into()));
+            };
+            match task.await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(failure)) => Err(failed(failure.step, failure.source)),
+                Err(err) => Err(failed("run", err.into())),
+            }
+        }
+    }
+
+    /// Runs `sql` (several statements, no parameters) in one transaction on a connection of
+    /// its own; for the table's setup.
+    pub(super) fn batch(&self, operation: &'static str, sql: String) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let task = self.runtime.as_ref().map(|runtime| {
+            runtime.spawn(async move {
+                let conn = shared.connect(false).await?;
+                let sql = format!("BEGIN; {sql}; COMMIT");
+                shared
+                    .timed("run the setup", conn.client.batch_execute(&sql))
+                    .await
+            })
+        });
+        let Some(task) = task else {
+            return Err(setup_failed(operation, "the archive is closing".into()));
+        };
+        match block_on(task) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(failure)) => Err(setup_failed(operation, Box::new(Step::from(failure)))),
+            Err(err) => Err(setup_failed(operation, err.into())),
+        }
+    }
+
+    /// Runs one query without parameters on a connection of its own, for the setup's checks.
+    pub(super) fn simple_rows(&self, operation: &'static str, sql: String) -> Result<Vec<Row>> {
+        let shared = Arc::clone(&self.shared);
+        let task = self.runtime.as_ref().map(|runtime| {
+            runtime.spawn(async move {
+                let conn = shared.connect(false).await?;
+                shared.timed("query", conn.client.query(&sql, &[])).await
+            })
+        });
+        let Some(task) = task else {
+            return Err(setup_failed(operation, "the archive is closing".into()));
+        };
+        match block_on(task) {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(failure)) => Err(setup_failed(operation, Box::new(Step::from(failure)))),
+            Err(err) => Err(setup_failed(operation, err.into())),
+        }
+    }
+
+    /// How many connections are open and idle now.
+    pub(super) fn idle(&self) -> usize {
+        self.shared.idle.lock().len()
+    }
+
+    /// The table the pool's statements use.
+    pub(super) fn table(&self) -> &Table {
+        &self.shared.settings.table
+    }
+}
+
+fn setup_failed(operation: &'static str, source: BoxError) -> Error {
+    Error::Backend {
+        backend: "postgres",
+        operation,
+        source,
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Shared {
+    /// One call: a connection (idle, or new), the statement, and the connection back to the
+    /// pool unless it broke. A read whose idle connection turns out broken is sent again on
+    /// another; a write never is, since it may have been applied before the connection broke.
+    async fn run(&self, stmt: Stmt, params: Params) -> Result<Vec<Row>, Failure> {
+        let permit = tokio::time::timeout(self.settings.connect_timeout, self.permits.acquire())
+            .await
+            .map_err(|_| Failure::new("wait for a free connection", TimedOut.into()))?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|param| -> &(dyn ToSql + Sync) { param.as_ref() })
+            .collect();
+        let result = loop {
+            let (conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => (self.connect(true).await?, false),
+            };
+            let statement = &conn.statements[stmt.index()];
+            match self
+                .timed("run the statement", conn.client.query(statement, &refs))
+                .await
+            {
+                Ok(rows) => {
+                    self.idle.lock().push(conn);
+                    break Ok(rows);
+                }
+                Err(failure) if conn.client.is_closed() || !failure.answered() => {
+                    if reused && stmt.reads() {
+                        continue;
+                    }
+                    break Err(failure);
+                }
+                Err(failure) => {
+                    self.idle.lock().push(conn);
+                    break Err(failure);
+                }
+            }
+        };
+        drop(permit);
+        result
+    }
+
+    /// An idle connection that is still open; closed ones (the server restarted, or ended
+    /// them) are dropped on the way.
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock();
+        while let Some(conn) = idle.pop() {
+            if !conn.client.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// A new connection, with its session set up and (when `prepare`) every statement
+    /// prepared, within the connect timeout.
+    async fn connect(&self, prepare: bool) -> Result<Conn, Failure> {
+        let open = async {
+            let (client, connection) = self
+                .settings
+                .config
+                .connect(self.settings.tls.clone())
+                .await
+                .map_err(|err| Failure::new("connect", err.into()))?;
+            tokio::spawn(connection);
+            client
+                .batch_execute(&self.setup)
+                .await
+                .map_err(|err| Failure::new("set up the connection", err.into()))?;
+            let mut statements = Vec::new();
+            for sql in self.sql.iter().take(if prepare { usize::MAX } else { 0 }) {
+                let statement = client
+                    .prepare(sql)
+                    .await
+                    .map_err(|err| Failure::new("prepare the statements", err.into()))?;
+                statements.push(statement);
+            }
+            Ok(Conn { client, statements })
+        };
+        tokio::time::timeout(self.settings.connect_timeout, open)
+            .await
+            .map_err(|_| Failure::new("connect", TimedOut.into()))?
+    }
+
+    /// `future`, within the statement timeout and its grace (without limit when there is no
+    /// statement timeout).
+    async fn timed<T>(
+        &self,
+        step: &'static str,
+        future: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Failure> {
+        let answer = match self.settings.statement_timeout {
+            Some(timeout) => tokio::time::timeout(timeout + ANSWER_GRACE, future)
+                .await
+                .map_err(|_| Failure::new(step, TimedOut.into()))?,
+            None => future.await,
+        };
+        answer.map_err(|err| Failure::new(step, err.into()))
+    }
+}
+
+impl Failure {
+    fn new(step: &'static str, source: BoxError) -> Failure {
+        Failure { step, source }
+    }
+
+    /// Whether the server answered with an error (so the connection is in a known state and
+    /// can be used again), rather than the connection failing.
+    fn answered(&self) -> bool {
+        self.source
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|err| err.as_db_error().is_some())
+    }
+}
+
+/// No answer came within the timeout: the statement may or may not have been applied.
+#[derive(Debug)]
+struct TimedOut;
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no answer within the timeout")
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// A failure with the step it happened at, kept as an error source.
+#[derive(Debug)]
+struct Step {
+    step: &'static str,
+    source: BoxError,
+}
+
+impl From<Failure> for Step {
+    fn from(failure: Failure) -> Step {
+        Step {
+            step: failure.step,
+            source: failure.source,
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "could not {}", self.step)
+    }
+}
+
+impl std::error::Error for Step {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// Polls `future` on this thread, parking it between wake-ups.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    /// Wakes the thread that polls.
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}

@@ -1,0 +1,376 @@
+//! The table of a [`PostgresArchive`](super::PostgresArchive), the functions that write it, and
+//! the statements each connection prepares.
+//!
+//! Every write runs in a PL/pgSQL function of the table's own, as one statement, so that it is
+//! one transaction and one round trip. Each function first takes a transaction-scoped advisory
+//! lock on every domain it writes (in ascending order of the locks' numbers, so that two batches
+//! never wait for each other in a cycle), then reads and writes. Under `READ COMMITTED`, which
+//! every connection sets, each statement after the lock reads from a new snapshot, and a lock is
+//! released only after its transaction's commit is visible: so the writes of one domain are
+//! serial, and each sees every write before it. That is what makes a compare-and-swap of a key
+//! that is absent (which no row lock can guard) as exact as one of a key that is present.
+//!
+//! Names and values only ever reach the server as bound parameters. The only text spliced into
+//! SQL is the table's own name, which [`Table::parse`] allows only as plain identifiers and
+//! quotes, and the lock seed, a number.
+
+use std::fmt::Write as _;
+
+use crate::error::{Error, Result};
+
+/// An error of the archive's settings or of what it found on the server, said in `reason`.
+pub(super) fn refused(operation: &'static str, reason: String) -> Error {
+    Error::Backend {
+        backend: "postgres",
+        operation,
+        source: reason.into(),
+    }
+}
+
+/// The layout this release writes, recorded in the table's comment. A later release that
+/// changes the layout migrates a table marked with an older number, and this one refuses a
+/// table marked with a newer one instead of writing what it does not understand.
+pub(super) const LAYOUT: u32 = 1;
+
+/// What a table's comment starts with; the layout number follows.
+const MARK: &str = "session-archive layout ";
+
+/// The longest part of a table name: PostgreSQL keeps 63 bytes of an identifier, and the
+/// functions' names add at most 15 to the table's.
+const MAX_PART: usize = 48;
+
+/// A table name that passed [`Table::parse`], with the schema it is in (or none, for the search
+/// path's first schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Table {
+    schema: Option<String>,
+    name: String,
+}
+
+impl Table {
+    /// `name` or `schema.name`, each part 1 to 48 ASCII letters, digits and underscores, not
+    /// starting with a digit. Quoted in SQL, so case is kept: `Sessions` is not `sessions`.
+    pub(super) fn parse(spec: &str) -> Result<Table> {
+        let (schema, name) = match spec.split_once('.') {
+            Some((schema, name)) => (Some(schema), name),
+            None => (None, spec),
+        };
+        let part_ok = |part: &str| {
+            !part.is_empty()
+                && part.len() <= MAX_PART
+                && !part.starts_with(|c: char| c.is_ascii_digit())
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !schema.is_none_or(part_ok) || !part_ok(name) {
+            return Err(refused(
+                "use the table name",
+                format!(
+                    "{spec:?} is not a table name: expected `name` or `schema.name`, each 1 to \
+                     {MAX_PART} ASCII letters, digits or underscores, not starting with a digit"
+                ),
+            ));
+        }
+        Ok(Table {
+            schema: schema.map(str::to_owned),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The quoted name of the table (`suffix` empty) or of one of its functions.
+    pub(super) fn ident(&self, suffix: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("\"{schema}\".\"{}{suffix}\"", self.name),
+            None => format!("\"{}{suffix}\"", self.name),
+        }
+    }
+
+    /// The name as the user wrote it, for messages and `Debug`.
+    pub(super) fn display(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{schema}.{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The number the domains' advisory locks are computed from, so that two tables never share
+    /// one domain's lock (they may share one by chance, which only makes writers wait). FNV-1a
+    /// of the name, stable across releases and machines.
+    fn seed(&self) -> i64 {
+        let hash = self
+            .display()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        i64::from_ne_bytes(hash.to_ne_bytes())
+    }
+
+    /// The lock that serializes the setup of this table across every process that connects.
+    pub(super) fn setup_lock(&self) -> i64 {
+        self.seed() ^ 0x5e55_1047
+    }
+}
+
+/// The statements every connection prepares once, so that each call is one round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stmt {
+    Get,
+    Has,
+    HasDomain,
+    GetMany,
+    GetEach,
+    ListDomains,
+    ListKeys,
+    Set,
+    Remove,
+    RemoveDomain,
+    Swap,
+    SwapEach,
+    SetMany,
+    RemoveMany,
+    RemoveDomains,
+}
+
+impl Stmt {
+    /// Every statement, in the order of [`Stmt::index`].
+    pub(super) const ALL: [Stmt; 15] = [
+        Stmt::Get,
+        Stmt::Has,
+        Stmt::HasDomain,
+        Stmt::GetMany,
+        Stmt::GetEach,
+        Stmt::ListDomains,
+        Stmt::ListKeys,
+        Stmt::Set,
+        Stmt::Remove,
+        Stmt::RemoveDomain,
+        Stmt::Swap,
+        Stmt::SwapEach,
+        Stmt::SetMany,
+        Stmt::RemoveMany,
+        Stmt::RemoveDomains,
+    ];
+
+    /// Where this statement is in [`Stmt::ALL`], and in each connection's prepared list.
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the statement only reads, so that it may be sent again on another connection
+    /// after its connection broke.
+    pub(super) fn reads(self) -> bool {
+        self.index() < Stmt::Set.index()
+    }
+
+    /// The statement's SQL for `table`.
+    pub(super) fn sql(self, table: &Table) -> String {
+        let t = table.ident("");
+        let call = |suffix: &str, args: &str| format!("SELECT {}({args})", table.ident(suffix));
+        match self {
+            Stmt::Get => format!("SELECT value FROM {t} WHERE domain = $1 AND key = $2"),
+            Stmt::Has => {
+                format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE domain = $1 AND key = $2)")
+            }
+            Stmt::HasDomain => format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE domain = $1)"),
+            Stmt::GetMany => {
+                format!("SELECT key, value FROM {t} WHERE domain = $1 AND key = ANY ($2::text[])")
+            }
+            Stmt::GetEach => format!(
+                "SELECT q.d, q.k, t.value FROM unnest($1::text[], $2::text[]) AS q (d, k) \
+                 JOIN {t} AS t ON t.domain = q.d AND t.key = q.k"
+            ),
+            Stmt::ListDomains => format!(
+                "SELECT domain FROM {t} WHERE domain > $1 GROUP BY domain ORDER BY domain \
+                 LIMIT $2"
+            ),
+            Stmt::ListKeys => {
+                format!("SELECT key FROM {t} WHERE domain = $1 AND key > $2 ORDER BY key LIMIT $3")
+            }
+            Stmt::Set => call("_set", "$1, $2, $3"),
+            Stmt::Remove => call("_remove", "$1, $2"),
+            Stmt::RemoveDomain => call("_remove_domain", "$1"),
+            Stmt::Swap => call("_swap", "$1, $2::text[], $3::bytea[], $4::bytea[]"),
+            Stmt::SwapEach => call(
+                "_swap_each",
+                "$1::text[], $2::int4[], $3::text[], $4::bytea[], $5::bytea[]",
+            ),
+            Stmt::SetMany => call("_set_many", "$1::text[], $2::text[], $3::bytea[]"),
+            Stmt::RemoveMany => call("_remove_many", "$1::text[], $2::text[]"),
+            Stmt::RemoveDomains => call("_remove_domains", "$1::text[]"),
+        }
+    }
+}
+
+/// The comment that marks a table as this release's layout.
+pub(super) fn mark() -> String {
+    format!("{MARK}{LAYOUT}")
+}
+
+/// The layout a table's comment records: `Ok(None)` for a table with no comment, an error for
+/// one whose comment is not a mark.
+pub(super) fn layout_of(table: &Table, comment: Option<&str>) -> Result<Option<u32>> {
+    let Some(comment) = comment else {
+        return Ok(None);
+    };
+    comment
+        .strip_prefix(MARK)
+        .and_then(|number| number.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            refused(
+                "use the table",
+                format!(
+                    "table {} exists and is not a session-archive table (its comment is \
+                     {comment:?})",
+                    table.display()
+                ),
+            )
+        })
+}
+
+/// The statements that create the table and its functions, in order; run in one transaction,
+/// under [`Table::setup_lock`], when the table is missing or has an older layout.
+pub(super) fn setup(table: &Table) -> String {
+    let t = table.ident("");
+    let seed = table.seed();
+    let lock_one = format!("PERFORM pg_advisory_xact_lock(hashtextextended(d, {seed}));");
+    let lock_all = format!(
+        "PERFORM pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(x, {seed}) \
+         AS h FROM unnest(ds) AS x ORDER BY 1) AS locks;"
+    );
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS {t} (\n\
+         domain text COLLATE \"C\" NOT NULL,\n\
+         key text COLLATE \"C\" NOT NULL,\n\
+         value bytea NOT NULL,\n\
+         PRIMARY KEY (domain, key));\n"
+    );
+    for (suffix, signature, returns, body) in functions(table, &lock_one, &lock_all) {
+        let name = table.ident(suffix);
+        let _ = write!(
+            sql,
+            "CREATE OR REPLACE FUNCTION {name}({signature}) RETURNS {returns} \
+             LANGUAGE plpgsql AS $body$\n{body}\n$body$;\n"
+        );
+    }
+    let _ = write!(sql, "COMMENT ON TABLE {t} IS '{}';", mark());
+    sql
+}
+
+/// A write function: its name's suffix, parameters, result and body.
+type Function = (&'static str, &'static str, &'static str, String);
+
+/// Each write function.
+fn functions(table: &Table, lock_one: &str, lock_all: &str) -> Vec<Function> {
+    let t = &table.ident("");
+    let mut all = vec![
+        (
+            "_set",
+            "d text, k text, v bytea",
+            "void",
+            format!(
+                "BEGIN {lock_one}\nINSERT INTO {t} (domain, key, value) VALUES (d, k, v) \
+                 ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\nEND"
+            ),
+        ),
+        (
+            "_remove",
+            "d text, k text",
+            "boolean",
+            format!(
+                "BEGIN {lock_one}\nDELETE FROM {t} WHERE domain = d AND key = k;\n\
+                 RETURN FOUND;\nEND"
+            ),
+        ),
+        (
+            "_remove_domain",
+            "d text",
+            "boolean",
+            format!("BEGIN {lock_one}\nDELETE FROM {t} WHERE domain = d;\nRETURN FOUND;\nEND"),
+        ),
+        (
+            "_swap",
+            "d text, ks text[], es bytea[], ns bytea[]",
+            "boolean",
+            swap_body(t, lock_one),
+        ),
+    ];
+    all.extend(batches(table, lock_all));
+    all
+}
+
+/// The functions of the batches, which lock every domain they write.
+fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
+    let t = &table.ident("");
+    [
+        (
+            "_swap_each",
+            "ds text[], ends int4[], ks text[], es bytea[], ns bytea[]",
+            "boolean[]",
+            swap_each_body(&table.ident("_swap"), lock_all),
+        ),
+        (
+            "_set_many",
+            "ds text[], ks text[], vs bytea[]",
+            "void",
+            format!(
+                "BEGIN {lock_all}\nINSERT INTO {t} (domain, key, value) \
+                 SELECT * FROM unnest(ds, ks, vs) \
+                 ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\nEND"
+            ),
+        ),
+        (
+            "_remove_many",
+            "ds text[], ks text[]",
+            "bigint",
+            format!(
+                "DECLARE n bigint;\nBEGIN {lock_all}\nDELETE FROM {t} AS t USING \
+                 unnest(ds, ks) AS q (d, k) WHERE t.domain = q.d AND t.key = q.k;\n\
+                 GET DIAGNOSTICS n = ROW_COUNT;\nRETURN n;\nEND"
+            ),
+        ),
+        (
+            "_remove_domains",
+            "ds text[]",
+            "bigint",
+            format!(
+                "DECLARE n bigint;\nBEGIN {lock_all}\nWITH gone AS (DELETE FROM {t} \
+                 WHERE domain = ANY (ds) RETURNING domain)\n\
+                 SELECT count(DISTINCT domain) INTO n FROM gone;\nRETURN n;\nEND"
+            ),
+        ),
+    ]
+}
+
+/// Compare every key with what is expected (absent is NULL on both sides), then write: delete
+/// the keys whose new value is absent, store the others, and leave alone those whose new value
+/// is the expected one.
+fn swap_body(t: &str, lock_one: &str) -> String {
+    format!(
+        "BEGIN {lock_one}\n\
+         IF EXISTS (SELECT 1 FROM unnest(ks, es) AS q (k, e) LEFT JOIN {t} AS t \
+         ON t.domain = d AND t.key = q.k WHERE t.value IS DISTINCT FROM q.e) THEN\n\
+         RETURN false;\nEND IF;\n\
+         DELETE FROM {t} AS t USING unnest(ks, es, ns) AS q (k, e, n) \
+         WHERE t.domain = d AND t.key = q.k AND q.n IS NULL AND q.e IS NOT NULL;\n\
+         INSERT INTO {t} (domain, key, value) SELECT d, q.k, q.n \
+         FROM unnest(ks, es, ns) AS q (k, e, n) \
+         WHERE q.n IS NOT NULL AND q.n IS DISTINCT FROM q.e \
+         ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\n\
+         RETURN true;\nEND"
+    )
+}
+
+/// Every group's domain locked first, then each group swapped in turn, as `_swap` swaps it (its
+/// lock is taken again, which costs nothing): group `g` is the swaps from `ends[g - 1]`
+/// (0 for the first) up to, not including, `ends[g]`.
+fn swap_each_body(swap: &str, lock_all: &str) -> String {
+    format!(
+        "DECLARE done boolean[] := '{{}}';\nfrom_ int4 := 0;\ng int4;\n\
+         BEGIN {lock_all}\n\
+         FOR g IN 1 .. coalesce(array_length(ds, 1), 0) LOOP\n\
+         done := done || {swap}(ds[g], ks[from_ + 1 : ends[g]], es[from_ + 1 : ends[g]], \
+         ns[from_ + 1 : ends[g]]);\n\
+         from_ := ends[g];\nEND LOOP;\nRETURN done;\nEND"
+    )
+}
