@@ -19,9 +19,11 @@
 //! `--archive` takes the archive specs of the `session-archive` command: `redb:PATH`, `dir:PATH`
 //! or `redis://HOST:PORT/DB` (with `#prefix=P` to share a server), a Redis Cluster
 //! `redis+cluster://HOST:PORT,HOST:PORT`, a Sentinel-monitored master
-//! `redis+sentinel://HOST:PORT,HOST:PORT/MASTER`, and a bare path means a redb file. Redis needs the `archive-redis` feature and `dir:` the `archive-dir` feature. Two
-//! instances on different ports over one Redis serve the same sessions: a visitor can move
-//! between them.
+//! `redis+sentinel://HOST:PORT,HOST:PORT/MASTER`, or `postgres://USER@HOST:PORT/DB` (with
+//! `#table=NAME` to pick the table), and a bare path means a redb file. Redis needs the
+//! `archive-redis` feature, PostgreSQL the `archive-postgres` feature and `dir:` the
+//! `archive-dir` feature. Two instances on different ports over one Redis or one PostgreSQL
+//! database serve the same sessions: a visitor can move between them.
 //!
 //! The first line on stdout is `Listening on http://HOST:PORT`, with the port actually bound
 //! (so `--addr 127.0.0.1:0` works). Ctrl-C or SIGTERM stops it gracefully: in-flight requests
@@ -54,7 +56,8 @@ const USAGE: &str = "usage: welcome [--addr HOST:PORT] [--archive SPEC]
                        dir:PATH                   a directory tree, <PATH>/<id>/session.json
                        redis://HOST:PORT/DB       a Redis server (add #prefix=P to share one)
                        redis+cluster://HOST:PORT,HOST:PORT         a Redis Cluster
-                       redis+sentinel://HOST:PORT,HOST:PORT/MASTER through Sentinel";
+                       redis+sentinel://HOST:PORT,HOST:PORT/MASTER through Sentinel
+                       postgres://USER@HOST:PORT/DB   a PostgreSQL database (#table=NAME)";
 
 /// How often expired sessions are swept out of the archive.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);

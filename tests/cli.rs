@@ -10,6 +10,8 @@ use session_archive::{Archive, DirArchive, ManualClock, RedbArchive, Sessions};
 
 #[path = "support/redis_cluster.rs"]
 mod cluster_servers;
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
 #[path = "support/redis_server.rs"]
 #[allow(
     dead_code,
@@ -483,6 +485,114 @@ fn migrates_redb_into_redis_and_back() {
     let back = dir.path().join("back");
     ok(&["migrate", &url, &spec("dir", &back)]);
     assert_eq!(files(&back), before);
+}
+
+/// Every entry of an archive, in order.
+fn entries(archive: &dyn Archive) -> Vec<(String, String, Vec<u8>)> {
+    use session_archive::ArchiveExt;
+    let mut all = Vec::new();
+    for domain in archive.domains() {
+        let domain = domain.expect("list the domains");
+        for key in archive.keys(&domain) {
+            let key = key.expect("list the keys");
+            let value = archive.get(&domain, &key).expect("read").expect("a listed key");
+            all.push((domain.clone(), key, value));
+        }
+    }
+    all
+}
+
+/// redb -> PostgreSQL -> redb, checked with `--verify` both ways and byte for byte at the end;
+/// every other subcommand on the PostgreSQL spec; and no password on stderr.
+#[test]
+fn migrates_redb_into_postgres_and_back_and_every_command_takes_its_spec() {
+    let Some(url) = postgres_server::or_skip(postgres_server::shared_url()) else {
+        return;
+    };
+    let pg = format!("{url}#table={}", postgres_server::unique_table());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("first.redb");
+    let mut ids = Vec::new();
+    {
+        let sessions = Sessions::new(RedbArchive::open(&file).unwrap());
+        for user in ["alice@example.com", "alice@example.com", "bob"] {
+            let mut session = sessions.start(None, format!("state of {user}")).unwrap();
+            session.set_user(Some(user));
+            session.save().unwrap();
+            ids.push(session.id().clone());
+        }
+    }
+    {
+        let extra = RedbArchive::open(&file).unwrap();
+        extra
+            .set("odd 'domain'; --", "k\"ey", &[0, 255, 39, 92])
+            .unwrap();
+        extra.set("empty", "value", b"").unwrap();
+    }
+    let first = spec("redb", &file);
+    ok(&["migrate", &first, &pg, "--verify"]);
+    let err = fails(&["migrate", &first, &pg]);
+    assert!(err.contains("not empty"), "{err}");
+    let second = spec("redb", &dir.path().join("second.redb"));
+    ok(&["migrate", &pg, &second, "--verify"]);
+    let (a, b) = (
+        RedbArchive::open(&file).unwrap(),
+        RedbArchive::open(dir.path().join("second.redb")).unwrap(),
+    );
+    let stored = entries(&a);
+    assert_eq!(stored, entries(&b));
+    drop((a, b));
+
+    let domains: std::collections::BTreeSet<&str> = stored
+        .iter()
+        .map(|(domain, _, _)| domain.as_str())
+        .collect();
+    let listed = String::from_utf8(ok(&["domains", &pg])).unwrap();
+    assert_eq!(
+        listed.lines().collect::<std::collections::BTreeSet<_>>(),
+        domains
+    );
+    assert_eq!(
+        ok(&["get", &pg, "odd 'domain'; --", "k\"ey"]),
+        [0, 255, 39, 92]
+    );
+    assert_eq!(
+        String::from_utf8(ok(&["keys", &pg, "empty"])).unwrap(),
+        "value\n"
+    );
+    assert!(
+        String::from_utf8(ok(&["stats", &pg]))
+            .unwrap()
+            .contains("keys: ")
+    );
+    ok(&["rm", &pg, "empty", "value"]);
+    assert!(fails(&["get", &pg, "empty", "value"]).contains("empty"));
+    let listed = String::from_utf8(ok(&["user-sessions", &pg, "alice@example.com"])).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        !listed.contains(ids[0].as_str()),
+        "an id is a bearer token: {listed}"
+    );
+    assert_eq!(
+        String::from_utf8(ok(&["revoke-user", &pg, "alice@example.com"])).unwrap(),
+        "revoked 2 sessions\n"
+    );
+    ok(&["sweep", &pg]);
+    let listed = String::from_utf8(ok(&["user-sessions", &pg, "bob"])).unwrap();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+
+    // A server that is not there: one line on stderr, which names the archive without its
+    // password.
+    let port = postgres_server::free_port().unwrap();
+    let err = fails(&[
+        "stats",
+        &format!("postgres://app:hunter2@127.0.0.1:{port}/app"),
+    ]);
+    assert!(
+        err.contains(&format!("postgres://app:***@127.0.0.1:{port}/app")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]

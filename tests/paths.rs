@@ -7,6 +7,8 @@
 // The root, as it was before the module homes.
 #[cfg(all(feature = "archive-dir", unix))]
 use session_archive::DirArchive;
+#[cfg(feature = "archive-postgres")]
+use session_archive::PostgresArchive;
 use session_archive::{
     Archive, ArchiveExt, Blocking, BoxError, CORRUPT_DOMAIN, Clock, CookieAction,
     DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STATE_SIZE,
@@ -23,6 +25,11 @@ use session_archive::{RedisArchive, RedisArchiveBuilder};
 // The module homes.
 #[cfg(all(feature = "archive-dir", unix))]
 use session_archive::archive::dir::DirArchive as _;
+#[cfg(feature = "archive-postgres")]
+use session_archive::archive::postgres::{
+    DEFAULT_CONNECT_TIMEOUT as PG_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT,
+    DEFAULT_TABLE, PostgresArchive as _, PostgresArchiveBuilder,
+};
 #[cfg(feature = "archive-redb")]
 use session_archive::archive::redb::{
     DEFAULT_CACHE_SIZE, Durability as _, RedbArchive as _, RedbArchiveBuilder as _,

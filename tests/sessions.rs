@@ -19,6 +19,9 @@ use session_archive::{Archive, MemoryArchive};
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_cluster.rs"]
 mod cluster_servers;
+#[cfg(feature = "archive-postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -139,6 +142,20 @@ session_tests!(
     redis_cluster,
     |_dir: &Path| cluster_servers::open_cluster(&redis_server::unique_prefix()),
     when = cluster_servers::cluster_ready
+);
+
+// Every test opens a table of its own in the shared PostgreSQL database.
+#[cfg(feature = "archive-postgres")]
+session_tests!(
+    postgres,
+    |_dir: &Path| session_archive::PostgresArchive::builder(
+        &postgres_server::shared_url().expect("ready() checked the server")
+    )
+    .table(&postgres_server::unique_table())
+    .pool_size(4)
+    .connect()
+    .expect("connect to the shared PostgreSQL server"),
+    when = postgres_server::server_ready
 );
 
 /// What an archive says about blocking reaches `Sessions` through every wrapper, and a wrapper

@@ -28,6 +28,9 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_cluster.rs"]
 mod cluster_servers;
+#[cfg(feature = "archive-postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 #[allow(dead_code, reason = "only the shared server is used here")]
@@ -119,6 +122,18 @@ mod backend {
         Some((Arc::new(archive), None))
     }
 
+    /// A fresh table in the shared PostgreSQL database, or `None` (after a notice) without one.
+    #[cfg(feature = "archive-postgres")]
+    pub fn postgres() -> Option<Fresh> {
+        let url = super::postgres_server::or_skip(super::postgres_server::shared_url())?;
+        let archive = session_archive::PostgresArchive::builder(&url)
+            .table(&super::postgres_server::unique_table())
+            .pool_size(4)
+            .connect()
+            .expect("connect to the shared PostgreSQL server");
+        Some((Arc::new(archive), None))
+    }
+
     /// A fresh prefix on the shared 3-master cluster, or `None` (after a notice) without one.
     #[cfg(feature = "archive-redis")]
     pub fn redis_cluster() -> Option<Fresh> {
@@ -162,6 +177,14 @@ macro_rules! store_tests {
             $(#[tokio::test]
             async fn $behaviour() {
                 let Some((archive, _dir)) = super::backend::redis() else { return };
+                super::$behaviour(archive).await;
+            })*
+        }
+        #[cfg(feature = "archive-postgres")]
+        mod postgres {
+            $(#[tokio::test]
+            async fn $behaviour() {
+                let Some((archive, _dir)) = super::backend::postgres() else { return };
                 super::$behaviour(archive).await;
             })*
         }

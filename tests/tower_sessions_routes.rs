@@ -1,5 +1,5 @@
 //! tower-sessions' own route tests, run unmodified against `ArchiveStore` over every backend:
-//! memory, redb, the directory tree and Redis.
+//! memory, redb, the directory tree, Redis and PostgreSQL.
 //!
 //! The harness is not copied here. tower-sessions publishes it in its crate
 //! (`tests/common/mod.rs`: the routes, `build_app`, and the `route_tests!` macro that stamps out
@@ -9,8 +9,9 @@
 //! module holding the same `app` factory tower-sessions' own `integration-tests.rs` writes for
 //! its `MemoryStore`, with `ArchiveStore` in its place.
 //!
-//! The Redis module runs on the server of `support/redis_server.rs`; without one it runs over
-//! memory after a notice, and fails under `ARCHIVE_REDIS_REQUIRED=1`.
+//! The Redis module runs on the server of `support/redis_server.rs`, and the PostgreSQL module
+//! on that of `support/postgres_server.rs`; without one it runs over memory after a notice, and
+//! fails under `ARCHIVE_REDIS_REQUIRED=1` or `ARCHIVE_POSTGRES_REQUIRED=1`.
 
 // The harness is tower-sessions' code, written to its own lints: it unwraps, and formats as it
 // likes.
@@ -20,6 +21,10 @@
 #[path = "support/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
+
+#[cfg(feature = "archive-postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
 
 #[macro_use]
 #[allow(missing_docs)]
@@ -91,6 +96,33 @@ mod dir {
 
     async fn app(max_age: Option<Duration>, domain: Option<String>) -> Router {
         let archive = super::in_temp_dir(|dir| DirArchive::open(dir).expect("open the tree"));
+        build_app(super::layer(archive), max_age, domain)
+    }
+
+    route_tests!(app);
+}
+
+#[cfg(feature = "archive-postgres")]
+mod postgres {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use session_archive::{Archive, MemoryArchive, PostgresArchive};
+
+    use crate::common::build_app;
+    use crate::postgres_server::{or_skip, shared_url, unique_table};
+
+    async fn app(max_age: Option<Duration>, domain: Option<String>) -> Router {
+        let archive: Arc<dyn Archive> = match or_skip(shared_url()) {
+            Some(url) => Arc::new(
+                PostgresArchive::builder(&url)
+                    .table(&unique_table())
+                    .pool_size(2)
+                    .connect()
+                    .expect("connect to the shared PostgreSQL server"),
+            ),
+            None => Arc::new(MemoryArchive::new()),
+        };
         build_app(super::layer(archive), max_age, domain)
     }
 

@@ -4,12 +4,16 @@
 //! and as a browser would (HTML).
 //!
 //! Cargo builds the binary before running this file's tests. Two instances over one Redis
-//! server (feature `archive-redis`) run when a server can be found or started: see
-//! `support/redis_server.rs`.
+//! server (feature `archive-redis`), or one PostgreSQL database (feature `archive-postgres`),
+//! run when a server can be found or started: see `support/redis_server.rs` and
+//! `support/postgres_server.rs`.
 #![cfg(all(feature = "axum", feature = "archive-redb"))]
 
 #[path = "support/http.rs"]
 mod http;
+#[cfg(feature = "archive-postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
 #[allow(
@@ -511,8 +515,31 @@ fn two_instances_over_one_redis_share_their_visitors_sessions() {
         return;
     };
     // A prefix of its own keeps this test's sessions apart from other tests on the server.
-    let spec = format!("{url}#prefix={}", redis_server::unique_prefix());
-    let (a, b) = (App::start(&spec), App::start(&spec));
+    two_instances_share_their_visitors_sessions(&format!(
+        "{url}#prefix={}",
+        redis_server::unique_prefix()
+    ));
+}
+
+/// The same over one PostgreSQL database, each test in a table of its own.
+#[cfg(feature = "archive-postgres")]
+#[test]
+fn two_instances_over_one_postgres_database_share_their_visitors_sessions() {
+    let Some(url) = postgres_server::or_skip(postgres_server::shared_url()) else {
+        return;
+    };
+    two_instances_share_their_visitors_sessions(&format!(
+        "{url}#table={}",
+        postgres_server::unique_table()
+    ));
+}
+
+/// Two instances over the archive `spec`: a visit on one, the next on the other, the count and
+/// the name go on, and a logout on either ends the session on both.
+#[cfg(any(feature = "archive-redis", feature = "archive-postgres"))]
+#[allow(clippy::unwrap_used, reason = "the body of two tests, which unwrap as tests do")]
+fn two_instances_share_their_visitors_sessions(spec: &str) {
+    let (a, b) = (App::start(spec), App::start(spec));
     assert_ne!(a.url, b.url);
     let client = jar();
 

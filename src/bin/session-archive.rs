@@ -19,7 +19,8 @@ use session_archive::{Archive, ArchiveExt};
 /// Inspect session archives, move them between backends, and sweep expired sessions.
 ///
 /// An archive is named by a spec: dir:PATH (a directory tree, <PATH>/<domain>/<key>),
-/// redb:PATH (one redb file) or redis://HOST:PORT/DB (a Redis server).
+/// redb:PATH (one redb file), redis://HOST:PORT/DB (a Redis server) or
+/// postgres://USER@HOST:PORT/DB (a table in a PostgreSQL database; #table=NAME picks the table).
 #[derive(Parser)]
 #[command(name = "session-archive", version)]
 struct Args {

@@ -24,7 +24,9 @@ use crate::ids::redact;
 #[non_exhaustive]
 pub enum CliError {
     /// The spec names no known kind of archive.
-    #[error("unknown archive {spec:?}: expected dir:PATH, redb:PATH or redis://HOST:PORT/DB")]
+    #[error(
+        "unknown archive {spec:?}: expected dir:PATH, redb:PATH, redis://HOST:PORT/DB or postgres://USER@HOST/DB"
+    )]
     UnknownScheme {
         /// The spec as given.
         spec: String,

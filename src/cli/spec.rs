@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use super::error::CliError;
 use crate::archive::Archive;
 
-/// An archive named on the command line: `dir:PATH`, `redb:PATH` or `redis://HOST:PORT/DB`
-/// (also `rediss://` and `redis+unix://`).
+/// An archive named on the command line: `dir:PATH`, `redb:PATH`, `redis://HOST:PORT/DB`
+/// (also `rediss://` and `redis+unix://`) or `postgres://USER@HOST:PORT/DATABASE` (also
+/// `postgresql://`).
 ///
 /// A Redis Cluster is `redis+cluster://HOST:PORT,HOST:PORT,…` (some of its nodes, the seeds of
 /// [`RedisArchive::cluster`](crate::RedisArchive::cluster)), and a master that Redis Sentinel
@@ -22,6 +23,15 @@ use crate::archive::Archive;
 /// (`#legacy-prefix=` for the empty prefix). Without one it is the empty prefix in the current
 /// layout.
 ///
+/// A PostgreSQL URL is what [`PostgresArchive::connect`](crate::PostgresArchive::connect) takes
+/// (`?sslmode=verify-full&sslrootcert=PATH` and the other libpq options included), and may end
+/// in a fragment naming the [table](crate::archive::postgres::PostgresArchiveBuilder::table):
+/// `postgres://app@db/app#table=sessions.archive`. Without one it is
+/// [`DEFAULT_TABLE`](crate::archive::postgres::DEFAULT_TABLE).
+///
+/// A spec shows its URL without the password, if it has one: error messages and progress
+/// name the archive, never the credentials.
+///
 /// # Examples
 ///
 /// ```
@@ -35,6 +45,9 @@ use crate::archive::Archive;
 /// assert!(matches!(Spec::parse(cluster)?, Spec::Redis(_)));
 /// let sentinel = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/sessions#prefix=myapp";
 /// assert!(matches!(Spec::parse(sentinel)?, Spec::Redis(_)));
+/// let postgres = Spec::parse("postgres://app:secret@db.internal/app#table=sessions.archive")?;
+/// assert!(matches!(postgres, Spec::Postgres(_)));
+/// assert_eq!(postgres.to_string(), "postgres://app:***@db.internal/app#table=sessions.archive");
 /// assert!(Spec::parse("sessions.redb").is_err());
 /// # Ok::<(), session_archive::cli::CliError>(())
 /// ```
@@ -47,6 +60,9 @@ pub enum Spec {
     /// A [`RedisArchive`](crate::RedisArchive) on the server at the URL (feature
     /// `archive-redis`).
     Redis(String),
+    /// A [`PostgresArchive`](crate::PostgresArchive) on the database at the URL (feature
+    /// `archive-postgres`).
+    Postgres(String),
 }
 
 /// Whether [`Spec::open`] may create a missing archive.
@@ -89,7 +105,7 @@ impl Spec {
     /// ```
     pub fn parse(text: &str) -> Result<Spec, CliError> {
         let unknown = || CliError::UnknownScheme {
-            spec: text.to_owned(),
+            spec: without_password(text),
         };
         if [
             "redis://",
@@ -102,6 +118,12 @@ impl Spec {
         .any(|scheme| text.starts_with(scheme))
         {
             return Ok(Spec::Redis(text.to_owned()));
+        }
+        if POSTGRES_SCHEMES
+            .iter()
+            .any(|scheme| text.starts_with(scheme))
+        {
+            return Ok(Spec::Postgres(text.to_owned()));
         }
         let (scheme, path) = text.split_once(':').ok_or_else(unknown)?;
         if path.is_empty() {
@@ -150,7 +172,8 @@ impl Spec {
         not(any(
             feature = "archive-dir",
             feature = "archive-redb",
-            feature = "archive-redis"
+            feature = "archive-redis",
+            feature = "archive-postgres"
         )),
         allow(dead_code, unreachable_code, reason = "no backend to open")
     )]
@@ -171,6 +194,8 @@ impl Spec {
             }
             #[cfg(feature = "archive-redis")]
             Spec::Redis(url) => open_redis(url).map(boxed),
+            #[cfg(feature = "archive-postgres")]
+            Spec::Postgres(url) => open_postgres(url).map(boxed),
             #[allow(
                 unreachable_patterns,
                 clippy::match_wildcard_for_single_variants,
@@ -209,7 +234,8 @@ impl Spec {
         all(
             feature = "archive-dir",
             feature = "archive-redb",
-            feature = "archive-redis"
+            feature = "archive-redis",
+            feature = "archive-postgres"
         ),
         allow(dead_code, reason = "every backend is compiled in")
     )]
@@ -220,6 +246,7 @@ impl Spec {
                 Spec::Dir(_) => "archive-dir",
                 Spec::Redb(_) => "archive-redb",
                 Spec::Redis(_) => "archive-redis",
+                Spec::Postgres(_) => "archive-postgres",
             },
         }
     }
@@ -255,7 +282,7 @@ impl Spec {
                     source,
                 }),
             Spec::Dir(path) => tree_size(path).map(Some),
-            Spec::Redis(_) => Ok(None),
+            Spec::Redis(_) | Spec::Postgres(_) => Ok(None),
         }
     }
 }
@@ -287,7 +314,7 @@ impl fmt::Display for Spec {
         match self {
             Spec::Dir(path) => write!(f, "dir:{}", path.display()),
             Spec::Redb(path) => write!(f, "redb:{}", path.display()),
-            Spec::Redis(url) => f.write_str(url),
+            Spec::Redis(url) | Spec::Postgres(url) => f.write_str(&without_password(url)),
         }
     }
 }
@@ -296,6 +323,38 @@ impl fmt::Display for Spec {
 const CLUSTER_SCHEME: &str = "redis+cluster://";
 /// The scheme of a Sentinel spec: sentinels, comma-separated, then `/` and the master's name.
 const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// The schemes of a PostgreSQL spec.
+const POSTGRES_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
+
+/// `url` with the password of its user info, if any, shown as `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, hosts)) if user_info.contains(':') => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:***@{hosts}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens a PostgreSQL spec: the URL, and the table its fragment names (see [`Spec`]).
+#[cfg(feature = "archive-postgres")]
+fn open_postgres(spec: &str) -> crate::error::Result<crate::PostgresArchive> {
+    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
+    let builder = crate::PostgresArchive::builder(url);
+    match fragment.strip_prefix("table=") {
+        Some(table) => builder.table(table).connect(),
+        None => builder.connect(),
+    }
+}
 
 /// Opens a Redis spec: the URL, and the prefix its fragment names (see [`Spec`]).
 #[cfg(feature = "archive-redis")]
@@ -351,12 +410,35 @@ mod tests {
             ("dir:/srv/sessions", "archive-dir"),
             ("redb:/srv/sessions.redb", "archive-redb"),
             ("redis://127.0.0.1/0", "archive-redis"),
+            ("postgres://app@127.0.0.1/app", "archive-postgres"),
         ] {
             let err = Spec::parse(spec).unwrap().not_compiled();
             assert_eq!(
                 err.to_string(),
                 format!("{spec}: not compiled into this build; enable the Cargo feature {feature}")
             );
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cr3t@db:5432/app",
+                "postgres://app:***@db:5432/app",
+            ),
+            (
+                "postgresql://app:p@ss@db/app?sslmode=require",
+                "postgresql://app:***@db/app?sslmode=require",
+            ),
+            (
+                "redis://:hunter2@127.0.0.1/0#prefix=x",
+                "redis://:***@127.0.0.1/0#prefix=x",
+            ),
+            ("postgres://app@db/app", "postgres://app@db/app"),
+            ("redis://127.0.0.1/0", "redis://127.0.0.1/0"),
+        ] {
+            assert_eq!(Spec::parse(url).unwrap().to_string(), shown);
         }
     }
 
