@@ -43,7 +43,7 @@
 //! | `archive-postgres` | no | [`PostgresArchive`]: a table in a PostgreSQL database shared by many app instances |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
 //! | `tower-sessions` | no | [`tower_sessions::ArchiveStore`]: a tower-sessions 0.15 store over any archive |
-//! | `cli` | no | the `session-archive` command, with all three persistent backends (its library side, [`cli`], needs no feature) |
+//! | `cli` | no | the `session-archive` command, with every persistent backend (its library side, [`cli`], needs no feature) |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
 //! | `fuzzing` | no | [`conformance::fuzz`]: the fuzz targets' bodies, shared by `fuzz/` and the seed-replay test |
 
