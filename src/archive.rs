@@ -22,6 +22,8 @@ use std::time::SystemTime;
 
 use crate::error::Result;
 
+#[cfg(any(test, feature = "conformance", feature = "archive-postgres"))]
+pub(crate) mod block_on;
 #[cfg(all(feature = "archive-dir", unix))]
 pub mod dir;
 pub mod memory;

@@ -243,7 +243,8 @@ impl PostgresArchive {
         }
     }
 
-    /// The table, as given to [`table`](PostgresArchiveBuilder::table).
+    /// The table, with the schema it is in (`public.session_archive` for the default table in
+    /// the usual `search_path`).
     pub fn table(&self) -> String {
         self.pool.table().display()
     }
@@ -338,7 +339,7 @@ impl PostgresArchiveBuilder {
             connect_timeout: self.connect_timeout,
             statement_timeout: self.statement_timeout,
         })?;
-        let archive = PostgresArchive { pool, target };
+        let mut archive = PostgresArchive { pool, target };
         archive.set_up()?;
         Ok(archive)
     }
@@ -368,12 +369,30 @@ impl PostgresArchive {
     /// Creates the table and its functions, or brings them to this release's layout, unless
     /// the table's comment says they are; refuses a table of a newer layout or of another
     /// maker.
-    fn set_up(&self) -> Result<()> {
+    fn set_up(&mut self) -> Result<()> {
+        if !self.pool.table().has_schema() {
+            let rows =
+                self.pool
+                    .setup_rows("find the schema", "SELECT current_schema()", vec![])?;
+            let schema: Option<String> = match rows.first() {
+                Some(row) => column("find the schema", row, 0)?,
+                None => None,
+            };
+            let schema = schema.ok_or_else(|| {
+                refused(
+                    "find the schema",
+                    "no schema of the search_path exists: name one, as table(\"schema.name\")"
+                        .to_owned(),
+                )
+            })?;
+            let table = self.pool.table().in_schema(schema);
+            self.pool.set_table(table)?;
+        }
         let table = self.pool.table().clone();
-        let ident = table.ident("");
-        let rows = self.pool.simple_rows(
+        let rows = self.pool.setup_rows(
             "check the table",
-            format!("SELECT obj_description(to_regclass('{ident}'), 'pg_class'), to_regclass('{ident}') IS NOT NULL"),
+            "SELECT obj_description(to_regclass($1), 'pg_class'), to_regclass($1) IS NOT NULL",
+            vec![text(&table.ident(""))],
         )?;
         let row = rows
             .first()

@@ -1088,22 +1088,7 @@ pub fn update_loses_no_update(archive: &dyn Archive) {
 /// # Ok::<(), session_archive::Error>(())
 /// ```
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    /// Wakes the thread that polls.
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut context = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
-    }
+    crate::archive::block_on::block_on(future)
 }
 
 /// An update adding one to a little-endian `u64` (absent is 0).

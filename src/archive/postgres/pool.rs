@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -19,6 +18,7 @@ use tokio_postgres::{Client, Config, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::schema::{Stmt, Table};
+use crate::archive::block_on::block_on;
 use crate::error::{BoxError, Error, Result};
 
 /// The parameters of one statement, owned so that the task that sends them can outlive the call.
@@ -171,13 +171,19 @@ impl Pool {
         }
     }
 
-    /// Runs one query without parameters on a connection of its own, for the setup's checks.
-    pub(super) fn simple_rows(&self, operation: &'static str, sql: String) -> Result<Vec<Row>> {
+    /// Runs one query on a connection of its own, unprepared, for the setup's checks.
+    pub(super) fn setup_rows(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        params: Params,
+    ) -> Result<Vec<Row>> {
         let shared = Arc::clone(&self.shared);
         let task = self.runtime.as_ref().map(|runtime| {
             runtime.spawn(async move {
                 let conn = shared.connect(false).await?;
-                shared.timed("query", conn.client.query(&sql, &[])).await
+                let refs = references(&params);
+                shared.timed("query", conn.client.query(sql, &refs)).await
             })
         });
         let Some(task) = task else {
@@ -199,6 +205,25 @@ impl Pool {
     pub(super) fn table(&self) -> &Table {
         &self.shared.settings.table
     }
+
+    /// Uses `table` from now on, before any statement was prepared: the setup resolves the
+    /// table's schema first.
+    pub(super) fn set_table(&mut self, table: Table) -> Result<()> {
+        let shared = Arc::get_mut(&mut self.shared)
+            .filter(|shared| shared.idle.lock().is_empty())
+            .ok_or_else(|| setup_failed("resolve the table", "the pool is in use".into()))?;
+        shared.sql = Stmt::ALL.iter().map(|stmt| stmt.sql(&table)).collect();
+        shared.settings.table = table;
+        Ok(())
+    }
+}
+
+/// `params` as the references tokio-postgres takes.
+fn references(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|param| -> &(dyn ToSql + Sync) { param.as_ref() })
+        .collect()
 }
 
 fn setup_failed(operation: &'static str, source: BoxError) -> Error {
@@ -225,10 +250,7 @@ impl Shared {
         let permit = tokio::time::timeout(self.settings.connect_timeout, self.permits.acquire())
             .await
             .map_err(|_| Failure::new("wait for a free connection", TimedOut.into()))?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|param| -> &(dyn ToSql + Sync) { param.as_ref() })
-            .collect();
+        let refs = references(&params);
         let result = loop {
             let (conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
@@ -369,25 +391,5 @@ impl std::fmt::Display for Step {
 impl std::error::Error for Step {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.source.as_ref())
-    }
-}
-
-/// Polls `future` on this thread, parking it between wake-ups.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    /// Wakes the thread that polls.
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
     }
 }

@@ -76,11 +76,31 @@ impl Table {
         })
     }
 
-    /// The quoted name of the table (`suffix` empty) or of one of its functions.
+    /// The quoted name of the table (`suffix` empty) or of one of its functions. A schema the
+    /// server named (see [`Table::in_schema`]) may hold any character: a `"` is doubled.
     pub(super) fn ident(&self, suffix: &str) -> String {
         match &self.schema {
-            Some(schema) => format!("\"{schema}\".\"{}{suffix}\"", self.name),
+            Some(schema) => format!(
+                "\"{}\".\"{}{suffix}\"",
+                schema.replace('"', "\"\""),
+                self.name
+            ),
             None => format!("\"{}{suffix}\"", self.name),
+        }
+    }
+
+    /// Whether the name says its schema.
+    pub(super) fn has_schema(&self) -> bool {
+        self.schema.is_some()
+    }
+
+    /// The same table in `schema`: the schema the server resolved an unqualified name to, so
+    /// that every statement and function names the same table whatever a connection's
+    /// `search_path`, and the functions can pin theirs.
+    pub(super) fn in_schema(&self, schema: String) -> Table {
+        Table {
+            schema: Some(schema),
+            name: self.name.clone(),
         }
     }
 
@@ -250,7 +270,8 @@ pub(super) fn setup(table: &Table) -> String {
         let _ = write!(
             sql,
             "CREATE OR REPLACE FUNCTION {name}({signature}) RETURNS {returns} \
-             LANGUAGE plpgsql AS $body$\n{body}\n$body$;\n"
+             LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp \
+             AS $body$\n{body}\n$body$;\n"
         );
     }
     let _ = write!(sql, "COMMENT ON TABLE {t} IS '{}';", mark());

@@ -56,7 +56,9 @@ pub(super) fn split(url: &str) -> (String, Tls) {
         check: Check::Nothing,
         root: None,
     };
-    let mut take = |key: &str, value: &str| -> Option<String> {
+    // `None`: the pair goes; `Some(None)`: it stays as written (still encoded, in a URL, for
+    // tokio-postgres to decode once); `Some(Some(pair))`: `pair` replaces it.
+    let mut take = |key: &str, value: &str| -> Option<Option<String>> {
         match (key, value) {
             ("sslrootcert", path) => {
                 tls.root = Some(PathBuf::from(path));
@@ -64,13 +66,13 @@ pub(super) fn split(url: &str) -> (String, Tls) {
             }
             ("sslmode", "verify-ca") => {
                 tls.check = Check::Chain;
-                Some("sslmode=require".to_owned())
+                Some(Some("sslmode=require".to_owned()))
             }
             ("sslmode", "verify-full") => {
                 tls.check = Check::Full;
-                Some("sslmode=require".to_owned())
+                Some(Some("sslmode=require".to_owned()))
             }
-            _ => Some(format!("{key}={value}")),
+            _ => Some(None),
         }
     };
     let rest = if let Some((base, query)) = url.split_once('?') {
@@ -80,6 +82,7 @@ pub(super) fn split(url: &str) -> (String, Tls) {
             .filter_map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                 take(key, &percent_decoded(value))
+                    .map(|kept| kept.unwrap_or_else(|| pair.to_owned()))
             })
             .collect();
         if kept.is_empty() {
@@ -94,7 +97,7 @@ pub(super) fn split(url: &str) -> (String, Tls) {
             .split_whitespace()
             .filter_map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                take(key, value)
+                take(key, value).map(|kept| kept.unwrap_or_else(|| pair.to_owned()))
             })
             .collect();
         kept.join(" ")
@@ -158,15 +161,20 @@ pub(super) fn connector(mut tls: Tls, root: Option<&Path>) -> Result<MakeRustlsC
             ));
         }
         (check, Some(root)) => {
-            let roots = roots(root)?;
+            let (roots, pinned) = roots(root)?;
             let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|err| tls_error(err.into()))?;
-            if check == Check::Full {
+            let inner: Arc<dyn ServerCertVerifier> = if check == Check::Full {
                 chain
             } else {
                 Arc::new(ChainOnly(chain))
-            }
+            };
+            Arc::new(SelfSigned {
+                inner,
+                pinned,
+                check_name: check == Check::Full,
+            })
         }
     };
     let config = builder
@@ -183,17 +191,18 @@ fn default_root() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Every certificate of the PEM file `path`.
-fn roots(path: &Path) -> Result<RootCertStore> {
+/// Every certificate of the PEM file `path`, as a store and as they are.
+fn roots(path: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'static>>)> {
     let unreadable = |source: rustls::pki_types::pem::Error| Error::Io {
         path: path.to_owned(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, source),
     };
     let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
     for cert in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
-        roots
-            .add(cert.map_err(unreadable)?)
-            .map_err(|err| tls_error(err.into()))?;
+        let cert = cert.map_err(unreadable)?;
+        pinned.push(cert.clone());
+        roots.add(cert).map_err(|err| tls_error(err.into()))?;
     }
     if roots.is_empty() {
         return Err(refused(
@@ -204,7 +213,7 @@ fn roots(path: &Path) -> Result<RootCertStore> {
             ),
         ));
     }
-    Ok(roots)
+    Ok((roots, pinned))
 }
 
 fn tls_error(source: crate::error::BoxError) -> Error {
@@ -253,6 +262,78 @@ impl ServerCertVerifier for Unchecked {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+/// What `inner` accepts, and also a server certificate that is itself one of the root
+/// certificates, as OpenSSL (so libpq) accepts: a self-signed server certificate made with
+/// `openssl req -x509`, as PostgreSQL's documentation shows, is marked a CA, which webpki
+/// refuses as the end of a chain (`CaUsedAsEndEntity`). Such a certificate is accepted only when
+/// the server sent it alone and it is byte for byte one of the roots; webpki checked its
+/// validity period before it found it a CA; with `verify-full` it must still be made out to the
+/// host.
+#[derive(Debug)]
+struct SelfSigned {
+    inner: Arc<dyn ServerCertVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for SelfSigned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error as TlsError};
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(TlsError::InvalidCertificate(CertificateError::Other(other)))
+                if intermediates.is_empty()
+                    && self
+                        .pinned
+                        .iter()
+                        .any(|root| root.as_ref() == end_entity.as_ref())
+                    && format!("{other:?}").contains("CaUsedAsEndEntity") =>
+            {
+                if self.check_name {
+                    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                    rustls::client::verify_server_name(&parsed, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -319,6 +400,12 @@ mod tests {
         let (rest, tls) = split("host=h sslmode=verify-ca sslrootcert=/ca.pem user=u");
         assert_eq!(rest, "host=h sslmode=require user=u");
         assert_eq!(tls.check, Check::Chain);
+
+        let (rest, _) = split("postgres://u@h/db?application_name=a%26b%2520c&sslmode=verify-ca");
+        assert_eq!(
+            rest, "postgres://u@h/db?application_name=a%26b%2520c&sslmode=require",
+            "other values stay encoded, for tokio-postgres to decode once"
+        );
 
         let (rest, tls) = split("postgres://u@h/db?sslrootcert=/ca.pem");
         assert_eq!(
