@@ -234,9 +234,32 @@ fn setup_failed(operation: &'static str, source: BoxError) -> Error {
     }
 }
 
+/// How long a dropped pool's connections get to say goodbye to the server.
+const FAREWELL: Duration = Duration::from_millis(250);
+
 impl Drop for Pool {
+    /// Closes the idle connections politely (each sends the server its `Terminate`, so the
+    /// server logs no lost client), on a thread of its own, since the drop may happen inside an
+    /// async context where waiting is not allowed; calls still running are cut off.
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        self.shared.idle.lock().clear();
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let (give, take) = std::sync::mpsc::channel::<Runtime>();
+        let closer = std::thread::Builder::new()
+            .name("session-archive-postgres-close".to_owned())
+            .spawn(move || {
+                if let Ok(runtime) = take.recv() {
+                    runtime.shutdown_timeout(FAREWELL);
+                }
+            });
+        // Without the thread, the runtime is shut down here, without waiting.
+        let unsent = match closer {
+            Ok(_) => give.send(runtime).err().map(|unsent| unsent.0),
+            Err(_) => Some(runtime),
+        };
+        if let Some(runtime) = unsent {
             runtime.shutdown_background();
         }
     }
