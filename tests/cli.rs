@@ -495,7 +495,10 @@ fn entries(archive: &dyn Archive) -> Vec<(String, String, Vec<u8>)> {
         let domain = domain.expect("list the domains");
         for key in archive.keys(&domain) {
             let key = key.expect("list the keys");
-            let value = archive.get(&domain, &key).expect("read").expect("a listed key");
+            let value = archive
+                .get(&domain, &key)
+                .expect("read")
+                .expect("a listed key");
             all.push((domain.clone(), key, value));
         }
     }

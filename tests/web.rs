@@ -537,7 +537,10 @@ fn two_instances_over_one_postgres_database_share_their_visitors_sessions() {
 /// Two instances over the archive `spec`: a visit on one, the next on the other, the count and
 /// the name go on, and a logout on either ends the session on both.
 #[cfg(any(feature = "archive-redis", feature = "archive-postgres"))]
-#[allow(clippy::unwrap_used, reason = "the body of two tests, which unwrap as tests do")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "the body of two tests, which unwrap as tests do"
+)]
 fn two_instances_share_their_visitors_sessions(spec: &str) {
     let (a, b) = (App::start(spec), App::start(spec));
     assert_ne!(a.url, b.url);
