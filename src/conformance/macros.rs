@@ -229,6 +229,7 @@ macro_rules! session_explorer {
                 map_state: Suite::State(StateKind::Map),
                 float_state: Suite::State(StateKind::Floats),
                 hashed_ids: Suite::Hashed,
+                async_paths: Suite::Async,
                 random_triples: Suite::Random,
                 saved_seeds: Suite::Seeds,
                 tower_sessions: Suite::Tower,

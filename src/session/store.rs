@@ -44,11 +44,11 @@ use super::points::Mutation;
 use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Swap, SwapGroup, Update};
 use crate::error::{Error, Result};
 
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "conformance"))]
 mod later;
 mod regenerate;
 
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "conformance"))]
 pub(crate) use later::{Prefetch, StateWritten};
 pub(crate) use regenerate::Moving;
 
@@ -932,10 +932,12 @@ impl Store {
 
     /// Whether a swap of the state starts from the caller's guess rather than from a read:
     /// where a read waits for storage ([`Blocking::Always`]: a server, a file system), a read
-    /// saved is a round trip saved. Elsewhere a read costs next to nothing, and on a backend
-    /// that shares commits a stale guess would cost a failed swap in a commit of its own.
+    /// saved is a round trip saved, and an archive with async paths needs the guess for its
+    /// async update, which reads nothing. Elsewhere a read costs next to nothing, and on a
+    /// backend that shares commits a stale guess would cost a failed swap in a commit of its
+    /// own.
     fn guesses(&self) -> bool {
-        self.archive.blocking() == Blocking::Always
+        self.archive.blocking() == Blocking::Always || self.async_paths.load(Ordering::Relaxed)
     }
 
     /// Replaces the state stored under `id` with the bytes `next` makes from it, and returns the

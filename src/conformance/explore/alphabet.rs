@@ -84,6 +84,11 @@ pub enum Kind {
     ResumeTouch,
     /// `start(S)` once `S` has expired by this `Sessions`' settings (the clock moves first).
     ResumeExpired,
+    /// `start(S)` as a web layer starts it on an async executor: where the archive reads
+    /// without a thread, the read awaited and the session decoded from it; where its point
+    /// reads do not wait, a start that writes nothing; the usual start where either cannot
+    /// serve.
+    ResumeAsync,
     /// A plain `save`.
     Save,
     /// `set_user(user)` then `save`: a binding, or a rebinding when `S` was bound to another.
@@ -94,6 +99,12 @@ pub enum Kind {
     Update,
     /// `update_send`.
     UpdateSend,
+    /// An async start as [`ResumeAsync`](Kind::ResumeAsync), then `update` as a web layer runs
+    /// it on an async executor: where the archive waits for commits without a thread, the
+    /// update queued and its commit awaited; where it has async paths, the change applied to
+    /// the handle's guess and one swap awaited (settled by a read when its outcome is
+    /// unknown); the usual update when another write came first or neither path serves.
+    UpdateAsync,
     /// `regenerate` of a handle never changed since it was started.
     RegenerateClean,
     /// `regenerate` of a handle whose state changed.
@@ -116,17 +127,19 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind: a new kind joins every pair by being added here.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 21] = [
         Kind::StartNew,
         Kind::Resume,
         Kind::ResumeTouch,
         Kind::ResumeExpired,
+        Kind::ResumeAsync,
         Kind::Save,
         Kind::SaveAs(User::Bob),
         Kind::SaveAs(User::Alice),
         Kind::SaveUnbound,
         Kind::Update,
         Kind::UpdateSend,
+        Kind::UpdateAsync,
         Kind::RegenerateClean,
         Kind::RegenerateChanged,
         Kind::RegenerateRebind,
@@ -147,11 +160,22 @@ impl Kind {
                 | Kind::SaveUnbound
                 | Kind::Update
                 | Kind::UpdateSend
+                | Kind::UpdateAsync
                 | Kind::RegenerateClean
                 | Kind::RegenerateChanged
                 | Kind::RegenerateRebind
                 | Kind::Destroy
         )
+    }
+
+    /// Whether the operation is an update: its write adds its tag to the state it reads.
+    pub(super) fn is_update(self) -> bool {
+        matches!(self, Kind::Update | Kind::UpdateSend | Kind::UpdateAsync)
+    }
+
+    /// Whether the operation starts `S` as a web layer does on an async executor.
+    pub(super) fn starts_async(self) -> bool {
+        matches!(self, Kind::ResumeAsync | Kind::UpdateAsync)
     }
 
     /// The user a request binds `S` to, when it calls `set_user` (`Some(None)`: it unbinds).
@@ -196,7 +220,7 @@ impl Op {
     /// ```
     /// use session_archive::conformance::explore::Op;
     ///
-    /// assert_eq!(Op::alphabet().len(), 38);
+    /// assert_eq!(Op::alphabet().len(), 42);
     /// ```
     pub fn alphabet() -> Vec<Op> {
         Via::ALL
@@ -213,11 +237,13 @@ impl fmt::Display for Op {
             Kind::Resume => "resume".to_owned(),
             Kind::ResumeTouch => "resume after the touch interval".to_owned(),
             Kind::ResumeExpired => "resume once expired".to_owned(),
+            Kind::ResumeAsync => "resume (async)".to_owned(),
             Kind::Save => "save".to_owned(),
             Kind::SaveAs(user) => format!("set_user({}) + save", user.name()),
             Kind::SaveUnbound => "set_user(None) + save".to_owned(),
             Kind::Update => "update".to_owned(),
             Kind::UpdateSend => "update_send".to_owned(),
+            Kind::UpdateAsync => "update (async)".to_owned(),
             Kind::RegenerateClean => "regenerate (clean)".to_owned(),
             Kind::RegenerateChanged => "change + regenerate".to_owned(),
             Kind::RegenerateRebind => "change + set_user(bob) + regenerate".to_owned(),

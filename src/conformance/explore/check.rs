@@ -174,7 +174,7 @@ fn compare_wrote(
     let at = history.names.sym(&wrote.id);
     let same = match op.kind {
         Kind::Destroy => removed == wrote.removed,
-        Kind::Update | Kind::UpdateSend | Kind::RegenerateClean => {
+        kind if kind.is_update() || kind == Kind::RegenerateClean => {
             *tags == wrote.tags && at == Some(id)
         }
         _ => at == Some(id),

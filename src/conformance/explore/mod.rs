@@ -115,6 +115,12 @@ pub struct Plan {
     /// Keep only the failures that the same schedule does not show with the mutations off:
     /// those the mutations cause.
     pub caused_by_mutations: bool,
+    /// What the world's archive says of its blocking, instead of what the backend says (see
+    /// [`Archive::blocking`](crate::Archive::blocking)): `Some(Blocking::Always)` makes an
+    /// in-memory backend take the paths of a server's (guesses, and the async start and update
+    /// of the web layers, which the explorer's archive always offers), `Some(Blocking::Commits)`
+    /// those of a backend that waits for its commits without a thread. `None`: the backend's.
+    pub blocking: Option<crate::archive::Blocking>,
 }
 
 impl Plan {
@@ -143,6 +149,7 @@ impl Plan {
             cap: 100_000,
             failures_per_pair: 1,
             caused_by_mutations: false,
+            blocking: None,
         }
     }
 }
@@ -228,7 +235,7 @@ struct Ran {
 
 /// Runs one schedule on a fresh world and checks it.
 fn run_one<T: Tagged>(open: &Open, plan: &Plan, ops: &[Op], chooser: Chooser) -> Ran {
-    let world = World::<T>::new(open, plan.ids, ops);
+    let world = World::<T>::new(open, (plan.ids, plan.blocking), ops);
     let (returned, trace, stopped) = run_schedule(&world, ops, chooser, &plan.mutations);
     let observed = world.observe();
     let names = Names::new(

@@ -536,7 +536,7 @@ fn create(
         return step(Stage::Done, state.clone(), expect, "destroys a new session");
     }
     // An update of a session never saved saves the handle's state first, then updates it.
-    let first_save = matches!(kind, Kind::Update | Kind::UpdateSend);
+    let first_save = kind.is_update();
     let tags = if kind == Kind::RegenerateClean || first_save {
         Tags::new()
     } else {
@@ -642,7 +642,7 @@ fn live_write(
             )]
         }
         _ => {
-            let tags = if matches!(kind, Kind::Update | Kind::UpdateSend) {
+            let tags = if kind.is_update() {
                 let mut tags = stored.tags.clone();
                 tags.insert(tag);
                 tags

@@ -532,20 +532,25 @@ pub(super) struct Scheduled {
     observe: Box<Observer>,
     /// Whether an operation of the schedule sweeps.
     sweeping: bool,
+    /// What it says of its blocking instead of the wrapped archive, if set.
+    blocking: Option<Blocking>,
 }
 
 impl Scheduled {
     /// Wraps `inner`; `observe` sees every call a worker makes, after it is scheduled.
     /// `sweeping`: whether an operation sweeps (else the expiry index is no place to switch).
+    /// `blocking`: what the archive says of its blocking, when not the wrapped archive's.
     pub(super) fn new(
         inner: Arc<dyn Archive>,
         observe: Box<Observer>,
         sweeping: bool,
+        blocking: Option<Blocking>,
     ) -> Scheduled {
         Scheduled {
             inner,
             observe,
             sweeping,
+            blocking,
         }
     }
 
@@ -638,19 +643,21 @@ impl Archive for Scheduled {
         self.at(&call, |a| a.get_many(domain, keys))
     }
 
-    /// None: every call goes through the hook, on the calling thread, so callers take the
-    /// blocking path.
-    fn get_many_async(&self, _domain: &str, _keys: &[&str]) -> Option<GetManyFuture> {
-        None
+    /// Always an async path, whatever the wrapped archive has, so that the web layers' async
+    /// start runs in every schedule that has one: the read is [`get_many`](Archive::get_many)
+    /// at a scheduling point, when the call is made (where a server's read is sent), and the
+    /// future is ready with its answer, a fault's included.
+    fn get_many_async(&self, domain: &str, keys: &[&str]) -> Option<GetManyFuture> {
+        let read = self.get_many(domain, keys);
+        Some(Box::pin(std::future::ready(read)))
     }
 
-    /// None, as for [`get_many_async`](Archive::get_many_async).
-    fn compare_and_swap_many_async(
-        &self,
-        _domain: &str,
-        _swaps: &[Swap<'_>],
-    ) -> Option<SwapFuture> {
-        None
+    /// As [`get_many_async`](Archive::get_many_async), with
+    /// [`compare_and_swap_many`](Archive::compare_and_swap_many): a lost answer (the swap
+    /// applied, then an error) is what settles an update by a read.
+    fn compare_and_swap_many_async(&self, domain: &str, swaps: &[Swap<'_>]) -> Option<SwapFuture> {
+        let swapped = self.compare_and_swap_many(domain, swaps);
+        Some(Box::pin(std::future::ready(swapped)))
     }
 
     /// One scheduling point for the whole update: where the change runs, and which calls the
@@ -710,9 +717,10 @@ impl Archive for Scheduled {
         self.at(&call, |a| a.expire_domain(domain, at))
     }
 
-    /// The wrapped archive's: the protocol then takes the in-process locks it takes there.
+    /// The wrapped archive's, unless the plan says otherwise: the protocol then takes the
+    /// in-process locks and the paths it takes there.
     fn blocking(&self) -> Blocking {
-        self.inner.blocking()
+        self.blocking.unwrap_or_else(|| self.inner.blocking())
     }
 }
 

@@ -13,6 +13,7 @@ use super::settings::Ids;
 use super::states::StateKind;
 use super::world::Open;
 use super::{Plan, all_pairs, explore, explore_pairs, run_seed};
+use crate::archive::Blocking;
 use crate::conformance::Mutation;
 
 /// A part of the exploration: one test each; see [`run_suite`] for an example.
@@ -28,6 +29,12 @@ pub enum Suite {
     State(StateKind),
     /// Pairs in the world with ids hashed at rest.
     Hashed,
+    /// Every pair with an operation a web layer runs on its async executor
+    /// ([`Kind::ResumeAsync`], [`Kind::UpdateAsync`]). In memory, with the archive saying it
+    /// blocks as a server does (so the async start and the update's swap from its guess run,
+    /// faults and all), then as a backend that waits for its commits without a thread (so the
+    /// update is queued and awaited).
+    Async,
     /// Random schedules of three random operations, from new seeds.
     Random,
     /// The saved seeds of random schedules that failed once.
@@ -76,6 +83,45 @@ fn app_pairs() -> Vec<[Op; 2]> {
         .into_iter()
         .filter(|pair| pair.iter().all(|op| op.via == Via::App))
         .collect()
+}
+
+/// The pairs with an operation that starts or updates as a web layer does on its executor.
+fn async_pairs() -> Vec<[Op; 2]> {
+    all_pairs()
+        .into_iter()
+        .filter(|pair| pair.iter().any(|op| op.kind.starts_async()))
+        .collect()
+}
+
+/// [`Suite::Async`]. At [`Depth::Full`], [`async_pairs`] through an archive that says it blocks
+/// as a server (up to two preemptions), then as redb (up to one); each also with one fault and
+/// no preemption. At [`Depth::Sample`], every 16th of them as the backend says it blocks (a
+/// server's paths on Redis and PostgreSQL, the queued update on redb), with one preemption,
+/// then one fault.
+fn async_report(open: &Open, depth: Depth) -> Report {
+    let started = Instant::now();
+    let runs = if depth == Depth::Sample && !whole() {
+        vec![(None, 1, every(16, async_pairs()))]
+    } else {
+        vec![
+            (Some(Blocking::Always), 2, async_pairs()),
+            (Some(Blocking::Commits), 1, async_pairs()),
+        ]
+    };
+    let mut report = Report::default();
+    for (blocking, preemptions, pairs) in runs {
+        for budget in [budget(preemptions, 0), budget(0, 1)] {
+            let mut plan = Plan::new();
+            plan.blocking = blocking;
+            plan.budget = budget;
+            println!("{blocking:?}: {} pairs, {budget:?}", pairs.len());
+            report
+                .explored
+                .extend(explore_pairs(open, &plan, &pairs).explored);
+        }
+    }
+    report.elapsed = started.elapsed();
+    report
 }
 
 /// Every `n`-th of `pairs`: a sample that still has every operation in it.
@@ -148,6 +194,7 @@ pub fn run_suite(open: &Open, suite: Suite, depth: Depth, seeds: Option<&Path>) 
         Suite::Random => random_report(open, depth),
         Suite::Seeds => seeds_report(open, seeds),
         Suite::Tower => tower_report(open, depth),
+        Suite::Async => async_report(open, depth),
         Suite::Catches(mutation) => {
             let caught = catches(open, mutation);
             match caught {

@@ -172,6 +172,7 @@ impl TowerWorld {
             Arc::clone(&raw),
             Box::new(|_, _| {}),
             true,
+            None,
         ));
         let t0 = t0();
         let main = store(&scheduled, t0, GRANULARITY);

@@ -174,8 +174,13 @@ fn build(archive: &Arc<dyn Archive>, ids: Ids, settings: Settings, at: u64) -> S
 }
 
 impl<T: Tagged> World<T> {
-    /// A fresh world for `ops`: `S` and `K` saved at `t0`, both bound to alice.
-    pub(super) fn new(open: &Open, ids: Ids, ops: &[Op]) -> World<T> {
+    /// A fresh world for `ops`: `S` and `K` saved at `t0`, both bound to alice; its archive
+    /// says `blocking` of itself when that is set (see [`Plan::blocking`](super::Plan)).
+    pub(super) fn new(
+        open: &Open,
+        (ids, blocking): (Ids, Option<crate::archive::Blocking>),
+        ops: &[Op],
+    ) -> World<T> {
         let dir = tempfile::Builder::new()
             .prefix("explore-")
             .tempdir_in(scratch())
@@ -187,6 +192,7 @@ impl<T: Tagged> World<T> {
             Arc::clone(&raw),
             Box::new(move |me, call| record(&log, me, call)),
             ops.iter().any(|op| op.kind == Kind::Sweep),
+            blocking,
         ));
         let t0 = t0();
         let settings = [Settings::of(ids, Via::App), Settings::of(ids, Via::Other)];
