@@ -50,6 +50,10 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// [`PostgresArchiveBuilder::connect_timeout`] says otherwise: 5 seconds.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `application_name` of the archive's connections unless the URL names one:
+/// `session-archive`, which `pg_stat_activity` shows.
+pub const DEFAULT_APPLICATION_NAME: &str = "session-archive";
+
 /// How long the server may run one statement unless
 /// [`PostgresArchiveBuilder::statement_timeout`] says otherwise: 5 seconds.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -329,6 +333,10 @@ impl PostgresArchiveBuilder {
             source: err.into(),
         })?;
         config.connect_timeout(self.connect_timeout);
+        if config.get_application_name().is_none() {
+            // So that `pg_stat_activity` tells the archive's connections from the app's own.
+            config.application_name(DEFAULT_APPLICATION_NAME);
+        }
         let target = target(&config, &table);
         let tls = tls::connector(tls, self.root_certificate.as_deref())?;
         let pool = Pool::new(Settings {
