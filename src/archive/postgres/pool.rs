@@ -368,12 +368,14 @@ impl Failure {
         Failure { step, source }
     }
 
-    /// Whether the server answered with an error (so the connection is in a known state and
-    /// can be used again), rather than the connection failing.
+    /// Whether the server answered with an error that leaves the connection usable, rather
+    /// than the connection failing: not a `FATAL` or `PANIC` one, after which the server closes
+    /// it (its shutdown, `pg_terminate_backend`), even if the client has not seen that yet.
     fn answered(&self) -> bool {
         self.source
             .downcast_ref::<tokio_postgres::Error>()
-            .is_some_and(|err| err.as_db_error().is_some())
+            .and_then(tokio_postgres::Error::as_db_error)
+            .is_some_and(|err| !matches!(err.severity(), "FATAL" | "PANIC"))
     }
 }
 

@@ -93,16 +93,52 @@ pub(super) fn split(url: &str) -> (String, Tls) {
     } else if url.contains("://") {
         url.to_owned()
     } else {
-        let kept: Vec<String> = url
-            .split_whitespace()
-            .filter_map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                take(key, value).map(|kept| kept.unwrap_or_else(|| pair.to_owned()))
+        let kept: Vec<String> = pairs(url)
+            .into_iter()
+            .filter_map(|(pair, key, value)| {
+                take(&key, &value).map(|kept| kept.unwrap_or_else(|| pair.to_owned()))
             })
             .collect();
         kept.join(" ")
     };
     (rest, tls)
+}
+
+/// The `key=value` pairs of a libpq connection string: each as written, its key, and its value
+/// unquoted. As libpq reads them, blanks may surround the `=`, and a value is either a run of
+/// non-blank characters or single-quoted (so it may hold blanks), with `\\` escaping the next
+/// character in both.
+fn pairs(text: &str) -> Vec<(&str, String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    let skip_blanks = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_blanks(&mut chars);
+        let Some(&(start, _)) = chars.peek() else {
+            return pairs;
+        };
+        let mut key = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        skip_blanks(&mut chars);
+        if chars.next_if(|(_, c)| *c == '=').is_some() {
+            skip_blanks(&mut chars);
+        }
+        let mut value = String::new();
+        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
+        while let Some((_, c)) = chars.next_if(|(_, c)| quoted || !c.is_whitespace()) {
+            match c {
+                '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                '\'' if quoted => break,
+                c => value.push(c),
+            }
+        }
+        let end = chars.peek().map_or(text.len(), |&(at, _)| at);
+        pairs.push((text[start..end].trim_end(), key, value));
+    }
 }
 
 /// `value` with its `%XX` escapes decoded (a URL's query value); invalid escapes are kept.
@@ -406,6 +442,13 @@ mod tests {
             rest, "postgres://u@h/db?application_name=a%26b%2520c&sslmode=require",
             "other values stay encoded, for tokio-postgres to decode once"
         );
+
+        let (rest, tls) = split(
+            "host=h sslrootcert = '/a b/c\\'a.pem'  application_name='x  y' sslmode=verify-ca",
+        );
+        assert_eq!(rest, "host=h application_name='x  y' sslmode=require");
+        assert_eq!(tls.root.as_deref(), Some(Path::new("/a b/c'a.pem")));
+        assert_eq!(tls.check, Check::Chain);
 
         let (rest, tls) = split("postgres://u@h/db?sslrootcert=/ca.pem");
         assert_eq!(
