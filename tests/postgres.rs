@@ -1784,3 +1784,91 @@ fn expire_domain_is_declined_and_the_sweep_removes_expired_sessions() {
     assert_eq!(sessions.sweep().unwrap(), 1);
     assert!(!archive.has_domain(id.as_str()).unwrap());
 }
+
+/// A batch over many domains, each with a large value, is one statement that stays well within
+/// the default statement timeout: each group's keys are read by subscript, never by copying
+/// slices of the whole call's arrays (which grew with the square of the call). Past 32 domains
+/// a batch locks the table instead of each domain, so single writes running beside it wait for
+/// it and none fails.
+#[test]
+fn large_batches_over_many_domains_finish_and_single_writes_beside_them_wait() {
+    let Some((_, _, archive)) = fresh() else {
+        return;
+    };
+    let value = vec![7_u8; 16 * 1024];
+    let domains: Vec<String> = (0..1024).map(|i| format!("d{i:04}")).collect();
+    let entries: Vec<(&str, &str, &[u8])> = domains
+        .iter()
+        .map(|d| (d.as_str(), "state", value.as_slice()))
+        .collect();
+    archive.set_many(&entries).unwrap();
+    let new = vec![8_u8; 16 * 1024];
+    let swaps: Vec<[(&str, Option<&[u8]>, Option<&[u8]>); 1]> = domains
+        .iter()
+        .map(|_| [("state", Some(value.as_slice()), Some(new.as_slice()))])
+        .collect();
+    let groups: Vec<(&str, &[(&str, Option<&[u8]>, Option<&[u8]>)])> = domains
+        .iter()
+        .zip(&swaps)
+        .map(|(d, s)| (d.as_str(), &s[..]))
+        .collect();
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (archive, stop) = (&archive, &stop);
+                scope.spawn(move || {
+                    let mut n = 0_u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        archive
+                            .set(&format!("single{w}"), "k", &n.to_le_bytes())
+                            .unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let swapped = archive.compare_and_swap_each(&groups).unwrap();
+        assert!(swapped.iter().all(|&done| done), "every group swapped");
+        assert_eq!(
+            archive
+                .remove_domains(&domains.iter().map(String::as_str).collect::<Vec<_>>())
+                .unwrap(),
+            1024
+        );
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            assert!(writer.join().unwrap() > 0);
+        }
+    });
+    assert!(!archive.has_domain("d0000").unwrap());
+}
+
+/// A table restored from a dump of the table alone (`pg_dump -t`) has its layout mark but none
+/// of its functions: connecting makes it whole again, keeping its rows.
+#[test]
+fn a_table_without_its_functions_is_made_whole_on_connect() {
+    let Some((shared, table, archive)) = fresh() else {
+        return;
+    };
+    archive.set("d", "k", b"kept").unwrap();
+    drop(archive);
+    shared
+        .psql(&format!(
+            "DROP FUNCTION \"{table}_swap\"(text, text[], bytea[], bytea[]); \
+             DROP FUNCTION \"{table}_set\"(text, text, bytea)"
+        ))
+        .unwrap();
+    let again = PostgresArchive::builder(shared.url())
+        .table(&table)
+        .connect()
+        .unwrap();
+    assert_eq!(again.get("d", "k").unwrap(), Some(b"kept".to_vec()));
+    again.set("d", "k2", b"new").unwrap();
+    assert!(
+        again
+            .compare_and_swap("d", "k", Some(b"kept"), Some(b"swapped"))
+            .unwrap()
+    );
+}

@@ -326,7 +326,7 @@ impl PostgresArchiveBuilder {
     /// [`table`](PostgresArchiveBuilder::table).
     pub fn connect(self) -> Result<PostgresArchive> {
         let table = Table::parse(&self.table)?;
-        let (url, tls) = tls::split(&self.url);
+        let (url, tls) = tls::split(&self.url)?;
         let mut config = tokio_postgres::Config::from_str(&url).map_err(|err| Error::Backend {
             backend: "postgres",
             operation: "parse the connection URL",
@@ -338,7 +338,8 @@ impl PostgresArchiveBuilder {
             config.application_name(DEFAULT_APPLICATION_NAME);
         }
         let target = target(&config, &table);
-        let tls = tls::connector(tls, self.root_certificate.as_deref())?;
+        let require = config.get_ssl_mode() == tokio_postgres::config::SslMode::Require;
+        let tls = tls::connector(tls, self.root_certificate.as_deref(), require)?;
         let pool = Pool::new(Settings {
             config,
             tls,
@@ -379,56 +380,51 @@ impl PostgresArchive {
     /// maker.
     fn set_up(&mut self) -> Result<()> {
         if !self.pool.table().has_schema() {
-            let rows =
-                self.pool
-                    .setup_rows("find the schema", "SELECT current_schema()", vec![])?;
-            let schema: Option<String> = match rows.first() {
-                Some(row) => column("find the schema", row, 0)?,
-                None => None,
-            };
-            let schema = schema.ok_or_else(|| {
-                refused(
-                    "find the schema",
-                    "no schema of the search_path exists: name one, as table(\"schema.name\")"
-                        .to_owned(),
-                )
-            })?;
-            let table = self.pool.table().in_schema(schema);
-            self.pool.set_table(table)?;
+            self.resolve_schema()?;
         }
         let table = self.pool.table().clone();
+        let operation = "check the table";
         let rows = self.pool.setup_rows(
-            "check the table",
-            "SELECT obj_description(to_regclass($1), 'pg_class'), to_regclass($1) IS NOT NULL",
-            vec![text(&table.ident(""))],
+            operation,
+            "SELECT obj_description(to_regclass($1), 'pg_class'), to_regclass($1) IS NOT NULL, \
+             (SELECT bool_and(to_regprocedure(f) IS NOT NULL) FROM unnest($2::text[]) AS f), \
+             current_setting('server_encoding')",
+            vec![text(&table.ident("")), Box::new(schema::procedures(&table))],
         )?;
         let row = rows
             .first()
-            .ok_or_else(|| refused("check the table", "the server answered no row".to_owned()))?;
-        let comment: Option<String> = column("check the table", row, 0)?;
-        let exists: bool = column("check the table", row, 1)?;
+            .ok_or_else(|| refused(operation, "the server answered no row".to_owned()))?;
+        let comment: Option<String> = column(operation, row, 0)?;
+        let exists: bool = column(operation, row, 1)?;
+        let complete: bool = column(operation, row, 2)?;
+        let encoding: String = column(operation, row, 3)?;
+        if encoding != "UTF8" {
+            // Every name the name rule allows must fit: only UTF-8 holds them all.
+            return Err(refused(
+                "use the database",
+                format!("the database's encoding is {encoding}; session-archive needs UTF8"),
+            ));
+        }
+        let foreign = |why: String| {
+            let table = table.display();
+            Err(refused("use the table", format!("table {table} {why}")))
+        };
         match layout_of(&table, comment.as_deref())? {
-            Some(layout) if layout == LAYOUT => return Ok(()),
+            Some(layout) if layout == LAYOUT && complete => return Ok(()),
             Some(layout) if layout > LAYOUT => {
-                return Err(refused(
-                    "use the table",
-                    format!(
-                        "table {} has layout {layout}, made by a newer session-archive; this \
-                         release knows layouts up to {LAYOUT}",
-                        table.display()
-                    ),
+                return foreign(format!(
+                    "has layout {layout}, made by a newer session-archive; this release knows \
+                     layouts up to {LAYOUT}"
                 ));
             }
             None if exists => {
-                return Err(refused(
-                    "use the table",
-                    format!(
-                        "table {} exists and is not a session-archive table (it has no \
-                         layout comment)",
-                        table.display()
-                    ),
-                ));
+                return foreign(
+                    "exists and is not a session-archive table (it has no layout comment)"
+                        .to_owned(),
+                );
             }
+            // Missing, older, or without all its functions (restored from a dump of the table
+            // alone): the setup makes it whole, keeping its rows.
             _ => {}
         }
         let lock = format!("SELECT pg_advisory_xact_lock({})", table.setup_lock());
@@ -436,6 +432,37 @@ impl PostgresArchive {
             "create the table",
             format!("{lock}; {}", schema::setup(&table)),
         )
+    }
+
+    /// Names the table's schema: the first schema of the connection's `search_path` that
+    /// exists, as PostgreSQL would create the table in.
+    fn resolve_schema(&mut self) -> Result<()> {
+        let operation = "find the schema";
+        let rows = self
+            .pool
+            .setup_rows(operation, "SELECT current_schema()", vec![])?;
+        let schema: Option<String> = match rows.first() {
+            Some(row) => column(operation, row, 0)?,
+            None => None,
+        };
+        let schema = schema.ok_or_else(|| {
+            refused(
+                operation,
+                "no schema of the search_path exists: name one, as table(\"schema.name\")"
+                    .to_owned(),
+            )
+        })?;
+        if schema.contains('$') {
+            // It would end the dollar-quoted bodies of the functions the setup creates.
+            return Err(refused(
+                operation,
+                "the search_path's schema has a `$` in its name: name the table's schema, as \
+                 table(\"schema.name\")"
+                    .to_owned(),
+            ));
+        }
+        let table = self.pool.table().in_schema(schema);
+        self.pool.set_table(table)
     }
 }
 

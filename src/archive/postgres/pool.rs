@@ -87,9 +87,10 @@ impl Pool {
             .iter()
             .map(|stmt| stmt.sql(&settings.table))
             .collect();
-        let timeout_ms = settings
-            .statement_timeout
-            .map_or(0, |timeout| timeout.as_millis().max(1));
+        // The server takes at most i32::MAX milliseconds (24 days); 0 means no limit.
+        let timeout_ms = settings.statement_timeout.map_or(0, |timeout| {
+            timeout.as_millis().clamp(1, i32::MAX.unsigned_abs().into())
+        });
         let setup = format!(
             "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; \
              SET statement_timeout = {timeout_ms}"
@@ -267,13 +268,15 @@ impl Drop for Pool {
 
 impl Shared {
     /// One call: a connection (idle, or new), the statement, and the connection back to the
-    /// pool unless it broke. A read whose idle connection turns out broken is sent again on
-    /// another; a write never is, since it may have been applied before the connection broke.
+    /// pool unless it broke. A read whose idle connection turns out broken (the server closed
+    /// it) is sent once more; a write never is, since it may have been applied before the
+    /// connection broke, and nothing is after a timeout, which another try would only double.
     async fn run(&self, stmt: Stmt, params: Params) -> Result<Vec<Row>, Failure> {
         let permit = tokio::time::timeout(self.settings.connect_timeout, self.permits.acquire())
             .await
             .map_err(|_| Failure::new("wait for a free connection", TimedOut.into()))?;
         let refs = references(&params);
+        let mut retry = stmt.reads();
         let result = loop {
             let (conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
@@ -289,7 +292,8 @@ impl Shared {
                     break Ok(rows);
                 }
                 Err(failure) if conn.client.is_closed() || !failure.answered() => {
-                    if reused && stmt.reads() {
+                    if reused && retry && !failure.source.is::<TimedOut>() {
+                        retry = false;
                         continue;
                     }
                     break Err(failure);
@@ -375,7 +379,15 @@ impl Failure {
         self.source
             .downcast_ref::<tokio_postgres::Error>()
             .and_then(tokio_postgres::Error::as_db_error)
-            .is_some_and(|err| !matches!(err.severity(), "FATAL" | "PANIC"))
+            .is_some_and(|err| {
+                !matches!(
+                    err.parsed_severity(),
+                    Some(
+                        tokio_postgres::error::Severity::Fatal
+                            | tokio_postgres::error::Severity::Panic
+                    )
+                )
+            })
     }
 }
 

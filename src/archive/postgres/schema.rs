@@ -27,6 +27,9 @@ pub(super) fn refused(operation: &'static str, reason: String) -> Error {
     }
 }
 
+/// The most domains a batch locks one by one; a batch of more locks the whole table.
+const MOST_LOCKS: usize = 32;
+
 /// The layout this release writes, recorded in the table's comment. A later release that
 /// changes the layout migrates a table marked with an older number, and this one refuses a
 /// table marked with a newer one instead of writing what it does not understand.
@@ -253,10 +256,23 @@ pub(super) fn layout_of(table: &Table, comment: Option<&str>) -> Result<Option<u
 pub(super) fn setup(table: &Table) -> String {
     let t = table.ident("");
     let seed = table.seed();
-    let lock_one = format!("PERFORM pg_advisory_xact_lock(hashtextextended(d, {seed}));");
+    // Every write holds the table's lock shared and its domain's lock; a batch of more than
+    // `MOST_LOCKS` domains holds the table's lock alone, exclusively, so that no transaction
+    // takes more locks than PostgreSQL's default `max_locks_per_transaction` allows for.
+    let isolation = "IF current_setting('transaction_isolation') <> 'read committed' THEN \
+         RAISE EXCEPTION 'session-archive needs READ COMMITTED transactions, not %', \
+         current_setting('transaction_isolation'); END IF;";
+    let table_lock = table.setup_lock() ^ 0x7ab1e;
+    let lock_one = format!(
+        "{isolation}\nPERFORM pg_advisory_xact_lock_shared({table_lock});\n\
+         PERFORM pg_advisory_xact_lock(hashtextextended(d, {seed}));"
+    );
     let lock_all = format!(
-        "PERFORM pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(x, {seed}) \
-         AS h FROM unnest(ds) AS x ORDER BY 1) AS locks;"
+        "{isolation}\nIF (SELECT count(DISTINCT x) FROM unnest(ds) AS x) > {MOST_LOCKS} THEN\n\
+         PERFORM pg_advisory_xact_lock({table_lock});\nELSE\n\
+         PERFORM pg_advisory_xact_lock_shared({table_lock});\n\
+         PERFORM pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(x, {seed}) \
+         AS h FROM unnest(ds) AS x ORDER BY 1) AS locks;\nEND IF;"
     );
     let mut sql = format!(
         "CREATE TABLE IF NOT EXISTS {t} (\n\
@@ -276,6 +292,22 @@ pub(super) fn setup(table: &Table) -> String {
     }
     let _ = write!(sql, "COMMENT ON TABLE {t} IS '{}';", mark());
     sql
+}
+
+/// Each write function as `regprocedure` reads it (`"schema"."name"(text, bytea)`), to check
+/// that they are all there: a table restored from a dump of the table alone has its layout
+/// mark without them.
+pub(super) fn procedures(table: &Table) -> Vec<String> {
+    functions(table, "", "")
+        .iter()
+        .map(|(suffix, signature, _, _)| {
+            let types: Vec<&str> = signature
+                .split(", ")
+                .filter_map(|param| param.split_once(' ').map(|(_, kind)| kind))
+                .collect();
+            format!("{}({})", table.ident(suffix), types.join(", "))
+        })
+        .collect()
 }
 
 /// A write function: its name's suffix, parameters, result and body.
@@ -328,7 +360,7 @@ fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
             "_swap_each",
             "ds text[], ends int4[], ks text[], es bytea[], ns bytea[]",
             "boolean[]",
-            swap_each_body(&table.ident("_swap"), lock_all),
+            swap_each_body(t, lock_all),
         ),
         (
             "_set_many",
@@ -382,16 +414,33 @@ fn swap_body(t: &str, lock_one: &str) -> String {
     )
 }
 
-/// Every group's domain locked first, then each group swapped in turn, as `_swap` swaps it (its
-/// lock is taken again, which costs nothing): group `g` is the swaps from `ends[g - 1]`
-/// (0 for the first) up to, not including, `ends[g]`.
-fn swap_each_body(swap: &str, lock_all: &str) -> String {
+/// Every group's domain locked first (or the table, for many), then each group compared and
+/// written in turn as `_swap` does, each seeing the groups before it: group `g` is the swaps
+/// from `ends[g - 1]` (0 for the first) up to, not including, `ends[g]`.
+///
+/// Key by key, by subscript: a slice of the arrays for each group would copy them once a
+/// group, which grows with the square of the call's size.
+fn swap_each_body(t: &str, lock_all: &str) -> String {
     format!(
-        "DECLARE done boolean[] := '{{}}';\nfrom_ int4 := 0;\ng int4;\n\
+        "DECLARE done boolean[] := '{{}}';\nfrom_ int4 := 0;\ng int4;\ni int4;\n\
+         ok boolean;\ncur bytea;\n\
          BEGIN {lock_all}\n\
          FOR g IN 1 .. coalesce(array_length(ds, 1), 0) LOOP\n\
-         done := done || {swap}(ds[g], ks[from_ + 1 : ends[g]], es[from_ + 1 : ends[g]], \
-         ns[from_ + 1 : ends[g]]);\n\
+         ok := true;\n\
+         FOR i IN from_ + 1 .. ends[g] LOOP\n\
+         SELECT t.value INTO cur FROM {t} AS t WHERE t.domain = ds[g] AND t.key = ks[i];\n\
+         IF cur IS DISTINCT FROM es[i] THEN ok := false; EXIT; END IF;\n\
+         END LOOP;\n\
+         IF ok THEN\n\
+         FOR i IN from_ + 1 .. ends[g] LOOP\n\
+         IF ns[i] IS NOT DISTINCT FROM es[i] THEN CONTINUE; END IF;\n\
+         IF ns[i] IS NULL THEN\n\
+         DELETE FROM {t} AS t WHERE t.domain = ds[g] AND t.key = ks[i];\n\
+         ELSE\n\
+         INSERT INTO {t} (domain, key, value) VALUES (ds[g], ks[i], ns[i]) \
+         ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\n\
+         END IF;\nEND LOOP;\nEND IF;\n\
+         done := done || ok;\n\
          from_ := ends[g];\nEND LOOP;\nRETURN done;\nEND"
     )
 }

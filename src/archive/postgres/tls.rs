@@ -51,7 +51,10 @@ pub(super) struct Tls {
 /// Splits `verify-ca`/`verify-full` and `sslrootcert` out of `url` (a `postgres://` URL or a
 /// `key=value` string), leaving what tokio-postgres parses (`sslmode=require` for the verifying
 /// modes).
-pub(super) fn split(url: &str) -> (String, Tls) {
+///
+/// A URL whose query holds a bare `@` is refused: tokio-postgres would read everything up to it
+/// as the user and password, and the rest as the host, options lost (`sslmode` with them).
+pub(super) fn split(url: &str) -> Result<(String, Tls)> {
     let mut tls = Tls {
         check: Check::Nothing,
         root: None,
@@ -75,7 +78,13 @@ pub(super) fn split(url: &str) -> (String, Tls) {
             _ => Some(None),
         }
     };
-    let rest = if let Some((base, query)) = url.split_once('?') {
+    let is_url = ["postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    let rest = if let Some((base, query)) = url.split_once('?').filter(|_| is_url) {
+        if query.contains('@') {
+            return Err(at_in_options());
+        }
         let kept: Vec<String> = query
             .split('&')
             .filter(|pair| !pair.is_empty())
@@ -90,7 +99,7 @@ pub(super) fn split(url: &str) -> (String, Tls) {
         } else {
             format!("{base}?{}", kept.join("&"))
         }
-    } else if url.contains("://") {
+    } else if is_url {
         url.to_owned()
     } else {
         let kept: Vec<String> = pairs(url)
@@ -101,7 +110,7 @@ pub(super) fn split(url: &str) -> (String, Tls) {
             .collect();
         kept.join(" ")
     };
-    (rest, tls)
+    Ok((rest, tls))
 }
 
 /// The `key=value` pairs of a libpq connection string: each as written, its key, and its value
@@ -141,6 +150,12 @@ fn pairs(text: &str) -> Vec<(&str, String, String)> {
     }
 }
 
+/// The error for a URL whose options hold a bare `@` (see [`split`]).
+fn at_in_options() -> Error {
+    let reason = "an `@` in the URL's options must be written %40".to_owned();
+    refused("parse the connection URL", reason)
+}
+
 /// `value` with its `%XX` escapes decoded (a URL's query value); invalid escapes are kept.
 fn percent_decoded(value: &str) -> String {
     let bytes = value.as_bytes();
@@ -167,11 +182,18 @@ fn percent_decoded(value: &str) -> String {
 
 /// The connector for `tls`, whose root certificate is `root` when set (the builder's, which
 /// wins over the URL's).
-pub(super) fn connector(mut tls: Tls, root: Option<&Path>) -> Result<MakeRustlsConnect> {
+///
+/// `require`: whether the connection string says `sslmode=require`, which checks the chain
+/// when a root certificate is there, `~/.postgresql/root.crt` included, as libpq does.
+pub(super) fn connector(
+    mut tls: Tls,
+    root: Option<&Path>,
+    require: bool,
+) -> Result<MakeRustlsConnect> {
     if let Some(root) = root {
         tls.root = Some(root.to_owned());
     }
-    if tls.root.is_none() && tls.check != Check::Nothing {
+    if tls.root.is_none() && (tls.check != Check::Nothing || require) {
         tls.root = default_root();
     }
     if tls.check == Check::Nothing && tls.root.is_some() {
@@ -428,16 +450,17 @@ mod tests {
     #[test]
     fn verifying_modes_and_the_root_certificate_leave_the_url() {
         let (rest, tls) =
-            split("postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&x=1");
+            split("postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&x=1").unwrap();
         assert_eq!(rest, "postgres://u@h/db?sslmode=require&x=1");
         assert_eq!(tls.check, Check::Full);
         assert_eq!(tls.root.as_deref(), Some(Path::new("/tmp/ca.pem")));
 
-        let (rest, tls) = split("host=h sslmode=verify-ca sslrootcert=/ca.pem user=u");
+        let (rest, tls) = split("host=h sslmode=verify-ca sslrootcert=/ca.pem user=u").unwrap();
         assert_eq!(rest, "host=h sslmode=require user=u");
         assert_eq!(tls.check, Check::Chain);
 
-        let (rest, _) = split("postgres://u@h/db?application_name=a%26b%2520c&sslmode=verify-ca");
+        let (rest, _) =
+            split("postgres://u@h/db?application_name=a%26b%2520c&sslmode=verify-ca").unwrap();
         assert_eq!(
             rest, "postgres://u@h/db?application_name=a%26b%2520c&sslmode=require",
             "other values stay encoded, for tokio-postgres to decode once"
@@ -445,16 +468,25 @@ mod tests {
 
         let (rest, tls) = split(
             "host=h sslrootcert = '/a b/c\\'a.pem'  application_name='x  y' sslmode=verify-ca",
-        );
+        )
+        .unwrap();
         assert_eq!(rest, "host=h application_name='x  y' sslmode=require");
         assert_eq!(tls.root.as_deref(), Some(Path::new("/a b/c'a.pem")));
         assert_eq!(tls.check, Check::Chain);
 
-        let (rest, tls) = split("postgres://u@h/db?sslrootcert=/ca.pem");
+        let (rest, tls) = split("postgres://u@h/db?sslrootcert=/ca.pem").unwrap();
         assert_eq!(
             (rest.as_str(), tls.check),
             ("postgres://u@h/db", Check::Nothing)
         );
+    }
+
+    #[test]
+    fn an_at_sign_in_the_options_is_refused_and_key_value_strings_may_hold_a_question_mark() {
+        assert!(split("postgres://u@h/db?sslmode=verify-full&application_name=svc@prod").is_err());
+        let (rest, tls) = split("host=h password=a?b sslmode=verify-full").unwrap();
+        assert_eq!(rest, "host=h password=a?b sslmode=require");
+        assert_eq!(tls.check, Check::Full);
     }
 
     #[test]
@@ -463,6 +495,6 @@ mod tests {
             check: Check::Full,
             root: Some(PathBuf::from("/nonexistent/root.crt")),
         };
-        assert!(matches!(connector(tls, None), Err(Error::Io { .. })));
+        assert!(matches!(connector(tls, None, false), Err(Error::Io { .. })));
     }
 }
