@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use session_archive::archive::{Swap, SwapGroup};
 use session_archive::conformance::block_on;
 use session_archive::{Archive, ArchiveExt, Error, PostgresArchive, Sessions};
 
@@ -1803,11 +1804,11 @@ fn large_batches_over_many_domains_finish_and_single_writes_beside_them_wait() {
         .collect();
     archive.set_many(&entries).unwrap();
     let new = vec![8_u8; 16 * 1024];
-    let swaps: Vec<[(&str, Option<&[u8]>, Option<&[u8]>); 1]> = domains
+    let swaps: Vec<[Swap<'_>; 1]> = domains
         .iter()
         .map(|_| [("state", Some(value.as_slice()), Some(new.as_slice()))])
         .collect();
-    let groups: Vec<(&str, &[(&str, Option<&[u8]>, Option<&[u8]>)])> = domains
+    let groups: Vec<SwapGroup<'_>> = domains
         .iter()
         .zip(&swaps)
         .map(|(d, s)| (d.as_str(), &s[..]))
