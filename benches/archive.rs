@@ -1,7 +1,13 @@
-//! Archive benchmarks: `get`, durable `set`, `has_domain` and `remove_domain` of 1,000 keys, with
-//! the backend and the value size as parameters, and durable `set` from 1 to 64 writer threads.
-//! SQLite (WAL, `synchronous=FULL` and `NORMAL`) runs the same operations as the peer a user would
-//! pick instead.
+//! Archive benchmarks: `get`, durable `set`, durable `compare_and_swap`, `has_domain` and
+//! `remove_domain` of 1,000 keys, with the backend and the value size as parameters, and durable
+//! `set` from 1 to 64 writer threads. SQLite (WAL, `synchronous=FULL` and `NORMAL`) runs the same
+//! operations as the peer a user would pick instead.
+//!
+//! With the feature `archive-postgres`, `PostgresArchive` runs them too (a table of its own for
+//! each case, a pool of one busy connection), on `ARCHIVE_POSTGRES_URL` or on a server the bench
+//! starts on loopback with `tests/support/postgres_server.rs` (the server's defaults: `fsync`
+//! and `synchronous_commit` on); without either, the PostgreSQL cases are left out with a notice:
+//! `cargo bench --features archive-dir,archive-postgres --bench archive`.
 //!
 //! The `batch_set` group times one redb commit of a batch of sets to scattered sessions, which is
 //! what group commit makes of concurrent writers; the `disk_sync` group prices the disk itself: one `sync_data` after writing a commit's worth of
@@ -13,6 +19,11 @@
 
 mod common;
 
+#[cfg(feature = "archive-postgres")]
+#[path = "../tests/support/postgres_server.rs"]
+mod postgres_server;
+
+use std::cell::RefCell;
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{Seek, SeekFrom, Write};
@@ -33,6 +44,8 @@ trait Store: Send + Sync {
     fn set_many(&self, entries: &[(&str, &str, &[u8])]);
     fn has_domain(&self, domain: &str) -> bool;
     fn remove_domain(&self, domain: &str) -> bool;
+    /// A durable write of `new` if the stored value is `expected`; whether it was.
+    fn compare_and_swap(&self, domain: &str, key: &str, expected: &[u8], new: &[u8]) -> bool;
 }
 
 impl<A: Archive> Store for A {
@@ -50,6 +63,10 @@ impl<A: Archive> Store for A {
     }
     fn remove_domain(&self, domain: &str) -> bool {
         Archive::remove_domain(self, domain).expect("remove_domain")
+    }
+    fn compare_and_swap(&self, domain: &str, key: &str, expected: &[u8], new: &[u8]) -> bool {
+        Archive::compare_and_swap(self, domain, key, Some(expected), Some(new))
+            .expect("compare_and_swap")
     }
 }
 
@@ -119,12 +136,34 @@ impl Store for Sqlite {
             .expect("prepare");
         statement.execute(params![domain]).expect("delete") > 0
     }
+    /// As an app does it on SQLite: read and write in one `BEGIN IMMEDIATE` transaction.
+    fn compare_and_swap(&self, domain: &str, key: &str, expected: &[u8], new: &[u8]) -> bool {
+        let mut conn = self.0.lock();
+        let txn = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("begin immediate");
+        let current: Option<Vec<u8>> = txn
+            .prepare_cached("SELECT value FROM entries WHERE domain = ?1 AND key = ?2")
+            .expect("prepare")
+            .query_row(params![domain, key], |row| row.get(0))
+            .optional()
+            .expect("select");
+        if current.as_deref() != Some(expected) {
+            return false;
+        }
+        txn.prepare_cached(SQL_SET)
+            .expect("prepare")
+            .execute(params![domain, key, new])
+            .expect("update");
+        txn.commit().expect("commit");
+        true
+    }
 }
 
 /// Opens a fresh store of one backend in an empty directory.
 type Open = fn(&Path) -> Box<dyn Store>;
 
-/// The backends under comparison, one line each.
+/// The backends under comparison, one line each; PostgreSQL is added by [`backends`].
 const BACKENDS: &[(&str, Open)] = &[
     ("memory", |_| Box::new(MemoryArchive::new())),
     ("redb", |dir| {
@@ -140,6 +179,55 @@ const BACKENDS: &[(&str, Open)] = &[
         Box::new(Sqlite::open(&dir.join("archive.sqlite"), "NORMAL"))
     }),
 ];
+
+/// [`BACKENDS`], and PostgreSQL when the feature is on and a server can be had.
+fn backends() -> Vec<(&'static str, Open)> {
+    #[allow(unused_mut, reason = "PostgreSQL joins only with its feature")]
+    let mut backends = BACKENDS.to_vec();
+    #[cfg(feature = "archive-postgres")]
+    if postgres::available() {
+        backends.push(("postgres", postgres::open));
+    }
+    backends
+}
+
+/// `PostgresArchive` on the bench's server.
+#[cfg(feature = "archive-postgres")]
+mod postgres {
+    use std::path::Path;
+    use std::sync::OnceLock;
+
+    use session_archive::PostgresArchive;
+
+    use super::{Store, postgres_server};
+
+    /// Whether a server can be had (`ARCHIVE_POSTGRES_URL`, or one started here); says once
+    /// why not.
+    pub fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| match postgres_server::shared() {
+            Ok(_) => true,
+            Err(reason) => {
+                eprintln!(
+                    "NOTICE: skipping the PostgreSQL benches: {reason}. Set ARCHIVE_POSTGRES_URL \
+                     or install postgresql to run them."
+                );
+                false
+            }
+        })
+    }
+
+    /// A `PostgresArchive` in a fresh table of the server.
+    pub fn open(_: &Path) -> Box<dyn Store> {
+        let url = postgres_server::shared_url().expect("the bench's PostgreSQL server");
+        Box::new(
+            PostgresArchive::builder(&url)
+                .table(&postgres_server::unique_table())
+                .connect()
+                .expect("connect to PostgreSQL"),
+        )
+    }
+}
 
 /// The durable backends the concurrent writers run on, SQLite the two ways applications run it:
 ///
@@ -185,6 +273,9 @@ impl Store for SqliteImmediate {
     fn remove_domain(&self, domain: &str) -> bool {
         self.0.remove_domain(domain)
     }
+    fn compare_and_swap(&self, domain: &str, key: &str, expected: &[u8], new: &[u8]) -> bool {
+        self.0.compare_and_swap(domain, key, expected, new)
+    }
 }
 
 /// The writer thread counts of the concurrent benchmark.
@@ -229,7 +320,7 @@ fn each_case(
     mut bench: impl FnMut(&mut criterion::Bencher<'_>, &dyn Store, &[u8]),
 ) {
     let mut group = common::group(c, name);
-    for &(backend, open) in BACKENDS {
+    for (backend, open) in backends() {
         for size in VALUE_SIZES {
             let dir = tempfile::tempdir().expect("temporary directory");
             let store = open(dir.path());
@@ -280,6 +371,32 @@ fn set(c: &mut Criterion) {
                 // which each start again at the first domain.
                 stamped(&mut value, STAMPS.fetch_add(1, Ordering::Relaxed));
                 store.set(domain, "session.json", &value);
+            });
+        },
+    );
+}
+
+/// Durable swaps, each expecting the value the previous one wrote in its domain.
+fn compare_and_swap(c: &mut Criterion) {
+    let domains = domain_names();
+    // Each domain's stored value, for the store `prepare` filled last.
+    let current = RefCell::new(Vec::new());
+    each_case(
+        c,
+        "compare_and_swap",
+        |store, value| {
+            populate(store, value);
+            *current.borrow_mut() = vec![value.to_vec(); DOMAINS];
+        },
+        |b, store, value| {
+            let mut current = current.borrow_mut();
+            let mut next = (0..DOMAINS).cycle();
+            let mut new = value.to_vec();
+            b.iter(|| {
+                let at = next.next().expect("cycle never ends");
+                stamped(&mut new, STAMPS.fetch_add(1, Ordering::Relaxed));
+                assert!(store.compare_and_swap(&domains[at], "session.json", &current[at], &new));
+                current[at].clone_from(&new);
             });
         },
     );
@@ -476,6 +593,7 @@ criterion_group!(
     benches,
     get,
     set,
+    compare_and_swap,
     has_domain,
     remove_domain,
     concurrent_set,

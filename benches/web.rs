@@ -5,15 +5,28 @@
 //! (tower-sessions 0.14) with its published Redis store. Both Redis apps share one redis-server
 //! without persistence: `ARCHIVE_REDIS_URL`, or one the benchmark starts on loopback.
 //!
+//! On PostgreSQL, this crate's layer over `PostgresArchive` (`postgres`) and, as the peer,
+//! tower-sessions 0.14 with its published sqlx store (`tower-sqlx`, `tower-sessions-sqlx-store`
+//! 0.15's `PostgresStore`) share one server: `ARCHIVE_POSTGRES_URL`, or one the benchmark starts
+//! on loopback with `tests/support/postgres_server.rs` (the server's defaults: `fsync` and
+//! `synchronous_commit` on). Both get the same pool size, `--pg-pool` (default 16, the
+//! archive's default). The peer cannot be linked into this benchmark (sqlx's lock-file entry
+//! for SQLite clashes with rusqlite's), so it is a package of its own,
+//! `benches/web/sqlx-peer`, which the benchmark builds (under `target/sqlx-peer`) and runs as a
+//! child process that stops with it; its CPU time counts with the benchmark's. On PostgreSQL,
+//! each run also reports the statements per request the server ran (`pg_stat_statements`,
+//! top-level statements, over the whole run, warm-up included).
+//!
 //! ```sh
-//! cargo bench --features axum,tower-sessions,archive-redis --bench web               # 4 minutes
-//! cargo bench --features axum,tower-sessions,archive-redis --bench web -- --rounds 3 # medians
-//! cargo bench --features axum,tower-sessions,archive-redis --bench web -- --test     # a few each
+//! cargo bench --features axum,tower-sessions,archive-redis,archive-postgres --bench web               # 6 minutes
+//! cargo bench --features axum,tower-sessions,archive-redis,archive-postgres --bench web -- --rounds 3 # medians
+//! cargo bench --features axum,tower-sessions,archive-redis,archive-postgres --bench web -- --test     # a few each
 //! ```
 //!
 //! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
 //! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
-//! `--apps memory,redb,redb-unsynced,tower-memory,tower-sqlite,tower-redb,redis,tower-redis`,
+//! `--apps memory,redb,redb-unsynced,tower-memory,tower-sqlite,tower-redb,redis,tower-redis,postgres,tower-sqlx`,
+//! `--pg-pool N` connections of each PostgreSQL app (default 16),
 //! `--only spread` or `--only hot`, and `--serve APP SECS FILE`, which only serves APP for SECS seconds after
 //! writing its pool's cookies to FILE, one a line, for a cross-check with an outside load
 //! generator. Over redb, each run also reports how many updates shared a commit and how much of
@@ -43,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use session_archive::archive::redb::{CommitStats, Durability};
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::tower_sessions::ArchiveStore;
-use session_archive::{MemoryArchive, RedbArchive, RedisArchive, Sessions};
+use session_archive::{MemoryArchive, PostgresArchive, RedbArchive, RedisArchive, Sessions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,6 +69,9 @@ mod sqlite_store;
     reason = "the tests' server helper; the benchmark needs only its start"
 )]
 mod redis_server;
+
+#[path = "../tests/support/postgres_server.rs"]
+mod postgres_server;
 
 /// The longest one request may take before the run counts it as failed and moves on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,6 +151,13 @@ enum App {
     /// tower-sessions 0.14 with its published Redis store (`tower-sessions-redis-store` 0.16, a
     /// fred pool of 6), on the same server: the peer on Redis.
     TowerRedis,
+    /// This crate's layer over `PostgresArchive`, on the benchmark's PostgreSQL server, with a
+    /// pool of `--pg-pool` connections.
+    Postgres,
+    /// tower-sessions 0.14 with its published sqlx store (`tower-sessions-sqlx-store` 0.15's
+    /// `PostgresStore`, a sqlx pool of `--pg-pool`), on the same server, in a process of its own
+    /// (`benches/web/sqlx-peer`): the peer on PostgreSQL.
+    TowerSqlx,
 }
 
 impl App {
@@ -148,6 +171,8 @@ impl App {
             App::TowerRedb => "tower-redb",
             App::Redis => "redis",
             App::TowerRedis => "tower-redis",
+            App::Postgres => "postgres",
+            App::TowerSqlx => "tower-sqlx",
         }
     }
 
@@ -155,12 +180,23 @@ impl App {
         ALL_APPS.into_iter().find(|app| app.name() == name)
     }
 
+    /// Whether the app is served by a child process ([`sqlx_peer`]) rather than in-process.
+    fn is_child(self) -> bool {
+        self == App::TowerSqlx
+    }
+
+    /// Whether the app stores its sessions on the benchmark's PostgreSQL server.
+    fn on_postgres(self) -> bool {
+        matches!(self, App::Postgres | App::TowerSqlx)
+    }
+
     /// The router, what must outlive the server (the redb file's directory), and the redb
     /// archive, whose commits each run counts. A store that connects on its own tasks (fred's
-    /// pool) connects on `runtime`, the server's.
+    /// pool) connects on `runtime`, the server's. `pg_pool` is the PostgreSQL app's pool size.
     fn router(
         self,
         runtime: &tokio::runtime::Runtime,
+        pg_pool: usize,
     ) -> (Router, Option<tempfile::TempDir>, Option<Arc<RedbArchive>>) {
         match self {
             App::Memory => {
@@ -254,8 +290,24 @@ impl App {
                     None,
                 )
             }
+            App::Postgres => (postgres_router(pg_pool), None, None),
+            App::TowerSqlx => unreachable!("the sqlx peer runs in a child process"),
         }
     }
+}
+
+/// The welcome app over a `PostgresArchive` with a pool of `pg_pool` connections, in a fresh
+/// table of the benchmark's server.
+fn postgres_router(pg_pool: usize) -> Router {
+    let archive = PostgresArchive::builder(&postgres_url())
+        .table(&fresh_table())
+        .pool_size(pg_pool)
+        .connect()
+        .expect("the benchmark's PostgreSQL server");
+    let sessions = Sessions::builder(archive).secure(false).build();
+    Router::new()
+        .route("/", get(welcome))
+        .layer(SessionLayer::new(sessions))
 }
 
 /// A fresh `RedbArchive` with `durability`, in a temporary directory that must outlive it.
@@ -276,8 +328,128 @@ fn redis_url() -> String {
         .unwrap_or_else(|why| panic!("the Redis apps need a redis-server: {why}"))
 }
 
+/// The URL of the benchmark's PostgreSQL server: `ARCHIVE_POSTGRES_URL`, or one started on a
+/// free loopback port with the server's defaults (`fsync` and `synchronous_commit` on), shared by
+/// both PostgreSQL apps and stopped when the benchmark ends.
+fn postgres_url() -> String {
+    postgres_server::shared_url()
+        .unwrap_or_else(|why| panic!("the PostgreSQL apps need a server: {why}"))
+}
+
+/// A table name of its own for each PostgreSQL app and round, `bench_` and 12 hex digits.
+fn fresh_table() -> String {
+    format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The top-level statements the PostgreSQL server has run since the last reset, from
+/// `pg_stat_statements` (`None` when it is not there, as on a server without the extension).
+fn statements_run() -> Option<u64> {
+    let shared = postgres_server::shared().ok()?;
+    shared
+        .psql("SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Resets `pg_stat_statements`; [`statements_run`] then counts from zero.
+fn reset_statements() {
+    if let Ok(shared) = postgres_server::shared() {
+        let _ = shared.psql("SELECT pg_stat_statements_reset()");
+    }
+}
+
+/// The sqlx peer, `benches/web/sqlx-peer`: built once (with the cargo that runs this
+/// benchmark, under `target/sqlx-peer`) and run as a child that serves the welcome handler on
+/// tower-sessions 0.14 with `tower-sessions-sqlx-store`'s `PostgresStore`.
+mod sqlx_peer {
+    use std::io::{BufRead, BufReader};
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// A running peer. It stops when its stdin closes, which dropping this does (and so does
+    /// this process's end, however it ends), or after the time it was given.
+    pub struct Peer {
+        pub addr: SocketAddr,
+        child: Child,
+    }
+
+    impl Peer {
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            drop(self.child.stdin.take());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(self.child.try_wait(), Ok(None)) {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The peer's binary, built on first use.
+    fn binary() -> &'static PathBuf {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY.get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let target = root.join("target/sqlx-peer");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            eprintln!("building the sqlx peer (benches/web/sqlx-peer) ...");
+            let status = Command::new(cargo)
+                .args(["build", "--release", "--quiet", "--manifest-path"])
+                .arg(root.join("benches/web/sqlx-peer/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .stdin(Stdio::null())
+                .status()
+                .expect("run cargo to build the sqlx peer");
+            assert!(status.success(), "the sqlx peer did not build");
+            target.join("release/session-archive-sqlx-peer")
+        })
+    }
+
+    /// Starts a peer on `url` with a pool of `pool` connections and a fresh table, serving for
+    /// `max_secs` at most.
+    pub fn start(url: &str, pool: usize, table: &str, max_secs: f64) -> Peer {
+        let mut child = Command::new(binary())
+            .arg(url)
+            .arg(pool.to_string())
+            .arg(table)
+            .arg(max_secs.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the sqlx peer");
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|addr| addr.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the sqlx peer did not start: {line:?}");
+        };
+        Peer { addr, child }
+    }
+}
+
 /// Every app, in the order they run.
-const ALL_APPS: [App; 8] = [
+const ALL_APPS: [App; 10] = [
     App::Memory,
     App::Redb,
     App::RedbUnsynced,
@@ -286,6 +458,8 @@ const ALL_APPS: [App; 8] = [
     App::TowerRedb,
     App::Redis,
     App::TowerRedis,
+    App::Postgres,
+    App::TowerSqlx,
 ];
 
 struct Options {
@@ -295,6 +469,8 @@ struct Options {
     pool: usize,
     rounds: usize,
     apps: Vec<App>,
+    /// The connections of each PostgreSQL app's pool.
+    pg_pool: usize,
     /// `--serve APP SECS FILE`: only serve APP for SECS seconds, after writing the cookies of a
     /// fresh pool to FILE, one a line, for an outside load generator (`wrk`) to cross-check.
     serve: Option<(App, f64, String)>,
@@ -311,6 +487,7 @@ fn options() -> Options {
         pool: 1000,
         rounds: 1,
         apps: ALL_APPS.to_vec(),
+        pg_pool: 16,
         spread: true,
         hot: true,
         serve: None,
@@ -323,6 +500,7 @@ fn options() -> Options {
             "--warmup" => options.warmup = value().parse().expect("--warmup: seconds"),
             "--pool" => options.pool = value().parse().expect("--pool: a count"),
             "--rounds" => options.rounds = value().parse().expect("--rounds: a count"),
+            "--pg-pool" => options.pg_pool = value().parse().expect("--pg-pool: a count"),
             "--conns" => {
                 options.conns = value()
                     .split(',')
@@ -452,9 +630,19 @@ fn visits(body: &[u8]) -> Option<u64> {
 }
 
 /// The CPU time this process has used so far (all threads, user and system), from
-/// `/proc/self/stat` in clock ticks of 10 ms (Linux's `CLK_TCK` of 100); `None` elsewhere.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+/// `/proc/self/stat` in clock ticks of 10 ms (Linux's `CLK_TCK` of 100), plus that of the child
+/// `peer` serving the app, if any; `None` elsewhere.
+fn cpu_time(peer: Option<u32>) -> Option<Duration> {
+    let own = process_cpu_time("self")?;
+    match peer {
+        Some(pid) => Some(own + process_cpu_time(&pid.to_string())?),
+        None => Some(own),
+    }
+}
+
+/// The CPU time of process `pid` (or `self`) so far, from `/proc/PID/stat`.
+fn process_cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces; the fields after it are plain.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
@@ -480,17 +668,20 @@ struct Measured {
     /// Over redb: the share of the measured time the file's one writer spent in transactions
     /// (fsync included). Near 1, the disk sets the pace.
     writer_busy: Option<f64>,
+    /// On PostgreSQL: the top-level statements the server ran per 200 answer, over the whole
+    /// run (warm-up included).
+    statements: Option<f64>,
 }
 
 /// Drives `conns` connections for `warmup + secs`, each request carrying the cookie
 /// `cookies[(start + i·conns) % len]`, and measures the last `secs` (and, over redb, what the
-/// `redb` archive committed meanwhile). Returns the measurement and how many 200 answers came
-/// over the whole run (warm-up included).
+/// `redb` archive committed meanwhile; the CPU time includes the child process `peer`'s).
+/// Returns the measurement and how many 200 answers came over the whole run (warm-up included).
 async fn drive(
     addr: SocketAddr,
     conns: usize,
     cookies: Arc<Vec<String>>,
-    redb: Option<Arc<RedbArchive>>,
+    (redb, peer): (Option<Arc<RedbArchive>>, Option<u32>),
     (warmup, secs): (Duration, Duration),
 ) -> (Measured, u64) {
     let begin = Instant::now();
@@ -501,10 +692,10 @@ async fn drive(
     let clocks = tokio::spawn(async move {
         let commits = || redb.as_ref().map(|archive| archive.commit_stats());
         tokio::time::sleep_until(measure_from.into()).await;
-        let (start, committed) = (cpu_time(), commits());
+        let (start, committed) = (cpu_time(peer), commits());
         tokio::time::sleep_until(end.into()).await;
         let cpu = start
-            .zip(cpu_time())
+            .zip(cpu_time(peer))
             .map(|(start, stop)| stop.saturating_sub(start));
         let committed = committed
             .zip(commits())
@@ -586,6 +777,7 @@ async fn drive(
             lost: None,
             writes_per_commit: committed.map(|span| span.writes_per_commit()),
             writer_busy: committed.map(|span| span.busy.as_secs_f64() / secs.as_secs_f64()),
+            statements: None,
         },
         ok,
     )
@@ -636,13 +828,21 @@ struct Row {
     measured: Vec<Measured>,
 }
 
-/// Runs every measurement of one app, with its server up, and appends them to `rows`.
-fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the server's runtime");
-    let (router, dir, redb) = app.router(&server);
+/// An app served on `server`: how to stop it, its task, and what must outlive it.
+type InProcess = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    Option<tempfile::TempDir>,
+    Option<Arc<RedbArchive>>,
+);
+
+/// Serves `app` on `server` on a loopback port.
+fn serve_in_process(
+    app: App,
+    server: &tokio::runtime::Runtime,
+    pg_pool: usize,
+) -> (SocketAddr, InProcess) {
+    let (router, dir, redb) = app.router(server, pg_pool);
     let listener = server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind a loopback port");
@@ -655,6 +855,35 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
             })
             .await
     });
+    (addr, (stop, serving, dir, redb))
+}
+
+/// Runs every measurement of one app, with its server up, and appends them to `rows`.
+fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the server's runtime");
+    // The sqlx peer serves from a child process (which stops by itself at the latest after
+    // every run's time and ten minutes more); every other app from `server`.
+    let mut peer = None;
+    let mut in_process = None;
+    let addr = if app.is_child() {
+        #[expect(clippy::cast_precision_loss, reason = "a few connection counts")]
+        let runs = (2 * options.conns.len()) as f64;
+        let serve = options.serve.as_ref().map_or(0.0, |(_, secs, _)| *secs);
+        let max_secs = runs * (options.warmup + options.secs) + serve + 600.0;
+        let child = sqlx_peer::start(&postgres_url(), options.pg_pool, &fresh_table(), max_secs);
+        let addr = child.addr;
+        peer = Some(child);
+        addr
+    } else {
+        let (addr, serving) = serve_in_process(app, &server, options.pg_pool);
+        in_process = Some(serving);
+        addr
+    };
+    let redb = in_process.as_ref().and_then(|(_, _, _, redb)| redb.clone());
+    let watched = (redb, peer.as_ref().map(sqlx_peer::Peer::pid));
 
     // The clients: one thread, as one wrk thread.
     let clients = tokio::runtime::Builder::new_current_thread()
@@ -665,44 +894,75 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
         Duration::from_secs_f64(options.warmup),
         Duration::from_secs_f64(options.secs),
     );
-    clients.block_on(async {
-        let cookies = Arc::new(create_sessions(addr, options.pool, 16).await);
-        if let Some((_, secs, file)) = &options.serve {
-            std::fs::write(file, cookies.join("\n") + "\n").expect("write the cookie file");
-            println!("Listening on http://{addr}");
-            tokio::time::sleep(Duration::from_secs_f64(*secs)).await;
-            return;
+    // On PostgreSQL, the statements the server ran during a run, per 200 answer.
+    let on_postgres = app.on_postgres();
+    let counted = |run: &dyn Fn() -> (Measured, u64)| {
+        if on_postgres {
+            reset_statements();
         }
+        let (mut measured, acked) = run();
+        if on_postgres {
+            #[expect(clippy::cast_precision_loss, reason = "statement and request counts")]
+            let per_request = statements_run().map(|n| n as f64 / acked.max(1) as f64);
+            measured.statements = per_request;
+        }
+        (measured, acked)
+    };
+    let cookies = Arc::new(clients.block_on(create_sessions(addr, options.pool, 16)));
+    if let Some((_, secs, file)) = &options.serve {
+        std::fs::write(file, cookies.join("\n") + "\n").expect("write the cookie file");
+        println!("Listening on http://{addr}");
+        std::thread::sleep(Duration::from_secs_f64(*secs));
+    } else {
         for &conns in &options.conns {
             if options.spread {
-                let (measured, _) =
-                    drive(addr, conns, Arc::clone(&cookies), redb.clone(), span).await;
+                let (measured, _) = counted(&|| {
+                    clients.block_on(drive(
+                        addr,
+                        conns,
+                        Arc::clone(&cookies),
+                        watched.clone(),
+                        span,
+                    ))
+                });
                 push(rows, app, false, conns, measured);
                 report(app, false, conns, rows);
             }
             if !options.hot {
                 continue;
             }
-            let hot = create_sessions(addr, 1, 1).await;
-            let before = count(addr, &hot[0]).await;
-            let (mut measured, acked) =
-                drive(addr, conns, Arc::new(hot.clone()), redb.clone(), span).await;
-            let after = count(addr, &hot[0]).await;
+            let hot = clients.block_on(create_sessions(addr, 1, 1));
+            let before = clients.block_on(count(addr, &hot[0]));
+            let (mut measured, acked) = counted(&|| {
+                clients.block_on(drive(
+                    addr,
+                    conns,
+                    Arc::new(hot.clone()),
+                    watched.clone(),
+                    span,
+                ))
+            });
+            let after = clients.block_on(count(addr, &hot[0]));
             #[expect(clippy::cast_possible_wrap, reason = "request counts")]
             let lost = (before + acked + 1) as i64 - after as i64;
             measured.lost = Some(lost);
             push(rows, app, true, conns, measured);
             report(app, true, conns, rows);
         }
-    });
-    let _ = stop.send(());
-    server
-        .block_on(serving)
-        .expect("server task")
-        .expect("server");
-    drop(server);
-    drop(redb);
-    drop(dir);
+    }
+    drop(clients);
+    drop(watched);
+    drop(peer);
+    if let Some((stop, serving, dir, redb)) = in_process {
+        let _ = stop.send(());
+        server
+            .block_on(serving)
+            .expect("server task")
+            .expect("server");
+        drop(server);
+        drop(redb);
+        drop(dir);
+    }
 }
 
 fn push(rows: &mut Vec<Row>, app: App, hot: bool, conns: usize, measured: Measured) {
@@ -736,7 +996,7 @@ fn report(app: App, hot: bool, conns: usize, rows: &[Row]) {
         return;
     };
     eprintln!(
-        "  {:<13} {:<6} {:>3} conns: {:>9.0} req/s  {:>5.0} cpu µs/req  p50 {:>6.2} ms  p99 {:>7.2} ms  failed {}{}{}",
+        "  {:<13} {:<6} {:>3} conns: {:>9.0} req/s  {:>5.0} cpu µs/req  p50 {:>6.2} ms  p99 {:>7.2} ms  failed {}{}{}{}",
         app.name(),
         sessions_label(hot),
         conns,
@@ -748,6 +1008,9 @@ fn report(app: App, hot: bool, conns: usize, rows: &[Row]) {
         m.lost.map(|l| format!("  lost {l}")).unwrap_or_default(),
         commits(m)
             .map(|commits| format!("  {commits}"))
+            .unwrap_or_default(),
+        m.statements
+            .map(|n| format!("  {n:.2} statements/req"))
             .unwrap_or_default(),
     );
 }
@@ -788,7 +1051,7 @@ fn main() {
 /// The medians of every run, one row per app, sessions and connection count.
 fn print_table(rows: &[Row]) {
     println!(
-        "\n| app | sessions | conns | req/s | CPU µs/req | p50 ms | p99 ms | failed | lost updates | commits (redb) |\n|---|---|---|---|---|---|---|---|---|---|"
+        "\n| app | sessions | conns | req/s | CPU µs/req | p50 ms | p99 ms | failed | lost updates | commits (redb), statements/req (postgres) |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for row in rows {
         let lost = row
@@ -817,12 +1080,16 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// Over redb, the medians of [`commits`]; `-` for the other apps.
+/// Over redb, the medians of [`commits`]; on PostgreSQL, of the statements per request; `-`
+/// for the other apps.
 fn commit_medians(row: &Row) -> String {
     let median_of = |f: fn(&Measured) -> Option<f64>| {
         let values: Option<Vec<f64>> = row.measured.iter().map(f).collect();
         values.filter(|values| !values.is_empty()).map(median)
     };
+    if let Some(statements) = median_of(|m| m.statements) {
+        return format!("{statements:.2} statements/req");
+    }
     let medians = Measured {
         writes_per_commit: median_of(|m| m.writes_per_commit),
         writer_busy: median_of(|m| m.writer_busy),
@@ -911,6 +1178,38 @@ fn print_ratios(rows: &[Row], conns: &[usize]) {
                 );
             }
         }
+        for hot in [false, true] {
+            let per_round = pair_ratios(rows, App::Postgres, App::TowerSqlx, hot, conns);
+            if let (Some(ours), Some(peer)) = (
+                rate(App::Postgres, hot, conns),
+                rate(App::TowerSqlx, hot, conns),
+            ) {
+                println!(
+                    "| postgres ÷ tower-sqlx req/s ({}; medians; per round {per_round}) | {conns} | {:.2}× |",
+                    sessions_label(hot),
+                    ours / peer
+                );
+            }
+        }
+    }
+}
+
+/// The ratios of `ours` to `peer` req/s, round by round (one round's apps ran minutes apart at
+/// most), comma-separated.
+fn pair_ratios(rows: &[Row], ours: App, peer: App, hot: bool, conns: usize) -> String {
+    let find = |app: App| {
+        rows.iter()
+            .find(|row| row.app == app && row.hot == hot && row.conns == conns)
+    };
+    match (find(ours), find(peer)) {
+        (Some(ours), Some(peer)) => ours
+            .measured
+            .iter()
+            .zip(&peer.measured)
+            .map(|(o, p)| format!("{:.2}", o.per_sec / p.per_sec))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
     }
 }
 

@@ -699,15 +699,11 @@ impl Archive for PostgresArchive {
             Stmt::GetEach,
             vec![Box::new(domains), Box::new(keys)],
         )?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let entry: (String, String) = (column(operation, row, 0)?, column(operation, row, 1)?);
-            found.insert(entry, column::<Vec<u8>>(operation, row, 2)?);
+        if rows.len() != entries.len() {
+            let reason = "the server answered for another number of entries".to_owned();
+            return Err(refused(operation, reason));
         }
-        Ok(entries
-            .iter()
-            .map(|(d, k)| found.get(&((*d).to_owned(), (*k).to_owned())).cloned())
-            .collect())
+        rows.iter().map(|row| column(operation, row, 0)).collect()
     }
 
     fn set_many(&self, entries: &[(&str, &str, &[u8])]) -> Result<()> {

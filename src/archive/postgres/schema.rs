@@ -198,9 +198,11 @@ impl Stmt {
             Stmt::GetMany => {
                 format!("SELECT key, value FROM {t} WHERE domain = $1 AND key = ANY ($2::text[])")
             }
+            // A lookup on the primary key for each entry, whatever plan the statement has.
             Stmt::GetEach => format!(
-                "SELECT q.d, q.k, t.value FROM unnest($1::text[], $2::text[]) AS q (d, k) \
-                 JOIN {t} AS t ON t.domain = q.d AND t.key = q.k"
+                "SELECT (SELECT t.value FROM {t} AS t WHERE t.domain = q.d AND t.key = q.k) \
+                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q (d, k, n) \
+                 ORDER BY q.n"
             ),
             Stmt::ListDomains => format!(
                 "SELECT domain FROM {t} WHERE domain > $1 GROUP BY domain ORDER BY domain \
@@ -377,9 +379,10 @@ fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
             "ds text[], ks text[]",
             "bigint",
             format!(
-                "DECLARE n bigint;\nBEGIN {lock_all}\nDELETE FROM {t} AS t USING \
-                 unnest(ds, ks) AS q (d, k) WHERE t.domain = q.d AND t.key = q.k;\n\
-                 GET DIAGNOSTICS n = ROW_COUNT;\nRETURN n;\nEND"
+                "DECLARE n bigint := 0;\ni int4;\nBEGIN {lock_all}\n\
+                 FOR i IN 1 .. coalesce(array_length(ds, 1), 0) LOOP\n\
+                 DELETE FROM {t} WHERE domain = ds[i] AND key = ks[i];\n\
+                 IF FOUND THEN n := n + 1; END IF;\nEND LOOP;\nRETURN n;\nEND"
             ),
         ),
         (
@@ -387,9 +390,10 @@ fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
             "ds text[]",
             "bigint",
             format!(
-                "DECLARE n bigint;\nBEGIN {lock_all}\nWITH gone AS (DELETE FROM {t} \
-                 WHERE domain = ANY (ds) RETURNING domain)\n\
-                 SELECT count(DISTINCT domain) INTO n FROM gone;\nRETURN n;\nEND"
+                "DECLARE n bigint := 0;\ni int4;\nBEGIN {lock_all}\n\
+                 FOR i IN 1 .. coalesce(array_length(ds, 1), 0) LOOP\n\
+                 DELETE FROM {t} WHERE domain = ds[i];\n\
+                 IF FOUND THEN n := n + 1; END IF;\nEND LOOP;\nRETURN n;\nEND"
             ),
         ),
     ]
@@ -399,47 +403,50 @@ fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
 /// the keys whose new value is absent, store the others, and leave alone those whose new value
 /// is the expected one.
 fn swap_body(t: &str, lock_one: &str) -> String {
+    let keys = swap_keys(t, "d", "1", "coalesce(array_length(ks, 1), 0)");
     format!(
-        "BEGIN {lock_one}\n\
-         IF EXISTS (SELECT 1 FROM unnest(ks, es) AS q (k, e) LEFT JOIN {t} AS t \
-         ON t.domain = d AND t.key = q.k WHERE t.value IS DISTINCT FROM q.e) THEN\n\
-         RETURN false;\nEND IF;\n\
-         DELETE FROM {t} AS t USING unnest(ks, es, ns) AS q (k, e, n) \
-         WHERE t.domain = d AND t.key = q.k AND q.n IS NULL AND q.e IS NOT NULL;\n\
-         INSERT INTO {t} (domain, key, value) SELECT d, q.k, q.n \
-         FROM unnest(ks, es, ns) AS q (k, e, n) \
-         WHERE q.n IS NOT NULL AND q.n IS DISTINCT FROM q.e \
+        "DECLARE i int4;\nok boolean;\ncur bytea;\n\
+         BEGIN {lock_one}\n{keys}\nRETURN ok;\nEND"
+    )
+}
+
+/// The PL/pgSQL that compares the keys `ks[from .. to]` of `domain` with `es[from .. to]`,
+/// setting `ok`, and when every one matches, writes `ns[from .. to]` (a NULL removes the key;
+/// a value equal to the expected one is left alone).
+///
+/// Key by key, by subscript, each a lookup on the primary key: a join with the unnested arrays
+/// gets a plan made once per connection, which on a table still small when the plan was made
+/// is a scan of the whole table; and a slice of the arrays would copy them.
+fn swap_keys(t: &str, domain: &str, from: &str, to: &str) -> String {
+    format!(
+        "ok := true;\n\
+         FOR i IN {from} .. {to} LOOP\n\
+         SELECT t.value INTO cur FROM {t} AS t WHERE t.domain = {domain} AND t.key = ks[i];\n\
+         IF cur IS DISTINCT FROM es[i] THEN ok := false; EXIT; END IF;\n\
+         END LOOP;\n\
+         IF ok THEN\n\
+         FOR i IN {from} .. {to} LOOP\n\
+         IF ns[i] IS NOT DISTINCT FROM es[i] THEN CONTINUE; END IF;\n\
+         IF ns[i] IS NULL THEN\n\
+         DELETE FROM {t} AS t WHERE t.domain = {domain} AND t.key = ks[i];\n\
+         ELSE\n\
+         INSERT INTO {t} (domain, key, value) VALUES ({domain}, ks[i], ns[i]) \
          ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\n\
-         RETURN true;\nEND"
+         END IF;\nEND LOOP;\nEND IF;"
     )
 }
 
 /// Every group's domain locked first (or the table, for many), then each group compared and
 /// written in turn as `_swap` does, each seeing the groups before it: group `g` is the swaps
 /// from `ends[g - 1]` (0 for the first) up to, not including, `ends[g]`.
-///
-/// Key by key, by subscript: a slice of the arrays for each group would copy them once a
-/// group, which grows with the square of the call's size.
 fn swap_each_body(t: &str, lock_all: &str) -> String {
+    let keys = swap_keys(t, "ds[g]", "from_ + 1", "ends[g]");
     format!(
         "DECLARE done boolean[] := '{{}}';\nfrom_ int4 := 0;\ng int4;\ni int4;\n\
          ok boolean;\ncur bytea;\n\
          BEGIN {lock_all}\n\
          FOR g IN 1 .. coalesce(array_length(ds, 1), 0) LOOP\n\
-         ok := true;\n\
-         FOR i IN from_ + 1 .. ends[g] LOOP\n\
-         SELECT t.value INTO cur FROM {t} AS t WHERE t.domain = ds[g] AND t.key = ks[i];\n\
-         IF cur IS DISTINCT FROM es[i] THEN ok := false; EXIT; END IF;\n\
-         END LOOP;\n\
-         IF ok THEN\n\
-         FOR i IN from_ + 1 .. ends[g] LOOP\n\
-         IF ns[i] IS NOT DISTINCT FROM es[i] THEN CONTINUE; END IF;\n\
-         IF ns[i] IS NULL THEN\n\
-         DELETE FROM {t} AS t WHERE t.domain = ds[g] AND t.key = ks[i];\n\
-         ELSE\n\
-         INSERT INTO {t} (domain, key, value) VALUES (ds[g], ks[i], ns[i]) \
-         ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\n\
-         END IF;\nEND LOOP;\nEND IF;\n\
+         {keys}\n\
          done := done || ok;\n\
          from_ := ends[g];\nEND LOOP;\nRETURN done;\nEND"
     )
