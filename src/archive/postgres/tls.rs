@@ -223,13 +223,8 @@ pub(super) fn connector(
             let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|err| tls_error(err.into()))?;
-            let inner: Arc<dyn ServerCertVerifier> = if check == Check::Full {
-                chain
-            } else {
-                Arc::new(ChainOnly(chain))
-            };
-            Arc::new(SelfSigned {
-                inner,
+            Arc::new(Rooted {
+                chain,
                 pinned,
                 check_name: check == Check::Full,
             })
@@ -323,21 +318,23 @@ impl ServerCertVerifier for Unchecked {
     }
 }
 
-/// What `inner` accepts, and also a server certificate that is itself one of the root
-/// certificates, as OpenSSL (so libpq) accepts: a self-signed server certificate made with
-/// `openssl req -x509`, as PostgreSQL's documentation shows, is marked a CA, which webpki
-/// refuses as the end of a chain (`CaUsedAsEndEntity`). Such a certificate is accepted only when
-/// the server sent it alone and it is byte for byte one of the roots; webpki checked its
-/// validity period before it found it a CA; with `verify-full` it must still be made out to the
-/// host.
+/// The checks of `verify-ca` and `verify-full`: the chain up to the root certificates, and for
+/// `verify-full` (`check_name`) the host name too.
+///
+/// Also a server certificate that is itself one of the root certificates, as OpenSSL (so
+/// libpq) accepts: a self-signed server certificate made with `openssl req -x509`, as
+/// PostgreSQL's documentation shows, is marked a CA, which webpki refuses as the end of a chain
+/// (`CaUsedAsEndEntity`). Such a certificate is accepted only when the server sent it alone and
+/// it is byte for byte one of the roots; webpki checked its validity period before it found it
+/// a CA; with `verify-full` it must still be made out to the host.
 #[derive(Debug)]
-struct SelfSigned {
-    inner: Arc<dyn ServerCertVerifier>,
+struct Rooted {
+    chain: Arc<WebPkiServerVerifier>,
     pinned: Vec<CertificateDer<'static>>,
     check_name: bool,
 }
 
-impl ServerCertVerifier for SelfSigned {
+impl ServerCertVerifier for Rooted {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -347,13 +344,18 @@ impl ServerCertVerifier for SelfSigned {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error as TlsError};
-        match self.inner.verify_server_cert(
+        let verified = self.chain.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        ) {
+        );
+        match verified {
+            // rustls checks the name after the chain, so the chain holds here.
+            Err(TlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             Err(TlsError::InvalidCertificate(CertificateError::Other(other)))
                 if intermediates.is_empty()
                     && self
@@ -378,7 +380,7 @@ impl ServerCertVerifier for SelfSigned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.chain.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -387,59 +389,11 @@ impl ServerCertVerifier for SelfSigned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.chain.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Checks the chain to the root certificate, but not the host name (`verify-ca`).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        use rustls::{CertificateError, Error as TlsError};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(TlsError::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.chain.supported_verify_schemes()
     }
 }
 
