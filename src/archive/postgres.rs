@@ -91,11 +91,19 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 ///   [`compare_and_swap_each`](Archive::compare_and_swap_each)) included: a connection lost in
 ///   the middle leaves none of it.
 /// - **Writes of one domain are serial.** Every write takes a transaction-scoped advisory lock
-///   on each domain it writes, then reads and writes under it, so a
+///   on each domain it writes (a batch of more than 32 domains, one on the whole table
+///   instead), then reads and writes under it, so a
 ///   [`compare_and_swap`](Archive::compare_and_swap) or
 ///   [`compare_and_swap_many`](Archive::compare_and_swap_many) compares with the latest value,
 ///   present or absent, and no other write comes between its comparison and its write, in this
-///   process or any other. Writes of different domains run in parallel.
+///   process or any other. Writes of different domains run in parallel. The functions refuse
+///   to run outside `READ COMMITTED`, which the archive's connections set, so a pooler in front
+///   of the server must keep sessions (see the repository's `docs/OPERATIONS.md`).
+/// - **A web request is two round trips.** A session's start reads its record and state with
+///   one `get_many`, and an `update` swaps both with one `compare_and_swap_many`, as
+///   tower-sessions' sqlx store loads and saves; on the axum layer neither takes a blocking
+///   thread ([`get_many_async`](Archive::get_many_async),
+///   [`compare_and_swap_many_async`](Archive::compare_and_swap_many_async)).
 /// - **Reads are one snapshot.** [`get_many`](Archive::get_many) and
 ///   [`get_each`](Archive::get_each) are each one `SELECT`, so they see every write whole or
 ///   not at all.
