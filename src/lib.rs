@@ -61,6 +61,8 @@ pub mod conformance;
 pub mod error;
 mod ids;
 pub mod name;
+#[cfg(feature = "tower-sessions")]
+mod records;
 pub mod session;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
