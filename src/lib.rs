@@ -7,7 +7,7 @@
 //!
 //! | layer | what it does | read |
 //! |---|---|---|
-//! | web | axum layer and `Session<T>` extractor; tower-sessions store | [`axum`], [`tower_sessions`] |
+//! | web | axum layer and actix-web middleware, sharing one `Session<T>` extractor; tower-sessions store | [`web`], [`axum`], [`actix`], [`tower_sessions`] |
 //! | typed sessions | start from a cookie, save, load, update, regenerate, destroy; expiry and the sweep; sessions by user | [`session`] ([`Sessions`], [`Session`]) |
 //! | archive | six primitives, compare-and-swap, batches, paged listing; one name rule for every backend | [`archive`] ([`Archive`]), [`name`], [`error`] |
 //! | backends | where the bytes live, and what each guarantees | [`archive::memory`], [`archive::redb`], [`archive::dir`], [`archive::redis`] |
@@ -41,6 +41,7 @@
 //! | `archive-dir` | no | [`DirArchive`]: the original `<root>/<domain>/<key>` directory layout (Unix) |
 //! | `archive-redis` | no | [`RedisArchive`]: a Redis or Valkey server shared by many app instances |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
+//! | `actix` | no | [actix-web 4 integration](crate::actix): a session middleware and the same extractor ([`web`]) |
 //! | `tower-sessions` | no | [`tower_sessions::ArchiveStore`]: a tower-sessions 0.15 store over any archive |
 //! | `cli` | no | the `session-archive` command, with all three persistent backends (its library side, [`cli`], needs no feature) |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
@@ -51,6 +52,8 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "actix")]
+pub mod actix;
 pub mod archive;
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -66,6 +69,8 @@ mod records;
 pub mod session;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub mod web;
 
 #[cfg(all(feature = "archive-dir", unix))]
 pub use crate::archive::dir::DirArchive;

@@ -5,6 +5,8 @@
 //! session gone mid-request).
 #![cfg(feature = "axum")]
 
+#[path = "support/header_ids.rs"]
+mod header_ids;
 #[path = "support/http.rs"]
 mod http;
 
@@ -1208,4 +1210,34 @@ fn concurrent_updates_through_async_paths_lose_nothing() {
     let visits: Visits = serde_json::from_slice(&stored).unwrap();
     assert_eq!(visits.visits, (CLIENTS * VISITS + 1) as u64);
     assert!(archive.counts()[3] > 0, "the async swap was used");
+}
+
+/// The test routes over a fresh memory archive, with ids in the `x-session-id` header too, or
+/// only there (`cookie` false).
+fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
+    let archive = Arc::new(MemoryArchive::new());
+    let mut layer = SessionLayer::new(sessions(&archive))
+        .with_id_header(axum::http::HeaderName::from_static(header_ids::ID_HEADER));
+    if !cookie {
+        layer = layer.without_cookie();
+    }
+    (archive, Server::start(routes().layer(layer)))
+}
+
+#[test]
+fn a_client_without_cookies_keeps_its_session_through_the_id_header() {
+    let (archive, server) = serve_with_header(false);
+    header_ids::a_client_without_cookies_keeps_its_session(&|path| server.url(path), &*archive);
+}
+
+#[test]
+fn a_hostile_id_header_gets_a_fresh_id_and_is_never_echoed() {
+    let (archive, server) = serve_with_header(true);
+    header_ids::a_hostile_id_header_gets_a_fresh_id(&|path| server.url(path), &*archive);
+}
+
+#[test]
+fn the_header_id_wins_over_the_cookie_and_either_alone_works() {
+    let (_archive, server) = serve_with_header(true);
+    header_ids::the_header_id_wins_over_the_cookie(&|path| server.url(path));
 }

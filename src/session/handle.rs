@@ -13,10 +13,10 @@ use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
 use super::store::{Guess, Moving, Started, Store, UpdateTurn, Writing};
 use crate::error::{Error, Result};
 
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "actix"))]
 mod later;
 
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) use later::SwapOutcome;
 
 /// Where a session stands, as far as this handle knows.
