@@ -10,7 +10,7 @@
 //! index entry is written before what it covers; the sweep removes only the bytes it judged) is
 //! described on each function, and is the same for both stores.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -294,6 +294,7 @@ impl Records {
         Sweep {
             records: self,
             vanished: RefCell::new(Vec::new()),
+            removed: Cell::new(0),
         }
         .run()
     }
@@ -314,14 +315,17 @@ struct Sweep<'a> {
     records: &'a Records,
     /// Entries found without a record, as (bucket, entry), not yet removed.
     vanished: RefCell<Vec<(u64, String)>>,
+    /// How many expired records this run removed.
+    removed: Cell<usize>,
 }
 
 impl Sweep<'_> {
-    /// Runs the sweep, then removes the entries found without a record.
+    /// Runs the sweep, then removes the entries found without a record; returns how many
+    /// expired records it removed.
     fn run(&self) -> Result<usize> {
-        let removed = self.records.index().sweep(self)?;
+        self.records.index().sweep(self)?;
         self.forget_vanished()?;
-        Ok(removed)
+        Ok(self.removed.get())
     }
 
     /// Notes an entry of `bucket` found without a record. Entries are removed a bucket, or a
@@ -405,6 +409,7 @@ impl Judge for Sweep<'_> {
             // record is then judged again, here. The entry goes with the page, after the record:
             // no create can claim this id again, since ids are drawn fresh.
             if archive.compare_and_swap(entry, kind.key, Some(&raw), None)? {
+                self.removed.set(self.removed.get() + 1);
                 return Ok(Verdict::Drop);
             }
         }

@@ -295,7 +295,7 @@ impl SessionStore for ArchiveStore {
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let id = *session_id;
         self.blocking(move |inner| inner.delete(&id.to_string()).map_err(|err| backend(&err)))
-        .await
+            .await
     }
 }
 
