@@ -59,12 +59,7 @@ async fn welcome(
     headers: HeaderMap,
     mut session: Session<Welcome>,
 ) -> Result<Response, SessionError> {
-    let (name, visits) = session
-        .update(|state| {
-            state.visits += 1;
-            (state.name.clone(), state.visits)
-        })
-        .await?;
+    let (name, visits) = session.update(welcome_app::count_visit).await?;
     // The answer depends on `Accept`, so caches must key on it.
     let vary = [(VARY, HeaderValue::from_static("accept"))];
     if wants_html(&headers) {
@@ -114,15 +109,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(shutdown::shutdown_signal())
         .await?;
     // The router and its layer are gone with `serve`; the sweeper holds the last `Sessions`.
-    // Once it is dropped, the archive is closed (a redb file's lock released).
-    sweeper.abort();
-    if let Err(err) = sweeper.await
-        && !err.is_cancelled()
-    {
-        return Err(err.into());
-    }
-    println!("Stopped; sessions closed");
-    Ok(())
+    welcome_app::stop(sweeper).await
 }
 
 /// Runs the app: `main` of both the example and the `welcome` binary.

@@ -45,12 +45,7 @@ async fn welcome(
     request: HttpRequest,
     mut session: Session<Welcome>,
 ) -> Result<HttpResponse, SessionError> {
-    let (name, visits) = session
-        .update(|state| {
-            state.visits += 1;
-            (state.name.clone(), state.visits)
-        })
-        .await?;
+    let (name, visits) = session.update(welcome_app::count_visit).await?;
     // The answer depends on `Accept`, so caches must key on it.
     let mut response = HttpResponse::Ok();
     response.insert_header((VARY, "accept"));
@@ -116,15 +111,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let sweeper = actix_web::rt::spawn(welcome_app::sweep(sessions));
     server.run().await?;
     // The workers and their apps are gone with the server; the sweeper holds the last
-    // `Sessions`. Once it is dropped, the archive is closed (a redb file's lock released).
-    sweeper.abort();
-    if let Err(err) = sweeper.await
-        && !err.is_cancelled()
-    {
-        return Err(err.into());
-    }
-    println!("Stopped; sessions closed");
-    Ok(())
+    // `Sessions`.
+    welcome_app::stop(sweeper).await
 }
 
 /// Runs the app: `main` of both the example and the `welcome_actix` binary.

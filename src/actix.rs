@@ -61,7 +61,7 @@ use std::sync::Arc;
 
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -174,21 +174,11 @@ impl SessionMiddleware {
 
     /// The slot of one request: the id its client sent, from the id header or the cookie.
     fn slot(&self, headers: &HeaderMap) -> Slot {
-        let values = |name: &str| {
+        Slot::for_request(&self.sessions, &self.transport, |name| {
             headers
                 .get_all(name)
                 .filter_map(|value| value.to_str().ok())
-                .collect::<Vec<_>>()
-        };
-        let header = self.transport.header().map(values).unwrap_or_default();
-        let client_id = self
-            .transport
-            .client_id(&self.sessions, header, values(COOKIE.as_str()));
-        Slot::new(
-            self.sessions.clone(),
-            Arc::clone(&self.transport),
-            client_id,
-        )
+        })
     }
 }
 
@@ -245,19 +235,11 @@ where
 
 /// Adds what the session's calls asked for to a response's headers.
 fn append(headers: &mut HeaderMap, answer: Answer, id_header: Option<HeaderName>) {
-    // The cookie crate percent-encodes names and values, and ids are plain ASCII, so a value
-    // that is no header value cannot happen; it would be logged rather than sent broken.
-    let value = |text: String| match HeaderValue::from_str(&text) {
-        Ok(value) => Some(value),
-        Err(err) => {
-            tracing::error!(error = %err, "session header is not a valid header value");
-            None
-        }
-    };
-    if let Some(cookie) = answer.set_cookie.and_then(value) {
+    let (cookie, id) = answer.values(HeaderValue::from_str);
+    if let Some(cookie) = cookie {
         headers.append(SET_COOKIE, cookie);
     }
-    if let (Some(name), Some(id)) = (id_header, answer.id.and_then(value)) {
+    if let (Some(name), Some(id)) = (id_header, id) {
         headers.insert(name, id);
     }
 }

@@ -72,7 +72,8 @@ use crate::archive::Archive;
 use crate::error::Error;
 use crate::ids::{ACTIX_RECORD_PREFIX, fingerprint};
 use crate::records::{CREATE_ATTEMPTS, Kind, Make, Records, SAVE_ATTEMPTS, unix_nanos};
-use crate::session::clock::{Clock, SystemClock};
+use crate::session::clock::Clock;
+#[cfg(doc)]
 use crate::session::expiry::DEFAULT_SWEEP_GRANULARITY;
 use crate::session::layout::{ACTIX_INDEX, ACTIX_RECORD_KEY};
 
@@ -124,10 +125,7 @@ pub struct ArchiveStore {
 impl fmt::Debug for ArchiveStore {
     /// The settings, never the archive's contents.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ArchiveStore")
-            .field("sweep_granularity", &self.records.granularity)
-            .field("clock", &self.records.clock)
-            .finish_non_exhaustive()
+        self.records.debug("ArchiveStore", f)
     }
 }
 
@@ -149,12 +147,7 @@ impl ArchiveStore {
     /// ```
     pub fn new(archive: impl Archive + 'static) -> ArchiveStore {
         ArchiveStore {
-            records: Arc::new(Records::new(
-                Arc::new(archive),
-                Arc::new(SystemClock),
-                DEFAULT_SWEEP_GRANULARITY.as_secs(),
-                &KIND,
-            )),
+            records: Records::shared(Arc::new(archive), &KIND),
         }
     }
 
@@ -175,9 +168,8 @@ impl ArchiveStore {
     /// ```
     #[must_use]
     pub fn with_clock(self, clock: impl Clock) -> ArchiveStore {
-        let granularity = self.records.granularity;
         ArchiveStore {
-            records: Arc::new(self.records.rebuilt(Arc::new(clock), granularity)),
+            records: self.records.with_clock(Arc::new(clock)),
         }
     }
 
@@ -199,9 +191,8 @@ impl ArchiveStore {
     /// ```
     #[must_use]
     pub fn with_sweep_granularity(self, granularity: std::time::Duration) -> ArchiveStore {
-        let clock = Arc::clone(&self.records.clock);
         ArchiveStore {
-            records: Arc::new(self.records.rebuilt(clock, granularity.as_secs().max(1))),
+            records: self.records.with_granularity(granularity),
         }
     }
 

@@ -11,14 +11,15 @@
 //! described on each function, and is the same for both stores.
 
 use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::{Archive, Change, DEFAULT_PAGE_SIZE, Update};
 use crate::error::Result;
-use crate::session::clock::Clock;
-use crate::session::expiry::{Index, Judge, Lifetime, Verdict, place};
+use crate::session::clock::{Clock, SystemClock};
+use crate::session::expiry::{DEFAULT_SWEEP_GRANULARITY, Index, Judge, Lifetime, Verdict, place};
 use crate::session::layout::IndexNames;
 
 /// How many ids a create draws before giving up. Ids have over 128 random bits, so a second
@@ -58,7 +59,7 @@ pub(crate) struct Records {
 }
 
 impl Records {
-    pub(crate) fn new(
+    fn new(
         archive: Arc<dyn Archive>,
         clock: Arc<dyn Clock>,
         granularity: u64,
@@ -74,11 +75,41 @@ impl Records {
         }
     }
 
+    /// The records of `kind` in `archive`, on the system clock, with the default granularity:
+    /// what a store's `new` holds.
+    pub(crate) fn shared(archive: Arc<dyn Archive>, kind: &'static Kind) -> Arc<Records> {
+        Arc::new(Records::new(
+            archive,
+            Arc::new(SystemClock),
+            DEFAULT_SWEEP_GRANULARITY.as_secs(),
+            kind,
+        ))
+    }
+
+    /// The same records judged by `clock`: a store's `with_clock`.
+    pub(crate) fn with_clock(&self, clock: Arc<dyn Clock>) -> Arc<Records> {
+        Arc::new(self.rebuilt(clock, self.granularity))
+    }
+
+    /// The same records with index buckets `granularity` wide (whole seconds, at least one): a
+    /// store's `with_sweep_granularity`.
+    pub(crate) fn with_granularity(&self, granularity: Duration) -> Arc<Records> {
+        Arc::new(self.rebuilt(Arc::clone(&self.clock), granularity.as_secs().max(1)))
+    }
+
     /// The same records seen with another clock and granularity, keeping the index width read.
-    pub(crate) fn rebuilt(&self, clock: Arc<dyn Clock>, granularity: u64) -> Records {
+    fn rebuilt(&self, clock: Arc<dyn Clock>, granularity: u64) -> Records {
         let mut records = Records::new(Arc::clone(&self.archive), clock, granularity, self.kind);
         records.index_width = AtomicU64::new(self.index_width.load(Ordering::Acquire));
         records
+    }
+
+    /// A store's `Debug`: its settings, never the archive's contents.
+    pub(crate) fn debug(&self, store: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(store)
+            .field("sweep_granularity", &self.granularity)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
     }
 
     fn index(&self) -> Index<'_> {

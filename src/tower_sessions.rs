@@ -91,7 +91,8 @@ use crate::archive::Archive;
 use crate::error::Error;
 use crate::ids::{TOWER_RECORD_PREFIX, fingerprint, redact};
 use crate::records::{CREATE_ATTEMPTS, Kind, Records, SAVE_ATTEMPTS};
-use crate::session::clock::{Clock, SystemClock};
+use crate::session::clock::Clock;
+#[cfg(doc)]
 use crate::session::expiry::DEFAULT_SWEEP_GRANULARITY;
 use crate::session::layout::{TOWER_INDEX, TOWER_RECORD_KEY};
 
@@ -165,10 +166,7 @@ pub struct ArchiveStore {
 impl fmt::Debug for ArchiveStore {
     /// The settings, never the archive's contents.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ArchiveStore")
-            .field("sweep_granularity", &self.inner.granularity)
-            .field("clock", &self.inner.clock)
-            .finish_non_exhaustive()
+        self.inner.debug("ArchiveStore", f)
     }
 }
 
@@ -190,12 +188,7 @@ impl ArchiveStore {
     /// ```
     pub fn new(archive: impl Archive + 'static) -> ArchiveStore {
         ArchiveStore {
-            inner: Arc::new(Records::new(
-                Arc::new(archive),
-                Arc::new(SystemClock),
-                DEFAULT_SWEEP_GRANULARITY.as_secs(),
-                &KIND,
-            )),
+            inner: Records::shared(Arc::new(archive), &KIND),
         }
     }
 
@@ -217,8 +210,9 @@ impl ArchiveStore {
     /// ```
     #[must_use]
     pub fn with_clock(self, clock: impl Clock) -> ArchiveStore {
-        let granularity = self.inner.granularity;
-        self.rebuilt(Arc::new(clock), granularity)
+        ArchiveStore {
+            inner: self.inner.with_clock(Arc::new(clock)),
+        }
     }
 
     /// Returns the store with another width of one expiry-index bucket (whole seconds, at least
@@ -241,13 +235,8 @@ impl ArchiveStore {
     /// ```
     #[must_use]
     pub fn with_sweep_granularity(self, granularity: Duration) -> ArchiveStore {
-        let clock = Arc::clone(&self.inner.clock);
-        self.rebuilt(clock, granularity.as_secs().max(1))
-    }
-
-    fn rebuilt(self, clock: Arc<dyn Clock>, granularity: u64) -> ArchiveStore {
         ArchiveStore {
-            inner: Arc::new(self.inner.rebuilt(clock, granularity)),
+            inner: self.inner.with_granularity(granularity),
         }
     }
 

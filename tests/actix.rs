@@ -7,6 +7,9 @@
 //! mid-request, updates on redb and on an archive with async paths, and ids in a header.
 #![cfg(all(feature = "actix", feature = "archive-redb"))]
 
+#[path = "support/handlers.rs"]
+#[allow(dead_code, reason = "these tests log in with a user bound (login_ada)")]
+mod handlers;
 #[path = "support/header_ids.rs"]
 mod header_ids;
 #[path = "support/http.rs"]
@@ -16,34 +19,16 @@ use std::sync::Arc;
 
 use actix_web::http::header::HeaderName;
 use actix_web::{App, HttpServer, web};
+use handlers::{Visits, count, destroy_then_save, logout, peek};
+use header_ids::{live_ids, text};
 use http::{cookie_value, jar, set_cookies};
 use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
-use serde::{Deserialize, Serialize};
 use session_archive::actix::{Session, SessionError, SessionMiddleware};
 use session_archive::{Archive, ArchiveExt, MemoryArchive, RedbArchive, STATE_KEY, Sessions};
 
-#[derive(Default, Serialize, Deserialize)]
-struct Visits {
-    visits: u64,
-}
-
-async fn count(mut session: Session<Visits>) -> Result<String, SessionError> {
-    let n = session
-        .update(|state| {
-            state.visits += 1;
-            state.visits
-        })
-        .await?;
-    Ok(n.to_string())
-}
-
-async fn peek(session: Session<Visits>) -> String {
-    session.visits.to_string()
-}
-
 /// Login: bind the user, then regenerate (no save before it); answers the new id.
-async fn login(mut session: Session<Visits>) -> Result<String, SessionError> {
+async fn login_ada(mut session: Session<Visits>) -> Result<String, SessionError> {
     session.set_user(Some("ada@example.com"));
     session.regenerate().await?;
     Ok(session.id().to_string())
@@ -53,23 +38,12 @@ async fn whoami(session: Session<Visits>) -> String {
     session.user().unwrap_or("nobody").to_owned()
 }
 
-async fn logout(mut session: Session<Visits>) -> Result<&'static str, SessionError> {
-    session.destroy().await?;
-    Ok("bye")
-}
-
-async fn destroy_then_save(mut session: Session<Visits>) -> Result<&'static str, SessionError> {
-    session.destroy().await?;
-    session.save().await?;
-    Ok("saved")
-}
-
 /// The test routes, for `App::configure`.
 fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/count", web::get().to(count))
         .route("/peek", web::get().to(peek))
-        .route("/login", web::post().to(login))
+        .route("/login", web::post().to(login_ada))
         .route("/whoami", web::get().to(whoami))
         .route("/logout", web::post().to(logout))
         .route("/destroy-then-save", web::post().to(destroy_then_save));
@@ -134,21 +108,6 @@ fn serve() -> (Arc<MemoryArchive>, Server) {
     let archive = Arc::new(MemoryArchive::new());
     let server = Server::start(Some(middleware(Arc::clone(&archive))));
     (archive, server)
-}
-
-/// The ids of the sessions holding a state.
-fn live_ids(archive: &dyn Archive) -> Vec<String> {
-    archive
-        .domains()
-        .map(|domain| domain.expect("listing the archive"))
-        .filter(|domain| archive.has(domain, STATE_KEY).expect("a read"))
-        .collect()
-}
-
-fn text(client: &Client, url: String) -> String {
-    let response = client.get(url).send().expect("a GET");
-    assert_eq!(response.status(), 200);
-    response.text().expect("a body")
 }
 
 #[test]
@@ -229,7 +188,7 @@ fn logout_destroys_the_session_and_expires_the_cookie() {
     assert_eq!(text(&client, server.url("/count")), "1");
     let id = live_ids(&*archive).pop().expect("the session");
     let logout = client.post(server.url("/logout")).send().unwrap();
-    assert_eq!(logout.status(), 200);
+    assert_eq!(logout.status(), 204, "actix-web's answer to an Ok(()) handler");
     let cookies = set_cookies(&logout);
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
@@ -271,21 +230,7 @@ fn on_redb_concurrent_updates_of_one_session_lose_nothing() {
     let server = Server::start(Some(middleware(Arc::clone(&archive))));
     let first = Client::new().get(server.url("/count")).send().unwrap();
     let id = cookie_value(&set_cookies(&first)[0]).to_owned();
-    std::thread::scope(|scope| {
-        for _ in 0..CLIENTS {
-            scope.spawn(|| {
-                let client = Client::new();
-                for _ in 0..VISITS {
-                    let answer = client
-                        .get(server.url("/count"))
-                        .header(COOKIE, format!("session-id={id}"))
-                        .send()
-                        .unwrap();
-                    assert_eq!(answer.status(), 200);
-                }
-            });
-        }
-    });
+    handlers::count_concurrently(&server.url("/count"), &id, CLIENTS, VISITS);
     let stored = archive.get(&id, STATE_KEY).unwrap().unwrap();
     let visits: Visits = serde_json::from_slice(&stored).unwrap();
     assert_eq!(visits.visits, (CLIENTS * VISITS + 1) as u64);
@@ -305,20 +250,4 @@ fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
     (archive, Server::start(Some(middleware)))
 }
 
-#[test]
-fn a_client_without_cookies_keeps_its_session_through_the_id_header() {
-    let (archive, server) = serve_with_header(false);
-    header_ids::a_client_without_cookies_keeps_its_session(&|path| server.url(path), &*archive);
-}
-
-#[test]
-fn a_hostile_id_header_gets_a_fresh_id_and_is_never_echoed() {
-    let (archive, server) = serve_with_header(true);
-    header_ids::a_hostile_id_header_gets_a_fresh_id(&|path| server.url(path), &*archive);
-}
-
-#[test]
-fn the_header_id_wins_over_the_cookie_and_either_alone_works() {
-    let (_archive, server) = serve_with_header(true);
-    header_ids::the_header_id_wins_over_the_cookie(&|path| server.url(path));
-}
+header_ids::id_header_tests!(serve_with_header);

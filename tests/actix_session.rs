@@ -30,6 +30,11 @@ fn state(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
+/// Saves a record of `pairs` for `ttl`, which must succeed; its key.
+async fn saved(store: &ArchiveStore, pairs: &[(&str, &str)], ttl: &Ttl) -> SessionKey {
+    store.save(state(pairs), ttl).await.expect("a save")
+}
+
 /// Another `SessionKey` of the same text (the type is not `Clone`).
 fn again(key: &SessionKey) -> SessionKey {
     SessionKey::try_from(key.as_ref().to_owned()).expect("a key")
@@ -96,10 +101,7 @@ fn save_never_overwrites_a_taken_key() {
     });
     let store = ArchiveStore::new(archive);
     run(async {
-        let key = store
-            .save(state(&[("a", "1")]), &Ttl::hours(1))
-            .await
-            .unwrap();
+        let key = saved(&store, &[("a", "1")], &Ttl::hours(1)).await;
         let taken = taken
             .lock()
             .unwrap()
@@ -118,10 +120,7 @@ fn save_never_overwrites_a_taken_key() {
 fn update_replaces_the_state_and_keeps_the_key() {
     let (_archive, _clock, store) = store();
     run(async {
-        let key = store
-            .save(state(&[("n", "1")]), &Ttl::hours(1))
-            .await
-            .unwrap();
+        let key = saved(&store, &[("n", "1")], &Ttl::hours(1)).await;
         let same = store
             .update(again(&key), state(&[("n", "2")]), &Ttl::hours(1))
             .await
@@ -135,10 +134,7 @@ fn update_replaces_the_state_and_keeps_the_key() {
 fn update_and_update_ttl_of_a_deleted_key_do_not_resurrect_it() {
     let (archive, _clock, store) = store();
     run(async {
-        let key = store
-            .save(state(&[("user", "ada")]), &Ttl::hours(1))
-            .await
-            .unwrap();
+        let key = saved(&store, &[("user", "ada")], &Ttl::hours(1)).await;
         store.delete(&key).await.unwrap();
         let answered = store
             .update(again(&key), state(&[("user", "ada")]), &Ttl::hours(1))
@@ -159,10 +155,7 @@ fn update_and_update_ttl_of_a_deleted_key_do_not_resurrect_it() {
 fn load_never_returns_an_expired_state_and_update_does_not_revive_it() {
     let (_archive, clock, store) = store();
     run(async {
-        let key = store
-            .save(state(&[("n", "1")]), &Ttl::seconds(60))
-            .await
-            .unwrap();
+        let key = saved(&store, &[("n", "1")], &Ttl::seconds(60)).await;
         clock.advance(Duration::from_secs(59));
         assert!(store.load(&key).await.unwrap().is_some());
         clock.advance(Duration::from_secs(1));
@@ -194,10 +187,7 @@ fn update_ttl_moves_the_expiry_and_keeps_the_state() {
 fn delete_is_final() {
     let (archive, _clock, store) = store();
     run(async {
-        let key = store
-            .save(state(&[("n", "1")]), &Ttl::hours(1))
-            .await
-            .unwrap();
+        let key = saved(&store, &[("n", "1")], &Ttl::hours(1)).await;
         store.delete(&key).await.unwrap();
         assert_eq!(store.load(&key).await.unwrap(), None);
         store.delete(&key).await.unwrap();
@@ -235,10 +225,7 @@ fn keys_the_store_never_makes_touch_nothing() {
 fn a_record_that_does_not_decode_is_a_deserialization_error_and_is_left_alone() {
     let (archive, _clock, store) = store();
     run(async {
-        let key = store
-            .save(state(&[("n", "1")]), &Ttl::hours(1))
-            .await
-            .unwrap();
+        let key = saved(&store, &[("n", "1")], &Ttl::hours(1)).await;
         let domain = format!("actix-session-{}", key.as_ref());
         archive.set(&domain, "record.json", b"{not json").unwrap();
         let err = store.load(&key).await.unwrap_err();

@@ -5,6 +5,8 @@
 //! session gone mid-request).
 #![cfg(feature = "axum")]
 
+#[path = "support/handlers.rs"]
+mod handlers;
 #[path = "support/header_ids.rs"]
 mod header_ids;
 #[path = "support/http.rs"]
@@ -16,48 +18,15 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::routing::{get, post};
+use handlers::{Visits, count, destroy_then_save, login, logout, peek};
 use http::{cookie_value, jar, set_cookies};
 use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
-use serde::{Deserialize, Serialize};
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::conformance::Hooked;
 use session_archive::{
     Archive, ArchiveExt, Blocking, Error, META_KEY, ManualClock, MemoryArchive, STATE_KEY, Sessions,
 };
-
-#[derive(Default, Serialize, Deserialize)]
-struct Visits {
-    visits: u64,
-}
-
-async fn count(mut session: Session<Visits>) -> Result<String, SessionError> {
-    let n = session
-        .update(|state| {
-            state.visits += 1;
-            state.visits
-        })
-        .await?;
-    Ok(n.to_string())
-}
-
-async fn peek(session: Session<Visits>) -> String {
-    session.visits.to_string()
-}
-
-async fn login(mut session: Session<Visits>) -> Result<String, SessionError> {
-    session.regenerate().await?;
-    Ok(session.id().to_string())
-}
-
-async fn logout(mut session: Session<Visits>) -> Result<(), SessionError> {
-    session.destroy().await
-}
-
-async fn destroy_then_save(mut session: Session<Visits>) -> Result<(), SessionError> {
-    session.destroy().await?;
-    session.save().await
-}
 
 /// Login of the one user these tests know: bind, then regenerate (no save before it).
 async fn login_ada(mut session: Session<Visits>) -> Result<String, SessionError> {
@@ -1191,21 +1160,7 @@ fn concurrent_updates_through_async_paths_lose_nothing() {
         .into_iter()
         .find(|domain| archive.inner.has(domain, STATE_KEY).unwrap())
         .expect("the session");
-    std::thread::scope(|scope| {
-        for _ in 0..CLIENTS {
-            scope.spawn(|| {
-                let client = Client::new();
-                for _ in 0..VISITS {
-                    let answer = client
-                        .get(server.url("/count"))
-                        .header(COOKIE, format!("session-id={id}"))
-                        .send()
-                        .unwrap();
-                    assert_eq!(answer.status(), 200);
-                }
-            });
-        }
-    });
+    handlers::count_concurrently(&server.url("/count"), &id, CLIENTS, VISITS);
     let stored = archive.inner.get(&id, STATE_KEY).unwrap().unwrap();
     let visits: Visits = serde_json::from_slice(&stored).unwrap();
     assert_eq!(visits.visits, (CLIENTS * VISITS + 1) as u64);
@@ -1224,20 +1179,4 @@ fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
     (archive, Server::start(routes().layer(layer)))
 }
 
-#[test]
-fn a_client_without_cookies_keeps_its_session_through_the_id_header() {
-    let (archive, server) = serve_with_header(false);
-    header_ids::a_client_without_cookies_keeps_its_session(&|path| server.url(path), &*archive);
-}
-
-#[test]
-fn a_hostile_id_header_gets_a_fresh_id_and_is_never_echoed() {
-    let (archive, server) = serve_with_header(true);
-    header_ids::a_hostile_id_header_gets_a_fresh_id(&|path| server.url(path), &*archive);
-}
-
-#[test]
-fn the_header_id_wins_over_the_cookie_and_either_alone_works() {
-    let (_archive, server) = serve_with_header(true);
-    header_ids::the_header_id_wins_over_the_cookie(&|path| server.url(path));
-}
+header_ids::id_header_tests!(serve_with_header);

@@ -9,6 +9,10 @@
 //! server (feature `archive-redis`) run when a server can be found or started: see
 //! `support/redis_server.rs`.
 #![cfg(all(feature = "axum", feature = "archive-redb"))]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test bodies, run by the #[test] functions for_both_apps! stamps out"
+)]
 
 #[path = "support/http.rs"]
 mod http;

@@ -41,6 +41,12 @@ pub struct NameForm {
     pub name: String,
 }
 
+/// The change of `GET /`: counts the visit, and answers the name and the count.
+pub fn count_visit(state: &mut Welcome) -> (String, u64) {
+    state.visits += 1;
+    (state.name.clone(), state.visits)
+}
+
 /// Whether the client asked for HTML, given its `Accept` header values: browsers put
 /// `text/html` in `Accept`; curl sends `*/*` and gets plain text.
 pub fn wants_html<'a>(accept: impl IntoIterator<Item = &'a str>) -> bool {
@@ -154,6 +160,19 @@ pub async fn sweep(sessions: Sessions) {
             Err(err) => tracing::error!(error = %err, "session sweep task failed"),
         }
     }
+}
+
+/// Stops the sweeper, which holds the last `Sessions` once the server is gone: when it is
+/// dropped, the archive is closed (a redb file's lock released). Then says so.
+pub async fn stop(sweeper: tokio::task::JoinHandle<()>) -> Result<(), Box<dyn std::error::Error>> {
+    sweeper.abort();
+    if let Err(err) = sweeper.await
+        && !err.is_cancelled()
+    {
+        return Err(err.into());
+    }
+    println!("Stopped; sessions closed");
+    Ok(())
 }
 
 /// Opens the archive of `spec` on a blocking thread, and the sessions over it. The apps serve

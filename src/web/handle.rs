@@ -212,9 +212,9 @@ where
     /// in either framework.
     ///
     /// Starting a stored session only reads, except now and then (see
-    /// `Sessions::start_without_writing`); reads that cannot block run here, where the archive
-    /// reads without a thread the read is awaited here, and only a start that must write, on an
-    /// archive whose writes block, takes a blocking thread.
+    /// `Sessions::start_without_writing`). Reads that cannot block run in place; where the
+    /// archive reads without a thread (an async path), the read is awaited; only a start that
+    /// must write, on an archive whose writes block, takes a blocking thread.
     pub(crate) async fn start(slot: Slot) -> Result<Session<T>, SessionError> {
         let sessions = slot.sessions();
         let id = slot.client_id().map(SessionId::as_str);

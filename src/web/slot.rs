@@ -3,6 +3,7 @@
 //! both), and the answer the latest session call asked for, checked once more before it goes
 //! out.
 
+use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -54,7 +55,7 @@ impl Transport {
     /// The id the client sent: the first well-formed id among the values of the id header (when
     /// there is one), else among the `Cookie` headers (HTTP/2 may split them). Whether it names
     /// a live session is the start's call.
-    pub(crate) fn client_id<'a>(
+    fn client_id<'a>(
         &self,
         sessions: &Sessions,
         header: impl IntoIterator<Item = &'a str>,
@@ -107,13 +108,44 @@ pub(crate) struct Answer {
     pub(crate) id: Option<String>,
 }
 
+impl Answer {
+    /// The `Set-Cookie` value and the id header's value, each as a framework's header value
+    /// (made by `value`). The cookie crate percent-encodes names and values, and ids are plain
+    /// ASCII, so a value that is no header value cannot happen; it would be logged rather than
+    /// sent broken.
+    pub(crate) fn values<V, E: fmt::Display>(
+        self,
+        value: impl Fn(&str) -> Result<V, E>,
+    ) -> (Option<V>, Option<V>) {
+        let value = |text: String| match value(&text) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                tracing::error!(error = %err, "session header is not a valid header value");
+                None
+            }
+        };
+        (self.set_cookie.and_then(value), self.id.and_then(value))
+    }
+}
+
 impl Slot {
+    /// The slot of one request: the id its client sent, from the id header or the `Cookie`
+    /// headers, whose values (those that are text) `values(name)` gives.
+    pub(crate) fn for_request<'a, I>(
+        sessions: &Sessions,
+        transport: &Arc<Transport>,
+        values: impl Fn(&str) -> I,
+    ) -> Slot
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let header = transport.header().map(&values).into_iter().flatten();
+        let client_id = transport.client_id(sessions, header, values("cookie"));
+        Slot::new(sessions.clone(), Arc::clone(transport), client_id)
+    }
+
     /// The slot of a request whose client sent `client_id`.
-    pub(crate) fn new(
-        sessions: Sessions,
-        transport: Arc<Transport>,
-        client_id: Option<SessionId>,
-    ) -> Slot {
+    fn new(sessions: Sessions, transport: Arc<Transport>, client_id: Option<SessionId>) -> Slot {
         Slot(Arc::new(SlotInner {
             sessions,
             transport,

@@ -3,6 +3,10 @@
 //! the routes `GET /count` (an update counting visits, answering the count), `GET /peek` (the
 //! count), `POST /login` (a regenerate) and `POST /logout` (a destroy). Each test takes the
 //! server's URL maker and its archive.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test bodies, run by the #[test] functions of the files that include this one"
+)]
 
 use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
@@ -10,11 +14,39 @@ use session_archive::{Archive, ArchiveExt, STATE_KEY};
 
 use crate::http::{cookie_value, jar, set_cookies};
 
+/// Stamps out this file's tests for a server: `$serve(cookie)` answers the archive and a server
+/// with ids in the `x-session-id` header too, or only there (`cookie` false), whose `url(path)`
+/// makes a URL.
+macro_rules! id_header_tests {
+    ($serve:ident) => {
+        #[test]
+        fn a_client_without_cookies_keeps_its_session_through_the_id_header() {
+            let (archive, server) = $serve(false);
+            let url = |path: &str| server.url(path);
+            header_ids::a_client_without_cookies_keeps_its_session(&url, &*archive);
+        }
+
+        #[test]
+        fn a_hostile_id_header_gets_a_fresh_id_and_is_never_echoed() {
+            let (archive, server) = $serve(true);
+            let url = |path: &str| server.url(path);
+            header_ids::a_hostile_id_header_gets_a_fresh_id(&url, &*archive);
+        }
+
+        #[test]
+        fn the_header_id_wins_over_the_cookie_and_either_alone_works() {
+            let (_archive, server) = $serve(true);
+            header_ids::the_header_id_wins_over_the_cookie(&|path| server.url(path));
+        }
+    };
+}
+pub(crate) use id_header_tests;
+
 /// The header the servers carry ids in.
 pub const ID_HEADER: &str = "x-session-id";
 
 /// The ids of the sessions holding a state.
-fn live_ids(archive: &dyn Archive) -> Vec<String> {
+pub fn live_ids(archive: &dyn Archive) -> Vec<String> {
     archive
         .domains()
         .map(|domain| domain.expect("listing the archive"))
@@ -22,7 +54,8 @@ fn live_ids(archive: &dyn Archive) -> Vec<String> {
         .collect()
 }
 
-fn text(client: &Client, url: String) -> String {
+/// The body of a `GET` of `url`, which must answer 200.
+pub fn text(client: &Client, url: String) -> String {
     let response = client.get(url).send().expect("a GET");
     assert_eq!(response.status(), 200);
     response.text().expect("a body")
