@@ -188,7 +188,11 @@ fn logout_destroys_the_session_and_expires_the_cookie() {
     assert_eq!(text(&client, server.url("/count")), "1");
     let id = live_ids(&*archive).pop().expect("the session");
     let logout = client.post(server.url("/logout")).send().unwrap();
-    assert_eq!(logout.status(), 204, "actix-web's answer to an Ok(()) handler");
+    assert_eq!(
+        logout.status(),
+        204,
+        "actix-web's answer to an Ok(()) handler"
+    );
     let cookies = set_cookies(&logout);
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
