@@ -14,6 +14,8 @@ mod handlers;
 mod header_ids;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/layer_tests.rs"]
+mod layer_tests;
 
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ use http::{cookie_value, jar, set_cookies};
 use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
 use session_archive::actix::{Session, SessionError, SessionMiddleware};
-use session_archive::{Archive, ArchiveExt, MemoryArchive, RedbArchive, STATE_KEY, Sessions};
+use session_archive::{Archive, MemoryArchive, RedbArchive, STATE_KEY, Sessions};
 
 /// Login: bind the user, then regenerate (no save before it); answers the new id.
 async fn login_ada(mut session: Session<Visits>) -> Result<String, SessionError> {
@@ -108,19 +110,6 @@ fn serve() -> (Arc<MemoryArchive>, Server) {
     let archive = Arc::new(MemoryArchive::new());
     let server = Server::start(Some(middleware(Arc::clone(&archive))));
     (archive, server)
-}
-
-#[test]
-fn a_visitor_whose_session_is_never_saved_gets_no_cookie_and_writes_nothing() {
-    let (archive, server) = serve();
-    let client = jar();
-    for _ in 0..3 {
-        let response = client.get(server.url("/peek")).send().unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(set_cookies(&response).is_empty());
-        assert_eq!(response.text().unwrap(), "0");
-    }
-    assert!(archive.domains().next().is_none(), "nothing was written");
 }
 
 #[test]
@@ -210,19 +199,6 @@ fn the_extractor_without_the_middleware_is_a_500() {
     assert_eq!(response.text().unwrap(), "internal server error");
 }
 
-#[test]
-fn a_session_gone_mid_request_is_409_and_expires_the_cookie() {
-    let (_archive, server) = serve();
-    let client = jar();
-    assert_eq!(text(&client, server.url("/count")), "1");
-    let response = client
-        .post(server.url("/destroy-then-save"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 409);
-    assert_eq!(response.text().unwrap(), "session no longer exists");
-}
-
 /// On redb (writes that block; updates that await their group commit), 64 concurrent updates
 /// of one session from 8 clients, spread over actix's two worker runtimes, lose none.
 #[test]
@@ -255,3 +231,4 @@ fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
 }
 
 header_ids::id_header_tests!(serve_with_header);
+layer_tests::layer_tests!(serve);

@@ -11,6 +11,8 @@ mod handlers;
 mod header_ids;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/layer_tests.rs"]
+mod layer_tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,19 +120,6 @@ fn domains(archive: &dyn Archive) -> Vec<String> {
         .domains()
         .collect::<Result<_, _>>()
         .expect("listing the archive")
-}
-
-#[test]
-fn a_visitor_whose_session_is_never_saved_gets_no_cookie_and_writes_nothing() {
-    let (archive, server) = serve();
-    let client = jar();
-    for _ in 0..3 {
-        let response = client.get(server.url("/peek")).send().unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(set_cookies(&response).is_empty());
-        assert_eq!(response.text().unwrap(), "0");
-    }
-    assert!(domains(&archive).is_empty());
 }
 
 #[test]
@@ -315,24 +304,6 @@ fn destroy_expires_the_cookie_and_removes_the_session() {
             .unwrap(),
         "1"
     );
-}
-
-#[test]
-fn a_session_gone_mid_request_is_409_and_expires_the_cookie() {
-    let (archive, server) = serve();
-    let client = jar();
-    let first = client.get(server.url("/count")).send().unwrap();
-    let id = cookie_value(&set_cookies(&first)[0]).to_owned();
-    let response = client
-        .post(server.url("/destroy-then-save"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 409);
-    let cookies = set_cookies(&response);
-    assert_eq!(cookies.len(), 1);
-    assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
-    assert_eq!(response.text().unwrap(), "session no longer exists");
-    assert!(!archive.has_domain(&id).unwrap());
 }
 
 #[test]
@@ -1180,3 +1151,4 @@ fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
 }
 
 header_ids::id_header_tests!(serve_with_header);
+layer_tests::layer_tests!(serve);
