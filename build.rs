@@ -1,54 +1,132 @@
-//! With the `tower-sessions` feature, finds the route-test harness that the tower-sessions release
-//! pinned in `[dev-dependencies]` publishes (`tests/common/mod.rs`), so that
-//! `tests/tower_sessions_routes.rs` can run it unmodified against `ArchiveStore`. The harness is
-//! mounted from the resolved dependency source, never copied here. Without the feature this does
-//! nothing, and it never fails a build: the library does not need the harness.
+//! Mounts two stores' own test harnesses from the resolved dependency sources, never copied here:
 //!
-//! The path goes to the test as the compile-time variable `TOWER_SESSIONS_ROUTE_HARNESS`. It comes
-//! from `cargo metadata` (which knows vendored sources, `[patch]` and source replacement), or else
-//! from the registry sources under `CARGO_HOME`.
+//! - with the `tower-sessions` feature, the route-test harness that the tower-sessions release
+//!   pinned in `[dev-dependencies]` publishes (`tests/common/mod.rs`), so that
+//!   `tests/tower_sessions_routes.rs` can run it unmodified against `ArchiveStore`; its path goes
+//!   to the test as the compile-time variable `TOWER_SESSIONS_ROUTE_HARNESS`;
+//! - with the `actix-session` feature, actix-session's store acceptance suite: the
+//!   `test_helpers` module at the end of its `src/lib.rs`, compiled there only in its own tests
+//!   (`#[cfg(test)]`). Its body is written to `OUT_DIR` as it is, and its path goes to
+//!   `tests/actix_session_acceptance.rs` as `ACTIX_SESSION_TEST_HELPERS`.
+//!
+//! Paths come from `cargo metadata` (which knows vendored sources, `[patch]` and source
+//! replacement), or else from the registry sources under `CARGO_HOME`. Without the features this
+//! does nothing, and it never fails a build: the library needs neither harness.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The tower-sessions release whose harness runs; the same as the dev-dependency's `=` version.
-const PINNED: &str = "0.15.0";
-/// The harness, relative to that release's package root.
-const HARNESS: &str = "tests/common/mod.rs";
+/// A harness in a dependency's published source.
+struct Harness {
+    /// The package, and the release pinned with `=` in `[dev-dependencies]`.
+    package: &'static str,
+    version: &'static str,
+    /// The file, relative to the package root.
+    file: &'static str,
+    /// What the test calls it, and the test that uses it.
+    what: &'static str,
+    test: &'static str,
+}
+
+/// tower-sessions' route tests.
+const TOWER: Harness = Harness {
+    package: "tower-sessions",
+    version: "0.15.0",
+    file: "tests/common/mod.rs",
+    what: "route-test harness",
+    test: "tests/tower_sessions_routes.rs",
+};
+
+/// actix-session's store acceptance suite, in its `src/lib.rs`.
+const ACTIX: Harness = Harness {
+    package: "actix-session",
+    version: "0.11.0",
+    file: "src/lib.rs",
+    what: "store acceptance suite",
+    test: "tests/actix_session_acceptance.rs",
+};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-env-changed=CARGO_HOME");
-    if env::var_os("CARGO_FEATURE_TOWER_SESSIONS").is_none() {
-        return;
+    if env::var_os("CARGO_FEATURE_TOWER_SESSIONS").is_some()
+        && let Some(harness) = find(&TOWER)
+    {
+        println!(
+            "cargo:rustc-env=TOWER_SESSIONS_ROUTE_HARNESS={}",
+            harness.display()
+        );
     }
-    let found = from_metadata()
-        .or_else(|metadata| from_registry().map_err(|registry| format!("{metadata}; {registry}")));
-    match found {
-        Ok(harness) => {
-            println!("cargo:rerun-if-changed={}", harness.display());
-            println!(
-                "cargo:rustc-env=TOWER_SESSIONS_ROUTE_HARNESS={}",
-                harness.display()
-            );
-        }
-        Err(reason) => {
-            // A path that does not exist makes cargo run this script again on the next build, by
-            // when `cargo test` will have fetched the dev-dependency.
-            println!("cargo:rerun-if-changed=.tower-sessions-harness-not-found");
-            println!(
-                "cargo:warning=tower-sessions {PINNED}'s route-test harness was not found \
-                 ({reason}); tests/tower_sessions_routes.rs cannot be built"
-            );
+    if env::var_os("CARGO_FEATURE_ACTIX_SESSION").is_some()
+        && let Some(lib) = find(&ACTIX)
+    {
+        match mount_test_helpers(&lib) {
+            Ok(module) => println!(
+                "cargo:rustc-env=ACTIX_SESSION_TEST_HELPERS={}",
+                module.display()
+            ),
+            Err(reason) => println!(
+                "cargo:warning=actix-session's store acceptance suite could not be mounted \
+                 ({reason}); {} cannot be built",
+                ACTIX.test
+            ),
         }
     }
 }
 
+/// The harness's file in the resolved source, or `None` after a warning.
+fn find(harness: &Harness) -> Option<PathBuf> {
+    let found = from_metadata(harness).or_else(|metadata| {
+        from_registry(harness).map_err(|registry| format!("{metadata}; {registry}"))
+    });
+    match found {
+        Ok(path) => {
+            println!("cargo:rerun-if-changed={}", path.display());
+            Some(path)
+        }
+        Err(reason) => {
+            // A path that does not exist makes cargo run this script again on the next build, by
+            // when `cargo test` will have fetched the dev-dependency.
+            println!(
+                "cargo:rerun-if-changed=.{}-harness-not-found",
+                harness.package
+            );
+            println!(
+                "cargo:warning={} {}'s {} was not found ({reason}); {} cannot be built",
+                harness.package, harness.version, harness.what, harness.test
+            );
+            None
+        }
+    }
+}
+
+/// Writes the body of the `test_helpers` module of actix-session's `lib` (the last item of the
+/// file, so everything after its opening brace but the file's last closing brace) to `OUT_DIR`,
+/// unchanged, and returns where.
+fn mount_test_helpers(lib: &Path) -> Result<PathBuf, String> {
+    const OPENING: &str = "pub mod test_helpers {";
+    let source = std::fs::read_to_string(lib)
+        .map_err(|err| format!("cannot read {}: {err}", lib.display()))?;
+    let start = source
+        .find(OPENING)
+        .ok_or_else(|| format!("{} has no `{OPENING}`", lib.display()))?
+        + OPENING.len();
+    let end = source
+        .rfind('}')
+        .filter(|&end| end > start)
+        .ok_or_else(|| format!("{}'s test_helpers module does not close", lib.display()))?;
+    let out = env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?;
+    let module = Path::new(&out).join("actix_session_test_helpers.rs");
+    std::fs::write(&module, &source[start..end])
+        .map_err(|err| format!("cannot write {}: {err}", module.display()))?;
+    Ok(module)
+}
+
 /// Asks `cargo metadata` (offline: a test build has fetched its dev-dependencies already) where
-/// the pinned tower-sessions package is.
-fn from_metadata() -> Result<PathBuf, String> {
+/// the pinned package is.
+fn from_metadata(harness: &Harness) -> Result<PathBuf, String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest_dir = env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?;
     let mut command = Command::new(cargo);
@@ -72,16 +150,17 @@ fn from_metadata() -> Result<PathBuf, String> {
         ));
     }
     let json = String::from_utf8_lossy(&output.stdout);
-    let manifest = manifest_path(&json, "tower-sessions", PINNED)
-        .ok_or_else(|| format!("cargo metadata lists no tower-sessions {PINNED}"))?;
-    let harness = Path::new(&manifest)
+    let (package, version) = (harness.package, harness.version);
+    let manifest = manifest_path(&json, package, version)
+        .ok_or_else(|| format!("cargo metadata lists no {package} {version}"))?;
+    let file = Path::new(&manifest)
         .parent()
-        .ok_or("tower-sessions' manifest path has no parent")?
-        .join(HARNESS);
-    if harness.is_file() {
-        Ok(harness)
+        .ok_or_else(|| format!("{package}'s manifest path has no parent"))?
+        .join(harness.file);
+    if file.is_file() {
+        Ok(file)
     } else {
-        Err(format!("{} does not exist", harness.display()))
+        Err(format!("{} does not exist", file.display()))
     }
 }
 
@@ -128,7 +207,7 @@ fn json_string(text: &str) -> Option<String> {
 
 /// Looks for the release's unpacked source in every registry under `CARGO_HOME` (by default
 /// `~/.cargo`).
-fn from_registry() -> Result<PathBuf, String> {
+fn from_registry(harness: &Harness) -> Result<PathBuf, String> {
     let home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
@@ -141,14 +220,18 @@ fn from_registry() -> Result<PathBuf, String> {
         .map(|registry| {
             registry
                 .path()
-                .join(format!("tower-sessions-{PINNED}"))
-                .join(HARNESS)
+                .join(format!("{}-{}", harness.package, harness.version))
+                .join(harness.file)
         })
         .filter(|harness| harness.is_file())
         .collect();
     candidates.sort();
-    candidates
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("no tower-sessions-{PINNED} under {}", sources.display()))
+    candidates.into_iter().next().ok_or_else(|| {
+        format!(
+            "no {}-{} under {}",
+            harness.package,
+            harness.version,
+            sources.display()
+        )
+    })
 }

@@ -2,8 +2,10 @@
 //! counts the visit) served in-process by axum on loopback, driven by N concurrent keep-alive
 //! HTTP/1.1 clients, for each session backend and for tower-sessions as the peer, with its
 //! `MemoryStore`, on SQLite (WAL, `synchronous=FULL`), over this crate's `ArchiveStore`, and
-//! (tower-sessions 0.14) with its published Redis store. Both Redis apps share one redis-server
-//! without persistence: `ARCHIVE_REDIS_URL`, or one the benchmark starts on loopback.
+//! (tower-sessions 0.14) with its published Redis store. The same handler on actix-web: this
+//! crate's middleware on memory and Redis, and actix-session 0.11 as its peer, with its Redis
+//! store and its cookie store. Every Redis app shares one redis-server without persistence:
+//! `ARCHIVE_REDIS_URL`, or one the benchmark starts on loopback.
 //!
 //! On PostgreSQL, this crate's layer over `PostgresArchive` (`postgres`) and, as the peer,
 //! tower-sessions 0.14 with its published sqlx store (`tower-sqlx`, `tower-sessions-sqlx-store`
@@ -25,15 +27,16 @@
 //!
 //! Options (after `--`): `--secs S` measured seconds per run (default 5), `--warmup S` (default 1),
 //! `--conns 8,64`, `--pool N` existing sessions (default 1000), `--rounds R` (default 1),
-//! `--apps memory,redb,redb-unsynced,tower-memory,tower-sqlite,tower-redb,redis,tower-redis,postgres,tower-sqlx`,
+//! `--apps memory,redb,redb-unsynced,tower-memory,tower-sqlite,tower-redb,redis,tower-redis,`
+//! `postgres,tower-sqlx,actix-memory,actix-redis,actix-session-redis,actix-session-cookie`,
 //! `--pg-pool N` connections of each PostgreSQL app (default 16),
 //! `--only spread` or `--only hot`, and `--serve APP SECS FILE`, which only serves APP for SECS seconds after
 //! writing its pool's cookies to FILE, one a line, for a cross-check with an outside load
 //! generator. Over redb, each run also reports how many updates shared a commit and how much of
 //! the time the file's one writer was busy (`RedbArchive::commit_stats`).
 //!
-//! For every app: the server gets a runtime of its own (tokio's default, one worker per core)
-//! and a pool of sessions created through its own `GET /`; then, for each connection count, a
+//! For every app: the server gets a runtime of its own (tokio's default, one worker per core;
+//! actix-web's default, one single-threaded worker runtime per core) and a pool of sessions created through its own `GET /`; then, for each connection count, a
 //! **spread** run (each request carries the cookie of the next session of the pool) and a **hot**
 //! run (every request carries one session's cookie). The clients run on one thread of their own,
 //! like one `wrk` thread, and cost the same for every app. Each run reports requests/s, the
@@ -53,6 +56,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use session_archive::actix::SessionMiddleware as ActixMiddleware;
 use session_archive::archive::redb::{CommitStats, Durability};
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::tower_sessions::ArchiveStore;
@@ -129,6 +133,22 @@ macro_rules! welcome_tower {
 welcome_tower!(welcome_tower, tower_sessions::Session);
 welcome_tower!(welcome_tower_014, tower_sessions_014::Session);
 
+/// The same handler written the actix-session way: get, change, insert (saved by its
+/// middleware at the end of the request).
+async fn welcome_actix_session(
+    session: actix_session::Session,
+) -> Result<String, actix_web::Error> {
+    let mut state: Welcome = session.get(TOWER_KEY)?.unwrap_or_default();
+    state.visits += 1;
+    session.insert(TOWER_KEY, &state)?;
+    let name = if state.name.is_empty() {
+        "World"
+    } else {
+        &state.name
+    };
+    Ok(format!("Hello {name}! Visit #{}", state.visits))
+}
+
 /// The apps under comparison.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum App {
@@ -158,6 +178,16 @@ enum App {
     /// `PostgresStore`, a sqlx pool of `--pg-pool`), on the same server, in a process of its own
     /// (`benches/web/sqlx-peer`): the peer on PostgreSQL.
     TowerSqlx,
+    /// This crate's actix-web middleware over `MemoryArchive`, the same handler (`welcome`).
+    ActixMemory,
+    /// This crate's actix-web middleware over `RedisArchive`, on the benchmark's redis-server.
+    ActixRedis,
+    /// actix-session 0.11 with its Redis store (`RedisSessionStore`, one connection manager), on
+    /// the same server: the actix peer on Redis.
+    ActixSessionRedis,
+    /// actix-session 0.11 with its cookie store: the state in the (encrypted) cookie itself, no
+    /// server-side storage at all, the least work actix-session can do.
+    ActixSessionCookie,
 }
 
 impl App {
@@ -173,7 +203,19 @@ impl App {
             App::TowerRedis => "tower-redis",
             App::Postgres => "postgres",
             App::TowerSqlx => "tower-sqlx",
+            App::ActixMemory => "actix-memory",
+            App::ActixRedis => "actix-redis",
+            App::ActixSessionRedis => "actix-session-redis",
+            App::ActixSessionCookie => "actix-session-cookie",
         }
+    }
+
+    /// Whether actix-web serves this app (else axum).
+    fn is_actix(self) -> bool {
+        matches!(
+            self,
+            App::ActixMemory | App::ActixRedis | App::ActixSessionRedis | App::ActixSessionCookie
+        )
     }
 
     fn parse(name: &str) -> Option<App> {
@@ -259,11 +301,7 @@ impl App {
                 )
             }
             App::Redis => {
-                let archive = RedisArchive::builder(redis_url())
-                    .prefix(format!("bench-{}", uuid::Uuid::new_v4().simple()))
-                    .open()
-                    .expect("the benchmark's redis-server");
-                let sessions = Sessions::builder(archive).secure(false).build();
+                let sessions = Sessions::builder(redis_archive()).secure(false).build();
                 (
                     Router::new()
                         .route("/", get(welcome))
@@ -272,28 +310,92 @@ impl App {
                     None,
                 )
             }
-            App::TowerRedis => {
-                use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
-                let config = Config::from_url(&redis_url()).expect("a Redis URL");
-                let pool = Pool::new(config, None, None, None, 6).expect("a fred pool");
-                runtime.block_on(async {
-                    drop(pool.connect());
-                    pool.wait_for_connect().await.expect("fred connects");
-                });
-                let store = tower_sessions_redis_store::RedisStore::new(pool);
-                let layer = tower_sessions_014::SessionManagerLayer::new(store).with_secure(false);
-                (
-                    Router::new()
-                        .route("/", get(welcome_tower_014))
-                        .layer(layer),
-                    None,
-                    None,
-                )
-            }
+            App::TowerRedis => (tower_redis_router(runtime), None, None),
             App::Postgres => (postgres_router(pg_pool), None, None),
             App::TowerSqlx => unreachable!("the sqlx peer runs in a child process"),
+            _ => unreachable!("actix-web apps are served by serve_actix"),
         }
     }
+
+    /// An actix-web app's server on `listener`, with actix-web's default workers (one per
+    /// core), not started yet.
+    async fn actix_server(
+        self,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<actix_web::dev::Server> {
+        use actix_web::{App as ActixApp, HttpServer, web};
+        let server = match self {
+            App::ActixSessionRedis => {
+                let store = actix_session::storage::RedisSessionStore::new(redis_url())
+                    .await
+                    .map_err(std::io::Error::other)?;
+                actix_session_server(move || store.clone(), listener)?
+            }
+            App::ActixSessionCookie => actix_session_server(
+                actix_session::storage::CookieSessionStore::default,
+                listener,
+            )?,
+            _ => {
+                let sessions = if self == App::ActixRedis {
+                    Sessions::builder(redis_archive())
+                } else {
+                    Sessions::builder(MemoryArchive::new())
+                };
+                let middleware = ActixMiddleware::new(sessions.secure(false).build());
+                HttpServer::new(move || {
+                    ActixApp::new()
+                        .wrap(middleware.clone())
+                        .route("/", web::get().to(welcome))
+                })
+                .listen(listener)?
+                .run()
+            }
+        };
+        Ok(server)
+    }
+}
+
+/// actix-session's middleware over the stores `store` makes (one a worker), with the welcome
+/// handler written its way, on `listener`.
+fn actix_session_server<S: actix_session::storage::SessionStore + 'static>(
+    store: impl Fn() -> S + Clone + Send + 'static,
+    listener: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let key = actix_web::cookie::Key::generate();
+    let server = actix_web::HttpServer::new(move || {
+        let middleware = actix_session::SessionMiddleware::builder(store(), key.clone())
+            .cookie_secure(false)
+            .build();
+        actix_web::App::new()
+            .wrap(middleware)
+            .route("/", actix_web::web::get().to(welcome_actix_session))
+    });
+    Ok(server.listen(listener)?.run())
+}
+
+/// tower-sessions 0.14 with its published Redis store, a fred pool of 6 connected on `runtime`,
+/// the server's.
+fn tower_redis_router(runtime: &tokio::runtime::Runtime) -> Router {
+    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+    let config = Config::from_url(&redis_url()).expect("a Redis URL");
+    let pool = Pool::new(config, None, None, None, 6).expect("a fred pool");
+    runtime.block_on(async {
+        drop(pool.connect());
+        pool.wait_for_connect().await.expect("fred connects");
+    });
+    let store = tower_sessions_redis_store::RedisStore::new(pool);
+    let layer = tower_sessions_014::SessionManagerLayer::new(store).with_secure(false);
+    Router::new()
+        .route("/", get(welcome_tower_014))
+        .layer(layer)
+}
+
+/// A `RedisArchive` on the benchmark's redis-server, under a prefix of its own.
+fn redis_archive() -> RedisArchive {
+    RedisArchive::builder(redis_url())
+        .prefix(format!("bench-{}", uuid::Uuid::new_v4().simple()))
+        .open()
+        .expect("the benchmark's redis-server")
 }
 
 /// The welcome app over a `PostgresArchive` with a pool of `pg_pool` connections, in a fresh
@@ -449,7 +551,7 @@ mod sqlx_peer {
 }
 
 /// Every app, in the order they run.
-const ALL_APPS: [App; 10] = [
+const ALL_APPS: [App; 14] = [
     App::Memory,
     App::Redb,
     App::RedbUnsynced,
@@ -460,6 +562,10 @@ const ALL_APPS: [App; 10] = [
     App::TowerRedis,
     App::Postgres,
     App::TowerSqlx,
+    App::ActixMemory,
+    App::ActixSessionCookie,
+    App::ActixRedis,
+    App::ActixSessionRedis,
 ];
 
 struct Options {
@@ -828,62 +934,107 @@ struct Row {
     measured: Vec<Measured>,
 }
 
-/// An app served on `server`: how to stop it, its task, and what must outlive it.
-type InProcess = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-    Option<tempfile::TempDir>,
-    Option<Arc<RedbArchive>>,
-);
+/// A server under test: where it listens, the redb archive whose commits each run counts, and
+/// how to stop it (and drop what must outlive it).
+struct Served {
+    addr: SocketAddr,
+    redb: Option<Arc<RedbArchive>>,
+    /// The process serving the app when it is not this one (the sqlx peer), whose CPU time
+    /// each run counts too.
+    pid: Option<u32>,
+    stop: Box<dyn FnOnce()>,
+}
 
-/// Serves `app` on `server` on a loopback port.
-fn serve_in_process(
-    app: App,
-    server: &tokio::runtime::Runtime,
-    pg_pool: usize,
-) -> (SocketAddr, InProcess) {
-    let (router, dir, redb) = app.router(server, pg_pool);
-    let listener = server
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind a loopback port");
+impl Served {
+    fn start(app: App, options: &Options) -> Served {
+        if app.is_actix() {
+            return serve_actix(app);
+        }
+        if app.is_child() {
+            return serve_child(options);
+        }
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("the server's runtime");
+        let (router, dir, redb) = app.router(&server, options.pg_pool);
+        let listener = server
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("the bound address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = server.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let archive = redb.clone();
+        Served {
+            addr,
+            redb,
+            pid: None,
+            stop: Box::new(move || {
+                let _ = stop.send(());
+                server
+                    .block_on(serving)
+                    .expect("server task")
+                    .expect("server");
+                drop(server);
+                drop(archive);
+                drop(dir);
+            }),
+        }
+    }
+}
+
+/// Serves an actix-web app on a thread of its own (actix-web's `System`, its workers on
+/// threads of theirs).
+fn serve_actix(app: App) -> Served {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     let addr = listener.local_addr().expect("the bound address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = server.spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
+    let (sent, received) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = app.actix_server(listener).await.expect("the actix server");
+            sent.send(server.handle()).expect("the benchmark waits");
+            server.await.expect("the actix server runs");
+        });
     });
-    (addr, (stop, serving, dir, redb))
+    let handle = received.recv().expect("the actix server starts");
+    Served {
+        addr,
+        redb: None,
+        pid: None,
+        stop: Box::new(move || {
+            actix_web::rt::System::new().block_on(handle.stop(true));
+            thread.join().expect("the actix server's thread");
+        }),
+    }
+}
+
+/// Serves the sqlx peer from a child process, which stops by itself at the latest after every
+/// run's time and ten minutes more.
+fn serve_child(options: &Options) -> Served {
+    #[expect(clippy::cast_precision_loss, reason = "a few connection counts")]
+    let runs = (2 * options.conns.len()) as f64;
+    let serve = options.serve.as_ref().map_or(0.0, |(_, secs, _)| *secs);
+    let max_secs = runs * (options.warmup + options.secs) + serve + 600.0;
+    let child = sqlx_peer::start(&postgres_url(), options.pg_pool, &fresh_table(), max_secs);
+    Served {
+        addr: child.addr,
+        redb: None,
+        pid: Some(child.pid()),
+        stop: Box::new(move || drop(child)),
+    }
 }
 
 /// Runs every measurement of one app, with its server up, and appends them to `rows`.
 fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the server's runtime");
-    // The sqlx peer serves from a child process (which stops by itself at the latest after
-    // every run's time and ten minutes more); every other app from `server`.
-    let mut peer = None;
-    let mut in_process = None;
-    let addr = if app.is_child() {
-        #[expect(clippy::cast_precision_loss, reason = "a few connection counts")]
-        let runs = (2 * options.conns.len()) as f64;
-        let serve = options.serve.as_ref().map_or(0.0, |(_, secs, _)| *secs);
-        let max_secs = runs * (options.warmup + options.secs) + serve + 600.0;
-        let child = sqlx_peer::start(&postgres_url(), options.pg_pool, &fresh_table(), max_secs);
-        let addr = child.addr;
-        peer = Some(child);
-        addr
-    } else {
-        let (addr, serving) = serve_in_process(app, &server, options.pg_pool);
-        in_process = Some(serving);
-        addr
-    };
-    let redb = in_process.as_ref().and_then(|(_, _, _, redb)| redb.clone());
-    let watched = (redb, peer.as_ref().map(sqlx_peer::Peer::pid));
+    let served = Served::start(app, options);
+    let addr = served.addr;
+    let watched = (served.redb.clone(), served.pid);
 
     // The clients: one thread, as one wrk thread.
     let clients = tokio::runtime::Builder::new_current_thread()
@@ -952,17 +1103,7 @@ fn run_app(app: App, options: &Options, rows: &mut Vec<Row>) {
     }
     drop(clients);
     drop(watched);
-    drop(peer);
-    if let Some((stop, serving, dir, redb)) = in_process {
-        let _ = stop.send(());
-        server
-            .block_on(serving)
-            .expect("server task")
-            .expect("server");
-        drop(server);
-        drop(redb);
-        drop(dir);
-    }
+    (served.stop)();
 }
 
 fn push(rows: &mut Vec<Row>, app: App, hot: bool, conns: usize, measured: Measured) {
@@ -1166,16 +1307,23 @@ fn print_ratios(rows: &[Row], conns: &[usize]) {
                 );
             }
         }
-        for hot in [false, true] {
-            if let (Some(ours), Some(peer)) = (
-                rate(App::Redis, hot, conns),
-                rate(App::TowerRedis, hot, conns),
-            ) {
-                println!(
-                    "| redis ÷ tower-redis req/s ({}; medians) | {conns} | {:.2}× |",
-                    sessions_label(hot),
-                    ours / peer
-                );
+        let pairs = [
+            (App::Redis, App::TowerRedis),
+            (App::ActixRedis, App::ActixSessionRedis),
+            (App::ActixMemory, App::ActixSessionCookie),
+            (App::ActixMemory, App::Memory),
+        ];
+        for (ours, peer) in pairs {
+            for hot in [false, true] {
+                if let (Some(a), Some(b)) = (rate(ours, hot, conns), rate(peer, hot, conns)) {
+                    println!(
+                        "| {} ÷ {} req/s ({}; medians) | {conns} | {:.2}× |",
+                        ours.name(),
+                        peer.name(),
+                        sessions_label(hot),
+                        a / b
+                    );
+                }
             }
         }
         for hot in [false, true] {

@@ -1,102 +1,17 @@
-//! Axum 0.8 integration: a [`SessionLayer`] that manages the session cookie, and a [`Session`]
-//! extractor that hands each handler its typed session.
+//! Axum 0.8 integration: a [`SessionLayer`] that manages the session cookie, and the
+//! [`Session`] extractor that hands each handler its typed session.
 //!
 //! - [`SessionLayer::new`] wraps a router with a [`Sessions`]. For every request it reads the
-//!   session id from the `Cookie` header, and after the handler it adds the `Set-Cookie` header
-//!   the handler's session calls asked for.
-//! - [`Session<T>`] is the extractor. It starts the session for the request's cookie (a
-//!   missing, malformed, unknown or expired id gets a fresh server-generated id; the client's
-//!   value is never adopted nor echoed back) and dereferences, mutably too, to the state `T`.
-//!   Its [`save`](Session::save), [`load`](Session::load), [`update`](Session::update),
-//!   [`regenerate`](Session::regenerate) and [`destroy`](Session::destroy) are `async`: the
-//!   core [`Session`](crate::session::Session) calls they wrap may block on disk (durable writes),
-//!   so those run on tokio's blocking threads (`spawn_blocking`), never on the executor's. Calls
-//!   the archive says cannot block ([`Archive::blocking`](crate::Archive::blocking): every call
-//!   of [`MemoryArchive`](crate::MemoryArchive), the reads of
-//!   [`RedbArchive`](crate::RedbArchive)) run in place, since a hop to another thread and back
-//!   costs more than they do. An [`update`](Session::update) on an archive that waits for its
-//!   commits without a thread ([`Blocking::Commits`]: redb)
-//!   queues its write in place and awaits the commit, the commit's leader waking it. So a
-//!   request over redb that starts its session and updates it takes no blocking thread (unless
-//!   it must also rewrite the session's timestamps, once per eighth of the idle timeout, or
-//!   store a new user binding: that update takes one hop), and one over memory takes none.
-//! - Nothing is written, and no cookie is set, for a visitor whose session is never saved.
-//!   The response carries the `Set-Cookie` that the session's calls call for (see
-//!   [`crate::session::Session::cookie_action`]): the cookie after the first save and after a
-//!   `regenerate`, a refreshed `Max-Age` only when the session's expiry actually moved (its
-//!   last-seen time is rewritten at most once per eighth of the idle timeout), and the removal
-//!   cookie after a `destroy` that removed the session.
-//! - **Concurrent requests never undo each other's cookies.** A request whose session another
-//!   request destroyed or moved to a new id (a login's `regenerate`) while it ran gets
-//!   [`Error::SessionGone`] from its writes and sends no `Set-Cookie` at all: it neither
-//!   expires the client's cookie nor hands back the dead id, so a slow request that answers
-//!   after the login response cannot log the user out. A cookie that would only refresh the id
-//!   the client sent is sent after checking that the id is still live
-//!   ([`Sessions::is_live`]). (That check is the last moment the layer can act: a login that
-//!   moves the session after it, while this response is on its way, can still see this refresh
-//!   of the old id reach the browser after its own cookie. The window is the response's time in
-//!   flight, and a refresh is sent at most once per eighth of the idle timeout; the old id is
-//!   dead by then, so the browser's next request simply starts a fresh session.) Of two
-//!   concurrent logins (a double-submitted form) one regenerate wins and sets the new cookie;
-//!   the other fails without touching it.
-//! - Errors are [`SessionError`]s, which become HTTP responses: see its
-//!   `IntoResponse` impl for the status of each kind.
+//!   session id from the `Cookie` header (or an id header, see
+//!   [`with_id_header`](SessionLayer::with_id_header)), and after the handler it adds the
+//!   `Set-Cookie` header the handler's session calls asked for.
+//! - [`Session<T>`] is the extractor: the framework-free handle of [`crate::web`], which holds
+//!   the rules both web layers share (what runs where, when a cookie is sent, concurrent
+//!   requests, cancellation, login). This file adds only axum's side: the tower layer, the
+//!   `FromRequestParts` impl, and [`SessionError`] as an `IntoResponse`.
 //!
 //! The extractor takes its [`Sessions`] from the layer, so it works with any router state.
 //! Applying the layer with [`Router::layer`](::axum::Router::layer) covers every route.
-//!
-//! - **Cancellation.** A call whose future is dropped (a `timeout` around it) still finishes on
-//!   its blocking thread, and the handle's next call waits for it first, so a `destroy` after a
-//!   cancelled `save` still destroys; [`Session::settle`] waits for it alone. Until then the
-//!   handle answers the session's id, user and state as they were when the call began, never a
-//!   stand-in. An update that was awaiting its commit is still committed, and the handle keeps
-//!   the state it had; a `destroy` after it is final. After a call panicked, the session is
-//!   lost with it and every later call is [`SessionError::Lost`], never a silent success.
-//! - **Attributes.** The cookie's attributes come from the [`Sessions`]: `HttpOnly`,
-//!   `SameSite=Lax`, `Path=/`, and `Secure` unless built with
-//!   [`.secure(false)`](crate::session::SessionsBuilder::secure) (plain-HTTP development only).
-//!   Response bodies of errors carry no ids, paths or causes; the log does.
-//!
-//! # Login, and signing out everywhere
-//!
-//! On login, change the state and bind the user with [`Session::set_user`], then
-//! [`regenerate`](Session::regenerate), with no `save` before it: the authenticated state is
-//! only ever stored under the new id. A session bound to a user is listed by
-//! [`Sessions::user_sessions`] and destroyed by [`Sessions::revoke_user`] ("sign out
-//! everywhere", after a password change) or [`Sessions::revoke_user_except`] ("sign out other
-//! devices"); those calls may block on storage, so they run on a blocking thread. A revoke is
-//! final: a session saved, updated or regenerated while it runs does not survive it. See the
-//! [`session`](crate::session) module for the whole story.
-//!
-//! ```
-//! use axum::http::StatusCode;
-//! use session_archive::axum::{Session, SessionError};
-//!
-//! #[derive(Default, serde::Serialize, serde::Deserialize)]
-//! struct State {
-//!     name: Option<String>,
-//! }
-//!
-//! async fn login(mut session: Session<State>) -> Result<(), SessionError> {
-//!     // ... after checking the password:
-//!     session.name = Some("ada".into());
-//!     session.set_user(Some("ada@example.com")); // bound with the new id only
-//!     session.regenerate().await // no save before: no fixation window
-//! }
-//!
-//! async fn sign_out_other_devices(session: Session<State>) -> Result<String, StatusCode> {
-//!     let user = session.user().ok_or(StatusCode::UNAUTHORIZED)?.to_owned();
-//!     let (sessions, keep) = (session.sessions().clone(), session.id().clone());
-//!     let revoked = tokio::task::spawn_blocking(move || sessions.revoke_user_except(&user, &keep))
-//!         .await
-//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
-//!         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-//!     Ok(format!("signed out {revoked} other devices"))
-//! }
-//! # let _: axum::Router = axum::Router::new()
-//! #     .route("/login", axum::routing::post(login))
-//! #     .route("/others", axum::routing::post(sign_out_other_devices));
-//! ```
 //!
 //! # Example
 //!
@@ -128,27 +43,22 @@
 //! }
 //! ```
 
-use std::fmt;
 use std::future::Future;
-use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ::axum::extract::FromRequestParts;
-use ::axum::http::header::{COOKIE, SET_COOKIE};
+use ::axum::http::header::SET_COOKIE;
 use ::axum::http::request::Parts;
-use ::axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use ::axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use ::axum::response::IntoResponse;
-use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::archive::Blocking;
-use crate::error::Error;
-use crate::session::Session as CoreSession;
-use crate::session::id::SessionId;
-use crate::session::{CookieAction, Sessions, SwapOutcome};
+use crate::session::Sessions;
+use crate::web::{Answer, Slot, Transport};
+pub use crate::web::{Session, SessionError};
 
 /// A tower layer that gives the [`Session`] extractor its [`Sessions`] and writes the session
 /// cookie into responses. Apply it to a [`Router`](::axum::Router) with `.layer(…)`.
@@ -175,6 +85,9 @@ use crate::session::{CookieAction, Sessions, SwapOutcome};
 #[derive(Debug, Clone)]
 pub struct SessionLayer {
     sessions: Sessions,
+    transport: Arc<Transport>,
+    /// The header ids travel in, if any (its name is in `transport` too).
+    id_header: Option<HeaderName>,
 }
 
 impl SessionLayer {
@@ -190,7 +103,62 @@ impl SessionLayer {
     /// # let _ = layer;
     /// ```
     pub fn new(sessions: Sessions) -> SessionLayer {
-        SessionLayer { sessions }
+        SessionLayer {
+            sessions,
+            transport: Arc::default(),
+            id_header: None,
+        }
+    }
+
+    /// Returns the layer also taking the session id from the request header `name`, and
+    /// answering it in the response header `name`, for clients that keep no cookies (see
+    /// [`crate::web`]: the same id rules as the cookie's; the header's id wins over the
+    /// cookie's). The cookie still works; [`without_cookie`](Self::without_cookie) turns it off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::http::HeaderName;
+    /// use session_archive::axum::SessionLayer;
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let layer = SessionLayer::new(Sessions::new(MemoryArchive::new()))
+    ///     .with_id_header(HeaderName::from_static("x-session-id"));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn with_id_header(self, name: HeaderName) -> SessionLayer {
+        let transport = Transport::clone(&self.transport).with_header(name.as_str());
+        SessionLayer {
+            transport: Arc::new(transport),
+            id_header: Some(name),
+            ..self
+        }
+    }
+
+    /// Returns the layer neither reading nor setting the session cookie: ids travel only in the
+    /// header of [`with_id_header`](Self::with_id_header) (without one, no session outlives its
+    /// request).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::http::HeaderName;
+    /// use session_archive::axum::SessionLayer;
+    /// use session_archive::{MemoryArchive, Sessions};
+    ///
+    /// let api = SessionLayer::new(Sessions::new(MemoryArchive::new()))
+    ///     .with_id_header(HeaderName::from_static("x-session-id"))
+    ///     .without_cookie();
+    /// # let _ = api;
+    /// ```
+    #[must_use]
+    pub fn without_cookie(self) -> SessionLayer {
+        let transport = Transport::clone(&self.transport).without_cookie();
+        SessionLayer {
+            transport: Arc::new(transport),
+            ..self
+        }
     }
 }
 
@@ -200,7 +168,7 @@ impl<S> tower_layer::Layer<S> for SessionLayer {
     fn layer(&self, inner: S) -> SessionService<S> {
         SessionService {
             inner,
-            sessions: self.sessions.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -223,7 +191,7 @@ impl<S> tower_layer::Layer<S> for SessionLayer {
 #[derive(Debug, Clone)]
 pub struct SessionService<S> {
     inner: S,
-    sessions: Sessions,
+    layer: SessionLayer,
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for SessionService<S>
@@ -245,300 +213,42 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let slot = Slot(Arc::new(SlotInner {
-            cookie_id: cookie_id(&self.sessions, request.headers()),
-            sessions: self.sessions.clone(),
-            pending: Mutex::new(None),
-        }));
+        let slot = self.layer.slot(request.headers());
         request.extensions_mut().insert(slot.clone());
         // `poll_ready` readied `self.inner`; the clone left behind is readied on the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let response = inner.call(request);
+        let header = self.layer.id_header.clone();
         Box::pin(async move {
             let mut response = response.await?;
-            if let Some(value) = slot.cookie().await {
-                response.headers_mut().append(SET_COOKIE, value);
-            }
+            let answer = slot.answer().await;
+            append(response.headers_mut(), answer, header);
             Ok(response)
         })
     }
 }
 
-/// The first valid session id among the request's `Cookie` headers (HTTP/2 may split them).
-fn cookie_id(sessions: &Sessions, headers: &HeaderMap) -> Option<SessionId> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find_map(|header| sessions.id_from_cookie(header))
-}
-
-/// What one request shares between [`SessionService`] and its [`Session`] handles.
-#[derive(Clone)]
-struct Slot(Arc<SlotInner>);
-
-struct SlotInner {
-    sessions: Sessions,
-    /// The well-formed id the client sent, if any; whether it names a session is `start`'s call.
-    cookie_id: Option<SessionId>,
-    /// The `Set-Cookie` the latest session call asked for.
-    pending: Mutex<Option<PendingCookie>>,
-}
-
-struct PendingCookie {
-    value: HeaderValue,
-    /// The client's own id, when the cookie only refreshes it: it is sent only if that id is
-    /// still live when the response goes out.
-    recheck: Option<SessionId>,
-}
-
-impl Slot {
-    /// Records the cookie that `session`'s calls call for, replacing what was recorded before.
-    fn record<T>(&self, session: &CoreSession<T>) {
-        let sessions = &self.0.sessions;
-        let pending = sessions.cookie_header(session).and_then(|header| {
-            match HeaderValue::from_str(&header) {
-                Ok(value) => Some(PendingCookie {
-                    value,
-                    recheck: (session.cookie_action() == CookieAction::Set
-                        && self.0.cookie_id.as_ref() == Some(session.id()))
-                    .then(|| session.id().clone()),
-                }),
-                // The cookie crate percent-encodes names and values, so this cannot happen with
-                // a sane cookie name; it is logged rather than sent as a broken header.
-                Err(err) => {
-                    tracing::error!(error = %err, "session cookie is not a valid header value");
-                    None
-                }
-            }
-        });
-        *self.0.pending.lock() = pending;
-    }
-
-    /// The `Set-Cookie` value to send with the response, if any.
-    async fn cookie(&self) -> Option<HeaderValue> {
-        let pending = self.0.pending.lock().take()?;
-        let Some(id) = pending.recheck else {
-            return Some(pending.value);
-        };
-        let sessions = self.0.sessions.clone();
-        // `is_live` only reads.
-        let live = if sessions.blocking().reads_block() {
-            tokio::task::spawn_blocking(move || sessions.is_live(&id))
-                .await
-                .map_err(SessionError::Task)
-        } else {
-            in_place(|| sessions.is_live(&id))
-        };
-        match live {
-            Ok(Ok(true)) => Some(pending.value),
-            Ok(Ok(false)) => None,
-            // Not sending a refresh is always safe: the client keeps the cookie it has.
-            Ok(Err(err)) => {
-                tracing::warn!(error = %Chain(&err), "could not check the session before refreshing its cookie");
-                None
-            }
-            Err(err) => {
-                tracing::warn!(error = %Chain(&err), "could not check the session before refreshing its cookie");
-                None
-            }
-        }
+impl SessionLayer {
+    /// The slot of one request: the id its client sent, from the id header or the cookie.
+    fn slot(&self, headers: &HeaderMap) -> Slot {
+        Slot::for_request(&self.sessions, &self.transport, |name| {
+            headers
+                .get_all(name)
+                .into_iter()
+                .filter_map(|value| value.to_str().ok())
+        })
     }
 }
 
-/// The session of one request, as an axum extractor: the typed state `T` plus async versions of
-/// the core [`Session`](crate::session::Session)'s calls. Requires [`SessionLayer`] on the route.
-///
-/// Extracting it starts the session for the request's cookie (on a blocking thread if that must
-/// write to an archive whose writes block): the stored state if the cookie names a live
-/// session, and otherwise `T::default()` under a fresh id. When
-/// that start rewrote the session's last-seen time, the response refreshes the cookie. It
-/// dereferences, mutably too, to `T`; changes stay in the handle until
-/// [`save`](Self::save) or [`update`](Self::update).
-///
-/// Each async call that may block moves the core session to tokio's blocking pool and back (the
-/// others run in place, and cannot be cancelled half-way; an `update` on redb awaits its commit
-/// instead, see the [module](self)). If its future is
-/// dropped before it completes (a timeout around it, say), the call still finishes in the
-/// background, and the handle's next call waits for it and takes the session back first, so
-/// nothing is lost or skipped: a [`destroy`](Self::destroy) after a cancelled `save` still
-/// destroys. [`settle`](Self::settle) waits for it alone.
-///
-/// Until then the handle answers from what it knew when the call began: [`id`](Self::id),
-/// [`user`](Self::user), [`is_new`](Self::is_new) and the state it dereferences to are the
-/// session's as they were then. (For that, a call that goes to a blocking thread first copies
-/// the state through its serde form, the one it is stored in; a state that does not come back
-/// from that form, and so could not be read back from the archive either, shows as
-/// `T::default()`.) So "sign out other devices" with [`id`](Self::id) after a cancelled
-/// `update` keeps this device. What the call itself changes (an `update`'s or `load`'s new
-/// state, a `regenerate`'s new id) shows once it has settled: `settle` first where that
-/// matters. Changes made through the handle meanwhile (through `DerefMut` or
-/// [`set_user`](Self::set_user)) are the handle's own, as if made after the call: they replace
-/// the call's state, or binding, when it settles, and the next write stores them.
-///
-/// If a call panics (an `update` closure, or `T`'s `Serialize`), the session goes with it: the
-/// handle keeps answering what it knew before that call, and every later call on it fails with
-/// [`SessionError::Lost`]; the stored session is as the panicked call left it. A call run in
-/// place is caught the same way.
-///
-/// # Examples
-///
-/// ```
-/// use axum::{Form, response::Redirect};
-/// use serde::{Deserialize, Serialize};
-/// use session_archive::axum::{Session, SessionError};
-///
-/// #[derive(Default, Serialize, Deserialize)]
-/// struct State {
-///     name: String,
-/// }
-///
-/// #[derive(Deserialize)]
-/// struct NameForm {
-///     name: String,
-/// }
-///
-/// async fn set_name(
-///     mut session: Session<State>,
-///     Form(form): Form<NameForm>,
-/// ) -> Result<Redirect, SessionError> {
-///     session.name = form.name;
-///     session.save().await?;
-///     Ok(Redirect::to("/"))
-/// }
-/// # let _: axum::routing::MethodRouter = axum::routing::post(set_name);
-/// ```
-pub struct Session<T> {
-    handle: Handle<T>,
-    slot: Slot,
-}
-
-/// Where a handle's session is.
-enum Handle<T> {
-    /// In the handle: calls run on it.
-    Ready(CoreSession<T>),
-    /// Away on a blocking thread, in a call that gives it back when it ends (also when the call's
-    /// future was dropped); the handle answers from `last` meanwhile.
-    Running {
-        call: tokio::task::JoinHandle<CoreSession<T>>,
-        last: Known<T>,
-    },
-    /// Gone with a call that panicked; the handle answers from what it knew before that call.
-    Lost(Known<T>),
-}
-
-/// What a handle knows of its session while the session is not in it: the id, whether it was
-/// stored, the user binding and the state, as they were when the session left, with the changes
-/// made through the handle since.
-struct Known<T> {
-    id: SessionId,
-    is_new: bool,
-    user: Option<String>,
-    state: T,
-    /// Whether the state was changed through the handle since the session left.
-    state_changed: bool,
-    /// Whether the binding was changed through the handle since the session left.
-    user_changed: bool,
-}
-
-impl<T: Serialize + DeserializeOwned + Default> Known<T> {
-    /// What `core` shows now, its state copied through its serde form, the one it is stored in.
-    /// A state that does not come back from that form (then it could not be read back from the
-    /// archive either) is shown as `T::default()`.
-    fn copy(core: &CoreSession<T>) -> Known<T> {
-        let state = serde_json::to_vec(&**core)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        Known::with_state(core, state)
+/// Adds what the session's calls asked for to a response's headers.
+fn append(headers: &mut HeaderMap, answer: Answer, id_header: Option<HeaderName>) {
+    let (cookie, id) = answer.values(HeaderValue::from_str);
+    if let Some(cookie) = cookie {
+        headers.append(SET_COOKIE, cookie);
     }
-
-    /// What `core` shows now, its state taken out of it (the core is left `T::default()`).
-    fn taken(core: &mut CoreSession<T>) -> Known<T> {
-        let state = std::mem::take(&mut **core);
-        Known::with_state(core, state)
-    }
-
-    fn with_state(core: &CoreSession<T>, state: T) -> Known<T> {
-        Known {
-            id: core.id().clone(),
-            is_new: core.is_new(),
-            user: core.user().map(str::to_owned),
-            state,
-            state_changed: false,
-            user_changed: false,
-        }
-    }
-
-    /// Moves out what this holds, leaving `T::default()` as its state.
-    fn take(&mut self) -> Known<T> {
-        Known {
-            id: self.id.clone(),
-            is_new: self.is_new,
-            user: self.user.take(),
-            state: std::mem::take(&mut self.state),
-            state_changed: self.state_changed,
-            user_changed: self.user_changed,
-        }
-    }
-
-    /// Gives `core`, back from a call, the changes made through the handle while it was away.
-    fn give_changes(&mut self, core: &mut CoreSession<T>) {
-        if self.state_changed {
-            **core = std::mem::take(&mut self.state);
-        }
-        if self.user_changed {
-            core.set_user(self.user.as_deref());
-        }
-    }
-}
-
-impl<T> Handle<T> {
-    /// The session, when it is in the handle: always so after a `settle` that returned `Ok`.
-    fn ready(&mut self) -> Result<&mut CoreSession<T>, SessionError> {
-        match self {
-            Handle::Ready(core) => Ok(core),
-            Handle::Running { .. } | Handle::Lost(_) => Err(SessionError::Lost),
-        }
-    }
-}
-
-impl<T> fmt::Debug for Session<T> {
-    /// Shows what the core session shows: the id and whether it is stored, not the state.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (last, phase) = match &self.handle {
-            Handle::Ready(core) => return core.fmt(f),
-            Handle::Running { last, .. } => (last, "settling"),
-            Handle::Lost(last) => (last, "lost"),
-        };
-        f.debug_struct("Session")
-            .field("id", &last.id)
-            .field("phase", &phase)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> Deref for Session<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        match &self.handle {
-            Handle::Ready(core) => core,
-            Handle::Running { last, .. } | Handle::Lost(last) => &last.state,
-        }
-    }
-}
-
-impl<T> DerefMut for Session<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        match &mut self.handle {
-            Handle::Ready(core) => core,
-            Handle::Running { last, .. } | Handle::Lost(last) => {
-                last.state_changed = true;
-                &mut last.state
-            }
-        }
+    if let (Some(name), Some(id)) = (id_header, id) {
+        headers.insert(name, id);
     }
 }
 
@@ -555,657 +265,15 @@ where
             .get::<Slot>()
             .cloned()
             .ok_or(SessionError::MissingLayer)?;
-        let sessions = &slot.0.sessions;
-        let id = slot.0.cookie_id.as_ref().map(SessionId::as_str);
-        let blocking = sessions.blocking();
-        // Starting a stored session only reads, except now and then (see
-        // `Sessions::start_without_writing`); reads that cannot block run here, and only a
-        // start that must write, on an archive whose writes block, takes a blocking thread.
-        let core = if blocking.reads_block() {
-            // Where the archive reads without a thread, the read is awaited here and the rest
-            // of the start, which only decodes, runs in place.
-            match sessions.prefetch(id) {
-                Some((id, prefetch)) => {
-                    let read = (prefetch.writes, prefetch.read.await?);
-                    in_place(|| sessions.start_prefetched(id, read, T::default()))??.ok()
-                }
-                None => None,
-            }
-        } else if blocking.writes_block() {
-            in_place(|| sessions.start_without_writing(id, T::default()))??.ok()
-        } else {
-            Some(in_place(|| sessions.start(id, T::default()))??)
-        };
-        let core = if let Some(core) = core {
-            core
-        } else {
-            let inner = Arc::clone(&slot.0);
-            tokio::task::spawn_blocking(move || {
-                inner.sessions.start(
-                    inner.cookie_id.as_ref().map(SessionId::as_str),
-                    T::default(),
-                )
-            })
-            .await
-            .map_err(SessionError::Task)??
-        };
-        // Reading the session may have moved its idle expiry on the server; the cookie follows,
-        // or the browser would drop it while the server still holds the session.
-        slot.record(&core);
-        Ok(Session {
-            handle: Handle::Ready(core),
-            slot,
-        })
+        Session::start(slot).await
     }
 }
 
-impl<T> Session<T>
-where
-    T: Default + Serialize + DeserializeOwned + Send + 'static,
-{
-    /// Returns the session's id. While a cancelled call settles (see [`Session`]), the id the
-    /// session had when that call began: a cancelled [`regenerate`](Self::regenerate) may have
-    /// moved it since, which [`settle`](Self::settle) finds out.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::Session;
-    ///
-    /// async fn whoami(session: Session<u32>) -> String {
-    ///     session.id().to_string()
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::get(whoami);
-    /// ```
-    pub fn id(&self) -> &SessionId {
-        match &self.handle {
-            Handle::Ready(core) => core.id(),
-            Handle::Running { last, .. } | Handle::Lost(last) => &last.id,
-        }
-    }
-
-    /// Returns whether the session has never been saved (nothing of it is stored); while a
-    /// cancelled call settles, whether it had been when that call began.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::Session;
-    ///
-    /// async fn greet(session: Session<u32>) -> &'static str {
-    ///     if session.is_new() { "Welcome!" } else { "Welcome back!" }
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::get(greet);
-    /// ```
-    pub fn is_new(&self) -> bool {
-        match &self.handle {
-            Handle::Ready(core) => core.is_new(),
-            Handle::Running { last, .. } | Handle::Lost(last) => last.is_new,
-        }
-    }
-
-    /// Binds the session to a user, or unbinds it; stored with the next write. See
-    /// [`crate::session::Session::set_user`]. On login, bind before
-    /// [`regenerate`](Self::regenerate).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::{Session, SessionError};
-    ///
-    /// async fn login(mut session: Session<String>) -> Result<(), SessionError> {
-    ///     *session = "alice".into(); // after checking alice's password
-    ///     session.set_user(Some("alice"));
-    ///     session.regenerate().await
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
-    /// ```
-    pub fn set_user(&mut self, user: Option<&str>) {
-        match &mut self.handle {
-            Handle::Ready(core) => core.set_user(user),
-            Handle::Running { last, .. } | Handle::Lost(last) => {
-                last.user = user.map(str::to_owned);
-                last.user_changed = true;
-            }
-        }
-    }
-
-    /// Returns the user the session is bound to; see [`crate::session::Session::user`]. While a
-    /// cancelled call settles, the binding as it was when that call began (or as set since).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::Session;
-    ///
-    /// async fn whoami(session: Session<()>) -> String {
-    ///     session.user().unwrap_or("nobody").to_owned()
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::get(whoami);
-    /// ```
-    pub fn user(&self) -> Option<&str> {
-        match &self.handle {
-            Handle::Ready(core) => core.user(),
-            Handle::Running { last, .. } | Handle::Lost(last) => last.user.as_deref(),
-        }
-    }
-
-    /// Returns the layer's [`Sessions`], for what goes beyond this one session: listing and
-    /// revoking a user's sessions ([`Sessions::user_sessions`], [`Sessions::revoke_user`],
-    /// [`Sessions::revoke_user_except`]). Those calls may block on storage; run them with
-    /// `tokio::task::spawn_blocking`.
-    ///
-    /// # Examples
-    ///
-    /// "Sign out other devices":
-    ///
-    /// ```
-    /// use axum::http::StatusCode;
-    /// use session_archive::axum::Session;
-    ///
-    /// async fn sign_out_others(session: Session<()>) -> Result<String, StatusCode> {
-    ///     let (Some(user), sessions) = (session.user().map(str::to_owned), session.sessions().clone())
-    ///     else {
-    ///         return Err(StatusCode::UNAUTHORIZED);
-    ///     };
-    ///     let keep = session.id().clone();
-    ///     let revoked = tokio::task::spawn_blocking(move || sessions.revoke_user_except(&user, &keep))
-    ///         .await
-    ///         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
-    ///         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    ///     Ok(format!("signed out {revoked} other devices"))
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::post(sign_out_others);
-    /// ```
-    pub fn sessions(&self) -> &Sessions {
-        &self.slot.0.sessions
-    }
-
-    /// Stores the state, off the executor; see [`crate::session::Session::save`]. The response then
-    /// sets the session cookie.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`crate::session::Session::save`], and [`SessionError::Task`] or
-    /// [`SessionError::Panicked`] if the call panicked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::{Session, SessionError};
-    ///
-    /// async fn remember(mut session: Session<Vec<String>>) -> Result<(), SessionError> {
-    ///     session.push("seen".into());
-    ///     session.save().await
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::post(remember);
-    /// ```
-    pub async fn save(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, CoreSession::save).await
-    }
-
-    /// Replaces the handle's state with the stored one, off the executor; see
-    /// [`crate::session::Session::load`].
-    ///
-    /// # Errors
-    ///
-    /// Those of [`crate::session::Session::load`], and [`SessionError::Task`] or
-    /// [`SessionError::Panicked`] if the call panicked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::{Session, SessionError};
-    ///
-    /// async fn reread(mut session: Session<u32>) -> Result<String, SessionError> {
-    ///     session.load().await?;
-    ///     Ok(session.to_string())
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::get(reread);
-    /// ```
-    pub async fn load(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Read, CoreSession::load).await
-    }
-
-    /// Atomically applies `change` to the stored state, off the executor, and returns what it
-    /// returned; see [`crate::session::Session::update_send`]: on redb, concurrent updates of one
-    /// session share a commit. `change` may run more than once, so it should only compute from
-    /// the state it is given. The response then sets the session cookie.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`crate::session::Session::update`], and [`SessionError::Task`] or
-    /// [`SessionError::Panicked`] if the call panicked (for instance because `change` panicked).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::{Session, SessionError};
-    ///
-    /// async fn count(mut session: Session<u64>) -> Result<String, SessionError> {
-    ///     let n = session.update(|n| {
-    ///         *n += 1;
-    ///         *n
-    ///     }).await?;
-    ///     Ok(format!("Visit #{n}"))
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::get(count);
-    /// ```
-    pub async fn update<R>(
-        &mut self,
-        change: impl FnMut(&mut T) -> R + Send + 'static,
-    ) -> Result<R, SessionError>
-    where
-        R: Send + 'static,
-    {
-        let blocking = self.slot.0.sessions.blocking();
-        let change = if blocking.writes_block() && !blocking.update_async_blocks() {
-            match self.update_without_a_thread(change).await {
-                Ok(outcome) => return outcome,
-                Err(change) => change,
-            }
-        } else {
-            match self.update_by_async_swap(change).await {
-                Ok(outcome) => return outcome,
-                Err(change) => change,
-            }
-        };
-        self.run(Access::Write, move |core| core.update_send(change))
-            .await
-    }
-
-    /// An update as one swap of the state from the handle's guess, on an archive with an async
-    /// path for it ([`Archive::compare_and_swap_many_async`](crate::Archive::compare_and_swap_many_async)):
-    /// `change` runs here on the guess, and the swap is awaited, so the request takes no
-    /// blocking thread at all. `change` comes back when this cannot be (see `swap_later`), or
-    /// when another write landed first: the caller then runs the update as usual, and `change`
-    /// runs again. A swap whose outcome is unknown is settled by a read on a blocking thread.
-    /// If this future is dropped while it waits, the update may still be stored, and the
-    /// handle keeps the state it had.
-    async fn update_by_async_swap<R, C>(&mut self, change: C) -> Result<Result<R, SessionError>, C>
-    where
-        C: FnMut(&mut T) -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        if let Err(err) = self.settle().await {
-            return Ok(Err(err));
-        }
-        let core = match self.handle.ready() {
-            Ok(core) => core,
-            Err(err) => return Ok(Err(err)),
-        };
-        let mut later = match in_place(|| core.swap_later(change)) {
-            Ok(Ok(later)) => later,
-            Ok(Err(change)) => return Err(change),
-            Err(panicked) => {
-                self.poison();
-                return Ok(Err(panicked));
-            }
-        };
-        let swapped = match later.take_swap() {
-            Some(swap) => swap.await,
-            None => Ok(false),
-        };
-        let core = match self.handle.ready() {
-            Ok(core) => core,
-            Err(err) => return Ok(Err(err)),
-        };
-        match core.finish_swap_later(later, swapped) {
-            SwapOutcome::Done(result) => {
-                self.slot.record(core);
-                Ok(Ok(result))
-            }
-            SwapOutcome::Again(change) => Err(change),
-            SwapOutcome::Unknown(unsettled, err) => Ok(self
-                .run(Access::Write, move |core| core.settle_swap(unsettled, err))
-                .await),
-        }
-    }
-
-    /// An update on an archive that waits for its commits without a thread
-    /// ([`Blocking::Commits`]): the checks and the queueing run here, and the commit is
-    /// awaited, so the request takes no blocking thread at all. `change` comes back when the
-    /// update would write more than the state (see `update_later`): the caller then runs it as
-    /// usual. A panic in `change`, which runs in the commit, poisons the handle as on a
-    /// blocking thread; if this future is dropped while it waits, the update may still be
-    /// stored, and the handle keeps the state it had.
-    async fn update_without_a_thread<R, C>(
-        &mut self,
-        change: C,
-    ) -> Result<Result<R, SessionError>, C>
-    where
-        C: FnMut(&mut T) -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        if let Err(err) = self.settle().await {
-            return Ok(Err(err));
-        }
-        let core = match self.handle.ready() {
-            Ok(core) => core,
-            Err(err) => return Ok(Err(err)),
-        };
-        let mut later = match core.update_later(change) {
-            Ok(later) => later,
-            Err(change) => return Err(change),
-        };
-        let written = std::future::poll_fn(|cx| match in_place(|| later.poll_written(cx)) {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(written)) => std::task::Poll::Ready(Ok(written)),
-            Err(panicked) => std::task::Poll::Ready(Err(panicked)),
-        })
-        .await;
-        let outcome = match written {
-            Ok(written) => core.finish_update_later(later, written),
-            Err(panicked) => {
-                self.poison();
-                return Ok(Err(panicked));
-            }
-        };
-        self.slot.record(core);
-        Ok(outcome.map_err(SessionError::from))
-    }
-
-    /// Moves the session to a fresh id, off the executor; see
-    /// [`crate::session::Session::regenerate`]. Call it on login: change the state, then
-    /// regenerate, with no `save` before it, so the authenticated state is only ever stored under
-    /// the new id. The response then sets the cookie to the new id.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`crate::session::Session::regenerate`], and [`SessionError::Task`] or
-    /// [`SessionError::Panicked`] if the call panicked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::{Session, SessionError};
-    ///
-    /// async fn login(mut session: Session<String>) -> Result<(), SessionError> {
-    ///     *session = "alice".into(); // no save: the new id is the first to hold it
-    ///     session.regenerate().await
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
-    /// ```
-    pub async fn regenerate(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, CoreSession::regenerate).await
-    }
-
-    /// Removes the session from the archive, off the executor; see
-    /// [`crate::session::Session::destroy`]. The response then expires the client's cookie.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`crate::session::Session::destroy`], and [`SessionError::Task`] or
-    /// [`SessionError::Panicked`] if the call panicked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use session_archive::axum::{Session, SessionError};
-    ///
-    /// async fn logout(mut session: Session<String>) -> Result<&'static str, SessionError> {
-    ///     session.destroy().await?;
-    ///     Ok("Bye")
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::post(logout);
-    /// ```
-    pub async fn destroy(&mut self) -> Result<(), SessionError> {
-        self.run(Access::Write, CoreSession::destroy).await
-    }
-
-    /// Waits for a call whose future was dropped before it completed (a timeout around it, say)
-    /// to finish on its blocking thread, and takes the session back from it; does nothing when
-    /// no such call is running. Afterwards [`id`](Self::id), [`user`](Self::user) and the state
-    /// are the session's as that call left them, with the changes made through the handle
-    /// meanwhile (see [`Session`]). Every call does this first; call it yourself before reading
-    /// the id after a cancelled [`regenerate`](Self::regenerate), which may have moved the
-    /// session to a new one.
-    ///
-    /// If this future is dropped in turn, the call keeps running, and the next `settle` (or
-    /// call) waits for it again. Settling reports neither the outcome nor the error of the
-    /// cancelled call, whose caller gave up on it.
-    ///
-    /// # Errors
-    ///
-    /// [`SessionError::Task`] if the cancelled call panicked; [`SessionError::Lost`] if an
-    /// earlier one did.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use session_archive::axum::{Session, SessionError};
-    ///
-    /// async fn login(mut session: Session<String>) -> Result<String, SessionError> {
-    ///     *session = "alice".into();
-    ///     let login = session.regenerate();
-    ///     if tokio::time::timeout(Duration::from_secs(2), login).await.is_err() {
-    ///         // The regenerate still runs; wait for it to know which id the session has.
-    ///         session.settle().await?;
-    ///     }
-    ///     Ok(session.id().to_string())
-    /// }
-    /// # let _: axum::routing::MethodRouter = axum::routing::post(login);
-    /// ```
-    pub async fn settle(&mut self) -> Result<(), SessionError> {
-        let (call, last) = match &mut self.handle {
-            Handle::Ready(_) => return Ok(()),
-            Handle::Lost(_) => return Err(SessionError::Lost),
-            Handle::Running { call, last } => (call, last),
-        };
-        // If this future is dropped here, the call stays, and the next settle waits again.
-        match call.await {
-            Ok(mut core) => {
-                last.give_changes(&mut core);
-                self.handle = Handle::Ready(core);
-                Ok(())
-            }
-            Err(err) => {
-                self.handle = Handle::Lost(last.take());
-                Err(SessionError::Task(err))
-            }
-        }
-    }
-
-    /// Runs `op` on the core session, and records the cookie the call calls for.
-    ///
-    /// If `op`'s archive calls cannot block (see [`Archive::blocking`](crate::Archive::blocking)),
-    /// it runs right here: there is no await in between, so it cannot be cancelled half-way, and
-    /// a panic poisons the handle as on a blocking thread. Otherwise it runs on a blocking
-    /// thread, and the session is put back when it ends; the thread records the cookie as soon
-    /// as the call ends, so a call whose future was dropped still sets it if the response has
-    /// not gone out yet.
-    async fn run<R>(
-        &mut self,
-        access: Access,
-        op: impl FnOnce(&mut CoreSession<T>) -> crate::error::Result<R> + Send + 'static,
-    ) -> Result<R, SessionError>
-    where
-        R: Send + 'static,
-    {
-        let blocks = access.blocks(self.slot.0.sessions.blocking());
-        self.settle().await?;
-        let core = self.handle.ready()?;
-        if !blocks {
-            return match in_place(|| op(core)) {
-                Ok(outcome) => {
-                    self.slot.record(core);
-                    Ok(outcome?)
-                }
-                Err(panicked) => {
-                    self.poison();
-                    Err(panicked)
-                }
-            };
-        }
-        let last = match in_place(|| Known::copy(core)) {
-            Ok(last) => last,
-            Err(panicked) => {
-                self.poison();
-                return Err(panicked);
-            }
-        };
-        let (answer, result) = tokio::sync::oneshot::channel();
-        self.send_away(last, move |mut core, slot| {
-            let outcome = op(&mut core);
-            slot.record(&core);
-            // The receiver is gone only if this call's future was dropped; the outcome is then
-            // nobody's to read, but the session still goes back to the handle.
-            let _ = answer.send(outcome);
-            core
-        });
-        self.settle().await?;
-        Ok(result.await.map_err(|_| SessionError::Lost)??)
-    }
-
-    /// Moves the session, which is in the handle, to a blocking thread that runs `call` on it and
-    /// gives it back; the handle answers from `last` until then.
-    fn send_away(
-        &mut self,
-        last: Known<T>,
-        call: impl FnOnce(CoreSession<T>, Slot) -> CoreSession<T> + Send + 'static,
-    ) {
-        // The handle is `Lost(last)` only until the call is spawned, with no await in between.
-        let Handle::Ready(core) = std::mem::replace(&mut self.handle, Handle::Lost(last)) else {
-            return;
-        };
-        let slot = self.slot.clone();
-        let call = tokio::task::spawn_blocking(move || call(core, slot));
-        if let Handle::Lost(last) = &mut self.handle {
-            self.handle = Handle::Running {
-                call,
-                last: last.take(),
-            };
-        }
-    }
-
-    /// After a panic in a call run in place: as when a blocking thread panics, the session goes
-    /// with the call, and the handle answers [`SessionError::Lost`] from then on.
-    fn poison(&mut self) {
-        if let Handle::Ready(core) = &mut self.handle {
-            self.handle = Handle::Lost(Known::taken(core));
-        }
-    }
-}
-
-/// Whether a session call only reads the archive (`load`) or may write to it.
-#[derive(Clone, Copy)]
-enum Access {
-    Read,
-    Write,
-}
-
-impl Access {
-    /// Whether a call of this kind may block on an archive that answers `blocking`.
-    fn blocks(self, blocking: Blocking) -> bool {
-        match self {
-            Access::Read => blocking.reads_block(),
-            Access::Write => blocking.writes_block(),
-        }
-    }
-}
-
-/// Runs a session call that cannot block on the current thread. A panic in it (an `update`
-/// closure, or `T`'s serde or `Default`) becomes [`SessionError::Panicked`], as a panic on a
-/// blocking thread becomes [`SessionError::Task`], instead of unwinding through the server.
-fn in_place<R>(call: impl FnOnce() -> R) -> Result<R, SessionError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|_| SessionError::Panicked)
-}
-
-/// Why a [`Session`] could not be extracted or a session call failed; it becomes an HTTP
-/// response.
-///
-/// | cause | status | logged |
-/// |---|---|---|
-/// | [`Error::CorruptSession`]: the stored state does not decode as `T` | 500, body `session is corrupt` | `error!` |
-/// | [`Error::SessionGone`]: destroyed, or moved to a new id, by another request (the cookie is left alone) | 409, body `session no longer exists` | no |
-/// | [`Error::StateTooLarge`]: the state grew over the limit | 413, body `session state is too large` | `warn!` |
-/// | any other [`Error`] (storage failures) | 500 | `error!` |
-/// | [`MissingLayer`](Self::MissingLayer), [`Task`](Self::Task), [`Panicked`](Self::Panicked), [`Lost`](Self::Lost) | 500 | `error!` |
-///
-/// By default a corrupt session is reported, never replaced: the stored bytes stay for the
-/// operator to inspect, and every request with that cookie gets the 500 until the session is
-/// repaired or removed. With [`OnCorrupt::StartFresh`](crate::session::OnCorrupt::StartFresh) the
-/// user gets a fresh session instead and the bytes are set aside. Logs carry the whole
-/// [`source`](std::error::Error::source) chain, with sessions named by their fingerprint;
-/// response bodies carry no detail (no ids, no paths).
-///
-/// # Examples
-///
-/// ```
-/// use axum::http::StatusCode;
-/// use axum::response::IntoResponse;
-/// use session_archive::axum::SessionError;
-/// use session_archive::Error;
-///
-/// let gone = SessionError::from(Error::SessionGone { id: "x".into() });
-/// assert_eq!(gone.into_response().status(), StatusCode::CONFLICT);
-/// assert_eq!(SessionError::MissingLayer.into_response().status(), StatusCode::INTERNAL_SERVER_ERROR);
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SessionError {
-    /// A session call failed.
-    #[error("session call failed")]
-    Session(#[from] Error),
-    /// The route has no [`SessionLayer`], so there is no session to extract.
-    #[error("the Session extractor needs a SessionLayer on the route")]
-    MissingLayer,
-    /// The blocking task running a session call panicked or was cancelled.
-    #[error("blocking session task failed")]
-    Task(#[source] tokio::task::JoinError),
-    /// A session call that ran on the executor's thread, since the archive does not block
-    /// ([`Archive::blocking`](crate::Archive::blocking)), panicked: an `update` closure, or
-    /// `T`'s `Serialize`, `Deserialize` or `Default`. The handle is lost as after
-    /// [`Task`](Self::Task).
-    #[error("a session call panicked")]
-    Panicked,
-    /// An earlier call on this handle panicked and its session was lost with it (see
-    /// [`Session`]); the handle can make no more calls, and only answers what it knew before.
-    /// The stored session is as that call left it.
-    #[error("an earlier call on this session handle panicked; the handle's state is lost")]
-    Lost,
-}
-
+/// The status and body of [`SessionError`]'s table; the error is logged with its sources.
 impl IntoResponse for SessionError {
     fn into_response(self) -> ::axum::response::Response {
-        let (status, body) = match &self {
-            SessionError::Session(Error::CorruptSession { .. }) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "session is corrupt")
-            }
-            SessionError::Session(Error::SessionGone { .. }) => {
-                (StatusCode::CONFLICT, "session no longer exists")
-            }
-            SessionError::Session(Error::StateTooLarge { .. }) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "session state is too large")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-        };
-        match status {
-            StatusCode::CONFLICT => {}
-            StatusCode::PAYLOAD_TOO_LARGE => tracing::warn!(error = %Chain(&self), "{body}"),
-            _ => tracing::error!(error = %Chain(&self), "{body}"),
-        }
+        let (status, body) = self.respond();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, body).into_response()
-    }
-}
-
-use crate::error::Chain;
-
-#[cfg(test)]
-mod tests {
-    use super::{Chain, SessionError};
-    use crate::error::Error;
-
-    #[test]
-    fn chain_shows_every_source() {
-        let err = SessionError::from(Error::Io {
-            path: "/data/sessions.redb".into(),
-            source: std::io::Error::other("disk full"),
-        });
-        assert_eq!(
-            Chain(&err).to_string(),
-            "session call failed: I/O error on /data/sessions.redb: disk full"
-        );
     }
 }

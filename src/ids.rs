@@ -56,13 +56,18 @@ pub(crate) fn sha256_hex(text: &str, bytes: usize) -> String {
 /// `tower_sessions` module), whose 22-character id [`redact`] also hides.
 pub(crate) const TOWER_RECORD_PREFIX: &str = "tower-session-";
 
+/// The prefix of an actix-session record's domain, `actix-session-<key>` (see the
+/// `actix_session` module), whose 64-character key [`redact`] also hides.
+pub(crate) const ACTIX_RECORD_PREFIX: &str = "actix-session-";
+
 /// `text` with every id in it replaced by its [fingerprint]: each session id (a lowercase
-/// hyphenated UUID, wherever it stands, as in a path or a storage name) and each tower-sessions
-/// record id (the 22 characters after [`TOWER_RECORD_PREFIX`]). Ids are bearer tokens: a
-/// message, log line or `Debug` output shows this instead.
+/// hyphenated UUID, wherever it stands, as in a path or a storage name), each tower-sessions
+/// record id (the 22 characters after [`TOWER_RECORD_PREFIX`]) and each actix-session record
+/// key (the 64 after [`ACTIX_RECORD_PREFIX`]). Ids are bearer tokens: a message, log line or
+/// `Debug` output shows this instead.
 pub(crate) fn redact(text: &str) -> String {
-    const TOWER_ID_LEN: usize = 22;
-    let is_tower_id = |id: &str| {
+    const RECORDS: [(&str, usize); 2] = [(TOWER_RECORD_PREFIX, 22), (ACTIX_RECORD_PREFIX, 64)];
+    let is_record_id = |id: &str| {
         id.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
@@ -70,17 +75,19 @@ pub(crate) fn redact(text: &str) -> String {
     let mut at = 0;
     while at < text.len() {
         let rest = &text[at..];
+        let record = RECORDS.iter().find_map(|&(prefix, len)| {
+            rest.strip_prefix(prefix)
+                .and_then(|after| after.get(..len))
+                .filter(|id| is_record_id(id))
+                .map(|id| (prefix, id))
+        });
         if let Some(id) = rest.get(..36).filter(|id| is_session_id(id)) {
             out.push_str(&fingerprint(id));
             at += 36;
-        } else if let Some(id) = rest
-            .strip_prefix(TOWER_RECORD_PREFIX)
-            .and_then(|after| after.get(..TOWER_ID_LEN))
-            .filter(|id| is_tower_id(id))
-        {
-            out.push_str(TOWER_RECORD_PREFIX);
+        } else if let Some((prefix, id)) = record {
+            out.push_str(prefix);
             out.push_str(&fingerprint(id));
-            at += TOWER_RECORD_PREFIX.len() + TOWER_ID_LEN;
+            at += prefix.len() + id.len();
         } else {
             let next = rest.chars().next().map_or(1, char::len_utf8);
             out.push_str(&rest[..next]);
@@ -110,6 +117,15 @@ mod tests {
         assert_eq!(shown.matches(&fingerprint(session)).count(), 2, "{shown}");
         assert_eq!(shown.matches(&fingerprint(record)).count(), 2, "{shown}");
         assert!(shown.ends_with(&format!("{TOWER_RECORD_PREFIX}{}", fingerprint(record))));
+        let key = "0123456789abcdef".repeat(4);
+        let shown = redact(&format!("/srv/{ACTIX_RECORD_PREFIX}{key}/record.json"));
+        assert_eq!(
+            shown,
+            format!(
+                "/srv/{ACTIX_RECORD_PREFIX}{}/record.json",
+                fingerprint(&key)
+            )
+        );
         // Too short to be an id, or not shaped like one: left as it is.
         for plain in ["tower-session-abc", "0d0d0c2f-6bb9-405f-6a41", "é/ü", ""] {
             assert_eq!(redact(plain), plain);

@@ -7,7 +7,7 @@
 //!
 //! | layer | what it does | read |
 //! |---|---|---|
-//! | web | axum layer and `Session<T>` extractor; tower-sessions store | [`axum`], [`tower_sessions`] |
+//! | web | axum layer and actix-web middleware, sharing one `Session<T>` extractor; tower-sessions and actix-session stores | [`web`], [`axum`], [`actix`], [`tower_sessions`], [`actix_session`] |
 //! | typed sessions | start from a cookie, save, load, update, regenerate, destroy; expiry and the sweep; sessions by user | [`session`] ([`Sessions`], [`Session`]) |
 //! | archive | six primitives, compare-and-swap, batches, paged listing; one name rule for every backend | [`archive`] ([`Archive`]), [`name`], [`error`] |
 //! | backends | where the bytes live, and what each guarantees | [`archive::memory`], [`archive::redb`], [`archive::dir`], [`archive::redis`], [`archive::postgres`] |
@@ -42,6 +42,8 @@
 //! | `archive-redis` | no | [`RedisArchive`]: a Redis or Valkey server shared by many app instances |
 //! | `archive-postgres` | no | [`PostgresArchive`]: a table in a PostgreSQL database shared by many app instances |
 //! | `axum` | no | [axum 0.8 integration](crate::axum): a session layer and extractor |
+//! | `actix` | no | [actix-web 4 integration](crate::actix): a session middleware and the same extractor ([`web`]) |
+//! | `actix-session` | no | [`actix_session::ArchiveStore`]: an actix-session 0.11 store over any archive |
 //! | `tower-sessions` | no | [`tower_sessions::ArchiveStore`]: a tower-sessions 0.15 store over any archive |
 //! | `cli` | no | the `session-archive` command, with every persistent backend (its library side, [`cli`], needs no feature) |
 //! | `conformance` | no | the [`conformance`] suite and model test, for checking any archive |
@@ -52,6 +54,10 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "actix")]
+pub mod actix;
+#[cfg(feature = "actix-session")]
+pub mod actix_session;
 pub mod archive;
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -62,9 +68,13 @@ pub mod conformance;
 pub mod error;
 mod ids;
 pub mod name;
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+mod records;
 pub mod session;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub mod web;
 
 #[cfg(all(feature = "archive-dir", unix))]
 pub use crate::archive::dir::DirArchive;

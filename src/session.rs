@@ -300,7 +300,7 @@ mod users;
 
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::expiry::{DEFAULT_SWEEP_GRANULARITY, StoredSettings};
-#[cfg(any(feature = "axum", feature = "conformance"))]
+#[cfg(any(feature = "axum", feature = "actix", feature = "conformance"))]
 pub(crate) use self::handle::SwapOutcome;
 pub use self::handle::{CookieAction, Session};
 pub use self::id::SessionId;

@@ -5,8 +5,14 @@
 //! session gone mid-request).
 #![cfg(feature = "axum")]
 
+#[path = "support/handlers.rs"]
+mod handlers;
+#[path = "support/header_ids.rs"]
+mod header_ids;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/layer_tests.rs"]
+mod layer_tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,48 +20,15 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::routing::{get, post};
+use handlers::{Visits, count, destroy_then_save, login, logout, peek};
 use http::{cookie_value, jar, set_cookies};
 use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
-use serde::{Deserialize, Serialize};
 use session_archive::axum::{Session, SessionError, SessionLayer};
 use session_archive::conformance::Hooked;
 use session_archive::{
     Archive, ArchiveExt, Blocking, Error, META_KEY, ManualClock, MemoryArchive, STATE_KEY, Sessions,
 };
-
-#[derive(Default, Serialize, Deserialize)]
-struct Visits {
-    visits: u64,
-}
-
-async fn count(mut session: Session<Visits>) -> Result<String, SessionError> {
-    let n = session
-        .update(|state| {
-            state.visits += 1;
-            state.visits
-        })
-        .await?;
-    Ok(n.to_string())
-}
-
-async fn peek(session: Session<Visits>) -> String {
-    session.visits.to_string()
-}
-
-async fn login(mut session: Session<Visits>) -> Result<String, SessionError> {
-    session.regenerate().await?;
-    Ok(session.id().to_string())
-}
-
-async fn logout(mut session: Session<Visits>) -> Result<(), SessionError> {
-    session.destroy().await
-}
-
-async fn destroy_then_save(mut session: Session<Visits>) -> Result<(), SessionError> {
-    session.destroy().await?;
-    session.save().await
-}
 
 /// Login of the one user these tests know: bind, then regenerate (no save before it).
 async fn login_ada(mut session: Session<Visits>) -> Result<String, SessionError> {
@@ -147,19 +120,6 @@ fn domains(archive: &dyn Archive) -> Vec<String> {
         .domains()
         .collect::<Result<_, _>>()
         .expect("listing the archive")
-}
-
-#[test]
-fn a_visitor_whose_session_is_never_saved_gets_no_cookie_and_writes_nothing() {
-    let (archive, server) = serve();
-    let client = jar();
-    for _ in 0..3 {
-        let response = client.get(server.url("/peek")).send().unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(set_cookies(&response).is_empty());
-        assert_eq!(response.text().unwrap(), "0");
-    }
-    assert!(domains(&archive).is_empty());
 }
 
 #[test]
@@ -344,24 +304,6 @@ fn destroy_expires_the_cookie_and_removes_the_session() {
             .unwrap(),
         "1"
     );
-}
-
-#[test]
-fn a_session_gone_mid_request_is_409_and_expires_the_cookie() {
-    let (archive, server) = serve();
-    let client = jar();
-    let first = client.get(server.url("/count")).send().unwrap();
-    let id = cookie_value(&set_cookies(&first)[0]).to_owned();
-    let response = client
-        .post(server.url("/destroy-then-save"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 409);
-    let cookies = set_cookies(&response);
-    assert_eq!(cookies.len(), 1);
-    assert!(cookies[0].starts_with("session-id=;"), "{}", cookies[0]);
-    assert_eq!(response.text().unwrap(), "session no longer exists");
-    assert!(!archive.has_domain(&id).unwrap());
 }
 
 #[test]
@@ -1189,23 +1131,24 @@ fn concurrent_updates_through_async_paths_lose_nothing() {
         .into_iter()
         .find(|domain| archive.inner.has(domain, STATE_KEY).unwrap())
         .expect("the session");
-    std::thread::scope(|scope| {
-        for _ in 0..CLIENTS {
-            scope.spawn(|| {
-                let client = Client::new();
-                for _ in 0..VISITS {
-                    let answer = client
-                        .get(server.url("/count"))
-                        .header(COOKIE, format!("session-id={id}"))
-                        .send()
-                        .unwrap();
-                    assert_eq!(answer.status(), 200);
-                }
-            });
-        }
-    });
+    handlers::count_concurrently(&server.url("/count"), &id, CLIENTS, VISITS);
     let stored = archive.inner.get(&id, STATE_KEY).unwrap().unwrap();
     let visits: Visits = serde_json::from_slice(&stored).unwrap();
     assert_eq!(visits.visits, (CLIENTS * VISITS + 1) as u64);
     assert!(archive.counts()[3] > 0, "the async swap was used");
 }
+
+/// The test routes over a fresh memory archive, with ids in the `x-session-id` header too, or
+/// only there (`cookie` false).
+fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
+    let archive = Arc::new(MemoryArchive::new());
+    let mut layer = SessionLayer::new(sessions(&archive))
+        .with_id_header(axum::http::HeaderName::from_static(header_ids::ID_HEADER));
+    if !cookie {
+        layer = layer.without_cookie();
+    }
+    (archive, Server::start(routes().layer(layer)))
+}
+
+header_ids::id_header_tests!(serve_with_header);
+layer_tests::layer_tests!(serve);

@@ -1292,3 +1292,39 @@ async fn concurrent_async_swaps_share_one_connection_and_lose_no_update() {
     );
     assert_eq!(connected_clients(&url), before + 1, "one async connection");
 }
+
+/// Two runtimes alive side by side, as actix-web's single-threaded workers are, each keep an
+/// async connection of their own: calls alternating between them make two connections in all,
+/// not a new one at every switch.
+#[test]
+fn runtimes_side_by_side_each_keep_their_own_async_connection() {
+    let Some(server) = or_skip(LocalServer::start()) else {
+        return;
+    };
+    let archive = open(&server.url(), &unique_prefix());
+    archive.set("d", "k", b"v").unwrap();
+    let mut control = control(&server.url());
+    let mut connections = || -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut control).unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO stats counts connections")
+    };
+    let before = connections();
+    let workers: Vec<tokio::runtime::Runtime> = (0..2)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..10 {
+        for worker in &workers {
+            let read = archive.get_many_async("d", &["k"]).unwrap();
+            assert_eq!(worker.block_on(read).unwrap(), [Some(b"v".to_vec())]);
+        }
+    }
+    assert_eq!(connections() - before, 2);
+}

@@ -1,13 +1,19 @@
 //! The welcome app, end to end: each test runs the real `welcome` binary (`examples/welcome.rs`,
 //! built as the `welcome` bin target) on an ephemeral loopback port over a fresh archive, and
 //! drives it over HTTP with reqwest clients that keep cookie jars, as curl would (plain text)
-//! and as a browser would (HTML).
+//! and as a browser would (HTML). With the `actix` feature every test runs a second time against
+//! the actix-web app (`examples/welcome_actix.rs`, the `welcome_actix` bin): see
+//! `for_both_apps!`.
 //!
 //! Cargo builds the binary before running this file's tests. Two instances over one Redis
 //! server (feature `archive-redis`), or one PostgreSQL database (feature `archive-postgres`),
 //! run when a server can be found or started: see `support/redis_server.rs` and
 //! `support/postgres_server.rs`.
 #![cfg(all(feature = "axum", feature = "archive-redb"))]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test bodies, run by the #[test] functions for_both_apps! stamps out"
+)]
 
 #[path = "support/http.rs"]
 mod http;
@@ -33,8 +39,32 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, VARY};
 use session_archive::{ArchiveExt, RedbArchive, SessionId};
 
-/// The app's binary, which cargo builds for this test.
+/// The axum app's binary, which cargo builds for this test.
 const WELCOME: &str = env!("CARGO_BIN_EXE_welcome");
+/// The actix-web app's binary (`examples/welcome_actix.rs`), built with the `actix` feature.
+#[cfg(feature = "actix")]
+const WELCOME_ACTIX: &str = env!("CARGO_BIN_EXE_welcome_actix");
+
+/// Runs each test against both welcome apps, the axum one and (feature `actix`) the actix-web
+/// one: the same routes, pages and id rules, so the same tests. `test_name::axum` and
+/// `test_name::actix` are the two runs of `test_name`.
+macro_rules! for_both_apps {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$attr])*
+        mod $name {
+            #[test]
+            fn axum() {
+                super::$name(super::WELCOME);
+            }
+
+            #[cfg(feature = "actix")]
+            #[test]
+            fn actix() {
+                super::$name(super::WELCOME_ACTIX);
+            }
+        }
+    )*};
+}
 
 /// What a browser sends in `Accept` for a page.
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
@@ -48,8 +78,8 @@ struct App {
 
 impl App {
     /// Starts the app on `archive`: a spec, or a bare path.
-    fn start(archive: impl AsRef<OsStr>) -> App {
-        let mut child = Command::new(WELCOME)
+    fn start(bin: &str, archive: impl AsRef<OsStr>) -> App {
+        let mut child = Command::new(bin)
             .args(["--addr", "127.0.0.1:0", "--archive"])
             .arg(archive)
             .stdin(Stdio::null())
@@ -134,10 +164,9 @@ fn archive_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("nested/sessions.redb")
 }
 
-#[test]
-fn visits_count_up_for_each_client_and_clients_are_separate() {
+fn visits_count_up_for_each_client_and_clients_are_separate(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let (alice, bob) = (jar(), jar());
 
     let first = alice.get(app.url("/")).send().unwrap();
@@ -155,10 +184,9 @@ fn visits_count_up_for_each_client_and_clients_are_separate() {
     assert_eq!(visit(&bob, &app), "Hello World! Visit #2");
 }
 
-#[test]
-fn the_cookie_is_http_only_lax_path_root_and_not_secure_over_plain_http() {
+fn the_cookie_is_http_only_lax_path_root_and_not_secure_over_plain_http(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let client = jar();
     let first = client.get(app.url("/")).send().unwrap();
     issued_id(&first);
@@ -183,10 +211,9 @@ fn the_cookie_is_http_only_lax_path_root_and_not_secure_over_plain_http() {
     assert!(third.text().unwrap().ends_with("Visit #3"));
 }
 
-#[test]
-fn post_name_sets_the_name_and_redirects_home() {
+fn post_name_sets_the_name_and_redirects_home(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let client = jar();
     assert_eq!(visit(&client, &app), "Hello World! Visit #1");
     let response = post_name(&client, &app, "Ferris");
@@ -203,32 +230,30 @@ fn post_name_sets_the_name_and_redirects_home() {
 }
 
 #[cfg(unix)]
-#[test]
-fn restarting_on_the_same_archive_keeps_the_session() {
+fn restarting_on_the_same_archive_keeps_the_session(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = archive_path(&dir);
     let client = jar();
 
-    let app = App::start(&path);
+    let app = App::start(bin, &path);
     assert_eq!(visit(&client, &app), "Hello World! Visit #1");
     post_name(&client, &app, "Ferris");
     let rest = app.terminate();
     assert_eq!(rest, "Stopped; sessions closed\n");
 
     // A graceful stop closed the file; a new process opens it and finds the session.
-    let app = App::start(&path);
+    let app = App::start(bin, &path);
     assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
     drop(app); // SIGKILL: acknowledged writes survive a crash too.
 
-    let app = App::start(&path);
+    let app = App::start(bin, &path);
     assert_eq!(visit(&client, &app), "Hello Ferris! Visit #3");
 }
 
-#[test]
-fn hostile_cookies_get_a_fresh_id_and_are_never_echoed() {
+fn hostile_cookies_get_a_fresh_id_and_are_never_echoed(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = archive_path(&dir);
-    let app = App::start(&path);
+    let app = App::start(bin, &path);
     let unknown = SessionId::generate().to_string();
     let plain = Client::new();
     for hostile in ["../../etc", "..", unknown.as_str(), "", "%2e%2e%2f", "."] {
@@ -269,15 +294,14 @@ fn hostile_cookies_get_a_fresh_id_and_are_never_echoed() {
     );
 }
 
-#[test]
-fn concurrent_requests_with_one_cookie_count_every_visit() {
+fn concurrent_requests_with_one_cookie_count_every_visit(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let client = jar();
     assert_eq!(visit(&client, &app), "Hello World! Visit #1");
 
     let mut seen: Vec<u64> = thread::scope(|scope| {
-        let workers: Vec<_> = (0..24)
+        let workers: Vec<_> = (0..64)
             .map(|_| {
                 let client = client.clone();
                 let app = &app;
@@ -292,14 +316,13 @@ fn concurrent_requests_with_one_cookie_count_every_visit() {
         workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
     seen.sort_unstable();
-    assert_eq!(seen, (2..=25).collect::<Vec<u64>>());
-    assert_eq!(visit(&client, &app), "Hello World! Visit #26");
+    assert_eq!(seen, (2..=65).collect::<Vec<u64>>());
+    assert_eq!(visit(&client, &app), "Hello World! Visit #66");
 }
 
-#[test]
-fn logout_resets_the_session_and_the_old_cookie_no_longer_works() {
+fn logout_resets_the_session_and_the_old_cookie_no_longer_works(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let client = jar();
     let first = client.get(app.url("/")).send().unwrap();
     let old = issued_id(&first);
@@ -329,12 +352,11 @@ fn logout_resets_the_session_and_the_old_cookie_no_longer_works() {
     assert_eq!(replay.text().unwrap(), "Hello World! Visit #1");
 }
 
-#[test]
-fn a_second_instance_on_a_held_archive_fails_with_a_clear_message() {
+fn a_second_instance_on_a_held_archive_fails_with_a_clear_message(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = archive_path(&dir);
-    let _app = App::start(&path);
-    let output = Command::new(WELCOME)
+    let _app = App::start(bin, &path);
+    let output = Command::new(bin)
         .args(["--addr", "127.0.0.1:0", "--archive"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -370,10 +392,9 @@ fn submit_name(client: &Client, app: &App, encoded: &str) -> Response {
         .expect("POST /name from the form")
 }
 
-#[test]
-fn curl_gets_the_plain_text_and_a_browser_the_page_with_both_forms() {
+fn curl_gets_the_plain_text_and_a_browser_the_page_with_both_forms(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let client = jar();
 
     // What curl sends: `Accept: */*`.
@@ -403,10 +424,9 @@ fn curl_gets_the_plain_text_and_a_browser_the_page_with_both_forms() {
     assert_eq!(visit(&client, &app), "Hello World! Visit #3");
 }
 
-#[test]
-fn the_form_sets_the_name_and_the_page_escapes_it() {
+fn the_form_sets_the_name_and_the_page_escapes_it(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let client = jar();
     browse(&client, &app);
 
@@ -431,10 +451,9 @@ fn the_form_sets_the_name_and_the_page_escapes_it() {
     );
 }
 
-#[test]
-fn the_logout_button_expires_the_cookie_and_sends_the_browser_home() {
+fn the_logout_button_expires_the_cookie_and_sends_the_browser_home(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(archive_path(&dir));
+    let app = App::start(bin, archive_path(&dir));
     let client = jar();
     let old = issued_id(&browse(&client, &app));
     submit_name(&client, &app, "Ferris");
@@ -458,27 +477,25 @@ fn the_logout_button_expires_the_cookie_and_sends_the_browser_home() {
     assert!(page.contains("<p>Visit #1</p>"), "{page}");
 }
 
-#[test]
-fn archive_takes_a_redb_spec_as_well_as_a_bare_path() {
+fn archive_takes_a_redb_spec_as_well_as_a_bare_path(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = archive_path(&dir);
     let client = jar();
-    let app = App::start(format!("redb:{}", path.display()));
+    let app = App::start(bin, format!("redb:{}", path.display()));
     assert_eq!(visit(&client, &app), "Hello World! Visit #1");
     post_name(&client, &app, "Ferris");
     drop(app);
 
     // The same file, named as a bare path.
-    let app = App::start(&path);
+    let app = App::start(bin, &path);
     assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
 }
 
 #[cfg(feature = "archive-dir")]
-#[test]
-fn archive_takes_a_dir_spec_in_the_original_layout() {
+fn archive_takes_a_dir_spec_in_the_original_layout(bin: &str) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sessions");
-    let app = App::start(format!("dir:{}", root.display()));
+    let app = App::start(bin, format!("dir:{}", root.display()));
     let client = jar();
     let first = client.get(app.url("/")).send().unwrap();
     let id = issued_id(&first);
@@ -492,9 +509,8 @@ fn archive_takes_a_dir_spec_in_the_original_layout() {
     assert_eq!(visit(&client, &app), "Hello Ferris! Visit #2");
 }
 
-#[test]
-fn an_unknown_archive_scheme_is_a_usage_error() {
-    let output = Command::new(WELCOME)
+fn an_unknown_archive_scheme_is_a_usage_error(bin: &str) {
+    let output = Command::new(bin)
         .args(["--addr", "127.0.0.1:0", "--archive", "ftp://host/sessions"])
         .stdin(Stdio::null())
         .output()
@@ -509,29 +525,27 @@ fn an_unknown_archive_scheme_is_a_usage_error() {
 /// The multi-machine story: two instances (two machines behind a load balancer, here two ports)
 /// over one Redis serve one set of sessions, so a visitor can land on either.
 #[cfg(feature = "archive-redis")]
-#[test]
-fn two_instances_over_one_redis_share_their_visitors_sessions() {
+fn two_instances_over_one_redis_share_their_visitors_sessions(bin: &str) {
     let Some(url) = redis_server::or_skip(redis_server::shared_url()) else {
         return;
     };
     // A prefix of its own keeps this test's sessions apart from other tests on the server.
-    two_instances_share_their_visitors_sessions(&format!(
-        "{url}#prefix={}",
-        redis_server::unique_prefix()
-    ));
+    two_instances_share_their_visitors_sessions(
+        bin,
+        &format!("{url}#prefix={}", redis_server::unique_prefix()),
+    );
 }
 
 /// The same over one PostgreSQL database, each test in a table of its own.
 #[cfg(feature = "archive-postgres")]
-#[test]
-fn two_instances_over_one_postgres_database_share_their_visitors_sessions() {
+fn two_instances_over_one_postgres_database_share_their_visitors_sessions(bin: &str) {
     let Some(url) = postgres_server::or_skip(postgres_server::shared_url()) else {
         return;
     };
-    two_instances_share_their_visitors_sessions(&format!(
-        "{url}#table={}",
-        postgres_server::unique_table()
-    ));
+    two_instances_share_their_visitors_sessions(
+        bin,
+        &format!("{url}#table={}", postgres_server::unique_table()),
+    );
 }
 
 /// Two instances over the archive `spec`: a visit on one, the next on the other, the count and
@@ -541,8 +555,8 @@ fn two_instances_over_one_postgres_database_share_their_visitors_sessions() {
     clippy::unwrap_used,
     reason = "the body of two tests, which unwrap as tests do"
 )]
-fn two_instances_share_their_visitors_sessions(spec: &str) {
-    let (a, b) = (App::start(spec), App::start(spec));
+fn two_instances_share_their_visitors_sessions(bin: &str, spec: &str) {
+    let (a, b) = (App::start(bin, spec), App::start(bin, spec));
     assert_ne!(a.url, b.url);
     let client = jar();
 
@@ -575,3 +589,26 @@ fn two_instances_share_their_visitors_sessions(spec: &str) {
     assert_ne!(issued_id(&replay), id);
     assert_eq!(replay.text().unwrap(), "Hello World! Visit #1");
 }
+
+for_both_apps!(
+    visits_count_up_for_each_client_and_clients_are_separate,
+    the_cookie_is_http_only_lax_path_root_and_not_secure_over_plain_http,
+    post_name_sets_the_name_and_redirects_home,
+    #[cfg(unix)]
+    restarting_on_the_same_archive_keeps_the_session,
+    hostile_cookies_get_a_fresh_id_and_are_never_echoed,
+    concurrent_requests_with_one_cookie_count_every_visit,
+    logout_resets_the_session_and_the_old_cookie_no_longer_works,
+    a_second_instance_on_a_held_archive_fails_with_a_clear_message,
+    curl_gets_the_plain_text_and_a_browser_the_page_with_both_forms,
+    the_form_sets_the_name_and_the_page_escapes_it,
+    the_logout_button_expires_the_cookie_and_sends_the_browser_home,
+    archive_takes_a_redb_spec_as_well_as_a_bare_path,
+    #[cfg(feature = "archive-dir")]
+    archive_takes_a_dir_spec_in_the_original_layout,
+    an_unknown_archive_scheme_is_a_usage_error,
+    #[cfg(feature = "archive-redis")]
+    two_instances_over_one_redis_share_their_visitors_sessions,
+    #[cfg(feature = "archive-postgres")]
+    two_instances_over_one_postgres_database_share_their_visitors_sessions,
+);

@@ -13,10 +13,10 @@ use super::layout::{Meta, Rebind, Stamp, Stored, decode, validate_user};
 use super::store::{Guess, Moving, Started, Store, UpdateTurn, Writing};
 use crate::error::{Error, Result};
 
-#[cfg(any(feature = "axum", feature = "conformance"))]
+#[cfg(any(feature = "axum", feature = "actix", feature = "conformance"))]
 mod later;
 
-#[cfg(any(feature = "axum", feature = "conformance"))]
+#[cfg(any(feature = "axum", feature = "actix", feature = "conformance"))]
 pub(crate) use later::SwapOutcome;
 
 /// Where a session stands, as far as this handle knows.

@@ -13,6 +13,8 @@
 //! | [`CORRUPT_DOMAIN`] | `<unix time>-<fingerprint>` | a state set aside as undecodable |
 //! | `tower-session-<id>` | [`TOWER_RECORD_KEY`] | a tower-sessions record |
 //! | `tower-expiry-<n>`, `tower-sweep-cursor` ([`TOWER_INDEX`]) | as the sessions' index | the tower-sessions store's expiry index |
+//! | `actix-session-<key>` | [`ACTIX_RECORD_KEY`] | an actix-session record |
+//! | `actix-expiry-<n>`, `actix-sweep-cursor` ([`ACTIX_INDEX`]) | as the sessions' index | the actix-session store's expiry index |
 //!
 //! What a session's domain means, by what it holds:
 //!
@@ -152,6 +154,24 @@ pub(crate) const TOWER_INDEX: IndexNames = IndexNames {
     expect(dead_code, reason = "named here with every other stored name")
 )]
 pub(crate) const TOWER_RECORD_KEY: &str = "record.json";
+
+/// The expiry index of the actix-session store.
+#[cfg_attr(
+    not(feature = "actix-session"),
+    expect(dead_code, reason = "named here with every other stored name")
+)]
+pub(crate) const ACTIX_INDEX: IndexNames = IndexNames {
+    prefix: "actix-expiry-",
+    cursor: "actix-sweep-cursor",
+};
+
+/// The key holding an actix-session record in its domain, `actix-session-<key>` (the prefix is
+/// `crate::ids::ACTIX_RECORD_PREFIX`, which redaction needs below this layer).
+#[cfg_attr(
+    not(feature = "actix-session"),
+    expect(dead_code, reason = "named here with every other stored name")
+)]
+pub(crate) const ACTIX_RECORD_KEY: &str = "record.json";
 
 /// How a user's index domain is named: this prefix and the hex SHA-256 of the user id.
 const USER_PREFIX: &str = "user-";

@@ -698,7 +698,7 @@ impl Sessions {
     /// The read of a start of the session `id` names (a valid id), as a future that needs no
     /// thread, where the archive has one (see [`Archive::get_many_async`]); the axum layer
     /// awaits it, then starts the session from it with [`start_prefetched`](Self::start_prefetched).
-    #[cfg(any(feature = "axum", feature = "conformance"))]
+    #[cfg(any(feature = "axum", feature = "actix", feature = "conformance"))]
     pub(crate) fn prefetch(&self, id: Option<&str>) -> Option<(SessionId, super::store::Prefetch)> {
         let id = id.and_then(SessionId::parse)?;
         let prefetch = self.inner.store.prefetch(&id)?;
@@ -708,7 +708,7 @@ impl Sessions {
     /// [`start_without_writing`](Self::start_without_writing) of the session `id` from the
     /// values of a [`prefetch`](Self::prefetch) taken when this process's writes of it stood at
     /// `writes`.
-    #[cfg(any(feature = "axum", feature = "conformance"))]
+    #[cfg(any(feature = "axum", feature = "actix", feature = "conformance"))]
     pub(crate) fn start_prefetched<T>(
         &self,
         id: SessionId,

@@ -44,11 +44,11 @@ use super::points::Mutation;
 use crate::archive::{Archive, Blocking, Change, DEFAULT_PAGE_SIZE, Swap, SwapGroup, Update};
 use crate::error::{Error, Result};
 
-#[cfg(any(feature = "axum", feature = "conformance"))]
+#[cfg(any(feature = "axum", feature = "actix", feature = "conformance"))]
 mod later;
 mod regenerate;
 
-#[cfg(any(feature = "axum", feature = "conformance"))]
+#[cfg(any(feature = "axum", feature = "actix", feature = "conformance"))]
 pub(crate) use later::{Prefetch, StateWritten};
 pub(crate) use regenerate::Moving;
 
@@ -87,8 +87,8 @@ pub(crate) struct Store {
     update_locks: Box<[Stripe]>,
     /// Whether the archive has answered an async read (see `Store::has_async_paths`).
     #[cfg_attr(
-        not(feature = "axum"),
-        allow(dead_code, reason = "read by the axum layer")
+        not(any(feature = "axum", feature = "actix")),
+        allow(dead_code, reason = "read by the web layers")
     )]
     async_paths: AtomicBool,
     /// With ids hashed at rest, a store over the same archive that does not hash: see

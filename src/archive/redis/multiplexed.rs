@@ -5,10 +5,12 @@
 //!
 //! The archive is opened synchronously, maybe outside any runtime, so the connection is made on
 //! first use, inside the tokio runtime that polls the future (the `redis` crate spawns the
-//! connection's driver there). It is kept with that runtime's id: a future polled on another
-//! runtime makes a connection of its own there, which then replaces the first, since a driver
-//! lives only as long as its runtime. Every call clones the one connection, so all requests of a
-//! runtime share it. A call whose connection broke forgets it, and the next call reconnects.
+//! connection's driver there). It is kept with that runtime's id, since a driver lives only as
+//! long as its runtime: a future polled on another runtime makes a connection of its own there,
+//! kept beside the first (actix-web runs one single-threaded runtime per worker, so each worker
+//! gets one), up to [`RUNTIMES`], past which the oldest is dropped. Every call clones its
+//! runtime's connection, so all requests of a runtime share it. A call whose connection broke
+//! forgets it, and the next call reconnects.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,12 +25,15 @@ use super::connection::backend;
 use crate::archive::{GetManyFuture, SwapFuture};
 use crate::error::Result;
 
-/// The connection shared by the async calls, made when first needed.
+/// How many runtimes' connections are kept at once.
+const RUNTIMES: usize = 64;
+
+/// The connections shared by the async calls, one per runtime, made when first needed.
 pub(super) struct Multiplexed {
     client: Client,
     config: AsyncConnectionConfig,
     compare_and_swap_many: Script,
-    current: Mutex<Option<Current>>,
+    current: Mutex<Vec<Current>>,
     /// How many connections were made: the next one's generation. Never reset, so that no two
     /// connections share one, even after the current one was forgotten.
     made: AtomicU64,
@@ -67,7 +72,7 @@ impl Multiplexed {
             client,
             config,
             compare_and_swap_many,
-            current: Mutex::new(None),
+            current: Mutex::new(Vec::new()),
             made: AtomicU64::new(0),
         }
     }
@@ -150,7 +155,7 @@ impl Multiplexed {
             })?
             .id();
         let mut current = self.current.lock().await;
-        if let Some(current) = current.as_ref().filter(|c| c.runtime == runtime) {
+        if let Some(current) = current.iter().find(|c| c.runtime == runtime) {
             return Ok(Lease {
                 generation: current.generation,
                 fresh: false,
@@ -162,7 +167,10 @@ impl Multiplexed {
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
         let generation = self.made.fetch_add(1, Ordering::Relaxed);
-        *current = Some(Current {
+        if current.len() >= RUNTIMES {
+            current.remove(0);
+        }
+        current.push(Current {
             runtime,
             generation,
             conn: conn.clone(),
@@ -183,12 +191,7 @@ impl Multiplexed {
             || err.is_unrecoverable_error();
         if broken {
             let mut current = self.current.lock().await;
-            if current
-                .as_ref()
-                .is_some_and(|c| c.generation == lease.generation)
-            {
-                *current = None;
-            }
+            current.retain(|c| c.generation != lease.generation);
         }
         broken
     }
