@@ -1152,3 +1152,38 @@ fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
 
 header_ids::id_header_tests!(serve_with_header);
 layer_tests::layer_tests!(serve);
+
+/// A request whose handler (or a middleware before it) takes two session handles: the second
+/// handle's calls, which ask for no cookie, never take back the cookie that the first one's
+/// save asked for, so the session it stored is reachable.
+async fn two_handles(
+    mut first: Session<Visits>,
+    mut second: Session<Visits>,
+) -> Result<String, SessionError> {
+    first.update(|visits| visits.visits += 1).await?;
+    second.load().await?;
+    Ok(first.id().as_str().to_owned())
+}
+
+#[test]
+fn a_second_handle_in_one_request_never_takes_back_the_first_ones_cookie() {
+    let archive = Arc::new(MemoryArchive::new());
+    let app = Router::new()
+        .route("/two", get(two_handles))
+        .route("/peek", get(peek))
+        .layer(SessionLayer::new(sessions(&archive)));
+    let server = Server::start(app);
+    let client = jar();
+    let response = client.get(server.url("/two")).send().unwrap();
+    let cookies = set_cookies(&response);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let stored = response.text().unwrap();
+    assert_eq!(cookie_value(&cookies[0]), stored);
+    let peeked = client
+        .get(server.url("/peek"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(peeked, "1");
+}

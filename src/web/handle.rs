@@ -216,6 +216,7 @@ where
     /// archive reads without a thread (an async path), the read is awaited; only a start that
     /// must write, on an archive whose writes block, takes a blocking thread.
     pub(crate) async fn start(slot: Slot) -> Result<Session<T>, SessionError> {
+        let slot = slot.for_new_handle();
         let sessions = slot.sessions();
         let id = slot.client_id().map(SessionId::as_str);
         let blocking = sessions.blocking();

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -81,7 +82,7 @@ impl Transport {
 
 /// What one request shares between the middleware and its [`Session`](super::Session) handles.
 #[derive(Clone)]
-pub(crate) struct Slot(Arc<SlotInner>);
+pub(crate) struct Slot(Arc<SlotInner>, u64);
 
 struct SlotInner {
     sessions: Sessions,
@@ -90,10 +91,14 @@ struct SlotInner {
     client_id: Option<SessionId>,
     /// The answer the latest session call asked for.
     pending: Mutex<Option<Pending>>,
+    /// How many session handles this request made: each records as a number of its own.
+    handles: AtomicU64,
 }
 
 /// An answer recorded by a session call, not sent yet.
 struct Pending {
+    /// The handle that recorded it (see [`Slot::for_new_handle`]).
+    by: u64,
     answer: Answer,
     /// The client's own id, when the answer only refreshes it: it is sent only if that id is
     /// still live when the response goes out.
@@ -146,12 +151,25 @@ impl Slot {
 
     /// The slot of a request whose client sent `client_id`.
     fn new(sessions: Sessions, transport: Arc<Transport>, client_id: Option<SessionId>) -> Slot {
-        Slot(Arc::new(SlotInner {
-            sessions,
-            transport,
-            client_id,
-            pending: Mutex::new(None),
-        }))
+        Slot(
+            Arc::new(SlotInner {
+                sessions,
+                transport,
+                client_id,
+                pending: Mutex::new(None),
+                handles: AtomicU64::new(0),
+            }),
+            0,
+        )
+    }
+
+    /// The slot as one new session handle of the request records into it: a handle's answer
+    /// replaces any before it, but when its calls come to ask for nothing
+    /// ([`CookieAction::Keep`]), it takes back only an answer of its own, never one another
+    /// handle of the same request (a middleware's and the handler's) recorded.
+    pub(crate) fn for_new_handle(&self) -> Slot {
+        let by = self.0.handles.fetch_add(1, Ordering::Relaxed) + 1;
+        Slot(Arc::clone(&self.0), by)
     }
 
     pub(crate) fn sessions(&self) -> &Sessions {
@@ -162,14 +180,23 @@ impl Slot {
         self.0.client_id.as_ref()
     }
 
-    /// Records the answer that `session`'s calls call for, replacing what was recorded before.
+    /// Records the answer that `session`'s calls call for, replacing what was recorded before;
+    /// an answer of nothing takes back only this handle's own (see [`for_new_handle`](Self::for_new_handle)).
     pub(crate) fn record<T>(&self, session: &CoreSession<T>) {
         let (sessions, transport) = (&self.0.sessions, &self.0.transport);
         let cookie = transport.cookie();
         let header = transport.header.is_some();
+        let by = self.1;
         let pending = match session.cookie_action() {
-            CookieAction::Keep => None,
+            CookieAction::Keep => {
+                let mut pending = self.0.pending.lock();
+                if pending.as_ref().is_some_and(|pending| pending.by == by) {
+                    *pending = None;
+                }
+                return;
+            }
             CookieAction::Set => Some(Pending {
+                by,
                 answer: Answer {
                     set_cookie: cookie.then(|| sessions.set_cookie(session)),
                     id: header.then(|| session.id().as_str().to_owned()),
@@ -178,6 +205,7 @@ impl Slot {
                     .then(|| session.id().clone()),
             }),
             CookieAction::Remove => Some(Pending {
+                by,
                 answer: Answer {
                     set_cookie: cookie.then(|| sessions.removal_cookie()),
                     id: header.then(String::new),
