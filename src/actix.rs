@@ -60,6 +60,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
@@ -225,7 +226,17 @@ where
         let response = self.service.call(request);
         let header = self.middleware.id_header.clone();
         Box::pin(async move {
-            let mut response = response.await?;
+            let mut response = match response.await {
+                Ok(response) => response,
+                // An inner middleware failed after the handler's calls: its error's response
+                // still carries what they asked for (a login's new id, a logout's removal),
+                // or the client would keep an id that names nothing.
+                Err(err) => {
+                    let mut failed = err.error_response();
+                    append(failed.headers_mut(), slot.answer().await, header);
+                    return Err(InternalError::from_response(err, failed).into());
+                }
+            };
             let answer = slot.answer().await;
             append(response.headers_mut(), answer, header);
             Ok(response)

@@ -232,3 +232,65 @@ fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
 
 header_ids::id_header_tests!(serve_with_header);
 layer_tests::layer_tests!(serve);
+
+/// An inner middleware that fails every request to `/count` after its handler ran.
+async fn failing_after_count(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let failing = request.path() == "/count";
+    let response = next.call(request).await?;
+    if failing {
+        return Err(actix_web::error::ErrorServiceUnavailable(
+            "an inner middleware failed",
+        ));
+    }
+    Ok(response)
+}
+
+/// A middleware inside the session middleware fails after the handler stored a new session:
+/// the error's response still sets the cookie, so the stored session is reachable.
+#[test]
+fn an_inner_middlewares_error_still_carries_the_sessions_cookie() {
+    let archive = Arc::new(MemoryArchive::new());
+    let session = middleware(Arc::clone(&archive));
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .wrap(actix_web::middleware::from_fn(failing_after_count))
+                    .wrap(session.clone())
+                    .configure(routes)
+            })
+            .workers(1)
+            .bind("127.0.0.1:0")
+            .expect("an ephemeral loopback port");
+            let addr = server.addrs()[0];
+            let server = server.run();
+            sent.send((addr, server.handle())).expect("the test waits");
+            server.await
+        })
+    });
+    let (addr, handle) = received.recv().expect("the server starts");
+    let server = Server {
+        url: format!("http://{addr}"),
+        handle,
+    };
+    let client = jar();
+    let failed = client.get(server.url("/count")).send().unwrap();
+    assert_eq!(failed.status(), 503);
+    let cookies = set_cookies(&failed);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let id = cookie_value(&cookies[0]).to_owned();
+    assert!(archive.has_domain(&id).unwrap());
+    assert_eq!(
+        client
+            .get(server.url("/peek"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "1"
+    );
+}
