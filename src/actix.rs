@@ -62,7 +62,9 @@ use std::sync::Arc;
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
+use actix_web::http::header::{
+    CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue, SET_COOKIE, VARY,
+};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -247,11 +249,20 @@ where
 /// Adds what the session's calls asked for to a response's headers.
 fn append(headers: &mut HeaderMap, answer: Answer, id_header: Option<HeaderName>) {
     let (cookie, id) = answer.values(HeaderValue::from_str);
+    if cookie.is_some() || id.is_some() {
+        // The answer carries a bearer token (or takes one back): no shared cache may keep it
+        // and hand it to another client.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    }
     if let Some(cookie) = cookie {
         headers.append(SET_COOKIE, cookie);
     }
-    if let (Some(name), Some(id)) = (id_header, id) {
-        headers.insert(name, id);
+    if let Some(name) = id_header {
+        // The response depends on the request's id header.
+        headers.append(VARY, HeaderValue::from(name.clone()));
+        if let Some(id) = id {
+            headers.insert(name, id);
+        }
     }
 }
 

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ::axum::extract::FromRequestParts;
-use ::axum::http::header::SET_COOKIE;
+use ::axum::http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
 use ::axum::http::request::Parts;
 use ::axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use ::axum::response::IntoResponse;
@@ -244,11 +244,20 @@ impl SessionLayer {
 /// Adds what the session's calls asked for to a response's headers.
 fn append(headers: &mut HeaderMap, answer: Answer, id_header: Option<HeaderName>) {
     let (cookie, id) = answer.values(HeaderValue::from_str);
+    if cookie.is_some() || id.is_some() {
+        // The answer carries a bearer token (or takes one back): no shared cache may keep it
+        // and hand it to another client.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    }
     if let Some(cookie) = cookie {
         headers.append(SET_COOKIE, cookie);
     }
-    if let (Some(name), Some(id)) = (id_header, id) {
-        headers.insert(name, id);
+    if let Some(name) = id_header {
+        // The response depends on the request's id header.
+        headers.append(VARY, HeaderValue::from(name.clone()));
+        if let Some(id) = id {
+            headers.insert(name, id);
+        }
     }
 }
 

@@ -107,7 +107,16 @@
 //! starts under a fresh server id), and the response carries the header exactly when it would
 //! carry a `Set-Cookie`: the id after a session is first stored or moved, and after an expiry
 //! refresh; an empty value after a destroy (forget the id). When a request carries both, the
-//! header's id is the one used.
+//! header's id is the one used. Every response of a layer with an id header says
+//! `Vary: <header>`.
+//!
+//! A response that carries an id, by cookie or header (or takes one back), also says
+//! `Cache-Control: private, no-store`, replacing the application's: an id is a bearer token,
+//! which no shared cache may keep and hand to another client. Several `Session` extractors in
+//! one request (a middleware's and the handler's) each record their answer; one whose calls
+//! ask for nothing never takes back another's. Each starts from the id the client sent, so a
+//! session the first stores under a new id is not the one a second, fresh, handle sees: take
+//! the session once per request.
 
 mod error;
 mod handle;

@@ -78,6 +78,17 @@ pub fn a_client_without_cookies_keeps_its_session(
     assert!(set_cookies(&first).is_empty(), "no cookie at all");
     let id = header_id(&first).expect("the new id in the header");
     assert_eq!(live_ids(archive), vec![id.clone()]);
+    // A bearer token in a response: no shared cache keeps it, and the answer varies by the id
+    // header.
+    let headers = first.headers();
+    assert_eq!(headers["cache-control"], "private, no-store");
+    assert!(
+        headers
+            .get_all("vary")
+            .iter()
+            .any(|vary| vary.to_str().unwrap().contains(ID_HEADER)),
+        "{headers:?}"
+    );
     assert_eq!(first.text().unwrap(), "1");
 
     let second = client
@@ -86,6 +97,7 @@ pub fn a_client_without_cookies_keeps_its_session(
         .send()
         .unwrap();
     assert_eq!(header_id(&second), None, "nothing to change: no header");
+    assert!(second.headers().get("cache-control").is_none());
     assert_eq!(second.text().unwrap(), "2");
 
     // Without a header, and with the cookie turned off, a valid cookie is not read.
