@@ -166,7 +166,7 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 ///     .connect()?;
 /// archive.set("d", "k", b"v")?;
 /// assert_eq!(archive.get("d", "k")?, Some(b"v".to_vec()));
-/// let sessions: Sessions<_> = Sessions::new(archive);
+/// let sessions = Sessions::new(archive);
 /// # Ok::<(), session_archive::Error>(())
 /// ```
 pub struct PostgresArchive {
