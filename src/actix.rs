@@ -233,9 +233,15 @@ where
                 // An inner middleware failed after the handler's calls: its error's response
                 // still carries what they asked for (a login's new id, a logout's removal),
                 // or the client would keep an id that names nothing.
+                // With nothing to add, the error goes on as it came, so that outer middleware
+                // still finds its own error type in it.
                 Err(err) => {
+                    let answer = slot.answer().await;
+                    if answer.is_empty() {
+                        return Err(err);
+                    }
                     let mut failed = err.error_response();
-                    append(failed.headers_mut(), slot.answer().await, header);
+                    append(failed.headers_mut(), answer, header);
                     return Err(InternalError::from_response(err, failed).into());
                 }
             };

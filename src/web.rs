@@ -107,8 +107,11 @@
 //! starts under a fresh server id), and the response carries the header exactly when it would
 //! carry a `Set-Cookie`: the id after a session is first stored or moved, and after an expiry
 //! refresh; an empty value after a destroy (forget the id). When a request carries both, the
-//! header's id is the one used. Every response of a layer with an id header says
-//! `Vary: <header>`.
+//! header's id is the one used, and an id that came in the header alone is never written into
+//! the cookie: its refresh or destroy answers in the header only, so that whoever can make a
+//! browser send the header cannot plant a session in the browser's cookie (a session the
+//! server makes or moves, a fresh one or a login's, answers in both). Every response of a layer
+//! with an id header says `Vary: <header>`.
 //!
 //! A response that carries an id, by cookie or header (or takes one back), also says
 //! `Cache-Control: private, no-store`, replacing the application's: an id is a bearer token,

@@ -27,7 +27,7 @@ use http::{cookie_value, jar, set_cookies};
 use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
 use session_archive::actix::{Session, SessionError, SessionMiddleware};
-use session_archive::{Archive, MemoryArchive, RedbArchive, STATE_KEY, Sessions};
+use session_archive::{Archive, ManualClock, MemoryArchive, RedbArchive, STATE_KEY, Sessions};
 
 /// Login: bind the user, then regenerate (no save before it); answers the new id.
 async fn login_ada(mut session: Session<Visits>) -> Result<String, SessionError> {
@@ -219,11 +219,11 @@ fn on_redb_concurrent_updates_of_one_session_lose_nothing() {
 use header_ids::ID_HEADER;
 
 /// The routes over a fresh memory archive, with ids in the `x-session-id` header too, or only
-/// there (`cookie` false).
-fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
+/// there (`cookie` false), on `clock` if given (see [`header_ids::sessions`]).
+fn serve_with_header(cookie: bool, clock: Option<ManualClock>) -> (Arc<MemoryArchive>, Server) {
     let archive = Arc::new(MemoryArchive::new());
-    let mut middleware =
-        middleware(Arc::clone(&archive)).with_id_header(HeaderName::from_static(ID_HEADER));
+    let mut middleware = SessionMiddleware::new(header_ids::sessions(&archive, clock))
+        .with_id_header(HeaderName::from_static(ID_HEADER));
     if !cookie {
         middleware = middleware.without_cookie();
     }
@@ -248,8 +248,33 @@ async fn failing_after_count(
     Ok(response)
 }
 
+/// An outer middleware that marks the error responses of errors it recognises as the inner
+/// middleware's own (`x-inner-error: seen`).
+async fn marking_inner_errors(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let err = match next.call(request).await {
+        Ok(response) => return Ok(response),
+        Err(err) => err,
+    };
+    let mut response = err.error_response();
+    if err
+        .as_error::<actix_web::error::InternalError<&'static str>>()
+        .is_some()
+    {
+        response.headers_mut().insert(
+            HeaderName::from_static("x-inner-error"),
+            actix_web::http::header::HeaderValue::from_static("seen"),
+        );
+    }
+    Err(actix_web::error::InternalError::from_response(err, response).into())
+}
+
 /// A middleware inside the session middleware fails after the handler stored a new session:
-/// the error's response still sets the cookie, so the stored session is reachable.
+/// the error's response still sets the cookie, so the stored session is reachable. When the
+/// session asks for nothing, the error passes through as it came, and a middleware outside
+/// still recognises it.
 #[test]
 fn an_inner_middlewares_error_still_carries_the_sessions_cookie() {
     let archive = Arc::new(MemoryArchive::new());
@@ -261,6 +286,7 @@ fn an_inner_middlewares_error_still_carries_the_sessions_cookie() {
                 App::new()
                     .wrap(actix_web::middleware::from_fn(failing_after_count))
                     .wrap(session.clone())
+                    .wrap(actix_web::middleware::from_fn(marking_inner_errors))
                     .configure(routes)
             })
             .workers(1)
@@ -293,4 +319,8 @@ fn an_inner_middlewares_error_still_carries_the_sessions_cookie() {
             .unwrap(),
         "1"
     );
+    let again = client.get(server.url("/count")).send().unwrap();
+    assert_eq!(again.status(), 503);
+    assert!(set_cookies(&again).is_empty(), "{:?}", set_cookies(&again));
+    assert_eq!(again.headers()["x-inner-error"], "seen");
 }

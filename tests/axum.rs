@@ -1139,10 +1139,10 @@ fn concurrent_updates_through_async_paths_lose_nothing() {
 }
 
 /// The test routes over a fresh memory archive, with ids in the `x-session-id` header too, or
-/// only there (`cookie` false).
-fn serve_with_header(cookie: bool) -> (Arc<MemoryArchive>, Server) {
+/// only there (`cookie` false), on `clock` if given (see [`header_ids::sessions`]).
+fn serve_with_header(cookie: bool, clock: Option<ManualClock>) -> (Arc<MemoryArchive>, Server) {
     let archive = Arc::new(MemoryArchive::new());
-    let mut layer = SessionLayer::new(sessions(&archive))
+    let mut layer = SessionLayer::new(header_ids::sessions(&archive, clock))
         .with_id_header(axum::http::HeaderName::from_static(header_ids::ID_HEADER));
     if !cookie {
         layer = layer.without_cookie();

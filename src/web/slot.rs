@@ -54,29 +54,38 @@ impl Transport {
     }
 
     /// The id the client sent: the first well-formed id among the values of the id header (when
-    /// there is one), else among the `Cookie` headers (HTTP/2 may split them). Whether it names
-    /// a live session is the start's call.
+    /// there is one), else among the `Cookie` headers (HTTP/2 may split them); and whether the
+    /// cookie carried that id. Whether it names a live session is the start's call.
     fn client_id<'a>(
         &self,
         sessions: &Sessions,
         header: impl IntoIterator<Item = &'a str>,
         cookies: impl IntoIterator<Item = &'a str>,
-    ) -> Option<SessionId> {
+    ) -> (Option<SessionId>, bool) {
         let from_header = match self.header {
             Some(_) => header
                 .into_iter()
                 .find_map(|value| SessionId::parse(value.trim())),
             None => None,
         };
-        from_header.or_else(|| {
-            self.cookie()
-                .then(|| {
-                    cookies
-                        .into_iter()
-                        .find_map(|value| sessions.id_from_cookie(value))
-                })
-                .flatten()
-        })
+        let from_cookie = self
+            .cookie()
+            .then(|| {
+                cookies
+                    .into_iter()
+                    .find_map(|value| sessions.id_from_cookie(value))
+            })
+            .flatten();
+        match from_header {
+            Some(id) => {
+                let in_cookie = from_cookie.as_ref() == Some(&id);
+                (Some(id), in_cookie)
+            }
+            None => {
+                let in_cookie = from_cookie.is_some();
+                (from_cookie, in_cookie)
+            }
+        }
     }
 }
 
@@ -89,6 +98,11 @@ struct SlotInner {
     transport: Arc<Transport>,
     /// The well-formed id the client sent, if any; whether it names a session is `start`'s call.
     client_id: Option<SessionId>,
+    /// Whether the cookie carried `client_id`. An answer about the client's own id goes into
+    /// the cookie only then: an id that came in the header alone is never written into the
+    /// cookie (which may hold another session, or none), so that whoever can make a browser
+    /// send a header cannot plant a session in its cookie jar.
+    in_cookie: bool,
     /// The answer the latest session call asked for.
     pending: Mutex<Option<Pending>>,
     /// How many session handles this request made: each records as a number of its own.
@@ -114,6 +128,11 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// Whether the response carries nothing for the session.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set_cookie.is_none() && self.id.is_none()
+    }
+
     /// The `Set-Cookie` value and the id header's value, each as a framework's header value
     /// (made by `value`). The cookie crate percent-encodes names and values, and ids are plain
     /// ASCII, so a value that is no header value cannot happen; it would be logged rather than
@@ -145,17 +164,13 @@ impl Slot {
         I: IntoIterator<Item = &'a str>,
     {
         let header = transport.header().map(&values).into_iter().flatten();
-        let client_id = transport.client_id(sessions, header, values("cookie"));
-        Slot::new(sessions.clone(), Arc::clone(transport), client_id)
-    }
-
-    /// The slot of a request whose client sent `client_id`.
-    fn new(sessions: Sessions, transport: Arc<Transport>, client_id: Option<SessionId>) -> Slot {
+        let (client_id, in_cookie) = transport.client_id(sessions, header, values("cookie"));
         Slot(
             Arc::new(SlotInner {
-                sessions,
-                transport,
+                sessions: sessions.clone(),
+                transport: Arc::clone(transport),
                 client_id,
+                in_cookie,
                 pending: Mutex::new(None),
                 handles: AtomicU64::new(0),
             }),
@@ -184,7 +199,8 @@ impl Slot {
     /// an answer of nothing takes back only this handle's own (see [`for_new_handle`](Self::for_new_handle)).
     pub(crate) fn record<T>(&self, session: &CoreSession<T>) {
         let (sessions, transport) = (&self.0.sessions, &self.0.transport);
-        let cookie = transport.cookie();
+        let own = self.0.client_id.as_ref() == Some(session.id());
+        let cookie = transport.cookie() && (!own || self.0.in_cookie);
         let header = transport.header.is_some();
         let by = self.1;
         let pending = match session.cookie_action() {
@@ -201,8 +217,7 @@ impl Slot {
                     set_cookie: cookie.then(|| sessions.set_cookie(session)),
                     id: header.then(|| session.id().as_str().to_owned()),
                 },
-                recheck: (self.0.client_id.as_ref() == Some(session.id()))
-                    .then(|| session.id().clone()),
+                recheck: own.then(|| session.id().clone()),
             }),
             CookieAction::Remove => Some(Pending {
                 by,

@@ -10,33 +10,46 @@
 
 use reqwest::blocking::Client;
 use reqwest::header::COOKIE;
-use session_archive::{Archive, ArchiveExt, STATE_KEY};
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_archive::{Archive, ArchiveExt, ManualClock, MemoryArchive, STATE_KEY, Sessions};
 
 use crate::http::{cookie_value, jar, set_cookies};
 
-/// Stamps out this file's tests for a server: `$serve(cookie)` answers the archive and a server
-/// with ids in the `x-session-id` header too, or only there (`cookie` false), whose `url(path)`
-/// makes a URL.
+/// Stamps out this file's tests for a server: `$serve(cookie, clock)` answers the archive and a
+/// server with ids in the `x-session-id` header too, or only there (`cookie` false), whose
+/// `url(path)` makes a URL, its sessions made by [`sessions`] on `clock` if given.
 macro_rules! id_header_tests {
     ($serve:ident) => {
         #[test]
         fn a_client_without_cookies_keeps_its_session_through_the_id_header() {
-            let (archive, server) = $serve(false);
+            let (archive, server) = $serve(false, None);
             let url = |path: &str| server.url(path);
             header_ids::a_client_without_cookies_keeps_its_session(&url, &*archive);
         }
 
         #[test]
         fn a_hostile_id_header_gets_a_fresh_id_and_is_never_echoed() {
-            let (archive, server) = $serve(true);
+            let (archive, server) = $serve(true, None);
             let url = |path: &str| server.url(path);
             header_ids::a_hostile_id_header_gets_a_fresh_id(&url, &*archive);
         }
 
         #[test]
         fn the_header_id_wins_over_the_cookie_and_either_alone_works() {
-            let (_archive, server) = $serve(true);
+            let (_archive, server) = $serve(true, None);
             header_ids::the_header_id_wins_over_the_cookie(&|path| server.url(path));
+        }
+
+        #[test]
+        fn an_id_from_the_header_alone_is_never_written_into_the_cookie() {
+            let clock = session_archive::ManualClock::new(std::time::SystemTime::now());
+            let (_archive, server) = $serve(true, Some(clock.clone()));
+            header_ids::an_id_from_the_header_is_never_written_into_the_cookie(
+                &|path| server.url(path),
+                &clock,
+            );
         }
     };
 }
@@ -44,6 +57,23 @@ pub(crate) use id_header_tests;
 
 /// The header the servers carry ids in.
 pub const ID_HEADER: &str = "x-session-id";
+
+/// The idle timeout of the sessions [`sessions`] makes on a clock.
+pub const IDLE: Duration = Duration::from_secs(1800);
+
+/// The sessions of a server over `archive`, without the `Secure` attribute (the tests speak plain
+/// HTTP); on `clock`, if given, with the idle timeout [`IDLE`] and no absolute lifetime.
+pub fn sessions(archive: &Arc<MemoryArchive>, clock: Option<ManualClock>) -> Sessions {
+    let builder = Sessions::builder(Arc::clone(archive)).secure(false);
+    match clock {
+        Some(clock) => builder
+            .idle_timeout(IDLE)
+            .absolute_lifetime(None)
+            .clock(clock)
+            .build(),
+        None => builder.build(),
+    }
+}
 
 /// The ids of the sessions holding a state.
 pub fn live_ids(archive: &dyn Archive) -> Vec<String> {
@@ -171,4 +201,57 @@ pub fn the_header_id_wins_over_the_cookie(url: &dyn Fn(&str) -> String) {
         .unwrap();
     assert_eq!(both.text().unwrap(), "1");
     assert_eq!(text(&by_cookie, url("/peek")), "2");
+}
+
+/// With both the cookie and the header on, an id that came in the header alone is never
+/// written into the cookie, which may hold another session: its expiry refresh answers in the
+/// header only, and so does its destroy (no removal cookie for the cookie's session), while the
+/// cookie's own session is refreshed in the cookie as before.
+pub fn an_id_from_the_header_is_never_written_into_the_cookie(
+    url: &dyn Fn(&str) -> String,
+    clock: &ManualClock,
+) {
+    let browser = jar();
+    let first = browser.get(url("/count")).send().unwrap();
+    let cookie_id = cookie_value(&set_cookies(&first)[0]).to_owned();
+    assert_eq!(first.text().unwrap(), "1");
+    let other = Client::new().get(url("/count")).send().unwrap();
+    let header_id_ = header_id(&other).expect("an id");
+    assert_ne!(header_id_, cookie_id);
+
+    // Past an eighth of the idle timeout both sessions are due an expiry refresh.
+    clock.advance(IDLE / 4);
+    let both = browser
+        .get(url("/peek"))
+        .header(ID_HEADER, &header_id_)
+        .send()
+        .unwrap();
+    assert_eq!(
+        header_id(&both).as_deref(),
+        Some(header_id_.as_str()),
+        "refreshed in the header"
+    );
+    assert!(set_cookies(&both).is_empty(), "{:?}", set_cookies(&both));
+    assert_eq!(both.text().unwrap(), "1");
+
+    // The browser's cookie still names its own session, refreshed in the cookie.
+    let own = browser.get(url("/peek")).send().unwrap();
+    let cookies = set_cookies(&own);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(cookie_value(&cookies[0]), cookie_id);
+    assert_eq!(own.text().unwrap(), "1");
+
+    // A destroy of the header's session leaves the browser's cookie alone.
+    let logout = browser
+        .post(url("/logout"))
+        .header(ID_HEADER, &header_id_)
+        .send()
+        .unwrap();
+    assert_eq!(header_id(&logout).as_deref(), Some(""));
+    assert!(
+        set_cookies(&logout).is_empty(),
+        "{:?}",
+        set_cookies(&logout)
+    );
+    assert_eq!(text(&browser, url("/count")), "2");
 }
