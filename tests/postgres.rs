@@ -1873,3 +1873,158 @@ fn a_table_without_its_functions_is_made_whole_on_connect() {
             .unwrap()
     );
 }
+
+/// The advisory lock an archive takes to set up `public.<table>`: FNV-1a of the table's name as
+/// its messages show it, `schema.name`, mixed with a constant (stable across releases, so that
+/// releases serialize their setups against each other).
+fn setup_lock_of_public(table: &str) -> i64 {
+    let hash = format!("public.{table}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    i64::from_ne_bytes(hash.to_ne_bytes()) ^ 0x5e55_1047
+}
+
+/// A setup that saw the table missing, then waited for the setup lock while another process
+/// (a newer release) created the table under it, checks again under the lock: it refuses the
+/// newer layout instead of overwriting it with its own.
+#[test]
+fn a_setup_waiting_for_the_lock_refuses_what_another_made_meanwhile() {
+    let Some(shared) = or_skip(shared()) else {
+        return;
+    };
+    let table = unique_table();
+    let lock = setup_lock_of_public(&table);
+    let creator = {
+        let table = table.clone();
+        thread::spawn(move || {
+            shared.psql(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({lock}); SELECT pg_sleep(2); \
+                 CREATE TABLE public.\"{table}\" (domain text, key text, value bytea, extra int4); \
+                 COMMENT ON TABLE public.\"{table}\" IS 'session-archive layout 2'; COMMIT"
+            ))
+        })
+    };
+    // Until the creator holds the lock, the setup could take it first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared
+        .psql(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND ((classid::int8 << 32) | objid::int8) = {lock}"
+        ))
+        .unwrap()
+        != "1"
+    {
+        assert!(Instant::now() < deadline, "the creator never took the lock");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let err = PostgresArchive::builder(shared.url())
+        .table(&format!("public.{table}"))
+        .connect()
+        .expect_err("a table of a newer layout, made while the setup waited");
+    creator.join().unwrap().unwrap();
+    let text = backend_error(&err);
+    assert!(
+        text.contains("layout 2") && text.contains("newer"),
+        "{text}"
+    );
+    assert_eq!(
+        shared
+            .psql(&format!(
+                "SELECT obj_description('public.\"{table}\"'::regclass, 'pg_class')"
+            ))
+            .unwrap(),
+        "session-archive layout 2"
+    );
+    assert_eq!(
+        shared
+            .psql(&format!(
+                "SELECT count(*) FROM pg_proc WHERE proname LIKE '{table}%'"
+            ))
+            .unwrap(),
+        "0",
+        "no function of layout 1 beside it"
+    );
+    shared
+        .psql(&format!("DROP TABLE public.\"{table}\""))
+        .unwrap();
+}
+
+/// A function of the same name but other parameter types, added by anyone who may create
+/// functions in the table's schema, is never called instead of the archive's own: every call
+/// names its parameters' types.
+#[test]
+fn an_overload_of_a_write_function_is_never_called() {
+    let Some((shared, table, archive)) = fresh() else {
+        return;
+    };
+    drop(archive);
+    for (suffix, signature) in [
+        ("_set", "d text, k text, v text"),
+        ("_remove", "d text, k bytea"),
+        ("_remove_domain", "d bytea"),
+        ("_swap", "d bytea, ks text[], es bytea[], ns bytea[]"),
+    ] {
+        shared
+            .psql(&format!(
+                "CREATE FUNCTION public.\"{table}{suffix}\"({signature}) RETURNS boolean \
+                 LANGUAGE sql AS 'SELECT false'"
+            ))
+            .unwrap();
+    }
+    let archive = PostgresArchive::builder(shared.url())
+        .table(&table)
+        .connect()
+        .unwrap();
+    archive.set("d", "k", b"v").unwrap();
+    assert_eq!(archive.get("d", "k").unwrap(), Some(b"v".to_vec()));
+    assert!(
+        archive
+            .compare_and_swap("d", "k", Some(b"v"), Some(b"w"))
+            .unwrap()
+    );
+    assert!(archive.remove("d", "k").unwrap());
+    archive.set("e", "k", b"v").unwrap();
+    assert!(archive.remove_domain("e").unwrap());
+    assert!(!archive.has_domain("e").unwrap());
+}
+
+/// Settings at the ends of their ranges are no panic: the largest pool size, the longest
+/// statement timeout. And the URL's `connect_timeout` is honoured unless the builder sets one.
+#[test]
+fn extreme_settings_work_and_the_urls_connect_timeout_is_honoured() {
+    let Some(shared) = or_skip(shared()) else {
+        return;
+    };
+    let archive = PostgresArchive::builder(shared.url())
+        .table(&unique_table())
+        .pool_size(usize::MAX)
+        .statement_timeout(Some(Duration::MAX))
+        .connect()
+        .unwrap();
+    archive.set("d", "k", b"v").unwrap();
+    assert_eq!(archive.get("d", "k").unwrap(), Some(b"v".to_vec()));
+
+    // A listener that never answers: the login waits until the connect timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://nobody@{}/db?connect_timeout=1",
+        silent.local_addr().unwrap()
+    );
+    let started = Instant::now();
+    let err = PostgresArchive::connect(&url).expect_err("no server answers");
+    let took = started.elapsed();
+    backend_error(&err);
+    assert!(took < Duration::from_secs(4), "the URL's 1 s took {took:?}");
+    let started = Instant::now();
+    let err = PostgresArchive::builder(&url)
+        .connect_timeout(Duration::from_millis(200))
+        .connect()
+        .expect_err("no server answers");
+    backend_error(&err);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the builder's wins"
+    );
+}

@@ -47,7 +47,8 @@ pub const DEFAULT_TABLE: &str = "session_archive";
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// How long opening a connection, or waiting for a free one, may take unless
-/// [`PostgresArchiveBuilder::connect_timeout`] says otherwise: 5 seconds.
+/// [`PostgresArchiveBuilder::connect_timeout`] or the URL's `connect_timeout` says otherwise:
+/// 5 seconds.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `application_name` of the archive's connections unless the URL names one:
@@ -182,7 +183,8 @@ pub struct PostgresArchiveBuilder {
     url: String,
     table: String,
     pool_size: usize,
-    connect_timeout: Duration,
+    /// `None`: the URL's `connect_timeout`, else [`DEFAULT_CONNECT_TIMEOUT`].
+    connect_timeout: Option<Duration>,
     statement_timeout: Option<Duration>,
     root_certificate: Option<PathBuf>,
 }
@@ -249,7 +251,7 @@ impl PostgresArchive {
             url: url.to_owned(),
             table: DEFAULT_TABLE.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
             root_certificate: None,
         }
@@ -304,9 +306,10 @@ impl PostgresArchiveBuilder {
     }
 
     /// How long opening a connection (TCP, TLS and login) may take, and how long a call waits
-    /// for a free connection when all are busy.
+    /// for a free connection when all are busy. Wins over the URL's `connect_timeout`; without
+    /// either, [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -340,7 +343,11 @@ impl PostgresArchiveBuilder {
             operation: "parse the connection URL",
             source: err.into(),
         })?;
-        config.connect_timeout(self.connect_timeout);
+        let connect_timeout = self
+            .connect_timeout
+            .or_else(|| config.get_connect_timeout().copied())
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        config.connect_timeout(connect_timeout);
         if config.get_application_name().is_none() {
             // So that `pg_stat_activity` tells the archive's connections from the app's own.
             config.application_name(DEFAULT_APPLICATION_NAME);
@@ -353,7 +360,7 @@ impl PostgresArchiveBuilder {
             tls,
             table,
             size: self.pool_size,
-            connect_timeout: self.connect_timeout,
+            connect_timeout,
             statement_timeout: self.statement_timeout,
         })?;
         let mut archive = PostgresArchive { pool, target };

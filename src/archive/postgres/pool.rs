@@ -95,7 +95,8 @@ impl Pool {
             "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; \
              SET statement_timeout = {timeout_ms}"
         );
-        let permits = Semaphore::new(settings.size.max(1));
+        // More permits than a semaphore holds would be a panic; no server takes that many anyway.
+        let permits = Semaphore::new(settings.size.clamp(1, Semaphore::MAX_PERMITS));
         let shared = Shared {
             settings,
             sql,
@@ -358,7 +359,7 @@ impl Shared {
         future: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, Failure> {
         let answer = match self.settings.statement_timeout {
-            Some(timeout) => tokio::time::timeout(timeout + ANSWER_GRACE, future)
+            Some(timeout) => tokio::time::timeout(timeout.saturating_add(ANSWER_GRACE), future)
                 .await
                 .map_err(|_| Failure::new(step, TimedOut.into()))?,
             None => future.await,

@@ -211,10 +211,10 @@ impl Stmt {
             Stmt::ListKeys => {
                 format!("SELECT key FROM {t} WHERE domain = $1 AND key > $2 ORDER BY key LIMIT $3")
             }
-            Stmt::Set => call("_set", "$1, $2, $3"),
-            Stmt::Remove => call("_remove", "$1, $2"),
-            Stmt::RemoveDomain => call("_remove_domain", "$1"),
-            Stmt::Swap => call("_swap", "$1, $2::text[], $3::bytea[], $4::bytea[]"),
+            Stmt::Set => call("_set", "$1::text, $2::text, $3::bytea"),
+            Stmt::Remove => call("_remove", "$1::text, $2::text"),
+            Stmt::RemoveDomain => call("_remove_domain", "$1::text"),
+            Stmt::Swap => call("_swap", "$1::text, $2::text[], $3::bytea[], $4::bytea[]"),
             Stmt::SwapEach => call(
                 "_swap_each",
                 "$1::text[], $2::int4[], $3::text[], $4::bytea[], $5::bytea[]",
@@ -254,10 +254,27 @@ pub(super) fn layout_of(table: &Table, comment: Option<&str>) -> Result<Option<u
 }
 
 /// The statements that create the table and its functions, in order; run in one transaction,
-/// under [`Table::setup_lock`], when the table is missing or has an older layout.
+/// under [`Table::setup_lock`], when the table is missing or has an older layout. They first
+/// check the table once more, under the lock: the check before it may have seen the table
+/// missing while another process, holding the lock, was creating it (a newer release, say),
+/// and what that process made must be refused, not overwritten.
 pub(super) fn setup(table: &Table) -> String {
     let t = table.ident("");
     let seed = table.seed();
+    let literal = t.replace('\'', "''");
+    let display = table.display().replace('\'', "''").replace('%', "%%");
+    let guard = format!(
+        "DO $guard$ DECLARE c text; BEGIN\n\
+         IF to_regclass('{literal}') IS NOT NULL THEN\n\
+         c := obj_description(to_regclass('{literal}'), 'pg_class');\n\
+         IF c IS NULL OR c !~ '^{MARK}[0-9]{{1,9}}$' THEN\n\
+         RAISE EXCEPTION 'table {display} exists and is not a session-archive table (it has no \
+         layout comment)';\n\
+         ELSIF substring(c FROM '[0-9]+$')::int4 > {LAYOUT} THEN\n\
+         RAISE EXCEPTION 'table {display} has layout %, made by a newer session-archive; this \
+         release knows layouts up to {LAYOUT}', substring(c FROM '[0-9]+$');\n\
+         END IF;\nEND IF;\nEND $guard$;\n"
+    );
     // Every write holds the table's lock shared and its domain's lock; a batch of more than
     // `MOST_LOCKS` domains holds the table's lock alone, exclusively, so that no transaction
     // takes more locks than PostgreSQL's default `max_locks_per_transaction` allows for.
@@ -277,7 +294,7 @@ pub(super) fn setup(table: &Table) -> String {
          AS h FROM unnest(ds) AS x ORDER BY 1) AS locks;\nEND IF;"
     );
     let mut sql = format!(
-        "CREATE TABLE IF NOT EXISTS {t} (\n\
+        "{guard}CREATE TABLE IF NOT EXISTS {t} (\n\
          domain text COLLATE \"C\" NOT NULL,\n\
          key text COLLATE \"C\" NOT NULL,\n\
          value bytea NOT NULL,\n\
