@@ -76,16 +76,9 @@ impl Transport {
                     .find_map(|value| sessions.id_from_cookie(value))
             })
             .flatten();
-        match from_header {
-            Some(id) => {
-                let in_cookie = from_cookie.as_ref() == Some(&id);
-                (Some(id), in_cookie)
-            }
-            None => {
-                let in_cookie = from_cookie.is_some();
-                (from_cookie, in_cookie)
-            }
-        }
+        let id = from_header.or_else(|| from_cookie.clone());
+        let in_cookie = id.is_some() && id == from_cookie;
+        (id, in_cookie)
     }
 }
 
