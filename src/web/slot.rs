@@ -122,6 +122,7 @@ pub(crate) struct Answer {
 
 impl Answer {
     /// Whether the response carries nothing for the session.
+    #[cfg(feature = "actix")]
     pub(crate) fn is_empty(&self) -> bool {
         self.set_cookie.is_none() && self.id.is_none()
     }
