@@ -70,7 +70,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::session::Sessions;
-use crate::web::{Answer, Slot, Transport};
+use crate::web::{Answer, Field, Slot, Transport};
 pub use crate::web::{Session, SessionError};
 
 /// An actix-web middleware that gives the [`Session`] extractor its [`Sessions`] and writes the
@@ -241,33 +241,36 @@ where
                         return Err(err);
                     }
                     let mut failed = err.error_response();
-                    append(failed.headers_mut(), answer, header);
+                    append(failed.headers_mut(), answer, header.as_ref());
                     return Err(InternalError::from_response(err, failed).into());
                 }
             };
             let answer = slot.answer().await;
-            append(response.headers_mut(), answer, header);
+            append(response.headers_mut(), answer, header.as_ref());
             Ok(response)
         })
     }
 }
 
 /// Adds what the session's calls asked for to a response's headers.
-fn append(headers: &mut HeaderMap, answer: Answer, id_header: Option<HeaderName>) {
-    let (cookie, id) = answer.values(HeaderValue::from_str);
-    if cookie.is_some() || id.is_some() {
-        // The answer carries a bearer token (or takes one back): no shared cache may keep it
-        // and hand it to another client.
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    }
-    if let Some(cookie) = cookie {
-        headers.append(SET_COOKIE, cookie);
-    }
-    if let Some(name) = id_header {
-        // The response depends on the request's id header.
-        headers.append(VARY, HeaderValue::from(name.clone()));
-        if let Some(id) = id {
-            headers.insert(name, id);
+fn append(headers: &mut HeaderMap, answer: Answer, id_header: Option<&HeaderName>) {
+    let name = id_header.map(HeaderName::as_str);
+    for (field, value) in answer.fields(name, HeaderValue::from_str) {
+        // What each call returns (a replaced value, whether the name was new) is not needed.
+        match (field, id_header) {
+            (Field::CacheControl, _) => {
+                headers.insert(CACHE_CONTROL, value);
+            }
+            (Field::SetCookie, _) => {
+                headers.append(SET_COOKIE, value);
+            }
+            (Field::Vary, _) => {
+                headers.append(VARY, value);
+            }
+            (Field::Id, Some(name)) => {
+                headers.insert(name.clone(), value);
+            }
+            (Field::Id, None) => {}
         }
     }
 }

@@ -127,4 +127,4 @@ mod slot;
 
 pub use self::error::SessionError;
 pub use self::handle::Session;
-pub(crate) use self::slot::{Answer, Slot, Transport};
+pub(crate) use self::slot::{Answer, Field, Slot, Transport};

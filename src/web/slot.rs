@@ -127,23 +127,51 @@ impl Answer {
         self.set_cookie.is_none() && self.id.is_none()
     }
 
-    /// The `Set-Cookie` value and the id header's value, each as a framework's header value
-    /// (made by `value`). The cookie crate percent-encodes names and values, and ids are plain
-    /// ASCII, so a value that is no header value cannot happen; it would be logged rather than
-    /// sent broken.
-    pub(crate) fn values<V, E: fmt::Display>(
+    /// Each header the response gets for the session, in order, its value made by `value` (a
+    /// framework's header value); `id_header` is the name of the layer's id header, if any. The
+    /// cookie crate percent-encodes names and values, and ids are plain ASCII, so a value that is
+    /// no header value cannot happen; it would be logged rather than sent broken.
+    pub(crate) fn fields<V, E: fmt::Display>(
         self,
+        id_header: Option<&str>,
         value: impl Fn(&str) -> Result<V, E>,
-    ) -> (Option<V>, Option<V>) {
-        let value = |text: String| match value(&text) {
+    ) -> Vec<(Field, V)> {
+        let value = |text: &str| match value(text) {
             Ok(value) => Some(value),
             Err(err) => {
                 tracing::error!(error = %err, "session header is not a valid header value");
                 None
             }
         };
-        (self.set_cookie.and_then(value), self.id.and_then(value))
+        let cookie = self.set_cookie.as_deref().and_then(value);
+        let id = self.id.as_deref().and_then(value);
+        let mut fields = Vec::new();
+        if cookie.is_some() || id.is_some() {
+            // The answer carries a bearer token (or takes one back): no shared cache may keep it
+            // and hand it to another client.
+            fields.extend(value("private, no-store").map(|v| (Field::CacheControl, v)));
+        }
+        fields.extend(cookie.map(|v| (Field::SetCookie, v)));
+        if let Some(name) = id_header {
+            // The response depends on the request's id header.
+            fields.extend(value(name).map(|v| (Field::Vary, v)));
+            fields.extend(id.map(|v| (Field::Id, v)));
+        }
+        fields
     }
+}
+
+/// A response header that [`Answer::fields`] sets, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    /// `Cache-Control`, replacing the application's.
+    CacheControl,
+    /// `Set-Cookie`, beside any other.
+    SetCookie,
+    /// `Vary`, beside any other: the id header's name.
+    Vary,
+    /// The id header, replacing any value of it.
+    Id,
 }
 
 impl Slot {
