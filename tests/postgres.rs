@@ -540,13 +540,7 @@ fn the_table_records_its_layout_and_foreign_tables_are_refused() {
     let Some((shared, table, archive)) = fresh() else {
         return;
     };
-    let comment = |table: &str| {
-        shared
-            .psql(&format!(
-                "SELECT coalesce(obj_description('\"{table}\"'::regclass, 'pg_class'), '<none>')"
-            ))
-            .unwrap()
-    };
+    let comment = |table: &str| table_comment(shared, table);
     assert_eq!(comment(&table), "session-archive layout 1");
     let columns = shared
         .psql(&format!(
@@ -582,6 +576,24 @@ fn the_table_records_its_layout_and_foreign_tables_are_refused() {
     assert_eq!(comment(&table), "session-archive layout 1");
 }
 
+/// The comment of `table` (found by the search path), or `<none>`.
+fn table_comment(shared: &postgres_server::Shared, table: &str) -> String {
+    shared
+        .psql(&format!(
+            "SELECT coalesce(obj_description('\"{table}\"'::regclass, 'pg_class'), '<none>')"
+        ))
+        .unwrap()
+}
+
+/// How many functions have names that start with `table`'s: the archive's own for it.
+fn functions_named_after(shared: &postgres_server::Shared, table: &str) -> String {
+    shared
+        .psql(&format!(
+            "SELECT count(*) FROM pg_proc WHERE proname LIKE '{table}%'"
+        ))
+        .unwrap()
+}
+
 /// A table the archive did not make (no comment, another maker's comment) or of a newer layout
 /// is refused with a clear error, and left as it was.
 #[test]
@@ -589,13 +601,7 @@ fn foreign_tables_and_newer_layouts_are_refused_and_left_alone() {
     let Some(shared) = or_skip(shared()) else {
         return;
     };
-    let comment = |table: &str| {
-        shared
-            .psql(&format!(
-                "SELECT coalesce(obj_description('\"{table}\"'::regclass, 'pg_class'), '<none>')"
-            ))
-            .unwrap()
-    };
+    let comment = |table: &str| table_comment(shared, table);
     // A table without the comment: refused, and untouched (no comment, no functions, its row).
     let foreign = unique_table();
     shared
@@ -620,12 +626,7 @@ fn foreign_tables_and_newer_layouts_are_refused_and_left_alone() {
                 "SELECT domain || key || encode(value, 'escape') FROM \"{table}\""
             ))
             .unwrap();
-        let functions = shared
-            .psql(&format!(
-                "SELECT count(*) FROM pg_proc WHERE proname LIKE '{table}%'"
-            ))
-            .unwrap();
-        (rows, functions)
+        (rows, functions_named_after(shared, table))
     };
     assert_eq!(untouched(&foreign), ("dkv".to_owned(), "0".to_owned()));
 
@@ -1929,20 +1930,9 @@ fn a_setup_waiting_for_the_lock_refuses_what_another_made_meanwhile() {
         text.contains("layout 2") && text.contains("newer"),
         "{text}"
     );
+    assert_eq!(table_comment(shared, &table), "session-archive layout 2");
     assert_eq!(
-        shared
-            .psql(&format!(
-                "SELECT obj_description('public.\"{table}\"'::regclass, 'pg_class')"
-            ))
-            .unwrap(),
-        "session-archive layout 2"
-    );
-    assert_eq!(
-        shared
-            .psql(&format!(
-                "SELECT count(*) FROM pg_proc WHERE proname LIKE '{table}%'"
-            ))
-            .unwrap(),
+        functions_named_after(shared, &table),
         "0",
         "no function of layout 1 beside it"
     );
