@@ -582,7 +582,7 @@ fn table_comment(shared: &postgres_server::Shared, table: &str) -> String {
         .psql(&format!(
             "SELECT coalesce(obj_description('\"{table}\"'::regclass, 'pg_class'), '<none>')"
         ))
-        .unwrap()
+        .expect("psql")
 }
 
 /// How many functions have names that start with `table`'s: the archive's own for it.
@@ -591,7 +591,7 @@ fn functions_named_after(shared: &postgres_server::Shared, table: &str) -> Strin
         .psql(&format!(
             "SELECT count(*) FROM pg_proc WHERE proname LIKE '{table}%'"
         ))
-        .unwrap()
+        .expect("psql")
 }
 
 /// A table the archive did not make (no comment, another maker's comment) or of a newer layout
