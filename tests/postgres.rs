@@ -1019,14 +1019,18 @@ fn statements_after(server: &LocalServer, table: &str, expected: u64) -> (u64, u
 
 /// A read-modify-write request of a stored session, as the welcome app makes one (start from
 /// the cookie's id, then an atomic update), costs two statements on the server: one `SELECT` of
-/// the state and the record, one call of the swap function. So do the two async calls the axum
+/// the state and the record, one two-key swap of both. So do the two async calls the axum
 /// layer makes instead (`get_many_async`, `compare_and_swap_many_async`). Nothing else runs:
-/// no `BEGIN`/`COMMIT`, no session settings, no health check. Counted with `pg_stat_statements`
-/// on a server of the test's own.
+/// no `BEGIN`/`COMMIT`, no session settings, no health check. And the server plans none of
+/// them again (each connection plans its statements once). Counted with `pg_stat_statements` on
+/// a server of the test's own.
 #[test]
 fn a_read_modify_write_request_costs_two_statements() {
     const REQUESTS: u64 = 10;
-    let Some(server) = or_skip(LocalServer::start()) else {
+    let Some(server) = or_skip(LocalServer::start_with(&[(
+        "pg_stat_statements.track_planning",
+        "on",
+    )])) else {
         return;
     };
     let table = unique_table();
@@ -1056,6 +1060,7 @@ fn a_read_modify_write_request_costs_two_statements() {
         session.update(|n| *n += 1).unwrap();
     }
     counted.push(("update", statements_after(&server, &table, 2 * REQUESTS)));
+    assert_planned_rarely(&server, &table, REQUESTS);
 
     server.psql("SELECT pg_stat_statements_reset()").unwrap();
     for _ in 0..REQUESTS {
@@ -1120,13 +1125,39 @@ fn a_read_modify_write_request_costs_two_statements() {
         statements_after(&server, &table, 2 * REQUESTS),
     ));
 
-    for (how, (of_table, all, listed)) in counted {
-        assert_eq!(
-            (of_table, all),
-            (2 * REQUESTS, 2 * REQUESTS),
-            "{how}: {REQUESTS} requests ran these statements:\n{listed}"
-        );
+    for (how, counted) in counted {
+        assert_two_statements_each(how, counted, &table, REQUESTS);
     }
+}
+
+/// What [`statements_run`] counted for `requests` read-modify-write requests (`how`): two
+/// statements each, the update's being the two-key statement, not the swap function's call.
+fn assert_two_statements_each(how: &str, counted: (u64, u64, String), table: &str, requests: u64) {
+    let (of_table, all, listed) = counted;
+    assert_eq!(
+        (of_table, all),
+        (2 * requests, 2 * requests),
+        "{how}: {requests} requests ran these statements:\n{listed}"
+    );
+    assert!(
+        !listed.contains(&format!("{table}_swap\"(")) && listed.contains("FOR UPDATE"),
+        "{how}: {requests} requests ran these statements:\n{listed}"
+    );
+}
+
+/// The statements of `table` were planned fewer than `requests / 2` times since the last
+/// `pg_stat_statements_reset()`: a plan made again now and then (the table's statistics
+/// changed) is fine; one per call is not.
+fn assert_planned_rarely(server: &LocalServer, table: &str, requests: u64) {
+    let plans = server
+        .psql(&format!(
+            "SELECT coalesce(sum(plans), 0) FROM pg_stat_statements WHERE query ILIKE '%{table}%'"
+        ))
+        .expect("psql");
+    assert!(
+        plans.parse::<u64>().expect("a count") < requests / 2,
+        "{requests} requests planned their statements {plans} times"
+    );
 }
 
 /// Tells the re-executed child where to write: `<round> <table> <url>`.
@@ -1587,15 +1618,15 @@ impl Holder {
     }
 }
 
-/// The pid of the backend that runs `function` of `table` and waits for a lock, once there is
+/// The pid of the backend whose statement holds `fragment` and waits for a lock, once there is
 /// one (10 s at most).
-fn waiting_backend(shared: &postgres_server::Shared, table: &str, function: &str) -> String {
+fn waiting_backend(shared: &postgres_server::Shared, fragment: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let pid = shared
             .psql(&format!(
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND backend_xid IS NOT NULL AND query LIKE '%\"{table}{function}\"(%'"
+                 AND backend_xid IS NOT NULL AND query LIKE '%{fragment}%'"
             ))
             .expect("psql");
         if !pid.is_empty() {
@@ -1603,7 +1634,7 @@ fn waiting_backend(shared: &postgres_server::Shared, table: &str, function: &str
         }
         assert!(
             Instant::now() < deadline,
-            "no backend of {function} waits for the lock"
+            "no backend of {fragment} waits for the lock"
         );
         thread::sleep(Duration::from_millis(20));
     }
@@ -1674,7 +1705,7 @@ fn a_connection_killed_mid_transaction_leaves_no_half_batch() {
                 (write_blocked_batch(&archive, each), started.elapsed())
             })
         };
-        let pid = waiting_backend(shared, &table, function);
+        let pid = waiting_backend(shared, &format!("\"{table}{function}\"("));
         // The batch's other rows are written, uncommitted, by now: the backend waits on d2/z,
         // the last row of its one INSERT (or of its last swap).
         let terminated = shared
@@ -1744,6 +1775,17 @@ fn a_blocked_write_fails_at_the_statement_timeout_and_writes_nothing() {
             .compare_and_swap("d2", "z", Some(b"old"), Some(b"new"))
             .map(drop)
     });
+    // Two present keys, one of them the locked row: the plain statement skips it, and the swap
+    // function waits for it.
+    archive.set("d2", "x", b"old").unwrap();
+    timed("compare_and_swap_many of two present keys", &|| {
+        let swaps = [
+            ("x", Some(&b"old"[..]), Some(&b"new"[..])),
+            ("z", Some(&b"old"[..]), Some(&b"new"[..])),
+        ];
+        archive.compare_and_swap_many("d2", &swaps).map(drop)
+    });
+    assert_eq!(archive.get("d2", "x").unwrap(), Some(b"old".to_vec()));
     timed("remove_domain", &|| archive.remove_domain("d2").map(drop));
     // Reads take no row lock, so they answer meanwhile.
     assert_eq!(blocked_entries(&archive), before);
@@ -1751,6 +1793,139 @@ fn a_blocked_write_fails_at_the_statement_timeout_and_writes_nothing() {
     assert_eq!(blocked_entries(&archive), before);
     write_blocked_batch(&archive, false).unwrap();
     assert_eq!(blocked_entries(&archive), vec![Some(b"new".to_vec()); 4]);
+}
+
+/// The two-key compare-and-swap (both keys present and stored: a session's update) is a plain
+/// statement that guards the rows with row locks: one whose values match waits for a row that
+/// another transaction holds locked and swaps once it is released (it never answers that they
+/// differ because it could not look); one whose values differ answers so and writes nothing.
+#[test]
+fn a_two_key_swap_waits_for_a_row_locked_elsewhere_then_swaps() {
+    let Some(shared) = or_skip(shared()) else {
+        return;
+    };
+    let table = unique_table();
+    let archive = Arc::new(
+        PostgresArchive::builder(shared.url())
+            .table(&table)
+            .pool_size(2)
+            .connect()
+            .unwrap(),
+    );
+    archive.set("d", "a", b"a0").unwrap();
+    archive.set("d", "b", b"b0").unwrap();
+    let values = |archive: &PostgresArchive| archive.get_many("d", &["a", "b"]).unwrap();
+    let two = |from: [&'static [u8]; 2], to: [&'static [u8]; 2]| -> [Swap<'static>; 2] {
+        [
+            ("a", Some(from[0]), Some(to[0])),
+            ("b", Some(from[1]), Some(to[1])),
+        ]
+    };
+    assert!(
+        archive
+            .compare_and_swap_many("d", &two([b"a0", b"b0"], [b"a1", b"b1"]))
+            .unwrap()
+    );
+    let differs = two([b"a1", b"b0"], [b"a9", b"b9"]);
+    assert!(!archive.compare_and_swap_many("d", &differs).unwrap());
+    let future = archive.compare_and_swap_many_async("d", &differs);
+    assert!(!block_on(future.expect("PostgresArchive offers it")).unwrap());
+    assert_eq!(
+        values(&archive),
+        [Some(b"a1".to_vec()), Some(b"b1".to_vec())]
+    );
+
+    let holder = Holder::connect(shared.url());
+    holder.lock_row(&table, "d", "b");
+    let (answer, answered) = std::sync::mpsc::channel();
+    let writer = {
+        let archive = Arc::clone(&archive);
+        thread::spawn(move || {
+            let swaps = two([b"a1", b"b1"], [b"a2", b"b2"]);
+            answer
+                .send(archive.compare_and_swap_many("d", &swaps))
+                .expect("the test waits");
+        })
+    };
+    // The two-key statement holds row a and waits for row b.
+    waiting_backend(shared, &format!("\"{table}\" WHERE domain"));
+    assert!(answered.try_recv().is_err(), "answered while b was locked");
+    holder.release();
+    let swapped = answered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an answer once b was released");
+    assert!(swapped.unwrap(), "the values matched");
+    writer.join().expect("the writer panicked");
+    assert_eq!(
+        values(&archive),
+        [Some(b"a2".to_vec()), Some(b"b2".to_vec())]
+    );
+}
+
+/// Two-key swaps (a plain statement under the domain's lock held shared, and row locks) and the
+/// swap function (under the domain's lock held exclusively) change the same rows at once, each
+/// an increment that reads, then swaps, and tries again when the values moved: no increment is
+/// lost, and no two writers wait for each other in a cycle (which the server would end with an
+/// error).
+#[test]
+fn two_key_swaps_and_the_swap_function_lose_no_increment_between_them() {
+    const INCREMENTS: u64 = 60;
+    let Some(shared) = or_skip(shared()) else {
+        return;
+    };
+    let archive = Arc::new(
+        PostgresArchive::builder(shared.url())
+            .table(&unique_table())
+            .pool_size(8)
+            .connect()
+            .unwrap(),
+    );
+    archive.set("d", "a", b"0").unwrap();
+    archive.set("d", "b", b"0").unwrap();
+    let number = |value: &Option<Vec<u8>>| -> u64 {
+        let value = value.as_deref().expect("a and b are never removed");
+        std::str::from_utf8(value)
+            .expect("a number")
+            .parse()
+            .expect("a number")
+    };
+    // 0: a and b (the two-key statement); 1: a and b with c absent (the function, three keys);
+    // 2: a alone (the function, one key).
+    let writers: Vec<_> = (0..6_usize)
+        .map(|writer| {
+            let archive = Arc::clone(&archive);
+            thread::spawn(move || {
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let now = archive.get_many("d", &["a", "b"]).unwrap();
+                        let (a, b) = (now[0].clone(), now[1].clone());
+                        let next_a = (number(&a) + 1).to_string();
+                        let next_b = (number(&b) + 1).to_string();
+                        let mut swaps: Vec<Swap<'_>> =
+                            vec![("a", a.as_deref(), Some(next_a.as_bytes()))];
+                        if writer % 3 != 2 {
+                            swaps.push(("b", b.as_deref(), Some(next_b.as_bytes())));
+                        }
+                        if writer % 3 == 1 {
+                            swaps.push(("c", None, None));
+                        }
+                        if archive.compare_and_swap_many("d", &swaps).unwrap() {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("a writer panicked");
+    }
+    let now = archive.get_many("d", &["a", "b"]).unwrap();
+    assert_eq!(
+        (number(&now[0]), number(&now[1])),
+        (6 * INCREMENTS, 4 * INCREMENTS),
+        "increments of a and b were lost"
+    );
 }
 
 /// PostgreSQL has no native expiry: `expire_domain` is a hint the archive declines, as on redb,

@@ -11,6 +11,7 @@ mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_postgres::Row;
 
 use self::pool::{Params, Pool, Settings};
 use self::schema::{LAYOUT, Stmt, Table, layout_of, refused};
+use crate::archive::block_on::block_on;
 use crate::archive::{
     Archive, GetManyFuture, Page, Swap, SwapFuture, SwapGroup, check_groups, check_keys,
     check_swaps,
@@ -97,9 +99,14 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 ///   [`compare_and_swap`](Archive::compare_and_swap) or
 ///   [`compare_and_swap_many`](Archive::compare_and_swap_many) compares with the latest value,
 ///   present or absent, and no other write comes between its comparison and its write, in this
-///   process or any other. Writes of different domains run in parallel. The functions refuse
-///   to run outside `READ COMMITTED`, which the archive's connections set, so a pooler in front
-///   of the server must keep sessions (see the repository's `docs/OPERATIONS.md`).
+///   process or any other. Writes of different domains run in parallel. One write holds its
+///   domain's lock shared instead: a `compare_and_swap_many` of two keys that are both
+///   expected present and both stored (a session's `update` of its state and record), one
+///   plain statement that locks the two rows, compares and writes them, which is all that
+///   keys that exist need; it runs beside others of its kind and never beside any other write
+///   of the domain. The functions refuse to run outside `READ COMMITTED`, which the archive's
+///   connections set, so a pooler in front of the server must keep sessions (see the
+///   repository's `docs/OPERATIONS.md`).
 /// - **A web request is two round trips.** A session's start reads its record and state with
 ///   one `get_many`, and an `update` swaps both with one `compare_and_swap_many`, as
 ///   tower-sessions' sqlx store loads and saves; on the axum layer neither takes a blocking
@@ -277,14 +284,25 @@ impl PostgresArchive {
     where
         T: for<'a> tokio_postgres::types::FromSql<'a>,
     {
-        let rows = self.rows(operation, stmt, params)?;
-        let row = rows.first().ok_or_else(|| {
-            refused(
-                operation,
-                "the server answered no row where one was due".to_owned(),
-            )
-        })?;
-        column(operation, row, 0)
+        first_column(operation, &self.rows(operation, stmt, params)?)
+    }
+
+    /// `compare_and_swap_many` of checked, non-empty `swaps`, sent before this returns: the
+    /// two-key statement when the swaps have its shape (two keys, both expected present and
+    /// both stored: a session's update), else `_swap`. Either answers whether it swapped.
+    fn swap_many(
+        &self,
+        domain: &str,
+        swaps: &[Swap<'_>],
+    ) -> impl Future<Output = Result<bool>> + Send + 'static {
+        let operation = "compare and swap several keys";
+        let rows = match swap_two_params(domain, swaps) {
+            Some(two) => self.pool.query_async(operation, Stmt::SwapTwo, two),
+            None => self
+                .pool
+                .query_async(operation, Stmt::Swap, swap_params(domain, swaps)),
+        };
+        async move { first_column(operation, &rows.await?) }
     }
 }
 
@@ -489,6 +507,20 @@ impl fmt::Debug for PostgresArchive {
     }
 }
 
+/// The first column of the one row a statement answers.
+fn first_column<T>(operation: &'static str, rows: &[Row]) -> Result<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let row = rows.first().ok_or_else(|| {
+        refused(
+            operation,
+            "the server answered no row where one was due".to_owned(),
+        )
+    })?;
+    column(operation, row, 0)
+}
+
 /// Column `index` of `row`, or a backend error (never a panic) when its type is not `T`.
 fn column<T>(operation: &'static str, row: &Row, index: usize) -> Result<T>
 where
@@ -662,11 +694,7 @@ impl Archive for PostgresArchive {
         if swaps.is_empty() {
             return Ok(true);
         }
-        self.one(
-            "compare and swap several keys",
-            Stmt::Swap,
-            swap_params(domain, swaps),
-        )
+        block_on(self.swap_many(domain, swaps))
     }
 
     fn get_many(&self, domain: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -797,25 +825,33 @@ impl Archive for PostgresArchive {
     }
 
     fn compare_and_swap_many_async(&self, domain: &str, swaps: &[Swap<'_>]) -> Option<SwapFuture> {
-        let operation = "compare and swap several keys";
         if let Err(err) = check_swaps(domain, swaps) {
             return Some(Box::pin(std::future::ready(Err(err))));
         }
         if swaps.is_empty() {
             return Some(Box::pin(std::future::ready(Ok(true))));
         }
-        let rows = self
-            .pool
-            .query_async(operation, Stmt::Swap, swap_params(domain, swaps));
-        Some(Box::pin(async move {
-            let rows = rows.await?;
-            let row = rows.first().ok_or_else(|| {
-                refused(
-                    operation,
-                    "the server answered no row where one was due".to_owned(),
-                )
-            })?;
-            column(operation, row, 0)
-        }))
+        Some(Box::pin(self.swap_many(domain, swaps)))
     }
+}
+
+/// The parameters of the two-key swap ([`Stmt::SwapTwo`]) when `swaps` has its shape: two
+/// keys, both expected present and both stored.
+fn swap_two_params(domain: &str, swaps: &[Swap<'_>]) -> Option<Params> {
+    let [
+        (first, Some(expected_first), Some(new_first)),
+        (second, Some(expected_second), Some(new_second)),
+    ] = swaps
+    else {
+        return None;
+    };
+    Some(vec![
+        text(domain),
+        text(first),
+        Box::new(expected_first.to_vec()),
+        text(second),
+        Box::new(expected_second.to_vec()),
+        Box::new(new_first.to_vec()),
+        Box::new(new_second.to_vec()),
+    ])
 }

@@ -1,14 +1,23 @@
 //! The table of a [`PostgresArchive`](super::PostgresArchive), the functions that write it, and
 //! the statements each connection prepares.
 //!
-//! Every write runs in a PL/pgSQL function of the table's own, as one statement, so that it is
-//! one transaction and one round trip. Each function first takes a transaction-scoped advisory
-//! lock on every domain it writes (in ascending order of the locks' numbers, so that two batches
-//! never wait for each other in a cycle), then reads and writes. Under `READ COMMITTED`, which
+//! Every write but one (below) runs in a PL/pgSQL function of the table's own, as one
+//! statement, so that it is one transaction and one round trip. Each function first takes a
+//! transaction-scoped advisory lock on every domain it writes (in ascending order of the locks'
+//! numbers, so that two batches never wait for each other in a cycle), then reads and writes. Under `READ COMMITTED`, which
 //! every connection sets, each statement after the lock reads from a new snapshot, and a lock is
 //! released only after its transaction's commit is visible: so the writes of one domain are
 //! serial, and each sees every write before it. That is what makes a compare-and-swap of a key
 //! that is absent (which no row lock can guard) as exact as one of a key that is present.
+//!
+//! One write runs outside the functions, as a plain statement ([`Stmt::SwapTwo`]): the
+//! compare-and-swap of two keys that are both present and both stay, which is a session's
+//! update of its state and record, the one write of a web request. It holds the domain's lock
+//! *shared*, which keeps every function of the domain out while it runs but lets such swaps of
+//! one domain run together, and guards the two rows, which exist, with row locks: it locks both
+//! (in key order, so two of them never wait for each other in a cycle), compares their latest
+//! values, and writes both when both match, without the function call around it. Every lock is
+//! taken in one order, the table's, the domain's, then rows, so no cycle of waits can form.
 //!
 //! Names and values only ever reach the server as bound parameters. The only text spliced into
 //! SQL is the table's own name, which [`Table::parse`] allows only as plain identifiers and
@@ -128,6 +137,11 @@ impl Table {
         i64::from_ne_bytes(hash.to_ne_bytes())
     }
 
+    /// The lock every write holds: shared, or exclusively by a batch of many domains.
+    fn write_lock(&self) -> i64 {
+        self.setup_lock() ^ 0x7ab1e
+    }
+
     /// The lock that serializes the setup of this table across every process that connects.
     pub(super) fn setup_lock(&self) -> i64 {
         self.seed() ^ 0x5e55_1047
@@ -148,6 +162,7 @@ pub(super) enum Stmt {
     Remove,
     RemoveDomain,
     Swap,
+    SwapTwo,
     SwapEach,
     SetMany,
     RemoveMany,
@@ -156,7 +171,7 @@ pub(super) enum Stmt {
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::index`].
-    pub(super) const ALL: [Stmt; 15] = [
+    pub(super) const ALL: [Stmt; 16] = [
         Stmt::Get,
         Stmt::Has,
         Stmt::HasDomain,
@@ -168,6 +183,7 @@ impl Stmt {
         Stmt::Remove,
         Stmt::RemoveDomain,
         Stmt::Swap,
+        Stmt::SwapTwo,
         Stmt::SwapEach,
         Stmt::SetMany,
         Stmt::RemoveMany,
@@ -215,6 +231,7 @@ impl Stmt {
             Stmt::Remove => call("_remove", "$1::text, $2::text"),
             Stmt::RemoveDomain => call("_remove_domain", "$1::text"),
             Stmt::Swap => call("_swap", "$1::text, $2::text[], $3::bytea[], $4::bytea[]"),
+            Stmt::SwapTwo => swap_two(table),
             Stmt::SwapEach => call(
                 "_swap_each",
                 "$1::text[], $2::int4[], $3::text[], $4::bytea[], $5::bytea[]",
@@ -281,7 +298,7 @@ pub(super) fn setup(table: &Table) -> String {
     let isolation = "IF current_setting('transaction_isolation') <> 'read committed' THEN \
          RAISE EXCEPTION 'session-archive needs READ COMMITTED transactions, not %', \
          current_setting('transaction_isolation'); END IF;";
-    let table_lock = table.setup_lock() ^ 0x7ab1e;
+    let table_lock = table.write_lock();
     let lock_one = format!(
         "{isolation}\nPERFORM pg_advisory_xact_lock_shared({table_lock});\n\
          PERFORM pg_advisory_xact_lock(hashtextextended(d, {seed}));"
@@ -450,6 +467,30 @@ fn swap_keys(t: &str, domain: &str, from: &str, to: &str) -> String {
          INSERT INTO {t} (domain, key, value) VALUES ({domain}, ks[i], ns[i]) \
          ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\n\
          END IF;\nEND LOOP;\nEND IF;"
+    )
+}
+
+/// The compare-and-swap of two keys, `$2` and `$4` of domain `$1`, each expected present with
+/// the value `$3` and `$5` and stored with `$6` and `$7` (see the [module](self) for its locks).
+/// Answers whether it swapped. Its plans read the domain's rows through the primary key,
+/// which for a session's domain are the two rows.
+fn swap_two(table: &Table) -> String {
+    let t = table.ident("");
+    let keys = "domain = $1::text AND key IN ($2::text, $4::text)";
+    // A condition without columns runs once, before the scan under the row locks.
+    let locks = format!(
+        "(SELECT pg_advisory_xact_lock_shared({})::text || \
+         pg_advisory_xact_lock_shared(hashtextextended($1::text, {}))::text) = ''",
+        table.write_lock(),
+        table.seed()
+    );
+    format!(
+        "WITH c AS (SELECT key, value FROM {t} WHERE {keys} AND {locks} ORDER BY key FOR UPDATE), \
+         s AS (SELECT count(*) FILTER (WHERE (key = $2::text AND value = $3::bytea) \
+         OR (key = $4::text AND value = $5::bytea)) AS matched FROM c), \
+         u AS (UPDATE {t} SET value = CASE WHEN key = $2::text THEN $6::bytea \
+         ELSE $7::bytea END FROM s WHERE s.matched = 2 AND {keys} RETURNING 1) \
+         SELECT count(*) = 2 FROM u"
     )
 }
 
