@@ -33,6 +33,7 @@ pub(super) struct Multiplexed {
     client: Client,
     config: AsyncConnectionConfig,
     compare_and_swap_many: Script,
+    compare_and_swap_two: Script,
     current: Mutex<Vec<Current>>,
     /// How many connections were made: the next one's generation. Never reset, so that no two
     /// connections share one, even after the current one was forgotten.
@@ -58,12 +59,14 @@ struct Lease {
 impl Multiplexed {
     /// The connection to `client`'s server, unconnected; `connect_timeout` bounds the TCP connect
     /// and handshake of each new connection, `response_timeout` each command's answer (`None`:
-    /// no limit). `compare_and_swap_many` is the script of the blocking `compare_and_swap_many`.
+    /// no limit). `compare_and_swap_many` and `compare_and_swap_two` are the scripts of the
+    /// blocking `compare_and_swap_many`.
     pub(super) fn new(
         client: Client,
         connect_timeout: Option<Duration>,
         response_timeout: Option<Duration>,
         compare_and_swap_many: Script,
+        compare_and_swap_two: Script,
     ) -> Multiplexed {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(connect_timeout)
@@ -72,6 +75,7 @@ impl Multiplexed {
             client,
             config,
             compare_and_swap_many,
+            compare_and_swap_two,
             current: Mutex::new(Vec::new()),
             made: AtomicU64::new(0),
         }
@@ -88,16 +92,22 @@ impl Multiplexed {
     }
 
     /// The future of a `compare_and_swap_many_async`: the script of the blocking
-    /// `compare_and_swap_many` on `hash`, with its arguments `args` (five a swap, made by the
-    /// archive), run once.
+    /// `compare_and_swap_many` on `hash` (the two-key one when `two`), with its arguments
+    /// `args` (made by the archive), run once.
     pub(super) fn compare_and_swap_many(
         self: Arc<Self>,
         hash: String,
+        two: bool,
         args: Vec<Vec<u8>>,
     ) -> SwapFuture {
         Box::pin(async move {
             let operation = "compare and swap several values";
-            let mut invocation = self.compare_and_swap_many.key(hash);
+            let script = if two {
+                &self.compare_and_swap_two
+            } else {
+                &self.compare_and_swap_many
+            };
+            let mut invocation = script.key(hash);
             for arg in args {
                 invocation.arg(arg);
             }
