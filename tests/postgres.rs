@@ -1848,7 +1848,7 @@ fn a_two_key_swap_waits_for_a_row_locked_elsewhere_then_swaps() {
         })
     };
     // The two-key statement holds row a and waits for row b.
-    waiting_backend(shared, &format!("\"{table}\" WHERE domain"));
+    waiting_backend(shared, &format!("\"{table}\" AS t WHERE"));
     assert!(answered.try_recv().is_err(), "answered while b was locked");
     holder.release();
     let swapped = answered
@@ -1925,6 +1925,113 @@ fn two_key_swaps_and_the_swap_function_lose_no_increment_between_them() {
         (number(&now[0]), number(&now[1])),
         (6 * INCREMENTS, 4 * INCREMENTS),
         "increments of a and b were lost"
+    );
+}
+
+/// A table may be named as any name inside the archive's statements (the two-key swap's
+/// common table expressions and aliases among them): each works, in a schema of its own.
+#[test]
+fn tables_named_as_the_statements_own_names_work() {
+    let Some(shared) = or_skip(shared()) else {
+        return;
+    };
+    let schema = format!("n_{}", &unique_table()[2..]);
+    shared.psql(&format!("CREATE SCHEMA \"{schema}\"")).unwrap();
+    for name in ["c", "k", "l", "m", "r", "s", "t", "u", "w", "key", "value"] {
+        let archive = PostgresArchive::builder(shared.url())
+            .table(&format!("{schema}.{name}"))
+            .pool_size(1)
+            .connect()
+            .unwrap_or_else(|err| panic!("table {name}: {err}"));
+        archive
+            .set_many(&[("d", "a", b"a0"), ("d", "b", b"b0")])
+            .unwrap();
+        let swaps = [
+            ("b", Some(&b"b0"[..]), Some(&b"b1"[..])),
+            ("a", Some(&b"a0"[..]), Some(&b"a1"[..])),
+        ];
+        assert!(
+            archive.compare_and_swap_many("d", &swaps).unwrap(),
+            "table {name}"
+        );
+        assert_eq!(
+            archive.get_many("d", &["a", "b"]).unwrap(),
+            [Some(b"a1".to_vec()), Some(b"b1".to_vec())],
+            "table {name}"
+        );
+    }
+    shared
+        .psql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .unwrap();
+}
+
+/// The two-key swap's snapshot is taken before it has its domain's lock. When a batch that
+/// holds the lock removes a key and creates it again with the same value, the swap, waiting,
+/// finds the old row deleted and cannot see the new one: the key was never absent for anyone
+/// else, so the swap must not answer that it differs. It asks the swap function, which reads
+/// after the lock, and swaps.
+#[test]
+fn a_key_removed_and_created_again_meanwhile_does_not_fail_a_two_key_swap() {
+    let Some(shared) = or_skip(shared()) else {
+        return;
+    };
+    let table = unique_table();
+    let archive = Arc::new(
+        PostgresArchive::builder(shared.url())
+            .table(&table)
+            .pool_size(3)
+            .connect()
+            .unwrap(),
+    );
+    archive
+        .set_many(&[("d", "a", b"A"), ("d", "b", b"B"), ("d2", "z", b"old")])
+        .unwrap();
+    // The batch removes a, creates it again, then waits for d2/z, holding d's lock.
+    let holder = Holder::connect(shared.url());
+    holder.lock_row(&table, "d2", "z");
+    let batch = {
+        let archive = Arc::clone(&archive);
+        thread::spawn(move || {
+            let remove = [("a", Some(&b"A"[..]), None)];
+            let create = [("a", None, Some(&b"A"[..]))];
+            let other = [("z", Some(&b"old"[..]), Some(&b"new"[..]))];
+            archive.compare_and_swap_each(&[("d", &remove), ("d", &create), ("d2", &other)])
+        })
+    };
+    waiting_backend(shared, &format!("\"{table}_swap_each\"("));
+    let swap = {
+        let archive = Arc::clone(&archive);
+        thread::spawn(move || {
+            let swaps = [
+                ("a", Some(&b"A"[..]), Some(&b"A2"[..])),
+                ("b", Some(&b"B"[..]), Some(&b"B2"[..])),
+            ];
+            archive.compare_and_swap_many("d", &swaps)
+        })
+    };
+    // The swap has its snapshot and waits for d's lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared
+        .psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory' \
+             AND query LIKE '%\"{table}\" AS t WHERE%'"
+        ))
+        .unwrap()
+        == "0"
+    {
+        assert!(Instant::now() < deadline, "the two-key swap never waited");
+        thread::sleep(Duration::from_millis(20));
+    }
+    holder.release();
+    let done = batch.join().expect("the batch panicked").unwrap();
+    assert_eq!(done, [true, true, true]);
+    assert!(
+        swap.join().expect("the swap panicked").unwrap(),
+        "a was A throughout, b was B"
+    );
+    assert_eq!(
+        archive.get_many("d", &["a", "b"]).unwrap(),
+        [Some(b"A2".to_vec()), Some(b"B2".to_vec())]
     );
 }
 

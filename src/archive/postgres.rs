@@ -289,19 +289,25 @@ impl PostgresArchive {
 
     /// `compare_and_swap_many` of checked, non-empty `swaps`, sent before this returns: the
     /// two-key statement when the swaps have its shape (two keys, both expected present and
-    /// both stored: a session's update), else `_swap`. Either answers whether it swapped.
+    /// both stored: a session's update), else, or when that statement could not lock both
+    /// rows, `_swap`. Either answers whether it swapped in its first column.
     fn swap_many(
         &self,
         domain: &str,
         swaps: &[Swap<'_>],
     ) -> impl Future<Output = Result<bool>> + Send + 'static {
         let operation = "compare and swap several keys";
-        let rows = match swap_two_params(domain, swaps) {
-            Some(two) => self.pool.query_async(operation, Stmt::SwapTwo, two),
-            None => self
-                .pool
-                .query_async(operation, Stmt::Swap, swap_params(domain, swaps)),
+        let general = swap_params(domain, swaps);
+        let (stmt, params, fallback) = match swap_two_params(domain, swaps) {
+            Some(two) => (Stmt::SwapTwo, two, Some(general)),
+            None => (Stmt::Swap, general, None),
         };
+        let rows = self
+            .pool
+            .query_async_then(operation, stmt, params, move |rows| {
+                let general = fallback.filter(|_| !settled(rows))?;
+                Some((Stmt::Swap, general))
+            });
         async move { first_column(operation, &rows.await?) }
     }
 }
@@ -836,12 +842,19 @@ impl Archive for PostgresArchive {
 }
 
 /// The parameters of the two-key swap ([`Stmt::SwapTwo`]) when `swaps` has its shape: two
-/// keys, both expected present and both stored.
+/// keys, both expected present and both stored. The lesser key goes first, the order the
+/// statement locks them in.
 fn swap_two_params(domain: &str, swaps: &[Swap<'_>]) -> Option<Params> {
-    let [
+    let [mut one, mut other] = *swaps else {
+        return None;
+    };
+    if other.0 < one.0 {
+        std::mem::swap(&mut one, &mut other);
+    }
+    let (
         (first, Some(expected_first), Some(new_first)),
         (second, Some(expected_second), Some(new_second)),
-    ] = swaps
+    ) = (one, other)
     else {
         return None;
     };
@@ -854,4 +867,13 @@ fn swap_two_params(domain: &str, swaps: &[Swap<'_>]) -> Option<Params> {
         Box::new(new_first.to_vec()),
         Box::new(new_second.to_vec()),
     ])
+}
+
+/// Whether the two-key swap answered for itself: it swapped, or it locked both rows and found
+/// them different. Otherwise a row was missing from what it saw, and `_swap` decides.
+fn settled(rows: &[Row]) -> bool {
+    rows.first().is_none_or(|row| {
+        let answer = |index| row.try_get::<_, bool>(index).unwrap_or(true);
+        answer(0) || answer(1)
+    })
 }

@@ -132,11 +132,28 @@ impl Pool {
         stmt: Stmt,
         params: Params,
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'static {
+        self.query_async_then(operation, stmt, params, |_| None)
+    }
+
+    /// [`query_async`](Pool::query_async), and then, when `then` makes one of the rows, a
+    /// second statement in the same task: the answer is the rows of the last statement run.
+    pub(super) fn query_async_then(
+        &self,
+        operation: &'static str,
+        stmt: Stmt,
+        params: Params,
+        then: impl FnOnce(&[Row]) -> Option<(Stmt, Params)> + Send + 'static,
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'static {
         let shared = Arc::clone(&self.shared);
-        let task = self
-            .runtime
-            .as_ref()
-            .map(|runtime| runtime.spawn(async move { shared.run(stmt, params).await }));
+        let task = self.runtime.as_ref().map(|runtime| {
+            runtime.spawn(async move {
+                let rows = shared.run(stmt, params).await?;
+                match then(&rows) {
+                    Some((next, params)) => shared.run(next, params).await,
+                    None => Ok(rows),
+                }
+            })
+        });
         async move {
             let failed = |step: &'static str, source: BoxError| Error::Backend {
                 backend: "postgres",

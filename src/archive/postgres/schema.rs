@@ -17,7 +17,10 @@
 //! one domain run together, and guards the two rows, which exist, with row locks: it locks both
 //! (in key order, so two of them never wait for each other in a cycle), compares their latest
 //! values, and writes both when both match, without the function call around it. Every lock is
-//! taken in one order, the table's, the domain's, then rows, so no cycle of waits can form.
+//! taken in one order, the table's, the domain's, then rows, so no cycle of waits can form. Its
+//! snapshot is taken before it has the domain's lock, so a row it cannot lock may have been
+//! deleted and inserted again meanwhile (by a batch that removes a key and creates it again):
+//! then it swaps nothing and says so, and the archive asks `_swap`, which reads after the lock.
 //!
 //! Names and values only ever reach the server as bound parameters. The only text spliced into
 //! SQL is the table's own name, which [`Table::parse`] allows only as plain identifiers and
@@ -470,13 +473,14 @@ fn swap_keys(t: &str, domain: &str, from: &str, to: &str) -> String {
     )
 }
 
-/// The compare-and-swap of two keys, `$2` and `$4` of domain `$1`, each expected present with
-/// the value `$3` and `$5` and stored with `$6` and `$7` (see the [module](self) for its locks).
-/// Answers whether it swapped. Its plans read the domain's rows through the primary key,
-/// which for a session's domain are the two rows.
+/// The compare-and-swap of two keys, `$2` and `$4` of domain `$1` (`$2` the lesser), each
+/// expected present with the value `$3` and `$5` and stored with `$6` and `$7` (see the
+/// [module](self) for its locks). Its row says whether it swapped, and whether it locked both
+/// rows: when it did neither, a row was missing from what it could see, which may be a row
+/// deleted and inserted again since its snapshot, so whether the values differ is left to
+/// `_swap`. Each row is one lookup on the primary key, locked in the order of the keys.
 fn swap_two(table: &Table) -> String {
     let t = table.ident("");
-    let keys = "domain = $1::text AND key IN ($2::text, $4::text)";
     // A condition without columns runs once, before the scan under the row locks.
     let locks = format!(
         "(SELECT pg_advisory_xact_lock_shared({})::text || \
@@ -485,12 +489,15 @@ fn swap_two(table: &Table) -> String {
         table.seed()
     );
     format!(
-        "WITH c AS (SELECT key, value FROM {t} WHERE {keys} AND {locks} ORDER BY key FOR UPDATE), \
-         s AS (SELECT count(*) FILTER (WHERE (key = $2::text AND value = $3::bytea) \
-         OR (key = $4::text AND value = $5::bytea)) AS matched FROM c), \
-         u AS (UPDATE {t} SET value = CASE WHEN key = $2::text THEN $6::bytea \
-         ELSE $7::bytea END FROM s WHERE s.matched = 2 AND {keys} RETURNING 1) \
-         SELECT count(*) = 2 FROM u"
+        "WITH l AS (SELECT k.n, r.value FROM (VALUES (1, $2::text), (2, $4::text)) AS k (n, key) \
+         CROSS JOIN LATERAL (SELECT t.value FROM {t} AS t WHERE t.domain = $1::text \
+         AND t.key = k.key AND {locks} FOR UPDATE) AS r), \
+         m AS (SELECT count(*) AS locked, count(*) FILTER (WHERE (l.n = 1 AND l.value = $3::bytea) \
+         OR (l.n = 2 AND l.value = $5::bytea)) AS matched FROM l), \
+         u AS (UPDATE {t} AS t SET value = w.value \
+         FROM (VALUES ($2::text, $6::bytea), ($4::text, $7::bytea)) AS w (key, value), m \
+         WHERE m.matched = 2 AND t.domain = $1::text AND t.key = w.key RETURNING 1) \
+         SELECT (SELECT count(*) FROM u) = 2, m.locked = 2 FROM m"
     )
 }
 
