@@ -1928,37 +1928,43 @@ fn two_key_swaps_and_the_swap_function_lose_no_increment_between_them() {
     );
 }
 
-/// A table may be named as any name inside the archive's statements (the two-key swap's
-/// common table expressions and aliases among them): each works, in a schema of its own.
+/// A table may be named as any name inside the archive's statements and functions (their
+/// parameters, variables, common table expressions and aliases): every call works on it, in a
+/// schema of its own.
 #[test]
 fn tables_named_as_the_statements_own_names_work() {
+    use session_archive::conformance as suite;
     let Some(shared) = or_skip(shared()) else {
         return;
     };
     let schema = format!("n_{}", &unique_table()[2..]);
     shared.psql(&format!("CREATE SCHEMA \"{schema}\"")).unwrap();
-    for name in ["c", "k", "l", "m", "r", "s", "t", "u", "w", "key", "value"] {
+    let names = [
+        "c", "cur", "d", "domain", "done", "ds", "e", "ends", "es", "from_", "g", "i", "k", "key",
+        "ks", "l", "m", "n", "ns", "ok", "q", "r", "s", "t", "u1", "u2", "v", "value", "vs", "w",
+    ];
+    let behaviours: [fn(&dyn Archive); 8] = [
+        suite::remove_present_and_absent,
+        suite::remove_domain_present_and_absent,
+        suite::compare_and_swap_semantics,
+        suite::compare_and_swap_many_is_all_or_nothing,
+        suite::compare_and_swap_many_creates_and_removes,
+        suite::compare_and_swap_each_swaps_each_group_on_its_own,
+        suite::set_many_stores_every_entry,
+        suite::remove_many_removes_each_entry_once,
+    ];
+    for name in names {
         let archive = PostgresArchive::builder(shared.url())
             .table(&format!("{schema}.{name}"))
             .pool_size(1)
             .connect()
             .unwrap_or_else(|err| panic!("table {name}: {err}"));
-        archive
-            .set_many(&[("d", "a", b"a0"), ("d", "b", b"b0")])
-            .unwrap();
-        let swaps = [
-            ("b", Some(&b"b0"[..]), Some(&b"b1"[..])),
-            ("a", Some(&b"a0"[..]), Some(&b"a1"[..])),
-        ];
-        assert!(
-            archive.compare_and_swap_many("d", &swaps).unwrap(),
-            "table {name}"
-        );
-        assert_eq!(
-            archive.get_many("d", &["a", "b"]).unwrap(),
-            [Some(b"a1".to_vec()), Some(b"b1".to_vec())],
-            "table {name}"
-        );
+        for behaviour in behaviours {
+            behaviour(&archive);
+        }
+        suite::remove_domains_removes_each_domain_once(&archive);
+        suite::get_each_reads_every_entry_in_order(&archive);
+        suite::list_keys_pages_through_one_domain(&archive);
     }
     shared
         .psql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))

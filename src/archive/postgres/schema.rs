@@ -361,7 +361,7 @@ fn functions(table: &Table, lock_one: &str, lock_all: &str) -> Vec<Function> {
             "d text, k text, v bytea",
             "void",
             format!(
-                "BEGIN {lock_one}\nINSERT INTO {t} (domain, key, value) VALUES (d, k, v) \
+                "BEGIN {lock_one}\nINSERT INTO {t} AS t (domain, key, value) VALUES (d, k, v) \
                  ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\nEND"
             ),
         ),
@@ -370,7 +370,7 @@ fn functions(table: &Table, lock_one: &str, lock_all: &str) -> Vec<Function> {
             "d text, k text",
             "boolean",
             format!(
-                "BEGIN {lock_one}\nDELETE FROM {t} WHERE domain = d AND key = k;\n\
+                "BEGIN {lock_one}\nDELETE FROM {t} AS t WHERE t.domain = d AND t.key = k;\n\
                  RETURN FOUND;\nEND"
             ),
         ),
@@ -378,7 +378,9 @@ fn functions(table: &Table, lock_one: &str, lock_all: &str) -> Vec<Function> {
             "_remove_domain",
             "d text",
             "boolean",
-            format!("BEGIN {lock_one}\nDELETE FROM {t} WHERE domain = d;\nRETURN FOUND;\nEND"),
+            format!(
+                "BEGIN {lock_one}\nDELETE FROM {t} AS t WHERE t.domain = d;\nRETURN FOUND;\nEND"
+            ),
         ),
         (
             "_swap",
@@ -406,7 +408,7 @@ fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
             "ds text[], ks text[], vs bytea[]",
             "void",
             format!(
-                "BEGIN {lock_all}\nINSERT INTO {t} (domain, key, value) \
+                "BEGIN {lock_all}\nINSERT INTO {t} AS t (domain, key, value) \
                  SELECT * FROM unnest(ds, ks, vs) \
                  ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\nEND"
             ),
@@ -418,7 +420,7 @@ fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
             format!(
                 "DECLARE n bigint := 0;\ni int4;\nBEGIN {lock_all}\n\
                  FOR i IN 1 .. coalesce(array_length(ds, 1), 0) LOOP\n\
-                 DELETE FROM {t} WHERE domain = ds[i] AND key = ks[i];\n\
+                 DELETE FROM {t} AS t WHERE t.domain = ds[i] AND t.key = ks[i];\n\
                  IF FOUND THEN n := n + 1; END IF;\nEND LOOP;\nRETURN n;\nEND"
             ),
         ),
@@ -429,7 +431,7 @@ fn batches(table: &Table, lock_all: &str) -> [Function; 4] {
             format!(
                 "DECLARE n bigint := 0;\ni int4;\nBEGIN {lock_all}\n\
                  FOR i IN 1 .. coalesce(array_length(ds, 1), 0) LOOP\n\
-                 DELETE FROM {t} WHERE domain = ds[i];\n\
+                 DELETE FROM {t} AS t WHERE t.domain = ds[i];\n\
                  IF FOUND THEN n := n + 1; END IF;\nEND LOOP;\nRETURN n;\nEND"
             ),
         ),
@@ -467,7 +469,7 @@ fn swap_keys(t: &str, domain: &str, from: &str, to: &str) -> String {
          IF ns[i] IS NULL THEN\n\
          DELETE FROM {t} AS t WHERE t.domain = {domain} AND t.key = ks[i];\n\
          ELSE\n\
-         INSERT INTO {t} (domain, key, value) VALUES ({domain}, ks[i], ns[i]) \
+         INSERT INTO {t} AS t (domain, key, value) VALUES ({domain}, ks[i], ns[i]) \
          ON CONFLICT (domain, key) DO UPDATE SET value = EXCLUDED.value;\n\
          END IF;\nEND LOOP;\nEND IF;"
     )
@@ -478,7 +480,8 @@ fn swap_keys(t: &str, domain: &str, from: &str, to: &str) -> String {
 /// [module](self) for its locks). Its row says whether it swapped, and whether it locked both
 /// rows: when it did neither, a row was missing from what it could see, which may be a row
 /// deleted and inserted again since its snapshot, so whether the values differ is left to
-/// `_swap`. Each row is one lookup on the primary key, locked in the order of the keys.
+/// `_swap`. Each row is read, locked (in the order of the keys) and written by a lookup on the
+/// whole primary key, whatever plan the statement has.
 fn swap_two(table: &Table) -> String {
     let t = table.ident("");
     // A condition without columns runs once, before the scan under the row locks.
@@ -494,10 +497,11 @@ fn swap_two(table: &Table) -> String {
          AND t.key = k.key AND {locks} FOR UPDATE) AS r), \
          m AS (SELECT count(*) AS locked, count(*) FILTER (WHERE (l.n = 1 AND l.value = $3::bytea) \
          OR (l.n = 2 AND l.value = $5::bytea)) AS matched FROM l), \
-         u AS (UPDATE {t} AS t SET value = w.value \
-         FROM (VALUES ($2::text, $6::bytea), ($4::text, $7::bytea)) AS w (key, value), m \
-         WHERE m.matched = 2 AND t.domain = $1::text AND t.key = w.key RETURNING 1) \
-         SELECT (SELECT count(*) FROM u) = 2, m.locked = 2 FROM m"
+         u1 AS (UPDATE {t} AS t SET value = $6::bytea FROM m \
+         WHERE m.matched = 2 AND t.domain = $1::text AND t.key = $2::text RETURNING 1), \
+         u2 AS (UPDATE {t} AS t SET value = $7::bytea FROM m \
+         WHERE m.matched = 2 AND t.domain = $1::text AND t.key = $4::text RETURNING 1) \
+         SELECT (SELECT count(*) FROM u1) + (SELECT count(*) FROM u2) = 2, m.locked = 2 FROM m"
     )
 }
 
