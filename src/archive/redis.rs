@@ -118,10 +118,9 @@ return 1
 /// [`COMPARE_AND_SWAP_MANY`] of exactly two fields, both expected present and both stored (a
 /// session's update of its state and record, the one write of a web request), with less work
 /// for the server: one `HMGET` and one `HSET` instead of two `HGET`s and two `HSET`s, and six
-/// arguments instead of ten. `ARGV[1]` and
-/// `ARGV[3]` are the fields, `ARGV[2]` and `ARGV[4]` their expected values, `ARGV[5]` and
-/// `ARGV[6]` their new ones. A field that is absent reads as `false`, which no expected value
-/// equals.
+/// arguments instead of ten. `ARGV[1]` and `ARGV[3]` are the fields, `ARGV[2]` and `ARGV[4]`
+/// their expected values, `ARGV[5]` and `ARGV[6]` their new ones. A field that is absent reads
+/// as `false`, which no expected value equals.
 const COMPARE_AND_SWAP_TWO: &str = r"
 local current = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[3])
 if current[1] ~= ARGV[2] or current[2] ~= ARGV[4] then return 0 end
@@ -1321,13 +1320,15 @@ fn swap_script_args<'a>(swaps: &[Swap<'a>]) -> (bool, Vec<&'a [u8]>) {
         (second, Some(expected_second), Some(new_second)),
     ] = *swaps
     {
-        let args = [
+        let args = vec![
             first.as_bytes(),
             expected_first,
             second.as_bytes(),
             expected_second,
+            new_first,
+            new_second,
         ];
-        return (true, [&args[..], &[new_first, new_second]].concat());
+        return (true, args);
     }
     let mut args = Vec::with_capacity(5 * swaps.len());
     for &(key, expected, new) in swaps {

@@ -4,11 +4,12 @@
 //! Every write but one (below) runs in a PL/pgSQL function of the table's own, as one
 //! statement, so that it is one transaction and one round trip. Each function first takes a
 //! transaction-scoped advisory lock on every domain it writes (in ascending order of the locks'
-//! numbers, so that two batches never wait for each other in a cycle), then reads and writes. Under `READ COMMITTED`, which
-//! every connection sets, each statement after the lock reads from a new snapshot, and a lock is
-//! released only after its transaction's commit is visible: so the writes of one domain are
-//! serial, and each sees every write before it. That is what makes a compare-and-swap of a key
-//! that is absent (which no row lock can guard) as exact as one of a key that is present.
+//! numbers, so that two batches never wait for each other in a cycle), then reads and writes.
+//! Under `READ COMMITTED`, which every connection sets, each statement after the lock reads
+//! from a new snapshot, and a lock is released only after its transaction's commit is visible:
+//! so the writes of one domain are serial, and each sees every write before it. That is what
+//! makes a compare-and-swap of a key that is absent (which no row lock can guard) as exact as
+//! one of a key that is present.
 //!
 //! One write runs outside the functions, as a plain statement ([`Stmt::SwapTwo`]): the
 //! compare-and-swap of two keys that are both present and both stay, which is a session's
