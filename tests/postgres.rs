@@ -1801,17 +1801,10 @@ fn a_blocked_write_fails_at_the_statement_timeout_and_writes_nothing() {
 /// differ because it could not look); one whose values differ answers so and writes nothing.
 #[test]
 fn a_two_key_swap_waits_for_a_row_locked_elsewhere_then_swaps() {
-    let Some(shared) = or_skip(shared()) else {
+    let Some((shared, table, archive)) = fresh() else {
         return;
     };
-    let table = unique_table();
-    let archive = Arc::new(
-        PostgresArchive::builder(shared.url())
-            .table(&table)
-            .pool_size(2)
-            .connect()
-            .unwrap(),
-    );
+    let archive = Arc::new(archive);
     archive.set("d", "a", b"a0").unwrap();
     archive.set("d", "b", b"b0").unwrap();
     let values = |archive: &PostgresArchive| archive.get_many("d", &["a", "b"]).unwrap();
@@ -1978,17 +1971,10 @@ fn tables_named_as_the_statements_own_names_work() {
 /// after the lock, and swaps.
 #[test]
 fn a_key_removed_and_created_again_meanwhile_does_not_fail_a_two_key_swap() {
-    let Some(shared) = or_skip(shared()) else {
+    let Some((shared, table, archive)) = fresh() else {
         return;
     };
-    let table = unique_table();
-    let archive = Arc::new(
-        PostgresArchive::builder(shared.url())
-            .table(&table)
-            .pool_size(3)
-            .connect()
-            .unwrap(),
-    );
+    let archive = Arc::new(archive);
     archive
         .set_many(&[("d", "a", b"A"), ("d", "b", b"B"), ("d2", "z", b"old")])
         .unwrap();
