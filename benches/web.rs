@@ -68,10 +68,6 @@ use tokio::net::TcpStream;
 mod sqlite_store;
 
 #[path = "../tests/support/redis_server.rs"]
-#[allow(
-    dead_code,
-    reason = "the tests' server helper; the benchmark needs only its start"
-)]
 mod redis_server;
 
 #[path = "../tests/support/postgres_server.rs"]

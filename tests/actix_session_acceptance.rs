@@ -20,7 +20,6 @@
 
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
-#[allow(dead_code)]
 mod redis_server;
 
 // What the suite calls `crate::config`, `crate::storage`, `crate::Session`, ….

@@ -13,10 +13,6 @@ mod cluster_servers;
 #[path = "support/postgres_server.rs"]
 mod postgres_server;
 #[path = "support/redis_server.rs"]
-#[allow(
-    dead_code,
-    reason = "this file needs only the server, not the shared-server helpers"
-)]
 mod redis_server;
 
 fn run(args: &[&str]) -> Output {

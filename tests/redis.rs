@@ -11,7 +11,7 @@
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::error::Error as _;
 use std::net::TcpListener;
 use std::path::Path;
@@ -23,7 +23,8 @@ use session_archive::archive::Swap;
 use session_archive::{Archive, ArchiveExt, Error, RedisArchive, Sessions};
 
 use self::redis_server::{
-    LocalServer, control, free_port, open, or_skip, server_ready, shared_url, unique_prefix,
+    LocalServer, Node, control, free_port, free_port_with, open, or_skip, server_ready, shared_url,
+    unique_prefix,
 };
 
 /// A fresh archive on the shared server under a prefix of its own.
@@ -630,6 +631,30 @@ fn refused_connection_is_an_error_at_open() {
     let err = RedisArchive::open(&format!("redis://127.0.0.1:{port}/0")).unwrap_err();
     assert!(redis_source(&err).is_connection_refusal(), "{err:?}");
     assert!(err.to_string().contains("redis"), "{err}");
+}
+
+/// The tests' own servers: a start on a port that another server holds fails instead of taking
+/// that server for its own (two Cluster tests once shared a node so, and a run hung), and no
+/// port, nor a Cluster node's bus port above it, is handed out twice.
+#[test]
+fn a_test_server_is_never_another_that_holds_its_port() {
+    let args = ["--save", "", "--appendonly", "no"];
+    let Some(held) = or_skip(Node::start_free(None, &args, false)) else {
+        return;
+    };
+    let err = Node::start(None, held.port, &args)
+        .err()
+        .expect("the port is held");
+    assert!(err.contains("held by another redis-server"), "{err}");
+    let ports: Vec<u16> = (0..100).map(|_| free_port_with(true).unwrap()).collect();
+    let mut all: HashSet<u16> = HashSet::from([held.port]);
+    for port in &ports {
+        assert!(
+            all.insert(*port) && all.insert(port + 10_000),
+            "{port} again"
+        );
+    }
+    assert!(!all.contains(&free_port().unwrap()));
 }
 
 #[test]

@@ -13,7 +13,6 @@
 #[path = "support/redis_cluster.rs"]
 mod redis_cluster;
 #[path = "support/redis_server.rs"]
-#[allow(dead_code, reason = "only the skip logic is used here")]
 mod redis_server;
 
 use std::collections::BTreeMap;

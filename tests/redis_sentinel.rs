@@ -11,7 +11,6 @@
 #[path = "support/redis_cluster.rs"]
 mod cluster_servers;
 #[path = "support/redis_server.rs"]
-#[allow(dead_code, reason = "only the skip logic is used here")]
 mod redis_server;
 
 use std::time::{Duration, Instant};

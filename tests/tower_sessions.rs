@@ -33,7 +33,6 @@ mod cluster_servers;
 mod postgres_server;
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
-#[allow(dead_code, reason = "only the shared server is used here")]
 mod redis_server;
 #[path = "support/scheduler.rs"]
 mod scheduler;

@@ -19,7 +19,6 @@
 
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
-#[allow(dead_code)]
 mod redis_server;
 
 #[cfg(feature = "archive-postgres")]

@@ -22,10 +22,6 @@ mod http;
 mod postgres_server;
 #[cfg(feature = "archive-redis")]
 #[path = "support/redis_server.rs"]
-#[allow(
-    dead_code,
-    reason = "each test file uses its own part of the shared support module"
-)]
 mod redis_server;
 
 use std::ffi::OsStr;

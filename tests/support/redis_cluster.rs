@@ -3,107 +3,18 @@
 //! `redis_server.rs` (whose `or_skip` turns a missing `redis-server` into a skip, or a failure
 //! under `ARCHIVE_REDIS_REQUIRED=1`).
 //!
-//! Every server runs under a `sh` that kills it when its stdin closes (with the signal named on
-//! stdin first, if any), so none outlives the test process. Their files live in a temporary
-//! directory removed with the value that started them.
+//! Every server is a [`Node`] of `redis_server.rs`: it never outlives the test process, and it
+//! is the server started here, never another that holds its port. Their files live in a
+//! temporary directory removed with the value that started them.
 
 #![allow(dead_code, reason = "each test file uses part of it")]
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::redis_server::free_port;
-
-/// One `redis-server` (or sentinel) child.
-pub struct Node {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl Node {
-    /// Starts `redis-server` with `args` on `port`, in `dir`, and waits until it answers `PING`.
-    pub fn start(dir: &Path, port: u16, args: &[&str]) -> Result<Node, String> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status();
-        if !found.is_ok_and(|status| status.success()) {
-            return Err("redis-server is not installed".to_owned());
-        }
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"redis-server "$@" & pid=$!; read -r sig; kill -"${sig:-TERM}" "$pid"; { wait "$pid"; } 2>/dev/null"#)
-            .arg("sh")
-            .args(args)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--daemonize", "no", "--loglevel", "warning"])
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|err| format!("cannot run sh to start redis-server: {err}"))?;
-        let node = Node {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut conn) = node.try_control()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return Ok(node);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!("redis-server on port {port} did not answer PING"))
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn try_control(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(2))
-    }
-
-    /// A plain connection to this node.
-    pub fn control(&self) -> redis::Connection {
-        self.try_control().expect("connect to the node")
-    }
-
-    /// Kills the server with SIGKILL, as a crash would, and waits until it is gone.
-    pub fn kill(&mut self) {
-        self.stop_with("KILL");
-    }
-
-    /// Stops the server (SIGTERM) and waits until it is gone.
-    pub fn stop(&mut self) {
-        self.stop_with("TERM");
-    }
-
-    fn stop_with(&mut self, signal: &str) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = writeln!(stdin, "{signal}");
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+pub use super::redis_server::Node;
 
 /// A 3-master Redis Cluster on loopback, without replicas or persistence.
 pub struct Cluster {
@@ -117,9 +28,8 @@ impl Cluster {
     pub fn start(extra: &[&str]) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().map_err(|err| format!("no temporary directory: {err}"))?;
         let mut nodes = Vec::new();
-        for _ in 0..3 {
-            let port = free_port()?;
-            let config = format!("nodes-{port}.conf");
+        for i in 0..3 {
+            let config = format!("nodes-{i}.conf");
             let mut args = vec![
                 "--cluster-enabled",
                 "yes",
@@ -131,17 +41,30 @@ impl Cluster {
                 "no",
             ];
             args.extend_from_slice(extra);
-            nodes.push(Node::start(dir.path(), port, &args)?);
+            nodes.push(Node::start_free(Some(dir.path()), &args, true)?);
         }
         let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
+            .spawn()
             .map_err(|err| format!("cannot run redis-cli: {err}"))?;
+        // redis-cli waits for the nodes to agree with no end of its own.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let created = loop {
+            match create.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = create.kill();
+                    let _ = create.wait();
+                    return Err("redis-cli --cluster create did not finish in 60 s".to_owned());
+                }
+            }
+        };
         if !created.success() {
             return Err("redis-cli --cluster create failed".to_owned());
         }
@@ -324,18 +247,17 @@ impl Sentinels {
     pub fn start(replicas: usize) -> Result<Sentinels, String> {
         let dir = tempfile::tempdir().map_err(|err| format!("no temporary directory: {err}"))?;
         let plain = ["--save", "", "--appendonly", "no"];
-        let master = Node::start(dir.path(), free_port()?, &plain)?;
+        let master = Node::start_free(Some(dir.path()), &plain, false)?;
         let master_port = master.port.to_string();
         let mut copies = Vec::new();
         for _ in 0..replicas {
             let mut args = plain.to_vec();
             args.extend(["--replicaof", "127.0.0.1", &master_port]);
-            copies.push(Node::start(dir.path(), free_port()?, &args)?);
+            copies.push(Node::start_free(Some(dir.path()), &args, false)?);
         }
         let mut sentinels = Vec::new();
-        for _ in 0..3 {
-            let port = free_port()?;
-            let conf = dir.path().join(format!("sentinel-{port}.conf"));
+        for i in 0..3 {
+            let conf = dir.path().join(format!("sentinel-{i}.conf"));
             let text = format!(
                 "sentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds mymaster 500\n\
@@ -345,7 +267,11 @@ impl Sentinels {
             std::fs::write(&conf, text)
                 .map_err(|err| format!("cannot write {}: {err}", conf.display()))?;
             let conf = conf.to_string_lossy().into_owned();
-            sentinels.push(Node::start(dir.path(), port, &[&conf, "--sentinel"])?);
+            sentinels.push(Node::start_free(
+                Some(dir.path()),
+                &[&conf, "--sentinel"],
+                false,
+            )?);
         }
         let setup = Sentinels {
             master,
