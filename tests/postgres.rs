@@ -1140,7 +1140,7 @@ fn assert_two_statements_each(how: &str, counted: (u64, u64, String), table: &st
         "{how}: {requests} requests ran these statements:\n{listed}"
     );
     assert!(
-        !listed.contains(&format!("{table}_swap\"(")) && listed.contains("FOR UPDATE"),
+        !listed.contains(&format!("{table}_swap\"(")) && listed.contains("u2 AS (UPDATE"),
         "{how}: {requests} requests ran these statements:\n{listed}"
     );
 }
@@ -1855,6 +1855,44 @@ fn a_two_key_swap_waits_for_a_row_locked_elsewhere_then_swaps() {
     );
 }
 
+/// A two-key swap that has written its first row when the second turns out changed (another
+/// transaction held it, and committed a new value) stops before its commit, so that its first
+/// write is undone, and the swap function answers: the values differ, and neither row holds
+/// half of the swap.
+#[test]
+fn a_two_key_swap_that_meets_one_row_changed_writes_neither() {
+    let Some((shared, table, archive)) = fresh() else {
+        return;
+    };
+    let archive = Arc::new(archive);
+    archive
+        .set_many(&[("d", "a", b"a0"), ("d", "b", b"b0")])
+        .unwrap();
+    let holder = Holder::connect(shared.url());
+    holder.run(&format!(
+        "BEGIN; UPDATE \"{table}\" SET value = 'bX' WHERE domain = 'd' AND key = 'b'"
+    ));
+    let swap = {
+        let archive = Arc::clone(&archive);
+        thread::spawn(move || {
+            let swaps = [
+                ("a", Some(&b"a0"[..]), Some(&b"a1"[..])),
+                ("b", Some(&b"b0"[..]), Some(&b"b1"[..])),
+            ];
+            archive.compare_and_swap_many("d", &swaps)
+        })
+    };
+    // It has updated a and waits for b.
+    waiting_backend(shared, "u2 AS (UPDATE");
+    holder.run("COMMIT");
+    let swapped = swap.join().expect("the swap panicked").unwrap();
+    assert!(!swapped, "b was bX when the swap could look at it");
+    assert_eq!(
+        archive.get_many("d", &["a", "b"]).unwrap(),
+        [Some(b"a0".to_vec()), Some(b"bX".to_vec())]
+    );
+}
+
 /// Two-key swaps (a plain statement under the domain's lock held shared, and row locks) and the
 /// swap function (under the domain's lock held exclusively) change the same rows at once, each
 /// an increment that reads, then swaps, and tries again when the values moved: no increment is
@@ -1933,8 +1971,9 @@ fn tables_named_as_the_statements_own_names_work() {
     let schema = format!("n_{}", &unique_table()[2..]);
     shared.psql(&format!("CREATE SCHEMA \"{schema}\"")).unwrap();
     let names = [
-        "c", "cur", "d", "domain", "done", "ds", "e", "ends", "es", "from_", "g", "i", "k", "key",
-        "ks", "l", "m", "n", "ns", "ok", "q", "r", "s", "t", "u1", "u2", "v", "value", "vs", "w",
+        "both", "c", "cur", "d", "domain", "done", "ds", "e", "ends", "es", "from_", "g", "i", "k",
+        "key", "ks", "l", "m", "n", "ns", "ok", "q", "r", "s", "t", "u", "u1", "u2", "v", "value",
+        "vs", "w",
     ];
     let behaviours: [fn(&dyn Archive); 8] = [
         suite::remove_present_and_absent,

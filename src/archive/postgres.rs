@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use self::pool::{Params, Pool, Settings};
-use self::schema::{LAYOUT, Stmt, Table, layout_of, refused};
+use self::schema::{LAYOUT, Stmt, Table, is_torn, layout_of, refused};
 use crate::archive::block_on::block_on;
 use crate::archive::{
     Archive, GetManyFuture, Page, Swap, SwapFuture, SwapGroup, check_groups, check_keys,
@@ -102,9 +102,10 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 ///   process or any other. Writes of different domains run in parallel. One write holds its
 ///   domain's lock shared instead: a `compare_and_swap_many` of two keys that are both
 ///   expected present and both stored (a session's `update` of its state and record), one
-///   plain statement that locks the two rows, compares and writes them, which is all that
-///   keys that exist need; it runs beside others of its kind and never beside any other write
-///   of the domain. The functions refuse to run outside `READ COMMITTED`, which the archive's
+///   plain statement that compares the two rows and writes each only if, under its row lock,
+///   it still holds what was expected (and undoes itself when only one did), which is all
+///   that keys that exist need; it runs beside others of its kind and never beside any other
+///   write of the domain. The functions refuse to run outside `READ COMMITTED`, which the archive's
 ///   connections set, so a pooler in front of the server must keep sessions (see the
 ///   repository's `docs/OPERATIONS.md`).
 /// - **A web request is two round trips.** A session's start reads its record and state with
@@ -289,8 +290,8 @@ impl PostgresArchive {
 
     /// `compare_and_swap_many` of checked, non-empty `swaps`, sent before this returns: the
     /// two-key statement when the swaps have its shape (two keys, both expected present and
-    /// both stored: a session's update), else, or when that statement could not lock both
-    /// rows, `_swap`. Either answers whether it swapped in its first column.
+    /// both stored: a session's update), else, or when a row changed under that statement,
+    /// `_swap`. Either answers whether it swapped in its first column.
     fn swap_many(
         &self,
         domain: &str,
@@ -304,8 +305,8 @@ impl PostgresArchive {
         };
         let rows = self
             .pool
-            .query_async_then(operation, stmt, params, move |rows| {
-                let general = fallback.filter(|_| !settled(rows))?;
+            .query_async_then(operation, stmt, params, move |answer| {
+                let general = fallback.filter(|_| !settled(answer))?;
                 Some((Stmt::Swap, general))
             });
         async move { first_column(operation, &rows.await?) }
@@ -869,11 +870,15 @@ fn swap_two_params(domain: &str, swaps: &[Swap<'_>]) -> Option<Params> {
     ])
 }
 
-/// Whether the two-key swap answered for itself: it swapped, or it locked both rows and found
-/// them different. Otherwise a row was missing from what it saw, and `_swap` decides.
-fn settled(rows: &[Row]) -> bool {
-    rows.first().is_none_or(|row| {
-        let answer = |index| row.try_get::<_, bool>(index).unwrap_or(true);
-        answer(0) || answer(1)
-    })
+/// Whether the two-key swap answered for itself: it swapped, it found the rows different in
+/// its snapshot, or it failed otherwise than by [`is_torn`]. Otherwise a row changed after its
+/// snapshot, it wrote nothing, and `_swap` decides.
+fn settled(answer: Result<&[Row], &(dyn std::error::Error + 'static)>) -> bool {
+    match answer {
+        Ok(rows) => rows.first().is_none_or(|row| {
+            let answer = |index| row.try_get::<_, bool>(index).unwrap_or(true);
+            answer(0) || answer(1)
+        }),
+        Err(err) => !is_torn(err),
+    }
 }

@@ -135,22 +135,29 @@ impl Pool {
         self.query_async_then(operation, stmt, params, |_| None)
     }
 
-    /// [`query_async`](Pool::query_async), and then, when `then` makes one of the rows, a
-    /// second statement in the same task: the answer is the rows of the last statement run.
+    /// [`query_async`](Pool::query_async), and then, when `then` makes one of its answer
+    /// (the rows, or the error's source), a second statement in the same task: the answer is
+    /// that of the last statement run.
     pub(super) fn query_async_then(
         &self,
         operation: &'static str,
         stmt: Stmt,
         params: Params,
-        then: impl FnOnce(&[Row]) -> Option<(Stmt, Params)> + Send + 'static,
+        then: impl FnOnce(Result<&[Row], &(dyn std::error::Error + 'static)>) -> Option<(Stmt, Params)>
+        + Send
+        + 'static,
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'static {
         let shared = Arc::clone(&self.shared);
         let task = self.runtime.as_ref().map(|runtime| {
             runtime.spawn(async move {
-                let rows = shared.run(stmt, params).await?;
-                match then(&rows) {
+                let answer = shared.run(stmt, params).await;
+                let next = match &answer {
+                    Ok(rows) => then(Ok(rows)),
+                    Err(failure) => then(Err(&*failure.source)),
+                };
+                match next {
                     Some((next, params)) => shared.run(next, params).await,
-                    None => Ok(rows),
+                    None => answer,
                 }
             })
         });

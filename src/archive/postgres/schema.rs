@@ -15,13 +15,15 @@
 //! compare-and-swap of two keys that are both present and both stay, which is a session's
 //! update of its state and record, the one write of a web request. It holds the domain's lock
 //! *shared*, which keeps every function of the domain out while it runs but lets such swaps of
-//! one domain run together, and guards the two rows, which exist, with row locks: it locks both
-//! (in key order, so two of them never wait for each other in a cycle), compares their latest
-//! values, and writes both when both match, without the function call around it. Every lock is
-//! taken in one order, the table's, the domain's, then rows, so no cycle of waits can form. Its
-//! snapshot is taken before it has the domain's lock, so a row it cannot lock may have been
-//! deleted and inserted again meanwhile (by a batch that removes a key and creates it again):
-//! then it swaps nothing and says so, and the archive asks `_swap`, which reads after the lock.
+//! one domain run together, and guards the two rows, which exist, with the row locks of its
+//! `UPDATE`s: it compares both rows in its snapshot, then updates one and then the other (in
+//! key order, so two of them never wait for each other in a cycle), each only if its latest
+//! value, under the row's lock, still matches, and it never commits one without the other.
+//! Every lock is taken in one order, the table's, the domain's, then rows, so no cycle of
+//! waits can form. A row that changed after its snapshot (its snapshot is taken before it has
+//! the domain's lock) is left to `_swap`, which reads after the lock. It takes no row lock
+//! before it writes (`FOR UPDATE`): such a lock is a record of its own in the write-ahead log,
+//! and the log's flush is what a request waits for.
 //!
 //! Names and values only ever reach the server as bound parameters. The only text spliced into
 //! SQL is the table's own name, which [`Table::parse`] allows only as plain identifiers and
@@ -478,32 +480,56 @@ fn swap_keys(t: &str, domain: &str, from: &str, to: &str) -> String {
 
 /// The compare-and-swap of two keys, `$2` and `$4` of domain `$1` (`$2` the lesser), each
 /// expected present with the value `$3` and `$5` and stored with `$6` and `$7` (see the
-/// [module](self) for its locks). Its row says whether it swapped, and whether it locked both
-/// rows: when it did neither, a row was missing from what it could see, which may be a row
-/// deleted and inserted again since its snapshot, so whether the values differ is left to
-/// `_swap`. Each row is read, locked (in the order of the keys) and written by a lookup on the
-/// whole primary key, whatever plan the statement has.
+/// [module](self) for its locks). It compares both rows in its snapshot (`s`), and only when
+/// both match there does it update them: first `$2` (`u1`), then, once that is done, `$4`
+/// (`u2`), each only if its latest value still matches (the condition that `UPDATE` checks
+/// again under the row's lock). Its row says whether it swapped, and whether that answer is
+/// final: a difference in the snapshot is; a row that changed or went since is not, and
+/// `_swap` decides. When it updated `$2` but not `$4`, it stops with the error [`TORN`]
+/// before its commit, so that its write is undone (see [`is_torn`]). Every row is read and
+/// written by the whole primary key, and the rows are locked in key order, whatever plan the
+/// statement has.
 fn swap_two(table: &Table) -> String {
     let t = table.ident("");
-    // A condition without columns runs once, before the scan under the row locks.
+    // A condition without columns runs once, before the scan.
     let locks = format!(
         "(SELECT pg_advisory_xact_lock_shared({})::text || \
          pg_advisory_xact_lock_shared(hashtextextended($1::text, {}))::text) = ''",
         table.write_lock(),
         table.seed()
     );
+    let row = |key: &str| format!("t.domain = $1::text AND t.key = {key}::text");
+    let (first, second) = (row("$2"), row("$4"));
     format!(
-        "WITH l AS (SELECT k.n, r.value FROM (VALUES (1, $2::text), (2, $4::text)) AS k (n, key) \
-         CROSS JOIN LATERAL (SELECT t.value FROM {t} AS t WHERE t.domain = $1::text \
-         AND t.key = k.key AND {locks} FOR UPDATE) AS r), \
-         m AS (SELECT count(*) AS locked, count(*) FILTER (WHERE (l.n = 1 AND l.value = $3::bytea) \
-         OR (l.n = 2 AND l.value = $5::bytea)) AS matched FROM l), \
-         u1 AS (UPDATE {t} AS t SET value = $6::bytea FROM m \
-         WHERE m.matched = 2 AND t.domain = $1::text AND t.key = $2::text RETURNING 1), \
-         u2 AS (UPDATE {t} AS t SET value = $7::bytea FROM m \
-         WHERE m.matched = 2 AND t.domain = $1::text AND t.key = $4::text RETURNING 1) \
-         SELECT (SELECT count(*) FROM u1) + (SELECT count(*) FROM u2) = 2, m.locked = 2 FROM m"
+        "WITH s AS (SELECT coalesce((SELECT t.value = $3::bytea FROM {t} AS t \
+         WHERE {first} AND {locks}), false) AND coalesce((SELECT t.value = $5::bytea \
+         FROM {t} AS t WHERE {second}), false) AS both), \
+         u1 AS (UPDATE {t} AS t SET value = $6::bytea FROM s \
+         WHERE s.both AND {first} AND t.value = $3::bytea RETURNING 1), \
+         u2 AS (UPDATE {t} AS t SET value = $7::bytea FROM s \
+         WHERE s.both AND (SELECT count(*) FROM u1) = 1 AND {second} AND t.value = $5::bytea \
+         RETURNING 1), \
+         n AS (SELECT (SELECT count(*) FROM u1) + (SELECT count(*) FROM u2) AS c) \
+         SELECT n.c = 2, n.c = 2 OR NOT s.both FROM s, n \
+         WHERE (CASE WHEN n.c = 1 THEN '{TORN}' ELSE '0' END)::int4 = 0"
     )
+}
+
+/// The message of the error that ends a two-key swap that changed one row of two (an integer
+/// that does not parse: plain SQL cannot raise an error of its own). It is said in a literal
+/// of the statement, so it holds no quote.
+pub(super) const TORN: &str =
+    "session-archive: a row of this two-key swap changed meanwhile, and _swap decides";
+
+/// Whether `err` is the two-key swap's [`TORN`]: the statement wrote nothing, and `_swap`
+/// decides.
+pub(super) fn is_torn(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error)
+        .is_some_and(|db| {
+            *db.code() == tokio_postgres::error::SqlState::INVALID_TEXT_REPRESENTATION
+                && db.message().contains(TORN)
+        })
 }
 
 /// Every group's domain locked first (or the table, for many), then each group compared and
