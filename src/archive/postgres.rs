@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use self::pool::{Params, Pool, Settings};
+use self::pool::{Answer, Params, Pool, Settings};
 use self::schema::{LAYOUT, Stmt, Table, is_torn, layout_of, refused};
 use crate::archive::block_on::block_on;
 use crate::archive::{
@@ -88,8 +88,9 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Guarantees
 ///
 /// - **Each call is one statement and one round trip**, on a statement the connection prepared
-///   when it opened. Each write is one transaction, so it is atomic, the batches
-///   ([`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many),
+///   when it opened (but a session's update whose rows another writer changed meanwhile,
+///   which then asks the general swap). Each write is one transaction, so it is atomic, the
+///   batches ([`set_many`](Archive::set_many), [`remove_many`](Archive::remove_many),
 ///   [`remove_domains`](Archive::remove_domains),
 ///   [`compare_and_swap_each`](Archive::compare_and_swap_each)) included: a connection lost in
 ///   the middle leaves none of it.
@@ -873,7 +874,7 @@ fn swap_two_params(domain: &str, swaps: &[Swap<'_>]) -> Option<Params> {
 /// Whether the two-key swap answered for itself: it swapped, it found the rows different in
 /// its snapshot, or it failed otherwise than by [`is_torn`]. Otherwise a row changed after its
 /// snapshot, it wrote nothing, and `_swap` decides.
-fn settled(answer: Result<&[Row], &(dyn std::error::Error + 'static)>) -> bool {
+fn settled(answer: Answer<'_>) -> bool {
     match answer {
         Ok(rows) => rows.first().is_none_or(|row| {
             let answer = |index| row.try_get::<_, bool>(index).unwrap_or(true);

@@ -24,6 +24,10 @@ use crate::error::{BoxError, Error, Result};
 /// The parameters of one statement, owned so that the task that sends them can outlive the call.
 pub(super) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 
+/// What a statement answered, as [`Pool::query_async_then`] shows it: its rows, or the source
+/// of its error.
+pub(super) type Answer<'a> = std::result::Result<&'a [Row], &'a (dyn std::error::Error + 'static)>;
+
 /// How much longer than the server's statement timeout a call waits for the answer: time for
 /// the server's cancellation, and its error, to arrive.
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
@@ -143,9 +147,7 @@ impl Pool {
         operation: &'static str,
         stmt: Stmt,
         params: Params,
-        then: impl FnOnce(Result<&[Row], &(dyn std::error::Error + 'static)>) -> Option<(Stmt, Params)>
-        + Send
-        + 'static,
+        then: impl FnOnce(Answer<'_>) -> Option<(Stmt, Params)> + Send + 'static,
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'static {
         let shared = Arc::clone(&self.shared);
         let task = self.runtime.as_ref().map(|runtime| {

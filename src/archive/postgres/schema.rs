@@ -21,9 +21,9 @@
 //! value, under the row's lock, still matches, and it never commits one without the other.
 //! Every lock is taken in one order, the table's, the domain's, then rows, so no cycle of
 //! waits can form. A row that changed after its snapshot (its snapshot is taken before it has
-//! the domain's lock) is left to `_swap`, which reads after the lock. It takes no row lock
-//! before it writes (`FOR UPDATE`): such a lock is a record of its own in the write-ahead log,
-//! and the log's flush is what a request waits for.
+//! the domain's lock) is left to `_swap`, which reads after the lock. It does not lock the rows
+//! ahead of its `UPDATE`s (`FOR UPDATE`): such a lock is a record of its own in the write-ahead
+//! log, and the log's flush is what a request waits for.
 //!
 //! Names and values only ever reach the server as bound parameters. The only text spliced into
 //! SQL is the table's own name, which [`Table::parse`] allows only as plain identifiers and
