@@ -1855,6 +1855,19 @@ fn a_two_key_swap_waits_for_a_row_locked_elsewhere_then_swaps() {
     );
 }
 
+/// `compare_and_swap_many` of keys `a` and `b` of domain `d`, each from the first value of its
+/// pair to the second, on a thread of its own.
+fn two_key_swap_in_thread(
+    archive: &Arc<PostgresArchive>,
+    [a, b]: [(&'static [u8], &'static [u8]); 2],
+) -> thread::JoinHandle<session_archive::Result<bool>> {
+    let archive = Arc::clone(archive);
+    thread::spawn(move || {
+        let swaps = [("a", Some(a.0), Some(a.1)), ("b", Some(b.0), Some(b.1))];
+        archive.compare_and_swap_many("d", &swaps)
+    })
+}
+
 /// A two-key swap that has written its first row when the second turns out changed (another
 /// transaction held it, and committed a new value) stops before its commit, so that its first
 /// write is undone, and the swap function answers: the values differ, and neither row holds
@@ -1872,16 +1885,7 @@ fn a_two_key_swap_that_meets_one_row_changed_writes_neither() {
     holder.run(&format!(
         "BEGIN; UPDATE \"{table}\" SET value = 'bX' WHERE domain = 'd' AND key = 'b'"
     ));
-    let swap = {
-        let archive = Arc::clone(&archive);
-        thread::spawn(move || {
-            let swaps = [
-                ("a", Some(&b"a0"[..]), Some(&b"a1"[..])),
-                ("b", Some(&b"b0"[..]), Some(&b"b1"[..])),
-            ];
-            archive.compare_and_swap_many("d", &swaps)
-        })
-    };
+    let swap = two_key_swap_in_thread(&archive, [(b"a0", b"a1"), (b"b0", b"b1")]);
     // It has updated a and waits for b.
     waiting_backend(shared, "u2 AS (UPDATE");
     holder.run("COMMIT");
@@ -2030,16 +2034,7 @@ fn a_key_removed_and_created_again_meanwhile_does_not_fail_a_two_key_swap() {
         })
     };
     waiting_backend(shared, &format!("\"{table}_swap_each\"("));
-    let swap = {
-        let archive = Arc::clone(&archive);
-        thread::spawn(move || {
-            let swaps = [
-                ("a", Some(&b"A"[..]), Some(&b"A2"[..])),
-                ("b", Some(&b"B"[..]), Some(&b"B2"[..])),
-            ];
-            archive.compare_and_swap_many("d", &swaps)
-        })
-    };
+    let swap = two_key_swap_in_thread(&archive, [(b"A", b"A2"), (b"B", b"B2")]);
     // The swap has its snapshot and waits for d's lock.
     let deadline = Instant::now() + Duration::from_secs(10);
     while shared

@@ -12,7 +12,7 @@
 
 #![allow(dead_code, reason = "each file that includes it uses part of it")]
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -220,11 +220,10 @@ pub fn free_port() -> Result<u16, String> {
 /// gets a port of its own this way; another process may still take one before the server
 /// binds it, which [`Node::start`] tells apart.
 pub fn free_port_with(bus: bool) -> Result<u16, String> {
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut guard = HANDED_OUT
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let handed_out = guard.get_or_insert_with(HashSet::new);
     for _ in 0..1000 {
         let listener =
             TcpListener::bind("127.0.0.1:0").map_err(|err| format!("no free port: {err}"))?;
