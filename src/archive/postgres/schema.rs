@@ -500,18 +500,21 @@ fn swap_two(table: &Table) -> String {
     );
     let row = |key: &str| format!("t.domain = $1::text AND t.key = {key}::text");
     let (first, second) = (row("$2"), row("$4"));
+    // `u1` and `u2` test what they wait for as one-time conditions (uncorrelated subqueries,
+    // run before their scans), so that the locks in `s` are held before `u1` reads a row and
+    // `u1` is done before `u2` reads one; each updates at most one row (the whole primary key),
+    // so `EXISTS` says whether it updated.
     format!(
         "WITH s AS (SELECT coalesce((SELECT t.value = $3::bytea FROM {t} AS t \
          WHERE {first} AND {locks}), false) AND coalesce((SELECT t.value = $5::bytea \
          FROM {t} AS t WHERE {second}), false) AS both), \
-         u1 AS (UPDATE {t} AS t SET value = $6::bytea FROM s \
-         WHERE s.both AND {first} AND t.value = $3::bytea RETURNING 1), \
-         u2 AS (UPDATE {t} AS t SET value = $7::bytea FROM s \
-         WHERE s.both AND (SELECT count(*) FROM u1) = 1 AND {second} AND t.value = $5::bytea \
-         RETURNING 1), \
-         n AS (SELECT (SELECT count(*) FROM u1) + (SELECT count(*) FROM u2) AS c) \
-         SELECT n.c = 2, n.c = 2 OR NOT s.both FROM s, n \
-         WHERE (CASE WHEN n.c = 1 THEN '{TORN}' ELSE '0' END)::int4 = 0"
+         u1 AS (UPDATE {t} AS t SET value = $6::bytea \
+         WHERE (SELECT s.both FROM s) AND {first} AND t.value = $3::bytea RETURNING 1), \
+         u2 AS (UPDATE {t} AS t SET value = $7::bytea \
+         WHERE EXISTS (SELECT FROM u1) AND {second} AND t.value = $5::bytea RETURNING 1), \
+         n AS (SELECT EXISTS (SELECT FROM u1) AS one, EXISTS (SELECT FROM u2) AS two) \
+         SELECT n.two, n.two OR NOT s.both FROM s, n \
+         WHERE (CASE WHEN n.one AND NOT n.two THEN '{TORN}' ELSE '0' END)::int4 = 0"
     )
 }
 
