@@ -1976,8 +1976,8 @@ fn tables_named_as_the_statements_own_names_work() {
     shared.psql(&format!("CREATE SCHEMA \"{schema}\"")).unwrap();
     let names = [
         "both", "c", "cur", "d", "domain", "done", "ds", "e", "ends", "es", "from_", "g", "i", "k",
-        "key", "ks", "l", "m", "n", "ns", "ok", "q", "r", "s", "t", "u", "u1", "u2", "v", "value",
-        "vs", "w",
+        "key", "ks", "l", "m", "n", "ns", "ok", "one", "q", "r", "s", "t", "two", "u", "u1", "u2",
+        "v", "value", "vs", "w",
     ];
     let behaviours: [fn(&dyn Archive); 8] = [
         suite::remove_present_and_absent,
